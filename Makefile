@@ -1,0 +1,50 @@
+# sekisho — `make demo` runs the demo on loopback, `make test` runs every test.
+GO          ?= go
+STATICCHECK := bin/staticcheck
+SRC         := $(shell find cmd broker session recording -name '*.go' -not -name '*_test.go') go.mod go.sum
+
+.PHONY: all build demo test unit e2e lint fuzz clean
+
+all: build
+
+build: bin/sekisho bin/devvault
+
+bin/sekisho: $(SRC)
+	$(GO) build -o $@ ./cmd/sekisho
+
+# The dev Vault is its own Go module (tools/devvault), so the main module
+# does not inherit Vault's dependency graph. The first build takes minutes.
+bin/devvault: tools/devvault/main.go tools/devvault/go.mod tools/devvault/go.sum
+	cd tools/devvault && $(GO) build -o ../../bin/devvault .
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+demo: build
+	bin/sekisho demo
+
+# Everything: formatting, vet, staticcheck, unit tests and the end-to-end
+# tests against real OpenSSH, a real sshd and the real dev Vault.
+test: build lint
+	$(GO) test -race -count=1 ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: build
+	$(GO) test -race -count=1 -v ./e2e/
+
+lint: $(STATICCHECK)
+	@fmt=$$(gofmt -l cmd broker session recording e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzParseLogin -fuzztime=$(FUZZTIME) ./session/
+	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
+	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
+	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/
+
+clean:
+	rm -rf bin .demo

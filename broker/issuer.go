@@ -1,0 +1,329 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"golang.org/x/crypto/ssh"
+)
+
+// VaultConfig tells the issuer how to reach Vault's SSH secrets engine.
+type VaultConfig struct {
+	Address      string
+	RoleIDFile   string // AppRole role ID
+	SecretIDFile string // AppRole secret ID
+	AppRoleMount string // default "approle"
+	Mount        string // SSH secrets engine mount, default "ssh"
+	Role         string // signing role
+	TTL          time.Duration
+	Timeout      time.Duration // per Vault call
+}
+
+// CertRequest names what a certificate is for.
+type CertRequest struct {
+	Principal string // the login on the target
+	KeyID     string // names technician, affiliate and session
+}
+
+// Credential is an ephemeral key pair with its Vault-signed certificate.
+// The private key exists only in memory for the life of the connection.
+type Credential struct {
+	Certificate *ssh.Certificate
+	Signer      ssh.Signer // signs with the private key, presenting the certificate
+}
+
+// allowedExtensions are the only certificate extensions sekisho accepts in
+// a certificate returned by Vault. Agent, X11 and port forwarding are
+// refused by the relay, so the certificate does not grant them either.
+var allowedExtensions = []string{"permit-pty"}
+
+// Issuer obtains short-lived user certificates from Vault. It logs in with
+// AppRole and logs in again before its token runs out.
+type Issuer struct {
+	cfg    VaultConfig
+	client *vault.Client
+	now    func() time.Time
+
+	mu       sync.Mutex
+	tokenExp time.Time
+	ca       ssh.PublicKey
+}
+
+// NewIssuer returns an issuer for cfg. It does not contact Vault; call
+// Check to log in and load the CA key.
+func NewIssuer(cfg VaultConfig) (*Issuer, error) {
+	if cfg.Mount == "" {
+		cfg.Mount = "ssh"
+	}
+	if cfg.AppRoleMount == "" {
+		cfg.AppRoleMount = "approle"
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = 5 * time.Minute
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	vc := vault.DefaultConfig()
+	if vc.Error != nil {
+		return nil, vc.Error
+	}
+	vc.Address = cfg.Address
+	vc.Timeout = cfg.Timeout
+	vc.MaxRetries = 1
+	client, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	client.ClearToken() // never pick up VAULT_TOKEN: sekisho uses its AppRole only
+	return &Issuer{cfg: cfg, client: client, now: time.Now}, nil
+}
+
+// Check logs in and fetches the CA public key, so that a misconfigured
+// Vault is found at start rather than at the first connection.
+func (is *Issuer) Check(ctx context.Context) error {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.ensureLocked(ctx)
+}
+
+// CA returns the user CA key that signs certificates, once Check succeeded.
+func (is *Issuer) CA() ssh.PublicKey {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.ca
+}
+
+func (is *Issuer) ensureLocked(ctx context.Context) error {
+	// Log in again when less than a third of the token's life is left.
+	if is.tokenExp.IsZero() || is.now().After(is.tokenExp) {
+		if err := is.loginLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if is.ca == nil {
+		ca, err := is.fetchCA(ctx)
+		if err != nil {
+			return err
+		}
+		is.ca = ca
+	}
+	return nil
+}
+
+func (is *Issuer) loginLocked(ctx context.Context) error {
+	roleID, err := readSecretFile(is.cfg.RoleIDFile)
+	if err != nil {
+		return fmt.Errorf("vault approle role_id: %w", err)
+	}
+	secretID, err := readSecretFile(is.cfg.SecretIDFile)
+	if err != nil {
+		return fmt.Errorf("vault approle secret_id: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+	defer cancel()
+	is.client.ClearToken()
+	sec, err := is.client.Logical().WriteWithContext(ctx, "auth/"+is.cfg.AppRoleMount+"/login", map[string]any{
+		"role_id":   roleID,
+		"secret_id": secretID,
+	})
+	if err != nil {
+		return fmt.Errorf("vault approle login: %w", err)
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return errors.New("vault approle login: no token in response")
+	}
+	is.client.SetToken(sec.Auth.ClientToken)
+	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	is.tokenExp = is.now().Add(ttl * 2 / 3)
+	return nil
+}
+
+func (is *Issuer) fetchCA(ctx context.Context) (ssh.PublicKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+	defer cancel()
+	sec, err := is.client.Logical().ReadWithContext(ctx, is.cfg.Mount+"/config/ca")
+	if err != nil {
+		return nil, fmt.Errorf("vault read %s/config/ca: %w", is.cfg.Mount, err)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, fmt.Errorf("vault %s/config/ca: no CA configured (run `sekisho vault setup`)", is.cfg.Mount)
+	}
+	pub, _ := sec.Data["public_key"].(string)
+	ca, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
+	if err != nil {
+		return nil, fmt.Errorf("vault %s/config/ca: parse CA key: %w", is.cfg.Mount, err)
+	}
+	return ca, nil
+}
+
+// Issue makes an ed25519 key pair in memory, has Vault sign its public
+// half for req, checks the certificate and returns both. The private key
+// is never written anywhere.
+func (is *Issuer) Issue(ctx context.Context, req CertRequest) (*Credential, error) {
+	if req.Principal == "" {
+		return nil, errors.New("certificate request without principal")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, err
+	}
+
+	is.mu.Lock()
+	err = is.ensureLocked(ctx)
+	ca := is.ca
+	is.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	signed, err := is.sign(ctx, sshPub, req)
+	if isPermissionDenied(err) {
+		// The token may have been revoked: log in once more and retry.
+		is.mu.Lock()
+		is.tokenExp = time.Time{}
+		err = is.ensureLocked(ctx)
+		is.mu.Unlock()
+		if err == nil {
+			signed, err = is.sign(ctx, sshPub, req)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	cert, err := parseCertificate(signed)
+	if err != nil {
+		return nil, err
+	}
+	if err := is.checkCertificate(cert, sshPub, ca, req); err != nil {
+		return nil, fmt.Errorf("vault returned an unacceptable certificate: %w", err)
+	}
+	certSigner, err := ssh.NewCertSigner(cert, signer)
+	if err != nil {
+		return nil, err
+	}
+	return &Credential{Certificate: cert, Signer: certSigner}, nil
+}
+
+func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+	defer cancel()
+	exts := map[string]any{}
+	for _, e := range allowedExtensions {
+		exts[e] = ""
+	}
+	sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
+		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
+		"cert_type":        "user",
+		"valid_principals": req.Principal,
+		"key_id":           req.KeyID,
+		"ttl":              is.cfg.TTL.String(),
+		"extensions":       exts,
+	})
+	if err != nil {
+		return "", fmt.Errorf("vault sign: %w", err)
+	}
+	if sec == nil || sec.Data == nil {
+		return "", errors.New("vault sign: empty response")
+	}
+	s, _ := sec.Data["signed_key"].(string)
+	if s == "" {
+		return "", errors.New("vault sign: response has no signed_key")
+	}
+	return s, nil
+}
+
+func parseCertificate(s string) (*ssh.Certificate, error) {
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))
+	if err != nil {
+		return nil, fmt.Errorf("parse signed key: %w", err)
+	}
+	cert, ok := key.(*ssh.Certificate)
+	if !ok {
+		return nil, errors.New("signed key is not a certificate")
+	}
+	return cert, nil
+}
+
+// checkCertificate refuses a certificate that is not exactly what was
+// asked for, so that a misconfigured or compromised signing role cannot
+// widen a technician's access.
+func (is *Issuer) checkCertificate(cert *ssh.Certificate, pub, ca ssh.PublicKey, req CertRequest) error {
+	if cert.CertType != ssh.UserCert {
+		return errors.New("not a user certificate")
+	}
+	if !bytes.Equal(cert.Key.Marshal(), pub.Marshal()) {
+		return errors.New("certificate is for another key")
+	}
+	if !bytes.Equal(cert.SignatureKey.Marshal(), ca.Marshal()) {
+		return errors.New("certificate is not signed by the Vault CA sekisho knows")
+	}
+	if _, isCert := cert.SignatureKey.(*ssh.Certificate); isCert {
+		return errors.New("certificate is signed by a certificate")
+	}
+	if len(cert.ValidPrincipals) != 1 || cert.ValidPrincipals[0] != req.Principal {
+		return fmt.Errorf("principals %q, want exactly %q", cert.ValidPrincipals, req.Principal)
+	}
+	if cert.KeyId != req.KeyID {
+		return fmt.Errorf("key ID %q, want %q", cert.KeyId, req.KeyID)
+	}
+	now := is.now()
+	const skew = 2 * time.Minute
+	after := time.Unix(int64(cert.ValidAfter), 0)
+	before := time.Unix(int64(cert.ValidBefore), 0)
+	if cert.ValidBefore == ssh.CertTimeInfinity || before.Sub(now) > is.cfg.TTL+skew {
+		return fmt.Errorf("valid until %s, longer than the %s asked for", before.UTC().Format(time.RFC3339), is.cfg.TTL)
+	}
+	if now.Before(after.Add(-skew)) || !now.Before(before) {
+		return fmt.Errorf("not valid now (valid %s to %s)", after.UTC().Format(time.RFC3339), before.UTC().Format(time.RFC3339))
+	}
+	if len(cert.CriticalOptions) > 0 {
+		return fmt.Errorf("unexpected critical options %v", cert.CriticalOptions)
+	}
+	for ext := range cert.Extensions {
+		if !slices.Contains(allowedExtensions, ext) {
+			return fmt.Errorf("unexpected extension %q", ext)
+		}
+	}
+	return nil
+}
+
+func isPermissionDenied(err error) bool {
+	var re *vault.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 403
+}
+
+func readSecretFile(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("no file configured")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}

@@ -1,0 +1,225 @@
+// Package sqlitestore keeps sekisho's sessions and audit log in an embedded
+// SQLite file through a pure-Go driver (no cgo). It runs in WAL mode so
+// that the CLI can read the register while the server writes it.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS sessions (
+	id                TEXT PRIMARY KEY,
+	technician        TEXT NOT NULL,
+	affiliate         TEXT NOT NULL,
+	affiliate_country TEXT NOT NULL,
+	source            TEXT NOT NULL,
+	target            TEXT NOT NULL,
+	target_address    TEXT NOT NULL,
+	residency         TEXT NOT NULL,
+	login             TEXT NOT NULL,
+	cross_border      INTEGER NOT NULL,
+	rule              TEXT NOT NULL,
+	trace             TEXT NOT NULL,
+	cert_serial       TEXT NOT NULL,
+	cert_key_id       TEXT NOT NULL,
+	started_at        TEXT NOT NULL,
+	ended_at          TEXT,
+	bytes_in          INTEGER NOT NULL DEFAULT 0,
+	bytes_out         INTEGER NOT NULL DEFAULT 0,
+	end_reason        TEXT NOT NULL DEFAULT '',
+	recording         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE TABLE IF NOT EXISTS audit (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	at         TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	technician TEXT NOT NULL,
+	target     TEXT NOT NULL,
+	source     TEXT NOT NULL,
+	session    TEXT NOT NULL,
+	detail     TEXT NOT NULL
+);
+`
+
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Store is a broker.Store on SQLite.
+type Store struct {
+	db *sql.DB
+}
+
+var _ broker.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state store %s: create schema: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// StartSession registers a session as it starts.
+func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
+		(id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.Target, r.TargetAddress, r.Residency, r.Login,
+		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording)
+	if err != nil {
+		return fmt.Errorf("store session %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// EndSession records how a session ended.
+func (s *Store) EndSession(ctx context.Context, id string, e broker.SessionEnd) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET ended_at=?, bytes_in=?, bytes_out=?, end_reason=? WHERE id=?`,
+		e.At.UTC().Format(timeFormat), e.BytesIn, e.BytesOut, e.Reason, id)
+	if err != nil {
+		return fmt.Errorf("end session %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("end session %s: %w", id, broker.ErrNotFound)
+	}
+	return nil
+}
+
+const sessionColumns = `id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording`
+
+// Session returns one session by ID.
+func (s *Store) Session(ctx context.Context, id string) (broker.SessionRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id=?`, id)
+	if err != nil {
+		return broker.SessionRecord{}, err
+	}
+	list, err := scanSessions(rows)
+	if err != nil {
+		return broker.SessionRecord{}, err
+	}
+	if len(list) == 0 {
+		return broker.SessionRecord{}, fmt.Errorf("session %s: %w", id, broker.ErrNotFound)
+	}
+	return list[0], nil
+}
+
+// Sessions lists sessions, newest first.
+func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.SessionRecord, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Technician != "" {
+		where = append(where, "technician=?")
+		args = append(args, f.Technician)
+	}
+	if f.Target != "" {
+		where = append(where, "target=?")
+		args = append(args, f.Target)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "started_at>=?")
+		args = append(args, f.Since.UTC().Format(timeFormat))
+	}
+	q := `SELECT ` + sessionColumns + ` FROM sessions`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY started_at DESC"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanSessions(rows)
+}
+
+func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
+	defer rows.Close()
+	var out []broker.SessionRecord
+	for rows.Next() {
+		var (
+			r                broker.SessionRecord
+			serial, started  string
+			ended            sql.NullString
+			crossBorder      bool
+		)
+		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.Target, &r.TargetAddress,
+			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
+			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording); err != nil {
+			return nil, err
+		}
+		r.CrossBorder = crossBorder
+		fmt.Sscan(serial, &r.CertSerial)
+		r.StartedAt, _ = time.Parse(timeFormat, started)
+		if ended.Valid {
+			r.EndedAt, _ = time.Parse(timeFormat, ended.String)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Audit appends an event to the audit log.
+func (s *Store) Audit(ctx context.Context, e broker.AuditEvent) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, kind, technician, target, source, session, detail) VALUES (?,?,?,?,?,?,?)`,
+		e.At.UTC().Format(timeFormat), e.Kind, e.Technician, e.Target, e.Source, e.Session, e.Detail)
+	if err != nil {
+		return fmt.Errorf("store audit event: %w", err)
+	}
+	return nil
+}
+
+// AuditEvents returns the newest audit events, oldest first.
+func (s *Store) AuditEvents(ctx context.Context, limit int) ([]broker.AuditEvent, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT at, kind, technician, target, source, session, detail FROM
+		(SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []broker.AuditEvent
+	for rows.Next() {
+		var e broker.AuditEvent
+		var at string
+		if err := rows.Scan(&at, &e.Kind, &e.Technician, &e.Target, &e.Source, &e.Session, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.At, _ = time.Parse(timeFormat, at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("state store closed")

@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by a Store when the asked-for record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// SessionRecord is the register entry of one connection through sekisho.
+type SessionRecord struct {
+	ID               string    `json:"id"`
+	Technician       string    `json:"technician"`
+	Affiliate        string    `json:"affiliate"`
+	AffiliateCountry string    `json:"affiliate_country"`
+	Source           string    `json:"source"`
+	Target           string    `json:"target"`
+	TargetAddress    string    `json:"target_address"`
+	Residency        string    `json:"residency"`
+	Login            string    `json:"login"`
+	CrossBorder      bool      `json:"cross_border"`
+	Rule             string    `json:"rule"`
+	Trace            string    `json:"trace"` // JSON of []TraceStep
+	CertSerial       uint64    `json:"cert_serial"`
+	CertKeyID        string    `json:"cert_key_id"`
+	StartedAt        time.Time `json:"started_at"`
+	EndedAt          time.Time `json:"ended_at,omitzero"`
+	BytesIn          int64     `json:"bytes_in"`  // technician to target
+	BytesOut         int64     `json:"bytes_out"` // target to technician
+	EndReason        string    `json:"end_reason,omitempty"`
+	Recording        string    `json:"recording"` // recording location, relative to the recording directory
+}
+
+// Ended reports whether the session has finished.
+func (s *SessionRecord) Ended() bool { return !s.EndedAt.IsZero() }
+
+// SessionEnd is what is known when a session finishes.
+type SessionEnd struct {
+	At       time.Time
+	BytesIn  int64
+	BytesOut int64
+	Reason   string
+}
+
+// SessionFilter narrows a session listing. Zero fields do not filter.
+type SessionFilter struct {
+	Technician string
+	Target     string
+	Since      time.Time
+	Limit      int
+}
+
+// AuditEvent is one line of the audit log: a decision, a refusal, a session
+// start or end, a certificate issued, a host key mismatch.
+type AuditEvent struct {
+	At         time.Time `json:"at"`
+	Kind       string    `json:"kind"`
+	Technician string    `json:"technician,omitempty"`
+	Target     string    `json:"target,omitempty"`
+	Source     string    `json:"source,omitempty"`
+	Session    string    `json:"session,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
+// Store keeps sessions and the audit log. The embedded implementation is
+// SQLite (broker/sqlitestore); several nodes share a PostgreSQL one.
+type Store interface {
+	StartSession(ctx context.Context, s *SessionRecord) error
+	EndSession(ctx context.Context, id string, end SessionEnd) error
+	Session(ctx context.Context, id string) (SessionRecord, error)
+	Sessions(ctx context.Context, f SessionFilter) ([]SessionRecord, error)
+	Audit(ctx context.Context, e AuditEvent) error
+	AuditEvents(ctx context.Context, limit int) ([]AuditEvent, error)
+}

@@ -1,0 +1,220 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// VaultSetup is what `sekisho vault setup` makes Vault hold for sekisho.
+type VaultSetup struct {
+	Vault VaultConfig
+	// Principals are the target logins sekisho may put in a certificate;
+	// the signing role allows nothing else.
+	Principals []string
+	// Policy is the name of the Vault policy for sekisho, default "sekisho".
+	Policy string
+	// AppRole is the AppRole role name, default "sekisho".
+	AppRole string
+	// CAPublicKeyFile, when set, receives the user CA public key, ready to
+	// be used as sshd's TrustedUserCAKeys.
+	CAPublicKeyFile string
+}
+
+// SetupReport says what Setup changed.
+type SetupReport struct {
+	Changes []string
+	CA      string // user CA public key, authorized_keys format
+}
+
+// PolicyHCL is sekisho's least-privilege Vault policy: it can sign with its
+// one role and read the CA's public key, nothing else. (Renewing and
+// looking up its own token come with Vault's default policy.)
+func PolicyHCL(mount, role string) string {
+	return fmt.Sprintf(`# sekisho: sign user certificates with one role, read the CA public key.
+path "%[1]s/sign/%[2]s" {
+  capabilities = ["update"]
+}
+path "%[1]s/config/ca" {
+  capabilities = ["read"]
+}
+`, mount, role)
+}
+
+// Setup configures Vault for sekisho with an admin client: the SSH
+// secrets engine and its CA, the signing role, the policy, and an AppRole
+// whose role ID and secret ID are written to the configured files (mode
+// 0600). It is idempotent: existing mounts, the CA and an existing secret
+// ID file are kept, the role and policy are rewritten to their intended
+// state.
+func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupReport, error) {
+	v := s.Vault
+	if v.Mount == "" {
+		v.Mount = "ssh"
+	}
+	if v.AppRoleMount == "" {
+		v.AppRoleMount = "approle"
+	}
+	if s.Policy == "" {
+		s.Policy = "sekisho"
+	}
+	if s.AppRole == "" {
+		s.AppRole = "sekisho"
+	}
+	if v.Role == "" {
+		return nil, errors.New("vault.role is not set")
+	}
+	if len(s.Principals) == 0 {
+		return nil, errors.New("no target logins to allow: configure at least one target")
+	}
+	rep := &SetupReport{}
+	sys := client.Sys()
+	logical := client.Logical()
+
+	mounts, err := sys.ListMountsWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list secrets engines: %w", err)
+	}
+	if m, ok := mounts[v.Mount+"/"]; !ok {
+		if err := sys.MountWithContext(ctx, v.Mount, &vault.MountInput{Type: "ssh", Description: "sekisho user certificates"}); err != nil {
+			return nil, fmt.Errorf("enable ssh secrets engine at %s: %w", v.Mount, err)
+		}
+		rep.Changes = append(rep.Changes, "enabled ssh secrets engine at "+v.Mount)
+	} else if m.Type != "ssh" {
+		return nil, fmt.Errorf("mount %s exists with type %q, want ssh", v.Mount, m.Type)
+	}
+
+	auths, err := sys.ListAuthWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list auth methods: %w", err)
+	}
+	if a, ok := auths[v.AppRoleMount+"/"]; !ok {
+		if err := sys.EnableAuthWithOptionsWithContext(ctx, v.AppRoleMount, &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+			return nil, fmt.Errorf("enable approle at %s: %w", v.AppRoleMount, err)
+		}
+		rep.Changes = append(rep.Changes, "enabled approle auth at "+v.AppRoleMount)
+	} else if a.Type != "approle" {
+		return nil, fmt.Errorf("auth mount %s exists with type %q, want approle", v.AppRoleMount, a.Type)
+	}
+
+	ca, err := logical.ReadWithContext(ctx, v.Mount+"/config/ca")
+	if err != nil && !isStatus(err, 400, 404) {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	if ca == nil || ca.Data["public_key"] == nil {
+		ca, err = logical.WriteWithContext(ctx, v.Mount+"/config/ca", map[string]any{
+			"generate_signing_key": true,
+			"key_type":             "ed25519",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("generate CA: %w", err)
+		}
+		rep.Changes = append(rep.Changes, "generated ed25519 user CA")
+	}
+	rep.CA, _ = ca.Data["public_key"].(string)
+	if rep.CA == "" {
+		return nil, errors.New("vault returned no CA public key")
+	}
+
+	principals := append([]string(nil), s.Principals...)
+	sort.Strings(principals)
+	ttl := v.TTL
+	if ttl == 0 {
+		ttl = 5 * time.Minute
+	}
+	if _, err := logical.WriteWithContext(ctx, v.Mount+"/roles/"+v.Role, map[string]any{
+		"key_type":                "ca",
+		"algorithm_signer":        "default",
+		"allow_user_certificates": true,
+		"allow_host_certificates": false,
+		"allowed_users":           strings.Join(principals, ","),
+		"allow_user_key_ids":      true,
+		"allowed_extensions":      strings.Join(allowedExtensions, ","),
+		"default_extensions":      map[string]string{"permit-pty": ""},
+		"allowed_critical_options": "",
+		"ttl":                     ttl.String(),
+		"max_ttl":                 (3 * ttl).String(),
+		"allow_empty_principals":  false,
+		"allowed_user_key_lengths": map[string][]int{"ed25519": {0}},
+	}); err != nil {
+		return nil, fmt.Errorf("write signing role %s: %w", v.Role, err)
+	}
+	rep.Changes = append(rep.Changes, fmt.Sprintf("wrote signing role %s (principals %s)", v.Role, strings.Join(principals, ",")))
+
+	if err := sys.PutPolicyWithContext(ctx, s.Policy, PolicyHCL(v.Mount, v.Role)); err != nil {
+		return nil, fmt.Errorf("write policy %s: %w", s.Policy, err)
+	}
+	rep.Changes = append(rep.Changes, "wrote policy "+s.Policy)
+
+	rolePath := "auth/" + v.AppRoleMount + "/role/" + s.AppRole
+	if _, err := logical.WriteWithContext(ctx, rolePath, map[string]any{
+		"token_policies": s.Policy,
+		"token_ttl":      "1h",
+		"token_max_ttl":  "4h",
+		"bind_secret_id": true,
+	}); err != nil {
+		return nil, fmt.Errorf("write approle %s: %w", s.AppRole, err)
+	}
+	sec, err := logical.ReadWithContext(ctx, rolePath+"/role-id")
+	if err != nil || sec == nil {
+		return nil, fmt.Errorf("read approle role ID: %w", err)
+	}
+	roleID, _ := sec.Data["role_id"].(string)
+	if err := writeSecretFile(v.RoleIDFile, roleID); err != nil {
+		return nil, fmt.Errorf("write role ID: %w", err)
+	}
+	if _, err := readSecretFile(v.SecretIDFile); err != nil {
+		sec, err := logical.WriteWithContext(ctx, rolePath+"/secret-id", nil)
+		if err != nil || sec == nil {
+			return nil, fmt.Errorf("generate approle secret ID: %w", err)
+		}
+		secretID, _ := sec.Data["secret_id"].(string)
+		if err := writeSecretFile(v.SecretIDFile, secretID); err != nil {
+			return nil, fmt.Errorf("write secret ID: %w", err)
+		}
+		rep.Changes = append(rep.Changes, "generated approle secret ID into "+v.SecretIDFile)
+	}
+	if s.CAPublicKeyFile != "" {
+		if err := os.WriteFile(s.CAPublicKeyFile, []byte(strings.TrimSpace(rep.CA)+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("write CA public key: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+func writeSecretFile(path, value string) error {
+	if path == "" {
+		return errors.New("no file configured")
+	}
+	if value == "" {
+		return errors.New("vault returned an empty value")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(value+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func isStatus(err error, codes ...int) bool {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, c := range codes {
+		if re.StatusCode == c {
+			return true
+		}
+	}
+	return false
+}

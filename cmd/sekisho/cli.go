@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/recording"
+)
+
+// commonFlags parses --config plus the command's own flags.
+func parseWithConfig(name string, args []string, define func(fs *flag.FlagSet)) (*Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	configPath := fs.String("config", "", "config file")
+	if define != nil {
+		define(fs)
+	}
+	if err := fs.Parse(reorder(args)); err != nil {
+		return nil, nil, usageError{err.Error()}
+	}
+	path, err := findConfig(*configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, fs, nil
+}
+
+// reorder moves positional arguments after the flags, so that
+// `sekisho replay ID --speed 4` works as well as `--speed 4 ID`.
+func reorder(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") {
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && i+1 < len(args) && !isBoolFlag(a) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
+}
+
+func isBoolFlag(a string) bool {
+	switch strings.TrimLeft(a, "-") {
+	case "json", "instant", "events":
+		return true
+	}
+	return false
+}
+
+func openStore(ctx context.Context, cfg *Config) (*sqlitestore.Store, error) {
+	path := cfg.Path(cfg.State)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("state store %s: %w (has `sekisho serve` run with this config?)", path, err)
+	}
+	return sqlitestore.Open(ctx, path)
+}
+
+func cmdSessions(ctx context.Context, args []string) error {
+	var (
+		tech, target string
+		limit        int
+		asJSON       bool
+	)
+	cfg, _, err := parseWithConfig("sessions", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&tech, "technician", "", "only this technician")
+		fs.StringVar(&target, "target", "", "only this target")
+		fs.IntVar(&limit, "limit", 50, "at most this many sessions, newest first")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	list, err := store.Sessions(ctx, broker.SessionFilter{Technician: tech, Target: target, Limit: limit})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if list == nil {
+			list = []broker.SessionRecord{}
+		}
+		return enc.Encode(list)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tTECHNICIAN\tAFFILIATE\tSOURCE\tTARGET\tRESIDENCY\tSTART\tEND\tIN\tOUT\tEND REASON")
+	for _, s := range list {
+		end := "live"
+		if s.Ended() {
+			end = s.EndedAt.Local().Format("15:04:05")
+		}
+		aff := s.Affiliate + " (" + s.AffiliateCountry + ")"
+		if s.CrossBorder {
+			aff += " cross-border"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Technician, aff, s.Source, s.Target, s.Residency,
+			s.StartedAt.Local().Format("2006-01-02 15:04:05"), end, byteCount(s.BytesIn), byteCount(s.BytesOut), s.EndReason)
+	}
+	return tw.Flush()
+}
+
+func byteCount(n int64) string {
+	switch {
+	case n < 1<<10:
+		return strconv.FormatInt(n, 10) + "B"
+	case n < 1<<20:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+}
+
+func cmdReplay(ctx context.Context, args []string) error {
+	var (
+		opt    recording.ReplayOptions
+		events bool
+	)
+	cfg, fs, err := parseWithConfig("replay", args, func(fs *flag.FlagSet) {
+		fs.Float64Var(&opt.Speed, "speed", 1, "playback speed factor")
+		fs.DurationVar(&opt.MaxIdle, "max-idle", 2*time.Second, "cap on pauses")
+		fs.BoolVar(&opt.Instant, "instant", false, "print without pauses")
+		fs.IntVar(&opt.Channel, "channel", 0, "replay only this channel (1-based)")
+		fs.BoolVar(&events, "events", false, "print every event (input, output, commands, exit status) one per line")
+	})
+	if err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"replay: give exactly one session ID (see `sekisho sessions`)"}
+	}
+	id := fs.Arg(0)
+	root := cfg.Path(cfg.Recordings)
+	if _, err := recording.SessionDir(root, id); err != nil {
+		return fmt.Errorf("%w; session IDs are listed by `sekisho sessions`", err)
+	}
+	if events {
+		return recording.WriteEvents(os.Stdout, root, id)
+	}
+	err = recording.Replay(ctx, os.Stdout, root, id, opt)
+	fmt.Fprint(os.Stdout, "\r\n")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func cmdAudit(ctx context.Context, args []string) error {
+	var limit int
+	cfg, _, err := parseWithConfig("audit", args, func(fs *flag.FlagSet) {
+		fs.IntVar(&limit, "limit", 100, "the newest N events")
+	})
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	events, err := store.AuditEvents(ctx, limit)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for _, e := range events {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cmdConfigCheck(args []string) error {
+	cfg, _, err := parseWithConfig("config check", args, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: ok (%d affiliates, %d technicians, %d targets, %d rules)\n",
+		cfg.path, len(cfg.Affiliates), len(cfg.Techs), len(cfg.Targets), len(cfg.Rules))
+	return nil
+}
+
+func cmdVaultSetup(ctx context.Context, args []string) error {
+	var caOut string
+	cfg, _, err := parseWithConfig("vault setup", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&caOut, "ca-out", "", "write the user CA public key here (for sshd's TrustedUserCAKeys)")
+	})
+	if err != nil {
+		return err
+	}
+	token := os.Getenv("VAULT_TOKEN")
+	if token == "" {
+		return errors.New("vault setup needs an admin token in VAULT_TOKEN (it is used once and not stored)")
+	}
+	rep, err := vaultSetup(ctx, cfg, token, caOut)
+	if err != nil {
+		return err
+	}
+	for _, c := range rep.Changes {
+		fmt.Println("vault:", c)
+	}
+	fmt.Println("user CA public key (put it in sshd's TrustedUserCAKeys on each target):")
+	fmt.Println(strings.TrimSpace(rep.CA))
+	return nil
+}
+
+func vaultSetup(ctx context.Context, cfg *Config, token, caOut string) (*broker.SetupReport, error) {
+	vc := vault.DefaultConfig()
+	vc.Address = cfg.Vault.Address
+	vc.Timeout = 30 * time.Second
+	client, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, err
+	}
+	client.SetToken(token)
+	logins := map[string]bool{}
+	var principals []string
+	for _, t := range cfg.Targets {
+		if !logins[t.Login] {
+			logins[t.Login] = true
+			principals = append(principals, t.Login)
+		}
+	}
+	for _, r := range cfg.Rules {
+		if r.Login != "" && !logins[r.Login] {
+			logins[r.Login] = true
+			principals = append(principals, r.Login)
+		}
+	}
+	return broker.Setup(ctx, client, broker.VaultSetup{Vault: cfg.vaultConfig(), Principals: principals, CAPublicKeyFile: caOut})
+}

@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// Config is sekisho's configuration file. Relative paths in it are
+// relative to the directory of the file.
+type Config struct {
+	Listen     string        `yaml:"listen"`
+	HostKey    string        `yaml:"host_key"`
+	State      string        `yaml:"state"`
+	Recordings string        `yaml:"recordings"`
+	LogLevel   string        `yaml:"log_level"`
+	LogFormat  string        `yaml:"log_format"`
+	Vault      VaultSection  `yaml:"vault"`
+	SSH        SSHSection    `yaml:"ssh"`
+	Affiliates []Affiliate   `yaml:"affiliates"`
+	Techs      []Technician  `yaml:"technicians"`
+	Targets    []TargetEntry `yaml:"targets"`
+	Rules      []RuleEntry   `yaml:"rules"`
+
+	path string
+}
+
+// VaultSection configures the Vault SSH secrets engine.
+type VaultSection struct {
+	Address      string   `yaml:"address"`
+	RoleIDFile   string   `yaml:"role_id_file"`
+	SecretIDFile string   `yaml:"secret_id_file"`
+	AppRoleMount string   `yaml:"approle_mount"`
+	Mount        string   `yaml:"mount"`
+	Role         string   `yaml:"role"`
+	CertTTL      Duration `yaml:"cert_ttl"`
+	Timeout      Duration `yaml:"timeout"`
+}
+
+// SSHSection tunes the SSH server.
+type SSHSection struct {
+	AuthTimeout  Duration `yaml:"auth_timeout"`
+	MaxAuthTries int      `yaml:"max_auth_tries"`
+	DialTimeout  Duration `yaml:"dial_timeout"`
+	EnvAllow     []string `yaml:"env_allow"`
+}
+
+// Affiliate is an affiliate company entry.
+type Affiliate struct {
+	Name    string `yaml:"name"`
+	Country string `yaml:"country"`
+	line    int
+}
+
+// Technician is a technician entry.
+type Technician struct {
+	Name      string   `yaml:"name"`
+	Affiliate string   `yaml:"affiliate"`
+	Groups    []string `yaml:"groups"`
+	Keys      []string `yaml:"keys"`
+	line      int
+}
+
+// TargetEntry is a target entry.
+type TargetEntry struct {
+	Name      string            `yaml:"name"`
+	Address   string            `yaml:"address"`
+	Login     string            `yaml:"login"`
+	HostKeys  []string          `yaml:"host_keys"`
+	HostCAs   []string          `yaml:"host_cas"`
+	Residency string            `yaml:"residency"`
+	Data      []string          `yaml:"data"`
+	Labels    map[string]string `yaml:"labels"`
+	line      int
+}
+
+// RuleEntry is a rule entry.
+type RuleEntry struct {
+	Name        string            `yaml:"name"`
+	Effect      string            `yaml:"effect"`
+	Technicians []string          `yaml:"technicians"`
+	Affiliates  []string          `yaml:"affiliates"`
+	Targets     []string          `yaml:"targets"`
+	Residency   []string          `yaml:"residency"`
+	Data        []string          `yaml:"data"`
+	Labels      map[string]string `yaml:"labels"`
+	CrossBorder *bool             `yaml:"cross_border"`
+	Login       string            `yaml:"login"`
+	Message     string            `yaml:"message"`
+	line        int
+}
+
+func (a *Affiliate) UnmarshalYAML(n *yaml.Node) error {
+	type plain Affiliate
+	a.line = n.Line
+	return decodeStrict(n, (*plain)(a))
+}
+
+func (t *Technician) UnmarshalYAML(n *yaml.Node) error {
+	type plain Technician
+	t.line = n.Line
+	return decodeStrict(n, (*plain)(t))
+}
+
+func (t *TargetEntry) UnmarshalYAML(n *yaml.Node) error {
+	type plain TargetEntry
+	t.line = n.Line
+	return decodeStrict(n, (*plain)(t))
+}
+
+func (r *RuleEntry) UnmarshalYAML(n *yaml.Node) error {
+	type plain RuleEntry
+	r.line = n.Line
+	return decodeStrict(n, (*plain)(r))
+}
+
+// decodeStrict decodes n into v, refusing unknown fields: a misspelt
+// condition in a rule must not silently widen it.
+func decodeStrict(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		// Line numbers inside the re-encoded node are relative to it.
+		return fmt.Errorf("line %d: %s", n.Line, stripYAMLLine(err))
+	}
+	return nil
+}
+
+var yamlLineRe = regexp.MustCompile(`^(yaml: )?(unmarshal errors:\n\s*)?line \d+: `)
+
+func stripYAMLLine(err error) string {
+	return yamlLineRe.ReplaceAllString(err.Error(), "")
+}
+
+// Duration is a time.Duration written as "5m", "30s".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (write e.g. 30s, 5m, 1h)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// defaultConfigPaths are tried in order when --config is not given.
+var defaultConfigPaths = []string{"sekisho.yaml", "/etc/sekisho/sekisho.yaml"}
+
+// findConfig returns the config file to use: flag, then $SEKISHO_CONFIG,
+// then the default paths.
+func findConfig(flagPath string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	if p := os.Getenv("SEKISHO_CONFIG"); p != "" {
+		return p, nil
+	}
+	for _, p := range defaultConfigPaths {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no config file: pass --config FILE, set SEKISHO_CONFIG, or create %s", strings.Join(defaultConfigPaths, " or "))
+}
+
+// LoadConfig reads and validates the config file at path.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return ParseConfig(f, path)
+}
+
+// ParseConfig parses and validates a config read from r; name is used in
+// error messages and to resolve relative paths.
+func ParseConfig(r io.Reader, name string) (*Config, error) {
+	dec := yaml.NewDecoder(io.LimitReader(r, 16<<20))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty", name)
+		}
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.path = name
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Path resolves p relative to the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+var (
+	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	countryRe = regexp.MustCompile(`^[A-Z]{2}$`)
+)
+
+func (c *Config) errf(line int, format string, args ...any) error {
+	if line > 0 {
+		return fmt.Errorf("%s:%d: %s", c.path, line, fmt.Sprintf(format, args...))
+	}
+	return fmt.Errorf("%s: %s", c.path, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:2222"
+	}
+	if c.HostKey == "" {
+		return c.errf(0, "host_key is required (a file path; it is generated on first start if missing)")
+	}
+	if c.State == "" {
+		return c.errf(0, "state is required (path of the SQLite state file)")
+	}
+	if c.Recordings == "" {
+		return c.errf(0, "recordings is required (directory for session recordings)")
+	}
+	switch c.LogFormat {
+	case "", "json", "text":
+	default:
+		return c.errf(0, "log_format %q: use json or text", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return c.errf(0, "log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	v := &c.Vault
+	if v.Address == "" || v.Role == "" || v.RoleIDFile == "" || v.SecretIDFile == "" {
+		return c.errf(0, "vault: address, role, role_id_file and secret_id_file are required")
+	}
+	if v.CertTTL == 0 {
+		v.CertTTL = Duration(5 * time.Minute)
+	}
+	if time.Duration(v.CertTTL) < time.Minute || time.Duration(v.CertTTL) > time.Hour {
+		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
+	}
+
+	affiliates := map[string]bool{}
+	for _, a := range c.Affiliates {
+		if !nameRe.MatchString(a.Name) {
+			return c.errf(a.line, "affiliate name %q: use a-z, 0-9, '.', '_', '-'", a.Name)
+		}
+		if affiliates[a.Name] {
+			return c.errf(a.line, "affiliate %q is declared twice", a.Name)
+		}
+		if !countryRe.MatchString(a.Country) {
+			return c.errf(a.line, "affiliate %s: country %q is not an ISO 3166 two-letter code such as JP", a.Name, a.Country)
+		}
+		affiliates[a.Name] = true
+	}
+	techs := map[string]bool{}
+	for _, t := range c.Techs {
+		if !nameRe.MatchString(t.Name) {
+			return c.errf(t.line, "technician name %q: use a-z, 0-9, '.', '_', '-', starting with a letter or digit", t.Name)
+		}
+		if techs[t.Name] {
+			return c.errf(t.line, "technician %q is declared twice", t.Name)
+		}
+		techs[t.Name] = true
+		if !affiliates[t.Affiliate] {
+			return c.errf(t.line, "technician %s: affiliate %q is not declared under affiliates", t.Name, t.Affiliate)
+		}
+		if len(t.Keys) == 0 {
+			return c.errf(t.line, "technician %s: no keys (add an authorized_keys line under keys)", t.Name)
+		}
+		for i, k := range t.Keys {
+			key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+			if err != nil {
+				return c.errf(t.line, "technician %s: key %d is not an authorized_keys line: %v", t.Name, i+1, err)
+			}
+			if _, isCert := key.(*ssh.Certificate); isCert {
+				return c.errf(t.line, "technician %s: key %d is a certificate; register the plain public key", t.Name, i+1)
+			}
+		}
+	}
+	targets := map[string]bool{}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		if !nameRe.MatchString(t.Name) {
+			return c.errf(t.line, "target name %q: use a-z, 0-9, '.', '_', '-', starting with a letter or digit", t.Name)
+		}
+		if targets[t.Name] {
+			return c.errf(t.line, "target %q is declared twice", t.Name)
+		}
+		targets[t.Name] = true
+		if t.Address == "" {
+			return c.errf(t.line, "target %s: address (host:port) is required", t.Name)
+		}
+		if !strings.Contains(t.Address, ":") {
+			t.Address += ":22"
+		}
+		if t.Login == "" {
+			return c.errf(t.line, "target %s: login (the account on the target) is required", t.Name)
+		}
+		if !countryRe.MatchString(t.Residency) {
+			return c.errf(t.line, "target %s: residency %q is not an ISO 3166 two-letter code such as JP", t.Name, t.Residency)
+		}
+		if len(t.HostKeys) == 0 && len(t.HostCAs) == 0 {
+			return c.errf(t.line, "target %s: host_keys or host_cas is required (sekisho never trusts a host key on first use; get it with ssh-keyscan and check it)", t.Name)
+		}
+		for i, k := range append(append([]string{}, t.HostKeys...), t.HostCAs...) {
+			if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+				return c.errf(t.line, "target %s: host key %d: %v", t.Name, i+1, err)
+			}
+		}
+	}
+	rules := map[string]bool{}
+	for _, r := range c.Rules {
+		if r.Name == "" {
+			return c.errf(r.line, "rule without a name")
+		}
+		if rules[r.Name] {
+			return c.errf(r.line, "rule %q is declared twice", r.Name)
+		}
+		rules[r.Name] = true
+		switch broker.Effect(r.Effect) {
+		case broker.Allow, broker.Deny, broker.Approval:
+		default:
+			return c.errf(r.line, "rule %s: effect %q: use allow, deny or approval", r.Name, r.Effect)
+		}
+		for _, n := range r.Technicians {
+			if !techs[n] {
+				return c.errf(r.line, "rule %s: technician %q is not declared", r.Name, n)
+			}
+		}
+		for _, n := range r.Affiliates {
+			if !affiliates[n] {
+				return c.errf(r.line, "rule %s: affiliate %q is not declared", r.Name, n)
+			}
+		}
+		for _, p := range r.Targets {
+			if _, err := filepath.Match(p, ""); err != nil {
+				return c.errf(r.line, "rule %s: target pattern %q: %v", r.Name, p, err)
+			}
+		}
+		for _, z := range r.Residency {
+			if !countryRe.MatchString(z) {
+				return c.errf(r.line, "rule %s: residency %q is not a two-letter country code", r.Name, z)
+			}
+		}
+	}
+	return nil
+}
+
+// Broker builds the domain objects from the config.
+func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Policy) {
+	affs := map[string]broker.Affiliate{}
+	for _, a := range c.Affiliates {
+		affs[a.Name] = broker.Affiliate{Name: a.Name, Country: a.Country}
+	}
+	var techs []*broker.Technician
+	for _, t := range c.Techs {
+		bt := &broker.Technician{Name: t.Name, Affiliate: affs[t.Affiliate], Groups: t.Groups}
+		for _, k := range t.Keys {
+			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
+			bt.Keys = append(bt.Keys, key)
+		}
+		techs = append(techs, bt)
+	}
+	var targets []*broker.Target
+	for _, t := range c.Targets {
+		bt := &broker.Target{Name: t.Name, Address: t.Address, Login: t.Login, Residency: t.Residency, Data: t.Data, Labels: t.Labels}
+		for _, k := range t.HostKeys {
+			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
+			bt.HostKeys = append(bt.HostKeys, key)
+		}
+		for _, k := range t.HostCAs {
+			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
+			bt.HostCAs = append(bt.HostCAs, key)
+		}
+		targets = append(targets, bt)
+	}
+	p := &broker.Policy{}
+	for _, r := range c.Rules {
+		p.Rules = append(p.Rules, broker.Rule{
+			Name: r.Name, Effect: broker.Effect(r.Effect), Login: r.Login, Message: r.Message,
+			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
+				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
+		})
+	}
+	return techs, targets, p
+}
+
+// vaultConfig returns the issuer's view of the vault section.
+func (c *Config) vaultConfig() broker.VaultConfig {
+	return broker.VaultConfig{
+		Address: c.Vault.Address, RoleIDFile: c.Path(c.Vault.RoleIDFile), SecretIDFile: c.Path(c.Vault.SecretIDFile),
+		AppRoleMount: c.Vault.AppRoleMount, Mount: c.Vault.Mount, Role: c.Vault.Role,
+		TTL: time.Duration(c.Vault.CertTTL), Timeout: time.Duration(c.Vault.Timeout),
+	}
+}

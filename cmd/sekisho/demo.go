@@ -1,0 +1,510 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The demo runs everything on loopback: a dev Vault configured by sekisho
+// itself, two OpenSSH sshd targets that trust the Vault user CA, and the
+// bastion. Its files live under one directory (default .demo).
+
+type demoTarget struct {
+	Name      string   `json:"name"`
+	Residency string   `json:"residency"`
+	Data      []string `json:"data"`
+	Address   string   `json:"address"`
+	HostKey   string   `json:"host_key"`    // public key line
+	Config    string   `json:"sshd_config"` // sshd_config path
+	Log       string   `json:"sshd_log"`    // sshd log path
+	Login     string   `json:"login"`
+}
+
+// demoState is written to <dir>/demo.json once the demo is ready, for
+// scripts and tests that drive it.
+type demoState struct {
+	Bastion        string            `json:"bastion"`
+	BastionHostKey string            `json:"bastion_host_key"`
+	Vault          string            `json:"vault"`
+	VaultTokenFile string            `json:"vault_token_file"`
+	Config         string            `json:"config"`
+	Targets        []demoTarget      `json:"targets"`
+	Keys           map[string]string `json:"keys"`
+	PID            int               `json:"pid"`
+}
+
+var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}}
+
+func cmdDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	dir := fs.String("dir", ".demo", "directory for the demo's keys, config, database and recordings")
+	listen := fs.String("listen", "127.0.0.1:2222", "bastion address")
+	devvault := fs.String("devvault", "", "dev Vault binary (default: devvault next to this binary, then bin/devvault)")
+	sshd := fs.String("sshd", "/usr/sbin/sshd", "OpenSSH sshd binary for the targets")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	vaultBin, err := findDevVault(*devvault)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(*sshd); err != nil {
+		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
+	}
+	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	defer d.stopAll()
+	return d.run(ctx, *listen)
+}
+
+func findDevVault(flagPath string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "devvault")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		tried = append(tried, p)
+	}
+	if _, err := os.Stat("bin/devvault"); err == nil {
+		return "bin/devvault", nil
+	}
+	tried = append(tried, "bin/devvault")
+	return "", fmt.Errorf("dev Vault binary not found (tried %s): run `make demo`, which builds it, or pass --devvault", strings.Join(tried, ", "))
+}
+
+type demo struct {
+	dir      string
+	sshd     string
+	vaultBin string
+	log      *slog.Logger
+	procs    []*exec.Cmd
+}
+
+func (d *demo) path(p ...string) string { return filepath.Join(append([]string{d.dir}, p...)...) }
+
+func (d *demo) run(ctx context.Context, listen string) error {
+	for _, sub := range []string{"keys", "targets", "recordings"} {
+		if err := os.MkdirAll(d.path(sub), 0o700); err != nil {
+			return err
+		}
+	}
+	// Vault is in memory: its AppRole credentials and CA are new each run.
+	os.RemoveAll(d.path("vault"))
+	if err := os.MkdirAll(d.path("vault"), 0o700); err != nil {
+		return err
+	}
+
+	vaultAddr, tokenFile, err := d.startVault(ctx)
+	if err != nil {
+		return err
+	}
+
+	keys := map[string]string{}
+	for _, t := range demoTechnicians {
+		pub, err := ensureKey(d.path("keys", t.name), t.name+"@sekisho-demo")
+		if err != nil {
+			return err
+		}
+		keys[t.name] = pub
+	}
+
+	login := "root"
+	if u, err := user.Current(); err == nil {
+		login = u.Username
+	}
+	targets := []demoTarget{
+		{Name: "db-jp-01", Residency: "JP", Data: []string{"pii", "messages"}, Login: login},
+		{Name: "web-sg-01", Residency: "SG", Login: login},
+	}
+	for i := range targets {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		targets[i].Address = fmt.Sprintf("127.0.0.1:%d", port)
+		hk, err := ensureKey(d.path("targets", targets[i].Name, "ssh_host_ed25519_key"), targets[i].Name)
+		if err != nil {
+			return err
+		}
+		targets[i].HostKey = hk
+	}
+
+	cfgPath := d.path("sekisho.yaml")
+	if err := writeDemoConfig(cfgPath, listen, vaultAddr, keys, targets); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return err
+	}
+	caFile := d.path("vault", "user_ca.pub")
+	if _, err := vaultSetup(ctx, cfg, strings.TrimSpace(string(token)), caFile); err != nil {
+		return fmt.Errorf("vault setup: %w", err)
+	}
+
+	for i := range targets {
+		if err := d.startTarget(ctx, &targets[i], caFile); err != nil {
+			return err
+		}
+	}
+
+	logFile, err := os.OpenFile(d.path("sekisho.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger := newLogger(cfg, logFile)
+	b, err := startBastion(ctx, cfg, logger, nil)
+	if err != nil {
+		return err
+	}
+	hostKeyLine, err := bastionKnownHosts(cfg, b.Addr().String(), d.path("known_hosts"))
+	if err != nil {
+		b.stop()
+		return err
+	}
+	st := demoState{Bastion: b.Addr().String(), BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
+		Config: cfgPath, Targets: targets, Keys: map[string]string{}, PID: os.Getpid()}
+	for _, t := range demoTechnicians {
+		st.Keys[t.name] = d.path("keys", t.name)
+	}
+	sb, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.WriteFile(d.path("demo.json"), sb, 0o600); err != nil {
+		b.stop()
+		return err
+	}
+	printDemoReady(os.Stdout, st, d.dir)
+
+	<-ctx.Done()
+	fmt.Println("\nsekisho demo: stopping")
+	return b.stop()
+}
+
+func (d *demo) start(ctx context.Context, name string, logPath string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(name, args...)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Children die with the demo, even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	logf.Close()
+	d.procs = append(d.procs, cmd)
+	return cmd, nil
+}
+
+func (d *demo) stopAll() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		p.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			p.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func (d *demo) startVault(ctx context.Context) (addr, tokenFile string, err error) {
+	tokenFile = d.path("vault", "root-token")
+	addrFile := d.path("vault", "addr")
+	cmd, err := d.start(ctx, d.vaultBin, d.path("vault", "devvault.log"),
+		"-listen", "127.0.0.1:0", "-token-file", tokenFile, "-addr-file", addrFile)
+	if err != nil {
+		return "", "", err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Process.Wait(); close(exited) }()
+	_ = exited
+	err = waitFor(ctx, 60*time.Second, "dev Vault to start (see "+d.path("vault", "devvault.log")+")", func() bool {
+		b, err := os.ReadFile(addrFile)
+		if err == nil && strings.HasSuffix(string(b), "\n") {
+			addr = strings.TrimSpace(string(b))
+			return true
+		}
+		return false
+	})
+	return addr, tokenFile, err
+}
+
+const sshdConfigTmpl = `# sshd for the sekisho demo target {{.Name}}: certificate logins only.
+Port {{.Port}}
+ListenAddress 127.0.0.1
+HostKey {{.HostKey}}
+PidFile {{.PidFile}}
+TrustedUserCAKeys {{.CA}}
+AuthorizedKeysFile none
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AllowAgentForwarding no
+AllowTcpForwarding no
+X11Forwarding no
+PermitTunnel no
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+`
+
+func (d *demo) startTarget(ctx context.Context, t *demoTarget, caFile string) error {
+	if os.Geteuid() == 0 {
+		// sshd running as root wants its privilege separation directory.
+		os.MkdirAll("/run/sshd", 0o755)
+	}
+	_, port, _ := net.SplitHostPort(t.Address)
+	t.Config = d.path("targets", t.Name, "sshd_config")
+	t.Log = d.path("targets", t.Name, "sshd.log")
+	f, err := os.OpenFile(t.Config, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = template.Must(template.New("sshd").Parse(sshdConfigTmpl)).Execute(f, map[string]string{
+		"Name": t.Name, "Port": port, "HostKey": d.path("targets", t.Name, "ssh_host_ed25519_key"),
+		"PidFile": d.path("targets", t.Name, "sshd.pid"), "CA": caFile,
+	})
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if _, err := d.start(ctx, d.sshd, d.path("targets", t.Name, "sshd.out"), "-D", "-e", "-f", t.Config, "-E", t.Log); err != nil {
+		return err
+	}
+	return waitFor(ctx, 15*time.Second, "sshd for "+t.Name+" to listen (see "+t.Log+")", func() bool {
+		return sshBanner(t.Address)
+	})
+}
+
+// sshBanner reports whether an SSH server answers at addr.
+func sshBanner(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
+}
+
+// waitFor polls cond until it holds, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ensureKey returns the public key line of the ed25519 key at path,
+// generating the key (mode 0600) and its .pub if missing.
+func ensureKey(path, comment string) (string, error) {
+	if b, err := os.ReadFile(path + ".pub"); err == nil {
+		if _, err := os.Stat(path); err == nil {
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment
+	if err := os.WriteFile(path+".pub", []byte(line+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return line, nil
+}
+
+func bastionKnownHosts(cfg *Config, addr, path string) (string, error) {
+	b, err := os.ReadFile(cfg.Path(cfg.HostKey))
+	if err != nil {
+		return "", err
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return "", err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	line := fmt.Sprintf("[%s]:%s %s", host, port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
+	return line, os.WriteFile(path, []byte(line+"\n"), 0o644)
+}
+
+const demoConfigTmpl = `# sekisho demo configuration, written by ` + "`sekisho demo`" + `; paths are relative to this file.
+listen: {{.Listen}}
+host_key: host_key
+state: sekisho.db
+recordings: recordings
+log_format: json
+log_level: info
+
+vault:
+  address: {{.Vault}}
+  role_id_file: vault/role-id
+  secret_id_file: vault/secret-id
+  mount: ssh
+  role: sekisho
+  cert_ttl: 5m
+
+affiliates:
+  - name: ops-jp
+    country: JP
+  - name: ops-cn
+    country: CN
+
+technicians:
+  - name: aiko
+    affiliate: ops-jp
+    keys:
+      - {{index .Keys "aiko"}}
+  - name: li
+    affiliate: ops-cn
+    keys:
+      - {{index .Keys "li"}}
+
+targets:
+{{- range .Targets}}
+  - name: {{.Name}}
+    address: {{.Address}}
+    login: {{.Login}}
+    residency: {{.Residency}}
+    data: [{{join .Data ", "}}]
+    host_keys:
+      - {{.HostKey}}
+{{- end}}
+
+# An explicit deny beats every allow; otherwise the first matching allow
+# decides; nothing matching means deny.
+rules:
+  - name: pii-stays-in-residency
+    effect: deny
+    data: [pii]
+    cross_border: true
+    message: personal data may only be reached by technicians of an affiliate in its residency country
+  - name: pii-in-residency
+    effect: allow
+    data: [pii]
+    cross_border: false
+  - name: any-affiliate-to-web
+    effect: allow
+    targets: [web-sg-01]
+`
+
+func writeDemoConfig(path, listen, vaultAddr string, keys map[string]string, targets []demoTarget) error {
+	t := template.Must(template.New("cfg").Funcs(template.FuncMap{"join": strings.Join}).Parse(demoConfigTmpl))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = t.Execute(f, map[string]any{"Listen": listen, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func printDemoReady(w io.Writer, st demoState, dir string) {
+	rel := dir
+	if wd, err := os.Getwd(); err == nil {
+		if r, err := filepath.Rel(wd, dir); err == nil && !strings.HasPrefix(r, "..") {
+			rel = r
+		}
+	}
+	host, port, _ := net.SplitHostPort(st.Bastion)
+	ssh := fmt.Sprintf("ssh -p %s -i %s/keys/aiko", port, rel)
+	fmt.Fprintf(w, `sekisho demo ready
+  bastion  %s
+  vault    %s (dev, in memory)
+  config   %s/sekisho.yaml
+  targets  db-jp-01 %s (residency JP, data pii, messages)
+           web-sg-01 %s (residency SG)
+
+Try (the bastion's host key is in %s/known_hosts; add -o UserKnownHostsFile=%s/known_hosts to skip the prompt):
+  %s aiko+db-jp-01@%s                        # interactive shell
+  %s aiko+db-jp-01@%s 'uname -a'             # a command
+  scp -P %s -i %s/keys/aiko README.md aiko+db-jp-01@%s:/tmp/
+  sftp -P %s -i %s/keys/aiko aiko+db-jp-01@%s
+  rsync -av -e 'ssh -p %s -i %s/keys/aiko' README.md aiko+web-sg-01@%s:/tmp/
+  ssh -p %s -i %s/keys/li li+web-sg-01@%s              # allowed: any affiliate may reach web-sg-01
+  ssh -p %s -i %s/keys/li li+db-jp-01@%s               # refused: pii stays in its residency (JP)
+
+Then:
+  bin/sekisho sessions --config %s/sekisho.yaml
+  bin/sekisho replay --config %s/sekisho.yaml SESSION-ID
+
+Ctrl-C stops everything.
+`, st.Bastion, st.Vault, rel, st.Targets[0].Address, st.Targets[1].Address, rel, rel,
+		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host,
+		port, rel, host, port, rel, host, rel, rel)
+}

@@ -1,0 +1,100 @@
+// Command sekisho is an SSH access broker for outsourced administrators:
+// technicians reach targets through it with plain OpenSSH, data-residency
+// rules decide who may reach what, Vault signs a certificate of minutes
+// for each connection, and every session is recorded for replay.
+//
+// Usage:
+//
+//	sekisho serve        [--config FILE]       run the bastion
+//	sekisho vault setup  [--config FILE]       configure Vault for sekisho (idempotent)
+//	sekisho sessions     [--config FILE]       list sessions
+//	sekisho replay       [--config FILE] ID    replay a session in the terminal
+//	sekisho audit        [--config FILE]       show the audit log
+//	sekisho config check [--config FILE]       validate the config file
+//	sekisho demo                               run the demo on loopback
+//
+// Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml,
+// then /etc/sekisho/sekisho.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `sekisho: SSH access broker for outsourced administrators
+
+usage:
+  sekisho serve        [--config FILE]                 run the bastion
+  sekisho vault setup  [--config FILE] [--ca-out FILE] configure Vault (needs VAULT_TOKEN; safe to run twice)
+  sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
+  sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--events] SESSION-ID
+  sekisho audit        [--config FILE] [--limit N]
+  sekisho config check [--config FILE]
+  sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
+  sekisho version
+
+Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml, then /etc/sekisho/sekisho.yaml.
+`
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(os.Stderr, "sekisho: %v\n\n%s", err, usage)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "sekisho: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError{"no command given"}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, rest)
+	case "vault":
+		if len(rest) == 0 || rest[0] != "setup" {
+			return usageError{"vault: the only subcommand is setup"}
+		}
+		return cmdVaultSetup(ctx, rest[1:])
+	case "sessions":
+		return cmdSessions(ctx, rest)
+	case "replay":
+		return cmdReplay(ctx, rest)
+	case "audit":
+		return cmdAudit(ctx, rest)
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			return usageError{"config: the only subcommand is check"}
+		}
+		return cmdConfigCheck(rest[1:])
+	case "demo":
+		return cmdDemo(ctx, rest)
+	case "version", "--version":
+		fmt.Println("sekisho", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	}
+}

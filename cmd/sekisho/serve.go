@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/session"
+)
+
+func cmdServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", "", "config file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	path, err := findConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, os.Stderr)
+	b, err := startBastion(ctx, cfg, logger, nil)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return b.stop()
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch cfg.LogLevel {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// bastion is a running sekisho server.
+type bastion struct {
+	srv   *session.Server
+	store *sqlitestore.Store
+	ln    net.Listener
+	done  chan error
+	log   *slog.Logger
+}
+
+// Addr returns the address the bastion listens on.
+func (b *bastion) Addr() net.Addr { return b.ln.Addr() }
+
+// startBastion wires the parts from cfg and starts serving. When ln is
+// nil it listens on cfg.Listen.
+func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listener) (*bastion, error) {
+	hostKey, err := loadOrCreateHostKey(cfg.Path(cfg.HostKey), logger)
+	if err != nil {
+		return nil, err
+	}
+	recDir := cfg.Path(cfg.Recordings)
+	if err := checkWritableDir(recDir); err != nil {
+		return nil, fmt.Errorf("recordings directory %s: %w", recDir, err)
+	}
+	statePath := cfg.Path(cfg.State)
+	if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	store, err := sqlitestore.Open(ctx, statePath)
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := broker.NewIssuer(cfg.vaultConfig())
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = issuer.Check(checkCtx)
+	cancel()
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("vault at %s: %w", cfg.Vault.Address, err)
+	}
+	techs, targets, policy := cfg.domain()
+	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Issuer: issuer, Store: store, Logger: logger})
+	srv, err := session.NewServer(session.Config{
+		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger,
+		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
+		DialTimeout: time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	b := &bastion{srv: srv, store: store, ln: ln, done: make(chan error, 1), log: logger}
+	go func() { b.done <- srv.Serve(ln) }()
+	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
+		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
+	return b, nil
+}
+
+// stop shuts the server down, ending sessions and closing recordings.
+func (b *bastion) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := b.srv.Shutdown(ctx)
+	if serr := <-b.done; serr != nil && err == nil {
+		err = serr
+	}
+	if cerr := b.store.Close(); err == nil {
+		err = cerr
+	}
+	b.log.Info("sekisho stopped")
+	return err
+}
+
+// loadOrCreateHostKey reads the server's host key, generating an ed25519
+// key (mode 0600) on first start. A key file readable by others is refused,
+// as OpenSSH does.
+func loadOrCreateHostKey(path string, logger *slog.Logger) (ssh.Signer, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "sekisho host key")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		signer, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("generated host key", "path", path, "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()))
+		return signer, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("host key %s has mode %04o; it must not be readable by others (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("host key %s: %w", path, err)
+	}
+	return signer, nil
+}
+
+// checkWritableDir makes dir (mode 0700) and proves it can be written, so
+// that a read-only recording store refuses to start rather than refusing
+// every session.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	_, err = f.Write([]byte("probe"))
+	if err == nil {
+		err = f.Sync()
+	}
+	f.Close()
+	os.Remove(name)
+	return err
+}

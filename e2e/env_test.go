@@ -1,0 +1,266 @@
+// Package e2e drives real OpenSSH clients (ssh, scp, sftp, rsync, and ssh
+// inside tmux for terminals) through a real sekisho to real sshd targets,
+// with certificates from the real dev Vault. The environment is the demo
+// itself (`sekisho demo`), started once on random loopback ports.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// env is the running demo shared by the tests.
+var env struct {
+	root    string // repository root
+	sekisho string // bin/sekisho
+	dir     string // demo directory
+	state   demoState
+	port    string
+	host    string
+}
+
+type demoState struct {
+	Bastion        string `json:"bastion"`
+	BastionHostKey string `json:"bastion_host_key"`
+	Vault          string `json:"vault"`
+	VaultTokenFile string `json:"vault_token_file"`
+	Config         string `json:"config"`
+	Targets        []struct {
+		Name      string `json:"name"`
+		Address   string `json:"address"`
+		HostKey   string `json:"host_key"`
+		Log       string `json:"sshd_log"`
+		Login     string `json:"login"`
+		Residency string `json:"residency"`
+	} `json:"targets"`
+	Keys map[string]string `json:"keys"`
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env.root = root
+	env.sekisho = filepath.Join(root, "bin", "sekisho")
+	for _, b := range []string{env.sekisho, filepath.Join(root, "bin", "devvault")} {
+		if _, err := os.Stat(b); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %s is missing: run `make test` (it builds bin/sekisho and bin/devvault first)\n", b)
+			return 1
+		}
+	}
+	dir, err := os.MkdirTemp("", "sekisho-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	env.dir = dir
+
+	var out bytes.Buffer
+	demo := exec.Command(env.sekisho, "demo", "--dir", dir, "--listen", "127.0.0.1:0")
+	demo.Dir = root
+	demo.Stdout, demo.Stderr = &out, &out
+	demo.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := demo.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: start demo:", err)
+		return 1
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- demo.Wait() }()
+	stop := func() {
+		demo.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			demo.Process.Kill()
+			<-exited
+		}
+	}
+	stateFile := filepath.Join(dir, "demo.json")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if b, err := os.ReadFile(stateFile); err == nil && json.Unmarshal(b, &env.state) == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			fmt.Fprintf(os.Stderr, "e2e: demo exited before it was ready (%v):\n%s\n", err, out.String())
+			return 1
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "e2e: demo not ready after 2 minutes:\n%s\n", out.String())
+			stop()
+			return 1
+		}
+	}
+	env.host, env.port, _ = net.SplitHostPort(env.state.Bastion)
+	code := m.Run()
+	stop()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "e2e: demo output:\n%s\n", out.String())
+		if b, err := os.ReadFile(filepath.Join(dir, "sekisho.log")); err == nil {
+			fmt.Fprintf(os.Stderr, "e2e: sekisho log (tail):\n%s\n", tail(string(b), 60))
+		}
+	}
+	return code
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// sshOpts are the client options every test uses: no user config, the
+// bastion's host key pinned, only the given identity, never a prompt.
+func sshOpts(tech string) []string {
+	return []string{
+		"-F", "/dev/null",
+		"-o", "UserKnownHostsFile=" + filepath.Join(env.dir, "known_hosts"),
+		"-o", "StrictHostKeyChecking=yes",
+		"-o", "IdentitiesOnly=yes",
+		"-o", "IdentityAgent=none",
+		"-o", "BatchMode=yes",
+		"-o", "LogLevel=ERROR",
+		"-i", env.state.Keys[tech],
+	}
+}
+
+// sshCmd returns an ssh command for login (technician+target) running
+// remote (if any).
+func sshCmd(ctx context.Context, tech, login string, remote ...string) *exec.Cmd {
+	args := append(sshOpts(tech), "-p", env.port, login+"@"+env.host)
+	args = append(args, remote...)
+	return exec.CommandContext(ctx, "ssh", args...)
+}
+
+// sshCommandString is the -e argument for rsync and the like.
+func sshCommandString(tech string) string {
+	return "ssh " + strings.Join(sshOpts(tech), " ") + " -p " + env.port
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t *testing.T, cmd *exec.Cmd, stdin []byte) result {
+	t.Helper()
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	r := result{stdout: so.String(), stderr: se.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return r
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sekishoCLI runs a sekisho subcommand against the demo's config.
+func sekishoCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	full := append([]string{args[0], "--config", env.state.Config}, args[1:]...)
+	cmd := exec.CommandContext(ctxT(t), env.sekisho, full...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sekisho %s: %v\n%s", strings.Join(full, " "), err, se.String())
+	}
+	return so.String()
+}
+
+type session struct {
+	ID               string `json:"id"`
+	Technician       string `json:"technician"`
+	Affiliate        string `json:"affiliate"`
+	Source           string `json:"source"`
+	Target           string `json:"target"`
+	Residency        string `json:"residency"`
+	CrossBorder      bool   `json:"cross_border"`
+	Rule             string `json:"rule"`
+	CertKeyID        string `json:"cert_key_id"`
+	CertSerial       uint64 `json:"cert_serial"`
+	StartedAt        string `json:"started_at"`
+	EndedAt          string `json:"ended_at"`
+	BytesIn, BytesOut int64
+	EndReason        string `json:"end_reason"`
+}
+
+// sessions lists sessions through the CLI, newest first.
+func sessions(t *testing.T) []session {
+	t.Helper()
+	var list []session
+	out := sekishoCLI(t, "sessions", "--json", "--limit", "1000")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("sekisho sessions --json: %v\n%s", err, out)
+	}
+	return list
+}
+
+// endedSession waits until a session whose recorded events contain marker
+// has ended, and returns it with its event listing.
+func endedSession(t *testing.T, tech, target, marker string) (session, string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, s := range sessions(t) {
+			if s.Technician != tech || s.Target != target || s.EndedAt == "" {
+				continue
+			}
+			ev := sekishoCLI(t, "replay", "--events", s.ID)
+			if strings.Contains(ev, marker) {
+				return s, ev
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ended session of %s to %s recorded %q", tech, target, marker)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the register for a condition, with a deadline
+	}
+}
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,28 @@
+// Package recording owns sekisho's session recordings: the on-disk format,
+// the writer that the relay hands every byte to before it forwards it, the
+// reader, and terminal replay.
+//
+// # Layout
+//
+// A session is a directory named by its UUID under the recording directory:
+//
+//	<dir>/<session-id>/session.json   metadata, rewritten when the session ends
+//	<dir>/<session-id>/<n>.cast       one file per session channel, n = 1, 2, …
+//
+// Each .cast file is asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/):
+// a JSON header line, then one JSON array per event: [seconds, code, data].
+// Terminal (pty) channels use the standard codes "o" (output), "i" (input)
+// and "r" (resize, "COLSxROWS"), so `asciinema play` replays them. Channels
+// without a pty carry exact bytes, base64-encoded, under the extension
+// codes "x-stdout", "x-stderr" and "x-stdin", because exec and sftp data is
+// often binary. Extension events "x-exec", "x-subsystem", "x-signal",
+// "x-eof", "x-exit-status", "x-exit-signal" and "x-close" complete the
+// picture. Players ignore codes they do not know.
+//
+// # Guarantees
+//
+// The relay hands data to a Channel before it forwards it, and a Channel
+// returns the write error if the bytes could not be written to the file.
+// The caller must then stop relaying (fail closed); the Channel stays
+// failed and every later write returns the same error.
+package recording

@@ -1,0 +1,137 @@
+package recording
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// maxLine bounds one recorded line when reading; the writer never produces
+// longer lines for a relay buffer of normal size.
+const maxLine = 16 << 20
+
+// ReadMeta reads the metadata of session id under root.
+func ReadMeta(root, id string) (Meta, error) {
+	dir, err := SessionDir(root, id)
+	if err != nil {
+		return Meta{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "session.json"))
+	if err != nil {
+		return Meta{}, fmt.Errorf("recording of session %s: %w", id, err)
+	}
+	var m Meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}, fmt.Errorf("recording of session %s: session.json: %w", id, err)
+	}
+	return m, nil
+}
+
+// Header is the header line of a channel recording.
+type Header = header
+
+// Event is one recorded event.
+type Event struct {
+	Time float64
+	Code string
+	Data string
+}
+
+// Bytes returns the event's payload: the decoded bytes for the base64
+// extension codes, the text itself otherwise.
+func (e Event) Bytes() ([]byte, error) {
+	switch e.Code {
+	case "x-stdout", "x-stderr", "x-stdin":
+		return base64.StdEncoding.DecodeString(e.Data)
+	}
+	return []byte(e.Data), nil
+}
+
+// CastReader reads a channel recording event by event, so that recordings
+// of any size are read in bounded memory.
+type CastReader struct {
+	sc     *bufio.Scanner
+	header header
+	line   int
+	name   string
+}
+
+// NewCastReader reads the header from r.
+func NewCastReader(r io.Reader, name string) (*CastReader, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	cr := &CastReader{sc: sc, name: name}
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return nil, fmt.Errorf("%s: empty recording", name)
+	}
+	cr.line = 1
+	if err := json.Unmarshal(sc.Bytes(), &cr.header); err != nil {
+		return nil, fmt.Errorf("%s:1: bad header: %w", name, err)
+	}
+	if cr.header.Version != 2 {
+		return nil, fmt.Errorf("%s:1: asciicast version %d, want 2", name, cr.header.Version)
+	}
+	return cr, nil
+}
+
+// Header returns the channel's header.
+func (cr *CastReader) Header() Header { return cr.header }
+
+// Next returns the next event, or io.EOF at the end.
+func (cr *CastReader) Next() (Event, error) {
+	for cr.sc.Scan() {
+		cr.line++
+		line := cr.sc.Bytes()
+		if len(strings.TrimSpace(string(line))) == 0 {
+			continue
+		}
+		var raw []json.RawMessage
+		if err := json.Unmarshal(line, &raw); err != nil || len(raw) != 3 {
+			return Event{}, fmt.Errorf("%s:%d: not an event [time, code, data]", cr.name, cr.line)
+		}
+		var e Event
+		if json.Unmarshal(raw[0], &e.Time) != nil || json.Unmarshal(raw[1], &e.Code) != nil || json.Unmarshal(raw[2], &e.Data) != nil {
+			return Event{}, fmt.Errorf("%s:%d: not an event [time, code, data]", cr.name, cr.line)
+		}
+		return e, nil
+	}
+	if err := cr.sc.Err(); err != nil {
+		return Event{}, fmt.Errorf("%s: %w", cr.name, err)
+	}
+	return Event{}, io.EOF
+}
+
+// Channel is a channel recording of a session on disk.
+type ChannelFile struct {
+	Name string
+	Path string
+}
+
+// Channels lists the channel recordings of session id, in order.
+func Channels(root, id string) ([]ChannelFile, error) {
+	m, err := ReadMeta(root, id)
+	if err != nil {
+		return nil, err
+	}
+	dir, _ := SessionDir(root, id)
+	var out []ChannelFile
+	for _, name := range m.Channels {
+		if filepath.Base(name) != name || !strings.HasSuffix(name, ".cast") {
+			return nil, fmt.Errorf("recording of session %s: bad channel name %q", id, name)
+		}
+		out = append(out, ChannelFile{Name: name, Path: filepath.Join(dir, name)})
+	}
+	return out, nil
+}
+
+// ErrNoChannels is returned when a session recorded no channel.
+var ErrNoChannels = errors.New("the session opened no channel")

@@ -1,0 +1,350 @@
+package recording
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Meta is the metadata of a recorded session, stored as session.json.
+type Meta struct {
+	ID               string    `json:"id"`
+	Technician       string    `json:"technician"`
+	Affiliate        string    `json:"affiliate"`
+	AffiliateCountry string    `json:"affiliate_country"`
+	Source           string    `json:"source"`
+	Target           string    `json:"target"`
+	TargetAddress    string    `json:"target_address"`
+	Residency        string    `json:"residency"`
+	Login            string    `json:"login"`
+	CrossBorder      bool      `json:"cross_border"`
+	Rule             string    `json:"rule"`
+	Trace            any       `json:"trace,omitempty"`
+	CertSerial       uint64    `json:"cert_serial"`
+	CertKeyID        string    `json:"cert_key_id"`
+	Start            time.Time `json:"start"`
+	End              time.Time `json:"end,omitzero"`
+	EndReason        string    `json:"end_reason,omitempty"`
+	BytesIn          int64     `json:"bytes_in"`
+	BytesOut         int64     `json:"bytes_out"`
+	Channels         []string  `json:"channels"` // file names of the channel recordings
+}
+
+// ErrBadID is returned for a session ID that is not a UUID. Recording
+// paths are built only from validated IDs, never from raw user input.
+var ErrBadID = errors.New("session ID must be a UUID")
+
+// SessionDir returns the directory of session id under root.
+func SessionDir(root, id string) (string, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id {
+		return "", fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	return filepath.Join(root, u.String()), nil
+}
+
+// Session is the recording of one SSH connection.
+type Session struct {
+	dir string
+
+	mu       sync.Mutex
+	meta     Meta
+	channels int
+}
+
+// Create starts the recording of a session under root. It fails if the
+// recording cannot be written, in which case the session must be refused.
+func Create(root string, meta Meta) (*Session, error) {
+	dir, err := SessionDir(root, meta.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("recording directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording directory: %w", err)
+	}
+	s := &Session{dir: dir, meta: meta}
+	if s.meta.Channels == nil {
+		s.meta.Channels = []string{}
+	}
+	if err := s.writeMeta(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the session's recording directory.
+func (s *Session) Dir() string { return s.dir }
+
+func (s *Session) writeMeta() error {
+	b, err := json.MarshalIndent(s.meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(s.dir, "session.json.tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write recording metadata: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write recording metadata: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, "session.json")); err != nil {
+		return fmt.Errorf("write recording metadata: %w", err)
+	}
+	return nil
+}
+
+// ChannelInfo describes a session channel when its first request arrives.
+type ChannelInfo struct {
+	// PTY is set for terminal channels.
+	PTY        bool
+	Term       string
+	Cols, Rows int
+	// Kind is "shell", "exec" or "subsystem".
+	Kind string
+	// Command is the exec command or the subsystem name.
+	Command string
+}
+
+// Channel opens the recording of the next session channel.
+func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
+	s.mu.Lock()
+	s.channels++
+	n := s.channels
+	name := strconv.Itoa(n) + ".cast"
+	s.meta.Channels = append(s.meta.Channels, name)
+	err := s.writeMeta()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("recording channel: %w", err)
+	}
+	now := time.Now()
+	c := &Channel{f: f, start: now, pty: info.PTY}
+	h := header{Version: 2, Width: info.Cols, Height: info.Rows, Timestamp: now.Unix(), Command: info.Command,
+		Kind: info.Kind, Channel: n, Session: s.meta.ID}
+	if h.Width <= 0 || h.Height <= 0 {
+		h.Width, h.Height = 80, 24
+	}
+	h.PTY = info.PTY
+	if info.Kind == "shell" {
+		h.Title = fmt.Sprintf("%s@%s (%s)", s.meta.Technician, s.meta.Target, s.meta.ID)
+	} else {
+		h.Title = fmt.Sprintf("%s@%s %s: %s", s.meta.Technician, s.meta.Target, info.Kind, info.Command)
+	}
+	if info.Term != "" {
+		h.Env = map[string]string{"TERM": info.Term}
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("recording channel: %w", err)
+	}
+	return c, nil
+}
+
+// End records how the session ended and closes the metadata.
+func (s *Session) End(at time.Time, reason string, bytesIn, bytesOut int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.meta.End = at.UTC()
+	s.meta.EndReason = reason
+	s.meta.BytesIn = bytesIn
+	s.meta.BytesOut = bytesOut
+	return s.writeMeta()
+}
+
+// header is the asciicast v2 header, with sekisho's fields prefixed x_.
+type header struct {
+	Version   int               `json:"version"`
+	Width     int               `json:"width"`
+	Height    int               `json:"height"`
+	Timestamp int64             `json:"timestamp"`
+	Command   string            `json:"command,omitempty"`
+	Title     string            `json:"title,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	Session   string            `json:"x_session"`
+	Channel   int               `json:"x_channel"`
+	Kind      string            `json:"x_kind"`
+	PTY       bool              `json:"x_pty"`
+}
+
+// Channel records one session channel. Its methods are safe for use by
+// the two relay directions at once.
+type Channel struct {
+	start time.Time
+	pty   bool
+
+	mu     sync.Mutex
+	f      *os.File
+	err    error  // sticky: once a write failed, the channel stays failed
+	carryO []byte // an incomplete UTF-8 sequence at the end of the last output
+	carryI []byte
+	buf    []byte
+}
+
+// Stdout records output from the target; Stderr records its extended data.
+func (c *Channel) Stdout(p []byte) error {
+	if c.pty {
+		return c.text("o", &c.carryO, p)
+	}
+	return c.raw("x-stdout", p)
+}
+
+// Stderr records the target's stderr. On a terminal channel it is shown
+// as output, as the technician's terminal shows it.
+func (c *Channel) Stderr(p []byte) error {
+	if c.pty {
+		return c.text("o", &c.carryO, p)
+	}
+	return c.raw("x-stderr", p)
+}
+
+// Stdin records input from the technician.
+func (c *Channel) Stdin(p []byte) error {
+	if c.pty {
+		return c.text("i", &c.carryI, p)
+	}
+	return c.raw("x-stdin", p)
+}
+
+// Resize records a terminal size change.
+func (c *Channel) Resize(cols, rows int) error {
+	return c.event("r", fmt.Sprintf("%dx%d", cols, rows))
+}
+
+// Event records an extension event; code must start with "x-".
+func (c *Channel) Event(code, data string) error {
+	return c.event(code, data)
+}
+
+func (c *Channel) text(code string, carry *[]byte, p []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	data := p
+	if len(*carry) > 0 {
+		data = append(append([]byte(nil), *carry...), p...)
+		*carry = (*carry)[:0]
+	}
+	// Hold back an incomplete UTF-8 sequence at the end so that a
+	// character split across two reads is not recorded as two bad ones.
+	if cut := incompleteTail(data); cut > 0 {
+		*carry = append(*carry, data[len(data)-cut:]...)
+		data = data[:len(data)-cut]
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	return c.writeLocked(code, string(data))
+}
+
+func (c *Channel) raw(code string, p []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return c.writeLocked(code, base64.StdEncoding.EncodeToString(p))
+}
+
+func (c *Channel) event(code, data string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return c.writeLocked(code, data)
+}
+
+func (c *Channel) writeLocked(code, data string) error {
+	t := time.Since(c.start).Seconds()
+	b := c.buf[:0]
+	b = append(b, '[')
+	b = strconv.AppendFloat(b, t, 'f', 6, 64)
+	b = append(b, ',', '"')
+	b = append(b, code...)
+	b = append(b, '"', ',')
+	enc, err := json.Marshal(data) // invalid UTF-8 becomes U+FFFD
+	if err != nil {
+		c.err = err
+		return err
+	}
+	b = append(b, enc...)
+	b = append(b, ']', '\n')
+	c.buf = b
+	if _, err := c.f.Write(b); err != nil {
+		c.err = fmt.Errorf("recording write: %w", err)
+		return c.err
+	}
+	return nil
+}
+
+// Close flushes held-back bytes, syncs and closes the channel recording.
+func (c *Channel) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f == nil {
+		return c.err
+	}
+	if c.err == nil && len(c.carryO) > 0 {
+		c.writeLocked("o", string(c.carryO))
+	}
+	if c.err == nil && len(c.carryI) > 0 {
+		c.writeLocked("i", string(c.carryI))
+	}
+	if err := c.f.Sync(); err != nil && c.err == nil {
+		c.err = fmt.Errorf("recording sync: %w", err)
+	}
+	if err := c.f.Close(); err != nil && c.err == nil {
+		c.err = fmt.Errorf("recording close: %w", err)
+	}
+	c.f = nil
+	return c.err
+}
+
+// incompleteTail returns the length of an incomplete but so far valid
+// UTF-8 sequence at the end of p, or 0.
+func incompleteTail(p []byte) int {
+	for i := 1; i <= utf8.UTFMax-1 && i <= len(p); i++ {
+		b := p[len(p)-i]
+		if b < 0x80 {
+			return 0
+		}
+		if utf8.RuneStart(b) {
+			if !utf8.FullRune(p[len(p)-i:]) {
+				return i
+			}
+			return 0
+		}
+	}
+	return 0
+}

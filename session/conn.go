@@ -1,0 +1,230 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/recording"
+)
+
+// End reasons recorded for a session.
+const (
+	EndClientClosed    = "client closed"
+	EndRecordingFailed = "recording failed"
+	EndTargetFailed    = "target connection failed"
+	EndShutdown        = "server shutdown"
+)
+
+// conn is one authenticated technician connection and its upstream.
+type conn struct {
+	srv    *Server
+	sc     *ssh.ServerConn
+	id     *identity
+	source string
+
+	sessionID string
+	rec       *recording.Session
+	up        *ssh.Client
+
+	bytesIn  atomic.Int64 // technician to target
+	bytesOut atomic.Int64 // target to technician
+
+	mu        sync.Mutex
+	endReason string
+	channels  sync.WaitGroup
+}
+
+func (c *conn) logArgs() []any {
+	return []any{"session", c.sessionID, "technician", c.id.tech.Name, "affiliate", c.id.tech.Affiliate.Name,
+		"target", c.id.target.Name, "residency", c.id.target.Residency, "source", c.source}
+}
+
+func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	c.sessionID = uuid.NewString()
+	go ssh.DiscardRequests(reqs) // global requests (tcpip-forward, …) are refused
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	start := time.Now()
+	if err := c.connect(ctx, start); err != nil {
+		c.refuse(ctx, chans, err)
+		return
+	}
+	c.srv.log.Info("session started", c.logArgs()...)
+
+	go func() {
+		// The upstream connection ending ends the technician's too.
+		c.up.Wait()
+		c.setEnd("target closed the connection")
+		c.sc.Close()
+	}()
+	for nch := range chans {
+		c.openChannel(ctx, nch)
+	}
+	c.setEnd(EndClientClosed)
+	c.channels.Wait()
+	c.up.Close()
+	c.finish(ctx)
+}
+
+// connect creates the recording, obtains the certificate and dials the
+// target, in that order, so that nothing reaches the target unrecorded.
+func (c *conn) connect(ctx context.Context, start time.Time) error {
+	b := c.srv.cfg.Broker
+	tech, tg, d := c.id.tech, c.id.target, c.id.decision
+	meta := recording.Meta{
+		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
+		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
+		CrossBorder: broker.Request{Technician: tech, Target: tg}.CrossBorder(), Rule: d.Rule, Trace: d.Trace, Start: start.UTC(),
+	}
+	rec, err := recording.Create(c.srv.cfg.RecordingDir, meta)
+	if err != nil {
+		c.srv.log.Error("recording unavailable, session refused", append(c.logArgs(), "err", err)...)
+		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+			Session: c.sessionID, Detail: "recording unavailable: " + err.Error()})
+		return userErrorf("the session cannot be recorded, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
+	}
+	c.rec = rec
+
+	cred, err := b.Certificate(ctx, tech, d, tg, c.sessionID)
+	if err != nil {
+		c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)
+		return userErrorf("could not obtain a certificate for %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
+	}
+
+	up, err := dialTarget(ctx, tg, d.Login, cred.Signer, c.srv.cfg.DialTimeout)
+	if err != nil {
+		var hk *hostKeyError
+		if errors.As(err, &hk) {
+			b.Audit(ctx, broker.AuditEvent{Kind: broker.EventHostKey, Technician: tech.Name, Target: tg.Name, Source: c.source,
+				Session: c.sessionID, Detail: hk.Error()})
+			c.srv.log.Error("target host key mismatch: connection refused before authenticating", append(c.logArgs(), "err", err)...)
+			return userErrorf("the host key of %s does not match the pinned key; refusing to connect (session %s)", tg.Name, c.sessionID)
+		}
+		c.srv.log.Error("target unreachable", append(c.logArgs(), "err", err)...)
+		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+			Session: c.sessionID, Detail: "target connection failed: " + err.Error()})
+		return userErrorf("cannot connect to %s: %v (session %s)", tg.Name, errors.Unwrap(err), c.sessionID)
+	}
+	c.up = up
+
+	trace, _ := json.Marshal(d.Trace)
+	r := &broker.SessionRecord{
+		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
+		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
+		CrossBorder: meta.CrossBorder, Rule: d.Rule, Trace: string(trace), CertSerial: cred.Certificate.Serial,
+		CertKeyID: cred.Certificate.KeyId, StartedAt: start, Recording: c.sessionID,
+	}
+	if err := b.SessionStarted(ctx, r); err != nil {
+		up.Close()
+		c.srv.log.Error("session register unavailable, session refused", append(c.logArgs(), "err", err)...)
+		return userErrorf("the session cannot be registered, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
+	}
+	return nil
+}
+
+// refuse tells the technician why the session cannot go on, on the first
+// channel they open, then closes the connection.
+func (c *conn) refuse(ctx context.Context, chans <-chan ssh.NewChannel, err error) {
+	msg := "sekisho: session refused"
+	var ue *userError
+	if errors.As(err, &ue) {
+		msg = "sekisho: " + ue.msg
+	}
+	if c.rec != nil {
+		c.rec.End(time.Now(), "refused: "+err.Error(), 0, 0)
+	}
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case nch, ok := <-chans:
+		if ok {
+			nch.Reject(ssh.ConnectionFailed, msg)
+		}
+	case <-timer.C:
+	}
+	c.sc.Close()
+	for nch := range chans {
+		nch.Reject(ssh.ConnectionFailed, msg)
+	}
+}
+
+func (c *conn) setEnd(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.endReason == "" {
+		c.endReason = reason
+	}
+}
+
+// fail ends the whole connection for reason, after telling the technician.
+func (c *conn) fail(reason string) {
+	c.setEnd(reason)
+	c.sc.Close()
+	c.up.Close()
+}
+
+func (c *conn) finish(ctx context.Context) {
+	c.mu.Lock()
+	reason := c.endReason
+	c.mu.Unlock()
+	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason}
+	if err := c.rec.End(end.At, reason, end.BytesIn, end.BytesOut); err != nil {
+		c.srv.log.Error("recording metadata not closed", append(c.logArgs(), "err", err)...)
+	}
+	if err := c.srv.cfg.Broker.SessionEnded(ctx, c.sessionID, end); err != nil {
+		c.srv.log.Error("session end not registered", append(c.logArgs(), "err", err)...)
+	}
+	c.srv.log.Info("session ended", append(c.logArgs(), "reason", reason, "bytes_in", end.BytesIn, "bytes_out", end.BytesOut)...)
+}
+
+func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
+	switch nch.ChannelType() {
+	case "session":
+	case "direct-tcpip", "forwarded-tcpip", "direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com":
+		c.refuseChannel(ctx, nch, ssh.Prohibited, "port forwarding is not allowed through sekisho")
+		return
+	case "x11", "auth-agent@openssh.com":
+		c.refuseChannel(ctx, nch, ssh.Prohibited, nch.ChannelType()+" channels are not allowed through sekisho")
+		return
+	default:
+		c.refuseChannel(ctx, nch, ssh.UnknownChannelType, "unknown channel type "+fmt.Sprintf("%q", nch.ChannelType()))
+		return
+	}
+	upCh, upReqs, err := c.up.OpenChannel("session", nil)
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			nch.Reject(oce.Reason, "target refused the session: "+oce.Message)
+		} else {
+			nch.Reject(ssh.ConnectionFailed, "target connection lost")
+		}
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		upCh.Close()
+		return
+	}
+	r := &relay{conn: c, down: ch, up: upCh}
+	c.channels.Add(1)
+	go func() {
+		defer c.channels.Done()
+		r.run(reqs, upReqs)
+	}()
+}
+
+func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh.RejectionReason, msg string) {
+	nch.Reject(reason, "sekisho: "+msg)
+	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name, Target: c.id.target.Name,
+		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
+}

@@ -1,0 +1,336 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/recording"
+)
+
+// relayBufSize is the size of one read in each copy direction.
+const relayBufSize = 32 << 10
+
+// relay is one session channel: the technician's side (down) and the
+// target's side (up), with the recording in between.
+type relay struct {
+	conn *conn
+	down ssh.Channel
+	up   ssh.Channel
+
+	// Set by the request loop before the pumps start; read-only after.
+	rec     *recording.Channel
+	started bool
+	pty     *ptyRequest
+
+	pumps     sync.WaitGroup // the three data pumps
+	startedCh chan struct{}  // closed once the target accepted shell, exec or subsystem
+	outDone   chan struct{}  // closed when the target's output is fully relayed
+	failed  sync.Once
+}
+
+type ptyRequest struct {
+	Term     string
+	Cols     uint32
+	Rows     uint32
+	WidthPx  uint32
+	HeightPx uint32
+	Modes    string
+}
+
+type windowChange struct {
+	Cols     uint32
+	Rows     uint32
+	WidthPx  uint32
+	HeightPx uint32
+}
+
+type stringRequest struct{ Value string }
+
+type envRequest struct {
+	Name  string
+	Value string
+}
+
+type exitStatus struct{ Status uint32 }
+
+type exitSignal struct {
+	Signal     string
+	CoreDumped bool
+	Message    string
+	Lang       string
+}
+
+func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
+	r.outDone = make(chan struct{})
+	r.startedCh = make(chan struct{})
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		r.fromTarget(upReqs)
+	}()
+	r.fromTechnician(downReqs)
+	// The technician closed the channel (or the connection ended).
+	r.up.Close()
+	<-upDone
+	r.pumps.Wait()
+	if r.rec != nil {
+		if err := r.rec.Close(); err != nil {
+			r.conn.srv.log.Error("recording channel not closed cleanly", append(r.conn.logArgs(), "err", err)...)
+		}
+	}
+}
+
+// fromTechnician handles the technician's channel requests until the
+// channel closes.
+func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		ok := r.handleRequest(req)
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+	}
+}
+
+func (r *relay) handleRequest(req *ssh.Request) bool {
+	switch req.Type {
+	case "pty-req":
+		var p ptyRequest
+		if r.started || ssh.Unmarshal(req.Payload, &p) != nil {
+			return false
+		}
+		if !r.forward(req) {
+			return false
+		}
+		r.pty = &p
+		return true
+	case "env":
+		var e envRequest
+		if ssh.Unmarshal(req.Payload, &e) != nil || !r.conn.srv.envAllowed(e.Name) {
+			return false
+		}
+		return r.forward(req)
+	case "window-change":
+		var w windowChange
+		if ssh.Unmarshal(req.Payload, &w) != nil {
+			return false
+		}
+		if r.rec != nil && !r.record(r.rec.Resize(int(w.Cols), int(w.Rows))) {
+			return false
+		}
+		return r.forward(req)
+	case "shell", "exec", "subsystem":
+		return r.start(req)
+	case "signal":
+		var s stringRequest
+		if !r.started || ssh.Unmarshal(req.Payload, &s) != nil {
+			return false
+		}
+		if !r.record(r.rec.Event("x-signal", s.Value)) {
+			return false
+		}
+		return r.forward(req)
+	case "break":
+		if !r.started || !r.record(r.rec.Event("x-break", "")) {
+			return false
+		}
+		return r.forward(req)
+	case "auth-agent-req@openssh.com", "x11-req":
+		r.conn.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused,
+			Technician: r.conn.id.tech.Name, Target: r.conn.id.target.Name, Source: r.conn.source,
+			Session: r.conn.sessionID, Detail: req.Type + " refused"})
+		return false
+	default:
+		return false
+	}
+}
+
+// forward sends req to the target and returns the target's answer.
+func (r *relay) forward(req *ssh.Request) bool {
+	ok, err := r.up.SendRequest(req.Type, req.WantReply, req.Payload)
+	if err != nil {
+		return false
+	}
+	return ok || !req.WantReply
+}
+
+// start opens the channel's recording, records what is started, forwards
+// the request and, when the target accepts, starts relaying data.
+func (r *relay) start(req *ssh.Request) bool {
+	if r.started {
+		return false
+	}
+	info := recording.ChannelInfo{Kind: req.Type}
+	var event string
+	switch req.Type {
+	case "exec":
+		var s stringRequest
+		if ssh.Unmarshal(req.Payload, &s) != nil {
+			return false
+		}
+		info.Command, event = s.Value, "x-exec"
+	case "subsystem":
+		var s stringRequest
+		if ssh.Unmarshal(req.Payload, &s) != nil {
+			return false
+		}
+		if s.Value != "sftp" {
+			r.conn.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused,
+				Technician: r.conn.id.tech.Name, Target: r.conn.id.target.Name, Source: r.conn.source,
+				Session: r.conn.sessionID, Detail: "subsystem " + strconv.Quote(s.Value) + " refused"})
+			return false
+		}
+		info.Command, event = s.Value, "x-subsystem"
+	}
+	if r.pty != nil {
+		info.PTY, info.Term, info.Cols, info.Rows = true, r.pty.Term, int(r.pty.Cols), int(r.pty.Rows)
+	}
+	rec, err := r.conn.rec.Channel(info)
+	if err != nil {
+		r.recordingFailed(err)
+		return false
+	}
+	r.rec = rec
+	if event != "" && !r.record(rec.Event(event, info.Command)) {
+		return false
+	}
+	ok, err := r.up.SendRequest(req.Type, true, req.Payload)
+	if err != nil || !ok {
+		return false
+	}
+	r.started = true
+	close(r.startedCh)
+	r.pumps.Add(3)
+	var outs sync.WaitGroup
+	outs.Add(2)
+	go func() {
+		defer r.pumps.Done()
+		r.pump(r.down, r.up, r.rec.Stdin, &r.conn.bytesIn, func() {
+			r.record(r.rec.Event("x-eof", ""))
+			r.up.CloseWrite()
+		})
+	}()
+	go func() {
+		defer r.pumps.Done()
+		defer outs.Done()
+		r.pump(r.up, r.down, r.rec.Stdout, &r.conn.bytesOut, nil)
+	}()
+	go func() {
+		defer r.pumps.Done()
+		defer outs.Done()
+		r.pump(r.up.Stderr(), r.down.Stderr(), r.rec.Stderr, &r.conn.bytesOut, nil)
+	}()
+	go func() {
+		outs.Wait()
+		r.down.CloseWrite()
+		close(r.outDone)
+	}()
+	return true
+}
+
+type counter interface{ Add(int64) int64 }
+
+// pump copies src to dst, handing every read to record before writing
+// it. On a recording error it stops and ends the session.
+func (r *relay) pump(src io.Reader, dst io.Writer, record func([]byte) error, n counter, atEOF func()) {
+	buf := make([]byte, relayBufSize)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if rerr := record(buf[:k]); rerr != nil {
+				r.recordingFailed(rerr)
+				return
+			}
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+			n.Add(int64(k))
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && atEOF != nil {
+				atEOF()
+			}
+			return
+		}
+	}
+}
+
+// record returns whether the recording accepted the event, ending the
+// session when it did not.
+func (r *relay) record(err error) bool {
+	if err != nil {
+		r.recordingFailed(err)
+		return false
+	}
+	return true
+}
+
+// recordingFailed ends the session: without a recording, nothing more
+// may pass.
+func (r *relay) recordingFailed(err error) {
+	r.failed.Do(func() {
+		c := r.conn
+		c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", err)...)
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd,
+			Technician: c.id.tech.Name, Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
+			Detail: "recording failed: " + err.Error()})
+		fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: the session can no longer be recorded, so it is ended (session %s)\r\n", c.sessionID)
+		r.up.Close()
+		r.down.Close()
+		c.fail(EndRecordingFailed)
+	})
+}
+
+// fromTarget relays the target's channel requests (exit status, exit
+// signal, keepalives) to the technician. Exit status and signal are sent
+// after all output, as OpenSSH does.
+func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
+	started := func() bool {
+		select {
+		case <-r.startedCh:
+			return true
+		default:
+			return false
+		}
+	}
+	for req := range reqs {
+		switch req.Type {
+		case "exit-status", "exit-signal":
+			if started() {
+				<-r.outDone
+				if req.Type == "exit-status" {
+					var s exitStatus
+					if ssh.Unmarshal(req.Payload, &s) == nil {
+						r.record(r.rec.Event("x-exit-status", strconv.FormatUint(uint64(s.Status), 10)))
+					}
+				} else {
+					var s exitSignal
+					if ssh.Unmarshal(req.Payload, &s) == nil {
+						r.record(r.rec.Event("x-exit-signal", s.Signal))
+					}
+				}
+			}
+			r.down.SendRequest(req.Type, false, req.Payload)
+			if req.WantReply {
+				req.Reply(true, nil)
+			}
+		default:
+			ok, _ := r.down.SendRequest(req.Type, req.WantReply, req.Payload)
+			if req.WantReply {
+				req.Reply(ok, nil)
+			}
+		}
+	}
+	// The target closed the channel: let the output drain, then close ours.
+	if started() {
+		<-r.outDone
+		r.rec.Event("x-close", "")
+	}
+	r.down.Close()
+}

@@ -1,0 +1,269 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// Broker is what the SSH side asks of the domain.
+type Broker interface {
+	Technician(name string) (*broker.Technician, bool)
+	Authorize(ctx context.Context, technician, target, source string) (broker.Decision, *broker.Target, error)
+	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string) (*broker.Credential, error)
+	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
+	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
+	Audit(ctx context.Context, e broker.AuditEvent)
+}
+
+// Config configures a Server.
+type Config struct {
+	HostKey      ssh.Signer
+	Broker       Broker
+	RecordingDir string
+	Logger       *slog.Logger
+	// AuthTimeout bounds the handshake and authentication; default 30s.
+	AuthTimeout time.Duration
+	// MaxAuthTries bounds failed authentication attempts; default 6.
+	MaxAuthTries int
+	// DialTimeout bounds the connection to a target, handshake included;
+	// default 15s.
+	DialTimeout time.Duration
+	// EnvAllow lists the environment variables a technician may pass to
+	// the target (exact names, or a prefix ending in '*'). Default
+	// LANG, LC_*, TZ. Names starting with LD_ are never passed.
+	EnvAllow []string
+}
+
+// Server accepts technicians' SSH connections and relays them to targets.
+type Server struct {
+	cfg    Config
+	sshCfg *ssh.ServerConfig
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+	listener net.Listener
+}
+
+// extraKey keys the authenticated identity in ssh.Permissions.ExtraData.
+type extraKey struct{}
+
+// identity is what authentication established, stored in the Permissions
+// returned by VerifiedPublicKeyCallback, i.e. after the key's signature
+// was checked.
+type identity struct {
+	tech     *broker.Technician
+	target   *broker.Target
+	decision broker.Decision
+	keyFP    string
+}
+
+// errAuth is the one answer to every failed authentication, so that an
+// unknown technician and a wrong key cannot be told apart.
+var errAuth = errors.New("permission denied")
+
+// NewServer returns a server for cfg.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.HostKey == nil || cfg.Broker == nil || cfg.RecordingDir == "" {
+		return nil, errors.New("session: host key, broker and recording directory are required")
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = 30 * time.Second
+	}
+	if cfg.MaxAuthTries == 0 {
+		cfg.MaxAuthTries = 6
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.EnvAllow == nil {
+		cfg.EnvAllow = []string{"LANG", "LC_*", "TZ"}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}
+	s.sshCfg = &ssh.ServerConfig{
+		MaxAuthTries:              cfg.MaxAuthTries,
+		PublicKeyCallback:         s.offeredKey,
+		VerifiedPublicKeyCallback: s.verifiedKey,
+		ServerVersion:             "SSH-2.0-sekisho",
+		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
+			if err != nil && method != "none" {
+				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "err", err)
+			}
+		},
+	}
+	s.sshCfg.AddHostKey(cfg.HostKey)
+	return s, nil
+}
+
+// offeredKey answers whether a key may be used, before its possession is
+// proven. It returns no identity: that is established in verifiedKey.
+func (s *Server) offeredKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	login, err := ParseLogin(conn.User())
+	if err != nil && !errors.Is(err, ErrNoTarget) {
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + err.Error() + "\n"}
+	}
+	tech, ok := s.cfg.Broker.Technician(login.Technician)
+	if !ok || !tech.HasKey(key) {
+		return nil, errAuth
+	}
+	return &ssh.Permissions{}, nil
+}
+
+// verifiedKey runs once the client has proven it holds the key. Only here
+// is the technician known, and only here is the access decision made.
+func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+	login, err := ParseLogin(conn.User())
+	if err != nil && !errors.Is(err, ErrNoTarget) {
+		return nil, errAuth
+	}
+	tech, ok := s.cfg.Broker.Technician(login.Technician)
+	if !ok || !tech.HasKey(key) {
+		return nil, errAuth
+	}
+	source := conn.RemoteAddr().String()
+	ctx := context.Background()
+	if errors.Is(err, ErrNoTarget) {
+		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Source: source, Detail: "no target named"})
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + err.Error() + "\n"}
+	}
+	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
+	if err != nil || !d.Allowed() {
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
+	}
+	return &ssh.Permissions{ExtraData: map[any]any{extraKey{}: &identity{
+		tech: tech, target: target, decision: d, keyFP: ssh.FingerprintSHA256(key),
+	}}}, nil
+}
+
+// Serve accepts connections on ln until Shutdown is called.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.listener = ln
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !s.track(nc, true) {
+			nc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.track(nc, false)
+			s.handle(nc)
+		}()
+	}
+}
+
+func (s *Server) track(nc net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing {
+			return false
+		}
+		s.conns[nc] = struct{}{}
+	} else {
+		delete(s.conns, nc)
+	}
+	return true
+}
+
+// Shutdown stops accepting, ends every connection (sessions end with the
+// reason "server shutdown" and their recordings are closed) and waits for
+// them until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) handle(nc net.Conn) {
+	source := nc.RemoteAddr().String()
+	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	if err != nil {
+		nc.Close()
+		s.log.Debug("handshake ended", "source", source, "err", err)
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	id, ok := sc.Permissions.ExtraData[extraKey{}].(*identity)
+	if !ok {
+		// Cannot happen: every successful authentication sets it.
+		sc.Close()
+		return
+	}
+	c := &conn{srv: s, sc: sc, id: id, source: source}
+	c.run(chans, reqs)
+}
+
+func (s *Server) envAllowed(name string) bool {
+	if len(name) >= 3 && name[:3] == "LD_" {
+		return false
+	}
+	for _, p := range s.cfg.EnvAllow {
+		if p == name || (len(p) > 0 && p[len(p)-1] == '*' && len(name) >= len(p)-1 && name[:len(p)-1] == p[:len(p)-1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// userError is shown to the technician as it is.
+type userError struct{ msg string }
+
+func (e *userError) Error() string { return e.msg }
+
+func userErrorf(format string, args ...any) error {
+	return &userError{msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,129 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// hostKeyError is a target presenting a host key that is neither pinned
+// nor certified by a configured host CA.
+type hostKeyError struct {
+	target string
+	got    string
+}
+
+func (e *hostKeyError) Error() string {
+	return fmt.Sprintf("target %s presented host key %s, which is not pinned and not certified by a configured host CA", e.target, e.got)
+}
+
+// hostKeyCallback checks the target's host key before anything else is
+// sent: the client authenticates only after this returns nil, so the
+// certificate never reaches an impostor.
+func hostKeyCallback(tg *broker.Target) ssh.HostKeyCallback {
+	pinned := func(key ssh.PublicKey) error {
+		for _, k := range tg.HostKeys {
+			if bytes.Equal(k.Marshal(), key.Marshal()) {
+				return nil
+			}
+		}
+		return &hostKeyError{target: tg.Name, got: ssh.FingerprintSHA256(key)}
+	}
+	if len(tg.HostCAs) == 0 {
+		return func(_ string, _ net.Addr, key ssh.PublicKey) error { return pinned(key) }
+	}
+	checker := &ssh.CertChecker{
+		IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
+			for _, ca := range tg.HostCAs {
+				if bytes.Equal(ca.Marshal(), auth.Marshal()) {
+					return true
+				}
+			}
+			return false
+		},
+		HostKeyFallback: func(_ string, _ net.Addr, key ssh.PublicKey) error { return pinned(key) },
+	}
+	return func(_ string, remote net.Addr, key ssh.PublicKey) error {
+		// Certificates must name the target as configured, not whatever
+		// address it was reached at.
+		host, _, err := net.SplitHostPort(tg.Address)
+		if err != nil {
+			host = tg.Address
+		}
+		if cert, ok := key.(*ssh.Certificate); ok {
+			if err := checker.CheckHostKey(net.JoinHostPort(tg.Name, "22"), remote, cert); err == nil {
+				return nil
+			}
+			if err := checker.CheckHostKey(net.JoinHostPort(host, "22"), remote, cert); err == nil {
+				return nil
+			}
+			return &hostKeyError{target: tg.Name, got: "certificate " + ssh.FingerprintSHA256(cert.Key)}
+		}
+		return pinned(key)
+	}
+}
+
+// hostKeyAlgorithms asks the target for the kinds of host key that are
+// pinned, so that a target with several host keys presents the right one.
+func hostKeyAlgorithms(tg *broker.Target) []string {
+	var algos []string
+	add := func(a ...string) {
+		for _, x := range a {
+			dup := false
+			for _, y := range algos {
+				dup = dup || x == y
+			}
+			if !dup {
+				algos = append(algos, x)
+			}
+		}
+	}
+	if len(tg.HostCAs) > 0 {
+		add(ssh.CertAlgoED25519v01, ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01, ssh.CertAlgoECDSA521v01,
+			ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01)
+	}
+	for _, k := range tg.HostKeys {
+		switch k.Type() {
+		case ssh.KeyAlgoRSA:
+			add(ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256)
+		default:
+			add(k.Type())
+		}
+	}
+	return algos
+}
+
+// dialTarget connects to the target and authenticates with the
+// certificate, all within timeout.
+func dialTarget(ctx context.Context, tg *broker.Target, login string, signer ssh.Signer, timeout time.Duration) (*ssh.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", tg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", tg.Address, err)
+	}
+	deadline, _ := ctx.Deadline()
+	nc.SetDeadline(deadline)
+	cfg := &ssh.ClientConfig{
+		User:              login,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback:   hostKeyCallback(tg),
+		HostKeyAlgorithms: hostKeyAlgorithms(tg),
+		ClientVersion:     "SSH-2.0-sekisho",
+		Timeout:           timeout,
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, tg.Address, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ssh %s: %w", tg.Address, err)
+	}
+	nc.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
+}
