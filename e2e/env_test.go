@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,7 +142,6 @@ func sshOpts(tech string) []string {
 		"-o", "IdentitiesOnly=yes",
 		"-o", "IdentityAgent=none",
 		"-o", "BatchMode=yes",
-		"-o", "LogLevel=ERROR",
 		"-i", env.state.Keys[tech],
 	}
 }
@@ -204,20 +204,21 @@ func sekishoCLI(t *testing.T, args ...string) string {
 }
 
 type session struct {
-	ID               string `json:"id"`
-	Technician       string `json:"technician"`
-	Affiliate        string `json:"affiliate"`
-	Source           string `json:"source"`
-	Target           string `json:"target"`
-	Residency        string `json:"residency"`
-	CrossBorder      bool   `json:"cross_border"`
-	Rule             string `json:"rule"`
-	CertKeyID        string `json:"cert_key_id"`
-	CertSerial       uint64 `json:"cert_serial"`
-	StartedAt        string `json:"started_at"`
-	EndedAt          string `json:"ended_at"`
-	BytesIn, BytesOut int64
-	EndReason        string `json:"end_reason"`
+	ID          string `json:"id"`
+	Technician  string `json:"technician"`
+	Affiliate   string `json:"affiliate"`
+	Source      string `json:"source"`
+	Target      string `json:"target"`
+	Residency   string `json:"residency"`
+	CrossBorder bool   `json:"cross_border"`
+	Rule        string `json:"rule"`
+	CertKeyID   string `json:"cert_key_id"`
+	CertSerial  uint64 `json:"cert_serial"`
+	StartedAt   string `json:"started_at"`
+	EndedAt     string `json:"ended_at"`
+	BytesIn     int64  `json:"bytes_in"`
+	BytesOut    int64  `json:"bytes_out"`
+	EndReason   string `json:"end_reason"`
 }
 
 // sessions lists sessions through the CLI, newest first.
@@ -263,4 +264,24 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// streams concatenates the data of every event with the given code in an
+// event listing (`sekisho replay --events`).
+func streams(t *testing.T, events, code string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, line := range strings.Split(events, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != code {
+			continue
+		}
+		q := strings.TrimSpace(line[strings.Index(line, f[2])+len(f[2]):])
+		u, err := strconv.Unquote(q)
+		if err != nil {
+			t.Fatalf("bad event line %q: %v", line, err)
+		}
+		b.WriteString(u)
+	}
+	return b.String()
 }

@@ -24,15 +24,25 @@ type relay struct {
 	down ssh.Channel
 	up   ssh.Channel
 
-	// Set by the request loop before the pumps start; read-only after.
+	// mu guards rec and started. start holds it until the target answered
+	// and the pumps run, so that the target-side loop never sees a
+	// half-started channel.
+	mu      sync.Mutex
 	rec     *recording.Channel
 	started bool
-	pty     *ptyRequest
+	pty     *ptyRequest // request loop only
 
-	pumps     sync.WaitGroup // the three data pumps
-	startedCh chan struct{}  // closed once the target accepted shell, exec or subsystem
-	outDone   chan struct{}  // closed when the target's output is fully relayed
-	failed  sync.Once
+	pumps   sync.WaitGroup // the three data pumps
+	outDone chan struct{}  // closed when the target's output is fully relayed
+	// exitSent is closed once the exit status (or signal) was relayed, and
+	// upClosed once the target closed the channel. EOF is sent to the
+	// technician only after one of them: OpenSSH clients close a channel
+	// as soon as both sides sent EOF, and an exit status sent after that
+	// is lost.
+	exitSent chan struct{}
+	exitOnce sync.Once
+	upClosed chan struct{}
+	failed   sync.Once
 }
 
 type ptyRequest struct {
@@ -69,7 +79,8 @@ type exitSignal struct {
 
 func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 	r.outDone = make(chan struct{})
-	r.startedCh = make(chan struct{})
+	r.exitSent = make(chan struct{})
+	r.upClosed = make(chan struct{})
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
@@ -163,6 +174,8 @@ func (r *relay) forward(req *ssh.Request) bool {
 // start opens the channel's recording, records what is started, forwards
 // the request and, when the target accepts, starts relaying data.
 func (r *relay) start(req *ssh.Request) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.started {
 		return false
 	}
@@ -205,7 +218,6 @@ func (r *relay) start(req *ssh.Request) bool {
 		return false
 	}
 	r.started = true
-	close(r.startedCh)
 	r.pumps.Add(3)
 	var outs sync.WaitGroup
 	outs.Add(2)
@@ -228,6 +240,10 @@ func (r *relay) start(req *ssh.Request) bool {
 	}()
 	go func() {
 		outs.Wait()
+		select {
+		case <-r.exitSent:
+		case <-r.upClosed:
+		}
 		r.down.CloseWrite()
 		close(r.outDone)
 	}()
@@ -288,35 +304,34 @@ func (r *relay) recordingFailed(err error) {
 }
 
 // fromTarget relays the target's channel requests (exit status, exit
-// signal, keepalives) to the technician. Exit status and signal are sent
-// after all output, as OpenSSH does.
+// signal, keepalives) to the technician in the order the target sent
+// them. OpenSSH's sshd sends the exit status before its last output and
+// EOF, and OpenSSH clients (notably a ControlMaster) rely on that order,
+// so it is not held back until the output has drained.
 func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
-	started := func() bool {
-		select {
-		case <-r.startedCh:
-			return true
-		default:
-			return false
-		}
+	started := func() (*recording.Channel, bool) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.rec, r.started
 	}
 	for req := range reqs {
 		switch req.Type {
 		case "exit-status", "exit-signal":
-			if started() {
-				<-r.outDone
+			if rec, ok := started(); ok {
 				if req.Type == "exit-status" {
 					var s exitStatus
 					if ssh.Unmarshal(req.Payload, &s) == nil {
-						r.record(r.rec.Event("x-exit-status", strconv.FormatUint(uint64(s.Status), 10)))
+						r.record(rec.Event("x-exit-status", strconv.FormatUint(uint64(s.Status), 10)))
 					}
 				} else {
 					var s exitSignal
 					if ssh.Unmarshal(req.Payload, &s) == nil {
-						r.record(r.rec.Event("x-exit-signal", s.Signal))
+						r.record(rec.Event("x-exit-signal", s.Signal))
 					}
 				}
 			}
 			r.down.SendRequest(req.Type, false, req.Payload)
+			r.exitOnce.Do(func() { close(r.exitSent) })
 			if req.WantReply {
 				req.Reply(true, nil)
 			}
@@ -328,9 +343,10 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 		}
 	}
 	// The target closed the channel: let the output drain, then close ours.
-	if started() {
+	close(r.upClosed)
+	if rec, ok := started(); ok {
 		<-r.outDone
-		r.rec.Event("x-close", "")
+		rec.Event("x-close", "")
 	}
 	r.down.Close()
 }

@@ -283,6 +283,8 @@ AllowAgentForwarding no
 AllowTcpForwarding no
 X11Forwarding no
 PermitTunnel no
+# The targets accept LD_* on purpose: sekisho must not pass it on.
+AcceptEnv LANG LC_* TZ LD_*
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 `

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCrossBorderPIIRefusedWithRuleNamed(t *testing.T) {
+	t.Parallel()
+	r := run(t, sshCmd(ctxT(t), "li", "li+db-jp-01", "echo should-not-run"), nil)
+	if r.code != 255 {
+		t.Fatalf("exit %d, want 255 (refused)", r.code)
+	}
+	if strings.Contains(r.stdout, "should-not-run") {
+		t.Fatal("the command ran on the target")
+	}
+	for _, want := range []string{`denied by rule "pii-stays-in-residency"`, "resident in JP", "ops-cn is in CN"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("refusal message lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	// The refusal is audited with its trace.
+	found := false
+	for _, line := range strings.Split(sekishoCLI(t, "audit", "--limit", "10000"), "\n") {
+		var e struct{ Kind, Technician, Target, Detail string }
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		if e.Kind == "decision" && e.Technician == "li" && e.Target == "db-jp-01" &&
+			strings.Contains(e.Detail, `"effect":"deny"`) && strings.Contains(e.Detail, `"rule":"pii-stays-in-residency"`) &&
+			strings.Contains(e.Detail, `"trace":[`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no audited deny decision for li to db-jp-01")
+	}
+}
+
+func TestForeignAffiliateReachesNonPersonalTarget(t *testing.T) {
+	t.Parallel()
+	r := run(t, sshCmd(ctxT(t), "li", "li+web-sg-01", "echo li-on-web"), nil)
+	if r.code != 0 || r.stdout != "li-on-web\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	s, _ := endedSession(t, "li", "web-sg-01", "li-on-web")
+	if !s.CrossBorder || s.Affiliate != "ops-cn" || s.Rule != "any-affiliate-to-web" {
+		t.Errorf("session register: %+v", s)
+	}
+}
+
+func TestUnknownTechnicianAndWrongKeyLookAlike(t *testing.T) {
+	t.Parallel()
+	unknown := run(t, sshCmd(ctxT(t), "aiko", "mallory+db-jp-01", "true"), nil)
+	wrongKey := run(t, sshCmd(ctxT(t), "li", "aiko+db-jp-01", "true"), nil)
+	for name, r := range map[string]result{"unknown technician": unknown, "wrong key": wrongKey} {
+		if r.code != 255 || !strings.Contains(r.stderr, "Permission denied (publickey)") {
+			t.Errorf("%s: exit %d, stderr %q", name, r.code, r.stderr)
+		}
+		if strings.Contains(r.stderr, "sekisho:") {
+			t.Errorf("%s: the answer says more than permission denied: %q", name, r.stderr)
+		}
+	}
+	norm := func(s string) string { return strings.NewReplacer("mallory", "X", "aiko", "X").Replace(s) }
+	if norm(unknown.stderr) != norm(wrongKey.stderr) {
+		t.Errorf("answers differ:\nunknown:   %q\nwrong key: %q", unknown.stderr, wrongKey.stderr)
+	}
+}
+
+func TestBadLoginNamesExplained(t *testing.T) {
+	t.Parallel()
+	for login, want := range map[string]string{
+		"aiko+DB-JP-01":     `target name "DB-JP-01": character 'D'`,
+		"aiko+db~1":         `character '~'`,
+		"aiko":              "log in as aiko+TARGET",
+		"aiko+no-such-host": `no target called "no-such-host"`,
+	} {
+		r := run(t, sshCmd(ctxT(t), "aiko", login, "true"), nil)
+		if r.code != 255 || !strings.Contains(r.stderr, want) {
+			t.Errorf("login %q: exit %d, stderr %q; want a refusal containing %q", login, r.code, r.stderr, want)
+		}
+	}
+}
+
+func TestForwardingRefused(t *testing.T) {
+	t.Parallel()
+	// ssh -W opens a direct-tcpip channel at once.
+	args := append(sshOpts("aiko"), "-p", env.port, "-W", env.state.Targets[0].Address, "aiko+db-jp-01@"+env.host)
+	r := run(t, exec.CommandContext(ctxT(t), "ssh", args...), nil)
+	if r.code == 0 || !strings.Contains(r.stderr, "port forwarding is not allowed through sekisho") {
+		t.Errorf("ssh -W: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// Remote forwarding is a global request; ExitOnForwardFailure makes
+	// the client say so.
+	args = append(sshOpts("aiko"), "-p", env.port, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:22",
+		"aiko+db-jp-01@"+env.host, "echo forwarded")
+	r = run(t, exec.CommandContext(ctxT(t), "ssh", args...), nil)
+	if r.code == 0 || strings.Contains(r.stdout, "forwarded") {
+		t.Errorf("ssh -R: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// Agent forwarding is refused: with a real agent offered, the target
+	// still sees no agent socket.
+	sock := filepath.Join(t.TempDir(), "agent")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	waitUntil(t, 10*time.Second, "ssh-agent socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	cmd := sshCmd(ctxT(t), "aiko", "aiko+db-jp-01", `echo "agent=[$SSH_AUTH_SOCK]"`)
+	cmd.Args = append(cmd.Args[:1], append([]string{"-o", "IdentityAgent=" + sock, "-o", "ForwardAgent=yes"}, cmd.Args[1:]...)...)
+	r = run(t, cmd, nil)
+	if r.code != 0 || r.stdout != "agent=[]\n" {
+		t.Errorf("ssh -A: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}

@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExecRelaysStdoutStderrAndExitStatus(t *testing.T) {
+	t.Parallel()
+	marker := "exec-" + randHex(t)
+	r := run(t, sshCmd(ctxT(t), "aiko", "aiko+db-jp-01", fmt.Sprintf("echo %s-out; echo %s-err >&2; exit 7", marker, marker)), nil)
+	if r.code != 7 {
+		t.Fatalf("exit status %d, want 7 (stderr %q)", r.code, r.stderr)
+	}
+	if r.stdout != marker+"-out\n" {
+		t.Errorf("stdout %q, want %q", r.stdout, marker+"-out\n")
+	}
+	if r.stderr != marker+"-err\n" {
+		t.Errorf("stderr %q, want %q", r.stderr, marker+"-err\n")
+	}
+
+	s, ev := endedSession(t, "aiko", "db-jp-01", marker)
+	for _, want := range []string{
+		`x-exec        "echo ` + marker,
+		`x-stdout      "` + marker + `-out\n"`,
+		`x-stderr      "` + marker + `-err\n"`,
+		`x-exit-status "7"`,
+	} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("recording lacks %q:\n%s", want, ev)
+		}
+	}
+	if s.Affiliate != "ops-jp" || s.Residency != "JP" || s.CrossBorder || s.Rule != "pii-in-residency" {
+		t.Errorf("session register: %+v", s)
+	}
+	if !strings.Contains(s.CertKeyID, "technician=aiko") || !strings.Contains(s.CertKeyID, "session="+s.ID) {
+		t.Errorf("certificate key ID %q does not name the technician and session", s.CertKeyID)
+	}
+	if s.BytesOut != int64(len(r.stdout)+len(r.stderr)) {
+		t.Errorf("bytes out %d, want %d", s.BytesOut, len(r.stdout)+len(r.stderr))
+	}
+	// The target's own log names the technician through the key ID.
+	log := targetLog(t, "db-jp-01")
+	if !strings.Contains(log, "session="+s.ID) {
+		t.Errorf("target sshd log does not show the certificate key ID for session %s", s.ID)
+	}
+}
+
+func TestStdinRelayedAndRecorded(t *testing.T) {
+	t.Parallel()
+	data := make([]byte, 1<<20+17)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "sha256sum"), data)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	want := fmt.Sprintf("%x  -\n", sum)
+	if r.stdout != want {
+		t.Fatalf("target saw other bytes: got %q, want %q", r.stdout, want)
+	}
+	s, ev := endedSession(t, "aiko", "web-sg-01", want[:64])
+	if s.BytesIn != int64(len(data)) {
+		t.Errorf("bytes in %d, want %d", s.BytesIn, len(data))
+	}
+	// Reassemble the recorded input and compare.
+	in := bytes.NewBufferString(streams(t, ev, "x-stdin"))
+	if !bytes.Equal(in.Bytes(), data) {
+		t.Errorf("recorded input is %d bytes and differs from the %d bytes sent", in.Len(), len(data))
+	}
+}
+
+func TestSCPBothProtocolsBothDirections(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.bin")
+	data := make([]byte, 3<<20+5)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o600)
+	remote := "/tmp/sekisho-e2e-scp-" + randHex(t)
+	t.Cleanup(func() { os.Remove(remote); os.Remove(remote + ".O") })
+	for _, mode := range []struct {
+		name  string
+		extra []string
+		path  string
+	}{{"sftp-based", nil, remote}, {"legacy -O", []string{"-O"}, remote + ".O"}} {
+		scp := func(from, to string) result {
+			args := append(append(sshOpts("aiko"), "-P", env.port), mode.extra...)
+			args = append(args, from, to)
+			return run(t, exec.CommandContext(ctxT(t), "scp", args...), nil)
+		}
+		target := "aiko+db-jp-01@" + env.host + ":" + mode.path
+		if r := scp(src, target); r.code != 0 {
+			t.Fatalf("%s upload: exit %d: %s", mode.name, r.code, r.stderr)
+		}
+		back := filepath.Join(dir, "back"+strings.ReplaceAll(mode.name, " ", ""))
+		if r := scp(target, back); r.code != 0 {
+			t.Fatalf("%s download: exit %d: %s", mode.name, r.code, r.stderr)
+		}
+		got, _ := os.ReadFile(back)
+		if !bytes.Equal(got, data) {
+			t.Errorf("%s: round trip changed the file (%d bytes back of %d)", mode.name, len(got), len(data))
+		}
+	}
+	// The legacy protocol runs as an exec channel; its command is recorded.
+	endedSession(t, "aiko", "db-jp-01", "scp -t "+remote+".O")
+	endedSession(t, "aiko", "db-jp-01", "scp -f "+remote+".O")
+}
+
+func TestSFTPBatch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := make([]byte, 512<<10)
+	rand.Read(data)
+	src, back := filepath.Join(dir, "up"), filepath.Join(dir, "down")
+	os.WriteFile(src, data, 0o600)
+	remote := "/tmp/sekisho-e2e-sftp-" + randHex(t)
+	t.Cleanup(func() { os.Remove(remote) })
+	batch := filepath.Join(dir, "batch")
+	os.WriteFile(batch, []byte(fmt.Sprintf("put %s %s\nls -l %s\nget %s %s\n", src, remote, remote, remote, back)), 0o600)
+	args := append(sshOpts("aiko"), "-P", env.port, "-b", batch, "aiko+db-jp-01@"+env.host)
+	r := run(t, exec.CommandContext(ctxT(t), "sftp", args...), nil)
+	if r.code != 0 {
+		t.Fatalf("sftp: exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, strconv.Itoa(len(data))) {
+		t.Errorf("ls -l through sftp does not show the size %d:\n%s", len(data), r.stdout)
+	}
+	got, _ := os.ReadFile(back)
+	if !bytes.Equal(got, data) {
+		t.Errorf("sftp round trip changed the file")
+	}
+	endedSession(t, "aiko", "db-jp-01", remote)
+}
+
+func TestRsyncThroughBastion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o700)
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "big.bin"), data, 0o600)
+	os.WriteFile(filepath.Join(src, "sub", "note.txt"), []byte("rsync through sekisho\n"), 0o600)
+	remote := "/tmp/sekisho-e2e-rsync-" + randHex(t)
+	t.Cleanup(func() { os.RemoveAll(remote) })
+	rsync := func(from, to string) {
+		t.Helper()
+		r := run(t, exec.CommandContext(ctxT(t), "rsync", "-a", "-e", sshCommandString("li"), from, to), nil)
+		if r.code != 0 {
+			t.Fatalf("rsync %s %s: exit %d: %s", from, to, r.code, r.stderr)
+		}
+	}
+	rsync(src+"/", "li+web-sg-01@"+env.host+":"+remote+"/")
+	back := filepath.Join(dir, "back")
+	rsync("li+web-sg-01@"+env.host+":"+remote+"/", back+"/")
+	got, _ := os.ReadFile(filepath.Join(back, "big.bin"))
+	note, _ := os.ReadFile(filepath.Join(back, "sub", "note.txt"))
+	if !bytes.Equal(got, data) || string(note) != "rsync through sekisho\n" {
+		t.Errorf("rsync round trip changed the files")
+	}
+	endedSession(t, "li", "web-sg-01", "rsync --server")
+}
+
+func TestSeveralChannelsOnOneConnection(t *testing.T) {
+	t.Parallel()
+	// A ControlMaster multiplexes two commands over one connection: one
+	// session, two recorded channels.
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "cm")
+	base := append(sshOpts("aiko"), "-p", env.port, "-o", "ControlPath="+sock)
+	ctx := ctxT(t)
+	master := exec.CommandContext(ctx, "ssh", append(base, "-o", "ControlMaster=yes", "-N", "aiko+web-sg-01@"+env.host)...)
+	if err := master.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("ssh", append(base, "-O", "exit", "aiko+web-sg-01@"+env.host)...).Run()
+		master.Wait()
+	})
+	waitUntil(t, 30*time.Second, "control master socket", func() bool {
+		return exec.Command("ssh", append(base, "-O", "check", "aiko+web-sg-01@"+env.host)...).Run() == nil
+	})
+	marker := randHex(t)
+	for i := 1; i <= 2; i++ {
+		r := run(t, exec.CommandContext(ctx, "ssh", append(base, "-o", "ControlMaster=no", "aiko+web-sg-01@"+env.host,
+			fmt.Sprintf("echo mux-%s-%d", marker, i))...), nil)
+		if r.code != 0 || r.stdout != fmt.Sprintf("mux-%s-%d\n", marker, i) {
+			t.Fatalf("multiplexed command %d: exit %d, stdout %q, stderr %q", i, r.code, r.stdout, r.stderr)
+		}
+	}
+	exec.Command("ssh", append(base, "-O", "exit", "aiko+web-sg-01@"+env.host)...).Run()
+	_, ev := endedSession(t, "aiko", "web-sg-01", "mux-"+marker+"-2")
+	if !strings.Contains(ev, "# channel 2:") || !strings.Contains(ev, "mux-"+marker+"-1") {
+		t.Errorf("both channels should be in one session recording:\n%s", ev)
+	}
+}
+
+func TestEnvAllowlist(t *testing.T) {
+	t.Parallel()
+	// The demo targets accept LANG and LD_* (AcceptEnv); sekisho must pass
+	// the first and drop the second.
+	cmd := sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", `echo "LANG=[$LANG] LD_PRELOAD=[$LD_PRELOAD] LD_LIBRARY_PATH=[$LD_LIBRARY_PATH]"`)
+	cmd.Args = append(cmd.Args[:1], append([]string{"-o", "SetEnv=LANG=C.UTF-8 LD_PRELOAD=/tmp/evil.so LD_LIBRARY_PATH=/tmp"}, cmd.Args[1:]...)...)
+	r := run(t, cmd, nil)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if want := "LANG=[C.UTF-8] LD_PRELOAD=[] LD_LIBRARY_PATH=[]\n"; r.stdout != want {
+		t.Errorf("got %q, want %q", r.stdout, want)
+	}
+}
+
+func randHex(t *testing.T) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return fmt.Sprintf("%x", b)
+}
+
+func targetLog(t *testing.T, name string) string {
+	t.Helper()
+	for _, tg := range env.state.Targets {
+		if tg.Name == name {
+			b, err := os.ReadFile(tg.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b)
+		}
+	}
+	t.Fatalf("no target %s", name)
+	return ""
+}
