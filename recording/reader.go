@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -53,28 +54,56 @@ func (e Event) Bytes() ([]byte, error) {
 	return []byte(e.Data), nil
 }
 
+// ErrTruncated is returned by CastReader.Next when the recording ends in
+// the middle of an event: the write of that event failed (full disk,
+// crash) and, since bytes are recorded before they are forwarded, its
+// data never reached the other side. Everything before it is intact.
+var ErrTruncated = errors.New("the recording ends with a truncated event")
+
 // CastReader reads a channel recording event by event, so that recordings
 // of any size are read in bounded memory.
 type CastReader struct {
-	sc     *bufio.Scanner
+	br     *bufio.Reader
 	header header
 	line   int
 	name   string
 }
 
+// readLine returns the next line without its newline, and whether the
+// newline was there.
+func (cr *CastReader) readLine() ([]byte, bool, error) {
+	var line []byte
+	for {
+		chunk, err := cr.br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxLine {
+			return nil, false, fmt.Errorf("%s:%d: line longer than %d bytes", cr.name, cr.line+1, maxLine)
+		}
+		switch {
+		case err == nil:
+			return line[:len(line)-1], true, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(line) > 0:
+			return line, false, nil
+		default:
+			return nil, false, err
+		}
+	}
+}
+
 // NewCastReader reads the header from r.
 func NewCastReader(r io.Reader, name string) (*CastReader, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	cr := &CastReader{sc: sc, name: name}
-	if !sc.Scan() {
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
+	cr := &CastReader{br: bufio.NewReaderSize(r, 64<<10), name: name}
+	line, _, err := cr.readLine()
+	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: empty recording", name)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	cr.line = 1
-	if err := json.Unmarshal(sc.Bytes(), &cr.header); err != nil {
+	if err := json.Unmarshal(line, &cr.header); err != nil {
 		return nil, fmt.Errorf("%s:1: bad header: %w", name, err)
 	}
 	if cr.header.Version != 2 {
@@ -86,28 +115,39 @@ func NewCastReader(r io.Reader, name string) (*CastReader, error) {
 // Header returns the channel's header.
 func (cr *CastReader) Header() Header { return cr.header }
 
-// Next returns the next event, or io.EOF at the end.
+// Next returns the next event, io.EOF at the end, or an error wrapping
+// ErrTruncated when the last event was cut short.
 func (cr *CastReader) Next() (Event, error) {
-	for cr.sc.Scan() {
+	for {
+		line, complete, err := cr.readLine()
+		if err != nil {
+			return Event{}, err
+		}
 		cr.line++
-		line := cr.sc.Bytes()
-		if len(strings.TrimSpace(string(line))) == 0 {
+		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var raw []json.RawMessage
-		if err := json.Unmarshal(line, &raw); err != nil || len(raw) != 3 {
-			return Event{}, fmt.Errorf("%s:%d: not an event [time, code, data]", cr.name, cr.line)
-		}
-		var e Event
-		if json.Unmarshal(raw[0], &e.Time) != nil || json.Unmarshal(raw[1], &e.Code) != nil || json.Unmarshal(raw[2], &e.Data) != nil {
+		e, ok := parseEvent(line)
+		if !ok {
+			if !complete {
+				return Event{}, fmt.Errorf("%s:%d: %w", cr.name, cr.line, ErrTruncated)
+			}
 			return Event{}, fmt.Errorf("%s:%d: not an event [time, code, data]", cr.name, cr.line)
 		}
 		return e, nil
 	}
-	if err := cr.sc.Err(); err != nil {
-		return Event{}, fmt.Errorf("%s: %w", cr.name, err)
+}
+
+func parseEvent(line []byte) (Event, bool) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(line, &raw); err != nil || len(raw) != 3 {
+		return Event{}, false
 	}
-	return Event{}, io.EOF
+	var e Event
+	if json.Unmarshal(raw[0], &e.Time) != nil || json.Unmarshal(raw[1], &e.Code) != nil || json.Unmarshal(raw[2], &e.Data) != nil {
+		return Event{}, false
+	}
+	return e, true
 }
 
 // Channel is a channel recording of a session on disk.

@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -67,6 +68,10 @@ func replayChannel(ctx context.Context, w io.Writer, san *Sanitizer, ch ChannelF
 	for {
 		e, err := cr.Next()
 		if err == io.EOF {
+			break
+		}
+		if errors.Is(err, ErrTruncated) {
+			fmt.Fprintf(w, "\r\n\x1b[7m sekisho replay: %s \x1b[0m\r\n", err)
 			break
 		}
 		if err != nil {
@@ -152,6 +157,10 @@ func WriteEvents(w io.Writer, root, id string) error {
 		for {
 			e, err := cr.Next()
 			if err == io.EOF {
+				break
+			}
+			if errors.Is(err, ErrTruncated) {
+				fmt.Fprintf(w, "# %v\n", err)
 				break
 			}
 			if err != nil {

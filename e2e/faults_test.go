@@ -1,0 +1,330 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// variant is a second sekisho server next to the demo's, sharing its
+// Vault and targets, with a changed config.
+type variant struct {
+	dir    string
+	config string
+	port   string
+	out    *bytes.Buffer
+}
+
+// startVariant writes the demo config with edit applied into a new
+// directory, starts `sekisho serve` on it (through wrap, e.g. prlimit, when
+// given) and waits until it accepts SSH.
+func startVariant(t *testing.T, edit func(cfg string) string, wrap ...string) *variant {
+	t.Helper()
+	b, err := os.ReadFile(env.state.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := string(b)
+	cfg = regexp.MustCompile(`(?m)^listen: .*$`).ReplaceAllString(cfg, "listen: 127.0.0.1:"+port)
+	cfg = strings.ReplaceAll(cfg, "role_id_file: vault/", "role_id_file: "+filepath.Join(env.dir, "vault")+"/")
+	cfg = strings.ReplaceAll(cfg, "secret_id_file: vault/", "secret_id_file: "+filepath.Join(env.dir, "vault")+"/")
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	v := &variant{dir: dir, config: filepath.Join(dir, "sekisho.yaml"), port: port, out: &bytes.Buffer{}}
+	if err := os.WriteFile(v.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{}, wrap...), env.sekisho, "serve", "--config", v.config)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = v.out, v.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("variant server output:\n%s", tail(v.out.String(), 40))
+		}
+	})
+	waitUntil(t, 60*time.Second, "variant sekisho to accept SSH", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("variant sekisho exited:\n%s", v.out.String())
+		default:
+		}
+		return sshBanner("127.0.0.1:" + port)
+	})
+	// The variant has its own host key: trust it for this test only.
+	return v
+}
+
+func (v *variant) ssh(ctx context.Context, tech, login string, remote ...string) *exec.Cmd {
+	opts := sshOpts(tech)
+	for i, o := range opts {
+		if strings.HasPrefix(o, "UserKnownHostsFile=") || strings.HasPrefix(o, "StrictHostKeyChecking=") {
+			opts[i] = strings.SplitN(o, "=", 2)[0] + map[bool]string{true: "=/dev/null", false: "=no"}[strings.HasPrefix(o, "User")]
+		}
+	}
+	args := append(opts, "-p", v.port, login+"@127.0.0.1")
+	return exec.CommandContext(ctx, "ssh", append(args, remote...)...)
+}
+
+func (v *variant) audit(t *testing.T) []map[string]string {
+	t.Helper()
+	out, err := exec.Command(env.sekisho, "audit", "--config", v.config, "--limit", "1000").Output()
+	if err != nil {
+		t.Fatalf("sekisho audit: %v", err)
+	}
+	var events []map[string]string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var e map[string]string
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			events = append(events, e)
+		}
+	}
+	return events
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+func sshBanner(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
+}
+
+func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {
+	t.Parallel()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	other, _ := ssh.NewPublicKey(pub)
+	otherLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(other)))
+	var pinned string
+	for _, tg := range env.state.Targets {
+		if tg.Name == "db-jp-01" {
+			pinned = tg.HostKey
+		}
+	}
+	v := startVariant(t, func(cfg string) string { return strings.Replace(cfg, pinned, otherLine, 1) })
+	marker := "/tmp/sekisho-e2e-hostkey-" + randHex(t)
+	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "touch "+marker), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "host key of db-jp-01 does not match the pinned key") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the command ran on a target whose host key did not match")
+	}
+	var session string
+	for _, e := range v.audit(t) {
+		if e["kind"] == "target.hostkey_mismatch" && e["target"] == "db-jp-01" {
+			session = e["session"]
+		}
+	}
+	if session == "" {
+		t.Fatal("no target.hostkey_mismatch audit event")
+	}
+	// The certificate was never offered to the target: its sshd log has
+	// no line naming the session.
+	if strings.Contains(targetLog(t, "db-jp-01"), "session="+session) {
+		t.Error("the target's sshd saw the certificate of the refused session")
+	}
+}
+
+func TestRecordingUnavailableRefusesSession(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	// The recording directory disappears and a file takes its place: no
+	// session can be recorded, so none may start.
+	recDir := filepath.Join(v.dir, "recordings")
+	if err := os.RemoveAll(recDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recDir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	marker := "/tmp/sekisho-e2e-norec-" + randHex(t)
+	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "touch "+marker), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "cannot be recorded, so it is refused") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("an unrecorded command ran on the target")
+	}
+	refused := false
+	for _, e := range v.audit(t) {
+		refused = refused || (e["kind"] == "refused" && strings.Contains(e["detail"], "recording unavailable"))
+	}
+	if !refused {
+		t.Error("the refusal is not audited")
+	}
+}
+
+func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Fatal("prlimit (util-linux) is required")
+	}
+	// Files sekisho writes may not grow past 256 KiB: the recording of a
+	// large output hits the limit mid-session, as on a full disk.
+	const limit = 256 << 10
+	v := startVariant(t, nil, "prlimit", fmt.Sprintf("--fsize=%d", limit), "--")
+	cmd := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "for i in $(seq 1 20000); do echo line-$i-padding-padding-padding-padding; done; echo finished")
+	r := run(t, cmd, nil)
+	if r.code == 0 || strings.Contains(r.stdout, "finished") {
+		t.Fatalf("the session outlived its recording: exit %d, %d bytes of output", r.code, len(r.stdout))
+	}
+	if !strings.Contains(r.stderr, "can no longer be recorded, so it is ended") {
+		t.Errorf("the technician was not told why: stderr %q", r.stderr)
+	}
+	// Record before forward: the technician received nothing that is not
+	// in the recording.
+	list, err := exec.Command(env.sekisho, "sessions", "--json", "--config", v.config).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss []session
+	json.Unmarshal(list, &ss)
+	if len(ss) != 1 || ss[0].EndReason != "recording failed" {
+		t.Fatalf("sessions: %s", list)
+	}
+	ev, err := exec.Command(env.sekisho, "replay", "--events", "--config", v.config, ss[0].ID).CombinedOutput()
+	if err != nil {
+		t.Fatalf("replay --events: %v\n%s", err, ev)
+	}
+	recorded := streams(t, string(ev), "x-stdout")
+	if !strings.HasPrefix(recorded, r.stdout) {
+		t.Errorf("the technician received %d bytes, the recording holds %d that do not start with them", len(r.stdout), len(recorded))
+	}
+	// The server survives, and a small session still works.
+	r = run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo still-serving"), nil)
+	if r.code != 0 || r.stdout != "still-serving\n" {
+		t.Errorf("after the failure: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestVaultUnreachableRefusesSession(t *testing.T) {
+	t.Parallel()
+	// A TCP proxy in front of the dev Vault that the test can cut.
+	vaultAddr := strings.TrimPrefix(env.state.Vault, "http://")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		cut   bool
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if cut {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", vaultAddr)
+			if err != nil {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "address: "+env.state.Vault, "address: http://"+ln.Addr().String(), 1)
+	})
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo via-vault"), nil); r.code != 0 || r.stdout != "via-vault\n" {
+		t.Fatalf("with Vault up: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	mu.Lock()
+	cut = true
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	ln.Close()
+	marker := "/tmp/sekisho-e2e-novault-" + randHex(t)
+	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "touch "+marker), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "could not obtain a certificate for web-sg-01") {
+		t.Fatalf("with Vault down: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the command ran without a certificate from Vault")
+	}
+}
+
+func TestInvalidConfigNamesFileAndLine(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(env.state.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "    country: CN", "    country: China", 1)
+	line := 1 + strings.Count(bad[:strings.Index(bad, "country: China")], "\n") - 1 // the entry starts a line above
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte(bad), 0o600)
+	for _, sub := range [][]string{{"config", "check"}, {"serve"}} {
+		cmd := exec.Command(env.sekisho, append(sub, "--config", path)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("sekisho %s accepted an invalid config", sub)
+		}
+		want := fmt.Sprintf("%s:%d: affiliate ops-cn: country \"China\" is not an ISO 3166 two-letter code", path, line)
+		if !strings.Contains(string(out), want) {
+			t.Errorf("sekisho %s: got %q, want it to contain %q", sub, out, want)
+		}
+	}
+}
