@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -294,7 +295,8 @@ func (is *Issuer) checkCertificate(cert *ssh.Certificate, pub, ca ssh.PublicKey,
 	if cert.ValidBefore == ssh.CertTimeInfinity || before.Sub(now) > is.cfg.TTL+skew {
 		return fmt.Errorf("valid until %s, longer than the %s asked for", before.UTC().Format(time.RFC3339), is.cfg.TTL)
 	}
-	if now.Before(after.Add(-skew)) || !now.Before(before) {
+	// A ValidAfter beyond int64 is in the far future, not (wrapped) in the past.
+	if cert.ValidAfter > math.MaxInt64 || now.Before(after.Add(-skew)) || !now.Before(before) {
 		return fmt.Errorf("not valid now (valid %s to %s)", after.UTC().Format(time.RFC3339), before.UTC().Format(time.RFC3339))
 	}
 	if len(cert.CriticalOptions) > 0 {

@@ -21,9 +21,9 @@ const (
 // Rule is one entry of the ordered rule list. All conditions of Match must
 // hold for the rule to match; an empty condition holds for everyone.
 type Rule struct {
-	Name    string
-	Effect  Effect
-	Match   Match
+	Name   string
+	Effect Effect
+	Match  Match
 	// Login overrides the target's login (the certificate principal).
 	Login string
 	// Message is shown to the technician when the rule refuses access.
@@ -171,8 +171,13 @@ func (m *Match) evaluate(req Request) (bool, string) {
 		}
 	}
 	for k, v := range m.Labels {
-		if tg.Labels[k] != v {
-			return false, fmt.Sprintf("label %s=%q, want %q", k, tg.Labels[k], v)
+		got, ok := tg.Labels[k]
+		if !ok {
+			// An empty wanted value still requires the label to be there.
+			return false, fmt.Sprintf("label %s absent, want %q", k, v)
+		}
+		if got != v {
+			return false, fmt.Sprintf("label %s=%q, want %q", k, got, v)
 		}
 	}
 	if m.CrossBorder != nil && req.CrossBorder() != *m.CrossBorder {

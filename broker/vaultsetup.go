@@ -130,18 +130,18 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		ttl = 5 * time.Minute
 	}
 	if _, err := logical.WriteWithContext(ctx, v.Mount+"/roles/"+v.Role, map[string]any{
-		"key_type":                "ca",
-		"algorithm_signer":        "default",
-		"allow_user_certificates": true,
-		"allow_host_certificates": false,
-		"allowed_users":           strings.Join(principals, ","),
-		"allow_user_key_ids":      true,
-		"allowed_extensions":      strings.Join(allowedExtensions, ","),
-		"default_extensions":      map[string]string{"permit-pty": ""},
+		"key_type":                 "ca",
+		"algorithm_signer":         "default",
+		"allow_user_certificates":  true,
+		"allow_host_certificates":  false,
+		"allowed_users":            strings.Join(principals, ","),
+		"allow_user_key_ids":       true,
+		"allowed_extensions":       strings.Join(allowedExtensions, ","),
+		"default_extensions":       map[string]string{"permit-pty": ""},
 		"allowed_critical_options": "",
-		"ttl":                     ttl.String(),
-		"max_ttl":                 (3 * ttl).String(),
-		"allow_empty_principals":  false,
+		"ttl":                      ttl.String(),
+		"max_ttl":                  (3 * ttl).String(),
+		"allow_empty_principals":   false,
 		"allowed_user_key_lengths": map[string][]int{"ed25519": {0}},
 	}); err != nil {
 		return nil, fmt.Errorf("write signing role %s: %w", v.Role, err)

@@ -163,10 +163,10 @@ func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
 	var out []broker.SessionRecord
 	for rows.Next() {
 		var (
-			r                broker.SessionRecord
-			serial, started  string
-			ended            sql.NullString
-			crossBorder      bool
+			r               broker.SessionRecord
+			serial, started string
+			ended           sql.NullString
+			crossBorder     bool
 		)
 		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.Target, &r.TargetAddress,
 			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -126,25 +127,141 @@ func (r *RuleEntry) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // decodeStrict decodes n into v, refusing unknown fields: a misspelt
-// condition in a rule must not silently widen it.
+// condition in a rule must not silently widen it. The node is decoded in
+// place, so that errors name absolute lines of the file.
 func decodeStrict(n *yaml.Node, v any) error {
-	b, err := yaml.Marshal(n)
-	if err != nil {
+	m := n
+	if m.Kind == yaml.AliasNode && m.Alias != nil {
+		m = m.Alias
+	}
+	if m.Kind != yaml.MappingNode {
+		return &lineError{line: n.Line, msg: "expected a mapping of fields (name: ..., ...) here"}
+	}
+	if err := checkFields(n, reflect.TypeOf(v), map[checked]bool{}); err != nil {
 		return err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		// Line numbers inside the re-encoded node are relative to it.
-		return fmt.Errorf("line %d: %s", n.Line, stripYAMLLine(err))
+	return n.Decode(v)
+}
+
+// lineError is an error at a line of the config file.
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e *lineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+type checked struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+// checkFields refuses mapping keys that name no field of the struct they
+// decode into, at any depth of n. Each node is visited once per type, so
+// aliases neither loop nor multiply the work.
+func checkFields(n *yaml.Node, t reflect.Type, seen map[checked]bool) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || seen[checked{n, t}] {
+		return nil
+	}
+	seen[checked{n, t}] = true
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			if err := checkFields(c, t, seen); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // the decoder reports the type mismatch
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+				// "<<: *a" or "<<: [*a, *b]" merges the keys of other mappings.
+				merged := []*yaml.Node{v}
+				if v.Kind == yaml.SequenceNode {
+					merged = v.Content
+				}
+				for _, m := range merged {
+					if err := checkFields(m, t, seen); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			ft, ok := fields[k.Value]
+			if !ok || k.Kind != yaml.ScalarNode {
+				return &lineError{line: k.Line, msg: fmt.Sprintf("unknown field %q (known fields: %s)", k.Value, strings.Join(names, ", "))}
+			}
+			if err := checkFields(v, ft, seen); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind == yaml.SequenceNode {
+			for _, c := range n.Content {
+				if err := checkFields(c, t.Elem(), seen); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 1; i < len(n.Content); i += 2 {
+				if err := checkFields(n.Content[i], t.Elem(), seen); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
 
-var yamlLineRe = regexp.MustCompile(`^(yaml: )?(unmarshal errors:\n\s*)?line \d+: `)
+var yamlLineRe = regexp.MustCompile(`^line (\d+): (?s:(.*))$`)
 
-func stripYAMLLine(err error) string {
-	return yamlLineRe.ReplaceAllString(err.Error(), "")
+// yamlError turns an error of the YAML decoder into "name:LINE: message"
+// lines.
+func yamlError(name string, err error) error {
+	var le *lineError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s:%d: %s", name, le.line, le.msg)
+	}
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		if sm := yamlLineRe.FindStringSubmatch(m); sm != nil {
+			out[i] = fmt.Sprintf("%s:%s: %s", name, sm[1], sm[2])
+		} else {
+			out[i] = fmt.Sprintf("%s: %s", name, m)
+		}
+	}
+	return errors.New(strings.Join(out, "\n"))
 }
 
 // Duration is a time.Duration written as "5m", "30s".
@@ -152,8 +269,8 @@ type Duration time.Duration
 
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (write e.g. 30s, 5m, 1h)", n.Line, n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &lineError{line: n.Line, msg: fmt.Sprintf("%q is not a duration (write e.g. 30s, 5m, 1h)", n.Value)}
 	}
 	*d = Duration(v)
 	return nil
@@ -192,14 +309,44 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig parses and validates a config read from r; name is used in
 // error messages and to resolve relative paths.
 func ParseConfig(r io.Reader, name string) (*Config, error) {
-	dec := yaml.NewDecoder(io.LimitReader(r, 16<<20))
-	dec.KnownFields(true)
-	var c Config
-	if err := dec.Decode(&c); err != nil {
+	const maxSize = 16 << 20
+	b, err := io.ReadAll(io.LimitReader(r, maxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(b) > maxSize {
+		// Never act on a truncated policy.
+		return nil, fmt.Errorf("%s: the file is larger than %d MiB", name, maxSize>>20)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: the file is empty", name)
 		}
-		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, yamlError(name, err)
+	}
+	// Rules in a second document would be silently ignored.
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, yamlError(name, err)
+		}
+		if len(extra.Content) > 0 && extra.Content[0].ShortTag() != "!!null" {
+			return nil, yamlError(name, &lineError{line: extra.Content[0].Line,
+				msg: "a second YAML document (after ---) is not allowed; put everything in one"})
+		}
+	}
+	var c Config
+	if err := checkFields(&doc, reflect.TypeOf(c), map[checked]bool{}); err != nil {
+		return nil, yamlError(name, err)
+	}
+	if err := doc.Decode(&c); err != nil {
+		return nil, yamlError(name, err)
 	}
 	c.path = name
 	if err := c.validate(); err != nil {
@@ -257,6 +404,14 @@ func (c *Config) validate() error {
 	}
 	if v.CertTTL == 0 {
 		v.CertTTL = Duration(5 * time.Minute)
+	}
+	for name, d := range map[string]Duration{"vault.timeout": v.Timeout, "ssh.auth_timeout": c.SSH.AuthTimeout, "ssh.dial_timeout": c.SSH.DialTimeout} {
+		if d < 0 {
+			return c.errf(0, "%s %s: a timeout cannot be negative", name, time.Duration(d))
+		}
+	}
+	if c.SSH.MaxAuthTries < 0 {
+		return c.errf(0, "ssh.max_auth_tries %d: use a positive number (default 6)", c.SSH.MaxAuthTries)
 	}
 	if time.Duration(v.CertTTL) < time.Minute || time.Duration(v.CertTTL) > time.Hour {
 		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
@@ -325,9 +480,14 @@ func (c *Config) validate() error {
 		if len(t.HostKeys) == 0 && len(t.HostCAs) == 0 {
 			return c.errf(t.line, "target %s: host_keys or host_cas is required (sekisho never trusts a host key on first use; get it with ssh-keyscan and check it)", t.Name)
 		}
-		for i, k := range append(append([]string{}, t.HostKeys...), t.HostCAs...) {
-			if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
-				return c.errf(t.line, "target %s: host key %d: %v", t.Name, i+1, err)
+		for _, l := range []struct {
+			field string
+			keys  []string
+		}{{"host_keys", t.HostKeys}, {"host_cas", t.HostCAs}} {
+			for i, k := range l.keys {
+				if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+					return c.errf(t.line, "target %s: %s entry %d is not an authorized_keys line: %v", t.Name, l.field, i+1, err)
+				}
 			}
 		}
 	}

@@ -1,0 +1,212 @@
+package broker
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+func newEd25519(t *testing.T) (ssh.PublicKey, ssh.Signer) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer.PublicKey(), signer
+}
+
+func TestCheckCertificate(t *testing.T) {
+	now := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	is := &Issuer{cfg: VaultConfig{TTL: 5 * time.Minute}, now: func() time.Time { return now }}
+	req := CertRequest{Principal: "dbadmin", KeyID: "sekisho:aiko@ops-jp:sess-1"}
+
+	caPub, caSigner := newEd25519(t)
+	_, otherCA := newEd25519(t)
+	pub, _ := newEd25519(t)
+	otherPub, _ := newEd25519(t)
+	unix := func(t time.Time) uint64 { return uint64(t.Unix()) }
+
+	// good is what Vault returns for req: issued 30s ago, living TTL.
+	good := func() *ssh.Certificate {
+		return &ssh.Certificate{
+			Key:             pub,
+			Serial:          42,
+			CertType:        ssh.UserCert,
+			KeyId:           req.KeyID,
+			ValidPrincipals: []string{req.Principal},
+			ValidAfter:      unix(now.Add(-30 * time.Second)),
+			ValidBefore:     unix(now.Add(5 * time.Minute)),
+			Permissions:     ssh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+		}
+	}
+
+	tests := []struct {
+		name   string
+		modify func(c *ssh.Certificate)
+		signer ssh.Signer
+		want   string // substring of the error; "" means accepted
+	}{
+		{name: "good", modify: func(c *ssh.Certificate) {}},
+		{name: "good without extensions", modify: func(c *ssh.Certificate) { c.Extensions = nil }},
+		{name: "good at the skew limits", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = unix(now.Add(2 * time.Minute))
+			c.ValidBefore = unix(now.Add(5*time.Minute + 2*time.Minute))
+		}},
+		{name: "good in its last second", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = unix(now.Add(-5 * time.Minute))
+			c.ValidBefore = unix(now.Add(time.Second))
+		}},
+		{name: "host certificate", modify: func(c *ssh.Certificate) { c.CertType = ssh.HostCert },
+			want: "not a user certificate"},
+		{name: "other key", modify: func(c *ssh.Certificate) { c.Key = otherPub },
+			want: "certificate is for another key"},
+		{name: "signed by another CA", signer: otherCA, modify: func(c *ssh.Certificate) {},
+			want: "not signed by the Vault CA"},
+		{name: "two principals", modify: func(c *ssh.Certificate) { c.ValidPrincipals = []string{"dbadmin", "root"} },
+			want: `principals ["dbadmin" "root"], want exactly "dbadmin"`},
+		{name: "wrong principal", modify: func(c *ssh.Certificate) { c.ValidPrincipals = []string{"root"} },
+			want: `principals ["root"], want exactly "dbadmin"`},
+		{name: "wrong key ID", modify: func(c *ssh.Certificate) { c.KeyId = "sekisho:li@ops-cn:sess-1" },
+			want: `key ID "sekisho:li@ops-cn:sess-1", want "sekisho:aiko@ops-jp:sess-1"`},
+		{name: "valid forever", modify: func(c *ssh.Certificate) { c.ValidBefore = ssh.CertTimeInfinity },
+			want: "longer than the 5m0s asked for"},
+		{name: "longer than TTL plus skew", modify: func(c *ssh.Certificate) {
+			c.ValidBefore = unix(now.Add(5*time.Minute + 2*time.Minute + time.Second))
+		}, want: "valid until 2025-03-01T09:07:01Z, longer than the 5m0s asked for"},
+		{name: "a day long", modify: func(c *ssh.Certificate) { c.ValidBefore = unix(now.Add(24 * time.Hour)) },
+			want: "longer than the 5m0s asked for"},
+		{name: "expired", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = unix(now.Add(-10 * time.Minute))
+			c.ValidBefore = unix(now.Add(-5 * time.Minute))
+		}, want: "not valid now (valid 2025-03-01T08:50:00Z to 2025-03-01T08:55:00Z)"},
+		{name: "expires right now", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = unix(now.Add(-5 * time.Minute))
+			c.ValidBefore = unix(now)
+		}, want: "not valid now"},
+		{name: "not yet valid", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = unix(now.Add(2*time.Minute + time.Second))
+			c.ValidBefore = unix(now.Add(6 * time.Minute))
+		}, want: "not valid now (valid 2025-03-01T09:02:01Z to 2025-03-01T09:06:00Z)"},
+		{name: "valid after beyond int64", modify: func(c *ssh.Certificate) {
+			c.ValidAfter = 1<<63 + 5
+		}, want: "not valid now"},
+		{name: "critical option force-command", modify: func(c *ssh.Certificate) {
+			c.CriticalOptions = map[string]string{"force-command": "/bin/true"}
+		}, want: "unexpected critical options map[force-command:/bin/true]"},
+		{name: "critical option source-address", modify: func(c *ssh.Certificate) {
+			c.CriticalOptions = map[string]string{"source-address": "0.0.0.0/0"}
+		}, want: "unexpected critical options"},
+		{name: "port forwarding extension", modify: func(c *ssh.Certificate) {
+			c.Extensions["permit-port-forwarding"] = ""
+		}, want: `unexpected extension "permit-port-forwarding"`},
+		{name: "agent forwarding extension", modify: func(c *ssh.Certificate) {
+			c.Extensions = map[string]string{"permit-agent-forwarding": ""}
+		}, want: `unexpected extension "permit-agent-forwarding"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good()
+			tc.modify(c)
+			signer := tc.signer
+			if signer == nil {
+				signer = caSigner
+			}
+			if err := c.SignCert(rand.Reader, signer); err != nil {
+				t.Fatal(err)
+			}
+			// Through the wire format, as the certificate comes from Vault.
+			parsed, err := parseCertificate(string(ssh.MarshalAuthorizedKey(c)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = is.checkCertificate(parsed, pub, caPub, req)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused a good certificate: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("accepted; want error containing %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckCertificateSignedByCertificate(t *testing.T) {
+	now := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	is := &Issuer{cfg: VaultConfig{TTL: 5 * time.Minute}, now: func() time.Time { return now }}
+	req := CertRequest{Principal: "dbadmin", KeyID: "k"}
+	_, caSigner := newEd25519(t)
+	pub, _ := newEd25519(t)
+
+	// The CA key sekisho knows is itself presented as a certificate. Neither
+	// SignCert nor the parser allow a certificate as signer, so the signature
+	// key is set by hand: checkCertificate compares keys, not signatures.
+	caCert := &ssh.Certificate{Key: caSigner.PublicKey(), CertType: ssh.UserCert, ValidPrincipals: []string{"ca"},
+		ValidBefore: ssh.CertTimeInfinity}
+	if err := caCert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	c := &ssh.Certificate{Key: pub, CertType: ssh.UserCert, KeyId: "k", ValidPrincipals: []string{"dbadmin"},
+		ValidAfter: uint64(now.Unix()), ValidBefore: uint64(now.Add(time.Minute).Unix()), SignatureKey: caCert}
+	err := is.checkCertificate(c, pub, caCert, req)
+	if err == nil || !strings.Contains(err.Error(), "signed by a certificate") {
+		t.Fatalf("err = %v, want refusal of a certificate-signed certificate", err)
+	}
+}
+
+func TestParseCertificate(t *testing.T) {
+	pub, _ := newEd25519(t)
+	if _, err := parseCertificate(string(ssh.MarshalAuthorizedKey(pub))); err == nil ||
+		!strings.Contains(err.Error(), "not a certificate") {
+		t.Errorf("plain key: err = %v, want not a certificate", err)
+	}
+	if _, err := parseCertificate("garbage"); err == nil || !strings.Contains(err.Error(), "parse signed key") {
+		t.Errorf("garbage: err = %v, want parse error", err)
+	}
+}
+
+func TestTechnicianHasKey(t *testing.T) {
+	registered, _ := newEd25519(t)
+	other, _ := newEd25519(t)
+	_, caSigner := newEd25519(t)
+	tech := &Technician{Name: "aiko", Affiliate: opsJP, Keys: []ssh.PublicKey{registered}}
+
+	if !tech.HasKey(registered) {
+		t.Error("registered key refused")
+	}
+	// The same key, parsed again from its authorized_keys form.
+	reparsed, _, _, _, err := ssh.ParseAuthorizedKey(ssh.MarshalAuthorizedKey(registered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tech.HasKey(reparsed) {
+		t.Error("registered key refused after a round trip through authorized_keys form")
+	}
+	if tech.HasKey(other) {
+		t.Error("unregistered key accepted")
+	}
+
+	// A certificate for the registered key, signed by some CA.
+	cert := &ssh.Certificate{Key: registered, CertType: ssh.UserCert, KeyId: "aiko",
+		ValidPrincipals: []string{"aiko"}, ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	if tech.HasKey(cert) {
+		t.Error("certificate whose key is registered accepted as a technician key")
+	}
+	// Even if the certificate itself were registered.
+	tech.Keys = append(tech.Keys, cert)
+	if tech.HasKey(cert) {
+		t.Error("registered certificate accepted as a technician key")
+	}
+}

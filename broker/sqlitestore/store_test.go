@@ -1,0 +1,282 @@
+package sqlitestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sekisho.db")
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// base is a fixed instant with a non-zero nanosecond part, in a zone other
+// than UTC, so that round trips are checked to the nanosecond.
+var base = time.Date(2025, 3, 1, 18, 0, 0, 123456789, time.FixedZone("JST", 9*3600))
+
+func record(id, tech, target string, started time.Time) *broker.SessionRecord {
+	return &broker.SessionRecord{
+		ID: id, Technician: tech, Affiliate: "ops-jp", AffiliateCountry: "JP", Source: "192.0.2.7:50022",
+		Target: target, TargetAddress: "10.0.0.1:22", Residency: "JP", Login: "dbadmin", CrossBorder: tech == "li",
+		Rule: "pii-in-residency", Trace: `[{"rule":"pii-in-residency","effect":"allow","matched":true,"why":"matched"}]`,
+		CertSerial: 7, CertKeyID: "sekisho:" + tech + ":" + id, StartedAt: started, Recording: "2025/03/01/" + id + ".cast",
+	}
+}
+
+func ids(list []broker.SessionRecord) []string {
+	out := []string{}
+	for _, r := range list {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func TestSessions(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+
+	// Inserted out of order; listed newest first.
+	inserts := []*broker.SessionRecord{
+		record("s2", "aiko", "db-jp-01", base.Add(2*time.Minute)),
+		record("s1", "aiko", "web-sg-01", base.Add(1*time.Minute)),
+		record("s4", "li", "web-sg-01", base.Add(4*time.Minute)),
+		record("s3", "li", "db-jp-01", base.Add(3*time.Minute)),
+		// Only nanoseconds later than s4: ordering must not truncate.
+		record("s5", "aiko", "db-jp-01", base.Add(4*time.Minute+1)),
+	}
+	for _, r := range inserts {
+		if err := s.StartSession(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.StartSession(ctx, record("s1", "aiko", "x", base)); err == nil {
+		t.Error("a second session with ID s1 was accepted")
+	}
+
+	tests := []struct {
+		name string
+		f    broker.SessionFilter
+		want []string
+	}{
+		{"all", broker.SessionFilter{}, []string{"s5", "s4", "s3", "s2", "s1"}},
+		{"technician", broker.SessionFilter{Technician: "li"}, []string{"s4", "s3"}},
+		{"target", broker.SessionFilter{Target: "db-jp-01"}, []string{"s5", "s3", "s2"}},
+		{"technician and target", broker.SessionFilter{Technician: "aiko", Target: "db-jp-01"}, []string{"s5", "s2"}},
+		{"limit", broker.SessionFilter{Limit: 2}, []string{"s5", "s4"}},
+		{"limit with filter", broker.SessionFilter{Target: "web-sg-01", Limit: 1}, []string{"s4"}},
+		{"since", broker.SessionFilter{Since: base.Add(3 * time.Minute)}, []string{"s5", "s4", "s3"}},
+		{"since in UTC", broker.SessionFilter{Since: base.Add(3*time.Minute + 1).UTC()}, []string{"s5", "s4"}},
+		{"no such technician", broker.SessionFilter{Technician: "bob"}, []string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Sessions(ctx, tc.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(ids(got), tc.want) {
+				t.Errorf("Sessions(%+v) = %v, want %v", tc.f, ids(got), tc.want)
+			}
+		})
+	}
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	want := record("0195d3f4-7c1e-7000-8000-000000000001", "li", "db-jp-01", base)
+	want.CertSerial = 1<<63 + 12345 // larger than int64
+	if err := s.StartSession(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.Session(ctx, want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ended() {
+		t.Errorf("a session that did not end reports Ended, EndedAt %v", got.EndedAt)
+	}
+	checkRecord(t, got, *want)
+
+	end := broker.SessionEnd{At: base.Add(17*time.Minute + 987654321), BytesIn: 1 << 40, BytesOut: 123456789012, Reason: "target closed the connection"}
+	if err := s.EndSession(ctx, want.ID, end); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Session(ctx, want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Ended() {
+		t.Error("ended session does not report Ended")
+	}
+	want.EndedAt, want.BytesIn, want.BytesOut, want.EndReason = end.At, end.BytesIn, end.BytesOut, end.Reason
+	checkRecord(t, got, *want)
+
+	list, err := s.Sessions(ctx, broker.SessionFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("Sessions returned %d records, want 1", len(list))
+	}
+	checkRecord(t, list[0], *want)
+}
+
+// checkRecord compares records, times with Equal (the store returns UTC).
+func checkRecord(t *testing.T, got, want broker.SessionRecord) {
+	t.Helper()
+	if !got.StartedAt.Equal(want.StartedAt) {
+		t.Errorf("StartedAt = %v, want %v", got.StartedAt, want.StartedAt)
+	}
+	if !got.EndedAt.Equal(want.EndedAt) {
+		t.Errorf("EndedAt = %v, want %v", got.EndedAt, want.EndedAt)
+	}
+	got.StartedAt, want.StartedAt = time.Time{}, time.Time{}
+	got.EndedAt, want.EndedAt = time.Time{}, time.Time{}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("record differs:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.StartSession(ctx, record("s1", "aiko", "db-jp-01", base)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, "nope"); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("Session(unknown) err = %v, want ErrNotFound", err)
+	}
+	err := s.EndSession(ctx, "nope", broker.SessionEnd{At: base, Reason: "x"})
+	if !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("EndSession(unknown) err = %v, want ErrNotFound", err)
+	}
+	// The unknown ID did not touch the known session.
+	got, err := s.Session(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ended() || got.EndReason != "" {
+		t.Errorf("s1 changed by EndSession of another ID: %+v", got)
+	}
+}
+
+func TestAuditEvents(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+
+	if got, err := s.AuditEvents(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("empty log: AuditEvents = %v, %v", got, err)
+	}
+	var all []broker.AuditEvent
+	for i := range 150 {
+		e := broker.AuditEvent{
+			At:   base.Add(time.Duration(i)*time.Second + time.Duration(i)),
+			Kind: []string{"decision", "session_start", "session_end"}[i%3], Technician: "aiko", Target: "db-jp-01",
+			Source: "192.0.2.7:50022", Session: fmt.Sprintf("s%d", i), Detail: fmt.Sprintf(`{"n":%d}`, i),
+		}
+		if err := s.Audit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, e)
+	}
+	// A minimal event: empty optional fields are stored as empty.
+	minimal := broker.AuditEvent{At: base.Add(time.Hour), Kind: "hostkey_mismatch"}
+	if err := s.Audit(ctx, minimal); err != nil {
+		t.Fatal(err)
+	}
+	all = append(all, minimal)
+
+	for _, tc := range []struct{ limit, want int }{{3, 3}, {1, 1}, {151, 151}, {1000, 151}, {0, 100}, {-1, 100}} {
+		got, err := s.AuditEvents(ctx, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tc.want {
+			t.Fatalf("AuditEvents(%d) returned %d events, want %d", tc.limit, len(got), tc.want)
+		}
+		wantEvents := all[len(all)-tc.want:]
+		for i := range got {
+			g, w := got[i], wantEvents[i]
+			if !g.At.Equal(w.At) {
+				t.Errorf("AuditEvents(%d)[%d].At = %v, want %v", tc.limit, i, g.At, w.At)
+			}
+			g.At, w.At = time.Time{}, time.Time{}
+			if g != w {
+				t.Errorf("AuditEvents(%d)[%d] = %+v, want %+v", tc.limit, i, g, w)
+			}
+		}
+	}
+}
+
+// The CLI opens the state file while the server has it open.
+func TestSecondOpenSeesData(t *testing.T) {
+	ctx := context.Background()
+	server, path := openTemp(t)
+	if err := server.StartSession(ctx, record("s1", "aiko", "db-jp-01", base)); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Audit(ctx, broker.AuditEvent{At: base, Kind: "session_start", Session: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	cli, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	list, err := cli.Sessions(ctx, broker.SessionFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ids(list), []string{"s1"}) {
+		t.Fatalf("second Open sees sessions %v, want [s1]", ids(list))
+	}
+	events, err := cli.AuditEvents(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Kind != "session_start" || events[0].Session != "s1" {
+		t.Fatalf("second Open sees audit events %+v", events)
+	}
+
+	// Writes by the server after the CLI opened are seen too.
+	end := broker.SessionEnd{At: base.Add(time.Minute), BytesIn: 10, BytesOut: 20, Reason: "client closed"}
+	if err := server.EndSession(ctx, "s1", end); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cli.Session(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.EndedAt.Equal(end.At) || got.BytesIn != 10 || got.BytesOut != 20 || got.EndReason != "client closed" {
+		t.Fatalf("second Open sees %+v after EndSession", got)
+	}
+
+	// And the data survives closing and reopening.
+	if err := server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if _, err := again.Session(ctx, "s1"); err != nil {
+		t.Fatalf("after reopening: %v", err)
+	}
+}

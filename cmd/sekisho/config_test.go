@@ -1,0 +1,699 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// testKey returns a deterministic ed25519 key: its authorized_keys line
+// (without newline), its public key and a signer.
+func testKey(t testing.TB, seed byte, comment string) (string, ssh.PublicKey, ssh.Signer) {
+	t.Helper()
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+	if comment != "" {
+		line += " " + comment
+	}
+	return line, pub, signer
+}
+
+const validTmpl = `# sekisho test configuration
+listen: 127.0.0.1:2222
+host_key: host_key
+state: state/sekisho.db
+recordings: recordings
+log_format: json
+log_level: info
+
+vault:
+  address: http://127.0.0.1:8200
+  role_id_file: vault/role-id
+  secret_id_file: /etc/sekisho/secret-id
+  mount: ssh
+  role: sekisho
+  cert_ttl: 5m
+  timeout: 10s
+
+ssh:
+  auth_timeout: 30s
+  max_auth_tries: 3
+  dial_timeout: 5s
+  env_allow: [LANG, LC_ALL]
+
+affiliates:
+  - name: ops-jp
+    country: JP
+  - name: ops-cn
+    country: CN
+
+technicians:
+  - name: aiko
+    affiliate: ops-jp
+    groups: [dba]
+    keys:
+      - AIKO_KEY
+  - name: li
+    affiliate: ops-cn
+    keys:
+      - LI_KEY
+
+targets:
+  - name: db-jp-01
+    address: 10.0.0.1:22
+    login: dbadmin
+    residency: JP
+    data: [pii, messages]
+    labels:
+      env: prod
+    host_keys:
+      - DB_HOST_KEY
+  - name: web-sg-01
+    address: 10.0.1.1
+    login: www
+    residency: SG
+    host_cas:
+      - HOST_CA_KEY
+
+# An explicit deny beats every allow.
+rules:
+  - name: pii-stays-in-residency
+    effect: deny
+    data: [pii]
+    cross_border: true
+    message: personal data stays with technicians of its residency country
+  - name: pii-in-residency
+    effect: allow
+    data: [pii]
+    cross_border: false
+  - name: any-affiliate-to-web
+    effect: allow
+    targets: [web-*]
+    login: deploy
+`
+
+type testKeys struct {
+	aiko, li, dbHost, hostCA ssh.PublicKey
+	caSigner                 ssh.Signer
+}
+
+// validConfig returns the valid configuration with real keys spliced in.
+func validConfig(t testing.TB) (string, testKeys) {
+	t.Helper()
+	var k testKeys
+	aiko, pub, _ := testKey(t, 1, "aiko@laptop")
+	k.aiko = pub
+	li, pub, _ := testKey(t, 2, "")
+	k.li = pub
+	db, pub, _ := testKey(t, 3, "")
+	k.dbHost = pub
+	ca, pub, signer := testKey(t, 4, "host-ca")
+	k.hostCA, k.caSigner = pub, signer
+	cfg := strings.NewReplacer("AIKO_KEY", aiko, "LI_KEY", li, "DB_HOST_KEY", db, "HOST_CA_KEY", ca).Replace(validTmpl)
+	return cfg, k
+}
+
+func TestParseValidConfig(t *testing.T) {
+	text, keys := validConfig(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sekisho.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if c.Listen != "127.0.0.1:2222" || c.LogFormat != "json" || c.LogLevel != "info" {
+		t.Errorf("top level = %q %q %q", c.Listen, c.LogFormat, c.LogLevel)
+	}
+	if time.Duration(c.Vault.CertTTL) != 5*time.Minute || time.Duration(c.Vault.Timeout) != 10*time.Second {
+		t.Errorf("vault durations = %v %v", time.Duration(c.Vault.CertTTL), time.Duration(c.Vault.Timeout))
+	}
+	wantSSH := SSHSection{AuthTimeout: Duration(30 * time.Second), MaxAuthTries: 3, DialTimeout: Duration(5 * time.Second),
+		EnvAllow: []string{"LANG", "LC_ALL"}}
+	if !reflect.DeepEqual(c.SSH, wantSSH) {
+		t.Errorf("ssh = %+v, want %+v", c.SSH, wantSSH)
+	}
+
+	// Relative paths resolve against the directory of the file.
+	for _, tc := range []struct{ in, want string }{
+		{c.HostKey, filepath.Join(dir, "host_key")},
+		{c.State, filepath.Join(dir, "state", "sekisho.db")},
+		{c.Recordings, filepath.Join(dir, "recordings")},
+		{"/var/lib/sekisho/x", "/var/lib/sekisho/x"},
+		{"", ""},
+		{"../up", filepath.Join(filepath.Dir(dir), "up")},
+	} {
+		if got := c.Path(tc.in); got != tc.want {
+			t.Errorf("Path(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	vc := c.vaultConfig()
+	want := broker.VaultConfig{Address: "http://127.0.0.1:8200", RoleIDFile: filepath.Join(dir, "vault", "role-id"),
+		SecretIDFile: "/etc/sekisho/secret-id", Mount: "ssh", Role: "sekisho", TTL: 5 * time.Minute, Timeout: 10 * time.Second}
+	if vc != want {
+		t.Errorf("vaultConfig() = %+v, want %+v", vc, want)
+	}
+
+	// A config named without a directory resolves against the working directory.
+	c2, err := ParseConfig(strings.NewReader(text), "sekisho.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.Path("state/sekisho.db"); got != filepath.Join("state", "sekisho.db") {
+		t.Errorf("Path relative to sekisho.yaml = %q", got)
+	}
+
+	// The domain objects.
+	techs, targets, policy := c.domain()
+	if len(techs) != 2 || techs[0].Name != "aiko" || techs[0].Affiliate != (broker.Affiliate{Name: "ops-jp", Country: "JP"}) ||
+		!reflect.DeepEqual(techs[0].Groups, []string{"dba"}) || techs[1].Affiliate.Country != "CN" {
+		t.Fatalf("technicians = %+v", techs)
+	}
+	if !techs[0].HasKey(keys.aiko) || techs[0].HasKey(keys.li) || !techs[1].HasKey(keys.li) {
+		t.Error("technician keys not parsed from the config")
+	}
+	if len(targets) != 2 {
+		t.Fatalf("targets = %+v", targets)
+	}
+	db, web := targets[0], targets[1]
+	if db.Name != "db-jp-01" || db.Address != "10.0.0.1:22" || db.Login != "dbadmin" || db.Residency != "JP" ||
+		!reflect.DeepEqual(db.Data, []string{"pii", "messages"}) || db.Labels["env"] != "prod" ||
+		len(db.HostKeys) != 1 || !bytes.Equal(db.HostKeys[0].Marshal(), keys.dbHost.Marshal()) || len(db.HostCAs) != 0 {
+		t.Errorf("db-jp-01 = %+v", db)
+	}
+	if web.Address != "10.0.1.1:22" {
+		t.Errorf("address without port = %q, want 10.0.1.1:22", web.Address)
+	}
+	if len(web.HostKeys) != 0 || len(web.HostCAs) != 1 || !bytes.Equal(web.HostCAs[0].Marshal(), keys.hostCA.Marshal()) {
+		t.Errorf("web-sg-01 host keys %v, CAs %v", web.HostKeys, web.HostCAs)
+	}
+	if len(policy.Rules) != 3 || policy.Rules[0].Effect != broker.Deny || *policy.Rules[0].Match.CrossBorder != true ||
+		*policy.Rules[1].Match.CrossBorder != false || policy.Rules[2].Match.CrossBorder != nil || policy.Rules[2].Login != "deploy" {
+		t.Fatalf("rules = %+v", policy.Rules)
+	}
+	for _, tc := range []struct {
+		tech   int
+		target *broker.Target
+		effect broker.Effect
+		rule   string
+		login  string
+	}{
+		{0, db, broker.Allow, "pii-in-residency", "dbadmin"},
+		{1, db, broker.Deny, "pii-stays-in-residency", ""},
+		{1, web, broker.Allow, "any-affiliate-to-web", "deploy"},
+	} {
+		d := policy.Decide(broker.Request{Technician: techs[tc.tech], Target: tc.target})
+		if d.Effect != tc.effect || d.Rule != tc.rule || d.Login != tc.login {
+			t.Errorf("%s to %s: {%s %q %q}, want {%s %q %q}", techs[tc.tech].Name, tc.target.Name,
+				d.Effect, d.Rule, d.Login, tc.effect, tc.rule, tc.login)
+		}
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	const minimal = `host_key: k
+state: s.db
+recordings: rec
+vault: {address: "http://v:8200", role: r, role_id_file: a, secret_id_file: b}
+`
+	c, err := ParseConfig(strings.NewReader(minimal), "min.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:2222" || time.Duration(c.Vault.CertTTL) != 5*time.Minute {
+		t.Errorf("defaults: listen %q, cert_ttl %v", c.Listen, time.Duration(c.Vault.CertTTL))
+	}
+}
+
+func TestParseConfigAnchors(t *testing.T) {
+	text, _ := validConfig(t)
+	// A rule built from an anchored mapping with a merge key.
+	text = strings.Replace(text, "  - name: pii-in-residency\n    effect: allow\n    data: [pii]\n",
+		"  - &resident\n    name: pii-in-residency\n    effect: allow\n    data: [pii]\n", 1)
+	text += "  - <<: *resident\n    name: resident-copy\n"
+	c, err := ParseConfig(strings.NewReader(text), "anchors.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := c.Rules[len(c.Rules)-1]
+	if last.Name != "resident-copy" || last.Effect != "allow" || !reflect.DeepEqual(last.Data, []string{"pii"}) ||
+		last.CrossBorder == nil || *last.CrossBorder {
+		t.Errorf("merged rule = %+v", last)
+	}
+	if want := lineOf(t, text, "- <<: *resident"); last.line != want {
+		t.Errorf("merged rule line = %d, want %d", last.line, want)
+	}
+
+	// A misspelt field inside the anchored mapping is refused where it is.
+	bad := strings.Replace(text, "    cross_border: false\n", "    cross_boarder: false\n", 1)
+	_, err = ParseConfig(strings.NewReader(bad), "anchors.yaml")
+	wantErr(t, err, "anchors.yaml", lineOf(t, bad, "cross_boarder"), `unknown field "cross_boarder"`)
+}
+
+func TestParseConfigEmptyTrailingDocuments(t *testing.T) {
+	valid, _ := validConfig(t)
+	for _, tail := range []string{"---\n", "...\n", "---\n# only a comment\n", "--- ~\n", "---\n---\n"} {
+		if _, err := ParseConfig(strings.NewReader(valid+tail), "tail.yaml"); err != nil {
+			t.Errorf("config followed by %q: %v", tail, err)
+		}
+	}
+	if _, err := ParseConfig(strings.NewReader("---\n"+valid), "lead.yaml"); err != nil {
+		t.Errorf("config after a leading ---: %v", err)
+	}
+}
+
+// lineOf returns the 1-based line of the only line of text containing s.
+func lineOf(t testing.TB, text, s string) int {
+	t.Helper()
+	found := 0
+	for i, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			if found != 0 {
+				t.Fatalf("%q occurs on lines %d and %d", s, found, i+1)
+			}
+			found = i + 1
+		}
+	}
+	if found == 0 {
+		t.Fatalf("%q not in the config", s)
+	}
+	return found
+}
+
+// wantErr checks that err names file (and line, unless 0) first and
+// contains every one of words.
+func wantErr(t *testing.T, err error, file string, line int, words ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("accepted; want an error containing %q", words)
+	}
+	msg := err.Error()
+	prefix := file + ": "
+	if line > 0 {
+		prefix = file + ":" + strconv.Itoa(line) + ": "
+	}
+	if !strings.HasPrefix(msg, prefix) {
+		t.Errorf("error %q does not start with %q", msg, prefix)
+	}
+	for _, w := range words {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not contain %q", msg, w)
+		}
+	}
+}
+
+func TestParseBrokenConfigs(t *testing.T) {
+	valid, _ := validConfig(t)
+	certLine := func() string {
+		_, pub, _ := testKey(t, 1, "")
+		_, _, ca := testKey(t, 9, "")
+		cert := &ssh.Certificate{Key: pub, CertType: ssh.UserCert, KeyId: "aiko", ValidPrincipals: []string{"aiko"},
+			ValidBefore: ssh.CertTimeInfinity}
+		if err := cert.SignCert(rand.Reader, ca); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
+	}()
+	aikoKey, _, _ := testKey(t, 1, "aiko@laptop")
+
+	// replace returns valid with old replaced by new, which must occur once.
+	replace := func(old, new string) string {
+		if strings.Count(valid, old) != 1 {
+			t.Fatalf("%q occurs %d times in the valid config", old, strings.Count(valid, old))
+		}
+		return strings.Replace(valid, old, new, 1)
+	}
+
+	tests := []struct {
+		name  string
+		text  string
+		at    string // text on the line the error must name; "" for no line
+		words []string
+	}{
+		{
+			name:  "misspelt rule condition",
+			text:  replace("    cross_border: false\n", "    cross_boarder: false\n"),
+			at:    "cross_boarder",
+			words: []string{`unknown field "cross_boarder"`, "cross_border"},
+		},
+		{
+			name:  "misspelt rule condition after a comment",
+			text:  replace("    cross_border: true\n", "    # residency first\n\n    cross_boarder: true\n"),
+			at:    "cross_boarder",
+			words: []string{`unknown field "cross_boarder"`},
+		},
+		{
+			name:  "misspelt condition in a flow mapping",
+			text:  valid + "  - {name: flow,\n     effect: deny,\n     tragets: [db-*]}\n",
+			at:    "tragets",
+			words: []string{`unknown field "tragets"`},
+		},
+		{
+			name:  "unknown target field",
+			text:  replace("    residency: SG\n", "    residency: SG\n    trust_on_first_use: true\n"),
+			at:    "trust_on_first_use",
+			words: []string{`unknown field "trust_on_first_use"`},
+		},
+		{
+			name:  "unknown top-level field",
+			text:  replace("log_level: info\n", "log_level: info\nlisten_addr: 0.0.0.0:22\n"),
+			at:    "listen_addr",
+			words: []string{`unknown field "listen_addr"`},
+		},
+		{
+			name:  "unknown vault field",
+			text:  replace("  cert_ttl: 5m\n", "  cert_tl: 5m\n"),
+			at:    "cert_tl",
+			words: []string{`unknown field "cert_tl"`},
+		},
+		{
+			name:  "wrong type inside an entry",
+			text:  replace("    data: [pii, messages]\n", "    data: {pii: true}\n"),
+			at:    "data: {pii: true}",
+			words: []string{"cannot unmarshal"},
+		},
+		{
+			name:  "entry that is not a mapping",
+			text:  replace("targets:\n", "targets:\n  - db-jp-02\n"),
+			at:    "- db-jp-02",
+			words: []string{"expected a mapping"},
+		},
+		{
+			name:  "technician with unknown affiliate",
+			text:  replace("    affiliate: ops-cn\n", "    affiliate: ops-kr\n"),
+			at:    "- name: li",
+			words: []string{"technician li", `affiliate "ops-kr" is not declared`},
+		},
+		{
+			name:  "country spelt out",
+			text:  replace("    country: JP\n", "    country: Japan\n"),
+			at:    "- name: ops-jp",
+			words: []string{"affiliate ops-jp", `country "Japan" is not an ISO 3166 two-letter code`},
+		},
+		{
+			name:  "lower-case country",
+			text:  replace("    country: CN\n", "    country: cn\n"),
+			at:    "- name: ops-cn",
+			words: []string{`country "cn"`},
+		},
+		{
+			name:  "duplicate affiliate",
+			text:  replace("  - name: ops-cn\n", "  - name: ops-jp # twice\n"),
+			at:    "ops-jp # twice",
+			words: []string{`affiliate "ops-jp" is declared twice`},
+		},
+		{
+			name:  "target without host keys or CAs",
+			text:  replace("    host_cas:\n      - "+strings.Split(strings.Split(valid, "    host_cas:\n      - ")[1], "\n")[0]+"\n", ""),
+			at:    "- name: web-sg-01",
+			words: []string{"target web-sg-01", "host_keys or host_cas is required"},
+		},
+		{
+			name:  "bad host key",
+			text:  replace("    host_cas:\n      - ", "    host_cas:\n      - not-a-key\n      - "),
+			at:    "- name: web-sg-01",
+			words: []string{"target web-sg-01: host_cas entry 1 is not an authorized_keys line"},
+		},
+		{
+			name:  "bad host CA after a good host key",
+			text:  replace("    host_cas:\n      - ", "    host_keys:\n      - "+aikoKey+"\n    host_cas:\n      - ssh-ed25519\n      - "),
+			at:    "- name: web-sg-01",
+			words: []string{"target web-sg-01: host_cas entry 1 is not an authorized_keys line"},
+		},
+		{
+			name:  "target residency spelt out",
+			text:  replace("    residency: SG\n", "    residency: Singapore\n"),
+			at:    "- name: web-sg-01",
+			words: []string{`residency "Singapore"`},
+		},
+		{
+			name:  "target without login",
+			text:  replace("    login: www\n", ""),
+			at:    "- name: web-sg-01",
+			words: []string{"target web-sg-01: login", "is required"},
+		},
+		{
+			name:  "duplicate target",
+			text:  replace("  - name: web-sg-01\n", "  - name: db-jp-01 # again\n"),
+			at:    "db-jp-01 # again",
+			words: []string{`target "db-jp-01" is declared twice`},
+		},
+		{
+			name:  "bad effect",
+			text:  replace("    effect: allow\n    data: [pii]\n", "    effect: permit\n    data: [pii]\n"),
+			at:    "- name: pii-in-residency",
+			words: []string{"rule pii-in-residency", `effect "permit"`, "use allow, deny or approval"},
+		},
+		{
+			name:  "duplicate rule",
+			text:  replace("  - name: any-affiliate-to-web\n", "  - name: pii-in-residency # again\n"),
+			at:    "pii-in-residency # again",
+			words: []string{`rule "pii-in-residency" is declared twice`},
+		},
+		{
+			name:  "rule without a name",
+			text:  valid + "  - effect: deny\n    targets: [db-*]\n",
+			at:    "- effect: deny",
+			words: []string{"rule without a name"},
+		},
+		{
+			name:  "rule naming an undeclared technician",
+			text:  valid + "  - name: bob-only\n    effect: allow\n    technicians: [bob]\n",
+			at:    "- name: bob-only",
+			words: []string{`rule bob-only: technician "bob" is not declared`},
+		},
+		{
+			name:  "rule naming an undeclared affiliate",
+			text:  valid + "  - name: kr\n    effect: deny\n    affiliates: [ops-kr]\n",
+			at:    "- name: kr",
+			words: []string{`rule kr: affiliate "ops-kr" is not declared`},
+		},
+		{
+			name:  "rule with a bad target pattern",
+			text:  valid + "  - name: glob\n    effect: allow\n    targets: [\"db-[jp\"]\n",
+			at:    "- name: glob",
+			words: []string{`rule glob: target pattern "db-[jp"`},
+		},
+		{
+			name:  "rule residency spelt out",
+			text:  valid + "  - name: jp\n    effect: allow\n    residency: [Japan]\n",
+			at:    "- name: jp",
+			words: []string{`rule jp: residency "Japan"`},
+		},
+		{
+			name:  "technician name with upper case",
+			text:  replace("  - name: aiko\n", "  - name: Aiko\n"),
+			at:    "- name: Aiko",
+			words: []string{`technician name "Aiko"`},
+		},
+		{
+			name:  "duplicate technician",
+			text:  replace("  - name: li\n", "  - name: aiko # twice\n"),
+			at:    "aiko # twice",
+			words: []string{`technician "aiko" is declared twice`},
+		},
+		{
+			name:  "technician without keys",
+			text:  replace("    keys:\n      - "+aikoKey+"\n", ""),
+			at:    "- name: aiko",
+			words: []string{"technician aiko: no keys"},
+		},
+		{
+			name:  "technician key not an authorized_keys line",
+			text:  replace("      - "+aikoKey+"\n", "      - ssh-ed25519 AAAAnotbase64\n"),
+			at:    "- name: aiko",
+			words: []string{"technician aiko: key 1 is not an authorized_keys line"},
+		},
+		{
+			name:  "technician key is a certificate",
+			text:  replace("      - "+aikoKey+"\n", "      - "+aikoKey+"\n      - "+certLine+"\n"),
+			at:    "- name: aiko",
+			words: []string{"technician aiko: key 2 is a certificate"},
+		},
+		{
+			name:  "cert_ttl too long",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: 2h\n"),
+			words: []string{"vault.cert_ttl 2h0m0s", "between 1m and 1h"},
+		},
+		{
+			name:  "cert_ttl too short",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: 30s\n"),
+			words: []string{"vault.cert_ttl 30s", "between 1m and 1h"},
+		},
+		{
+			name:  "negative cert_ttl",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: -5m\n"),
+			words: []string{"vault.cert_ttl -5m0s"},
+		},
+		{
+			name:  "duration in words",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: 5 minutes\n"),
+			at:    "cert_ttl: 5 minutes",
+			words: []string{`"5 minutes" is not a duration`},
+		},
+		{
+			name:  "duration without unit",
+			text:  replace("  dial_timeout: 5s\n", "  dial_timeout: 5\n"),
+			at:    "dial_timeout: 5",
+			words: []string{`"5" is not a duration`},
+		},
+		{
+			name:  "vault without role",
+			text:  replace("  role: sekisho\n", ""),
+			words: []string{"vault: address, role, role_id_file and secret_id_file are required"},
+		},
+		{
+			name:  "no host_key",
+			text:  replace("host_key: host_key\n", ""),
+			words: []string{"host_key is required"},
+		},
+		{
+			name:  "bad log format",
+			text:  replace("log_format: json\n", "log_format: xml\n"),
+			words: []string{`log_format "xml"`},
+		},
+		{
+			name:  "second document",
+			text:  valid + "---\nrules: # second\n  - name: deny-all\n    effect: deny\n",
+			at:    "rules: # second",
+			words: []string{"second YAML document"},
+		},
+		{
+			name:  "second document with a broken field",
+			text:  valid + "---\nlisten: 0.0.0.0:22\n",
+			at:    "listen: 0.0.0.0:22",
+			words: []string{"second YAML document"},
+		},
+		{
+			name:  "larger than 16 MiB",
+			text:  valid + "# " + strings.Repeat("x", 16<<20) + "\n",
+			words: []string{"larger than 16 MiB"},
+		},
+		{
+			name:  "empty file",
+			text:  "",
+			words: []string{"the file is empty"},
+		},
+		{
+			name:  "only comments",
+			text:  "# nothing yet\n",
+			words: []string{"the file is empty"},
+		},
+		{
+			name:  "invalid YAML: unclosed flow sequence",
+			text:  replace("    data: [pii]\n    cross_border: true\n", "    data: [pii\n    cross_border: true\n"),
+			at:    "",
+			words: []string{"did not find expected"},
+		},
+		{
+			name:  "invalid YAML: tab indentation",
+			text:  replace("    country: CN\n", "\tcountry: CN\n"),
+			at:    "", // yaml.v3 names the line before the tab
+			words: []string{"tab character"},
+		},
+		{
+			name:  "invalid YAML: not a mapping",
+			text:  "- just\n- a list\n",
+			at:    "- just",
+			words: []string{"cannot unmarshal"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig(strings.NewReader(tc.text), "broken.yaml")
+			line := 0
+			if tc.at != "" {
+				line = lineOf(t, tc.text, tc.at)
+			}
+			if err == nil {
+				t.Fatalf("accepted; want error containing %q", tc.words)
+			}
+			t.Log(err)
+			if tc.at == "" && strings.HasPrefix(tc.name, "invalid YAML") {
+				// The parser names the line where it noticed the problem.
+				if !strings.HasPrefix(err.Error(), "broken.yaml:") || strings.HasPrefix(err.Error(), "broken.yaml: ") {
+					t.Errorf("error %q names no line", err)
+				}
+				for _, w := range tc.words {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			wantErr(t, err, "broken.yaml", line, tc.words...)
+		})
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	valid, _ := validConfig(f)
+	f.Add([]byte(valid))
+	f.Add([]byte(strings.Replace(valid, "cross_border: false", "cross_boarder: false", 1)))
+	f.Add([]byte(strings.Replace(valid, "country: JP", "country: Japan", 1)))
+	f.Add([]byte(strings.Replace(valid, "cert_ttl: 5m", "cert_ttl: 5 minutes", 1)))
+	f.Add([]byte(strings.Replace(valid, "data: [pii]", "data: [pii", 1)))
+	f.Add([]byte("rules:\n  - &a\n    name: x\n  - <<: *a\n    effect: allow\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("rules:\n  - &r {name: a, effect: allow, labels: &l {k: v}}\n  - {<<: [*r, {name: b}], labels: *l}\n"))
+	f.Add([]byte("rules:\n  - name: a\n    effect: allow\n    data: &d [[x, x], [x, x]]\n  - {name: b, effect: allow, data: [*d, *d]}\n"))
+	f.Add([]byte(""))
+	f.Add([]byte("- x\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(bytes.NewReader(b), "fuzz.yaml")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml:") {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		// What validated must build without surprises.
+		techs, targets, policy := c.domain()
+		for _, tech := range techs {
+			if len(tech.Keys) == 0 {
+				t.Fatalf("technician %s accepted without keys", tech.Name)
+			}
+			for _, k := range tech.Keys {
+				if k == nil {
+					t.Fatalf("technician %s has a nil key", tech.Name)
+				}
+			}
+		}
+		for _, tg := range targets {
+			if len(tg.HostKeys)+len(tg.HostCAs) == 0 {
+				t.Fatalf("target %s accepted without host keys", tg.Name)
+			}
+			for _, k := range append(append([]ssh.PublicKey{}, tg.HostKeys...), tg.HostCAs...) {
+				if k == nil {
+					t.Fatalf("target %s has a nil host key", tg.Name)
+				}
+			}
+			for _, tech := range techs {
+				policy.Decide(broker.Request{Technician: tech, Target: tg})
+			}
+		}
+		_ = c.vaultConfig()
+	})
+}
