@@ -40,12 +40,13 @@ func Replay(ctx context.Context, w io.Writer, root, id string, opt ReplayOptions
 	if opt.MaxIdle <= 0 {
 		opt.MaxIdle = 2 * time.Second
 	}
-	san := NewSanitizer(w)
 	for i, ch := range chans {
 		if opt.Channel != 0 && opt.Channel != i+1 {
 			continue
 		}
-		if err := replayChannel(ctx, w, san, ch, opt); err != nil {
+		// A fresh Sanitizer per channel: a sequence left open at the end
+		// of one channel must not swallow the next.
+		if err := replayChannel(ctx, w, NewSanitizer(w), ch, opt); err != nil {
 			return err
 		}
 	}
@@ -71,7 +72,7 @@ func replayChannel(ctx context.Context, w io.Writer, san *Sanitizer, ch ChannelF
 			break
 		}
 		if errors.Is(err, ErrTruncated) {
-			fmt.Fprintf(w, "\r\n\x1b[7m sekisho replay: %s \x1b[0m\r\n", err)
+			fmt.Fprintf(w, "\r\n\x1b[7m sekisho replay: channel %d ends with a truncated event (its write failed; nothing after it was forwarded) \x1b[0m\r\n", h.Channel)
 			break
 		}
 		if err != nil {
@@ -160,7 +161,7 @@ func WriteEvents(w io.Writer, root, id string) error {
 				break
 			}
 			if errors.Is(err, ErrTruncated) {
-				fmt.Fprintf(w, "# %v\n", err)
+				fmt.Fprintf(w, "# channel %d ends with a truncated event (its write failed; nothing after it was forwarded)\n", i+1)
 				break
 			}
 			if err != nil {

@@ -247,8 +247,8 @@ func (c *Channel) Event(code, data string) error {
 func (c *Channel) text(code string, carry *[]byte, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
-		return c.err
+	if err := c.failed(); err != nil {
+		return err
 	}
 	data := p
 	if len(*carry) > 0 {
@@ -270,8 +270,8 @@ func (c *Channel) text(code string, carry *[]byte, p []byte) error {
 func (c *Channel) raw(code string, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
-		return c.err
+	if err := c.failed(); err != nil {
+		return err
 	}
 	return c.writeLocked(code, base64.StdEncoding.EncodeToString(p))
 }
@@ -279,10 +279,26 @@ func (c *Channel) raw(code string, p []byte) error {
 func (c *Channel) event(code, data string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.failed(); err != nil {
+		return err
+	}
+	return c.writeLocked(code, data)
+}
+
+// errClosed is returned by writes after Close.
+var errClosed = errors.New("recording closed")
+
+// failed returns the error that stops every write: the sticky write error,
+// or errClosed once the channel is closed, so that bytes held back for a
+// split character are not accepted without being recorded.
+func (c *Channel) failed() error {
 	if c.err != nil {
 		return c.err
 	}
-	return c.writeLocked(code, data)
+	if c.f == nil {
+		return errClosed
+	}
+	return nil
 }
 
 func (c *Channel) writeLocked(code, data string) error {
