@@ -221,14 +221,17 @@ func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
 	}
 	// Record before forward: the technician received nothing that is not
 	// in the recording.
-	list, err := exec.Command(env.sekisho, "sessions", "--json", "--config", v.config).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ss []session
-	json.Unmarshal(list, &ss)
-	if len(ss) != 1 || ss[0].EndReason != "recording failed" {
-		t.Fatalf("sessions: %s", list)
+	var (
+		ss   []session
+		list []byte
+	)
+	waitUntil(t, 30*time.Second, "the session to be registered as ended", func() bool {
+		list, _ = exec.Command(env.sekisho, "sessions", "--json", "--config", v.config).Output()
+		ss = nil
+		return json.Unmarshal(list, &ss) == nil && len(ss) == 1 && ss[0].EndedAt != ""
+	})
+	if ss[0].EndReason != "recording failed" {
+		t.Fatalf("end reason %q, want %q", ss[0].EndReason, "recording failed")
 	}
 	ev, err := exec.Command(env.sekisho, "replay", "--events", "--config", v.config, ss[0].ID).CombinedOutput()
 	if err != nil {

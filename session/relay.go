@@ -292,6 +292,7 @@ func (r *relay) record(err error) bool {
 func (r *relay) recordingFailed(err error) {
 	r.failed.Do(func() {
 		c := r.conn
+		c.setEnd(EndRecordingFailed) // before anything closes, so no other reason wins
 		c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", err)...)
 		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd,
 			Technician: c.id.tech.Name, Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
