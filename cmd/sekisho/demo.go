@@ -104,7 +104,7 @@ type demo struct {
 	sshd     string
 	vaultBin string
 	log      *slog.Logger
-	procs    []*exec.Cmd
+	procs    []*proc
 }
 
 func (d *demo) path(p ...string) string { return filepath.Join(append([]string{d.dir}, p...)...) }
@@ -211,7 +211,14 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	return b.stop()
 }
 
-func (d *demo) start(ctx context.Context, name string, logPath string, args ...string) (*exec.Cmd, error) {
+// proc is a child process of the demo; exited is closed once it has been
+// waited for.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (d *demo) start(name string, logPath string, args ...string) (*proc, error) {
 	cmd := exec.Command(name, args...)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -220,26 +227,36 @@ func (d *demo) start(ctx context.Context, name string, logPath string, args ...s
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Children die with the demo, even when it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	logf.Close()
-	d.procs = append(d.procs, cmd)
-	return cmd, nil
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
+	d.procs = append(d.procs, p)
+	return p, nil
+}
+
+// alive reports whether p is still running.
+func (p *proc) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 func (d *demo) stopAll() {
 	for i := len(d.procs) - 1; i >= 0; i-- {
 		p := d.procs[i]
-		p.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
+		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-p.exited:
 		case <-time.After(5 * time.Second):
-			p.Process.Kill()
-			<-done
+			p.cmd.Process.Kill()
+			<-p.exited
 		}
 	}
 }
@@ -247,15 +264,15 @@ func (d *demo) stopAll() {
 func (d *demo) startVault(ctx context.Context) (addr, tokenFile string, err error) {
 	tokenFile = d.path("vault", "root-token")
 	addrFile := d.path("vault", "addr")
-	cmd, err := d.start(ctx, d.vaultBin, d.path("vault", "devvault.log"),
+	p, err := d.start(d.vaultBin, d.path("vault", "devvault.log"),
 		"-listen", "127.0.0.1:0", "-token-file", tokenFile, "-addr-file", addrFile)
 	if err != nil {
 		return "", "", err
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Process.Wait(); close(exited) }()
-	_ = exited
 	err = waitFor(ctx, 60*time.Second, "dev Vault to start (see "+d.path("vault", "devvault.log")+")", func() bool {
+		if !p.alive() {
+			return true
+		}
 		b, err := os.ReadFile(addrFile)
 		if err == nil && strings.HasSuffix(string(b), "\n") {
 			addr = strings.TrimSpace(string(b))
@@ -263,6 +280,9 @@ func (d *demo) startVault(ctx context.Context) (addr, tokenFile string, err erro
 		}
 		return false
 	})
+	if err == nil && addr == "" {
+		err = fmt.Errorf("dev Vault exited at start; see %s", d.path("vault", "devvault.log"))
+	}
 	return addr, tokenFile, err
 }
 
@@ -309,12 +329,17 @@ func (d *demo) startTarget(ctx context.Context, t *demoTarget, caFile string) er
 	if err != nil {
 		return err
 	}
-	if _, err := d.start(ctx, d.sshd, d.path("targets", t.Name, "sshd.out"), "-D", "-e", "-f", t.Config, "-E", t.Log); err != nil {
+	p, err := d.start(d.sshd, d.path("targets", t.Name, "sshd.out"), "-D", "-e", "-f", t.Config, "-E", t.Log)
+	if err != nil {
 		return err
 	}
-	return waitFor(ctx, 15*time.Second, "sshd for "+t.Name+" to listen (see "+t.Log+")", func() bool {
-		return sshBanner(t.Address)
+	err = waitFor(ctx, 15*time.Second, "sshd for "+t.Name+" to listen (see "+t.Log+")", func() bool {
+		return !p.alive() || sshBanner(t.Address)
 	})
+	if err == nil && !p.alive() {
+		err = fmt.Errorf("sshd for %s exited at start; see %s", t.Name, t.Log)
+	}
+	return err
 }
 
 // sshBanner reports whether an SSH server answers at addr.
