@@ -240,3 +240,35 @@ func targetLog(t *testing.T, name string) string {
 	t.Fatalf("no target %s", name)
 	return ""
 }
+
+func TestForcedPTYExecIsRecordedAsTerminal(t *testing.T) {
+	t.Parallel()
+	// ssh -tt host 'cmd' runs an exec channel with a pty: it must be
+	// recorded like a shell, input and output.
+	marker := randHex(t)
+	cmd := sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "read line; echo got-$line-"+marker+"; tty")
+	cmd.Args = append(cmd.Args[:1], append([]string{"-tt"}, cmd.Args[1:]...)...)
+	r := run(t, cmd, []byte("typed-"+marker+"\n"))
+	if r.code != 0 || !strings.Contains(r.stdout, "got-typed-"+marker+"-"+marker) || !strings.Contains(r.stdout, "/dev/pts/") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	_, ev := endedSession(t, "aiko", "web-sg-01", "got-typed-"+marker)
+	if !strings.Contains(ev, "pty=true") || !strings.Contains(streams(t, ev, "i"), "typed-"+marker) ||
+		!strings.Contains(streams(t, ev, "o"), "got-typed-"+marker) {
+		t.Errorf("forced-pty exec not recorded as a terminal with input and output:\n%s", ev)
+	}
+}
+
+func TestExitSignalRelayedAndRecorded(t *testing.T) {
+	t.Parallel()
+	marker := randHex(t)
+	r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "echo sig-"+marker+"; kill -TERM $$"), nil)
+	// OpenSSH's client exits 255 when the remote command was killed by a signal.
+	if r.code != 255 || r.stdout != "sig-"+marker+"\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	_, ev := endedSession(t, "aiko", "web-sg-01", "sig-"+marker)
+	if got := streams(t, ev, "x-exit-signal"); got != "TERM" {
+		t.Errorf("recorded exit signal %q, want TERM:\n%s", got, ev)
+	}
+}
