@@ -133,8 +133,14 @@ func (is *Issuer) loginLocked(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
 	defer cancel()
-	is.client.ClearToken()
-	sec, err := is.client.Logical().WriteWithContext(ctx, "auth/"+is.cfg.AppRoleMount+"/login", map[string]any{
+	// Log in on a copy without a token, so that signing requests in
+	// flight keep the current token until the new one is set.
+	login, err := is.client.Clone()
+	if err != nil {
+		return fmt.Errorf("vault approle login: %w", err)
+	}
+	login.ClearToken()
+	sec, err := login.Logical().WriteWithContext(ctx, "auth/"+is.cfg.AppRoleMount+"/login", map[string]any{
 		"role_id":   roleID,
 		"secret_id": secretID,
 	})
@@ -194,15 +200,19 @@ func (is *Issuer) Issue(ctx context.Context, req CertRequest) (*Credential, erro
 	is.mu.Lock()
 	err = is.ensureLocked(ctx)
 	ca := is.ca
+	token := is.client.Token()
 	is.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	signed, err := is.sign(ctx, sshPub, req)
 	if isPermissionDenied(err) {
-		// The token may have been revoked: log in once more and retry.
+		// The token may have been revoked: log in once more and retry,
+		// unless another request already did.
 		is.mu.Lock()
-		is.tokenExp = time.Time{}
+		if is.client.Token() == token {
+			is.tokenExp = time.Time{}
+		}
 		err = is.ensureLocked(ctx)
 		is.mu.Unlock()
 		if err == nil {

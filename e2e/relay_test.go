@@ -218,6 +218,11 @@ func TestEnvAllowlist(t *testing.T) {
 	if want := "LANG=[C.UTF-8] LD_PRELOAD=[] LD_LIBRARY_PATH=[]\n"; r.stdout != want {
 		t.Errorf("got %q, want %q", r.stdout, want)
 	}
+	// What was passed is recorded; what was refused is not passed.
+	_, ev := endedSession(t, "aiko", "web-sg-01", "LD_LIBRARY_PATH=[$LD_LIBRARY_PATH]")
+	if got := streams(t, ev, "x-env"); got != "LANG=C.UTF-8" {
+		t.Errorf("recorded env %q, want %q", got, "LANG=C.UTF-8")
+	}
 }
 
 func randHex(t *testing.T) string {

@@ -15,9 +15,12 @@
 // and "r" (resize, "COLSxROWS"), so `asciinema play` replays them. Channels
 // without a pty carry exact bytes, base64-encoded, under the extension
 // codes "x-stdout", "x-stderr" and "x-stdin", because exec and sftp data is
-// often binary. Extension events "x-exec", "x-subsystem", "x-signal",
-// "x-eof", "x-exit-status", "x-exit-signal" and "x-close" complete the
-// picture. Players ignore codes they do not know.
+// often binary. On a terminal channel, a chunk that is not valid UTF-8 is
+// recorded twice: as text (with U+FFFD, for players) and as exact bytes
+// under "x-o-bytes" or "x-i-bytes". Extension events "x-env", "x-exec",
+// "x-subsystem", "x-signal", "x-break", "x-eof", "x-exit-status",
+// "x-exit-signal", "x-start-refused" and "x-close" complete the picture.
+// Players ignore codes they do not know.
 //
 // # Guarantees
 //

@@ -48,7 +48,7 @@ type Event struct {
 // extension codes, the text itself otherwise.
 func (e Event) Bytes() ([]byte, error) {
 	switch e.Code {
-	case "x-stdout", "x-stderr", "x-stdin":
+	case "x-stdout", "x-stderr", "x-stdin", "x-o-bytes", "x-i-bytes":
 		return base64.StdEncoding.DecodeString(e.Data)
 	}
 	return []byte(e.Data), nil

@@ -264,7 +264,15 @@ func (c *Channel) text(code string, carry *[]byte, p []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	return c.writeLocked(code, string(data))
+	if err := c.writeLocked(code, string(data)); err != nil {
+		return err
+	}
+	if !utf8.Valid(data) {
+		// The text event above shows U+FFFD for the bad bytes; the exact
+		// bytes (binary on a terminal, a ZMODEM transfer) are kept too.
+		return c.writeLocked("x-"+code+"-bytes", base64.StdEncoding.EncodeToString(data))
+	}
+	return nil
 }
 
 func (c *Channel) raw(code string, p []byte) error {

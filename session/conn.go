@@ -50,9 +50,8 @@ func (c *conn) logArgs() []any {
 
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.sessionID = uuid.NewString()
-	go ssh.DiscardRequests(reqs) // global requests (tcpip-forward, …) are refused
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	go c.globalRequests(reqs)
+	ctx := c.srv.ctx // cancelled by Shutdown
 
 	start := time.Now()
 	if err := c.connect(ctx, start); err != nil {
@@ -62,18 +61,43 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.srv.log.Info("session started", c.logArgs()...)
 
 	go func() {
-		// The upstream connection ending ends the technician's too.
+		// The target's connection ending ends the technician's too.
 		c.up.Wait()
 		c.setEnd("target closed the connection")
 		c.sc.Close()
 	}()
+	go func() {
+		// And the technician leaving ends the target's, which also
+		// unblocks a relay still waiting for the target to answer.
+		c.sc.Wait()
+		c.up.Close()
+	}()
 	for nch := range chans {
 		c.openChannel(ctx, nch)
 	}
+	if ctx.Err() != nil {
+		c.setEnd(EndShutdown)
+	}
 	c.setEnd(EndClientClosed)
-	c.channels.Wait()
 	c.up.Close()
-	c.finish(ctx)
+	c.channels.Wait()
+	c.finish()
+}
+
+// globalRequests refuses every global request; port forwarding requests
+// (ssh -R) are audited.
+func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		switch req.Type {
+		case "tcpip-forward", "streamlocal-forward@openssh.com":
+			c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused,
+				Technician: c.id.tech.Name, Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
+				Detail: req.Type + " refused: port forwarding is not allowed through sekisho"})
+		}
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+	}
 }
 
 // connect creates the recording, obtains the certificate and dials the
@@ -113,7 +137,8 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		c.srv.log.Error("target unreachable", append(c.logArgs(), "err", err)...)
 		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
 			Session: c.sessionID, Detail: "target connection failed: " + err.Error()})
-		return userErrorf("cannot connect to %s: %v (session %s)", tg.Name, errors.Unwrap(err), c.sessionID)
+		// The details (addresses, methods) stay in the audit log.
+		return userErrorf("cannot connect to %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
 	}
 	c.up = up
 
@@ -173,7 +198,10 @@ func (c *conn) fail(reason string) {
 	c.up.Close()
 }
 
-func (c *conn) finish(ctx context.Context) {
+func (c *conn) finish() {
+	// The register is written even during shutdown, with its own deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	c.mu.Lock()
 	reason := c.endReason
 	c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -27,10 +28,12 @@ type relay struct {
 	// mu guards rec and started. start holds it until the target answered
 	// and the pumps run, so that the target-side loop never sees a
 	// half-started channel.
-	mu      sync.Mutex
-	rec     *recording.Channel
-	started bool
-	pty     *ptyRequest // request loop only
+	mu         sync.Mutex
+	rec        *recording.Channel
+	started    bool
+	startTried bool         // one shell, exec or subsystem attempt per channel
+	pty        *ptyRequest  // request loop only
+	env        []envRequest // request loop only: env received before start
 
 	pumps   sync.WaitGroup // the three data pumps
 	outDone chan struct{}  // closed when the target's output is fully relayed
@@ -123,7 +126,22 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 		return true
 	case "env":
 		var e envRequest
-		if ssh.Unmarshal(req.Payload, &e) != nil || !r.conn.srv.envAllowed(e.Name) {
+		if ssh.Unmarshal(req.Payload, &e) != nil {
+			return false
+		}
+		if !r.conn.srv.envAllowed(e.Name) {
+			r.conn.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused,
+				Technician: r.conn.id.tech.Name, Target: r.conn.id.target.Name, Source: r.conn.source,
+				Session: r.conn.sessionID, Detail: "env " + strconv.Quote(e.Name) + " refused"})
+			return false
+		}
+		if !r.started {
+			// Held until the channel's recording exists, then recorded
+			// and forwarded ahead of the shell or command.
+			r.env = append(r.env, e)
+			return true
+		}
+		if !r.record(r.rec.Event("x-env", e.Name+"="+e.Value)) {
 			return false
 		}
 		return r.forward(req)
@@ -131,6 +149,9 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 		var w windowChange
 		if ssh.Unmarshal(req.Payload, &w) != nil {
 			return false
+		}
+		if r.pty != nil && r.rec == nil {
+			r.pty.Cols, r.pty.Rows = w.Cols, w.Rows // the recording starts at this size
 		}
 		if r.rec != nil && !r.record(r.rec.Resize(int(w.Cols), int(w.Rows))) {
 			return false
@@ -176,9 +197,10 @@ func (r *relay) forward(req *ssh.Request) bool {
 func (r *relay) start(req *ssh.Request) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.started {
+	if r.startTried {
 		return false
 	}
+	r.startTried = true
 	info := recording.ChannelInfo{Kind: req.Type}
 	var event string
 	switch req.Type {
@@ -210,11 +232,23 @@ func (r *relay) start(req *ssh.Request) bool {
 		return false
 	}
 	r.rec = rec
+	for _, e := range r.env {
+		if !r.record(rec.Event("x-env", e.Name+"="+e.Value)) {
+			return false
+		}
+		if _, err := r.up.SendRequest("env", false, ssh.Marshal(&e)); err != nil {
+			return false
+		}
+	}
+	r.env = nil
 	if event != "" && !r.record(rec.Event(event, info.Command)) {
 		return false
 	}
 	ok, err := r.up.SendRequest(req.Type, true, req.Payload)
 	if err != nil || !ok {
+		rec.Event("x-start-refused", req.Type)
+		rec.Close()
+		r.rec = nil
 		return false
 	}
 	r.started = true
@@ -293,12 +327,23 @@ func (r *relay) recordingFailed(err error) {
 	r.failed.Do(func() {
 		c := r.conn
 		c.setEnd(EndRecordingFailed) // before anything closes, so no other reason wins
+		r.up.Close()                 // the target first: nothing more may pass
 		c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", err)...)
 		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd,
 			Technician: c.id.tech.Name, Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
 			Detail: "recording failed: " + err.Error()})
-		fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: the session can no longer be recorded, so it is ended (session %s)\r\n", c.sessionID)
-		r.up.Close()
+		// Tell the technician, but do not wait on one who is not reading.
+		told := make(chan struct{})
+		go func() {
+			fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: the session can no longer be recorded, so it is ended (session %s)\r\n", c.sessionID)
+			close(told)
+		}()
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case <-told:
+		case <-t.C:
+		}
+		t.Stop()
 		r.down.Close()
 		c.fail(EndRecordingFailed)
 	})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -48,6 +49,11 @@ type Server struct {
 	cfg    Config
 	sshCfg *ssh.ServerConfig
 	log    *slog.Logger
+
+	// ctx is cancelled by Shutdown; sessions use it for their outbound
+	// calls and to tell a shutdown from a technician leaving.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -94,6 +100,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sshCfg = &ssh.ServerConfig{
 		MaxAuthTries:              cfg.MaxAuthTries,
 		PublicKeyCallback:         s.offeredKey,
@@ -154,6 +161,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		ln.Close()
 		return net.ErrClosed
 	}
 	s.listener = ln
@@ -169,7 +177,10 @@ func (s *Server) Serve(ln net.Listener) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or buffers: wait and go on serving.
+				s.log.Warn("accept failed, retrying", "err", err)
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
@@ -181,7 +192,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.track(nc, false)
@@ -198,6 +208,7 @@ func (s *Server) track(nc net.Conn, add bool) bool {
 			return false
 		}
 		s.conns[nc] = struct{}{}
+		s.wg.Add(1) // under the lock, so Shutdown's Wait counts it
 	} else {
 		delete(s.conns, nc)
 	}
@@ -208,6 +219,7 @@ func (s *Server) track(nc net.Conn, add bool) bool {
 // reason "server shutdown" and their recordings are closed) and waits for
 // them until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancel()
 	s.mu.Lock()
 	s.closing = true
 	if s.listener != nil {

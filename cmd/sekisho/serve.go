@@ -42,8 +42,17 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	return b.stop()
+	select {
+	case <-ctx.Done():
+		return b.stop()
+	case err := <-b.done:
+		// The listener failed: stop rather than run without serving.
+		b.done <- err
+		if serr := b.stop(); serr != nil {
+			return serr
+		}
+		return fmt.Errorf("ssh listener: %w", err)
+	}
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {

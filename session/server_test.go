@@ -1,0 +1,364 @@
+package session
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// These tests put a scripted x/crypto SSH server in the target's place to
+// produce what a real sshd does not do on demand: never answer, refuse a
+// subsystem every time, flood a technician who does not read. The
+// end-to-end suite covers the real sshd.
+
+type fakeBroker struct {
+	tech *broker.Technician
+	tg   *broker.Target
+	ca   ssh.Signer
+
+	mu   sync.Mutex
+	ends []string
+}
+
+func (f *fakeBroker) Technician(name string) (*broker.Technician, bool) {
+	return f.tech, name == f.tech.Name
+}
+
+func (f *fakeBroker) Authorize(context.Context, string, string, string) (broker.Decision, *broker.Target, error) {
+	return broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "test"}, f.tg, nil
+}
+
+func (f *fakeBroker) Certificate(_ context.Context, _ *broker.Technician, _ broker.Decision, _ *broker.Target, _ string) (*broker.Credential, error) {
+	key := newSigner()
+	cert := &ssh.Certificate{Key: key.PublicKey(), CertType: ssh.UserCert, ValidPrincipals: []string{"ops"},
+		ValidBefore: uint64(time.Now().Add(5 * time.Minute).Unix()), KeyId: "test"}
+	if err := cert.SignCert(rand.Reader, f.ca); err != nil {
+		return nil, err
+	}
+	signer, err := ssh.NewCertSigner(cert, key)
+	return &broker.Credential{Certificate: cert, Signer: signer}, err
+}
+
+func (f *fakeBroker) SessionStarted(context.Context, *broker.SessionRecord) error { return nil }
+
+func (f *fakeBroker) SessionEnded(_ context.Context, _ string, end broker.SessionEnd) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ends = append(f.ends, end.Reason)
+	return nil
+}
+
+func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
+
+func (f *fakeBroker) endReasons() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.ends...)
+}
+
+func newSigner() ssh.Signer {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	s, _ := ssh.NewSignerFromKey(priv)
+	return s
+}
+
+// scriptedTarget serves SSH on loopback and hands each channel request to
+// onReq, which replies (or not) itself.
+func scriptedTarget(t *testing.T, hostKey ssh.Signer, onReq func(ch ssh.Channel, req *ssh.Request)) string {
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.AddHostKey(hostKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					ch, creqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go func() {
+						for r := range creqs {
+							onReq(ch, r)
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+type harness struct {
+	srv    *Server
+	broker *fakeBroker
+	addr   string
+	key    ssh.Signer
+	recDir string
+}
+
+func newHarness(t *testing.T, onReq func(ch ssh.Channel, req *ssh.Request)) *harness {
+	hostKey := newSigner()
+	h := &harness{key: newSigner(), recDir: t.TempDir()}
+	h.broker = &fakeBroker{
+		tech: &broker.Technician{Name: "li", Keys: []ssh.PublicKey{h.key.PublicKey()}},
+		tg:   &broker.Target{Name: "db", Address: scriptedTarget(t, hostKey, onReq), Login: "ops", HostKeys: []ssh.PublicKey{hostKey.PublicKey()}},
+		ca:   newSigner(),
+	}
+	srv, err := NewServer(Config{HostKey: newSigner(), Broker: h.broker, RecordingDir: h.recDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	h.srv, h.addr = srv, ln.Addr().String()
+	return h
+}
+
+func (h *harness) dial(t *testing.T) *ssh.Client {
+	t.Helper()
+	pinned := h.srv.cfg.HostKey.PublicKey()
+	c, err := ssh.Dial("tcp", h.addr, &ssh.ClientConfig{User: "li+db", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key)},
+		HostKeyCallback: ssh.FixedHostKey(pinned), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func replyAll(ch ssh.Channel, r *ssh.Request) {
+	if r.WantReply {
+		r.Reply(true, nil)
+	}
+}
+
+func TestTechnicianLeavingEndsSessionWhenTargetHangs(t *testing.T) {
+	asked := make(chan struct{}, 1)
+	h := newHarness(t, func(ch ssh.Channel, r *ssh.Request) {
+		if r.Type == "shell" {
+			asked <- struct{}{} // and never answer
+			return
+		}
+		replyAll(ch, r)
+	})
+	c := h.dial(t)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Shell()
+	<-asked
+	c.Close()
+	waitFor(t, "the session to end after the technician left", func() bool { return len(h.broker.endReasons()) == 1 })
+	if got := h.broker.endReasons()[0]; got != EndClientClosed {
+		t.Errorf("end reason %q, want %q", got, EndClientClosed)
+	}
+}
+
+func TestShutdownEndsLiveSessions(t *testing.T) {
+	h := newHarness(t, replyAll)
+	c := h.dial(t)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := h.broker.endReasons(); len(got) != 1 || got[0] != EndShutdown {
+		t.Errorf("end reasons %q, want [%q]", got, EndShutdown)
+	}
+}
+
+func TestRefusedStartsDoNotPileUpRecordings(t *testing.T) {
+	h := newHarness(t, func(ch ssh.Channel, r *ssh.Request) {
+		if r.WantReply {
+			r.Reply(r.Type != "subsystem", nil)
+		}
+	})
+	c := h.dial(t)
+	defer c.Close()
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	for i := 0; i < 50; i++ {
+		if ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(stringRequest{"sftp"})); ok || err != nil {
+			t.Fatalf("attempt %d: ok=%v err=%v, want a refusal", i, ok, err)
+		}
+	}
+	casts, _ := filepath.Glob(filepath.Join(h.recDir, "*", "*.cast"))
+	if len(casts) != 1 {
+		t.Fatalf("%d channel recordings for one channel, want 1", len(casts))
+	}
+	b, _ := os.ReadFile(casts[0])
+	if !strings.Contains(string(b), `"x-start-refused","subsystem"`) {
+		t.Errorf("the refusal is not recorded:\n%s", b)
+	}
+}
+
+func TestEnvIsRecordedBeforeItIsForwarded(t *testing.T) {
+	got := make(chan string, 4)
+	h := newHarness(t, func(ch ssh.Channel, r *ssh.Request) {
+		switch r.Type {
+		case "env":
+			var e envRequest
+			ssh.Unmarshal(r.Payload, &e)
+			got <- e.Name + "=" + e.Value
+		case "exec":
+			r.Reply(true, nil)
+			ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{0}))
+			ch.Close()
+			return
+		}
+		replyAll(ch, r)
+	})
+	c := h.dial(t)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Setenv("LC_PAYLOAD", "payload-bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Setenv("LD_PRELOAD", "/tmp/x.so"); err == nil {
+		t.Error("LD_PRELOAD was accepted")
+	}
+	if err := s.Run("true"); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-got; e != "LC_PAYLOAD=payload-bytes" {
+		t.Fatalf("target got env %q", e)
+	}
+	select {
+	case e := <-got:
+		t.Fatalf("target also got %q", e)
+	default:
+	}
+	casts, _ := filepath.Glob(filepath.Join(h.recDir, "*", "*.cast"))
+	if len(casts) != 1 {
+		t.Fatalf("%d recordings", len(casts))
+	}
+	b, _ := os.ReadFile(casts[0])
+	if !strings.Contains(string(b), `"x-env","LC_PAYLOAD=payload-bytes"`) {
+		t.Errorf("env not recorded:\n%s", b)
+	}
+}
+
+// The recording fails while the technician reads nothing and the window
+// to them is full: the target must still be cut off at once. (Not
+// parallel: it limits the size of files this process may write.)
+func TestRecordingFailureEndsSessionWhenTechnicianDoesNotRead(t *testing.T) {
+	var written atomic.Int64
+	targetSawClose := make(chan struct{})
+	h := newHarness(t, func(ch ssh.Channel, r *ssh.Request) {
+		replyAll(ch, r)
+		if r.Type != "shell" {
+			return
+		}
+		go func() {
+			buf := make([]byte, 32<<10)
+			for i := 0; i < 400; i++ {
+				n, err := ch.Write(buf)
+				written.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			b := make([]byte, 1024)
+			for {
+				if _, err := ch.Read(b); err != nil {
+					close(targetSawClose)
+					return
+				}
+			}
+		}()
+	})
+	c := h.dial(t)
+	defer c.Close()
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	if ok, err := ch.SendRequest("shell", true, nil); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	// Both 2 MiB windows (target to sekisho, sekisho to technician) and the
+	// relay buffer are full: the relay is blocked
+	// writing to a technician who does not read.
+	waitFor(t, "the technician's window to fill", func() bool { return written.Load() >= 4<<20 })
+
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 1, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	go ch.Write([]byte("x")) // recording this input fails
+	select {
+	case <-targetSawClose:
+	case <-time.After(10 * time.Second):
+		t.Error("the target's channel is still open 10s after the recording failed")
+	}
+	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+	waitFor(t, "the session to end", func() bool { return len(h.broker.endReasons()) == 1 })
+	if got := h.broker.endReasons()[0]; got != EndRecordingFailed {
+		t.Errorf("end reason %q, want %q", got, EndRecordingFailed)
+	}
+}
