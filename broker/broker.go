@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"time"
 )
 
@@ -32,6 +34,7 @@ type Broker struct {
 	technicians map[string]*Technician
 	targets     map[string]*Target
 	policy      *Policy
+	geo         *Geo
 	issuer      *Issuer
 	store       Store
 	log         *slog.Logger
@@ -43,6 +46,7 @@ type Config struct {
 	Technicians []*Technician
 	Targets     []*Target
 	Policy      *Policy
+	Geo         *Geo // locates source addresses; nil knows none
 	Issuer      *Issuer
 	Store       Store
 	Logger      *slog.Logger
@@ -54,6 +58,7 @@ func New(c Config) *Broker {
 		technicians: map[string]*Technician{},
 		targets:     map[string]*Target{},
 		policy:      c.Policy,
+		geo:         c.Geo,
 		issuer:      c.Issuer,
 		store:       c.Store,
 		log:         c.Logger,
@@ -103,16 +108,38 @@ func (b *Broker) Authorize(ctx context.Context, technician, target, source strin
 			Detail: "unknown target"})
 		return Decision{Effect: Deny, Reason: fmt.Sprintf("no target called %q is available to you", target)}, nil, ErrUnknownTarget
 	}
-	d := b.policy.Decide(Request{Technician: tech, Target: tg, Source: source})
-	trace, _ := json.Marshal(d.Trace)
-	b.Audit(ctx, AuditEvent{Kind: EventDecision, Technician: technician, Target: target, Source: source,
-		Detail: fmt.Sprintf(`{"effect":%q,"rule":%q,"reason":%q,"trace":%s}`, d.Effect, d.Rule, d.Reason, trace)})
+	d := b.Decide(tech, tg, source, b.now())
+	detail, _ := json.Marshal(struct {
+		Effect Effect      `json:"effect"`
+		Rule   string      `json:"rule"`
+		Reason string      `json:"reason"`
+		Inputs Inputs      `json:"inputs"`
+		Trace  []TraceStep `json:"trace"`
+	}{d.Effect, d.Rule, d.Reason, d.Inputs, d.Trace})
+	b.Audit(ctx, AuditEvent{Kind: EventDecision, Technician: technician, Target: target, Source: source, Detail: string(detail)})
 	if !d.Allowed() {
 		b.log.Warn("access refused", "technician", technician, "affiliate", tech.Affiliate.Name,
 			"target", target, "residency", tg.Residency, "source", source, "rule", d.Rule, "reason", d.Reason)
 	}
 	return d, tg, nil
 }
+
+// Decide evaluates the rules for tech reaching tg from source at now,
+// locating the source first. It records nothing: Authorize does that.
+func (b *Broker) Decide(tech *Technician, tg *Target, source string, now time.Time) Decision {
+	req := Request{Technician: tech, Target: tg, Source: source, Now: now}
+	host := source
+	if h, _, err := net.SplitHostPort(source); err == nil {
+		host = h
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		req.SourceCountry, req.SourceNetwork = b.geo.Locate(addr)
+	}
+	return b.policy.Decide(req)
+}
+
+// Policy returns the rules in force.
+func (b *Broker) Policy() *Policy { return b.policy }
 
 // Certificate issues a short-lived certificate for one session. The key
 // ID names the technician, the affiliate and the session, so the target's

@@ -48,6 +48,9 @@ type Target struct {
 	// Residency is the country code of the zone whose law governs the data
 	// on the target.
 	Residency string
+	// Zone is the IANA time zone of the target ("Asia/Tokyo"); rules see
+	// now in this zone. Empty means UTC.
+	Zone string
 	// Data lists the data classes held on the target, such as "pii".
 	Data   []string
 	Labels map[string]string

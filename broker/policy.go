@@ -2,8 +2,13 @@ package broker
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"path"
 	"strings"
+	"time"
+
+	"github.com/google/cel-go/cel"
 )
 
 // Effect is what a rule does when it matches.
@@ -18,16 +23,22 @@ const (
 	Approval Effect = "approval"
 )
 
-// Rule is one entry of the ordered rule list. All conditions of Match must
-// hold for the rule to match; an empty condition holds for everyone.
+// Rule is one entry of the ordered rule list. All conditions of Match, and
+// the condition When, must hold for the rule to match; an empty condition
+// holds for everyone.
 type Rule struct {
 	Name   string
 	Effect Effect
 	Match  Match
+	// When is a CEL expression over technician, source, target, now and
+	// cross_border (see Inputs). NewPolicy compiles it.
+	When string
 	// Login overrides the target's login (the certificate principal).
 	Login string
 	// Message is shown to the technician when the rule refuses access.
 	Message string
+
+	cond cel.Program
 }
 
 // Match holds the conditions of a rule.
@@ -38,8 +49,8 @@ type Match struct {
 	Residency   []string          // target residency countries
 	Data        []string          // the target holds at least one of these data classes
 	Labels      map[string]string // the target carries all these labels
-	// CrossBorder, when set, requires that the technician's affiliate
-	// country differs from (true) or equals (false) the target's residency.
+	// CrossBorder, when set, requires that the request is (true) or is not
+	// (false) cross-border; see Request.CrossBorder.
 	CrossBorder *bool
 }
 
@@ -48,12 +59,65 @@ type Request struct {
 	Technician *Technician
 	Target     *Target
 	Source     string // client address, host:port
+	// SourceCountry and SourceNetwork locate the source; empty when
+	// nothing knows the address.
+	SourceCountry string
+	SourceNetwork string
+	// Now is the time of the request; zero means the present.
+	Now time.Time
 }
 
-// CrossBorder reports whether the technician's affiliate sits in another
-// country than the one where the target's data resides.
+// CrossBorder reports whether the technician's affiliate, or the place the
+// connection comes from, is in another country than the one where the
+// target's data resides. A source whose country is unknown counts as
+// another country: a connection is domestic only when shown to be.
 func (r Request) CrossBorder() bool {
-	return !strings.EqualFold(r.Technician.Affiliate.Country, r.Target.Residency)
+	res := r.Target.Residency
+	return !strings.EqualFold(r.Technician.Affiliate.Country, res) || !strings.EqualFold(r.SourceCountry, res)
+}
+
+// inputs returns what the rules see for r.
+func (r Request) inputs() Inputs {
+	now := r.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	zone := r.Target.Zone
+	if loc, err := time.LoadLocation(zone); err == nil && zone != "" {
+		now = now.In(loc)
+	} else {
+		zone, now = "UTC", now.UTC()
+	}
+	addr := r.Source
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	if a, err := netip.ParseAddr(addr); err == nil {
+		addr = a.Unmap().String()
+	}
+	t := r.Technician
+	return Inputs{
+		Technician: TechnicianInput{Name: t.Name, Affiliate: t.Affiliate.Name, Country: t.Affiliate.Country, Groups: nonNil(t.Groups)},
+		Source:     SourceInput{Address: addr, Country: r.SourceCountry, Network: r.SourceNetwork},
+		Target: TargetInput{Name: r.Target.Name, Residency: r.Target.Residency, Zone: zone, Data: nonNil(r.Target.Data),
+			Labels: nonNilMap(r.Target.Labels)},
+		Now:         now,
+		CrossBorder: r.CrossBorder(),
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // Decision is the outcome of evaluating the rules for a request.
@@ -67,9 +131,13 @@ type Decision struct {
 	// Reason is the short explanation shown to the technician.
 	Reason string
 	// Trace lists every rule evaluated, in order, and why it did or did not
-	// match. It goes to the audit log and the session record.
-	Trace []TraceStep
+	// match. It goes to the audit log and the session record, with Inputs.
+	Trace  []TraceStep
+	Inputs Inputs
 }
+
+// CrossBorder reports whether the decision was about a cross-border access.
+func (d Decision) CrossBorder() bool { return d.Inputs.CrossBorder }
 
 // Allowed reports whether the decision lets the connection proceed.
 func (d Decision) Allowed() bool { return d.Effect == Allow }
@@ -97,9 +165,10 @@ func (p *Policy) Decide(req Request) Decision {
 		firstDeny   *Rule
 		firstAccept *Rule
 	)
+	in := req.inputs()
 	for i := range p.Rules {
 		r := &p.Rules[i]
-		ok, why := r.Match.evaluate(req)
+		ok, why := r.evaluate(req, in)
 		trace = append(trace, TraceStep{Rule: r.Name, Effect: r.Effect, Matched: ok, Why: why})
 		if !ok {
 			continue
@@ -117,7 +186,12 @@ func (p *Policy) Decide(req Request) Decision {
 	}
 	facts := fmt.Sprintf("%s is resident in %s; affiliate %s is in %s",
 		req.Target.Name, req.Target.Residency, req.Technician.Affiliate.Name, req.Technician.Affiliate.Country)
-	d := Decision{Effect: Deny, Trace: trace}
+	if in.Source.Country != "" && !strings.EqualFold(in.Source.Country, req.Technician.Affiliate.Country) {
+		facts += "; connecting from " + in.Source.Country
+	} else if in.Source.Country == "" {
+		facts += "; connecting from an address of unknown country"
+	}
+	d := Decision{Effect: Deny, Trace: trace, Inputs: in}
 	switch {
 	case firstDeny != nil:
 		d.Rule = firstDeny.Name
@@ -147,7 +221,27 @@ func (p *Policy) Decide(req Request) Decision {
 	return d
 }
 
-func (m *Match) evaluate(req Request) (bool, string) {
+// evaluate reports whether r matches and why. A condition that fails to
+// evaluate counts as matching for a deny rule and as not matching for any
+// other: an error never grants access and never lifts a refusal.
+func (r *Rule) evaluate(req Request, in Inputs) (bool, string) {
+	ok, why := r.Match.evaluate(req, in)
+	if !ok || r.cond == nil {
+		return ok, why
+	}
+	ok, err := r.evalCondition(in)
+	switch {
+	case err != nil && r.Effect == Deny:
+		return true, fmt.Sprintf("condition %q failed to evaluate (%v); a deny rule then applies", r.When, err)
+	case err != nil:
+		return false, fmt.Sprintf("condition %q failed to evaluate (%v)", r.When, err)
+	case !ok:
+		return false, fmt.Sprintf("condition %q is false", r.When)
+	}
+	return true, fmt.Sprintf("condition %q is true", r.When)
+}
+
+func (m *Match) evaluate(req Request, in Inputs) (bool, string) {
 	t, tg := req.Technician, req.Target
 	if len(m.Technicians) > 0 && !contains(m.Technicians, t.Name) {
 		return false, fmt.Sprintf("technician %s not in %v", t.Name, m.Technicians)
@@ -180,12 +274,12 @@ func (m *Match) evaluate(req Request) (bool, string) {
 			return false, fmt.Sprintf("label %s=%q, want %q", k, got, v)
 		}
 	}
-	if m.CrossBorder != nil && req.CrossBorder() != *m.CrossBorder {
-		return false, fmt.Sprintf("cross_border is %v (affiliate country %s, residency %s)",
-			req.CrossBorder(), t.Affiliate.Country, tg.Residency)
+	if m.CrossBorder != nil && in.CrossBorder != *m.CrossBorder {
+		return false, fmt.Sprintf("cross_border is %v (affiliate country %s, source country %q, residency %s)",
+			in.CrossBorder, t.Affiliate.Country, in.Source.Country, tg.Residency)
 	}
-	return true, fmt.Sprintf("matched (affiliate country %s, residency %s, cross_border %v)",
-		t.Affiliate.Country, tg.Residency, req.CrossBorder())
+	return true, fmt.Sprintf("matched (affiliate country %s, source country %q, residency %s, cross_border %v)",
+		t.Affiliate.Country, in.Source.Country, tg.Residency, in.CrossBorder)
 }
 
 func contains(list []string, s string) bool {

@@ -81,7 +81,7 @@ func TestDecideDemoRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := p.Decide(Request{Technician: tc.tech, Target: tc.target, Source: "192.0.2.1:5555"})
+			d := p.Decide(Request{Technician: tc.tech, Target: tc.target, SourceCountry: tc.tech.Affiliate.Country, Source: "192.0.2.1:5555"})
 			if d.Effect != tc.effect || d.Rule != tc.rule || d.Login != tc.login {
 				t.Fatalf("decision = {%s %q login %q}, want {%s %q login %q}; reason %q",
 					d.Effect, d.Rule, d.Login, tc.effect, tc.rule, tc.login, d.Reason)
@@ -124,10 +124,10 @@ func TestDecideTraceExplainsMisses(t *testing.T) {
 	_, li := testTechs()
 	db, _ := testTargets()
 	p := &Policy{Rules: demoRules()}
-	d := p.Decide(Request{Technician: li, Target: db})
+	d := p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	want := []string{
-		"matched (affiliate country CN, residency JP, cross_border true)",
-		"cross_border is true (affiliate country CN, residency JP)",
+		"matched (affiliate country CN, source country \"CN\", residency JP, cross_border true)",
+		"cross_border is true (affiliate country CN, source country \"CN\", residency JP)",
 		"target db-jp-01 not in [web-sg-01]",
 	}
 	for i, w := range want {
@@ -146,7 +146,7 @@ func TestDecideDenyAfterAllowWins(t *testing.T) {
 		{Name: "later-allow", Effect: Allow, Match: Match{Technicians: []string{"li"}}},
 	}
 	p := &Policy{Rules: rules}
-	d := p.Decide(Request{Technician: li, Target: db})
+	d := p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	if d.Effect != Deny || d.Rule != "no-cn" || d.Login != "" || d.Allowed() {
 		t.Fatalf("decision = %+v, want deny by no-cn", d)
 	}
@@ -157,7 +157,7 @@ func TestDecideDenyAfterAllowWins(t *testing.T) {
 
 	// The first of several matching denies is named.
 	p.Rules = append(p.Rules, Rule{Name: "second-deny", Effect: Deny})
-	d = p.Decide(Request{Technician: li, Target: db})
+	d = p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	if d.Effect != Deny || d.Rule != "no-cn" {
 		t.Fatalf("decision = %+v, want deny by no-cn", d)
 	}
@@ -173,7 +173,7 @@ func TestDecideFirstAllowDecides(t *testing.T) {
 		{Name: "approval-later", Effect: Approval},
 	}
 	p := &Policy{Rules: rules}
-	d := p.Decide(Request{Technician: aiko, Target: db})
+	d := p.Decide(Request{Technician: aiko, Target: db, SourceCountry: aiko.Affiliate.Country})
 	if d.Effect != Allow || d.Rule != "first" || d.Login != "root" {
 		t.Fatalf("decision = {%s %q login %q}, want allow by first as root", d.Effect, d.Rule, d.Login)
 	}
@@ -188,7 +188,7 @@ func TestDecideDefaultDeny(t *testing.T) {
 		{Name: "web-only", Effect: Allow, Match: Match{Targets: []string{"web-*"}}},
 	}
 	for _, p := range []*Policy{{Rules: rules}, {}} {
-		d := p.Decide(Request{Technician: li, Target: db})
+		d := p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 		if d.Effect != Deny || d.Rule != "" || d.Login != "" || d.Allowed() {
 			t.Fatalf("decision = %+v, want default deny", d)
 		}
@@ -214,7 +214,7 @@ func TestDecideApproval(t *testing.T) {
 		{Name: "allow-all", Effect: Allow},
 	}
 	p := &Policy{Rules: rules}
-	d := p.Decide(Request{Technician: li, Target: db})
+	d := p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	if d.Effect != Approval || d.Rule != "cn-needs-approval" {
 		t.Fatalf("decision = {%s %q}, want approval by cn-needs-approval", d.Effect, d.Rule)
 	}
@@ -234,7 +234,7 @@ func TestDecideApproval(t *testing.T) {
 	// An allow placed before the approval rule decides instead.
 	rules = []Rule{rules[1], rules[0]}
 	p.Rules = rules
-	d = p.Decide(Request{Technician: li, Target: db})
+	d = p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	if d.Effect != Allow || d.Rule != "allow-all" || d.Login != "dbadmin" {
 		t.Fatalf("decision = {%s %q login %q}, want allow by allow-all as dbadmin", d.Effect, d.Rule, d.Login)
 	}
@@ -242,7 +242,7 @@ func TestDecideApproval(t *testing.T) {
 	// A deny beats an approval.
 	rules = append(rules, Rule{Name: "deny-cn", Effect: Deny, Match: Match{Affiliates: []string{"ops-cn"}}})
 	p.Rules = []Rule{rules[1], rules[2]}
-	d = p.Decide(Request{Technician: li, Target: db})
+	d = p.Decide(Request{Technician: li, Target: db, SourceCountry: li.Affiliate.Country})
 	if d.Effect != Deny || d.Rule != "deny-cn" {
 		t.Fatalf("decision = {%s %q}, want deny by deny-cn", d.Effect, d.Rule)
 	}
@@ -284,7 +284,7 @@ func TestMatchConditions(t *testing.T) {
 		{"empty label value matches an empty label", Match{Labels: map[string]string{"owner": ""}}, li, &Target{Name: "x", Residency: "JP", Labels: map[string]string{"owner": ""}}, true, ""},
 		{"cross border true", Match{CrossBorder: boolp(true)}, li, db, true, ""},
 		{"cross border false", Match{CrossBorder: boolp(false)}, aiko, db, true, ""},
-		{"cross border false misses", Match{CrossBorder: boolp(false)}, aiko, web, false, "cross_border is true (affiliate country JP, residency SG)"},
+		{"cross border false misses", Match{CrossBorder: boolp(false)}, aiko, web, false, "cross_border is true (affiliate country JP, source country \"JP\", residency SG)"},
 		{"all conditions", Match{Technicians: []string{"aiko"}, Affiliates: []string{"ops-jp"}, Targets: []string{"db-*"},
 			Residency: []string{"JP"}, Data: []string{"pii"}, Labels: map[string]string{"env": "prod"}, CrossBorder: boolp(false)}, aiko, db, true, ""},
 		{"all but one condition", Match{Technicians: []string{"aiko"}, Affiliates: []string{"ops-jp"}, Targets: []string{"db-*"},
@@ -295,7 +295,7 @@ func TestMatchConditions(t *testing.T) {
 			// Evaluate through Decide, as an allow rule, so that the whole
 			// path is exercised.
 			p := &Policy{Rules: []Rule{{Name: "r", Effect: Allow, Match: tc.match}}}
-			d := p.Decide(Request{Technician: tc.tech, Target: tc.target})
+			d := p.Decide(Request{Technician: tc.tech, Target: tc.target, SourceCountry: tc.tech.Affiliate.Country})
 			if got := d.Effect == Allow; got != tc.want {
 				t.Fatalf("matched = %v, want %v (why %q)", got, tc.want, d.Trace[0].Why)
 			}
@@ -313,7 +313,7 @@ func TestCrossBorderCaseInsensitive(t *testing.T) {
 	tech := &Technician{Name: "aiko", Affiliate: Affiliate{Name: "ops-jp", Country: "JP"}}
 	target := &Target{Name: "db", Login: "x", Residency: "jp", Data: []string{"pii"}}
 	p := &Policy{Rules: demoRules()}
-	d := p.Decide(Request{Technician: tech, Target: target})
+	d := p.Decide(Request{Technician: tech, Target: target, SourceCountry: tech.Affiliate.Country})
 	if d.Effect != Allow || d.Rule != "pii-in-residency" {
 		t.Fatalf("decision = {%s %q}, want allow by pii-in-residency (residency jp = JP)", d.Effect, d.Rule)
 	}

@@ -108,7 +108,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	meta := recording.Meta{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
 		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
-		CrossBorder: broker.Request{Technician: tech, Target: tg}.CrossBorder(), Rule: d.Rule, Trace: d.Trace, Start: start.UTC(),
+		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: map[string]any{"inputs": d.Inputs, "rules": d.Trace}, Start: start.UTC(),
 	}
 	rec, err := recording.Create(c.srv.cfg.RecordingDir, meta)
 	if err != nil {
@@ -142,7 +142,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	}
 	c.up = up
 
-	trace, _ := json.Marshal(d.Trace)
+	trace, _ := json.Marshal(meta.Trace)
 	r := &broker.SessionRecord{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
 		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,20 +22,38 @@ import (
 // Config is sekisho's configuration file. Relative paths in it are
 // relative to the directory of the file.
 type Config struct {
-	Listen     string        `yaml:"listen"`
-	HostKey    string        `yaml:"host_key"`
-	State      string        `yaml:"state"`
-	Recordings string        `yaml:"recordings"`
-	LogLevel   string        `yaml:"log_level"`
-	LogFormat  string        `yaml:"log_format"`
-	Vault      VaultSection  `yaml:"vault"`
-	SSH        SSHSection    `yaml:"ssh"`
-	Affiliates []Affiliate   `yaml:"affiliates"`
-	Techs      []Technician  `yaml:"technicians"`
-	Targets    []TargetEntry `yaml:"targets"`
-	Rules      []RuleEntry   `yaml:"rules"`
+	Listen     string         `yaml:"listen"`
+	HostKey    string         `yaml:"host_key"`
+	State      string         `yaml:"state"`
+	Recordings string         `yaml:"recordings"`
+	LogLevel   string         `yaml:"log_level"`
+	LogFormat  string         `yaml:"log_format"`
+	Vault      VaultSection   `yaml:"vault"`
+	SSH        SSHSection     `yaml:"ssh"`
+	Networks   []NetworkEntry `yaml:"networks"`
+	Affiliates []Affiliate    `yaml:"affiliates"`
+	Techs      []Technician   `yaml:"technicians"`
+	Targets    []TargetEntry  `yaml:"targets"`
+	Rules      []RuleEntry    `yaml:"rules"`
 
-	path string
+	path   string
+	policy *broker.Policy // compiled from Rules by validate
+	geo    *broker.Geo    // built from Networks by validate
+}
+
+// NetworkEntry names address ranges whose country the operator knows:
+// affiliate offices, VPN egress ranges.
+type NetworkEntry struct {
+	Name    string   `yaml:"name"`
+	Country string   `yaml:"country"`
+	CIDRs   []string `yaml:"cidrs"`
+	line    int
+}
+
+func (n *NetworkEntry) UnmarshalYAML(node *yaml.Node) error {
+	type plain NetworkEntry
+	n.line = node.Line
+	return decodeStrict(node, (*plain)(n))
 }
 
 // VaultSection configures the Vault SSH secrets engine.
@@ -81,6 +100,7 @@ type TargetEntry struct {
 	HostKeys  []string          `yaml:"host_keys"`
 	HostCAs   []string          `yaml:"host_cas"`
 	Residency string            `yaml:"residency"`
+	Zone      string            `yaml:"zone"`
 	Data      []string          `yaml:"data"`
 	Labels    map[string]string `yaml:"labels"`
 	line      int
@@ -97,9 +117,11 @@ type RuleEntry struct {
 	Data        []string          `yaml:"data"`
 	Labels      map[string]string `yaml:"labels"`
 	CrossBorder *bool             `yaml:"cross_border"`
+	When        string            `yaml:"when"`
 	Login       string            `yaml:"login"`
 	Message     string            `yaml:"message"`
 	line        int
+	whenLine    int
 }
 
 func (a *Affiliate) UnmarshalYAML(n *yaml.Node) error {
@@ -123,6 +145,11 @@ func (t *TargetEntry) UnmarshalYAML(n *yaml.Node) error {
 func (r *RuleEntry) UnmarshalYAML(n *yaml.Node) error {
 	type plain RuleEntry
 	r.line = n.Line
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "when" {
+			r.whenLine = n.Content[i+1].Line
+		}
+	}
 	return decodeStrict(n, (*plain)(r))
 }
 
@@ -417,6 +444,29 @@ func (c *Config) validate() error {
 		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
 	}
 
+	var networks []*broker.Network
+	for _, n := range c.Networks {
+		if !nameRe.MatchString(n.Name) {
+			return c.errf(n.line, "network name %q: use a-z, 0-9, '.', '_', '-'", n.Name)
+		}
+		if !countryRe.MatchString(n.Country) {
+			return c.errf(n.line, "network %s: country %q is not an ISO 3166 two-letter code such as JP", n.Name, n.Country)
+		}
+		if len(n.CIDRs) == 0 {
+			return c.errf(n.line, "network %s: no cidrs", n.Name)
+		}
+		bn := &broker.Network{Name: n.Name, Country: n.Country}
+		for _, cidr := range n.CIDRs {
+			p, err := netip.ParsePrefix(cidr)
+			if err != nil {
+				return c.errf(n.line, "network %s: %q is not a CIDR prefix such as 203.0.113.0/24", n.Name, cidr)
+			}
+			bn.Prefixes = append(bn.Prefixes, p)
+		}
+		networks = append(networks, bn)
+	}
+	c.geo = broker.NewGeo(networks)
+
 	affiliates := map[string]bool{}
 	for _, a := range c.Affiliates {
 		if !nameRe.MatchString(a.Name) {
@@ -477,6 +527,11 @@ func (c *Config) validate() error {
 		if !countryRe.MatchString(t.Residency) {
 			return c.errf(t.line, "target %s: residency %q is not an ISO 3166 two-letter code such as JP", t.Name, t.Residency)
 		}
+		if t.Zone != "" {
+			if _, err := time.LoadLocation(t.Zone); err != nil {
+				return c.errf(t.line, "target %s: zone %q is not an IANA time zone such as Asia/Tokyo", t.Name, t.Zone)
+			}
+		}
 		if len(t.HostKeys) == 0 && len(t.HostCAs) == 0 {
 			return c.errf(t.line, "target %s: host_keys or host_cas is required (sekisho never trusts a host key on first use; get it with ssh-keyscan and check it)", t.Name)
 		}
@@ -526,6 +581,23 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	var compiled []broker.Rule
+	for _, r := range c.Rules {
+		br := broker.Rule{
+			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
+			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
+				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
+		}
+		if _, err := broker.NewPolicy([]broker.Rule{br}); err != nil {
+			return c.errf(r.whenLine, "%v", err)
+		}
+		compiled = append(compiled, br)
+	}
+	p, err := broker.NewPolicy(compiled)
+	if err != nil {
+		return c.errf(0, "%v", err)
+	}
+	c.policy = p
 	return nil
 }
 
@@ -546,7 +618,8 @@ func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	}
 	var targets []*broker.Target
 	for _, t := range c.Targets {
-		bt := &broker.Target{Name: t.Name, Address: t.Address, Login: t.Login, Residency: t.Residency, Data: t.Data, Labels: t.Labels}
+		bt := &broker.Target{Name: t.Name, Address: t.Address, Login: t.Login, Residency: t.Residency, Zone: t.Zone,
+			Data: t.Data, Labels: t.Labels}
 		for _, k := range t.HostKeys {
 			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
 			bt.HostKeys = append(bt.HostKeys, key)
@@ -557,15 +630,7 @@ func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 		}
 		targets = append(targets, bt)
 	}
-	p := &broker.Policy{}
-	for _, r := range c.Rules {
-		p.Rules = append(p.Rules, broker.Rule{
-			Name: r.Name, Effect: broker.Effect(r.Effect), Login: r.Login, Message: r.Message,
-			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
-				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
-		})
-	}
-	return techs, targets, p
+	return techs, targets, c.policy
 }
 
 // vaultConfig returns the issuer's view of the vault section.

@@ -224,7 +224,7 @@ func TestParseValidConfig(t *testing.T) {
 		{1, db, broker.Deny, "pii-stays-in-residency", ""},
 		{1, web, broker.Allow, "any-affiliate-to-web", "deploy"},
 	} {
-		d := policy.Decide(broker.Request{Technician: techs[tc.tech], Target: tc.target})
+		d := policy.Decide(broker.Request{Technician: techs[tc.tech], Target: tc.target, SourceCountry: techs[tc.tech].Affiliate.Country})
 		if d.Effect != tc.effect || d.Rule != tc.rule || d.Login != tc.login {
 			t.Errorf("%s to %s: {%s %q %q}, want {%s %q %q}", techs[tc.tech].Name, tc.target.Name,
 				d.Effect, d.Rule, d.Login, tc.effect, tc.rule, tc.login)
@@ -691,7 +691,7 @@ func FuzzParseConfig(f *testing.F) {
 				}
 			}
 			for _, tech := range techs {
-				policy.Decide(broker.Request{Technician: tech, Target: tg})
+				policy.Decide(broker.Request{Technician: tech, Target: tg, SourceCountry: tech.Affiliate.Country})
 			}
 		}
 		_ = c.vaultConfig()

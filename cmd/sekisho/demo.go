@@ -32,6 +32,7 @@ import (
 type demoTarget struct {
 	Name      string   `json:"name"`
 	Residency string   `json:"residency"`
+	Zone      string   `json:"zone"`
 	Data      []string `json:"data"`
 	Address   string   `json:"address"`
 	HostKey   string   `json:"host_key"`    // public key line
@@ -140,8 +141,8 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		login = u.Username
 	}
 	targets := []demoTarget{
-		{Name: "db-jp-01", Residency: "JP", Data: []string{"pii", "messages"}, Login: login},
-		{Name: "web-sg-01", Residency: "SG", Login: login},
+		{Name: "db-jp-01", Residency: "JP", Zone: "Asia/Tokyo", Data: []string{"pii", "messages"}, Login: login},
+		{Name: "web-sg-01", Residency: "SG", Zone: "Asia/Singapore", Login: login},
 	}
 	for i := range targets {
 		port, err := freePort()
@@ -444,6 +445,13 @@ vault:
   role: sekisho
   cert_ttl: 5m
 
+# Where connections come from: a source address in no network (and unknown
+# to a GeoIP database) counts as another country than any residency.
+networks:
+  - name: demo-office
+    country: JP
+    cidrs: [127.0.0.0/8, "::1/128"]
+
 affiliates:
   - name: ops-jp
     country: JP
@@ -466,23 +474,26 @@ targets:
     address: {{.Address}}
     login: {{.Login}}
     residency: {{.Residency}}
+    zone: {{.Zone}}
     data: [{{join .Data ", "}}]
     host_keys:
       - {{.HostKey}}
 {{- end}}
 
 # An explicit deny beats every allow; otherwise the first matching allow
-# decides; nothing matching means deny.
+# decides; nothing matching means deny. A rule's "when" is a CEL expression
+# over technician, source, target, now and cross_border (true when the
+# technician's affiliate or the source address is in another country than
+# the target's residency). Try: sekisho policy test --config .demo/sekisho.yaml
+#   --technician li --target db-jp-01 --from 127.0.0.1
 rules:
   - name: pii-stays-in-residency
     effect: deny
-    data: [pii]
-    cross_border: true
+    when: '"pii" in target.data && cross_border'
     message: personal data may only be reached by technicians of an affiliate in its residency country
   - name: pii-in-residency
     effect: allow
-    data: [pii]
-    cross_border: false
+    when: '"pii" in target.data && !cross_border'
   - name: any-affiliate-to-web
     effect: allow
     targets: [web-sg-01]

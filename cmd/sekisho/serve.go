@@ -116,7 +116,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		return nil, fmt.Errorf("vault at %s: %w", cfg.Vault.Address, err)
 	}
 	techs, targets, policy := cfg.domain()
-	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Issuer: issuer, Store: store, Logger: logger})
+	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store, Logger: logger})
 	srv, err := session.NewServer(session.Config{
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger,
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,

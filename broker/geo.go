@@ -1,0 +1,53 @@
+package broker
+
+import (
+	"net/netip"
+	"sort"
+)
+
+// Network is a named address range whose country the operator knows: an
+// affiliate's office, a VPN egress range.
+type Network struct {
+	Name     string
+	Country  string
+	Prefixes []netip.Prefix
+}
+
+// Geo answers where a source address is. The configured networks answer
+// first (longest prefix wins); a GeoIP database, when configured, answers
+// for the rest.
+type Geo struct {
+	entries []geoEntry // sorted by prefix length, longest first
+}
+
+type geoEntry struct {
+	prefix  netip.Prefix
+	network *Network
+}
+
+// NewGeo returns a Geo for the configured networks.
+func NewGeo(networks []*Network) *Geo {
+	g := &Geo{}
+	for _, n := range networks {
+		for _, p := range n.Prefixes {
+			g.entries = append(g.entries, geoEntry{prefix: p.Masked(), network: n})
+		}
+	}
+	sort.SliceStable(g.entries, func(i, j int) bool { return g.entries[i].prefix.Bits() > g.entries[j].prefix.Bits() })
+	return g
+}
+
+// Locate returns the country and the configured network name of addr;
+// both are empty when nothing knows the address.
+func (g *Geo) Locate(addr netip.Addr) (country, network string) {
+	if g == nil || !addr.IsValid() {
+		return "", ""
+	}
+	addr = addr.Unmap()
+	for _, e := range g.entries {
+		if e.prefix.Contains(addr) {
+			return e.network.Country, e.network.Name
+		}
+	}
+	return "", ""
+}
