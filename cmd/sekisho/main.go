@@ -10,6 +10,8 @@
 //	sekisho sessions     [--config FILE]       list sessions
 //	sekisho replay       [--config FILE] ID    replay a session in the terminal
 //	sekisho audit        [--config FILE]       show the audit log
+//	sekisho policy test  [--config FILE]       explain the decision for a technician, target, source and time
+//	sekisho policy check [--config FILE]       lint the rules
 //	sekisho config check [--config FILE]       validate the config file
 //	sekisho demo                               run the demo on loopback
 //
@@ -34,6 +36,8 @@ usage:
   sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
   sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--events] SESSION-ID
   sekisho audit        [--config FILE] [--limit N]
+  sekisho policy test  [--config FILE] --technician NAME --target NAME --from IP [--at RFC3339] [--json]
+  sekisho policy check [--config FILE]                 warn about rules that never apply, unknown labels, pii across borders
   sekisho config check [--config FILE]
   sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
   sekisho version
@@ -81,6 +85,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdReplay(ctx, rest)
 	case "audit":
 		return cmdAudit(ctx, rest)
+	case "policy":
+		return cmdPolicy(rest)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return usageError{"config: the only subcommand is check"}

@@ -219,3 +219,5 @@ func checkWritableDir(dir string) error {
 	os.Remove(name)
 	return err
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
