@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,14 +32,20 @@ var ErrUnknownTarget = errors.New("unknown target")
 // Broker answers the SSH side's questions: who is this, may they reach
 // that, and with which certificate. It keeps the register of sessions.
 type Broker struct {
+	rules  atomic.Pointer[ruleSet] // replaced whole on reload
+	locks  atomic.Pointer[[]Lock]  // the locks in force, refreshed from the store
+	issuer *Issuer
+	store  Store
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// ruleSet is what a config reload replaces.
+type ruleSet struct {
 	technicians map[string]*Technician
 	targets     map[string]*Target
 	policy      *Policy
 	geo         *Geo
-	issuer      *Issuer
-	store       Store
-	log         *slog.Logger
-	now         func() time.Time
 }
 
 // Config holds what a Broker is made of.
@@ -54,40 +61,41 @@ type Config struct {
 
 // New returns a broker.
 func New(c Config) *Broker {
-	b := &Broker{
-		technicians: map[string]*Technician{},
-		targets:     map[string]*Target{},
-		policy:      c.Policy,
-		geo:         c.Geo,
-		issuer:      c.Issuer,
-		store:       c.Store,
-		log:         c.Logger,
-		now:         time.Now,
-	}
+	b := &Broker{issuer: c.Issuer, store: c.Store, log: c.Logger, now: time.Now}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	if b.policy == nil {
-		b.policy = &Policy{}
-	}
-	for _, t := range c.Technicians {
-		b.technicians[t.Name] = t
-	}
-	for _, t := range c.Targets {
-		b.targets[t.Name] = t
-	}
+	b.Replace(c.Technicians, c.Targets, c.Policy, c.Geo)
+	b.locks.Store(&[]Lock{})
 	return b
+}
+
+// Replace puts new technicians, targets, rules and networks in force, as
+// on a config reload. Decisions made from then on use them; live sessions
+// are re-checked by the caller with StillAllowed.
+func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy, geo *Geo) {
+	rs := &ruleSet{technicians: map[string]*Technician{}, targets: map[string]*Target{}, policy: policy, geo: geo}
+	if rs.policy == nil {
+		rs.policy = &Policy{}
+	}
+	for _, t := range techs {
+		rs.technicians[t.Name] = t
+	}
+	for _, t := range targets {
+		rs.targets[t.Name] = t
+	}
+	b.rules.Store(rs)
 }
 
 // Technician returns the technician called name.
 func (b *Broker) Technician(name string) (*Technician, bool) {
-	t, ok := b.technicians[name]
+	t, ok := b.rules.Load().technicians[name]
 	return t, ok
 }
 
 // Target returns the target called name.
 func (b *Broker) Target(name string) (*Target, bool) {
-	t, ok := b.targets[name]
+	t, ok := b.rules.Load().targets[name]
 	return t, ok
 }
 
@@ -98,15 +106,22 @@ func (b *Broker) Store() Store { return b.store }
 // decision, with its full trace, is written to the audit log whatever it
 // is; a refusal is logged as well.
 func (b *Broker) Authorize(ctx context.Context, technician, target, source string) (Decision, *Target, error) {
-	tech, ok := b.technicians[technician]
+	rs := b.rules.Load()
+	tech, ok := rs.technicians[technician]
 	if !ok {
 		return Decision{}, nil, fmt.Errorf("unknown technician %q", technician)
 	}
-	tg, ok := b.targets[target]
+	tg, ok := rs.targets[target]
 	if !ok {
 		b.Audit(ctx, AuditEvent{Kind: EventRefused, Technician: technician, Target: target, Source: source,
 			Detail: "unknown target"})
 		return Decision{Effect: Deny, Reason: fmt.Sprintf("no target called %q is available to you", target)}, nil, ErrUnknownTarget
+	}
+	if l := b.lockFor(tech, tg); l != nil {
+		reason := lockReason(tg.Name, l)
+		b.Audit(ctx, AuditEvent{Kind: EventRefused, Technician: technician, Target: target, Source: source,
+			Detail: fmt.Sprintf(`{"lock":%d,"kind":%q,"name":%q,"reason":%q}`, l.ID, l.Kind, l.Name, l.Reason)})
+		return Decision{Effect: Deny, Rule: "", Reason: reason}, tg, nil
 	}
 	d := b.Decide(tech, tg, source, b.now())
 	detail, _ := json.Marshal(struct {
@@ -127,19 +142,83 @@ func (b *Broker) Authorize(ctx context.Context, technician, target, source strin
 // Decide evaluates the rules for tech reaching tg from source at now,
 // locating the source first. It records nothing: Authorize does that.
 func (b *Broker) Decide(tech *Technician, tg *Target, source string, now time.Time) Decision {
+	rs := b.rules.Load()
 	req := Request{Technician: tech, Target: tg, Source: source, Now: now}
 	host := source
 	if h, _, err := net.SplitHostPort(source); err == nil {
 		host = h
 	}
 	if addr, err := netip.ParseAddr(host); err == nil {
-		req.SourceCountry, req.SourceNetwork = b.geo.Locate(addr)
+		req.SourceCountry, req.SourceNetwork = rs.geo.Locate(addr)
 	}
-	return b.policy.Decide(req)
+	return rs.policy.Decide(req)
 }
 
 // Policy returns the rules in force.
-func (b *Broker) Policy() *Policy { return b.policy }
+func (b *Broker) Policy() *Policy { return b.rules.Load().policy }
+
+// StillAllowed re-checks a live session against the technicians, targets,
+// rules and locks in force now. When the answer is no, the reason is what
+// the technician is told as the session ends.
+func (b *Broker) StillAllowed(technician, target, source string) (bool, string) {
+	rs := b.rules.Load()
+	tech, ok := rs.technicians[technician]
+	if !ok {
+		return false, fmt.Sprintf("technician %s is no longer registered", technician)
+	}
+	tg, ok := rs.targets[target]
+	if !ok {
+		return false, fmt.Sprintf("target %s is no longer available", target)
+	}
+	if l := b.lockFor(tech, tg); l != nil {
+		return false, lockReason(target, l)
+	}
+	if d := b.Decide(tech, tg, source, b.now()); !d.Allowed() {
+		return false, "the rules no longer allow it: " + d.Reason
+	}
+	return true, ""
+}
+
+// RefreshLocks reloads the locks in force from the store and reports
+// whether they changed.
+func (b *Broker) RefreshLocks(ctx context.Context) (bool, error) {
+	locks, err := b.store.Locks(ctx, b.now())
+	if err != nil {
+		return false, fmt.Errorf("read locks: %w", err)
+	}
+	old := *b.locks.Load()
+	b.locks.Store(&locks)
+	if len(old) != len(locks) {
+		return true, nil
+	}
+	for i := range old {
+		if old[i].ID != locks[i].ID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// lockFor returns the first lock in force on tech, their affiliate or tg.
+func (b *Broker) lockFor(tech *Technician, tg *Target) *Lock {
+	now := b.now()
+	for _, l := range *b.locks.Load() {
+		if !l.Active(now) {
+			continue
+		}
+		switch {
+		case l.Kind == LockAffiliate && l.Name == tech.Affiliate.Name,
+			l.Kind == LockTechnician && l.Name == tech.Name,
+			l.Kind == LockTarget && l.Name == tg.Name:
+			return &l
+		}
+	}
+	return nil
+}
+
+func lockReason(target string, l *Lock) string {
+	return fmt.Sprintf("access to %s refused: %s %s is locked (lock %d): %s", target, l.Kind, l.Name, l.ID, l.Reason)
+}
 
 // Certificate issues a short-lived certificate for one session. The key
 // ID names the technician, the affiliate and the session, so the target's

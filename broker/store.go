@@ -64,6 +64,28 @@ type AuditEvent struct {
 	Detail     string    `json:"detail,omitempty"`
 }
 
+// Lock kinds: what a lock stops.
+const (
+	LockAffiliate  = "affiliate"
+	LockTechnician = "technician"
+	LockTarget     = "target"
+)
+
+// Lock stops new sessions and ends live ones of an affiliate, a technician
+// or to a target, until it is removed or expires.
+type Lock struct {
+	ID      int64     `json:"id"`
+	Kind    string    `json:"kind"`
+	Name    string    `json:"name"`
+	Reason  string    `json:"reason"`
+	By      string    `json:"by"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"` // zero: until removed
+}
+
+// Active reports whether the lock is in force at t.
+func (l Lock) Active(t time.Time) bool { return l.Expires.IsZero() || t.Before(l.Expires) }
+
 // Store keeps sessions and the audit log. The embedded implementation is
 // SQLite (broker/sqlitestore); several nodes share a PostgreSQL one.
 type Store interface {
@@ -73,4 +95,10 @@ type Store interface {
 	Sessions(ctx context.Context, f SessionFilter) ([]SessionRecord, error)
 	Audit(ctx context.Context, e AuditEvent) error
 	AuditEvents(ctx context.Context, limit int) ([]AuditEvent, error)
+	// AddLock stores a lock and returns it with its ID.
+	AddLock(ctx context.Context, l Lock) (Lock, error)
+	// RemoveLock removes a lock; ErrNotFound if there is none with that ID.
+	RemoveLock(ctx context.Context, id int64) error
+	// Locks returns the locks not removed and not expired at now.
+	Locks(ctx context.Context, now time.Time) ([]Lock, error)
 }

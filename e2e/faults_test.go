@@ -29,7 +29,7 @@ type variant struct {
 	dir    string
 	config string
 	port   string
-	out    *bytes.Buffer
+	out    *syncBuffer
 }
 
 // startVariant writes the demo config with edit applied into a new
@@ -50,7 +50,7 @@ func startVariant(t *testing.T, edit func(cfg string) string, wrap ...string) *v
 	if edit != nil {
 		cfg = edit(cfg)
 	}
-	v := &variant{dir: dir, config: filepath.Join(dir, "sekisho.yaml"), port: port, out: &bytes.Buffer{}}
+	v := &variant{dir: dir, config: filepath.Join(dir, "sekisho.yaml"), port: port, out: &syncBuffer{}}
 	if err := os.WriteFile(v.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

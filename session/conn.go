@@ -40,7 +40,53 @@ type conn struct {
 
 	mu        sync.Mutex
 	endReason string
+	relays    map[*relay]struct{}
 	channels  sync.WaitGroup
+	revoked   sync.Once
+}
+
+// EndRevoked prefixes the end reason of a session ended by a lock or a
+// rule change.
+const EndRevoked = "revoked: "
+
+// terminate ends a live session that is no longer allowed, telling the
+// technician why on every open channel (without waiting long on one who
+// does not read).
+func (c *conn) terminate(why string) {
+	c.revoked.Do(func() { c.revoke(why) })
+}
+
+func (c *conn) revoke(why string) {
+	c.setEnd(EndRevoked + why)
+	c.mu.Lock()
+	relays := make([]*relay, 0, len(c.relays))
+	for r := range c.relays {
+		relays = append(relays, r)
+	}
+	c.mu.Unlock()
+	c.srv.log.Warn("session revoked", append(c.logArgs(), "why", why)...)
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd, Technician: c.id.tech.Name,
+		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "revoked: " + why})
+	// Tell the technician first (closing the target's side would close
+	// theirs at once), but wait at most a second on one who does not read.
+	var told sync.WaitGroup
+	for _, r := range relays {
+		told.Add(1)
+		go func() {
+			defer told.Done()
+			fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: session ended: %s\r\n", why)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { told.Wait(); close(done) }()
+	t := time.NewTimer(time.Second)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	c.up.Close()
+	c.sc.Close()
 }
 
 func (c *conn) logArgs() []any {
@@ -59,6 +105,12 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 	c.srv.log.Info("session started", c.logArgs()...)
+	c.srv.setLive(c, true)
+	defer c.srv.setLive(c, false)
+	// A lock or rule change between the decision and now is not missed.
+	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source); !ok {
+		go c.terminate(why)
+	}
 
 	go func() {
 		// The target's connection ending ends the technician's too.
@@ -244,10 +296,19 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 		return
 	}
 	r := &relay{conn: c, down: ch, up: upCh}
+	c.mu.Lock()
+	if c.relays == nil {
+		c.relays = map[*relay]struct{}{}
+	}
+	c.relays[r] = struct{}{}
+	c.mu.Unlock()
 	c.channels.Add(1)
 	go func() {
 		defer c.channels.Done()
 		r.run(reqs, upReqs)
+		c.mu.Lock()
+		delete(c.relays, r)
+		c.mu.Unlock()
 	}()
 }
 

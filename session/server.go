@@ -23,6 +23,8 @@ type Broker interface {
 	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
 	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
 	Audit(ctx context.Context, e broker.AuditEvent)
+	// StillAllowed re-checks a live session after locks or rules changed.
+	StillAllowed(technician, target, source string) (bool, string)
 }
 
 // Config configures a Server.
@@ -57,6 +59,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
+	live     map[*conn]struct{} // sessions relaying to a target
 	closing  bool
 	wg       sync.WaitGroup
 	listener net.Listener
@@ -99,7 +102,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sshCfg = &ssh.ServerConfig{
 		MaxAuthTries:              cfg.MaxAuthTries,
@@ -213,6 +216,36 @@ func (s *Server) track(nc net.Conn, add bool) bool {
 		delete(s.conns, nc)
 	}
 	return true
+}
+
+// Revalidate re-checks every live session with the broker, after locks or
+// rules changed, and ends those no longer allowed, telling the technician
+// why. It returns how many it ended.
+func (s *Server) Revalidate() int {
+	s.mu.Lock()
+	live := make([]*conn, 0, len(s.live))
+	for c := range s.live {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range live {
+		if ok, why := s.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source); !ok {
+			n++
+			go c.terminate(why)
+		}
+	}
+	return n
+}
+
+func (s *Server) setLive(c *conn, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live {
+		s.live[c] = struct{}{}
+	} else {
+		delete(s.live, c)
+	}
 }
 
 // Shutdown stops accepting, ends every connection (sessions end with the

@@ -63,6 +63,8 @@ func (f *fakeBroker) SessionEnded(_ context.Context, _ string, end broker.Sessio
 
 func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
 
+func (f *fakeBroker) StillAllowed(string, string, string) (bool, string) { return true, "" }
+
 func (f *fakeBroker) endReasons() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

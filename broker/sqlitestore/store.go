@@ -6,7 +6,6 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -40,6 +39,16 @@ CREATE TABLE IF NOT EXISTS sessions (
 	recording         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE TABLE IF NOT EXISTS locks (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind       TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	reason     TEXT NOT NULL,
+	by         TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	expires_at TEXT,
+	removed_at TEXT
+);
 CREATE TABLE IF NOT EXISTS audit (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
 	at         TEXT NOT NULL,
@@ -221,5 +230,57 @@ func (s *Store) AuditEvents(ctx context.Context, limit int) ([]broker.AuditEvent
 	return out, nil
 }
 
-// ErrClosed is returned after Close.
-var ErrClosed = errors.New("state store closed")
+// AddLock stores a lock.
+func (s *Store) AddLock(ctx context.Context, l broker.Lock) (broker.Lock, error) {
+	var expires any
+	if !l.Expires.IsZero() {
+		expires = l.Expires.UTC().Format(timeFormat)
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO locks (kind, name, reason, by, created_at, expires_at) VALUES (?,?,?,?,?,?)`,
+		l.Kind, l.Name, l.Reason, l.By, l.Created.UTC().Format(timeFormat), expires)
+	if err != nil {
+		return l, fmt.Errorf("store lock: %w", err)
+	}
+	l.ID, err = res.LastInsertId()
+	return l, err
+}
+
+// RemoveLock marks a lock removed.
+func (s *Store) RemoveLock(ctx context.Context, id int64) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE locks SET removed_at=? WHERE id=? AND removed_at IS NULL`,
+		time.Now().UTC().Format(timeFormat), id)
+	if err != nil {
+		return fmt.Errorf("remove lock %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("lock %d: %w", id, broker.ErrNotFound)
+	}
+	return nil
+}
+
+// Locks returns the locks in force at now, oldest first.
+func (s *Store) Locks(ctx context.Context, now time.Time) ([]broker.Lock, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, name, reason, by, created_at, expires_at FROM locks
+		WHERE removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY id`, now.UTC().Format(timeFormat))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []broker.Lock
+	for rows.Next() {
+		var (
+			l       broker.Lock
+			created string
+			expires sql.NullString
+		)
+		if err := rows.Scan(&l.ID, &l.Kind, &l.Name, &l.Reason, &l.By, &created, &expires); err != nil {
+			return nil, err
+		}
+		l.Created, _ = time.Parse(timeFormat, created)
+		if expires.Valid {
+			l.Expires, _ = time.Parse(timeFormat, expires.String)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}

@@ -12,6 +12,8 @@
 //	sekisho audit        [--config FILE]       show the audit log
 //	sekisho policy test  [--config FILE]       explain the decision for a technician, target, source and time
 //	sekisho policy check [--config FILE]       lint the rules
+//	sekisho lock / unlock / locks              stop an affiliate, technician or target at once
+//	sekisho reload       [--config FILE]       reload the running server's config
 //	sekisho config check [--config FILE]       validate the config file
 //	sekisho demo                               run the demo on loopback
 //
@@ -38,6 +40,10 @@ usage:
   sekisho audit        [--config FILE] [--limit N]
   sekisho policy test  [--config FILE] --technician NAME --target NAME --from IP [--at RFC3339] [--json]
   sekisho policy check [--config FILE]                 warn about rules that never apply, unknown labels, pii across borders
+  sekisho lock         [--config FILE] --affiliate|--technician|--target NAME --reason TEXT [--for 2h]
+  sekisho unlock       [--config FILE] LOCK-ID
+  sekisho locks        [--config FILE] [--json]
+  sekisho reload       [--config FILE]                 reload the config of the running server (or send it SIGHUP)
   sekisho config check [--config FILE]
   sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
   sekisho version
@@ -87,6 +93,14 @@ func run(ctx context.Context, args []string) error {
 		return cmdAudit(ctx, rest)
 	case "policy":
 		return cmdPolicy(rest)
+	case "lock":
+		return cmdLock(ctx, rest)
+	case "unlock":
+		return cmdUnlock(ctx, rest)
+	case "locks":
+		return cmdLocks(ctx, rest)
+	case "reload":
+		return cmdReload(rest)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return usageError{"config: the only subcommand is check"}

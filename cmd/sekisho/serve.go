@@ -13,7 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -42,16 +45,28 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		return b.stop()
-	case err := <-b.done:
-		// The listener failed: stop rather than run without serving.
-		b.done <- err
-		if serr := b.stop(); serr != nil {
-			return serr
+	pidFile := cfg.Path(cfg.State) + ".pid"
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		logger.Warn("pid file not written; `sekisho reload` will not find this server", "path", pidFile, "err", err)
+	}
+	defer os.Remove(pidFile)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return b.stop()
+		case <-hup:
+			b.reload(path)
+		case err := <-b.done:
+			// The listener failed: stop rather than run without serving.
+			b.done <- err
+			if serr := b.stop(); serr != nil {
+				return serr
+			}
+			return fmt.Errorf("ssh listener: %w", err)
 		}
-		return fmt.Errorf("ssh listener: %w", err)
 	}
 }
 
@@ -74,11 +89,65 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 
 // bastion is a running sekisho server.
 type bastion struct {
-	srv   *session.Server
-	store *sqlitestore.Store
-	ln    net.Listener
-	done  chan error
-	log   *slog.Logger
+	srv     *session.Server
+	brk     *broker.Broker
+	store   *sqlitestore.Store
+	ln      net.Listener
+	done    chan error
+	log     *slog.Logger
+	cancel  context.CancelFunc // ends the lock watcher
+	watcher chan struct{}      // closed when the lock watcher has ended
+}
+
+// lockPoll is how often the store is asked for locks: a lock added by
+// `sekisho lock` ends matching sessions within about this long.
+const lockPoll = 250 * time.Millisecond
+
+// watchLocks refreshes the locks in force and re-checks live sessions
+// whenever they change, until ctx ends.
+func (b *bastion) watchLocks(ctx context.Context) {
+	defer close(b.watcher)
+	t := time.NewTicker(lockPoll)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := b.brk.RefreshLocks(ctx)
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				b.log.Error("locks cannot be read; the last known locks stay in force", "err", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+		if changed {
+			if n := b.srv.Revalidate(); n > 0 {
+				b.log.Warn("locks changed: live sessions ended", "sessions", n)
+			}
+		}
+	}
+}
+
+// reload reads the config again and puts its technicians, targets, rules
+// and networks in force, ending live sessions they no longer allow. A
+// config that does not load leaves the old one in force.
+func (b *bastion) reload(path string) error {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		b.log.Error("config reload failed; the previous config stays in force", "err", err)
+		return err
+	}
+	techs, targets, policy := cfg.domain()
+	b.brk.Replace(techs, targets, policy, cfg.geo)
+	n := b.srv.Revalidate()
+	b.log.Info("config reloaded (listen, host key, vault, state and recordings need a restart)",
+		"technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules), "sessions_ended", n)
+	return nil
 }
 
 // Addr returns the address the bastion listens on.
@@ -133,7 +202,14 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
-	b := &bastion{srv: srv, store: store, ln: ln, done: make(chan error, 1), log: logger}
+	if _, err := brk.RefreshLocks(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
+	b := &bastion{srv: srv, brk: brk, store: store, ln: ln, done: make(chan error, 1), log: logger, watcher: make(chan struct{})}
+	var wctx context.Context
+	wctx, b.cancel = context.WithCancel(context.Background())
+	go b.watchLocks(wctx)
 	go func() { b.done <- srv.Serve(ln) }()
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
 		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
@@ -144,6 +220,8 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 func (b *bastion) stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	b.cancel()
+	<-b.watcher
 	err := b.srv.Shutdown(ctx)
 	if serr := <-b.done; serr != nil && err == nil {
 		err = serr

@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// liveSSH is an ssh session kept open by a long remote command.
+type liveSSH struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	code   int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startLive runs `echo started; sleep 300` through v as login and returns
+// once the remote command has started.
+func startLive(t *testing.T, v *variant, tech, login string) *liveSSH {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &liveSSH{cmd: v.ssh(ctx, tech, login, "echo started; sleep 300"), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	stdout, err := l.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.cmd.Stderr = l.stderr
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); <-l.exited })
+	started := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		started <- line == "started\n"
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		l.cmd.Wait()
+		l.code = l.cmd.ProcessState.ExitCode()
+		close(l.exited)
+	}()
+	select {
+	case ok := <-started:
+		if !ok {
+			t.Fatalf("%s: the remote command did not start: %s", login, l.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: the remote command did not start within 30s", login)
+	}
+	return l
+}
+
+func (l *liveSSH) running() bool {
+	select {
+	case <-l.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (v *variant) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{args[0], "--config", v.config}, args[1:]...)
+	out, err := exec.Command(env.sekisho, full...).CombinedOutput()
+	return string(out), err
+}
+
+func TestAffiliateLockEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	li := startLive(t, v, "li", "li+web-sg-01")
+	aiko := startLive(t, v, "aiko", "aiko+web-sg-01")
+
+	locked := time.Now()
+	out, err := v.cli(t, "lock", "--affiliate", "ops-cn", "--reason", "incident INC-42: all CN access stopped")
+	if err != nil || !strings.Contains(out, "lock 1: affiliate ops-cn locked until unlocked") {
+		t.Fatalf("sekisho lock: %v\n%s", err, out)
+	}
+	select {
+	case <-li.exited:
+		t.Logf("live session of the locked affiliate ended %s after the lock", time.Since(locked).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the live session of a locked affiliate is still running 10s after the lock")
+	}
+	want := "sekisho: session ended: access to web-sg-01 refused: affiliate ops-cn is locked (lock 1): incident INC-42: all CN access stopped"
+	if !strings.Contains(li.stderr.String(), want) {
+		t.Errorf("the technician was not told why: stderr %q", li.stderr.String())
+	}
+	if !aiko.running() {
+		t.Errorf("a session of another affiliate ended: %q", aiko.stderr.String())
+	}
+
+	r := run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo should-not-run"), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "affiliate ops-cn is locked (lock 1): incident INC-42") {
+		t.Errorf("new session of a locked affiliate: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if out, _ := v.cli(t, "locks"); !strings.Contains(out, "affiliate ops-cn") || !strings.Contains(out, "incident INC-42") {
+		t.Errorf("sekisho locks:\n%s", out)
+	}
+	list, _ := v.cli(t, "sessions", "--json", "--technician", "li")
+	if !strings.Contains(list, `"end_reason": "revoked: access to web-sg-01 refused: affiliate ops-cn is locked`) {
+		t.Errorf("the register does not say why the session ended:\n%s", list)
+	}
+
+	if out, err := v.cli(t, "unlock", "1"); err != nil || !strings.Contains(out, "lock 1 removed") {
+		t.Fatalf("sekisho unlock: %v\n%s", err, out)
+	}
+	waitUntil(t, 10*time.Second, "li to be let in again after the unlock", func() bool {
+		r := run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo back"), nil)
+		return r.code == 0 && r.stdout == "back\n"
+	})
+	if out, err := v.cli(t, "lock", "--affiliate", "ops-xx", "--reason", "x"); err == nil || !strings.Contains(out, `no affiliate "ops-xx"`) {
+		t.Errorf("locking an unknown affiliate: %v %s", err, out)
+	}
+}
+
+func TestReloadEndsSessionsTheNewRulesRefuse(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	li := startLive(t, v, "li", "li+web-sg-01")
+	aiko := startLive(t, v, "aiko", "aiko+web-sg-01")
+
+	// A config that does not load changes nothing.
+	good, err := os.ReadFile(v.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(v.config, []byte(strings.Replace(string(good), "effect: allow", "effect: permit", 1)), 0o600)
+	if out, err := v.cli(t, "reload"); err == nil {
+		t.Errorf("reload accepted a config that does not load:\n%s", out)
+	}
+	// The CLI refuses to signal with a broken config; the server is asked
+	// directly, as an operator's `kill -HUP` would.
+	exec.Command("pkill", "-HUP", "-f", "serve --config "+v.config+"$").Run()
+	waitUntil(t, 10*time.Second, "the server to log the failed reload", func() bool {
+		return strings.Contains(v.out.String(), "config reload failed; the previous config stays in force")
+	})
+	if !li.running() || !aiko.running() {
+		t.Fatal("a failed reload ended sessions")
+	}
+
+	// Now only aiko may reach web-sg-01.
+	os.WriteFile(v.config, []byte(strings.Replace(string(good), "    targets: [web-sg-01]", "    targets: [web-sg-01]\n    technicians: [aiko]", 1)), 0o600)
+	if out, err := v.cli(t, "reload"); err != nil {
+		t.Fatalf("sekisho reload: %v\n%s", err, out)
+	}
+	select {
+	case <-li.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a session the new rules refuse is still running 10s after the reload")
+	}
+	if !strings.Contains(li.stderr.String(), "sekisho: session ended: the rules no longer allow it") {
+		t.Errorf("stderr %q", li.stderr.String())
+	}
+	if !aiko.running() {
+		t.Errorf("a session the new rules allow ended: %q", aiko.stderr.String())
+	}
+}
