@@ -37,8 +37,55 @@ type Rule struct {
 	Login string
 	// Message is shown to the technician when the rule refuses access.
 	Message string
+	// Limits applies to sessions the rule allows.
+	Limits Limits
 
 	cond cel.Program
+}
+
+// Channel kinds a rule can allow.
+const (
+	ChannelShell       = "shell"
+	ChannelExec        = "exec"
+	ChannelSFTP        = "sftp"
+	ChannelSCP         = "scp" // scp -O and rsync, which run as commands
+	ChannelPortForward = "port_forward"
+)
+
+// DefaultChannels are allowed when a rule names none: everything but port
+// forwarding.
+var DefaultChannels = []string{ChannelShell, ChannelExec, ChannelSFTP, ChannelSCP}
+
+// File transfer directions a rule can allow.
+const (
+	FilesBoth     = "both"
+	FilesUpload   = "upload_only"   // to the target; downloads refused
+	FilesDownload = "download_only" // from the target; uploads refused
+	FilesNone     = "none"
+)
+
+// Limits are what an allowing rule sets for the session.
+type Limits struct {
+	// Channels lists the allowed channel kinds; empty means DefaultChannels.
+	Channels []string `json:"channels,omitempty"`
+	// Files limits the direction of file transfers; empty means both.
+	Files string `json:"files,omitempty"`
+	// MaxDuration ends the session after this long; zero means no limit.
+	MaxDuration time.Duration `json:"max_duration,omitempty"`
+}
+
+// AllowsChannel reports whether kind is allowed.
+func (l Limits) AllowsChannel(kind string) bool {
+	chans := l.Channels
+	if len(chans) == 0 {
+		chans = DefaultChannels
+	}
+	for _, c := range chans {
+		if c == kind {
+			return true
+		}
+	}
+	return false
 }
 
 // Match holds the conditions of a rule.
@@ -134,6 +181,8 @@ type Decision struct {
 	// match. It goes to the audit log and the session record, with Inputs.
 	Trace  []TraceStep
 	Inputs Inputs
+	// Limits are the allowing rule's limits on the session.
+	Limits Limits
 }
 
 // CrossBorder reports whether the decision was about a cross-border access.
@@ -213,6 +262,7 @@ func (p *Policy) Decide(req Request) Decision {
 		if firstAccept.Login != "" {
 			d.Login = firstAccept.Login
 		}
+		d.Limits = firstAccept.Limits
 		d.Reason = fmt.Sprintf("allowed by rule %q", firstAccept.Name)
 	default:
 		d.Reason = fmt.Sprintf("access to %s denied: no rule allows technician %s of affiliate %s to reach it (%s)",

@@ -107,6 +107,12 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.srv.log.Info("session started", c.logArgs()...)
 	c.srv.setLive(c, true)
 	defer c.srv.setLive(c, false)
+	if max := c.id.decision.Limits.MaxDuration; max > 0 {
+		t := time.AfterFunc(max, func() {
+			c.terminate(fmt.Sprintf("the session reached the %s limit of rule %q", max, c.id.decision.Rule))
+		})
+		defer t.Stop()
+	}
 	// A lock or rule change between the decision and now is not missed.
 	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source); !ok {
 		go c.terminate(why)

@@ -34,6 +34,7 @@ type relay struct {
 	startTried bool         // one shell, exec or subsystem attempt per channel
 	pty        *ptyRequest  // request loop only
 	env        []envRequest // request loop only: env received before start
+	refusal    string       // request loop only: why the rule refused the start
 
 	pumps   sync.WaitGroup // the three data pumps
 	outDone chan struct{}  // closed when the target's output is fully relayed
@@ -108,6 +109,13 @@ func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
 		ok := r.handleRequest(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
+		}
+		if r.refusal != "" {
+			fmt.Fprintf(r.down.Stderr(), "sekisho: %s\r\n", r.refusal)
+			r.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{1}))
+			r.down.CloseWrite()
+			r.down.Close()
+			r.refusal = ""
 		}
 	}
 }
@@ -222,6 +230,16 @@ func (r *relay) start(req *ssh.Request) bool {
 			return false
 		}
 		info.Command, event = s.Value, "x-subsystem"
+	}
+	if why := checkLimits(r.conn.id.decision, r.conn.id.target.Name, req.Type, info.Command); why != "" {
+		c := r.conn
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
+			Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
+			Detail: fmt.Sprintf("%s %q refused: %s", req.Type, info.Command, why)})
+		// Accepted, then ended with the reason and exit status 1: OpenSSH
+		// clients show a message only on a channel that started.
+		r.refusal = why
+		return true
 	}
 	if r.pty != nil {
 		info.PTY, info.Term, info.Cols, info.Rows = true, r.pty.Term, int(r.pty.Cols), int(r.pty.Rows)

@@ -120,6 +120,9 @@ type RuleEntry struct {
 	When        string            `yaml:"when"`
 	Login       string            `yaml:"login"`
 	Message     string            `yaml:"message"`
+	Channels    []string          `yaml:"channels"`
+	Files       string            `yaml:"files"`
+	MaxDuration Duration          `yaml:"max_duration"`
 	line        int
 	whenLine    int
 }
@@ -580,11 +583,32 @@ func (c *Config) validate() error {
 				return c.errf(r.line, "rule %s: residency %q is not a two-letter country code", r.Name, z)
 			}
 		}
+		for _, ch := range r.Channels {
+			switch ch {
+			case broker.ChannelShell, broker.ChannelExec, broker.ChannelSFTP, broker.ChannelSCP:
+			case broker.ChannelPortForward:
+				return c.errf(r.line, "rule %s: channel port_forward is not supported yet; sekisho refuses all forwarding", r.Name)
+			default:
+				return c.errf(r.line, "rule %s: channel %q: use shell, exec, sftp or scp", r.Name, ch)
+			}
+		}
+		switch r.Files {
+		case "", broker.FilesBoth, broker.FilesUpload, broker.FilesDownload, broker.FilesNone:
+		default:
+			return c.errf(r.line, "rule %s: files %q: use both, upload_only, download_only or none", r.Name, r.Files)
+		}
+		if r.MaxDuration < 0 {
+			return c.errf(r.line, "rule %s: max_duration cannot be negative", r.Name)
+		}
+		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "") {
+			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files or max_duration", r.Name)
+		}
 	}
 	var compiled []broker.Rule
 	for _, r := range c.Rules {
 		br := broker.Rule{
 			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
+			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration)},
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
 				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
 		}

@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [scp]\n    files: upload_only\n    max_duration: 3s\n", 1)
+	})
+	const rule = `under rule "any-affiliate-to-web"`
+
+	r := run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo should-not-run"), nil)
+	if r.code == 0 || strings.Contains(r.stdout, "should-not-run") || !strings.Contains(r.stderr, "sekisho: exec is not allowed on web-sg-01 "+rule) {
+		t.Errorf("exec: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// A command that starts like scp but chains a shell is a command.
+	r = run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "scp -t /tmp/x; echo pwned"), nil)
+	if r.code == 0 || strings.Contains(r.stdout, "pwned") || !strings.Contains(r.stderr, "exec is not allowed") {
+		t.Errorf("scp chained with a shell: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	dir := t.TempDir()
+	src := filepath.Join(dir, "up.bin")
+	data := make([]byte, 64<<10)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o600)
+	remote := "/tmp/sekisho-e2e-limits-" + randHex(t)
+	t.Cleanup(func() { os.Remove(remote) })
+	scp := func(args ...string) result {
+		opts := v.ssh(ctxT(t), "li", "x").Args[1:] // the variant's ssh options
+		opts = opts[:len(opts)-3]                  // without -p PORT and the destination
+		full := append(append(opts, "-P", v.port, "-O"), args...)
+		return run(t, exec.CommandContext(ctxT(t), "scp", full...), nil)
+	}
+	if r := scp(src, "li+web-sg-01@127.0.0.1:"+remote); r.code != 0 {
+		t.Fatalf("scp -O upload: exit %d: %s", r.code, r.stderr)
+	}
+	if got, _ := os.ReadFile(remote); !bytes.Equal(got, data) {
+		t.Error("the upload did not arrive intact")
+	}
+	r = scp("li+web-sg-01@127.0.0.1:"+remote, filepath.Join(dir, "down.bin"))
+	if r.code == 0 || !strings.Contains(r.stderr, "only uploads to web-sg-01 are allowed "+rule) {
+		t.Errorf("scp -O download: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "down.bin")); err == nil {
+		t.Error("the download happened")
+	}
+	opts := v.ssh(ctxT(t), "li", "x").Args[1:]
+	opts = opts[:len(opts)-3]
+	sftp := exec.CommandContext(ctxT(t), "sftp", append(append(opts, "-P", v.port, "-b", "-"), "li+web-sg-01@127.0.0.1")...)
+	r = run(t, sftp, []byte("ls /tmp\n"))
+	if r.code == 0 || !strings.Contains(r.stderr, "sftp is not allowed on web-sg-01 "+rule) {
+		t.Errorf("sftp: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// An upload left waiting ends at the rule's maximum duration.
+	cmd := v.ssh(ctxT(t), "li", "li+web-sg-01", "scp -t "+remote+".wait")
+	stdin, _ := cmd.StdinPipe()
+	defer stdin.Close()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("a session outlived its 3s maximum duration by 30s")
+	}
+	if d := time.Since(start); d < 3*time.Second {
+		t.Errorf("the session ended after %s, before its 3s limit", d)
+	}
+	if !strings.Contains(stderr.String(), `sekisho: session ended: the session reached the 3s limit of rule "any-affiliate-to-web"`) {
+		t.Errorf("stderr %q", stderr.String())
+	}
+}
