@@ -16,6 +16,8 @@ type SessionRecord struct {
 	Affiliate        string    `json:"affiliate"`
 	AffiliateCountry string    `json:"affiliate_country"`
 	Source           string    `json:"source"`
+	SourceCountry    string    `json:"source_country"` // "" when unknown
+	SourceNetwork    string    `json:"source_network"`
 	Target           string    `json:"target"`
 	TargetAddress    string    `json:"target_address"`
 	Residency        string    `json:"residency"`
@@ -48,8 +50,11 @@ type SessionEnd struct {
 type SessionFilter struct {
 	Technician string
 	Target     string
-	Since      time.Time
-	Limit      int
+	// CrossBorder, when set, keeps only cross-border sessions (true) or
+	// only domestic ones (false).
+	CrossBorder *bool
+	Since       time.Time
+	Limit       int
 }
 
 // AuditEvent is one line of the audit log: a decision, a refusal, a session

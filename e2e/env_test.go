@@ -204,21 +204,22 @@ func sekishoCLI(t *testing.T, args ...string) string {
 }
 
 type session struct {
-	ID          string `json:"id"`
-	Technician  string `json:"technician"`
-	Affiliate   string `json:"affiliate"`
-	Source      string `json:"source"`
-	Target      string `json:"target"`
-	Residency   string `json:"residency"`
-	CrossBorder bool   `json:"cross_border"`
-	Rule        string `json:"rule"`
-	CertKeyID   string `json:"cert_key_id"`
-	CertSerial  uint64 `json:"cert_serial"`
-	StartedAt   string `json:"started_at"`
-	EndedAt     string `json:"ended_at"`
-	BytesIn     int64  `json:"bytes_in"`
-	BytesOut    int64  `json:"bytes_out"`
-	EndReason   string `json:"end_reason"`
+	ID            string `json:"id"`
+	Technician    string `json:"technician"`
+	Affiliate     string `json:"affiliate"`
+	Source        string `json:"source"`
+	SourceCountry string `json:"source_country"`
+	Target        string `json:"target"`
+	Residency     string `json:"residency"`
+	CrossBorder   bool   `json:"cross_border"`
+	Rule          string `json:"rule"`
+	CertKeyID     string `json:"cert_key_id"`
+	CertSerial    uint64 `json:"cert_serial"`
+	StartedAt     string `json:"started_at"`
+	EndedAt       string `json:"ended_at"`
+	BytesIn       int64  `json:"bytes_in"`
+	BytesOut      int64  `json:"bytes_out"`
+	EndReason     string `json:"end_reason"`
 }
 
 // sessions lists sessions through the CLI, newest first.

@@ -49,8 +49,21 @@ func TestForeignAffiliateReachesNonPersonalTarget(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	s, _ := endedSession(t, "li", "web-sg-01", "li-on-web")
-	if !s.CrossBorder || s.Affiliate != "ops-cn" || s.Rule != "any-affiliate-to-web" {
+	if !s.CrossBorder || s.Affiliate != "ops-cn" || s.Rule != "any-affiliate-to-web" || s.SourceCountry != "JP" {
 		t.Errorf("session register: %+v", s)
+	}
+	// The cross-border listing has it; it has no domestic session.
+	var list []session
+	json.Unmarshal([]byte(sekishoCLI(t, "sessions", "--cross-border", "--json", "--limit", "1000")), &list)
+	found := false
+	for _, x := range list {
+		found = found || x.ID == s.ID
+		if !x.CrossBorder {
+			t.Errorf("sessions --cross-border lists domestic session %s", x.ID)
+		}
+	}
+	if !found {
+		t.Errorf("sessions --cross-border does not list %s", s.ID)
 	}
 }
 

@@ -22,6 +22,7 @@ type Meta struct {
 	Affiliate        string    `json:"affiliate"`
 	AffiliateCountry string    `json:"affiliate_country"`
 	Source           string    `json:"source"`
+	SourceCountry    string    `json:"source_country"`
 	Target           string    `json:"target"`
 	TargetAddress    string    `json:"target_address"`
 	Residency        string    `json:"residency"`

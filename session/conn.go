@@ -165,7 +165,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	tech, tg, d := c.id.tech, c.id.target, c.id.decision
 	meta := recording.Meta{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
-		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
+		Source: c.source, SourceCountry: d.Inputs.Source.Country, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
 		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: map[string]any{"inputs": d.Inputs, "rules": d.Trace}, Start: start.UTC(),
 	}
 	rec, err := recording.Create(c.srv.cfg.RecordingDir, meta)
@@ -203,7 +203,8 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	trace, _ := json.Marshal(meta.Trace)
 	r := &broker.SessionRecord{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
-		Source: c.source, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
+		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
+		Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
 		CrossBorder: meta.CrossBorder, Rule: d.Rule, Trace: string(trace), CertSerial: cred.Certificate.Serial,
 		CertKeyID: cred.Certificate.KeyId, StartedAt: start, Recording: c.sessionID,
 	}

@@ -61,6 +61,28 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 `
 
+// columnsAdded are columns added after the first release of the schema;
+// migrate adds them to an older file.
+var columnsAdded = []struct{ table, column, decl string }{
+	{"sessions", "source_country", "TEXT NOT NULL DEFAULT ''"},
+	{"sessions", "source_network", "TEXT NOT NULL DEFAULT ''"},
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	for _, c := range columnsAdded {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name=?`, c.table, c.column).Scan(&n); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if n == 0 {
+			if _, err := db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", c.table, c.column, c.decl)); err != nil {
+				return fmt.Errorf("migrate: add %s.%s: %w", c.table, c.column, err)
+			}
+		}
+	}
+	return nil
+}
+
 const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Store is a broker.Store on SQLite.
@@ -82,6 +104,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: create schema: %w", path, err)
 	}
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state store %s: %w", path, err)
+	}
 	return &Store{db: db}, nil
 }
 
@@ -91,10 +117,10 @@ func (s *Store) Close() error { return s.db.Close() }
 // StartSession registers a session as it starts.
 func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
-		(id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+		(id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
 		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.Target, r.TargetAddress, r.Residency, r.Login,
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.SourceCountry, r.SourceNetwork, r.Target, r.TargetAddress, r.Residency, r.Login,
 		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording)
 	if err != nil {
 		return fmt.Errorf("store session %s: %w", r.ID, err)
@@ -115,7 +141,7 @@ func (s *Store) EndSession(ctx context.Context, id string, e broker.SessionEnd) 
 	return nil
 }
 
-const sessionColumns = `id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+const sessionColumns = `id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
 	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording`
 
 // Session returns one session by ID.
@@ -148,6 +174,10 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		where = append(where, "target=?")
 		args = append(args, f.Target)
 	}
+	if f.CrossBorder != nil {
+		where = append(where, "cross_border=?")
+		args = append(args, *f.CrossBorder)
+	}
 	if !f.Since.IsZero() {
 		where = append(where, "started_at>=?")
 		args = append(args, f.Since.UTC().Format(timeFormat))
@@ -177,7 +207,7 @@ func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
 			ended           sql.NullString
 			crossBorder     bool
 		)
-		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.Target, &r.TargetAddress,
+		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.SourceCountry, &r.SourceNetwork, &r.Target, &r.TargetAddress,
 			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
 			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording); err != nil {
 			return nil, err

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -278,5 +279,44 @@ func TestSecondOpenSeesData(t *testing.T) {
 	defer again.Close()
 	if _, err := again.Session(ctx, "s1"); err != nil {
 		t.Fatalf("after reopening: %v", err)
+	}
+}
+
+func TestOpenMigratesAnOlderFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sessions table as the first release wrote it.
+	if _, err := db.Exec(`CREATE TABLE sessions (id TEXT PRIMARY KEY, technician TEXT NOT NULL, affiliate TEXT NOT NULL,
+		affiliate_country TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL, target_address TEXT NOT NULL,
+		residency TEXT NOT NULL, login TEXT NOT NULL, cross_border INTEGER NOT NULL, rule TEXT NOT NULL, trace TEXT NOT NULL,
+		cert_serial TEXT NOT NULL, cert_key_id TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
+		bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0, end_reason TEXT NOT NULL DEFAULT '',
+		recording TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	yes, no := true, false
+	for i, cb := range []bool{true, false} {
+		r := &broker.SessionRecord{ID: fmt.Sprintf("s%d", i), Technician: "li", SourceCountry: "CN", SourceNetwork: "cn-vpn",
+			CrossBorder: cb, StartedAt: time.Now()}
+		if err := s.StartSession(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Sessions(ctx, broker.SessionFilter{CrossBorder: &yes})
+	if err != nil || len(got) != 1 || got[0].ID != "s0" || got[0].SourceCountry != "CN" || got[0].SourceNetwork != "cn-vpn" {
+		t.Errorf("cross-border sessions: %+v, %v", got, err)
+	}
+	if got, _ := s.Sessions(ctx, broker.SessionFilter{CrossBorder: &no}); len(got) != 1 || got[0].ID != "s1" {
+		t.Errorf("domestic sessions: %+v", got)
 	}
 }

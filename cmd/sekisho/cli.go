@@ -65,7 +65,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	switch strings.TrimLeft(a, "-") {
-	case "json", "instant", "events":
+	case "json", "instant", "events", "cross-border":
 		return true
 	}
 	return false
@@ -84,12 +84,14 @@ func cmdSessions(ctx context.Context, args []string) error {
 		tech, target string
 		limit        int
 		asJSON       bool
+		crossBorder  bool
 	)
 	cfg, _, err := parseWithConfig("sessions", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&tech, "technician", "", "only this technician")
 		fs.StringVar(&target, "target", "", "only this target")
 		fs.IntVar(&limit, "limit", 50, "at most this many sessions, newest first")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.BoolVar(&crossBorder, "cross-border", false, "only cross-border sessions")
 	})
 	if err != nil {
 		return err
@@ -99,7 +101,11 @@ func cmdSessions(ctx context.Context, args []string) error {
 		return err
 	}
 	defer store.Close()
-	list, err := store.Sessions(ctx, broker.SessionFilter{Technician: tech, Target: target, Limit: limit})
+	f := broker.SessionFilter{Technician: tech, Target: target, Limit: limit}
+	if crossBorder {
+		f.CrossBorder = &crossBorder
+	}
+	list, err := store.Sessions(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -112,7 +118,7 @@ func cmdSessions(ctx context.Context, args []string) error {
 		return enc.Encode(list)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tTECHNICIAN\tAFFILIATE\tSOURCE\tTARGET\tRESIDENCY\tSTART\tEND\tIN\tOUT\tEND REASON")
+	fmt.Fprintln(tw, "SESSION\tTECHNICIAN\tAFFILIATE\tSOURCE\tFROM\tTARGET\tRESIDENCY\tSTART\tEND\tIN\tOUT\tEND REASON")
 	for _, s := range list {
 		end := "live"
 		if s.Ended() {
@@ -122,7 +128,11 @@ func cmdSessions(ctx context.Context, args []string) error {
 		if s.CrossBorder {
 			aff += " cross-border"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Technician, aff, s.Source, s.Target, s.Residency,
+		from := s.SourceCountry
+		if from == "" {
+			from = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Technician, aff, s.Source, from, s.Target, s.Residency,
 			s.StartedAt.Local().Format("2006-01-02 15:04:05"), end, byteCount(s.BytesIn), byteCount(s.BytesOut), s.EndReason)
 	}
 	return tw.Flush()
