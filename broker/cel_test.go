@@ -3,9 +3,12 @@ package broker
 import (
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/geotest"
 )
 
 func TestConditionCompileErrorsNameRuleAndPosition(t *testing.T) {
@@ -118,10 +121,14 @@ func TestDecisionCarriesInputs(t *testing.T) {
 }
 
 func TestGeoLongestPrefixWins(t *testing.T) {
-	g := NewGeo([]*Network{
+	g := NewGeo(nil, nil)
+	if c, n := g.Locate(netip.MustParseAddr("10.1.2.3")); c != "" || n != "" {
+		t.Errorf("an empty Geo located an address: %q %q", c, n)
+	}
+	g = NewGeo([]*Network{
 		{Name: "apac-vpn", Country: "SG", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
 		{Name: "tokyo-office", Country: "JP", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8::/32")}},
-	})
+	}, nil)
 	tests := []struct{ addr, country, network string }{
 		{"10.1.2.3", "JP", "tokyo-office"},
 		{"10.2.0.1", "SG", "apac-vpn"},
@@ -134,5 +141,29 @@ func TestGeoLongestPrefixWins(t *testing.T) {
 		if c != tt.country || n != tt.network {
 			t.Errorf("Locate(%s) = %q, %q; want %q, %q", tt.addr, c, n, tt.country, tt.network)
 		}
+	}
+}
+
+func TestGeoIPDatabaseAndNetworksTableWins(t *testing.T) {
+	db, err := OpenGeoIP(geotest.Write(t, map[string]string{"203.0.113.0/24": "CN", "198.51.100.0/24": "US", "2001:db8::/32": "SG"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGeo([]*Network{{Name: "vpn-tokyo", Country: "JP", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}}}, db)
+	tests := []struct{ addr, country, network string }{
+		{"203.0.113.7", "CN", ""},            // GeoIP
+		{"203.0.113.200", "JP", "vpn-tokyo"}, // both answer: the table wins
+		{"198.51.100.1", "US", ""},
+		{"2001:db8::5", "SG", ""},
+		{"192.0.2.1", "", ""}, // nobody knows
+	}
+	for _, tt := range tests {
+		c, n := g.Locate(netip.MustParseAddr(tt.addr))
+		if c != tt.country || n != tt.network {
+			t.Errorf("Locate(%s) = %q, %q; want %q, %q", tt.addr, c, n, tt.country, tt.network)
+		}
+	}
+	if _, err := OpenGeoIP(filepath.Join(t.TempDir(), "missing.mmdb")); err == nil || !strings.Contains(err.Error(), "geoip database") {
+		t.Errorf("missing database: %v", err)
 	}
 }

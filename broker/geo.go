@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"fmt"
 	"net/netip"
 	"sort"
+
+	"github.com/oschwald/maxminddb-golang/v2"
 )
 
 // Network is a named address range whose country the operator knows: an
@@ -17,7 +20,8 @@ type Network struct {
 // first (longest prefix wins); a GeoIP database, when configured, answers
 // for the rest.
 type Geo struct {
-	entries []geoEntry // sorted by prefix length, longest first
+	entries []geoEntry        // sorted by prefix length, longest first
+	db      *maxminddb.Reader // optional GeoIP database
 }
 
 type geoEntry struct {
@@ -25,9 +29,10 @@ type geoEntry struct {
 	network *Network
 }
 
-// NewGeo returns a Geo for the configured networks.
-func NewGeo(networks []*Network) *Geo {
-	g := &Geo{}
+// NewGeo returns a Geo for the configured networks and, when db is not
+// nil, a MaxMind-format country database for the other addresses.
+func NewGeo(networks []*Network, db *maxminddb.Reader) *Geo {
+	g := &Geo{db: db}
 	for _, n := range networks {
 		for _, p := range n.Prefixes {
 			g.entries = append(g.entries, geoEntry{prefix: p.Masked(), network: n})
@@ -49,5 +54,25 @@ func (g *Geo) Locate(addr netip.Addr) (country, network string) {
 			return e.network.Country, e.network.Name
 		}
 	}
+	if g.db != nil {
+		var rec struct {
+			Country struct {
+				ISOCode string `maxminddb:"iso_code"`
+			} `maxminddb:"country"`
+		}
+		if err := g.db.Lookup(addr).Decode(&rec); err == nil {
+			return rec.Country.ISOCode, ""
+		}
+	}
 	return "", ""
+}
+
+// OpenGeoIP opens a MaxMind-format database (GeoIP2/GeoLite2 Country or
+// City, or one of the operator's own) whose records carry country.iso_code.
+func OpenGeoIP(path string) (*maxminddb.Reader, error) {
+	db, err := maxminddb.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("geoip database %s: %w", path, err)
+	}
+	return db, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/geotest"
 )
 
 func TestCrossBorderPIIRefusedWithRuleNamed(t *testing.T) {
@@ -130,5 +132,24 @@ func TestForwardingRefused(t *testing.T) {
 	r = run(t, cmd, nil)
 	if r.code != 0 || r.stdout != "agent=[]\n" {
 		t.Errorf("ssh -A: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestSourceCountryFromGeoIPDatabase(t *testing.T) {
+	t.Parallel()
+	// The GeoIP database places loopback in CN; the config's networks no
+	// longer cover 127.0.0.1, so the database answers for it.
+	db := geotest.Write(t, map[string]string{"127.0.0.0/8": "CN"})
+	v := startVariant(t, func(cfg string) string {
+		cfg = strings.Replace(cfg, `cidrs: [127.0.0.0/8, "::1/128"]`, `cidrs: [127.0.0.2/32]`, 1)
+		return strings.Replace(cfg, "\nnetworks:", "\ngeoip: "+db+"\nnetworks:", 1)
+	})
+	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo should-not-run"), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, `denied by rule "pii-stays-in-residency"`) || !strings.Contains(r.stderr, "connecting from CN") {
+		t.Errorf("aiko from a CN address: exit %d, stderr %q", r.code, r.stderr)
+	}
+	out, err := v.cli(t, "policy", "test", "--technician", "aiko", "--target", "db-jp-01", "--from", "127.0.0.2")
+	if err != nil || !strings.Contains(out, "decision  ALLOW") || !strings.Contains(out, "(country JP, network demo-office)") {
+		t.Errorf("from the office network: %v\n%s", err, out)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oschwald/maxminddb-golang/v2"
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
@@ -30,6 +31,7 @@ type Config struct {
 	LogFormat  string         `yaml:"log_format"`
 	Vault      VaultSection   `yaml:"vault"`
 	SSH        SSHSection     `yaml:"ssh"`
+	GeoIP      string         `yaml:"geoip"` // MaxMind-format country database
 	Networks   []NetworkEntry `yaml:"networks"`
 	Affiliates []Affiliate    `yaml:"affiliates"`
 	Techs      []Technician   `yaml:"technicians"`
@@ -468,7 +470,15 @@ func (c *Config) validate() error {
 		}
 		networks = append(networks, bn)
 	}
-	c.geo = broker.NewGeo(networks)
+	var geoDB *maxminddb.Reader
+	if c.GeoIP != "" {
+		db, err := broker.OpenGeoIP(c.Path(c.GeoIP))
+		if err != nil {
+			return c.errf(0, "geoip: %v", err)
+		}
+		geoDB = db
+	}
+	c.geo = broker.NewGeo(networks, geoDB)
 
 	affiliates := map[string]bool{}
 	for _, a := range c.Affiliates {

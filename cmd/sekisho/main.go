@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -81,10 +82,11 @@ func run(ctx context.Context, args []string) error {
 	case "serve":
 		return cmdServe(ctx, rest)
 	case "vault":
-		if len(rest) == 0 || rest[0] != "setup" {
+		sub, rest := subcommand(rest)
+		if sub != "setup" {
 			return usageError{"vault: the only subcommand is setup"}
 		}
-		return cmdVaultSetup(ctx, rest[1:])
+		return cmdVaultSetup(ctx, rest)
 	case "sessions":
 		return cmdSessions(ctx, rest)
 	case "replay":
@@ -92,7 +94,8 @@ func run(ctx context.Context, args []string) error {
 	case "audit":
 		return cmdAudit(ctx, rest)
 	case "policy":
-		return cmdPolicy(rest)
+		sub, rest := subcommand(rest)
+		return cmdPolicy(append([]string{sub}, rest...))
 	case "lock":
 		return cmdLock(ctx, rest)
 	case "unlock":
@@ -102,10 +105,11 @@ func run(ctx context.Context, args []string) error {
 	case "reload":
 		return cmdReload(rest)
 	case "config":
-		if len(rest) == 0 || rest[0] != "check" {
+		sub, rest := subcommand(rest)
+		if sub != "check" {
 			return usageError{"config: the only subcommand is check"}
 		}
-		return cmdConfigCheck(rest[1:])
+		return cmdConfigCheck(rest)
 	case "demo":
 		return cmdDemo(ctx, rest)
 	case "version", "--version":
@@ -117,4 +121,22 @@ func run(ctx context.Context, args []string) error {
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
+}
+
+// subcommand takes the first word of args that is neither a flag nor the
+// value of --config, so that `sekisho policy --config F test` works as
+// well as `sekisho policy test --config F`.
+func subcommand(args []string) (string, []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--config" || a == "-config" {
+			i++
+			continue
+		}
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		return a, append(append([]string{}, args[:i]...), args[i+1:]...)
+	}
+	return "", args
 }

@@ -15,7 +15,7 @@ import (
 )
 
 func cmdPolicy(args []string) error {
-	if len(args) == 0 {
+	if len(args) == 0 || args[0] == "" {
 		return usageError{"policy: give test or check"}
 	}
 	switch args[0] {
