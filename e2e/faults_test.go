@@ -133,6 +133,9 @@ func sshBanner(addr string) bool {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
+	// Speak first, as OpenSSH does: behind PROXY protocol support the
+	// server waits for the client's first bytes before sending its own.
+	c.Write([]byte("SSH-2.0-probe\r\n"))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
 }

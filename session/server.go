@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
@@ -278,6 +279,12 @@ func (s *Server) handle(nc net.Conn) {
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
 	if err != nil {
 		nc.Close()
+		if errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) {
+			s.log.Warn("PROXY protocol header from an untrusted peer: connection refused", "source", source)
+			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
+				Detail: "PROXY protocol header from a peer not in proxy_protocol.trusted"})
+			return
+		}
 		s.log.Debug("handshake ended", "source", source, "err", err)
 		return
 	}

@@ -23,24 +23,33 @@ import (
 // Config is sekisho's configuration file. Relative paths in it are
 // relative to the directory of the file.
 type Config struct {
-	Listen     string         `yaml:"listen"`
-	HostKey    string         `yaml:"host_key"`
-	State      string         `yaml:"state"`
-	Recordings string         `yaml:"recordings"`
-	LogLevel   string         `yaml:"log_level"`
-	LogFormat  string         `yaml:"log_format"`
-	Vault      VaultSection   `yaml:"vault"`
-	SSH        SSHSection     `yaml:"ssh"`
-	GeoIP      string         `yaml:"geoip"` // MaxMind-format country database
-	Networks   []NetworkEntry `yaml:"networks"`
-	Affiliates []Affiliate    `yaml:"affiliates"`
-	Techs      []Technician   `yaml:"technicians"`
-	Targets    []TargetEntry  `yaml:"targets"`
-	Rules      []RuleEntry    `yaml:"rules"`
+	Listen     string       `yaml:"listen"`
+	HostKey    string       `yaml:"host_key"`
+	State      string       `yaml:"state"`
+	Recordings string       `yaml:"recordings"`
+	LogLevel   string       `yaml:"log_level"`
+	LogFormat  string       `yaml:"log_format"`
+	Vault      VaultSection `yaml:"vault"`
+	SSH        SSHSection   `yaml:"ssh"`
+	// ProxyProtocol trusts PROXY protocol v1/v2 headers from these peers
+	// (load balancers) for the client's address; others may not send one.
+	ProxyProtocol ProxySection   `yaml:"proxy_protocol"`
+	GeoIP         string         `yaml:"geoip"` // MaxMind-format country database
+	Networks      []NetworkEntry `yaml:"networks"`
+	Affiliates    []Affiliate    `yaml:"affiliates"`
+	Techs         []Technician   `yaml:"technicians"`
+	Targets       []TargetEntry  `yaml:"targets"`
+	Rules         []RuleEntry    `yaml:"rules"`
 
-	path   string
-	policy *broker.Policy // compiled from Rules by validate
-	geo    *broker.Geo    // built from Networks by validate
+	path    string
+	policy  *broker.Policy // compiled from Rules by validate
+	proxies []netip.Prefix // ProxyProtocol.Trusted, parsed
+	geo     *broker.Geo    // built from Networks by validate
+}
+
+// ProxySection lists the load balancers allowed to send PROXY headers.
+type ProxySection struct {
+	Trusted []string `yaml:"trusted"` // addresses or CIDR prefixes
 }
 
 // NetworkEntry names address ranges whose country the operator knows:
@@ -449,6 +458,17 @@ func (c *Config) validate() error {
 		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
 	}
 
+	for _, p := range c.ProxyProtocol.Trusted {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return c.errf(0, "proxy_protocol.trusted: %q is not an address or CIDR prefix", p)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.proxies = append(c.proxies, prefix)
+	}
 	var networks []*broker.Network
 	for _, n := range c.Networks {
 		if !nameRe.MatchString(n.Name) {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
@@ -202,6 +204,9 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
+	if len(cfg.proxies) > 0 {
+		ln = proxyListener(ln, cfg.proxies)
+	}
 	if _, err := brk.RefreshLocks(ctx); err != nil {
 		store.Close()
 		return nil, err
@@ -299,3 +304,23 @@ func checkWritableDir(dir string) error {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// proxyListener takes the client's address from a PROXY protocol header
+// sent by a trusted load balancer; a header from any other peer ends the
+// connection, so nobody can claim another address.
+func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
+	return &proxyproto.Listener{
+		Listener:          ln,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+			if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+				for _, p := range trusted {
+					if p.Contains(ap.Addr().Unmap()) {
+						return proxyproto.USE, nil
+					}
+				}
+			}
+			return proxyproto.REJECT, nil
+		},
+	}
+}
