@@ -38,6 +38,8 @@ type Broker struct {
 	store  Store
 	log    *slog.Logger
 	now    func() time.Time
+
+	mfaThrottle throttle
 }
 
 // ruleSet is what a config reload replaces.
@@ -137,6 +139,14 @@ func (b *Broker) Authorize(ctx context.Context, technician, target, source strin
 			"target", target, "residency", tg.Residency, "source", source, "rule", d.Rule, "reason", d.Reason)
 	}
 	return d, tg, nil
+}
+
+// sourceHost returns the address part of host:port.
+func sourceHost(source string) string {
+	if h, _, err := net.SplitHostPort(source); err == nil {
+		return h
+	}
+	return source
 }
 
 // Decide evaluates the rules for tech reaching tg from source at now,

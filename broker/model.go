@@ -19,6 +19,8 @@ type Technician struct {
 	Affiliate Affiliate
 	Groups    []string
 	Keys      []ssh.PublicKey
+	// RequireMFA asks this technician for a TOTP code on every session.
+	RequireMFA bool
 }
 
 // HasKey reports whether key is one of the technician's registered keys.

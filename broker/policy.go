@@ -39,6 +39,8 @@ type Rule struct {
 	Message string
 	// Limits applies to sessions the rule allows.
 	Limits Limits
+	// RequireMFA asks for a TOTP code before the session starts.
+	RequireMFA bool
 
 	cond cel.Program
 }
@@ -183,6 +185,9 @@ type Decision struct {
 	Inputs Inputs
 	// Limits are the allowing rule's limits on the session.
 	Limits Limits
+	// RequireMFA is set when the technician or the allowing rule requires
+	// a second factor.
+	RequireMFA bool
 }
 
 // CrossBorder reports whether the decision was about a cross-border access.
@@ -263,6 +268,7 @@ func (p *Policy) Decide(req Request) Decision {
 			d.Login = firstAccept.Login
 		}
 		d.Limits = firstAccept.Limits
+		d.RequireMFA = req.Technician.RequireMFA || firstAccept.RequireMFA
 		d.Reason = fmt.Sprintf("allowed by rule %q", firstAccept.Name)
 	default:
 		d.Reason = fmt.Sprintf("access to %s denied: no rule allows technician %s of affiliate %s to reach it (%s)",

@@ -106,4 +106,11 @@ type Store interface {
 	RemoveLock(ctx context.Context, id int64) error
 	// Locks returns the locks not removed and not expired at now.
 	Locks(ctx context.Context, now time.Time) ([]Lock, error)
+	// SetTOTP stores a technician's TOTP secret, replacing any other.
+	SetTOTP(ctx context.Context, technician, secret string) error
+	// TOTP returns a technician's TOTP state; ErrNotFound if not enrolled.
+	TOTP(ctx context.Context, technician string) (TOTPState, error)
+	// ClaimTOTPStep records that the code of step was used, and reports
+	// false if that step or a later one was used before.
+	ClaimTOTPStep(ctx context.Context, technician string, step int64) (bool, error)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +27,8 @@ type Broker interface {
 	Audit(ctx context.Context, e broker.AuditEvent)
 	// StillAllowed re-checks a live session after locks or rules changed.
 	StillAllowed(technician, target, source string) (bool, string)
+	// VerifyTOTP checks a second-factor code.
+	VerifyTOTP(ctx context.Context, technician, source, code string) error
 }
 
 // Config configures a Server.
@@ -136,7 +139,7 @@ func (s *Server) offeredKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Perm
 
 // verifiedKey runs once the client has proven it holds the key. Only here
 // is the technician known, and only here is the access decision made.
-func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 	login, err := ParseLogin(conn.User())
 	if err != nil && !errors.Is(err, ErrNoTarget) {
 		return nil, errAuth
@@ -155,9 +158,44 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, perms *ss
 	if err != nil || !d.Allowed() {
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	return &ssh.Permissions{ExtraData: map[any]any{extraKey{}: &identity{
-		tech: tech, target: target, decision: d, keyFP: ssh.FingerprintSHA256(key),
-	}}}, nil
+	id := &identity{tech: tech, target: target, decision: d, keyFP: ssh.FingerprintSHA256(key)}
+	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
+	if d.RequireMFA {
+		// The key is proven; the session needs a TOTP code as well.
+		return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+			KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+				return s.secondFactor(conn, client, id, perms)
+			},
+		}}
+	}
+	return perms, nil
+}
+
+// secondFactor asks for a TOTP code over keyboard-interactive and returns
+// the permissions of the verified key once the code is right.
+func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge, id *identity, perms *ssh.Permissions) (*ssh.Permissions, error) {
+	answers, err := client("", fmt.Sprintf("sekisho: %s requires a second factor for %s", id.decision.Rule, id.target.Name),
+		[]string{"Verification code: "}, []bool{false})
+	if err != nil || len(answers) != 1 {
+		return nil, errAuth
+	}
+	err = s.cfg.Broker.VerifyTOTP(s.ctx, id.tech.Name, conn.RemoteAddr().String(), strings.TrimSpace(answers[0]))
+	switch {
+	case err == nil:
+		return perms, nil
+	case errors.Is(err, broker.ErrNotEnrolled):
+		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
+			"sekisho: a second factor is required but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
+			id.tech.Name, id.tech.Name)}
+	case errors.Is(err, broker.ErrThrottled):
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: too many wrong verification codes; wait a few minutes\n"}
+	case errors.Is(err, broker.ErrCodeReused):
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: that verification code was already used; wait for the next one\n"}
+	case errors.Is(err, broker.ErrWrongCode):
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: wrong verification code\n"}
+	}
+	s.log.Error("second factor check failed", "technician", id.tech.Name, "err", err)
+	return nil, errAuth
 }
 
 // Serve accepts connections on ln until Shutdown is called.

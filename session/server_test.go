@@ -65,6 +65,8 @@ func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
 
 func (f *fakeBroker) StillAllowed(string, string, string) (bool, string) { return true, "" }
 
+func (f *fakeBroker) VerifyTOTP(context.Context, string, string, string) error { return nil }
+
 func (f *fakeBroker) endReasons() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -6,6 +6,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS locks (
 	created_at TEXT NOT NULL,
 	expires_at TEXT,
 	removed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS totp (
+	technician TEXT PRIMARY KEY,
+	secret     TEXT NOT NULL,
+	last_step  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS audit (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -313,4 +319,34 @@ func (s *Store) Locks(ctx context.Context, now time.Time) ([]broker.Lock, error)
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// SetTOTP stores a technician's TOTP secret.
+func (s *Store) SetTOTP(ctx context.Context, technician, secret string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO totp (technician, secret, last_step) VALUES (?,?,0)
+		ON CONFLICT(technician) DO UPDATE SET secret=excluded.secret, last_step=0`, technician, secret)
+	if err != nil {
+		return fmt.Errorf("store totp secret: %w", err)
+	}
+	return nil
+}
+
+// TOTP returns a technician's TOTP state.
+func (s *Store) TOTP(ctx context.Context, technician string) (broker.TOTPState, error) {
+	var st broker.TOTPState
+	err := s.db.QueryRowContext(ctx, `SELECT secret, last_step FROM totp WHERE technician=?`, technician).Scan(&st.Secret, &st.LastStep)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("totp of %s: %w", technician, broker.ErrNotFound)
+	}
+	return st, err
+}
+
+// ClaimTOTPStep marks step used, atomically.
+func (s *Store) ClaimTOTPStep(ctx context.Context, technician string, step int64) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE totp SET last_step=? WHERE technician=? AND last_step < ?`, step, technician, step)
+	if err != nil {
+		return false, fmt.Errorf("claim totp step: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }

@@ -96,11 +96,12 @@ type Affiliate struct {
 
 // Technician is a technician entry.
 type Technician struct {
-	Name      string   `yaml:"name"`
-	Affiliate string   `yaml:"affiliate"`
-	Groups    []string `yaml:"groups"`
-	Keys      []string `yaml:"keys"`
-	line      int
+	Name       string   `yaml:"name"`
+	Affiliate  string   `yaml:"affiliate"`
+	Groups     []string `yaml:"groups"`
+	Keys       []string `yaml:"keys"`
+	RequireMFA bool     `yaml:"require_mfa"`
+	line       int
 }
 
 // TargetEntry is a target entry.
@@ -134,6 +135,7 @@ type RuleEntry struct {
 	Channels    []string          `yaml:"channels"`
 	Files       string            `yaml:"files"`
 	MaxDuration Duration          `yaml:"max_duration"`
+	RequireMFA  bool              `yaml:"require_mfa"`
 	line        int
 	whenLine    int
 }
@@ -638,7 +640,8 @@ func (c *Config) validate() error {
 	for _, r := range c.Rules {
 		br := broker.Rule{
 			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
-			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration)},
+			Limits:     broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration)},
+			RequireMFA: r.RequireMFA,
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
 				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
 		}
@@ -663,7 +666,7 @@ func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	}
 	var techs []*broker.Technician
 	for _, t := range c.Techs {
-		bt := &broker.Technician{Name: t.Name, Affiliate: affs[t.Affiliate], Groups: t.Groups}
+		bt := &broker.Technician{Name: t.Name, Affiliate: affs[t.Affiliate], Groups: t.Groups, RequireMFA: t.RequireMFA}
 		for _, k := range t.Keys {
 			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
 			bt.Keys = append(bt.Keys, key)

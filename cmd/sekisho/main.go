@@ -45,6 +45,7 @@ usage:
   sekisho unlock       [--config FILE] LOCK-ID
   sekisho locks        [--config FILE] [--json]
   sekisho reload       [--config FILE]                 reload the config of the running server (or send it SIGHUP)
+  sekisho technician enroll-totp [--config FILE] NAME  make a second factor (TOTP) for a technician
   sekisho config check [--config FILE]
   sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
   sekisho version
@@ -104,6 +105,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdLocks(ctx, rest)
 	case "reload":
 		return cmdReload(rest)
+	case "technician":
+		return cmdTechnician(ctx, rest)
 	case "config":
 		sub, rest := subcommand(rest)
 		if sub != "check" {

@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// TOTP errors. The technician sees a short message for each; the audit log
+// gets the details.
+var (
+	ErrNotEnrolled = errors.New("no second factor enrolled")
+	ErrWrongCode   = errors.New("wrong verification code")
+	ErrCodeReused  = errors.New("verification code already used")
+	ErrThrottled   = errors.New("too many wrong verification codes")
+)
+
+// TOTP limits: codes are 6 digits over 30 s, one step of clock skew either
+// way; after maxFailures wrong codes within failureWindow, a technician or
+// a source address is refused until the window has passed.
+const (
+	totpPeriod    = 30
+	totpSkew      = 1
+	maxFailures   = 5
+	failureWindow = 5 * time.Minute
+)
+
+// TOTPState is a technician's enrolled second factor.
+type TOTPState struct {
+	Secret   string // base32
+	LastStep int64  // the last time step whose code was accepted
+}
+
+// throttle counts recent failures per key (technician, source address).
+type throttle struct {
+	mu       sync.Mutex
+	failures map[string][]time.Time
+}
+
+func (t *throttle) blocked(now time.Time, keys ...string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		if len(t.recent(now, k)) >= maxFailures {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *throttle) fail(now time.Time, keys ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failures == nil {
+		t.failures = map[string][]time.Time{}
+	}
+	for _, k := range keys {
+		t.failures[k] = append(t.recent(now, k), now)
+	}
+}
+
+// recent returns the failures of k within the window, dropping older ones.
+func (t *throttle) recent(now time.Time, k string) []time.Time {
+	list := t.failures[k]
+	i := 0
+	for i < len(list) && now.Sub(list[i]) > failureWindow {
+		i++
+	}
+	if i == len(list) {
+		delete(t.failures, k)
+		return nil
+	}
+	t.failures[k] = list[i:]
+	return list[i:]
+}
+
+// EnrollTOTP makes a new TOTP secret for technician, replacing any old one,
+// and returns the otpauth URI to load into an authenticator app.
+func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, error) {
+	if _, ok := b.Technician(technician); !ok {
+		return "", fmt.Errorf("unknown technician %q", technician)
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: "sekisho", AccountName: technician, Period: totpPeriod,
+		Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return "", err
+	}
+	if err := b.store.SetTOTP(ctx, technician, key.Secret()); err != nil {
+		return "", err
+	}
+	b.Audit(ctx, AuditEvent{Kind: "mfa.enrolled", Technician: technician})
+	return key.URL(), nil
+}
+
+// VerifyTOTP checks a verification code of technician connecting from
+// source. A code is accepted once: the time step it belongs to is claimed
+// in the store, so it cannot be replayed, not even on another node. Wrong
+// codes are counted per technician and per source address.
+func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string) error {
+	now := b.now()
+	host := sourceHost(source)
+	if b.mfaThrottle.blocked(now, "t:"+technician, "s:"+host) {
+		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa throttled"})
+		return ErrThrottled
+	}
+	st, err := b.store.TOTP(ctx, technician)
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotEnrolled
+	}
+	if err != nil {
+		return err
+	}
+	step := now.Unix() / totpPeriod
+	for s := step - totpSkew; s <= step+totpSkew; s++ {
+		want, err := totp.GenerateCodeCustom(st.Secret, time.Unix(s*totpPeriod, 0), totp.ValidateOpts{
+			Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) != 1 {
+			continue
+		}
+		claimed, err := b.store.ClaimTOTPStep(ctx, technician, s)
+		if err != nil {
+			return err
+		}
+		if !claimed {
+			b.mfaThrottle.fail(now, "t:"+technician, "s:"+host)
+			b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa code reused"})
+			return ErrCodeReused
+		}
+		return nil
+	}
+	b.mfaThrottle.fail(now, "t:"+technician, "s:"+host)
+	b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa code wrong"})
+	return ErrWrongCode
+}
