@@ -238,7 +238,7 @@ func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, 
 		return nil, errors.New("certificate refused: access not allowed")
 	}
 	keyID := fmt.Sprintf("sekisho technician=%s affiliate=%s session=%s target=%s", tech.Name, tech.Affiliate.Name, sessionID, target.Name)
-	cred, err := b.issuer.Issue(ctx, CertRequest{Principal: d.Login, KeyID: keyID})
+	cred, err := b.issuer.Issue(ctx, CertRequest{Principal: d.Login, KeyID: keyID, PortForwarding: d.Limits.AllowsChannel(ChannelPortForward)})
 	if err != nil {
 		b.Audit(ctx, AuditEvent{Kind: EventCertFailed, Technician: tech.Name, Target: target.Name, Session: sessionID, Detail: err.Error()})
 		return nil, err

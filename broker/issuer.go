@@ -34,6 +34,16 @@ type VaultConfig struct {
 type CertRequest struct {
 	Principal string // the login on the target
 	KeyID     string // names technician, affiliate and session
+	// PortForwarding adds permit-port-forwarding to the certificate.
+	PortForwarding bool
+}
+
+// extensions returns the extensions the certificate for req carries.
+func (req CertRequest) extensions() []string {
+	if req.PortForwarding {
+		return []string{"permit-pty", "permit-port-forwarding"}
+	}
+	return []string{"permit-pty"}
 }
 
 // Credential is an ephemeral key pair with its Vault-signed certificate.
@@ -43,10 +53,11 @@ type Credential struct {
 	Signer      ssh.Signer // signs with the private key, presenting the certificate
 }
 
-// allowedExtensions are the only certificate extensions sekisho accepts in
-// a certificate returned by Vault. Agent, X11 and port forwarding are
-// refused by the relay, so the certificate does not grant them either.
-var allowedExtensions = []string{"permit-pty"}
+// allowedExtensions are the certificate extensions sekisho may ask Vault
+// for: a pty always, port forwarding only for sessions whose rule allows
+// it. Agent and X11 forwarding are refused by the relay, so no
+// certificate grants them either.
+var allowedExtensions = []string{"permit-pty", "permit-port-forwarding"}
 
 // Issuer obtains short-lived user certificates from Vault. It logs in with
 // AppRole and logs in again before its token runs out.
@@ -240,7 +251,7 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
 	defer cancel()
 	exts := map[string]any{}
-	for _, e := range allowedExtensions {
+	for _, e := range req.extensions() {
 		exts[e] = ""
 	}
 	sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
@@ -313,7 +324,7 @@ func (is *Issuer) checkCertificate(cert *ssh.Certificate, pub, ca ssh.PublicKey,
 		return fmt.Errorf("unexpected critical options %v", cert.CriticalOptions)
 	}
 	for ext := range cert.Extensions {
-		if !slices.Contains(allowedExtensions, ext) {
+		if !slices.Contains(req.extensions(), ext) {
 			return fmt.Errorf("unexpected extension %q", ext)
 		}
 	}

@@ -74,6 +74,9 @@ type Limits struct {
 	Files string `json:"files,omitempty"`
 	// MaxDuration ends the session after this long; zero means no limit.
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
+	// ForwardTo lists the port-forward destinations, "host:port": host a
+	// name, an IP address or a prefix, port a number or "*".
+	ForwardTo []string `json:"forward_to,omitempty"`
 }
 
 // AllowsChannel reports whether kind is allowed.

@@ -107,7 +107,7 @@ func TestForwardingRefused(t *testing.T) {
 	// ssh -W opens a direct-tcpip channel at once.
 	args := append(sshOpts("aiko"), "-p", env.port, "-W", env.state.Targets[0].Address, "aiko+db-jp-01@"+env.host)
 	r := run(t, exec.CommandContext(ctxT(t), "ssh", args...), nil)
-	if r.code == 0 || !strings.Contains(r.stderr, "port forwarding is not allowed through sekisho") {
+	if r.code == 0 || !strings.Contains(r.stderr, `port forwarding is not allowed to db-jp-01 under rule "pii-in-residency"`) {
 		t.Errorf("ssh -W: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// Remote forwarding is a global request; ExitOnForwardFailure makes

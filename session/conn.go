@@ -277,7 +277,10 @@ func (c *conn) finish() {
 func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 	switch nch.ChannelType() {
 	case "session":
-	case "direct-tcpip", "forwarded-tcpip", "direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com":
+	case "direct-tcpip":
+		c.openForward(ctx, nch)
+		return
+	case "forwarded-tcpip", "direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com":
 		c.refuseChannel(ctx, nch, ssh.Prohibited, "port forwarding is not allowed through sekisho")
 		return
 	case "x11", "auth-agent@openssh.com":

@@ -307,24 +307,34 @@ type counter interface{ Add(int64) int64 }
 // pump copies src to dst, handing every read to record before writing
 // it. On a recording error it stops and ends the session.
 func (r *relay) pump(src io.Reader, dst io.Writer, record func([]byte) error, n counter, atEOF func()) {
+	eof, rerr := copyRecorded(src, dst, record, n)
+	if rerr != nil {
+		r.recordingFailed(rerr)
+		return
+	}
+	if eof && atEOF != nil {
+		atEOF()
+	}
+}
+
+// copyRecorded copies src to dst, handing every read to record before
+// writing it. It returns whether src ended with EOF, and the recording
+// error that stopped it, if one did.
+func copyRecorded(src io.Reader, dst io.Writer, record func([]byte) error, n counter) (eof bool, recErr error) {
 	buf := make([]byte, relayBufSize)
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
 			if rerr := record(buf[:k]); rerr != nil {
-				r.recordingFailed(rerr)
-				return
+				return false, rerr
 			}
 			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return
+				return false, nil
 			}
 			n.Add(int64(k))
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) && atEOF != nil {
-				atEOF()
-			}
-			return
+			return errors.Is(err, io.EOF), nil
 		}
 	}
 }

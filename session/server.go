@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +45,11 @@ type Config struct {
 	// DialTimeout bounds the connection to a target, handshake included;
 	// default 15s.
 	DialTimeout time.Duration
+	// Resolver resolves port-forward destinations; default net.DefaultResolver.
+	Resolver Resolver
+	// ForwardBlocked are addresses never forwarded to unless a rule names
+	// them (Vault's, for one), besides loopback and link-local.
+	ForwardBlocked []netip.Addr
 	// EnvAllow lists the environment variables a technician may pass to
 	// the target (exact names, or a prefix ending in '*'). Default
 	// LANG, LC_*, TZ. Names starting with LD_ are never passed.
@@ -105,6 +111,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

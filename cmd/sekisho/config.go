@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -136,6 +138,7 @@ type RuleEntry struct {
 	Files       string            `yaml:"files"`
 	MaxDuration Duration          `yaml:"max_duration"`
 	RequireMFA  bool              `yaml:"require_mfa"`
+	ForwardTo   []string          `yaml:"forward_to"`
 	line        int
 	whenLine    int
 }
@@ -619,9 +622,20 @@ func (c *Config) validate() error {
 			switch ch {
 			case broker.ChannelShell, broker.ChannelExec, broker.ChannelSFTP, broker.ChannelSCP:
 			case broker.ChannelPortForward:
-				return c.errf(r.line, "rule %s: channel port_forward is not supported yet; sekisho refuses all forwarding", r.Name)
+				if len(r.ForwardTo) == 0 {
+					return c.errf(r.line, "rule %s: channel port_forward needs forward_to: the destinations allowed (host:port)", r.Name)
+				}
 			default:
 				return c.errf(r.line, "rule %s: channel %q: use shell, exec, sftp or scp", r.Name, ch)
+			}
+		}
+		for _, d := range r.ForwardTo {
+			h, p, err := net.SplitHostPort(d)
+			if err != nil || h == "" {
+				return c.errf(r.line, "rule %s: forward_to %q: write host:port, e.g. db.internal:5432, 10.0.0.0/24:443 or localhost:*", r.Name, d)
+			}
+			if n, err := strconv.Atoi(p); p != "*" && (err != nil || n < 1 || n > 65535) {
+				return c.errf(r.line, "rule %s: forward_to %q: the port must be 1-65535 or *", r.Name, d)
 			}
 		}
 		switch r.Files {
@@ -632,15 +646,16 @@ func (c *Config) validate() error {
 		if r.MaxDuration < 0 {
 			return c.errf(r.line, "rule %s: max_duration cannot be negative", r.Name)
 		}
-		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "") {
-			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files or max_duration", r.Name)
+		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "" || len(r.ForwardTo) > 0) {
+			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files, forward_to or max_duration", r.Name)
 		}
 	}
 	var compiled []broker.Rule
 	for _, r := range c.Rules {
 		br := broker.Rule{
 			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
-			Limits:     broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration)},
+			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration),
+				ForwardTo: r.ForwardTo},
 			RequireMFA: r.RequireMFA,
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
 				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},

@@ -301,7 +301,9 @@ UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
 AllowAgentForwarding no
-AllowTcpForwarding no
+# Local forwards (ssh -L) for certificates that permit them; sekisho asks
+# Vault for permit-port-forwarding only when a rule allows forwarding.
+AllowTcpForwarding local
 X11Forwarding no
 PermitTunnel no
 # The targets accept LD_* on purpose: sekisho must not pass it on.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -189,7 +190,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	techs, targets, policy := cfg.domain()
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store, Logger: logger})
 	srv, err := session.NewServer(session.Config{
-		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger,
+		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
 		DialTimeout: time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
 	})
@@ -323,4 +324,20 @@ func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
 			return proxyproto.REJECT, nil
 		},
 	}
+}
+
+// vaultAddrs returns Vault's addresses, which port forwarding never reaches
+// unless a rule names them.
+func vaultAddrs(ctx context.Context, address string) []netip.Addr {
+	u, err := url.Parse(address)
+	if err != nil {
+		return nil
+	}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		return []netip.Addr{a}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
+	return addrs
 }
