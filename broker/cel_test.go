@@ -167,3 +167,37 @@ func TestGeoIPDatabaseAndNetworksTableWins(t *testing.T) {
 		t.Errorf("missing database: %v", err)
 	}
 }
+
+func TestHoursAndDaysInTheTargetsZone(t *testing.T) {
+	aiko, _, db, _ := celFixture() // db is in Asia/Tokyo
+	office, _ := ParseHourRange("09:00-18:00")
+	night, _ := ParseHourRange("22:00-06:00")
+	// 2026-12-01 is a Tuesday. 01:00 UTC is 10:00 in Tokyo; 14:00 UTC is 23:00.
+	morning := time.Date(2026, 12, 1, 1, 0, 0, 0, time.UTC)
+	late := time.Date(2026, 12, 1, 14, 0, 0, 0, time.UTC)
+	saturday := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)
+	tests := []struct {
+		match Match
+		at    time.Time
+		want  bool
+	}{
+		{Match{Hours: office}, morning, true},
+		{Match{Hours: office}, late, false},
+		{Match{Hours: night}, late, true},
+		{Match{Hours: night}, morning, false},
+		{Match{Hours: office, Days: []time.Weekday{time.Monday, time.Tuesday}}, morning, true},
+		{Match{Hours: office, Days: []time.Weekday{time.Monday, time.Tuesday}}, saturday, false},
+	}
+	for _, tt := range tests {
+		p := &Policy{Rules: []Rule{{Name: "r", Effect: Allow, Match: tt.match}}}
+		d := p.Decide(Request{Technician: aiko, Target: db, SourceCountry: "JP", Now: tt.at})
+		if d.Allowed() != tt.want {
+			t.Errorf("%v %v at %s: allowed %v, want %v (%s)", tt.match.Hours, tt.match.Days, tt.at, d.Allowed(), tt.want, d.Trace[0].Why)
+		}
+	}
+	for _, bad := range []string{"9-17", "25:00-26:00", "08:00-08:00", "08:60-09:00", "x"} {
+		if _, err := ParseHourRange(bad); err == nil {
+			t.Errorf("ParseHourRange(%q) accepted", bad)
+		}
+	}
+}

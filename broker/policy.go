@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,38 @@ type Match struct {
 	// CrossBorder, when set, requires that the request is (true) or is not
 	// (false) cross-border; see Request.CrossBorder.
 	CrossBorder *bool
+	// Hours and Days, when set, limit the rule to a time of day and days
+	// of the week in the target's zone.
+	Hours *HourRange
+	Days  []time.Weekday
+}
+
+// HourRange is a time of day range in minutes after midnight, From
+// included, To excluded; From > To wraps past midnight (22:00-06:00).
+type HourRange struct{ From, To int }
+
+// ParseHourRange parses "HH:MM-HH:MM".
+func ParseHourRange(s string) (*HourRange, error) {
+	var fh, fm, th, tm int
+	if n, err := fmt.Sscanf(s, "%d:%d-%d:%d", &fh, &fm, &th, &tm); err != nil || n != 4 ||
+		fh < 0 || fh > 24 || th < 0 || th > 24 || fm < 0 || fm > 59 || tm < 0 || tm > 59 ||
+		fh*60+fm > 24*60 || th*60+tm > 24*60 || fh*60+fm == th*60+tm {
+		return nil, fmt.Errorf("hours %q: write HH:MM-HH:MM, e.g. 08:00-20:00 or 22:00-06:00", s)
+	}
+	return &HourRange{From: fh*60 + fm, To: th*60 + tm}, nil
+}
+
+// Contains reports whether t's time of day is in the range.
+func (h *HourRange) Contains(t time.Time) bool {
+	m := t.Hour()*60 + t.Minute()
+	if h.From < h.To {
+		return m >= h.From && m < h.To
+	}
+	return m >= h.From || m < h.To
+}
+
+func (h *HourRange) String() string {
+	return fmt.Sprintf("%02d:%02d-%02d:%02d", h.From/60, h.From%60, h.To/60, h.To%60)
 }
 
 // Request is what a decision is made about.
@@ -332,6 +365,12 @@ func (m *Match) evaluate(req Request, in Inputs) (bool, string) {
 		if got != v {
 			return false, fmt.Sprintf("label %s=%q, want %q", k, got, v)
 		}
+	}
+	if m.Hours != nil && !m.Hours.Contains(in.Now) {
+		return false, fmt.Sprintf("%s in %s is outside hours %s", in.Now.Format("15:04"), in.Target.Zone, m.Hours)
+	}
+	if len(m.Days) > 0 && !slices.Contains(m.Days, in.Now.Weekday()) {
+		return false, fmt.Sprintf("%s in %s is not one of the rule's days", in.Now.Weekday(), in.Target.Zone)
 	}
 	if m.CrossBorder != nil && in.CrossBorder != *m.CrossBorder {
 		return false, fmt.Sprintf("cross_border is %v (affiliate country %s, source country %q, residency %s)",

@@ -131,6 +131,8 @@ type RuleEntry struct {
 	Data        []string          `yaml:"data"`
 	Labels      map[string]string `yaml:"labels"`
 	CrossBorder *bool             `yaml:"cross_border"`
+	Hours       string            `yaml:"hours"`
+	Days        []string          `yaml:"days"`
 	When        string            `yaml:"when"`
 	Login       string            `yaml:"login"`
 	Message     string            `yaml:"message"`
@@ -409,6 +411,9 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.path), p)
 }
 
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
 var (
 	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	countryRe = regexp.MustCompile(`^[A-Z]{2}$`)
@@ -629,6 +634,16 @@ func (c *Config) validate() error {
 				return c.errf(r.line, "rule %s: channel %q: use shell, exec, sftp or scp", r.Name, ch)
 			}
 		}
+		if r.Hours != "" {
+			if _, err := broker.ParseHourRange(r.Hours); err != nil {
+				return c.errf(r.line, "rule %s: %v", r.Name, err)
+			}
+		}
+		for _, d := range r.Days {
+			if _, ok := weekdays[strings.ToLower(d)]; !ok {
+				return c.errf(r.line, "rule %s: day %q: use mon, tue, wed, thu, fri, sat or sun", r.Name, d)
+			}
+		}
 		for _, d := range r.ForwardTo {
 			h, p, err := net.SplitHostPort(d)
 			if err != nil || h == "" {
@@ -652,13 +667,21 @@ func (c *Config) validate() error {
 	}
 	var compiled []broker.Rule
 	for _, r := range c.Rules {
+		hours, _ := broker.ParseHourRange(r.Hours)
+		if r.Hours == "" {
+			hours = nil
+		}
+		var days []time.Weekday
+		for _, d := range r.Days {
+			days = append(days, weekdays[strings.ToLower(d)])
+		}
 		br := broker.Rule{
 			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
 			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration),
 				ForwardTo: r.ForwardTo},
 			RequireMFA: r.RequireMFA,
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
-				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder},
+				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder, Hours: hours, Days: days},
 		}
 		if _, err := broker.NewPolicy([]broker.Rule{br}); err != nil {
 			return c.errf(r.whenLine, "%v", err)
