@@ -42,6 +42,7 @@ lint: $(STATICCHECK)
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParseLogin -fuzztime=$(FUZZTIME) ./session/
+	$(GO) test -run=NONE -fuzz=FuzzSFTPVerdict -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/

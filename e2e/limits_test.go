@@ -14,7 +14,7 @@ import (
 func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	t.Parallel()
 	v := startVariant(t, func(cfg string) string {
-		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [scp]\n    files: upload_only\n    max_duration: 3s\n", 1)
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [scp, sftp]\n    files: upload_only\n    max_duration: 3s\n", 1)
 	})
 	const rule = `under rule "any-affiliate-to-web"`
 
@@ -54,12 +54,27 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "down.bin")); err == nil {
 		t.Error("the download happened")
 	}
+	// sftp is checked request by request: uploads and listings pass,
+	// reading a file is refused by sekisho and never reaches the target.
 	opts := v.ssh(ctxT(t), "li", "x").Args[1:]
 	opts = opts[:len(opts)-3]
-	sftp := exec.CommandContext(ctxT(t), "sftp", append(append(opts, "-P", v.port, "-b", "-"), "li+web-sg-01@127.0.0.1")...)
-	r = run(t, sftp, []byte("ls /tmp\n"))
-	if r.code == 0 || !strings.Contains(r.stderr, "sftp is not allowed on web-sg-01 "+rule) {
-		t.Errorf("sftp: exit %d, stderr %q", r.code, r.stderr)
+	sftp := func(batch string) result {
+		cmd := exec.CommandContext(ctxT(t), "sftp", append(append(opts, "-P", v.port, "-b", "-"), "li+web-sg-01@127.0.0.1")...)
+		return run(t, cmd, []byte(batch))
+	}
+	if r := sftp("put " + src + " " + remote + ".sftp\nls -l " + remote + ".sftp\n"); r.code != 0 || !strings.Contains(r.stdout, remote+".sftp") {
+		t.Errorf("sftp put: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	t.Cleanup(func() { os.Remove(remote + ".sftp") })
+	if got, _ := os.ReadFile(remote + ".sftp"); !bytes.Equal(got, data) {
+		t.Error("the sftp upload did not arrive intact")
+	}
+	r = sftp("get " + remote + ".sftp " + filepath.Join(dir, "sftp-down.bin") + "\n")
+	if r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
+		t.Errorf("sftp get: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sftp-down.bin")); err == nil {
+		t.Error("the sftp download happened")
 	}
 
 	// An upload left waiting ends at the rule's maximum duration.

@@ -82,11 +82,11 @@ func checkLimits(d broker.Decision, target, reqType, command string) string {
 			return fmt.Sprintf("file transfers are not allowed on %s under rule %q", target, d.Rule)
 		}
 	case broker.FilesUpload:
-		if download {
+		if download && kind != broker.ChannelSFTP { // sftp requests are checked one by one
 			return fmt.Sprintf("only uploads to %s are allowed under rule %q; %s can download", target, d.Rule, kind)
 		}
 	case broker.FilesDownload:
-		if upload {
+		if upload && kind != broker.ChannelSFTP {
 			return fmt.Sprintf("only downloads from %s are allowed under rule %q; %s can upload", target, d.Rule, kind)
 		}
 	}

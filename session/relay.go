@@ -273,18 +273,33 @@ func (r *relay) start(req *ssh.Request) bool {
 	r.pumps.Add(3)
 	var outs sync.WaitGroup
 	outs.Add(2)
-	go func() {
-		defer r.pumps.Done()
-		r.pump(r.down, r.up, r.rec.Stdin, &r.conn.bytesIn, func() {
-			r.record(r.rec.Event("x-eof", ""))
-			r.up.CloseWrite()
-		})
-	}()
-	go func() {
-		defer r.pumps.Done()
-		defer outs.Done()
-		r.pump(r.up, r.down, r.rec.Stdout, &r.conn.bytesOut, nil)
-	}()
+	files := r.conn.id.decision.Limits.Files
+	if req.Type == "subsystem" && (files == broker.FilesUpload || files == broker.FilesDownload) {
+		// The direction of sftp is in its requests: relay it packet by packet.
+		g := &sftpGuard{files: files}
+		go func() {
+			defer r.pumps.Done()
+			r.sftpRequests(g)
+		}()
+		go func() {
+			defer r.pumps.Done()
+			defer outs.Done()
+			r.sftpReplies(g)
+		}()
+	} else {
+		go func() {
+			defer r.pumps.Done()
+			r.pump(r.down, r.up, r.rec.Stdin, &r.conn.bytesIn, func() {
+				r.record(r.rec.Event("x-eof", ""))
+				r.up.CloseWrite()
+			})
+		}()
+		go func() {
+			defer r.pumps.Done()
+			defer outs.Done()
+			r.pump(r.up, r.down, r.rec.Stdout, &r.conn.bytesOut, nil)
+		}()
+	}
 	go func() {
 		defer r.pumps.Done()
 		defer outs.Done()
@@ -422,5 +437,74 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 		<-r.outDone
 		rec.Event("x-close", "")
 	}
+	r.down.Close()
+}
+
+// sftpRequests relays the technician's sftp requests, answering those the
+// files limit refuses itself.
+func (r *relay) sftpRequests(g *sftpGuard) {
+	pr := &packetReader{r: r.down}
+	for {
+		pkt, err := pr.next()
+		if errors.Is(err, io.EOF) {
+			r.record(r.rec.Event("x-eof", ""))
+			r.up.CloseWrite()
+			return
+		}
+		if err != nil {
+			r.sftpBroken(err)
+			return
+		}
+		if !r.record(r.rec.Stdin(pkt)) {
+			return
+		}
+		id, why := sftpVerdict(g.files, pkt)
+		if why == "" {
+			if _, err := r.up.Write(pkt); err != nil {
+				return
+			}
+			r.conn.bytesIn.Add(int64(len(pkt)))
+			continue
+		}
+		c := r.conn
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
+			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "sftp request refused: " + why})
+		status := statusPacket(id, "sekisho: "+why)
+		if !r.record(r.rec.Event("x-sftp-refused", why)) || !r.record(r.rec.Stdout(status)) {
+			return
+		}
+		if err := g.writeDown(r.down, status); err != nil {
+			return
+		}
+	}
+}
+
+// sftpReplies relays the target's sftp replies whole, so that sekisho's
+// own answers never land inside one.
+func (r *relay) sftpReplies(g *sftpGuard) {
+	pr := &packetReader{r: r.up}
+	for {
+		pkt, err := pr.next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			r.sftpBroken(err)
+			return
+		}
+		if !r.record(r.rec.Stdout(pkt)) {
+			return
+		}
+		if err := g.writeDown(r.down, pkt); err != nil {
+			return
+		}
+		r.conn.bytesOut.Add(int64(len(pkt)))
+	}
+}
+
+// sftpBroken ends an sftp channel whose stream is not SFTP.
+func (r *relay) sftpBroken(err error) {
+	r.record(r.rec.Event("x-sftp-error", err.Error()))
+	r.up.Close()
 	r.down.Close()
 }

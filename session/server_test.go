@@ -345,7 +345,20 @@ func TestRecordingFailureEndsSessionWhenTechnicianDoesNotRead(t *testing.T) {
 	// Both 2 MiB windows (target to sekisho, sekisho to technician) and the
 	// relay buffer are full: the relay is blocked
 	// writing to a technician who does not read.
-	waitFor(t, "the technician's window to fill", func() bool { return written.Load() >= 4<<20 })
+	// How much fits depends on how reads split; wait until the target's
+	// writes have stalled past the technician's window.
+	var last int64
+	stable := 0
+	waitFor(t, "the target's writes to stall", func() bool {
+		n := written.Load()
+		if n == last && n > 2<<20 {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = n
+		return stable >= 40 // unchanged for 40 polls of 5 ms
+	})
 
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
