@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Audit event kinds.
@@ -168,13 +171,19 @@ func (b *Broker) Decide(tech *Technician, tg *Target, source string, now time.Ti
 func (b *Broker) Policy() *Policy { return b.rules.Load().policy }
 
 // StillAllowed re-checks a live session against the technicians, targets,
-// rules and locks in force now. When the answer is no, the reason is what
-// the technician is told as the session ends.
-func (b *Broker) StillAllowed(technician, target, source string) (bool, string) {
+// rules and locks in force now: the key it authenticated with must still
+// be registered, and the rules must still allow it with the same rule,
+// login and limits (a session keeps the limits it started with, so when
+// they change it must start again). When the answer is no, the reason is
+// what the technician is told as the session ends.
+func (b *Broker) StillAllowed(technician, target, source string, key ssh.PublicKey, prev Decision) (bool, string) {
 	rs := b.rules.Load()
 	tech, ok := rs.technicians[technician]
 	if !ok {
 		return false, fmt.Sprintf("technician %s is no longer registered", technician)
+	}
+	if !tech.HasKey(key) {
+		return false, fmt.Sprintf("the key this session used is no longer registered for %s", technician)
 	}
 	tg, ok := rs.targets[target]
 	if !ok {
@@ -183,8 +192,12 @@ func (b *Broker) StillAllowed(technician, target, source string) (bool, string) 
 	if l := b.lockFor(tech, tg); l != nil {
 		return false, lockReason(target, l)
 	}
-	if d := b.Decide(tech, tg, source, b.now()); !d.Allowed() {
+	d := b.Decide(tech, tg, source, b.now())
+	if !d.Allowed() {
 		return false, "the rules no longer allow it: " + d.Reason
+	}
+	if d.Rule != prev.Rule || d.Login != prev.Login || (d.RequireMFA && !prev.RequireMFA) || !reflect.DeepEqual(d.Limits, prev.Limits) {
+		return false, fmt.Sprintf("the rules for this session changed (now rule %q); connect again", d.Rule)
 	}
 	return true, ""
 }

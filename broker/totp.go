@@ -43,25 +43,39 @@ type throttle struct {
 	failures map[string][]time.Time
 }
 
-func (t *throttle) blocked(now time.Time, keys ...string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, k := range keys {
-		if len(t.recent(now, k)) >= maxFailures {
-			return true
-		}
-	}
-	return false
-}
-
-func (t *throttle) fail(now time.Time, keys ...string) {
+// begin counts an attempt as a failure before it is checked, in the same
+// critical section as the check of the limit, so that parallel attempts
+// cannot all pass the limit at once. It reports false when the limit is
+// reached; otherwise forgive undoes the count if the attempt succeeds.
+func (t *throttle) begin(now time.Time, keys ...string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.failures == nil {
 		t.failures = map[string][]time.Time{}
 	}
 	for _, k := range keys {
+		if len(t.recent(now, k)) >= maxFailures {
+			return false
+		}
+	}
+	for _, k := range keys {
 		t.failures[k] = append(t.recent(now, k), now)
+	}
+	return true
+}
+
+// forgive removes the failure begin counted at now.
+func (t *throttle) forgive(now time.Time, keys ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		list := t.failures[k]
+		for i := len(list) - 1; i >= 0; i-- {
+			if list[i].Equal(now) {
+				t.failures[k] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
 	}
 }
 
@@ -104,11 +118,26 @@ func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, err
 // codes are counted per technician and per source address.
 func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string) error {
 	now := b.now()
-	host := sourceHost(source)
-	if b.mfaThrottle.blocked(now, "t:"+technician, "s:"+host) {
+	keys := []string{"t:" + technician, "s:" + sourceHost(source)}
+	if !b.mfaThrottle.begin(now, keys...) {
 		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa throttled"})
 		return ErrThrottled
 	}
+	err := b.checkTOTP(ctx, technician, code, now)
+	switch {
+	case err == nil:
+		b.mfaThrottle.forgive(now, keys...)
+		return nil
+	case errors.Is(err, ErrNotEnrolled):
+		b.mfaThrottle.forgive(now, keys...) // not the technician's fault
+		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa not enrolled"})
+	default:
+		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
+	}
+	return err
+}
+
+func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now time.Time) error {
 	st, err := b.store.TOTP(ctx, technician)
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotEnrolled
@@ -131,13 +160,9 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 			return err
 		}
 		if !claimed {
-			b.mfaThrottle.fail(now, "t:"+technician, "s:"+host)
-			b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa code reused"})
 			return ErrCodeReused
 		}
 		return nil
 	}
-	b.mfaThrottle.fail(now, "t:"+technician, "s:"+host)
-	b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa code wrong"})
 	return ErrWrongCode
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -180,5 +181,42 @@ func TestReloadEndsSessionsTheNewRulesRefuse(t *testing.T) {
 	}
 	if !aiko.running() {
 		t.Errorf("a session the new rules allow ended: %q", aiko.stderr.String())
+	}
+}
+
+func TestReloadEndsSessionsOfARemovedKey(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	aiko := startLive(t, v, "aiko", "aiko+web-sg-01")
+	cfg, err := os.ReadFile(v.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(env.state.Keys["aiko"] + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// aiko's key is replaced (as after a laptop was lost): the live session
+	// that key opened must end.
+	newKey := filepath.Join(t.TempDir(), "aiko-new")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aiko-new", "-f", newKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	other, _ := os.ReadFile(newKey + ".pub")
+	edited := strings.Replace(string(cfg), strings.TrimSpace(string(pub)), strings.TrimSpace(string(other)), 1)
+	if edited == string(cfg) {
+		t.Fatal("aiko's key is not in the config")
+	}
+	os.WriteFile(v.config, []byte(edited), 0o600)
+	if out, err := v.cli(t, "reload"); err != nil {
+		t.Fatalf("sekisho reload: %v\n%s", err, out)
+	}
+	select {
+	case <-aiko.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a session opened with a removed key is still running 10s after the reload")
+	}
+	if !strings.Contains(aiko.stderr.String(), "the key this session used is no longer registered for aiko") {
+		t.Errorf("stderr %q", aiko.stderr.String())
 	}
 }

@@ -2,7 +2,6 @@ package session
 
 import (
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/sekisho/sekisho/broker"
@@ -11,6 +10,11 @@ import (
 // channelKind tells what a shell, exec or subsystem request is for the
 // rules: a shell, a command, sftp, or a file transfer run as a command
 // (scp -O, rsync), with its direction as seen from the technician.
+//
+// The target's shell interprets the command, so only commands that cannot
+// mean anything else count as file transfers: plain words (no quotes,
+// escapes, substitutions or separators), the real scp or rsync, and only
+// the flags they send for one transfer. Anything else is a command.
 func channelKind(reqType, command string) (kind string, upload, download bool) {
 	switch reqType {
 	case "shell":
@@ -18,45 +22,82 @@ func channelKind(reqType, command string) (kind string, upload, download bool) {
 	case "subsystem":
 		return broker.ChannelSFTP, true, true
 	}
-	// The target's shell runs the command: one that chains or substitutes
-	// commands is a command, whatever program it starts with.
-	fields := strings.Fields(command)
-	if len(fields) == 0 || strings.ContainsAny(command, ";&|`$()<>\n\r") {
+	if !plainCommand(command) {
 		return broker.ChannelExec, false, false
 	}
-	switch path.Base(fields[0]) {
-	case "scp":
-		// scp -t receives files on the target (an upload), scp -f sends
-		// them (a download). Anything else is refused as both.
-		to, from := hasFlag(fields[1:], 't'), hasFlag(fields[1:], 'f')
-		if to == from {
-			return broker.ChannelSCP, true, true
-		}
-		return broker.ChannelSCP, to, from
-	case "rsync":
-		if !contains(fields, "--server") {
-			return broker.ChannelExec, false, false
-		}
-		if contains(fields, "--sender") {
-			return broker.ChannelSCP, false, true
-		}
-		return broker.ChannelSCP, true, false
+	fields := strings.Fields(command)
+	switch fields[0] {
+	case "scp", "/usr/bin/scp":
+		return scpKind(fields[1:])
+	case "rsync", "/usr/bin/rsync":
+		return rsyncKind(fields[1:])
 	}
 	return broker.ChannelExec, false, false
 }
 
-// hasFlag reports whether a single-letter flag is set, alone or in a
-// group ("-t", "-pt"), before the first operand.
-func hasFlag(args []string, f byte) bool {
-	for _, a := range args {
-		if a == "--" || !strings.HasPrefix(a, "-") {
+// plainCommand reports whether command is words of a safe alphabet.
+func plainCommand(command string) bool {
+	if strings.TrimSpace(command) == "" {
+		return false
+	}
+	for i := 0; i < len(command); i++ {
+		c := command[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte(" ._/=,:@+-", c) >= 0:
+		default:
 			return false
 		}
-		if !strings.HasPrefix(a, "--") && strings.IndexByte(a[1:], f) >= 0 {
-			return true
+	}
+	return true
+}
+
+// scpKind accepts the remote side of one scp transfer: exactly one of -t
+// (to the target) and -f (from it), and only the flags scp sends.
+func scpKind(args []string) (string, bool, bool) {
+	var to, from bool
+	i := 0
+	for ; i < len(args) && strings.HasPrefix(args[i], "-"); i++ {
+		a := args[i]
+		if a == "--" {
+			i++
+			break
+		}
+		for _, f := range a[1:] {
+			switch f {
+			case 't':
+				to = true
+			case 'f':
+				from = true
+			case 'r', 'p', 'd', 'v', 'q', 'T':
+			default:
+				return broker.ChannelExec, false, false
+			}
 		}
 	}
-	return false
+	if to == from || i >= len(args) {
+		return broker.ChannelExec, false, false
+	}
+	return broker.ChannelSCP, to, from
+}
+
+// rsyncKind accepts rsync's server side for one transfer; --sender means
+// files go to the technician. Daemon mode, a config file and removing
+// source files are commands.
+func rsyncKind(args []string) (string, bool, bool) {
+	if !contains(args, "--server") {
+		return broker.ChannelExec, false, false
+	}
+	for _, a := range args {
+		if a == "--daemon" || strings.HasPrefix(a, "--config") || strings.HasPrefix(a, "--remove-source") ||
+			strings.HasPrefix(a, "--rsh") || strings.HasPrefix(a, "--rsync-path") {
+			return broker.ChannelExec, false, false
+		}
+	}
+	if contains(args, "--sender") {
+		return broker.ChannelSCP, false, true
+	}
+	return broker.ChannelSCP, true, false
 }
 
 func contains(list []string, s string) bool {

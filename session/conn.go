@@ -43,6 +43,7 @@ type conn struct {
 	relays    map[*relay]struct{}
 	channels  sync.WaitGroup
 	revoked   sync.Once
+	ending    atomic.Bool // set when the session is being revoked: nothing new starts
 }
 
 // EndRevoked prefixes the end reason of a session ended by a lock or a
@@ -57,6 +58,7 @@ func (c *conn) terminate(why string) {
 }
 
 func (c *conn) revoke(why string) {
+	c.ending.Store(true)
 	c.setEnd(EndRevoked + why)
 	c.mu.Lock()
 	relays := make([]*relay, 0, len(c.relays))
@@ -65,8 +67,8 @@ func (c *conn) revoke(why string) {
 	}
 	c.mu.Unlock()
 	c.srv.log.Warn("session revoked", append(c.logArgs(), "why", why)...)
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd, Technician: c.id.tech.Name,
-		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "revoked: " + why})
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.revoked", Technician: c.id.tech.Name,
+		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: why})
 	// Tell the technician first (closing the target's side would close
 	// theirs at once), but wait at most a second on one who does not read.
 	var told sync.WaitGroup
@@ -114,7 +116,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		defer t.Stop()
 	}
 	// A lock or rule change between the decision and now is not missed.
-	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source); !ok {
+	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
 		go c.terminate(why)
 	}
 
@@ -275,6 +277,10 @@ func (c *conn) finish() {
 }
 
 func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
+	if c.ending.Load() {
+		nch.Reject(ssh.Prohibited, "sekisho: the session is ending")
+		return
+	}
 	switch nch.ChannelType() {
 	case "session":
 	case "direct-tcpip":

@@ -52,6 +52,11 @@ func checkForward(ctx context.Context, res Resolver, dests []string, host string
 		if !validHostname(host) {
 			return forwardTarget{}, fmt.Errorf("%q is not a host name", host)
 		}
+		// Names the rule cannot allow are not looked up: refusals must not
+		// turn sekisho into a resolver of internal names.
+		if !mayAllowName(dests, host, uint16(port)) {
+			return forwardTarget{}, fmt.Errorf("%s:%d is not among the rule's forward_to destinations", host, port)
+		}
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		found, err := res.LookupNetIP(ctx, "ip", host)
@@ -67,16 +72,31 @@ func checkForward(ctx context.Context, res Resolver, dests []string, host string
 	for _, a := range addrs {
 		named, allowed := matchDestination(dests, host, a, uint16(port))
 		if !allowed {
-			lastWhy = fmt.Sprintf("%s:%d (%s) is not among the rule's forward_to destinations", host, port, a)
+			lastWhy = fmt.Sprintf("%s:%d is not among the rule's forward_to destinations", host, port)
 			continue
 		}
 		if sensitive(a, extraBlocked) && !named {
-			lastWhy = fmt.Sprintf("%s:%d resolves to %s, which is refused unless the rule names it", host, port, a)
+			lastWhy = fmt.Sprintf("%s:%d resolves to a loopback, link-local or otherwise protected address, which is refused unless the rule names it", host, port)
 			continue
 		}
 		return forwardTarget{addr: a, port: uint16(port)}, nil
 	}
 	return forwardTarget{}, errors.New(lastWhy)
+}
+
+// mayAllowName reports whether some entry could allow host:port: an entry
+// with that name, or a prefix entry for the port.
+func mayAllowName(dests []string, host string, port uint16) bool {
+	for _, d := range dests {
+		h, p, err := net.SplitHostPort(d)
+		if err != nil || (p != "*" && p != strconv.Itoa(int(port))) {
+			continue
+		}
+		if _, err := netip.ParsePrefix(h); err == nil || strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // matchDestination reports whether a destination entry allows addr:port

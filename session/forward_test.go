@@ -53,8 +53,10 @@ func TestCheckForward(t *testing.T) {
 		{[]string{"db.internal:*"}, "DB.internal", 8443, addrs("10.0.0.5"), "10.0.0.5"},
 		{[]string{"10.0.0.0/24:443"}, "web.internal", 443, addrs("10.0.0.7"), "10.0.0.7"},
 		{[]string{"10.0.0.0/24:443"}, "web.internal", 443, addrs("10.0.1.7"), "not among"},
+		{[]string{"db.internal:5432"}, "vault.internal", 8200, addrs("10.0.9.9"), "not among"}, // not looked up
 		// A name the rule allows that resolves to loopback or metadata is refused.
 		{[]string{"evil.example:80"}, "evil.example", 80, addrs("127.0.0.1"), "refused unless the rule names it"},
+		{[]string{"0.0.0.0/0:*"}, "anything", 22, addrs("127.0.0.1"), "refused unless the rule names it"},
 		{[]string{"evil.example:80"}, "evil.example", 80, addrs("169.254.169.254"), "refused unless the rule names it"},
 		{[]string{"10.0.0.0/8:8200"}, "vault.internal", 8200, vault, "refused unless the rule names it"},
 		// ... unless the rule names it.
@@ -86,4 +88,14 @@ func TestCheckForward(t *testing.T) {
 func isAddr(want string) bool {
 	_, err := netip.ParseAddr(want)
 	return err == nil
+}
+
+func TestCheckForwardDoesNotResolveNamesNoEntryCouldAllow(t *testing.T) {
+	res := &changingResolver{answers: [][]netip.Addr{addrs("10.0.0.5")}}
+	if _, err := checkForward(context.Background(), res, []string{"db.internal:5432"}, "secret.internal", 5432, nil); err == nil {
+		t.Fatal("allowed")
+	}
+	if res.calls != 0 {
+		t.Errorf("looked up a name no entry could allow (%d lookups)", res.calls)
+	}
 }

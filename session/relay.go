@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -205,7 +206,7 @@ func (r *relay) forward(req *ssh.Request) bool {
 func (r *relay) start(req *ssh.Request) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.startTried {
+	if r.startTried || r.conn.ending.Load() {
 		return false
 	}
 	r.startTried = true
@@ -483,10 +484,19 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 // own answers never land inside one.
 func (r *relay) sftpReplies(g *sftpGuard) {
 	pr := &packetReader{r: r.up}
+	first := true
 	for {
 		pkt, err := pr.next()
 		if errors.Is(err, io.EOF) {
 			return
+		}
+		if err == nil && first {
+			// The checks know protocol version 3 (OpenSSH's); a target
+			// speaking another has other requests that write.
+			if pkt[4] != fxpVersion || len(pkt) < 9 || binary.BigEndian.Uint32(pkt[5:9]) != 3 {
+				err = fmt.Errorf("%w: the target does not speak sftp version 3", errSFTPProtocol)
+			}
+			first = false
 		}
 		if err != nil {
 			r.sftpBroken(err)

@@ -27,7 +27,7 @@ type Broker interface {
 	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
 	Audit(ctx context.Context, e broker.AuditEvent)
 	// StillAllowed re-checks a live session after locks or rules changed.
-	StillAllowed(technician, target, source string) (bool, string)
+	StillAllowed(technician, target, source string, key ssh.PublicKey, prev broker.Decision) (bool, string)
 	// VerifyTOTP checks a second-factor code.
 	VerifyTOTP(ctx context.Context, technician, source, code string) error
 }
@@ -85,6 +85,7 @@ type identity struct {
 	tech     *broker.Technician
 	target   *broker.Target
 	decision broker.Decision
+	key      ssh.PublicKey // the key that signed
 	keyFP    string
 }
 
@@ -167,7 +168,7 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	if err != nil || !d.Allowed() {
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	id := &identity{tech: tech, target: target, decision: d, keyFP: ssh.FingerprintSHA256(key)}
+	id := &identity{tech: tech, target: target, decision: d, key: key, keyFP: ssh.FingerprintSHA256(key)}
 	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
 	if d.RequireMFA {
 		// The key is proven; the session needs a TOTP code as well.
@@ -278,7 +279,7 @@ func (s *Server) Revalidate() int {
 	s.mu.Unlock()
 	n := 0
 	for _, c := range live {
-		if ok, why := s.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source); !ok {
+		if ok, why := s.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
 			n++
 			go c.terminate(why)
 		}
@@ -326,6 +327,12 @@ func (s *Server) handle(nc net.Conn) {
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
 	if err != nil {
 		nc.Close()
+		if errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, proxyproto.ErrInvalidUpstream) {
+			s.log.Warn("connection from a trusted balancer without a usable PROXY header refused", "source", source, "err", err)
+			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
+				Detail: "connection from a proxy_protocol.trusted peer without a usable PROXY header"})
+			return
+		}
 		if errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) {
 			s.log.Warn("PROXY protocol header from an untrusted peer: connection refused", "source", source)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,

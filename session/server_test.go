@@ -63,7 +63,9 @@ func (f *fakeBroker) SessionEnded(_ context.Context, _ string, end broker.Sessio
 
 func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
 
-func (f *fakeBroker) StillAllowed(string, string, string) (bool, string) { return true, "" }
+func (f *fakeBroker) StillAllowed(string, string, string, ssh.PublicKey, broker.Decision) (bool, string) {
+	return true, ""
+}
 
 func (f *fakeBroker) VerifyTOTP(context.Context, string, string, string) error { return nil }
 

@@ -13,6 +13,7 @@ import (
 // SFTP packet types this file looks at (draft-ietf-secsh-filexfer-02, the
 // version OpenSSH speaks).
 const (
+	fxpVersion  = 2
 	fxpOpen     = 3
 	fxpSetstat  = 9
 	fxpFsetstat = 10
@@ -63,7 +64,9 @@ func sftpVerdict(files string, pkt []byte) (id uint32, why string) {
 			return id, "malformed open request"
 		}
 		flags := binary.BigEndian.Uint32(rest)
-		reads = flags&fxfRead != 0
+		// sftp-server opens read-only whenever WRITE is not set, whatever
+		// else is: such a handle answers READ requests.
+		reads = flags&fxfRead != 0 || flags&fxfWrite == 0
 		writes = flags&(fxfWrite|fxfAppend|fxfCreat|fxfTrunc) != 0
 	case fxpSetstat, fxpFsetstat, fxpRemove, fxpMkdir, fxpRmdir, fxpRename, fxpSymlink:
 		writes = true

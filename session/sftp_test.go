@@ -32,6 +32,9 @@ func TestSFTPVerdict(t *testing.T) {
 		{broker.FilesUpload, open(fxfWrite | fxfCreat | fxfTrunc), ""},
 		{broker.FilesUpload, open(fxfRead), "only uploads"},
 		{broker.FilesUpload, open(fxfRead | fxfWrite), "only uploads"},
+		{broker.FilesUpload, open(0), "only uploads"}, // read-only open
+		{broker.FilesUpload, open(fxfAppend), "only uploads"},
+		{broker.FilesUpload, open(fxfCreat | fxfTrunc), "only uploads"},
 		{broker.FilesDownload, open(fxfRead), ""},
 		{broker.FilesDownload, open(fxfWrite), "only downloads"},
 		{broker.FilesDownload, open(fxfAppend), "only downloads"},

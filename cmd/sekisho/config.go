@@ -524,6 +524,7 @@ func (c *Config) validate() error {
 		affiliates[a.Name] = true
 	}
 	techs := map[string]bool{}
+	keyOwners := map[string]string{}
 	for _, t := range c.Techs {
 		if !nameRe.MatchString(t.Name) {
 			return c.errf(t.line, "technician name %q: use a-z, 0-9, '.', '_', '-', starting with a letter or digit", t.Name)
@@ -546,6 +547,12 @@ func (c *Config) validate() error {
 			if _, isCert := key.(*ssh.Certificate); isCert {
 				return c.errf(t.line, "technician %s: key %d is a certificate; register the plain public key", t.Name, i+1)
 			}
+			// A key names one person: the audit log must say who it was.
+			fp := ssh.FingerprintSHA256(key)
+			if owner, dup := keyOwners[fp]; dup && owner != t.Name {
+				return c.errf(t.line, "technician %s: key %d (%s) is also registered for %s; each key must belong to one technician", t.Name, i+1, fp, owner)
+			}
+			keyOwners[fp] = t.Name
 		}
 	}
 	targets := map[string]bool{}
@@ -654,7 +661,14 @@ func (c *Config) validate() error {
 			}
 		}
 		switch r.Files {
-		case "", broker.FilesBoth, broker.FilesUpload, broker.FilesDownload, broker.FilesNone:
+		case "", broker.FilesBoth:
+		case broker.FilesUpload, broker.FilesDownload, broker.FilesNone:
+			// A shell or a command can move files any way (cat, base64,
+			// running sftp-server): the limit only holds without them.
+			lim := broker.Limits{Channels: r.Channels}
+			if lim.AllowsChannel(broker.ChannelShell) || lim.AllowsChannel(broker.ChannelExec) {
+				return c.errf(r.line, "rule %s: files: %s only holds when the rule allows neither shell nor exec (set channels, e.g. [sftp, scp])", r.Name, r.Files)
+			}
 		default:
 			return c.errf(r.line, "rule %s: files %q: use both, upload_only, download_only or none", r.Name, r.Files)
 		}

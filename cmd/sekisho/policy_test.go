@@ -118,3 +118,18 @@ func TestPolicyCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigRefusesAKeyOfTwoTechnicians(t *testing.T) {
+	cfg, _ := validConfig(t)
+	// li gets aiko's key line as well.
+	start := strings.Index(cfg, "  - name: aiko")
+	keyLine := cfg[strings.Index(cfg[start:], "      - ssh-")+start:]
+	keyLine = keyLine[:strings.Index(keyLine, "\n")]
+	liStart := strings.Index(cfg, "  - name: li")
+	liKeys := strings.Index(cfg[liStart:], "    keys:\n") + liStart + len("    keys:\n")
+	cfg = cfg[:liKeys] + keyLine + "\n" + cfg[liKeys:]
+	_, err := ParseConfig(strings.NewReader(cfg), "dup.yaml")
+	if err == nil || !strings.Contains(err.Error(), "is also registered for aiko; each key must belong to one technician") {
+		t.Errorf("error %v", err)
+	}
+}

@@ -112,11 +112,20 @@ func (b *bastion) watchLocks(ctx context.Context) {
 	defer close(b.watcher)
 	t := time.NewTicker(lockPoll)
 	defer t.Stop()
+	// Rules can depend on the time (hours, days, now): live sessions are
+	// re-checked every minute too.
+	minute := time.NewTicker(time.Minute)
+	defer minute.Stop()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-minute.C:
+			if n := b.srv.Revalidate(); n > 0 {
+				b.log.Warn("rules no longer allow live sessions: ended", "sessions", n)
+			}
+			continue
 		case <-t.C:
 		}
 		changed, err := b.brk.RefreshLocks(ctx)
@@ -307,8 +316,8 @@ func checkWritableDir(dir string) error {
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // proxyListener takes the client's address from a PROXY protocol header
-// sent by a trusted load balancer; a header from any other peer ends the
-// connection, so nobody can claim another address.
+// that a trusted load balancer must send; a header from any other peer
+// ends the connection, so nobody can claim another address.
 func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
 	return &proxyproto.Listener{
 		Listener:          ln,
@@ -317,11 +326,19 @@ func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
 			if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
 				for _, p := range trusted {
 					if p.Contains(ap.Addr().Unmap()) {
-						return proxyproto.USE, nil
+						// A balancer must say who the client is: its own
+						// address would pass for every client's.
+						return proxyproto.REQUIRE, nil
 					}
 				}
 			}
 			return proxyproto.REJECT, nil
+		},
+		ValidateHeader: func(h *proxyproto.Header) error {
+			if h.Command.IsLocal() || !h.TransportProtocol.IsStream() {
+				return errors.New("PROXY header without a TCP client address")
+			}
+			return nil
 		},
 	}
 }

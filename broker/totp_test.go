@@ -1,0 +1,40 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestThrottleHoldsUnderParallelAttempts(t *testing.T) {
+	var th throttle
+	now := time.Now()
+	var passed atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 300; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if th.begin(now, "t:li", "s:192.0.2.1") {
+				passed.Add(1) // and fails: the count stays
+			}
+		}()
+	}
+	wg.Wait()
+	if n := passed.Load(); n != maxFailures {
+		t.Errorf("%d parallel attempts were checked, want %d", n, maxFailures)
+	}
+	// A success is forgiven; failures expire after the window.
+	var th2 throttle
+	for i := 0; i < 10; i++ {
+		at := now.Add(time.Duration(i) * time.Second)
+		if !th2.begin(at, "t:aiko") {
+			t.Fatalf("attempt %d refused although every earlier one succeeded", i)
+		}
+		th2.forgive(at, "t:aiko")
+	}
+	if !th.begin(now.Add(failureWindow+time.Second), "t:li", "s:192.0.2.1") {
+		t.Error("failures did not expire after the window")
+	}
+}
