@@ -20,8 +20,9 @@ type Network struct {
 // first (longest prefix wins); a GeoIP database, when configured, answers
 // for the rest.
 type Geo struct {
-	entries []geoEntry        // sorted by prefix length, longest first
-	db      *maxminddb.Reader // optional GeoIP database
+	networks []*Network
+	entries  []geoEntry        // sorted by prefix length, longest first
+	db       *maxminddb.Reader // optional GeoIP database
 }
 
 type geoEntry struct {
@@ -32,7 +33,7 @@ type geoEntry struct {
 // NewGeo returns a Geo for the configured networks and, when db is not
 // nil, a MaxMind-format country database for the other addresses.
 func NewGeo(networks []*Network, db *maxminddb.Reader) *Geo {
-	g := &Geo{db: db}
+	g := &Geo{db: db, networks: networks}
 	for _, n := range networks {
 		for _, p := range n.Prefixes {
 			g.entries = append(g.entries, geoEntry{prefix: p.Masked(), network: n})
@@ -40,6 +41,14 @@ func NewGeo(networks []*Network, db *maxminddb.Reader) *Geo {
 	}
 	sort.SliceStable(g.entries, func(i, j int) bool { return g.entries[i].prefix.Bits() > g.entries[j].prefix.Bits() })
 	return g
+}
+
+// Networks returns the configured networks.
+func (g *Geo) Networks() []*Network {
+	if g == nil {
+		return nil
+	}
+	return g.networks
 }
 
 // Locate returns the country and the configured network name of addr;

@@ -29,36 +29,43 @@ type scenario struct {
 }
 
 // lintHours are the local hours (in each target's zone) at which rules are
-// tried, on a weekday and on a weekend day, so that conditions on now are
-// exercised.
-var lintHours = []int{3, 10, 15, 22}
+// tried, on every day of a week, so that conditions on now are exercised.
+var lintHours = []int{0, 3, 6, 8, 9, 10, 12, 13, 15, 17, 18, 20, 22}
 
 // scenarios returns, for every technician and target, requests from the
 // affiliate's country, from the target's residency and from an unknown
 // place, at several hours.
-func scenarios(techs []*Technician, targets []*Target) []scenario {
+func scenarios(techs []*Technician, targets []*Target, networks []*Network) []scenario {
 	var out []scenario
-	days := []time.Time{
-		time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), // a Wednesday
-		time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC), // a Saturday
+	var days []time.Time
+	for d := 0; d < 7; d++ {
+		days = append(days, time.Date(2026, 11, 30+d, 0, 0, 0, 0, time.UTC)) // Monday to Sunday
 	}
+	type place struct{ country, network string }
 	for _, tech := range techs {
 		for _, tg := range targets {
 			loc := time.UTC
 			if l, err := time.LoadLocation(tg.Zone); err == nil && tg.Zone != "" {
 				loc = l
 			}
-			sources := []string{tech.Affiliate.Country, tg.Residency, ""}
-			for _, src := range slices.Compact(sources) {
+			places := []place{{tech.Affiliate.Country, ""}, {tg.Residency, ""}, {"", ""}}
+			for _, n := range networks {
+				places = append(places, place{n.Country, n.Name})
+			}
+			for _, src := range slices.Compact(places) {
 				for _, day := range days {
 					for _, h := range lintHours {
 						now := time.Date(day.Year(), day.Month(), day.Day(), h, 0, 0, 0, loc)
-						where := src
-						if where == "" {
+						where := src.country
+						switch {
+						case src.network != "":
+							where = "network " + src.network + " (" + src.country + ")"
+						case where == "":
 							where = "an unknown country"
 						}
 						out = append(out, scenario{
-							req:  Request{Technician: tech, Target: tg, Source: "192.0.2.1:22", SourceCountry: src, Now: now},
+							req: Request{Technician: tech, Target: tg, Source: "192.0.2.1:22", SourceCountry: src.country,
+								SourceNetwork: src.network, Now: now},
 							desc: fmt.Sprintf("%s to %s from %s at %s", tech.Name, tg.Name, where, now.Format("Mon 15:04 MST")),
 						})
 					}
@@ -70,6 +77,7 @@ func scenarios(techs []*Technician, targets []*Target) []scenario {
 }
 
 var (
+	utcTimeRe  = regexp.MustCompile(`now\.get(FullYear|Month|Date|DayOfMonth|DayOfWeek|DayOfYear|Hours|Minutes)\(\s*\)`)
 	labelRefRe = regexp.MustCompile(`target\.labels(?:\[\s*["']([^"']+)["']\s*\]|\.([A-Za-z_][A-Za-z0-9_]*))`)
 	dataRefRe  = regexp.MustCompile(`["']([^"']+)["']\s+in\s+target\.data`)
 )
@@ -80,9 +88,15 @@ var (
 // classes that no target carries, and any way personal data ("pii") is
 // allowed across borders without approval. It samples sources and times
 // (see scenarios), so it finds problems but cannot prove their absence.
-func (p *Policy) Lint(techs []*Technician, targets []*Target) []Finding {
+func (p *Policy) Lint(techs []*Technician, targets []*Target, networks []*Network) []Finding {
 	var findings []Finding
-	scen := scenarios(techs, targets)
+	scen := scenarios(techs, targets, networks)
+	for _, r := range p.Rules {
+		if utcTimeRe.MatchString(r.When) {
+			findings = append(findings, Finding{Rule: r.Name,
+				Message: "reads now without a time zone, which is UTC; write e.g. now.getHours(target.zone)"})
+		}
+	}
 
 	matched := make([][]bool, len(p.Rules)) // rule × scenario
 	for i := range p.Rules {

@@ -137,9 +137,27 @@ func matchDestination(dests []string, host string, addr netip.Addr, port uint16)
 	return named, allowed
 }
 
+// protectedPrefixes are reached only when a rule names the exact address:
+// cloud metadata services outside link-local space, and IPv6 forms that
+// embed an IPv4 address (NAT64, IPv4-compatible) and so could hide one.
+var protectedPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud metadata
+	netip.MustParsePrefix("168.63.129.16/32"),   // Azure host services
+	netip.MustParsePrefix("fd00:ec2::254/128"),  // AWS metadata over IPv6
+	netip.MustParsePrefix("64:ff9b::/96"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("::/96"),
+}
+
 func sensitive(a netip.Addr, extra []netip.Addr) bool {
 	if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() {
 		return true
+	}
+	for _, p := range protectedPrefixes {
+		if p.Contains(a) {
+			return true
+		}
 	}
 	for _, e := range extra {
 		if e.Unmap() == a {

@@ -57,6 +57,9 @@ func TestCheckForward(t *testing.T) {
 		// A name the rule allows that resolves to loopback or metadata is refused.
 		{[]string{"evil.example:80"}, "evil.example", 80, addrs("127.0.0.1"), "refused unless the rule names it"},
 		{[]string{"0.0.0.0/0:*"}, "anything", 22, addrs("127.0.0.1"), "refused unless the rule names it"},
+		{[]string{"[::/0]:*"}, "v6", 80, addrs("fd00:ec2::254"), "refused unless the rule names it"},
+		{[]string{"[::/0]:*"}, "v6", 80, addrs("64:ff9b::a9fe:a9fe"), "refused unless the rule names it"},
+		{[]string{"0.0.0.0/0:*"}, "md", 80, addrs("100.100.100.200"), "refused unless the rule names it"},
 		{[]string{"evil.example:80"}, "evil.example", 80, addrs("169.254.169.254"), "refused unless the rule names it"},
 		{[]string{"10.0.0.0/8:8200"}, "vault.internal", 8200, vault, "refused unless the rule names it"},
 		// ... unless the rule names it.

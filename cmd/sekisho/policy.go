@@ -133,9 +133,9 @@ func cmdPolicyCheck(w io.Writer, args []string) error {
 		return err
 	}
 	techs, targets, policy := cfg.domain()
-	findings := policy.Lint(techs, targets)
+	findings := policy.Lint(techs, targets, cfg.geo.Networks())
 	if len(findings) == 0 {
-		fmt.Fprintf(w, "%s: %d rules, no findings (tried every technician and target from the affiliate's country, the residency and an unknown place, at several hours)\n",
+		fmt.Fprintf(w, "%s: %d rules, no findings (tried every technician and target from the affiliate's country, the residency, each network and an unknown place, every day at several hours)\n",
 			cfg.path, len(policy.Rules))
 		return nil
 	}
