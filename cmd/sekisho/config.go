@@ -426,7 +426,7 @@ func (c *Config) errf(line int, format string, args ...any) error {
 	return fmt.Errorf("%s: %s", c.path, fmt.Sprintf(format, args...))
 }
 
-func (c *Config) validate() error {
+func (c *Config) validate() (err error) {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:2222"
 	}
@@ -502,11 +502,16 @@ func (c *Config) validate() error {
 	}
 	var geoDB *maxminddb.Reader
 	if c.GeoIP != "" {
-		db, err := broker.OpenGeoIP(c.Path(c.GeoIP))
-		if err != nil {
-			return c.errf(0, "geoip: %v", err)
+		db, oerr := broker.OpenGeoIP(c.Path(c.GeoIP))
+		if oerr != nil {
+			return c.errf(0, "geoip: %v", oerr)
 		}
 		geoDB = db
+		defer func() {
+			if err != nil {
+				db.Close() // a config that does not load keeps nothing open
+			}
+		}()
 	}
 	c.geo = broker.NewGeo(networks, geoDB)
 

@@ -183,6 +183,12 @@ func cmdReload(args []string) error {
 	if err != nil || pid <= 0 {
 		return fmt.Errorf("%s does not hold a process ID", pidFile)
 	}
+	// The pid file may be stale and the number reused: signal only a
+	// sekisho serving this config.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "sekisho") || !strings.Contains(string(cmdline), "serve") {
+		return fmt.Errorf("process %d from %s is not a running sekisho server (stale pid file?)", pid, pidFile)
+	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("signal server %d: %w", pid, err)
 	}
