@@ -292,6 +292,9 @@ func (p *Policy) Decide(req Request) Decision {
 	case firstAccept != nil && firstAccept.Effect == Approval:
 		d.Effect = Approval
 		d.Rule = firstAccept.Name
+		// What the session would get once approved.
+		d.Limits = firstAccept.Limits
+		d.RequireMFA = req.Technician.RequireMFA || firstAccept.RequireMFA
 		d.Reason = fmt.Sprintf("access to %s requires approval under rule %q (%s); access requests are not enabled on this bastion", req.Target.Name, firstAccept.Name, facts)
 		if firstAccept.Message != "" {
 			d.Reason += ": " + firstAccept.Message

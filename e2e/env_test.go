@@ -113,6 +113,14 @@ func runMain(m *testing.M) int {
 		}
 	}
 	env.host, env.port, _ = net.SplitHostPort(env.state.Bastion)
+	// The tests run against rules of their own, without the demo's second
+	// factor (a TOTP code works once per 30 s, the tests run in parallel);
+	// the demo's shipped rules are kept and tested on their own.
+	if err := useTestRules(demo.Process.Pid); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n%s\n", err, out.String())
+		stop()
+		return 1
+	}
 	code := m.Run()
 	stop()
 	if code != 0 {
@@ -285,4 +293,51 @@ func streams(t *testing.T, events, code string) string {
 		b.WriteString(u)
 	}
 	return b.String()
+}
+
+// testRules replace the demo's rules for the tests.
+const testRules = `rules:
+  - name: pii-stays-in-residency
+    effect: deny
+    when: '"pii" in target.data && cross_border'
+    message: personal data may only be reached by technicians of an affiliate in its residency country
+  - name: pii-in-residency
+    effect: allow
+    when: '"pii" in target.data && !cross_border'
+  - name: any-affiliate-to-web
+    effect: allow
+    targets: [web-sg-01]
+`
+
+// useTestRules keeps the demo's config as sekisho.shipped.yaml, puts the
+// test rules in force and waits until the demo has reloaded them.
+func useTestRules(pid int) error {
+	b, err := os.ReadFile(env.state.Config)
+	if err != nil {
+		return err
+	}
+	shipped := filepath.Join(env.dir, "sekisho.shipped.yaml")
+	if err := os.WriteFile(shipped, b, 0o600); err != nil {
+		return err
+	}
+	cfg := string(b)
+	i := strings.Index(cfg, "\nrules:\n")
+	if i < 0 {
+		return errors.New("the demo config has no rules section")
+	}
+	if err := os.WriteFile(env.state.Config, []byte(cfg[:i+1]+testRules), 0o600); err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return err
+	}
+	logPath := filepath.Join(env.dir, "sekisho.log")
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte(`"msg":"config reloaded`)) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("the demo did not reload the test rules within 30s")
 }

@@ -37,7 +37,13 @@ type variant struct {
 // given) and waits until it accepts SSH.
 func startVariant(t *testing.T, edit func(cfg string) string, wrap ...string) *variant {
 	t.Helper()
-	b, err := os.ReadFile(env.state.Config)
+	return startVariantOf(t, env.state.Config, edit, wrap...)
+}
+
+// startVariantOf is startVariant on another config file.
+func startVariantOf(t *testing.T, config string, edit func(cfg string) string, wrap ...string) *variant {
+	t.Helper()
+	b, err := os.ReadFile(config)
 	if err != nil {
 		t.Fatal(err)
 	}

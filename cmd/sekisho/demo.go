@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -57,6 +59,9 @@ type demoState struct {
 var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}}
 
 func cmdDemo(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "code" {
+		return cmdDemoCode(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	dir := fs.String("dir", ".demo", "directory for the demo's keys, config, database and recordings")
 	listen := fs.String("listen", "127.0.0.1:2222", "bastion address")
@@ -190,6 +195,15 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if err != nil {
 		return err
 	}
+	for _, t := range demoTechnicians {
+		if _, err := b.store.TOTP(ctx, t.name); err == nil {
+			continue
+		}
+		if _, err := b.brk.EnrollTOTP(ctx, t.name); err != nil {
+			b.stop()
+			return fmt.Errorf("enroll the demo's second factor: %w", err)
+		}
+	}
 	hostKeyLine, err := bastionKnownHosts(cfg, b.Addr().String(), d.path("known_hosts"))
 	if err != nil {
 		b.stop()
@@ -207,9 +221,55 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	}
 	printDemoReady(os.Stdout, st, d.dir)
 
-	<-ctx.Done()
-	fmt.Println("\nsekisho demo: stopping")
-	return b.stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			b.reload(cfgPath)
+		case <-ctx.Done():
+			fmt.Println("\nsekisho demo: stopping")
+			return b.stop()
+		}
+	}
+}
+
+// cmdDemoCode prints the current TOTP code of a demo technician, so that
+// the demo can be tried without an authenticator app. It works only on a
+// demo directory.
+func cmdDemoCode(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo code", flag.ContinueOnError)
+	dir := fs.String("dir", ".demo", "the demo's directory")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() != 1 {
+		return usageError{"demo code: give a demo technician (aiko or li)"}
+	}
+	if _, err := os.Stat(filepath.Join(*dir, "demo.json")); err != nil {
+		return fmt.Errorf("%s is not a running demo's directory (no demo.json): start `make demo` first", *dir)
+	}
+	cfg, err := LoadConfig(filepath.Join(*dir, "sekisho.yaml"))
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.TOTP(ctx, fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("no second factor for %q in the demo: %w", fs.Arg(0), err)
+	}
+	now := time.Now()
+	code, err := totp.GenerateCode(st.Secret, now)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s (valid for %ds; each code works once)\n", code, 30-now.Unix()%30)
+	return nil
 }
 
 // proc is a child process of the demo; exited is closed once it has been
@@ -482,23 +542,38 @@ targets:
       - {{.HostKey}}
 {{- end}}
 
-# An explicit deny beats every allow; otherwise the first matching allow
-# decides; nothing matching means deny. A rule's "when" is a CEL expression
-# over technician, source, target, now and cross_border (true when the
-# technician's affiliate or the source address is in another country than
-# the target's residency). Try: sekisho policy test --config .demo/sekisho.yaml
-#   --technician li --target db-jp-01 --from 127.0.0.1
+# An explicit deny beats every allow; otherwise the first matching allow or
+# approval decides; nothing matching means deny. A rule's "when" is a CEL
+# expression over technician, source, target, now and cross_border (true
+# when the technician's affiliate or the source address is in another
+# country than the target's residency). Try:
+#   sekisho policy test --config .demo/sekisho.yaml --technician li --target db-jp-01 --from 127.0.0.1
+#   sekisho policy check --config .demo/sekisho.yaml
 rules:
-  - name: pii-stays-in-residency
-    effect: deny
+  # JP personal data only from JP affiliates connecting from JP, or with an
+  # admin's approval; even then no shell, no downloads, and a second factor.
+  - name: pii-cross-border-needs-approval
+    effect: approval
     when: '"pii" in target.data && cross_border'
-    message: personal data may only be reached by technicians of an affiliate in its residency country
+    channels: [sftp, scp]
+    files: upload_only
+    require_mfa: true
+    max_duration: 1h
+    message: personal data may only be reached across borders with an admin's approval
+  # In the residency country: everything, and port forwarding only to the
+  # named destination.
   - name: pii-in-residency
     effect: allow
     when: '"pii" in target.data && !cross_border'
+    channels: [shell, exec, sftp, scp, port_forward]
+    forward_to: ["localhost:5432"]
+  # Any affiliate may reach the web server. Every session there is
+  # cross-border (no affiliate is in SG), and cross-border sessions need a
+  # second factor: bin/sekisho demo code TECHNICIAN prints the current code.
   - name: any-affiliate-to-web
     effect: allow
     targets: [web-sg-01]
+    require_mfa: true
 `
 
 func writeDemoConfig(path, listen, vaultAddr string, keys map[string]string, targets []demoTarget) error {
@@ -536,8 +611,11 @@ Try (the bastion's host key is in %s/known_hosts; add -o UserKnownHostsFile=%s/k
   scp -P %s -i %s/keys/aiko README.md aiko+db-jp-01@%s:/tmp/
   sftp -P %s -i %s/keys/aiko aiko+db-jp-01@%s
   rsync -av -e 'ssh -p %s -i %s/keys/aiko' README.md aiko+web-sg-01@%s:/tmp/
-  ssh -p %s -i %s/keys/li li+web-sg-01@%s              # allowed: any affiliate may reach web-sg-01
-  ssh -p %s -i %s/keys/li li+db-jp-01@%s               # refused: pii stays in its residency (JP)
+  ssh -p %s -i %s/keys/li li+web-sg-01@%s              # allowed, with a second factor (cross-border)
+  ssh -p %s -i %s/keys/li li+db-jp-01@%s               # refused: JP personal data needs approval from CN
+
+Sessions to web-sg-01 are cross-border and ask for a verification code:
+  bin/sekisho demo code aiko     (or li) prints the current one
 
 Then:
   bin/sekisho sessions --config %s/sekisho.yaml

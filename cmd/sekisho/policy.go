@@ -85,14 +85,15 @@ func cmdPolicyTest(w io.Writer, args []string) error {
 	return nil
 }
 
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func printDecision(w io.Writer, d broker.Decision) {
 	in := d.Inputs
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
 	list := func(l []string) string { return dash(strings.Join(l, ", ")) }
 	var labels []string
 	for k, v := range in.Target.Labels {
@@ -108,6 +109,23 @@ func printDecision(w io.Writer, d broker.Decision) {
 		fmt.Fprintf(w, "login     %s\n", d.Login)
 	} else {
 		fmt.Fprintf(w, "reason    %s\n", d.Reason)
+	}
+	if d.Rule != "" && d.Effect != broker.Deny {
+		l := d.Limits
+		chans := l.Channels
+		if len(chans) == 0 {
+			chans = broker.DefaultChannels
+		}
+		files := l.Files
+		if files == "" {
+			files = broker.FilesBoth
+		}
+		max := "none"
+		if l.MaxDuration > 0 {
+			max = l.MaxDuration.String()
+		}
+		fmt.Fprintf(w, "limits    channels %s; files %s; forward_to %s; max_duration %s; mfa %v\n",
+			strings.Join(chans, ","), files, dash(strings.Join(l.ForwardTo, ",")), max, d.RequireMFA)
 	}
 	fmt.Fprintf(w, "\ninputs\n")
 	fmt.Fprintf(w, "  technician    %s (affiliate %s, country %s, groups %s)\n", in.Technician.Name, in.Technician.Affiliate, in.Technician.Country, list(in.Technician.Groups))
