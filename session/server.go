@@ -184,7 +184,7 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 // secondFactor asks for a TOTP code over keyboard-interactive and returns
 // the permissions of the verified key once the code is right.
 func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge, id *identity, perms *ssh.Permissions) (*ssh.Permissions, error) {
-	answers, err := client("", fmt.Sprintf("sekisho: %s requires a second factor for %s", id.decision.Rule, id.target.Name),
+	answers, err := client("", fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule),
 		[]string{"Verification code: "}, []bool{false})
 	if err != nil || len(answers) != 1 {
 		return nil, errAuth
