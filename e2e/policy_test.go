@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,5 +164,41 @@ func TestApprovalRuleRefusesUntilApprovalsExist(t *testing.T) {
 	if r.code != 255 || strings.Contains(r.stdout, "should-not-run") ||
 		!strings.Contains(r.stderr, `access to db-jp-01 requires approval under rule "pii-stays-in-residency" (db-jp-01 is resident in JP; affiliate ops-cn is in CN`) {
 		t.Errorf("approval rule: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestDenyBeatsAnEarlierAllow(t *testing.T) {
+	t.Parallel()
+	// The deny rule moved after an allow that matches too: it still wins.
+	v := startVariant(t, func(cfg string) string {
+		i := strings.Index(cfg, "\nrules:\n")
+		return cfg[:i+1] + `rules:
+  - name: everyone-everywhere
+    effect: allow
+  - name: pii-stays-in-residency
+    effect: deny
+    when: '"pii" in target.data && cross_border'
+`
+	})
+	r := run(t, v.ssh(ctxT(t), "li", "li+db-jp-01", "echo should-not-run"), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, `denied by rule "pii-stays-in-residency"`) {
+		t.Errorf("li to db-jp-01: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo allowed"), nil); r.code != 0 || r.stdout != "allowed\n" {
+		t.Errorf("li to web-sg-01: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestConditionErrorNamesRuleAndPosition(t *testing.T) {
+	t.Parallel()
+	b, _ := os.ReadFile(env.state.Config)
+	bad := strings.Replace(string(b), `when: '"pii" in target.data && cross_border'`, `when: '"pii" in target.data && crossborder'`, 1)
+	line := strings.Count(bad[:strings.Index(bad, "crossborder")], "\n") + 1
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte(bad), 0o600)
+	out, err := exec.Command(env.sekisho, "serve", "--config", path).CombinedOutput()
+	want := fmt.Sprintf("%s:%d: rule pii-stays-in-residency: condition: ERROR: <input>:1:25: undeclared reference to 'crossborder'", path, line)
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("sekisho serve with a bad condition: %v\n%s\nwant %q", err, out, want)
 	}
 }
