@@ -35,13 +35,16 @@ type Config struct {
 	SSH        SSHSection   `yaml:"ssh"`
 	// ProxyProtocol trusts PROXY protocol v1/v2 headers from these peers
 	// (load balancers) for the client's address; others may not send one.
-	ProxyProtocol ProxySection   `yaml:"proxy_protocol"`
-	GeoIP         string         `yaml:"geoip"` // MaxMind-format country database
-	Networks      []NetworkEntry `yaml:"networks"`
-	Affiliates    []Affiliate    `yaml:"affiliates"`
-	Techs         []Technician   `yaml:"technicians"`
-	Targets       []TargetEntry  `yaml:"targets"`
-	Rules         []RuleEntry    `yaml:"rules"`
+	ProxyProtocol ProxySection `yaml:"proxy_protocol"`
+	GeoIP         string       `yaml:"geoip"` // MaxMind-format country database
+	// ForwardResolver is the DNS server (IP:port) that resolves
+	// port-forward destinations; empty means the system's resolver.
+	ForwardResolver string         `yaml:"forward_resolver"`
+	Networks        []NetworkEntry `yaml:"networks"`
+	Affiliates      []Affiliate    `yaml:"affiliates"`
+	Techs           []Technician   `yaml:"technicians"`
+	Targets         []TargetEntry  `yaml:"targets"`
+	Rules           []RuleEntry    `yaml:"rules"`
 
 	path    string
 	policy  *broker.Policy // compiled from Rules by validate
@@ -478,6 +481,11 @@ func (c *Config) validate() (err error) {
 			prefix = netip.PrefixFrom(addr, addr.BitLen())
 		}
 		c.proxies = append(c.proxies, prefix)
+	}
+	if c.ForwardResolver != "" {
+		if _, err := netip.ParseAddrPort(c.ForwardResolver); err != nil {
+			return c.errf(0, "forward_resolver %q: write the DNS server as IP:port, e.g. 10.0.0.2:53", c.ForwardResolver)
+		}
 	}
 	var networks []*broker.Network
 	for _, n := range c.Networks {

@@ -200,6 +200,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store, Logger: logger})
 	srv, err := session.NewServer(session.Config{
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
+		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
 		DialTimeout: time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
 	})
@@ -357,4 +358,16 @@ func vaultAddrs(ctx context.Context, address string) []netip.Addr {
 	defer cancel()
 	addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
 	return addrs
+}
+
+// forwardResolver resolves port-forward destinations with server (IP:port),
+// or the system's resolver when server is empty.
+func forwardResolver(server string) session.Resolver {
+	if server == "" {
+		return net.DefaultResolver
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server)
+	}}
 }
