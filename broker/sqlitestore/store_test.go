@@ -320,3 +320,44 @@ func TestOpenMigratesAnOlderFile(t *testing.T) {
 		t.Errorf("domestic sessions: %+v", got)
 	}
 }
+
+func TestLocksExpireAndAreRemoved(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "locks.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	forever, err := s.AddLock(ctx, broker.Lock{Kind: broker.LockAffiliate, Name: "ops-cn", Reason: "incident", By: "op", Created: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour, _ := s.AddLock(ctx, broker.Lock{Kind: broker.LockTarget, Name: "db", Reason: "maintenance", By: "op", Created: now, Expires: now.Add(time.Hour)})
+	ids := func(at time.Time) []int64 {
+		locks, err := s.Locks(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, l := range locks {
+			out = append(out, l.ID)
+		}
+		return out
+	}
+	if got := ids(now); !reflect.DeepEqual(got, []int64{forever.ID, hour.ID}) {
+		t.Errorf("locks now: %v", got)
+	}
+	if got := ids(now.Add(2 * time.Hour)); !reflect.DeepEqual(got, []int64{forever.ID}) {
+		t.Errorf("locks after the expiry: %v", got)
+	}
+	if err := s.RemoveLock(ctx, forever.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveLock(ctx, forever.ID); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("removing twice: %v", err)
+	}
+	if got := ids(now); !reflect.DeepEqual(got, []int64{hour.ID}) {
+		t.Errorf("locks after the removal: %v", got)
+	}
+}
