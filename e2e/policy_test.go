@@ -86,6 +86,13 @@ func TestUnknownTechnicianAndWrongKeyLookAlike(t *testing.T) {
 	if norm(unknown.stderr) != norm(wrongKey.stderr) {
 		t.Errorf("answers differ:\nunknown:   %q\nwrong key: %q", unknown.stderr, wrongKey.stderr)
 	}
+	// Both refusals are audited.
+	audit := sekishoCLI(t, "audit", "--limit", "10000")
+	for _, login := range []string{"mallory+db-jp-01", "aiko+db-jp-01"} {
+		if !strings.Contains(audit, `"kind":"auth.failed"`) || !strings.Contains(audit, `\"login\":\"`+login+`\"`) {
+			t.Errorf("no auth.failed audit event for %s", login)
+		}
+	}
 }
 
 func TestBadLoginNamesExplained(t *testing.T) {

@@ -67,6 +67,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	authAudit *authAuditor
+
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 	live     map[*conn]struct{} // sessions relaying to a target
@@ -118,6 +120,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.authAudit = newAuthAuditor(cfg.Broker.Audit)
 	s.sshCfg = &ssh.ServerConfig{
 		MaxAuthTries:              cfg.MaxAuthTries,
 		PublicKeyCallback:         s.offeredKey,
@@ -126,6 +129,7 @@ func NewServer(cfg Config) (*Server, error) {
 		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
 			if err != nil && method != "none" {
 				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "err", err)
+				s.authAudit.failed(conn.User(), conn.RemoteAddr().String(), method, time.Now())
 			}
 		},
 	}
