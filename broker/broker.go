@@ -295,3 +295,12 @@ func (b *Broker) SessionEnded(ctx context.Context, id string, end SessionEnd) er
 		Detail: fmt.Sprintf(`{"reason":%q,"bytes_in":%d,"bytes_out":%d}`, end.Reason, end.BytesIn, end.BytesOut)})
 	return err
 }
+
+// SessionRefused registers a session that was allowed but could not start,
+// as ended at once with reason. The refusal itself is already audited.
+func (b *Broker) SessionRefused(ctx context.Context, r *SessionRecord, at time.Time, reason string) error {
+	if err := b.store.StartSession(ctx, r); err != nil {
+		return err
+	}
+	return b.store.EndSession(ctx, r.ID, SessionEnd{At: at, Reason: reason})
+}

@@ -302,6 +302,11 @@ func TestVaultUnreachableRefusesSession(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the command ran without a certificate from Vault")
 	}
+	// The attempt is in the register, ended as refused.
+	list, _ := exec.Command(env.sekisho, "sessions", "--json", "--config", v.config).Output()
+	if !strings.Contains(string(list), `"end_reason": "refused: could not obtain a certificate for web-sg-01`) {
+		t.Errorf("the refused attempt is not in the register:\n%s", list)
+	}
 }
 
 func TestInvalidConfigNamesFileAndLine(t *testing.T) {

@@ -103,7 +103,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 
 	start := time.Now()
 	if err := c.connect(ctx, start); err != nil {
-		c.refuse(ctx, chans, err)
+		c.refuse(ctx, chans, start, err)
 		return
 	}
 	c.srv.log.Info("session started", c.logArgs()...)
@@ -202,14 +202,8 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	}
 	c.up = up
 
-	trace, _ := json.Marshal(meta.Trace)
-	r := &broker.SessionRecord{
-		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
-		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
-		Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
-		CrossBorder: meta.CrossBorder, Rule: d.Rule, Trace: string(trace), CertSerial: cred.Certificate.Serial,
-		CertKeyID: cred.Certificate.KeyId, StartedAt: start, Recording: c.sessionID,
-	}
+	r := c.register(start)
+	r.CertSerial, r.CertKeyID = cred.Certificate.Serial, cred.Certificate.KeyId
 	if err := b.SessionStarted(ctx, r); err != nil {
 		up.Close()
 		c.srv.log.Error("session register unavailable, session refused", append(c.logArgs(), "err", err)...)
@@ -218,16 +212,34 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	return nil
 }
 
+// register is the register entry of this session.
+func (c *conn) register(start time.Time) *broker.SessionRecord {
+	tech, tg, d := c.id.tech, c.id.target, c.id.decision
+	trace, _ := json.Marshal(map[string]any{"inputs": d.Inputs, "rules": d.Trace})
+	return &broker.SessionRecord{
+		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
+		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
+		Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
+		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: string(trace), StartedAt: start, Recording: c.sessionID,
+	}
+}
+
 // refuse tells the technician why the session cannot go on, on the first
-// channel they open, then closes the connection.
-func (c *conn) refuse(ctx context.Context, chans <-chan ssh.NewChannel, err error) {
+// channel they open, then closes the connection. The attempt goes into
+// the register as a session that ended refused, so that reviewers see
+// every connection the rules allowed, whether it went through or not.
+func (c *conn) refuse(ctx context.Context, chans <-chan ssh.NewChannel, start time.Time, err error) {
 	msg := "sekisho: session refused"
 	var ue *userError
 	if errors.As(err, &ue) {
 		msg = "sekisho: " + ue.msg
 	}
+	reason := "refused: " + err.Error()
 	if c.rec != nil {
-		c.rec.End(time.Now(), "refused: "+err.Error(), 0, 0)
+		c.rec.End(time.Now(), reason, 0, 0)
+	}
+	if rerr := c.srv.cfg.Broker.SessionRefused(ctx, c.register(start), time.Now(), reason); rerr != nil {
+		c.srv.log.Error("refused session not registered", append(c.logArgs(), "err", rerr)...)
 	}
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()

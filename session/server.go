@@ -25,6 +25,9 @@ type Broker interface {
 	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string) (*broker.Credential, error)
 	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
 	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
+	// SessionRefused registers a session that was allowed but could not
+	// start (no recording, no certificate, target unreachable).
+	SessionRefused(ctx context.Context, r *broker.SessionRecord, at time.Time, reason string) error
 	Audit(ctx context.Context, e broker.AuditEvent)
 	// StillAllowed re-checks a live session after locks or rules changed.
 	StillAllowed(technician, target, source string, key ssh.PublicKey, prev broker.Decision) (bool, string)

@@ -63,6 +63,10 @@ func (f *fakeBroker) SessionEnded(_ context.Context, _ string, end broker.Sessio
 
 func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
 
+func (f *fakeBroker) SessionRefused(context.Context, *broker.SessionRecord, time.Time, string) error {
+	return nil
+}
+
 func (f *fakeBroker) StillAllowed(string, string, string, ssh.PublicKey, broker.Decision) (bool, string) {
 	return true, ""
 }
