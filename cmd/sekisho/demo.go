@@ -209,6 +209,11 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		b.stop()
 		return err
 	}
+	// Reloads on SIGHUP; ask for the signal before demo.json tells anyone
+	// the demo is up, so that an early SIGHUP cannot end it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	st := demoState{Bastion: b.Addr().String(), BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
 		Config: cfgPath, Targets: targets, Keys: map[string]string{}, PID: os.Getpid()}
 	for _, t := range demoTechnicians {
@@ -221,9 +226,6 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	}
 	printDemoReady(os.Stdout, st, d.dir)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
