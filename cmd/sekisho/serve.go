@@ -44,6 +44,10 @@ func cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	logger := newLogger(cfg, os.Stderr)
+	// SIGHUP reloads: ask for it before anyone can find this server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	b, err := startBastion(ctx, cfg, logger, nil)
 	if err != nil {
 		return err
@@ -53,9 +57,6 @@ func cmdServe(ctx context.Context, args []string) error {
 		logger.Warn("pid file not written; `sekisho reload` will not find this server", "path", pidFile, "err", err)
 	}
 	defer os.Remove(pidFile)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
