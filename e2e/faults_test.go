@@ -87,7 +87,8 @@ func startVariantOf(t *testing.T, config string, edit func(cfg string) string, w
 			t.Fatalf("variant sekisho exited:\n%s", v.out.String())
 		default:
 		}
-		return strings.Contains(v.out.String(), `"msg":"sekisho listening"`)
+		_, pidErr := os.Stat(filepath.Join(dir, "sekisho.db.pid")) // written once serving
+		return strings.Contains(v.out.String(), `"msg":"sekisho listening"`) && pidErr == nil
 	})
 	// The variant has its own host key: trust it for this test only.
 	return v
