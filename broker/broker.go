@@ -104,9 +104,6 @@ func (b *Broker) Target(name string) (*Target, bool) {
 	return t, ok
 }
 
-// Store returns the state store.
-func (b *Broker) Store() Store { return b.store }
-
 // Authorize decides whether technician may reach target from source. The
 // decision, with its full trace, is written to the audit log whatever it
 // is; a refusal is logged as well.

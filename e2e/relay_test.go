@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,6 +48,18 @@ func TestExecRelaysStdoutStderrAndExitStatus(t *testing.T) {
 	}
 	if s.BytesOut != int64(len(r.stdout)+len(r.stderr)) {
 		t.Errorf("bytes out %d, want %d", s.BytesOut, len(r.stdout)+len(r.stderr))
+	}
+	// The recording's metadata names the certificate too.
+	var meta struct {
+		CertSerial uint64 `json:"cert_serial"`
+		CertKeyID  string `json:"cert_key_id"`
+		Residency  string `json:"residency"`
+		EndReason  string `json:"end_reason"`
+	}
+	b, _ := os.ReadFile(filepath.Join(env.dir, "recordings", s.ID, "session.json"))
+	if err := json.Unmarshal(b, &meta); err != nil || meta.CertSerial != s.CertSerial || meta.CertKeyID != s.CertKeyID ||
+		meta.Residency != "JP" || meta.EndReason == "" {
+		t.Errorf("session.json: %+v (%v)\n%s", meta, err, b)
 	}
 	// The target's own log names the technician through the key ID.
 	log := targetLog(t, "db-jp-01")

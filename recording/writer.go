@@ -170,6 +170,14 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	return c, nil
 }
 
+// Certificate records the certificate the session uses on the target.
+func (s *Session) Certificate(serial uint64, keyID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.meta.CertSerial, s.meta.CertKeyID = serial, keyID
+	return s.writeMeta()
+}
+
 // End records how the session ended and closes the metadata.
 func (s *Session) End(at time.Time, reason string, bytesIn, bytesOut int64) error {
 	s.mu.Lock()

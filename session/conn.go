@@ -20,7 +20,6 @@ import (
 const (
 	EndClientClosed    = "client closed"
 	EndRecordingFailed = "recording failed"
-	EndTargetFailed    = "target connection failed"
 	EndShutdown        = "server shutdown"
 )
 
@@ -165,10 +164,11 @@ func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
 func (c *conn) connect(ctx context.Context, start time.Time) error {
 	b := c.srv.cfg.Broker
 	tech, tg, d := c.id.tech, c.id.target, c.id.decision
+	r := c.register(start)
 	meta := recording.Meta{
-		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
-		Source: c.source, SourceCountry: d.Inputs.Source.Country, Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
-		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: map[string]any{"inputs": d.Inputs, "rules": d.Trace}, Start: start.UTC(),
+		ID: r.ID, Technician: r.Technician, Affiliate: r.Affiliate, AffiliateCountry: r.AffiliateCountry,
+		Source: r.Source, SourceCountry: r.SourceCountry, Target: r.Target, TargetAddress: r.TargetAddress, Residency: r.Residency,
+		Login: r.Login, CrossBorder: r.CrossBorder, Rule: r.Rule, Trace: json.RawMessage(r.Trace), Start: start.UTC(),
 	}
 	rec, err := recording.Create(c.srv.cfg.RecordingDir, meta)
 	if err != nil {
@@ -202,8 +202,12 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	}
 	c.up = up
 
-	r := c.register(start)
 	r.CertSerial, r.CertKeyID = cred.Certificate.Serial, cred.Certificate.KeyId
+	if err := rec.Certificate(r.CertSerial, r.CertKeyID); err != nil {
+		up.Close()
+		c.srv.log.Error("recording metadata not written, session refused", append(c.logArgs(), "err", err)...)
+		return userErrorf("the session cannot be recorded, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
+	}
 	if err := b.SessionStarted(ctx, r); err != nil {
 		up.Close()
 		c.srv.log.Error("session register unavailable, session refused", append(c.logArgs(), "err", err)...)

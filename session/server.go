@@ -91,7 +91,6 @@ type identity struct {
 	target   *broker.Target
 	decision broker.Decision
 	key      ssh.PublicKey // the key that signed
-	keyFP    string
 }
 
 // errAuth is the one answer to every failed authentication, so that an
@@ -175,7 +174,7 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	if err != nil || !d.Allowed() {
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	id := &identity{tech: tech, target: target, decision: d, key: key, keyFP: ssh.FingerprintSHA256(key)}
+	id := &identity{tech: tech, target: target, decision: d, key: key}
 	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
 	if d.RequireMFA {
 		// The key is proven; the session needs a TOTP code as well.
