@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK := bin/staticcheck
 SRC         := $(shell find cmd broker session recording -name '*.go' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build demo test unit e2e lint fuzz clean
+.PHONY: all build demo test unit e2e bench lint fuzz clean
 
 all: build
 
@@ -34,6 +34,11 @@ unit:
 e2e: build
 	$(GO) test -race -count=1 -v ./e2e/
 
+# Benchmarks: speed targets live here, never in timed tests.
+BENCHTIME ?= 5x
+bench: build
+	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./e2e/
+
 lint: $(STATICCHECK)
 	@fmt=$$(gofmt -l cmd broker session recording e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) vet ./...
@@ -43,6 +48,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParseLogin -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSFTPVerdict -fuzztime=$(FUZZTIME) ./session/
+	$(GO) test -run=NONE -fuzz=FuzzSplitCommand -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/

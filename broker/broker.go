@@ -43,6 +43,11 @@ type Broker struct {
 	now    func() time.Time
 
 	mfaThrottle throttle
+
+	notifier    Notifier
+	hub         requestHub
+	grantHook   atomic.Pointer[func()]
+	adminGroups atomic.Pointer[[]string]
 }
 
 // ruleSet is what a config reload replaces.
@@ -62,14 +67,21 @@ type Config struct {
 	Issuer      *Issuer
 	Store       Store
 	Logger      *slog.Logger
+	// Notifier is told of access request transitions (webhooks); nil
+	// tells nobody.
+	Notifier Notifier
+	// AdminGroups are the groups whose members may list and end any live
+	// session and revoke any grant.
+	AdminGroups []string
 }
 
 // New returns a broker.
 func New(c Config) *Broker {
-	b := &Broker{issuer: c.Issuer, store: c.Store, log: c.Logger, now: time.Now}
+	b := &Broker{issuer: c.Issuer, store: c.Store, log: c.Logger, now: time.Now, notifier: c.Notifier}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	b.SetAdminGroups(c.AdminGroups)
 	b.Replace(c.Technicians, c.Targets, c.Policy, c.Geo)
 	b.locks.Store(&[]Lock{})
 	return b
@@ -126,15 +138,20 @@ func (b *Broker) Authorize(ctx context.Context, technician, target, source strin
 		return Decision{Effect: Deny, Rule: "", Reason: reason}, tg, nil
 	}
 	d := b.Decide(tech, tg, source, b.now())
+	if err := b.applyGrant(ctx, tech, tg, &d); err != nil {
+		b.log.Error("grants unavailable: approval rules refuse until they are", "err", err)
+		d.Reason += "; grants cannot be checked at the moment, try again later"
+	}
 	detail, _ := json.Marshal(struct {
 		Effect Effect      `json:"effect"`
 		Rule   string      `json:"rule"`
 		Reason string      `json:"reason"`
+		Grant  *Grant      `json:"grant,omitempty"`
 		Inputs Inputs      `json:"inputs"`
 		Trace  []TraceStep `json:"trace"`
-	}{d.Effect, d.Rule, d.Reason, d.Inputs, d.Trace})
+	}{d.Effect, d.Rule, d.Reason, d.Grant, d.Inputs, d.Trace})
 	b.Audit(ctx, AuditEvent{Kind: EventDecision, Technician: technician, Target: target, Source: source, Detail: string(detail)})
-	if !d.Allowed() {
+	if !d.Allowed() && d.Effect != Approval {
 		b.log.Warn("access refused", "technician", technician, "affiliate", tech.Affiliate.Name,
 			"target", target, "residency", tg.Residency, "source", source, "rule", d.Rule, "reason", d.Reason)
 	}
@@ -190,6 +207,17 @@ func (b *Broker) StillAllowed(technician, target, source string, key ssh.PublicK
 		return false, lockReason(target, l)
 	}
 	d := b.Decide(tech, tg, source, b.now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.applyGrant(ctx, tech, tg, &d); err != nil {
+		b.log.Error("grants unavailable: a session under a grant is kept until they are", "err", err)
+		if prev.Grant != nil && d.Effect == Approval {
+			return true, ""
+		}
+	}
+	if prev.Grant != nil && (d.Grant == nil || d.Grant.RequestID != prev.Grant.RequestID) && d.Effect != Deny {
+		return false, b.grantGone(ctx, prev.Grant)
+	}
 	if !d.Allowed() {
 		return false, "the rules no longer allow it: " + d.Reason
 	}

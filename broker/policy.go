@@ -18,9 +18,9 @@ type Effect string
 const (
 	Allow Effect = "allow"
 	Deny  Effect = "deny"
-	// Approval means an admin must approve the access first. Until the
-	// approval workflow exists, an approval rule refuses with a message
-	// saying that approval is required.
+	// Approval means approvers must approve the access first: the
+	// technician files an access request, and once approved, the grant
+	// lets sessions through until it ends.
 	Approval Effect = "approval"
 )
 
@@ -42,6 +42,8 @@ type Rule struct {
 	Limits Limits
 	// RequireMFA asks for a TOTP code before the session starts.
 	RequireMFA bool
+	// Approval says who must approve, for an approval rule.
+	Approval ApprovalSpec
 
 	cond cel.Program
 }
@@ -224,6 +226,19 @@ type Decision struct {
 	// RequireMFA is set when the technician or the allowing rule requires
 	// a second factor.
 	RequireMFA bool
+	// Approval is the deciding rule's approval settings, when it is an
+	// approval rule.
+	Approval *ApprovalSpec `json:",omitempty"`
+	// Grant is the approved access request that lets the session through
+	// under an approval rule.
+	Grant *Grant `json:",omitempty"`
+}
+
+// Grant names the approved access request a session runs under.
+type Grant struct {
+	RequestID  int64     `json:"request"`
+	Until      time.Time `json:"until"`
+	ApprovedBy []string  `json:"approved_by"`
 }
 
 // CrossBorder reports whether the decision was about a cross-border access.
@@ -292,10 +307,16 @@ func (p *Policy) Decide(req Request) Decision {
 	case firstAccept != nil && firstAccept.Effect == Approval:
 		d.Effect = Approval
 		d.Rule = firstAccept.Name
-		// What the session would get once approved.
+		// What the session gets once approved.
+		d.Login = req.Target.Login
+		if firstAccept.Login != "" {
+			d.Login = firstAccept.Login
+		}
 		d.Limits = firstAccept.Limits
 		d.RequireMFA = req.Technician.RequireMFA || firstAccept.RequireMFA
-		d.Reason = fmt.Sprintf("access to %s requires approval under rule %q (%s); access requests are not enabled on this bastion", req.Target.Name, firstAccept.Name, facts)
+		spec := firstAccept.Approval.withDefaults()
+		d.Approval = &spec
+		d.Reason = fmt.Sprintf("access to %s requires approval under rule %q (%s)", req.Target.Name, firstAccept.Name, facts)
 		if firstAccept.Message != "" {
 			d.Reason += ": " + firstAccept.Message
 		}

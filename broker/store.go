@@ -113,4 +113,16 @@ type Store interface {
 	// ClaimTOTPStep records that the code of step was used, and reports
 	// false if that step or a later one was used before.
 	ClaimTOTPStep(ctx context.Context, technician string, step int64) (bool, error)
+
+	// CreateRequest stores a new access request and returns it with its
+	// ID (IDs count up from 1).
+	CreateRequest(ctx context.Context, r AccessRequest) (AccessRequest, error)
+	// Request returns one access request; ErrNotFound if there is none.
+	Request(ctx context.Context, id int64) (AccessRequest, error)
+	// Requests lists access requests, newest first.
+	Requests(ctx context.Context, f RequestFilter) ([]AccessRequest, error)
+	// UpdateRequest reads a request, lets fn change it and writes it back,
+	// atomically: no other update of the same request interleaves, on any
+	// node. An error from fn aborts the update and is returned as is.
+	UpdateRequest(ctx context.Context, id int64, fn func(*AccessRequest) error) (AccessRequest, error)
 }

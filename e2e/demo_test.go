@@ -30,9 +30,13 @@ func TestDemoShippedRules(t *testing.T) {
 	}{
 		// JP personal data from a CN affiliate: only with approval, then
 		// no shell, no downloads, and a second factor.
-		{[]string{"--technician", "li", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
+		{[]string{"--technician", "wei", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
 			"decision  APPROVAL", "rule      pii-cross-border-needs-approval",
 			"limits    channels sftp,scp; files upload_only; forward_to -; max_duration 1h0m0s; mfa true"}},
+		// A DBA from the CN affiliate: a shell, once approved.
+		{[]string{"--technician", "li", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
+			"decision  APPROVAL", "rule      pii-cross-border-dba-needs-approval",
+			"limits    channels shell,exec,sftp,scp; files both; forward_to -; max_duration 1h0m0s; mfa true"}},
 		// From a JP affiliate in JP: allowed, forwarding only to the named destination.
 		{[]string{"--technician", "aiko", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
 			"decision  ALLOW", "limits    channels shell,exec,sftp,scp,port_forward; files both; forward_to localhost:5432; max_duration none; mfa false"}},
@@ -51,9 +55,9 @@ func TestDemoShippedRules(t *testing.T) {
 
 	// And in force, through OpenSSH.
 	v := startVariantOf(t, shipped, nil)
-	r := run(t, v.ssh(ctxT(t), "li", "li+db-jp-01", "true"), nil)
-	if r.code != 255 || !strings.Contains(r.stderr, `requires approval under rule "pii-cross-border-needs-approval"`) {
-		t.Errorf("li to db-jp-01: exit %d, stderr %q", r.code, r.stderr)
+	r := run(t, v.ssh(ctxT(t), "li", "li+db-jp-01", "echo no-code"), nil)
+	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "keyboard-interactive") {
+		t.Errorf("li to db-jp-01 without a second factor: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo no-code"), nil)
 	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "keyboard-interactive") {

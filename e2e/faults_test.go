@@ -35,13 +35,13 @@ type variant struct {
 // startVariant writes the demo config with edit applied into a new
 // directory, starts `sekisho serve` on it (through wrap, e.g. prlimit, when
 // given) and waits until it accepts SSH.
-func startVariant(t *testing.T, edit func(cfg string) string, wrap ...string) *variant {
+func startVariant(t testing.TB, edit func(cfg string) string, wrap ...string) *variant {
 	t.Helper()
 	return startVariantOf(t, env.state.Config, edit, wrap...)
 }
 
 // startVariantOf is startVariant on another config file.
-func startVariantOf(t *testing.T, config string, edit func(cfg string) string, wrap ...string) *variant {
+func startVariantOf(t testing.TB, config string, edit func(cfg string) string, wrap ...string) *variant {
 	t.Helper()
 	b, err := os.ReadFile(config)
 	if err != nil {
@@ -122,7 +122,7 @@ func (v *variant) audit(t *testing.T) []map[string]string {
 	return events
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -31,6 +31,7 @@ type conn struct {
 	source string
 
 	sessionID string
+	started   time.Time
 	rec       *recording.Session
 	up        *ssh.Client
 
@@ -100,8 +101,32 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
 
+	var pc *pendingChannel
+	if c.id.pending() {
+		// Nothing reaches the target, and no recording or certificate
+		// exists, until the access request is approved.
+		var ok bool
+		if pc, ok = c.awaitApproval(ctx, chans); !ok {
+			c.sc.Close()
+			for nch := range chans {
+				nch.Reject(ssh.ConnectionFailed, "sekisho: the session ended")
+			}
+			return
+		}
+		defer pc.stop()
+	}
+
 	start := time.Now()
+	c.started = start
 	if err := c.connect(ctx, start); err != nil {
+		if pc != nil {
+			var ue *userError
+			msg := "sekisho: session refused"
+			if errors.As(err, &ue) {
+				msg = "sekisho: " + ue.msg
+			}
+			pc.fail(msg)
+		}
 		c.refuse(ctx, chans, start, err)
 		return
 	}
@@ -113,6 +138,12 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 			c.terminate(fmt.Sprintf("the session reached the %s limit of rule %q", max, c.id.decision.Rule))
 		})
 		defer t.Stop()
+	}
+	if g := c.id.decision.Grant; g != nil {
+		if a := c.srv.cfg.Access; a != nil {
+			a.GrantUsed(ctx, g, c.sessionID)
+		}
+		defer c.grantTimers(g)()
 	}
 	// A lock or rule change between the decision and now is not missed.
 	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
@@ -131,6 +162,9 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		c.sc.Wait()
 		c.up.Close()
 	}()
+	if pc != nil {
+		c.openPending(pc)
+	}
 	for nch := range chans {
 		c.openChannel(ctx, nch)
 	}
@@ -216,10 +250,44 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	return nil
 }
 
+// grantTimers warns the technician before the grant ends and ends the
+// session when it does. It returns a function that stops them.
+func (c *conn) grantTimers(g *broker.Grant) func() {
+	var timers []*time.Timer
+	left := time.Until(g.Until)
+	for _, before := range c.srv.cfg.GrantWarnings {
+		if before >= left {
+			continue
+		}
+		timers = append(timers, time.AfterFunc(left-before, func() {
+			c.warn(fmt.Sprintf("the grant of request %d ends in %s (at %s); the session will end then",
+				g.RequestID, time.Until(g.Until).Round(time.Second), g.Until.UTC().Format("15:04:05 UTC")))
+		}))
+	}
+	timers = append(timers, time.AfterFunc(left, func() {
+		c.terminate(fmt.Sprintf("the grant of request %d ended at %s", g.RequestID, g.Until.UTC().Format("15:04:05 UTC")))
+	}))
+	return func() {
+		for _, t := range timers {
+			t.Stop()
+		}
+	}
+}
+
+// warn writes msg to the technician on every open channel, without
+// waiting on one who does not read.
+func (c *conn) warn(msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r := range c.relays {
+		go fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: %s\r\n", msg)
+	}
+}
+
 // register is the register entry of this session.
 func (c *conn) register(start time.Time) *broker.SessionRecord {
 	tech, tg, d := c.id.tech, c.id.target, c.id.decision
-	trace, _ := json.Marshal(map[string]any{"inputs": d.Inputs, "rules": d.Trace})
+	trace, _ := json.Marshal(map[string]any{"inputs": d.Inputs, "rules": d.Trace, "grant": d.Grant})
 	return &broker.SessionRecord{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
 		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
@@ -327,7 +395,22 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 		upCh.Close()
 		return
 	}
-	r := &relay{conn: c, down: ch, up: upCh}
+	c.startRelay(&relay{conn: c, down: ch, up: upCh}, reqs, upReqs)
+}
+
+// openPending relays the channel that waited for the approval, replaying
+// what it asked for to the target.
+func (c *conn) openPending(pc *pendingChannel) {
+	upCh, upReqs, err := c.up.OpenChannel("session", nil)
+	if err != nil {
+		pc.fail(fmt.Sprintf("sekisho: %s refused the session: %v", c.id.target.Name, err))
+		return
+	}
+	c.startRelay(&relay{conn: c, down: pc.ch, up: upCh, prelude: pc.prelude}, pc.reqs, upReqs)
+}
+
+// startRelay runs r until its channel closes.
+func (c *conn) startRelay(r *relay, reqs, upReqs <-chan *ssh.Request) {
 	c.mu.Lock()
 	if c.relays == nil {
 		c.relays = map[*relay]struct{}{}

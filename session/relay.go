@@ -25,6 +25,9 @@ type relay struct {
 	conn *conn
 	down ssh.Channel
 	up   ssh.Channel
+	// prelude are requests the technician made, and had answered, while
+	// the session waited for approval; they go to the target first.
+	prelude []*ssh.Request
 
 	// mu guards rec and started. start holds it until the target answered
 	// and the pumps run, so that the target-side loop never sees a
@@ -106,6 +109,25 @@ func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 // fromTechnician handles the technician's channel requests until the
 // channel closes.
 func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
+	for _, req := range r.prelude {
+		ok := r.handleRequest(req)
+		if r.refusal != "" {
+			break
+		}
+		switch req.Type {
+		case "shell", "exec", "subsystem":
+			if !ok {
+				r.refusal = fmt.Sprintf("%s refused to start the %s", r.conn.id.target.Name, req.Type)
+			}
+		}
+	}
+	if r.refusal != "" {
+		fmt.Fprintf(r.down.Stderr(), "sekisho: %s\r\n", r.refusal)
+		r.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{1}))
+		r.down.CloseWrite()
+		r.down.Close()
+		r.refusal = ""
+	}
 	for req := range reqs {
 		ok := r.handleRequest(req)
 		if req.WantReply {

@@ -35,6 +35,26 @@ type Broker interface {
 	VerifyTOTP(ctx context.Context, technician, source, code string) error
 }
 
+// Access is what the SSH side asks of the domain about access requests,
+// grants and admins. *broker.Broker implements it.
+type Access interface {
+	RequestAccess(ctx context.Context, technician, target, source, reason string, d time.Duration) (broker.AccessRequest, bool, error)
+	Request(ctx context.Context, id int64) (broker.AccessRequest, error)
+	Requests(ctx context.Context, f broker.RequestFilter) ([]broker.AccessRequest, error)
+	Approve(ctx context.Context, approver string, id int64, comment string) (broker.AccessRequest, error)
+	Deny(ctx context.Context, approver string, id int64, reason string) (broker.AccessRequest, error)
+	Cancel(ctx context.Context, technician string, id int64, note string) (broker.AccessRequest, error)
+	Revoke(ctx context.Context, by string, id int64, reason string) (broker.AccessRequest, error)
+	ExpireRequests(ctx context.Context) (int, error)
+	// Subscribe wakes the caller when request id changes on this node.
+	Subscribe(id int64) (<-chan struct{}, func())
+	Notified(r *broker.AccessRequest) (approvers, webhooks []string)
+	Approvers(r *broker.AccessRequest) []string
+	GrantUsed(ctx context.Context, g *broker.Grant, session string)
+	IsAdmin(technician string) bool
+	IsApprover(technician string) bool
+}
+
 // Config configures a Server.
 type Config struct {
 	HostKey      ssh.Signer
@@ -57,6 +77,19 @@ type Config struct {
 	// the target (exact names, or a prefix ending in '*'). Default
 	// LANG, LC_*, TZ. Names starting with LD_ are never passed.
 	EnvAllow []string
+	// Access enables access requests (approval rules) and the SSH-native
+	// commands (ssh TECHNICIAN@bastion COMMAND). Without it, approval rules
+	// refuse and a login without a target is refused.
+	Access Access
+	// GrantWarnings are how long before a grant ends its sessions are
+	// warned; default 5m and 1m.
+	GrantWarnings []time.Duration
+	// StatusEvery is how often a technician waiting for approval sees the
+	// status line redrawn; default 1s.
+	StatusEvery time.Duration
+	// PollEvery is how often a wait re-reads its request from the store,
+	// for changes made on other nodes; default 2s.
+	PollEvery time.Duration
 }
 
 // Server accepts technicians' SSH connections and relays them to targets.
@@ -88,10 +121,16 @@ type extraKey struct{}
 // was checked.
 type identity struct {
 	tech     *broker.Technician
-	target   *broker.Target
+	target   *broker.Target // nil for a command connection
 	decision broker.Decision
 	key      ssh.PublicKey // the key that signed
+	// command is set for a login without a target: the connection runs
+	// sekisho's own commands (requests, approve, ...), never a target's.
+	command bool
 }
+
+// pending reports whether the session waits for an approval.
+func (id *identity) pending() bool { return id.decision.Effect == broker.Approval }
 
 // errAuth is the one answer to every failed authentication, so that an
 // unknown technician and a wrong key cannot be told apart.
@@ -119,6 +158,15 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
+	}
+	if cfg.GrantWarnings == nil {
+		cfg.GrantWarnings = []time.Duration{5 * time.Minute, time.Minute}
+	}
+	if cfg.StatusEvery == 0 {
+		cfg.StatusEvery = time.Second
+	}
+	if cfg.PollEvery == 0 {
+		cfg.PollEvery = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -167,14 +215,26 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	source := conn.RemoteAddr().String()
 	ctx := context.Background()
 	if errors.Is(err, ErrNoTarget) {
-		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Source: source, Detail: "no target named"})
-		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + err.Error() + "\n"}
+		if s.cfg.Access == nil {
+			s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Source: source, Detail: "no target named"})
+			return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + err.Error() + "\n"}
+		}
+		// A command connection: sekisho's own commands, nothing relayed.
+		id := &identity{tech: tech, key: key, command: true, decision: broker.Decision{RequireMFA: tech.RequireMFA}}
+		return s.withSecondFactor(id)
 	}
 	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
-	if err != nil || !d.Allowed() {
+	pending := err == nil && d.Effect == broker.Approval && s.cfg.Access != nil
+	if err != nil || (!d.Allowed() && !pending) {
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	id := &identity{tech: tech, target: target, decision: d, key: key}
+	return s.withSecondFactor(&identity{tech: tech, target: target, decision: d, key: key})
+}
+
+// withSecondFactor returns the permissions for id, asking for a TOTP code
+// first when the decision requires one.
+func (s *Server) withSecondFactor(id *identity) (*ssh.Permissions, error) {
+	d := id.decision
 	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
 	if d.RequireMFA {
 		// The key is proven; the session needs a TOTP code as well.
@@ -190,7 +250,11 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 // secondFactor asks for a TOTP code over keyboard-interactive and returns
 // the permissions of the verified key once the code is right.
 func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge, id *identity, perms *ssh.Permissions) (*ssh.Permissions, error) {
-	answers, err := client("", fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule),
+	what := "sekisho: a second factor is required for " + id.tech.Name
+	if id.target != nil {
+		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
+	}
+	answers, err := client("", what,
 		[]string{"Verification code: "}, []bool{false})
 	if err != nil || len(answers) != 1 {
 		return nil, errAuth
@@ -353,6 +417,10 @@ func (s *Server) handle(nc net.Conn) {
 	if !ok {
 		// Cannot happen: every successful authentication sets it.
 		sc.Close()
+		return
+	}
+	if id.command {
+		s.runCommands(sc, id, source, chans, reqs)
 		return
 	}
 	c := &conn{srv: s, sc: sc, id: id, source: source}

@@ -55,6 +55,29 @@ CREATE TABLE IF NOT EXISTS totp (
 	secret     TEXT NOT NULL,
 	last_step  INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS requests (
+	id                INTEGER PRIMARY KEY AUTOINCREMENT,
+	technician        TEXT NOT NULL,
+	affiliate         TEXT NOT NULL,
+	affiliate_country TEXT NOT NULL,
+	target            TEXT NOT NULL,
+	rule              TEXT NOT NULL,
+	source            TEXT NOT NULL,
+	reason            TEXT NOT NULL,
+	duration          INTEGER NOT NULL,
+	state             TEXT NOT NULL,
+	needed            INTEGER NOT NULL,
+	approvals         TEXT NOT NULL DEFAULT '[]',
+	created_at        TEXT NOT NULL,
+	expires_at        TEXT,
+	decided_by        TEXT NOT NULL DEFAULT '',
+	decided_at        TEXT,
+	note              TEXT NOT NULL DEFAULT '',
+	grant_start       TEXT,
+	grant_end         TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_technician_target ON requests(technician, target);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE TABLE IF NOT EXISTS audit (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
 	at         TEXT NOT NULL,

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/notify"
 )
 
 // Config is sekisho's configuration file. Relative paths in it are
@@ -45,11 +49,57 @@ type Config struct {
 	Techs           []Technician   `yaml:"technicians"`
 	Targets         []TargetEntry  `yaml:"targets"`
 	Rules           []RuleEntry    `yaml:"rules"`
+	// AdminGroups are the groups whose members may list and end any live
+	// session and revoke any grant; default [admins].
+	AdminGroups   []string       `yaml:"admin_groups"`
+	Notifications Notifications  `yaml:"notifications"`
+	Metrics       MetricsSection `yaml:"metrics"`
 
 	path    string
 	policy  *broker.Policy // compiled from Rules by validate
 	proxies []netip.Prefix // ProxyProtocol.Trusted, parsed
 	geo     *broker.Geo    // built from Networks by validate
+}
+
+// Notifications configures who is told of access requests.
+type Notifications struct {
+	Webhooks []WebhookEntry `yaml:"webhooks"`
+}
+
+// WebhookEntry is one webhook: a generic JSON body or a Slack-compatible one.
+type WebhookEntry struct {
+	Name    string            `yaml:"name"`
+	URL     string            `yaml:"url"`
+	Format  string            `yaml:"format"` // json (default) or slack
+	Events  []string          `yaml:"events"` // default: all
+	Headers map[string]string `yaml:"headers"`
+	Timeout Duration          `yaml:"timeout"`
+	// Attempts and Backoff bound the retries: Attempts tries in all, the
+	// first retry after Backoff, doubling.
+	Attempts int      `yaml:"attempts"`
+	Backoff  Duration `yaml:"backoff"`
+	line     int
+}
+
+func (w *WebhookEntry) UnmarshalYAML(n *yaml.Node) error {
+	type plain WebhookEntry
+	w.line = n.Line
+	return decodeStrict(n, (*plain)(w))
+}
+
+// MetricsSection configures the Prometheus endpoint.
+type MetricsSection struct {
+	// Listen is host:port for /metrics; empty serves no metrics.
+	Listen string `yaml:"listen"`
+}
+
+// ApprovalEntry is the approval block of an approval rule.
+type ApprovalEntry struct {
+	Approvals      int      `yaml:"approvals"`
+	From           []string `yaml:"from"`
+	OtherAffiliate bool     `yaml:"other_affiliate"`
+	PendingFor     Duration `yaml:"pending_for"`
+	MaxGrant       Duration `yaml:"max_grant"`
 }
 
 // ProxySection lists the load balancers allowed to send PROXY headers.
@@ -144,6 +194,7 @@ type RuleEntry struct {
 	MaxDuration Duration          `yaml:"max_duration"`
 	RequireMFA  bool              `yaml:"require_mfa"`
 	ForwardTo   []string          `yaml:"forward_to"`
+	Approval    *ApprovalEntry    `yaml:"approval"`
 	line        int
 	whenLine    int
 }
@@ -609,6 +660,18 @@ func (c *Config) validate() (err error) {
 			}
 		}
 	}
+	groups := map[string]bool{}
+	for _, t := range c.Techs {
+		for _, g := range t.Groups {
+			groups[g] = true
+		}
+	}
+	if err := c.validateNotifications(); err != nil {
+		return err
+	}
+	if c.AdminGroups == nil {
+		c.AdminGroups = []string{"admins"}
+	}
 	rules := map[string]bool{}
 	for _, r := range c.Rules {
 		if r.Name == "" {
@@ -688,6 +751,9 @@ func (c *Config) validate() (err error) {
 		if r.MaxDuration < 0 {
 			return c.errf(r.line, "rule %s: max_duration cannot be negative", r.Name)
 		}
+		if err := c.validateApproval(r, groups); err != nil {
+			return err
+		}
 		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "" || len(r.ForwardTo) > 0) {
 			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files, forward_to or max_duration", r.Name)
 		}
@@ -707,6 +773,7 @@ func (c *Config) validate() (err error) {
 			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration),
 				ForwardTo: r.ForwardTo},
 			RequireMFA: r.RequireMFA,
+			Approval:   r.approvalSpec(),
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
 				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder, Hours: hours, Days: days},
 		}
@@ -721,6 +788,85 @@ func (c *Config) validate() (err error) {
 	}
 	c.policy = p
 	return nil
+}
+
+// validateApproval checks the approval block of rule r.
+func (c *Config) validateApproval(r RuleEntry, groups map[string]bool) error {
+	a := r.Approval
+	if broker.Effect(r.Effect) != broker.Approval {
+		if a != nil {
+			return c.errf(r.line, "rule %s: only an approval rule has an approval block", r.Name)
+		}
+		return nil
+	}
+	if a == nil || len(a.From) == 0 {
+		return c.errf(r.line, "rule %s: an approval rule needs approval.from: the groups whose members may approve (e.g. from: [approvers])", r.Name)
+	}
+	for _, g := range a.From {
+		if !groups[g] {
+			return c.errf(r.line, "rule %s: approval.from: no technician is in group %q; add it to an approver's groups", r.Name, g)
+		}
+	}
+	if a.Approvals < 0 || a.Approvals > 10 {
+		return c.errf(r.line, "rule %s: approval.approvals %d: use 1 to 10", r.Name, a.Approvals)
+	}
+	if a.PendingFor != 0 && (time.Duration(a.PendingFor) < time.Second || time.Duration(a.PendingFor) > 7*24*time.Hour) {
+		return c.errf(r.line, "rule %s: approval.pending_for %s: use 1s to 168h", r.Name, time.Duration(a.PendingFor))
+	}
+	if a.MaxGrant != 0 && (time.Duration(a.MaxGrant) < time.Minute || time.Duration(a.MaxGrant) > 30*24*time.Hour) {
+		return c.errf(r.line, "rule %s: approval.max_grant %s: use 1m to 720h", r.Name, time.Duration(a.MaxGrant))
+	}
+	return nil
+}
+
+func (r RuleEntry) approvalSpec() broker.ApprovalSpec {
+	if r.Approval == nil {
+		return broker.ApprovalSpec{}
+	}
+	a := r.Approval
+	return broker.ApprovalSpec{Approvals: a.Approvals, From: a.From, OtherAffiliate: a.OtherAffiliate,
+		PendingFor: time.Duration(a.PendingFor), MaxGrant: time.Duration(a.MaxGrant)}
+}
+
+// validateNotifications checks the webhooks and the metrics address.
+func (c *Config) validateNotifications() error {
+	names := map[string]bool{}
+	for i, w := range c.Notifications.Webhooks {
+		if w.Name == "" {
+			return c.errf(w.line, "notifications.webhooks entry %d has no name", i+1)
+		}
+		if names[w.Name] {
+			return c.errf(w.line, "webhook %q is declared twice", w.Name)
+		}
+		names[w.Name] = true
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.errf(w.line, "webhook %s: url %q: write an absolute http:// or https:// URL", w.Name, w.URL)
+		}
+		if w.Timeout < 0 || w.Backoff < 0 || w.Attempts < 0 {
+			return c.errf(w.line, "webhook %s: timeout, attempts and backoff cannot be negative", w.Name)
+		}
+	}
+	n, err := notify.New(c.webhooks(), notify.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return c.errf(0, "notifications: %v", err)
+	}
+	n.Close(context.Background())
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return c.errf(0, "metrics.listen %q: write host:port, e.g. 127.0.0.1:9122", c.Metrics.Listen)
+		}
+	}
+	return nil
+}
+
+// webhooks returns the notifier's view of the webhooks.
+func (c *Config) webhooks() []notify.Webhook {
+	var out []notify.Webhook
+	for _, w := range c.Notifications.Webhooks {
+		out = append(out, notify.Webhook{Name: w.Name, URL: w.URL, Format: notify.Format(w.Format), Events: w.Events,
+			Headers: w.Headers, Timeout: time.Duration(w.Timeout), MaxAttempts: w.Attempts, Backoff: time.Duration(w.Backoff)})
+	}
+	return out
 }
 
 // Broker builds the domain objects from the config.

@@ -56,7 +56,9 @@ type demoState struct {
 	PID            int               `json:"pid"`
 }
 
-var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}}
+// demoTechnicians: aiko works for a JP affiliate, li (a DBA) and wei for
+// a CN one; kenji is the operator's own admin and approver.
+var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}, {"wei", "ops-cn"}, {"kenji", "operator-jp"}}
 
 func cmdDemo(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "code" {
@@ -521,6 +523,8 @@ affiliates:
     country: JP
   - name: ops-cn
     country: CN
+  - name: operator-jp
+    country: JP
 
 technicians:
   - name: aiko
@@ -529,8 +533,31 @@ technicians:
       - {{index .Keys "aiko"}}
   - name: li
     affiliate: ops-cn
+    groups: [dba]
     keys:
       - {{index .Keys "li"}}
+  - name: wei
+    affiliate: ops-cn
+    keys:
+      - {{index .Keys "wei"}}
+  # The operator's admin: approves access requests (ssh kenji@bastion
+  # approve N) and may list and end live sessions.
+  - name: kenji
+    affiliate: operator-jp
+    groups: [approvers, admins]
+    keys:
+      - {{index .Keys "kenji"}}
+
+# Members of these groups may list and end live sessions and revoke grants.
+admin_groups: [admins]
+
+# Webhooks told of every access request and decision (generic JSON or
+# Slack-compatible), e.g.:
+# notifications:
+#   webhooks:
+#     - name: security-slack
+#       url: https://hooks.slack.com/services/...
+#       format: slack
 
 targets:
 {{- range .Targets}}
@@ -553,7 +580,24 @@ targets:
 #   sekisho policy check --config .demo/sekisho.yaml
 rules:
   # JP personal data only from JP affiliates connecting from JP, or with an
-  # admin's approval; even then no shell, no downloads, and a second factor.
+  # admin's approval. A DBA from abroad gets a shell once an approver of
+  # another affiliate says yes (ssh kenji@bastion approve N), for at most
+  # an hour, with a second factor.
+  - name: pii-cross-border-dba-needs-approval
+    effect: approval
+    when: '"pii" in target.data && cross_border && "dba" in technician.groups'
+    channels: [shell, exec, sftp, scp]
+    require_mfa: true
+    max_duration: 1h
+    approval:
+      approvals: 1
+      from: [approvers]
+      other_affiliate: true
+      pending_for: 15m
+      max_grant: 1h
+    message: personal data may only be reached across borders with an admin's approval
+  # Anyone else from abroad: with approval, files only, uploads only (no
+  # personal data leaves the country), a second factor, 1 h.
   - name: pii-cross-border-needs-approval
     effect: approval
     when: '"pii" in target.data && cross_border'
@@ -561,6 +605,10 @@ rules:
     files: upload_only
     require_mfa: true
     max_duration: 1h
+    approval:
+      from: [approvers]
+      other_affiliate: true
+      max_grant: 1h
     message: personal data may only be reached across borders with an admin's approval
   # In the residency country: everything, and port forwarding only to the
   # named destination.
@@ -614,7 +662,11 @@ Try (the bastion's host key is in %s/known_hosts; add -o UserKnownHostsFile=%s/k
   sftp -P %s -i %s/keys/aiko aiko+db-jp-01@%s
   rsync -av -e 'ssh -p %s -i %s/keys/aiko' README.md aiko+web-sg-01@%s:/tmp/
   ssh -p %s -i %s/keys/li li+web-sg-01@%s              # allowed, with a second factor (cross-border)
-  ssh -p %s -i %s/keys/li li+db-jp-01@%s               # refused: JP personal data needs approval from CN
+  ssh -p %s -i %s/keys/li li+db-jp-01@%s               # JP personal data from CN: asks a reason, waits for approval
+
+While li waits, approve from a second terminal as the admin kenji:
+  ssh -p %s -i %s/keys/kenji kenji@%s requests
+  ssh -p %s -i %s/keys/kenji kenji@%s approve 1 --comment ok
 
 Sessions to web-sg-01 are cross-border and ask for a verification code:
   bin/sekisho demo code aiko     (or li) prints the current one
@@ -626,5 +678,5 @@ Then:
 Ctrl-C stops everything.
 `, st.Bastion, st.Vault, rel, st.Targets[0].Address, st.Targets[1].Address, rel, rel,
 		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host,
-		port, rel, host, port, rel, host, rel, rel)
+		port, rel, host, port, rel, host, port, rel, host, port, rel, host, rel, rel)
 }

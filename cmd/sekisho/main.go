@@ -15,6 +15,9 @@
 //	sekisho lock / unlock / locks              stop an affiliate, technician or target at once
 //	sekisho reload       [--config FILE]       reload the running server's config
 //	sekisho config check [--config FILE]       validate the config file
+//	sekisho request / requests / cancel        access requests, on the running server over SSH
+//	sekisho approve / deny / revoke            decide requests and end grants, likewise
+//	sekisho grants / kill / sessions --live    grants in force, live sessions, likewise
 //	sekisho demo                               run the demo on loopback
 //
 // Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml,
@@ -49,6 +52,18 @@ usage:
   sekisho config check [--config FILE]
   sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
   sekisho version
+
+On the running server, over SSH as technician NAME with your SSH key (and TOTP code if required);
+connection flags go anywhere: [--config FILE] [--server HOST:PORT] [--as NAME] [-i KEY] [--known-hosts FILE]
+  sekisho request      TARGET --reason TEXT [--duration 1h]
+  sekisho requests     [--all] [--json]
+  sekisho cancel       N
+  sekisho approve      N [--comment TEXT]
+  sekisho deny         N --reason TEXT
+  sekisho revoke       N [--reason TEXT]
+  sekisho grants       [--json]
+  sekisho sessions     --live [--json]
+  sekisho kill         SESSION [--reason TEXT]
 
 Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml, then /etc/sekisho/sekisho.yaml.
 `
@@ -89,7 +104,12 @@ func run(ctx context.Context, args []string) error {
 		}
 		return cmdVaultSetup(ctx, rest)
 	case "sessions":
+		if liveRequested(rest) {
+			return cmdRemote(ctx, args)
+		}
 		return cmdSessions(ctx, rest)
+	case "request", "requests", "cancel", "approve", "deny", "revoke", "grants", "kill":
+		return cmdRemote(ctx, args)
 	case "replay":
 		return cmdReplay(ctx, rest)
 	case "audit":

@@ -127,6 +127,14 @@ func printDecision(w io.Writer, d broker.Decision) {
 		fmt.Fprintf(w, "limits    channels %s; files %s; forward_to %s; max_duration %s; mfa %v\n",
 			strings.Join(chans, ","), files, dash(strings.Join(l.ForwardTo, ",")), max, d.RequireMFA)
 	}
+	if a := d.Approval; a != nil {
+		other := ""
+		if a.OtherAffiliate {
+			other = " of another affiliate"
+		}
+		fmt.Fprintf(w, "approval  %d from %s%s; pending for %s; grant at most %s\n",
+			a.Approvals, strings.Join(a.From, ","), other, a.PendingFor, a.MaxGrant)
+	}
 	fmt.Fprintf(w, "\ninputs\n")
 	fmt.Fprintf(w, "  technician    %s (affiliate %s, country %s, groups %s)\n", in.Technician.Name, in.Technician.Affiliate, in.Technician.Country, list(in.Technician.Groups))
 	fmt.Fprintf(w, "  source        %s (country %s, network %s)\n", in.Source.Address, dash(in.Source.Country), dash(in.Source.Network))

@@ -1,6 +1,12 @@
 package main
 
 import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/sekisho/sekisho/notify"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -101,6 +108,9 @@ type bastion struct {
 	log     *slog.Logger
 	cancel  context.CancelFunc // ends the lock watcher
 	watcher chan struct{}      // closed when the lock watcher has ended
+
+	notifier *notify.Notifier
+	metrics  *http.Server // nil without metrics.listen
 }
 
 // lockPoll is how often the store is asked for locks: a lock added by
@@ -117,11 +127,19 @@ func (b *bastion) watchLocks(ctx context.Context) {
 	// re-checked every minute too.
 	minute := time.NewTicker(time.Minute)
 	defer minute.Stop()
+	// Pending access requests expire on time even with nobody waiting.
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-second.C:
+			if _, err := b.brk.ExpireRequests(ctx); err != nil && ctx.Err() == nil {
+				b.log.Error("pending access requests cannot be expired", "err", err)
+			}
+			continue
 		case <-minute.C:
 			if n := b.srv.Revalidate(); n > 0 {
 				b.log.Warn("rules no longer allow live sessions: ended", "sessions", n)
@@ -157,8 +175,9 @@ func (b *bastion) reload(path string) error {
 	}
 	techs, targets, policy := cfg.domain()
 	b.brk.Replace(techs, targets, policy, cfg.geo)
+	b.brk.SetAdminGroups(cfg.AdminGroups)
 	n := b.srv.Revalidate()
-	b.log.Info("config reloaded (listen, host key, vault, state and recordings need a restart)",
+	b.log.Info("config reloaded (listen, host key, vault, state, recordings, webhooks and metrics need a restart)",
 		"technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules), "sessions_ended", n)
 	return nil
 }
@@ -198,8 +217,17 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		return nil, fmt.Errorf("vault at %s: %w", cfg.Vault.Address, err)
 	}
 	techs, targets, policy := cfg.domain()
-	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store, Logger: logger})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	notifier, err := notify.New(cfg.webhooks(), notify.Options{Logger: logger, Registerer: reg})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
+		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups})
 	srv, err := session.NewServer(session.Config{
+		Access:  brk,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -223,7 +251,24 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		store.Close()
 		return nil, err
 	}
-	b := &bastion{srv: srv, brk: brk, store: store, ln: ln, done: make(chan error, 1), log: logger, watcher: make(chan struct{})}
+	brk.OnGrantsChanged(func() {
+		if n := srv.Revalidate(); n > 0 {
+			logger.Warn("grants revoked: live sessions ended", "sessions", n)
+		}
+	})
+	b := &bastion{srv: srv, brk: brk, store: store, ln: ln, done: make(chan error, 1), log: logger, watcher: make(chan struct{}), notifier: notifier}
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("metrics.listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		b.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go b.metrics.Serve(mln)
+		logger.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	var wctx context.Context
 	wctx, b.cancel = context.WithCancel(context.Background())
 	go b.watchLocks(wctx)
@@ -242,6 +287,14 @@ func (b *bastion) stop() error {
 	err := b.srv.Shutdown(ctx)
 	if serr := <-b.done; serr != nil && err == nil {
 		err = serr
+	}
+	if b.metrics != nil {
+		b.metrics.Close()
+	}
+	nctx, ncancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ncancel()
+	if nerr := b.notifier.Close(nctx); nerr != nil {
+		b.log.Warn("webhook notifications not all delivered before stopping", "err", nerr)
 	}
 	if cerr := b.store.Close(); err == nil {
 		err = cerr

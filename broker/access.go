@@ -1,0 +1,550 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+)
+
+// Refusal is an access-request operation the broker refused, with the
+// message for whoever asked. It is audited as request.refused.
+type Refusal struct{ Msg string }
+
+func (e *Refusal) Error() string { return e.Msg }
+
+func refusef(format string, args ...any) error { return &Refusal{Msg: fmt.Sprintf(format, args...)} }
+
+// Reason limits.
+const (
+	minReason = 3
+	maxReason = 500
+)
+
+// requestHub wakes whoever waits on a request when it changes, on this
+// node. Other nodes' changes are found by polling the store.
+type requestHub struct {
+	mu   sync.Mutex
+	subs map[int64]map[chan struct{}]struct{}
+}
+
+// Subscribe returns a channel that receives a value whenever request id
+// changes on this node, and a function to stop.
+func (b *Broker) Subscribe(id int64) (<-chan struct{}, func()) {
+	h := &b.hub
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = map[int64]map[chan struct{}]struct{}{}
+	}
+	if h.subs[id] == nil {
+		h.subs[id] = map[chan struct{}]struct{}{}
+	}
+	h.subs[id][ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs[id], ch)
+		if len(h.subs[id]) == 0 {
+			delete(h.subs, id)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (b *Broker) changed(id int64) {
+	h := &b.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs[id] {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// OnGrantsChanged registers f, called (in its own goroutine) whenever a
+// grant is revoked, so that live sessions under it are re-checked at once.
+func (b *Broker) OnGrantsChanged(f func()) {
+	b.grantHook.Store(&f)
+}
+
+func (b *Broker) grantsChanged() {
+	if f := b.grantHook.Load(); f != nil {
+		go (*f)()
+	}
+}
+
+// SetAdminGroups sets the groups whose members may list and end any live
+// session and revoke any grant.
+func (b *Broker) SetAdminGroups(groups []string) {
+	g := slices.Clone(groups)
+	b.adminGroups.Store(&g)
+}
+
+// IsAdmin reports whether technician is in an admin group.
+func (b *Broker) IsAdmin(technician string) bool {
+	t, ok := b.Technician(technician)
+	if !ok {
+		return false
+	}
+	groups := b.adminGroups.Load()
+	return groups != nil && inAnyGroup(t, *groups)
+}
+
+// IsApprover reports whether technician may approve requests under at
+// least one rule.
+func (b *Broker) IsApprover(technician string) bool {
+	t, ok := b.Technician(technician)
+	if !ok {
+		return false
+	}
+	for _, r := range b.Policy().Rules {
+		if r.Effect == Approval && inAnyGroup(t, r.Approval.From) {
+			return true
+		}
+	}
+	return false
+}
+
+func inAnyGroup(t *Technician, groups []string) bool {
+	for _, g := range t.Groups {
+		if slices.Contains(groups, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// approvalSpec returns the approval settings of the rule called name.
+func (b *Broker) approvalSpec(rule string) (ApprovalSpec, bool) {
+	for _, r := range b.Policy().Rules {
+		if r.Name == rule && r.Effect == Approval {
+			return r.Approval.withDefaults(), true
+		}
+	}
+	return ApprovalSpec{}, false
+}
+
+// mayDecide returns why approver may not approve or deny r, or "".
+func (b *Broker) mayDecide(approver *Technician, r *AccessRequest) string {
+	spec, ok := b.approvalSpec(r.Rule)
+	if !ok {
+		return fmt.Sprintf("rule %q of request %d no longer exists or no longer asks for approval", r.Rule, r.ID)
+	}
+	if approver.Name == r.Technician {
+		return fmt.Sprintf("request %d is your own; another approver must decide it", r.ID)
+	}
+	if !inAnyGroup(approver, spec.From) {
+		return fmt.Sprintf("you are not in a group that may decide requests under rule %q (groups %s)", r.Rule, strings.Join(spec.From, ", "))
+	}
+	if spec.OtherAffiliate && approver.Affiliate.Name == r.Affiliate {
+		return fmt.Sprintf("rule %q needs an approver from another affiliate than %s", r.Rule, r.Affiliate)
+	}
+	return ""
+}
+
+// Approvers lists the technicians who may decide r under the rules in
+// force.
+func (b *Broker) Approvers(r *AccessRequest) []string {
+	var out []string
+	rs := b.rules.Load()
+	for name, t := range rs.technicians {
+		if b.mayDecide(t, r) == "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// activeGrant returns the grant in force for technician on target under
+// rule, or nil.
+func (b *Broker) activeGrant(ctx context.Context, technician, target, rule string) (*AccessRequest, error) {
+	list, err := b.store.Requests(ctx, RequestFilter{Technician: technician, Target: target, States: []RequestState{RequestApproved}})
+	if err != nil {
+		return nil, fmt.Errorf("read grants: %w", err)
+	}
+	var best *AccessRequest
+	now := b.now()
+	for i := range list {
+		r := &list[i]
+		if r.Rule == rule && r.ActiveGrant(now) && (best == nil || r.GrantEnd.After(best.GrantEnd)) {
+			best = r
+		}
+	}
+	return best, nil
+}
+
+// applyGrant turns an approval decision into an allowing one when the
+// technician holds a grant for the target under that rule.
+func (b *Broker) applyGrant(ctx context.Context, tech *Technician, tg *Target, d *Decision) error {
+	if d.Effect != Approval || b.store == nil {
+		return nil
+	}
+	g, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule)
+	if err != nil || g == nil {
+		return err
+	}
+	by := make([]string, 0, len(g.Approvals))
+	for _, a := range g.Approvals {
+		by = append(by, a.By)
+	}
+	d.Effect = Allow
+	d.Grant = &Grant{RequestID: g.ID, Until: g.GrantEnd, ApprovedBy: by}
+	d.Reason = fmt.Sprintf("allowed by request %d under rule %q, approved by %s, until %s",
+		g.ID, d.Rule, strings.Join(by, ", "), g.GrantEnd.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// grantGone explains why the grant a session ran under no longer lets it.
+func (b *Broker) grantGone(ctx context.Context, g *Grant) string {
+	r, err := b.store.Request(ctx, g.RequestID)
+	if err != nil {
+		return fmt.Sprintf("the grant of request %d can no longer be checked", g.RequestID)
+	}
+	switch {
+	case r.State == RequestRevoked:
+		return fmt.Sprintf("request %d was revoked by %s: %s", r.ID, r.DecidedBy, r.Note)
+	case !b.now().Before(r.GrantEnd):
+		return fmt.Sprintf("the grant of request %d ended at %s", r.ID, r.GrantEnd.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("request %d no longer grants this session (%s)", r.ID, r.Status(b.now()))
+}
+
+// checkReason validates a reason or note a person typed.
+func checkReason(what, s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if len([]rune(s)) < minReason {
+		return "", refusef("%s is required: at least %d characters (a ticket reference and what you will do)", what, minReason)
+	}
+	if len(s) > maxReason {
+		return "", refusef("%s is too long: at most %d bytes", what, maxReason)
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == unicode.ReplacementChar }) {
+		return "", refusef("%s may not contain control characters", what)
+	}
+	return s, nil
+}
+
+// RequestAccess files an access request of technician for target. When
+// the technician already has a pending request or an active grant for
+// the target under the same rule, it returns that one with existing set.
+func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, reason string, duration time.Duration) (req AccessRequest, existing bool, err error) {
+	defer func() { b.auditRefusal(ctx, err, technician, "request", 0, target, source) }()
+	rs := b.rules.Load()
+	tech, ok := rs.technicians[technician]
+	if !ok {
+		return req, false, refusef("unknown technician %q", technician)
+	}
+	tg, ok := rs.targets[target]
+	if !ok {
+		return req, false, refusef("no target called %q is available to you", target)
+	}
+	if l := b.lockFor(tech, tg); l != nil {
+		return req, false, &Refusal{Msg: lockReason(tg.Name, l)}
+	}
+	d := b.Decide(tech, tg, source, b.now())
+	switch d.Effect {
+	case Allow:
+		return req, false, refusef("no approval is needed: rule %q already allows you to reach %s", d.Rule, tg.Name)
+	case Deny:
+		return req, false, &Refusal{Msg: d.Reason}
+	}
+	spec := *d.Approval
+	if g, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule); err != nil {
+		return req, false, err
+	} else if g != nil {
+		return *g, true, nil
+	}
+	pending, err := b.store.Requests(ctx, RequestFilter{Technician: tech.Name, Target: tg.Name, States: []RequestState{RequestPending}})
+	if err != nil {
+		return req, false, fmt.Errorf("read requests: %w", err)
+	}
+	for _, p := range pending {
+		if p.Rule == d.Rule && b.now().Before(p.Expires) {
+			return p, true, nil
+		}
+	}
+	if reason, err = checkReason("a reason", reason); err != nil {
+		return req, false, err
+	}
+	switch {
+	case duration == 0:
+		duration = spec.MaxGrant
+	case duration < time.Minute:
+		return req, false, refusef("duration %s is too short: ask for at least 1m", duration)
+	case duration > spec.MaxGrant:
+		return req, false, refusef("duration %s is longer than rule %q allows: ask for at most %s", duration, d.Rule, spec.MaxGrant)
+	}
+	now := b.now()
+	req, err = b.store.CreateRequest(ctx, AccessRequest{
+		Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
+		Target: tg.Name, Rule: d.Rule, Source: source, Reason: reason, Duration: duration,
+		State: RequestPending, Needed: spec.Approvals, Created: now, Expires: now.Add(spec.PendingFor),
+	})
+	if err != nil {
+		return req, false, fmt.Errorf("store the request: %w", err)
+	}
+	b.transition(ctx, EventRequestCreated, req, tech.Name, reason)
+	return req, false, nil
+}
+
+// transition audits a request's change, wakes those waiting on it and
+// notifies the webhooks.
+func (b *Broker) transition(ctx context.Context, kind string, r AccessRequest, by, note string) {
+	approvers := b.Approvers(&r)
+	detail, _ := json.Marshal(map[string]any{
+		"request": r.ID, "state": r.State, "by": by, "note": note, "rule": r.Rule, "reason": r.Reason,
+		"duration": r.Duration.String(), "approvals": len(r.Approvals), "needed": r.Needed,
+		"grant_end": r.GrantEnd, "approvers": approvers,
+	})
+	b.Audit(ctx, AuditEvent{Kind: kind, Technician: r.Technician, Target: r.Target, Source: r.Source, Detail: string(detail)})
+	b.changed(r.ID)
+	if b.notifier != nil {
+		b.notifier.Notify(RequestEvent{Kind: kind, At: b.now().UTC(), Request: r, By: by, Note: note, Approvers: approvers})
+	}
+}
+
+// auditRefusal audits a refused request operation.
+func (b *Broker) auditRefusal(ctx context.Context, err error, actor, action string, id int64, target, source string) {
+	var rf *Refusal
+	if !errors.As(err, &rf) {
+		return
+	}
+	detail, _ := json.Marshal(map[string]any{"action": action, "request": id, "why": rf.Msg})
+	b.Audit(ctx, AuditEvent{Kind: EventRequestRefused, Technician: actor, Target: target, Source: source, Detail: string(detail)})
+}
+
+// Notified lists who is told of a new request: the approvers and the
+// webhooks.
+func (b *Broker) Notified(r *AccessRequest) (approvers, webhooks []string) {
+	approvers = b.Approvers(r)
+	if b.notifier != nil {
+		webhooks = b.notifier.Names()
+	}
+	return approvers, webhooks
+}
+
+// update runs fn on request id; a pending request past its deadline is
+// marked expired first and fn is not run.
+func (b *Broker) update(ctx context.Context, id int64, fn func(*AccessRequest) error) (AccessRequest, error) {
+	var expired bool
+	r, err := b.store.UpdateRequest(ctx, id, func(r *AccessRequest) error {
+		expired = false
+		if r.State == RequestPending && !b.now().Before(r.Expires) {
+			expire(r, b.now())
+			expired = true
+			return nil
+		}
+		return fn(r)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return r, refusef("there is no request %d", id)
+	}
+	if err != nil {
+		return r, err
+	}
+	if expired {
+		b.transition(ctx, EventRequestExpired, r, "sekisho", r.Note)
+		return r, refusef("request %d expired at %s without enough approvals", id, r.Expires.UTC().Format(time.RFC3339))
+	}
+	return r, nil
+}
+
+func expire(r *AccessRequest, now time.Time) {
+	r.State = RequestExpired
+	r.DecidedBy = "sekisho"
+	r.DecidedAt = now
+	r.Note = fmt.Sprintf("no decision within %s", r.Expires.Sub(r.Created).Round(time.Second))
+}
+
+func notPending(r *AccessRequest, now time.Time) error {
+	return refusef("request %d is no longer pending: %s", r.ID, r.Status(now))
+}
+
+// Approve records approver's approval of request id. The last approval
+// needed makes it a grant, from now for the duration asked for.
+func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment string) (r AccessRequest, err error) {
+	defer func() { b.auditRefusal(ctx, err, approver, "approve", id, r.Target, "") }()
+	who, ok := b.Technician(approver)
+	if !ok {
+		return r, refusef("unknown approver %q", approver)
+	}
+	comment = strings.TrimSpace(comment)
+	if comment != "" {
+		if comment, err = checkReason("a comment", comment); err != nil {
+			return r, err
+		}
+	}
+	r, err = b.update(ctx, id, func(r *AccessRequest) error {
+		if r.State != RequestPending {
+			return notPending(r, b.now())
+		}
+		if r.ApprovedBy(who.Name) {
+			return refusef("you already approved request %d; it needs another approver (%d of %d)", r.ID, len(r.Approvals), r.Needed)
+		}
+		if why := b.mayDecide(who, r); why != "" {
+			return &Refusal{Msg: why}
+		}
+		now := b.now()
+		r.Approvals = append(r.Approvals, RequestApproval{By: who.Name, Affiliate: who.Affiliate.Name, Comment: comment, At: now})
+		if len(r.Approvals) >= r.Needed {
+			r.State = RequestApproved
+			r.DecidedAt = now
+			r.GrantStart, r.GrantEnd = now, now.Add(r.Duration)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	kind := EventRequestApproval
+	if r.State == RequestApproved {
+		kind = EventRequestApproved
+	}
+	b.transition(ctx, kind, r, who.Name, comment)
+	return r, nil
+}
+
+// Deny ends pending request id with approver's reason.
+func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason string) (r AccessRequest, err error) {
+	defer func() { b.auditRefusal(ctx, err, approver, "deny", id, r.Target, "") }()
+	who, ok := b.Technician(approver)
+	if !ok {
+		return r, refusef("unknown approver %q", approver)
+	}
+	if reason, err = checkReason("a reason", reason); err != nil {
+		return r, err
+	}
+	r, err = b.update(ctx, id, func(r *AccessRequest) error {
+		if r.State != RequestPending {
+			return notPending(r, b.now())
+		}
+		if r.Technician == who.Name {
+			return refusef("request %d is your own: cancel it with `cancel %d`", r.ID, r.ID)
+		}
+		if why := b.mayDecide(who, r); why != "" && !b.IsAdmin(who.Name) {
+			return &Refusal{Msg: why}
+		}
+		r.State, r.DecidedBy, r.DecidedAt, r.Note = RequestDenied, who.Name, b.now(), reason
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	b.transition(ctx, EventRequestDenied, r, who.Name, reason)
+	return r, nil
+}
+
+// Cancel ends technician's own pending request id.
+func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note string) (r AccessRequest, err error) {
+	defer func() { b.auditRefusal(ctx, err, technician, "cancel", id, r.Target, "") }()
+	r, err = b.update(ctx, id, func(r *AccessRequest) error {
+		if r.Technician != technician {
+			return refusef("request %d is not yours; only %s can cancel it", r.ID, r.Technician)
+		}
+		if r.State != RequestPending {
+			return notPending(r, b.now())
+		}
+		r.State, r.DecidedBy, r.DecidedAt, r.Note = RequestCancelled, technician, b.now(), note
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	b.transition(ctx, EventRequestCancelled, r, technician, note)
+	return r, nil
+}
+
+// Revoke ends the grant of request id at once; live sessions under it end.
+// The requester, an approver who may decide it, or an admin may revoke.
+func (b *Broker) Revoke(ctx context.Context, by string, id int64, reason string) (r AccessRequest, err error) {
+	defer func() { b.auditRefusal(ctx, err, by, "revoke", id, r.Target, "") }()
+	who, ok := b.Technician(by)
+	if !ok {
+		return r, refusef("unknown technician %q", by)
+	}
+	if reason, err = checkReason("a reason", reason); err != nil {
+		return r, err
+	}
+	r, err = b.update(ctx, id, func(r *AccessRequest) error {
+		if !r.ActiveGrant(b.now()) {
+			return refusef("request %d is not an active grant: %s", r.ID, r.Status(b.now()))
+		}
+		if r.Technician != who.Name && !b.IsAdmin(who.Name) {
+			if why := b.mayDecide(who, r); why != "" {
+				return &Refusal{Msg: why}
+			}
+		}
+		r.State, r.DecidedBy, r.DecidedAt, r.Note = RequestRevoked, who.Name, b.now(), reason
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	b.transition(ctx, EventRequestRevoked, r, who.Name, reason)
+	b.grantsChanged()
+	return r, nil
+}
+
+// ExpireRequests marks pending requests past their deadline expired and
+// returns how many it marked.
+func (b *Broker) ExpireRequests(ctx context.Context) (int, error) {
+	list, err := b.store.Requests(ctx, RequestFilter{States: []RequestState{RequestPending}})
+	if err != nil {
+		return 0, fmt.Errorf("read requests: %w", err)
+	}
+	n := 0
+	for _, p := range list {
+		if b.now().Before(p.Expires) {
+			continue
+		}
+		var did bool
+		r, err := b.store.UpdateRequest(ctx, p.ID, func(r *AccessRequest) error {
+			did = r.State == RequestPending && !b.now().Before(r.Expires)
+			if did {
+				expire(r, b.now())
+			}
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("expire request %d: %w", p.ID, err)
+		}
+		if did {
+			n++
+			b.transition(ctx, EventRequestExpired, r, "sekisho", r.Note)
+		}
+	}
+	return n, nil
+}
+
+// GrantUsed audits a session starting under a grant.
+func (b *Broker) GrantUsed(ctx context.Context, g *Grant, session string) {
+	r, err := b.store.Request(ctx, g.RequestID)
+	if err != nil {
+		b.log.Error("grant used but not readable", "request", g.RequestID, "err", err)
+		return
+	}
+	b.transition(ctx, EventRequestUsed, r, r.Technician, "session "+session)
+}
+
+// Request returns access request id.
+func (b *Broker) Request(ctx context.Context, id int64) (AccessRequest, error) {
+	r, err := b.store.Request(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return r, refusef("there is no request %d", id)
+	}
+	return r, err
+}
+
+// Requests lists access requests, newest first.
+func (b *Broker) Requests(ctx context.Context, f RequestFilter) ([]AccessRequest, error) {
+	return b.store.Requests(ctx, f)
+}

@@ -1,0 +1,169 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+)
+
+// RequestState is where an access request is in its life.
+type RequestState string
+
+// Access request states. A request is filed pending; approvals make it
+// approved (a grant, until GrantEnd); a denial, the pending deadline, the
+// requester or a revocation end it.
+const (
+	RequestPending   RequestState = "pending"
+	RequestApproved  RequestState = "approved"
+	RequestDenied    RequestState = "denied"
+	RequestExpired   RequestState = "expired"
+	RequestCancelled RequestState = "cancelled"
+	RequestRevoked   RequestState = "revoked"
+)
+
+// Audit event kinds of access requests: every transition, with who and why.
+const (
+	EventRequestCreated   = "request.created"
+	EventRequestApproval  = "request.approval" // one approval, more needed
+	EventRequestApproved  = "request.approved" // the last approval: a grant
+	EventRequestDenied    = "request.denied"
+	EventRequestExpired   = "request.expired"
+	EventRequestCancelled = "request.cancelled"
+	EventRequestRevoked   = "request.revoked"
+	EventRequestUsed      = "request.used" // a session started under the grant
+	EventRequestRefused   = "request.refused"
+)
+
+// RequestApproval is one approver's yes.
+type RequestApproval struct {
+	By        string    `json:"by"`
+	Affiliate string    `json:"affiliate"`
+	Comment   string    `json:"comment,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// ApprovalSpec is what an approval rule asks of approvers.
+type ApprovalSpec struct {
+	// Approvals is how many distinct approvers must say yes; at least 1.
+	Approvals int `json:"approvals"`
+	// From lists the groups whose members may approve.
+	From []string `json:"from"`
+	// OtherAffiliate requires approvers from another affiliate than the
+	// requester's.
+	OtherAffiliate bool `json:"other_affiliate,omitempty"`
+	// PendingFor is how long a request waits for approvals before it
+	// expires.
+	PendingFor time.Duration `json:"pending_for"`
+	// MaxGrant bounds the duration a technician may ask for.
+	MaxGrant time.Duration `json:"max_grant"`
+}
+
+// Default approval settings.
+const (
+	DefaultPendingFor = 15 * time.Minute
+	DefaultMaxGrant   = time.Hour
+)
+
+// withDefaults fills in what the rule left unset.
+func (s ApprovalSpec) withDefaults() ApprovalSpec {
+	if s.Approvals < 1 {
+		s.Approvals = 1
+	}
+	if s.PendingFor <= 0 {
+		s.PendingFor = DefaultPendingFor
+	}
+	if s.MaxGrant <= 0 {
+		s.MaxGrant = DefaultMaxGrant
+	}
+	return s
+}
+
+// AccessRequest is a technician's request to reach a target under an
+// approval rule, and, once approved, the grant it gives.
+type AccessRequest struct {
+	ID               int64         `json:"id"`
+	Technician       string        `json:"technician"`
+	Affiliate        string        `json:"affiliate"`
+	AffiliateCountry string        `json:"affiliate_country"`
+	Target           string        `json:"target"`
+	Rule             string        `json:"rule"`
+	Source           string        `json:"source"`
+	Reason           string        `json:"reason"`
+	Duration         time.Duration `json:"duration"` // the grant asked for
+	State            RequestState  `json:"state"`
+	Needed           int           `json:"needed"` // approvals needed
+	Approvals        []RequestApproval    `json:"approvals"`
+	Created          time.Time     `json:"created"`
+	Expires          time.Time     `json:"expires"` // while pending
+	// DecidedBy, DecidedAt and Note say who ended the request and why
+	// (denied, cancelled, revoked, expired).
+	DecidedBy  string    `json:"decided_by,omitempty"`
+	DecidedAt  time.Time `json:"decided_at,omitzero"`
+	Note       string    `json:"note,omitempty"`
+	GrantStart time.Time `json:"grant_start,omitzero"`
+	GrantEnd   time.Time `json:"grant_end,omitzero"`
+}
+
+// ActiveGrant reports whether the request is a grant in force at t.
+func (r *AccessRequest) ActiveGrant(t time.Time) bool {
+	return r.State == RequestApproved && t.Before(r.GrantEnd)
+}
+
+// Status describes the request's state at t in a few words.
+func (r *AccessRequest) Status(t time.Time) string {
+	switch r.State {
+	case RequestPending:
+		return fmt.Sprintf("pending, %d of %d approvals", len(r.Approvals), r.Needed)
+	case RequestApproved:
+		if !t.Before(r.GrantEnd) {
+			return "grant ended " + r.GrantEnd.UTC().Format(time.RFC3339)
+		}
+		return "granted until " + r.GrantEnd.UTC().Format(time.RFC3339)
+	}
+	s := string(r.State)
+	if r.DecidedBy != "" {
+		s += " by " + r.DecidedBy
+	}
+	if r.Note != "" {
+		s += ": " + r.Note
+	}
+	return s
+}
+
+// ApprovedBy reports whether name approved the request.
+func (r *AccessRequest) ApprovedBy(name string) bool {
+	for _, a := range r.Approvals {
+		if a.By == name {
+			return true
+		}
+	}
+	return false
+}
+
+// RequestFilter narrows a request listing; zero fields do not filter.
+type RequestFilter struct {
+	Technician string
+	Target     string
+	States     []RequestState
+	Limit      int
+}
+
+// RequestEvent is what notifications (webhooks) are told of a transition.
+type RequestEvent struct {
+	Kind    string        `json:"event"` // an EventRequest* kind
+	At      time.Time     `json:"at"`
+	Request AccessRequest `json:"request"`
+	// By is who caused the transition (the requester, an approver, or
+	// "sekisho" for an expiry); Note is their comment or reason.
+	By   string `json:"by,omitempty"`
+	Note string `json:"note,omitempty"`
+	// Approvers are the technicians who may decide the request.
+	Approvers []string `json:"approvers,omitempty"`
+}
+
+// Notifier delivers request events (webhooks). Notify must not block.
+type Notifier interface {
+	Notify(RequestEvent)
+	// Names lists the configured destinations, for the technician's
+	// "notified" line.
+	Names() []string
+}

@@ -1,0 +1,469 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// fullRequest has every field set, times with nanoseconds in base's zone.
+func fullRequest() broker.AccessRequest {
+	return broker.AccessRequest{
+		ID:         99, // ignored by CreateRequest
+		Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Target: "db-jp-01", Rule: "pii-needs-approval",
+		Source: "198.51.100.9:40022", Reason: "INC-4711: replica lag", Duration: 45*time.Minute + 7,
+		State: broker.RequestApproved, Needed: 2,
+		Approvals: []broker.RequestApproval{
+			{By: "aiko", Affiliate: "ops-jp", Comment: "ok for INC-4711", At: base.Add(time.Minute + 1)},
+			{By: "kenji", Affiliate: "ops-jp", At: base.Add(2*time.Minute + 2)},
+		},
+		Created:    base,
+		Expires:    base.Add(15 * time.Minute),
+		DecidedBy:  "kenji",
+		DecidedAt:  base.Add(2*time.Minute + 3),
+		Note:       "second approval",
+		GrantStart: base.Add(2*time.Minute + 4),
+		GrantEnd:   base.Add(47*time.Minute + 5),
+	}
+}
+
+// pending is a minimal pending request: no approvals, no optional times.
+func pending(tech, target string) broker.AccessRequest {
+	return broker.AccessRequest{
+		Technician: tech, Affiliate: "ops-" + tech, AffiliateCountry: "JP", Target: target, Rule: "r",
+		Source: "192.0.2.7:50022", Reason: "maintenance", Duration: time.Hour, State: broker.RequestPending, Needed: 1,
+		Created: base, Expires: base.Add(broker.DefaultPendingFor),
+	}
+}
+
+// checkRequest compares requests, times with Equal (the store returns UTC).
+func checkRequest(t *testing.T, got, want broker.AccessRequest) {
+	t.Helper()
+	times := func(r *broker.AccessRequest) []*time.Time {
+		return []*time.Time{&r.Created, &r.Expires, &r.DecidedAt, &r.GrantStart, &r.GrantEnd}
+	}
+	names := []string{"Created", "Expires", "DecidedAt", "GrantStart", "GrantEnd"}
+	gt, wt := times(&got), times(&want)
+	for i := range gt {
+		if !gt[i].Equal(*wt[i]) {
+			t.Errorf("%s = %v, want %v", names[i], *gt[i], *wt[i])
+		}
+		*gt[i], *wt[i] = time.Time{}, time.Time{}
+	}
+	// Copy the approvals so as not to change the caller's.
+	got.Approvals, want.Approvals = slices.Clone(got.Approvals), slices.Clone(want.Approvals)
+	if len(got.Approvals) == len(want.Approvals) {
+		for i := range got.Approvals {
+			if !got.Approvals[i].At.Equal(want.Approvals[i].At) {
+				t.Errorf("Approvals[%d].At = %v, want %v", i, got.Approvals[i].At, want.Approvals[i].At)
+			}
+			got.Approvals[i].At, want.Approvals[i].At = time.Time{}, time.Time{}
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("request differs:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+
+	want := fullRequest()
+	created, err := s.CreateRequest(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.ID != 1 {
+		t.Fatalf("first request has ID %d, want 1", created.ID)
+	}
+	want.ID = 1
+	checkRequest(t, created, want)
+
+	got, err := s.Request(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRequest(t, got, want)
+	if got.Created.Location() != time.UTC {
+		t.Errorf("Created is in %v, want UTC", got.Created.Location())
+	}
+	list, err := s.Requests(ctx, broker.RequestFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("Requests returned %d requests, want 1", len(list))
+	}
+	checkRequest(t, list[0], want)
+
+	// No approvals, nil or empty, read back as nil; zero times as zero.
+	for _, approvals := range [][]broker.RequestApproval{nil, {}} {
+		min := pending("aiko", "web-sg-01")
+		min.Expires = time.Time{}
+		min.Approvals = approvals
+		c, err := s.CreateRequest(ctx, min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Request(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Approvals != nil {
+			t.Errorf("approvals %#v read back as %#v, want nil", approvals, got.Approvals)
+		}
+		for name, tm := range map[string]time.Time{"Expires": got.Expires, "DecidedAt": got.DecidedAt,
+			"GrantStart": got.GrantStart, "GrantEnd": got.GrantEnd} {
+			if !tm.IsZero() {
+				t.Errorf("zero %s read back as %v", name, tm)
+			}
+		}
+		min.ID, min.Approvals = c.ID, nil
+		checkRequest(t, got, min)
+	}
+}
+
+func TestRequestIDsCountUp(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t)
+	for want := int64(1); want <= 3; want++ {
+		r, err := s.CreateRequest(ctx, pending("aiko", "db-jp-01"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != want {
+			t.Errorf("request %d got ID %d", want, r.ID)
+		}
+	}
+	// Another process with the file open continues the count.
+	other, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if r, err := other.CreateRequest(ctx, pending("li", "db-jp-01")); err != nil || r.ID != 4 {
+		t.Errorf("CreateRequest on a second Open: ID %d, %v; want 4", r.ID, err)
+	}
+}
+
+func requestIDs(list []broker.AccessRequest) []int64 {
+	out := []int64{}
+	for _, r := range list {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func TestRequestsFilter(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	// IDs 1..6.
+	for _, c := range []struct {
+		tech, target string
+		state        broker.RequestState
+	}{
+		{"aiko", "db-jp-01", broker.RequestPending},
+		{"li", "db-jp-01", broker.RequestApproved},
+		{"aiko", "web-sg-01", broker.RequestDenied},
+		{"li", "web-sg-01", broker.RequestPending},
+		{"aiko", "db-jp-01", broker.RequestApproved},
+		{"li", "db-jp-01", broker.RequestExpired},
+	} {
+		r := pending(c.tech, c.target)
+		r.State = c.state
+		// Created times run backwards: the order is by ID, not by time.
+		r.Created = base.Add(-time.Duration(len(c.tech)) * time.Minute)
+		if _, err := s.CreateRequest(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		f    broker.RequestFilter
+		want []int64
+	}{
+		{"all", broker.RequestFilter{}, []int64{6, 5, 4, 3, 2, 1}},
+		{"technician", broker.RequestFilter{Technician: "li"}, []int64{6, 4, 2}},
+		{"target", broker.RequestFilter{Target: "web-sg-01"}, []int64{4, 3}},
+		{"technician and target", broker.RequestFilter{Technician: "aiko", Target: "db-jp-01"}, []int64{5, 1}},
+		{"one state", broker.RequestFilter{States: []broker.RequestState{broker.RequestPending}}, []int64{4, 1}},
+		{"states", broker.RequestFilter{States: []broker.RequestState{broker.RequestApproved, broker.RequestExpired}}, []int64{6, 5, 2}},
+		{"states and technician", broker.RequestFilter{Technician: "li", States: []broker.RequestState{broker.RequestPending, broker.RequestApproved}}, []int64{4, 2}},
+		{"empty states", broker.RequestFilter{States: []broker.RequestState{}}, []int64{6, 5, 4, 3, 2, 1}},
+		{"no match", broker.RequestFilter{Technician: "nobody"}, []int64{}},
+		{"state no match", broker.RequestFilter{States: []broker.RequestState{broker.RequestRevoked}}, []int64{}},
+		{"limit", broker.RequestFilter{Limit: 2}, []int64{6, 5}},
+		{"limit with filter", broker.RequestFilter{Target: "db-jp-01", Limit: 3}, []int64{6, 5, 2}},
+		{"limit over count", broker.RequestFilter{Technician: "aiko", Limit: 10}, []int64{5, 3, 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Requests(ctx, tc.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(requestIDs(got), tc.want) {
+				t.Errorf("Requests(%+v) = %v, want %v", tc.f, requestIDs(got), tc.want)
+			}
+		})
+	}
+}
+
+func TestRequestNotFound(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if _, err := s.CreateRequest(ctx, pending("aiko", "db-jp-01")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Request(ctx, 42)
+	if !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("Request(42) err = %v, want ErrNotFound", err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "access request 42") {
+		t.Errorf("Request(42) err = %q, want it to name access request 42", err)
+	}
+	called := false
+	_, err = s.UpdateRequest(ctx, 42, func(*broker.AccessRequest) error { called = true; return nil })
+	if !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("UpdateRequest(42) err = %v, want ErrNotFound", err)
+	}
+	if called {
+		t.Error("UpdateRequest(42) called fn")
+	}
+	// The failed update left the store writable.
+	if _, err := s.UpdateRequest(ctx, 1, func(r *broker.AccessRequest) error { r.Note = "x"; return nil }); err != nil {
+		t.Errorf("UpdateRequest(1) after a missing one: %v", err)
+	}
+}
+
+func TestUpdateRequest(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	for range 2 {
+		if _, err := s.CreateRequest(ctx, pending("li", "db-jp-01")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := fullRequest()
+	got, err := s.UpdateRequest(ctx, 1, func(r *broker.AccessRequest) error {
+		if r.ID != 1 || r.Technician != "li" || r.State != broker.RequestPending {
+			t.Errorf("fn got %+v", r)
+		}
+		full.Created = r.Created
+		*r = full
+		r.ID = 2 // may not change the ID
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := full
+	want.ID = 1
+	checkRequest(t, got, want)
+	if got.GrantEnd.Location() != time.UTC {
+		t.Errorf("UpdateRequest returned GrantEnd in %v, want UTC as stored", got.GrantEnd.Location())
+	}
+	stored, err := s.Request(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRequest(t, stored, want)
+	// Request 2 is untouched.
+	other, err := s.Request(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2 := pending("li", "db-jp-01")
+	w2.ID = 2
+	checkRequest(t, other, w2)
+	if list, _ := s.Requests(ctx, broker.RequestFilter{}); !reflect.DeepEqual(requestIDs(list), []int64{2, 1}) {
+		t.Errorf("requests after the update: %v", requestIDs(list))
+	}
+
+	// Removing the approvals stores none.
+	got, err = s.UpdateRequest(ctx, 1, func(r *broker.AccessRequest) error { r.Approvals = r.Approvals[:0]; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Approvals != nil {
+		t.Errorf("emptied approvals read back as %#v", got.Approvals)
+	}
+}
+
+type refusal struct{ why string }
+
+func (e *refusal) Error() string { return "refused: " + e.why }
+
+func TestUpdateRequestFnErrorAborts(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t)
+	before, err := s.CreateRequest(ctx, pending("aiko", "db-jp-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(r *broker.AccessRequest) {
+		r.State = broker.RequestApproved
+		r.Approvals = append(r.Approvals, broker.RequestApproval{By: "li", At: base})
+		r.Note = "should not be stored"
+		r.GrantEnd = base.Add(time.Hour)
+	}
+	// More failures than the pool has connections: a failed update that
+	// left its transaction open would hold the write lock.
+	for i := range 10 {
+		want := &refusal{fmt.Sprint(i)}
+		got, err := s.UpdateRequest(ctx, before.ID, func(r *broker.AccessRequest) error {
+			mutate(r)
+			return want
+		})
+		if err != want {
+			t.Fatalf("UpdateRequest err = %v, want fn's error as is", err)
+		}
+		var ref *refusal
+		if !errors.As(err, &ref) {
+			t.Fatalf("errors.As(%v, *refusal) is false", err)
+		}
+		if got.ID != 0 || got.State != "" {
+			t.Errorf("failed UpdateRequest returned %+v", got)
+		}
+	}
+	// A panic in fn rolls back too.
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the panic of fn", p)
+			}
+		}()
+		s.UpdateRequest(ctx, before.ID, func(r *broker.AccessRequest) error { mutate(r); panic("boom") })
+	}()
+
+	stored, err := s.Request(ctx, before.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRequest(t, stored, before)
+
+	// Another process can still write, promptly (not after busy_timeout).
+	other, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	start := time.Now()
+	if _, err := other.UpdateRequest(ctx, before.ID, func(r *broker.AccessRequest) error { r.Note = "ok"; return nil }); err != nil {
+		t.Fatalf("update from a second Open after failed updates: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("update from a second Open took %v: the write lock was held", d)
+	}
+	if got, _ := s.Request(ctx, before.ID); got.Note != "ok" {
+		t.Errorf("note after the update = %q", got.Note)
+	}
+}
+
+// Concurrent read-modify-write updates, from two Stores on the same file
+// as from the CLI and the server, lose none.
+func TestUpdateRequestConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t)
+	other, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	r, err := s.CreateRequest(ctx, pending("li", "db-jp-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A decoy request that must not be affected.
+	if _, err := s.CreateRequest(ctx, pending("aiko", "db-jp-01")); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		store := s
+		if i%2 == 1 {
+			store = other
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := store.UpdateRequest(ctx, r.ID, func(r *broker.AccessRequest) error {
+				// Widen the window between read and write.
+				time.Sleep(time.Millisecond)
+				r.Approvals = append(r.Approvals, broker.RequestApproval{By: fmt.Sprintf("approver-%02d", i), At: base.Add(time.Duration(i))})
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+
+	for _, st := range []*Store{s, other} {
+		got, err := st.Request(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var by []string
+		for _, a := range got.Approvals {
+			by = append(by, a.By)
+		}
+		slices.Sort(by)
+		var want []string
+		for i := range n {
+			want = append(want, fmt.Sprintf("approver-%02d", i))
+		}
+		if !reflect.DeepEqual(by, want) {
+			t.Errorf("after %d concurrent updates, %d approvals: %v", n, len(by), by)
+		}
+	}
+	if decoy, _ := s.Request(ctx, 2); decoy.Approvals != nil {
+		t.Errorf("decoy request got approvals %v", decoy.Approvals)
+	}
+}
+
+// A state file from before access requests gets the table on Open.
+func TestRequestsOnAnOlderFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
+		technician TEXT NOT NULL, target TEXT NOT NULL, source TEXT NOT NULL, session TEXT NOT NULL, detail TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.CreateRequest(ctx, pending("aiko", "db-jp-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Requests(ctx, broker.RequestFilter{Technician: "aiko"}); err != nil || len(got) != 1 || got[0].ID != r.ID {
+		t.Errorf("Requests on a migrated file: %+v, %v", got, err)
+	}
+}

@@ -1,0 +1,93 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// encode renders e as a request body in format f.
+func encode(f Format, e broker.RequestEvent) ([]byte, error) {
+	if f == FormatSlack {
+		return json.Marshal(struct {
+			Text string `json:"text"`
+		}{slackEscape(summary(e))})
+	}
+	return json.Marshal(struct {
+		broker.RequestEvent
+		Text string `json:"text"`
+	}{e, summary(e)})
+}
+
+// summary says what happened in one line, from the facts in the event
+// only. The bastion's address is not known here, so the approve hint is
+// the command, not a full ssh line.
+func summary(e broker.RequestEvent) string {
+	r := e.Request
+	about := fmt.Sprintf("request %d (%s → %s)", r.ID, r.Technician, r.Target)
+	var b strings.Builder
+	b.WriteString("sekisho: ")
+	switch e.Kind {
+	case broker.EventRequestCreated:
+		fmt.Fprintf(&b, "%s (%s, %s) requests %s for %s", r.Technician, r.Affiliate, r.AffiliateCountry, r.Target, r.Duration)
+		if r.Reason != "" {
+			b.WriteString(": " + r.Reason)
+		}
+		fmt.Fprintf(&b, " — request %d, %s", r.ID, approvals(r))
+		writePending(&b, e)
+	case broker.EventRequestApproval:
+		b.WriteString(about + " approved")
+		writeByNote(&b, e)
+		b.WriteString(" — " + approvals(r))
+		writePending(&b, e)
+	case broker.EventRequestApproved:
+		b.WriteString(about + " approved")
+		writeByNote(&b, e)
+		if !r.GrantEnd.IsZero() {
+			b.WriteString("; granted until " + r.GrantEnd.UTC().Format(time.RFC3339))
+		}
+	case broker.EventRequestExpired:
+		fmt.Fprintf(&b, "%s expired unapproved with %s", about, approvals(r))
+	case broker.EventRequestUsed:
+		fmt.Fprintf(&b, "%s started a session on %s under request %d", r.Technician, r.Target, r.ID)
+		if !r.GrantEnd.IsZero() {
+			b.WriteString(", granted until " + r.GrantEnd.UTC().Format(time.RFC3339))
+		}
+	default: // denied, cancelled, revoked, refused and kinds added later
+		b.WriteString(about + " " + strings.TrimPrefix(e.Kind, "request."))
+		writeByNote(&b, e)
+	}
+	return b.String()
+}
+
+// slackEscape escapes the three characters Slack gives meaning to, so that
+// a reason like "<!channel>" is shown, not acted on.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// approvals is e.g. "0 of 1 approvals".
+func approvals(r broker.AccessRequest) string {
+	return fmt.Sprintf("%d of %d approvals", len(r.Approvals), r.Needed)
+}
+
+// writeByNote writes " by who: note", leaving out what is empty.
+func writeByNote(b *strings.Builder, e broker.RequestEvent) {
+	if e.By != "" {
+		b.WriteString(" by " + e.By)
+	}
+	if e.Note != "" {
+		b.WriteString(": " + e.Note)
+	}
+}
+
+// writePending tells approvers of a pending request how to decide it.
+func writePending(b *strings.Builder, e broker.RequestEvent) {
+	if len(e.Approvers) > 0 {
+		b.WriteString("; approvers: " + strings.Join(e.Approvers, ", "))
+	}
+	fmt.Fprintf(b, ". approve with: approve %d", e.Request.ID)
+}
