@@ -1,7 +1,7 @@
 # sekisho — `make demo` runs the demo on loopback, `make test` runs every test.
 GO          ?= go
 STATICCHECK := bin/staticcheck
-SRC         := $(shell find cmd broker session recording -name '*.go' -not -name '*_test.go') go.mod go.sum
+SRC         := $(shell find cmd broker session recording notify -name '*.go' -not -name '*_test.go') go.mod go.sum
 
 .PHONY: all build demo test unit e2e bench lint fuzz clean
 
@@ -40,7 +40,7 @@ bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./e2e/
 
 lint: $(STATICCHECK)
-	@fmt=$$(gofmt -l cmd broker session recording e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	@fmt=$$(gofmt -l cmd broker session recording notify e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 

@@ -80,20 +80,20 @@ func (s ApprovalSpec) withDefaults() ApprovalSpec {
 // AccessRequest is a technician's request to reach a target under an
 // approval rule, and, once approved, the grant it gives.
 type AccessRequest struct {
-	ID               int64         `json:"id"`
-	Technician       string        `json:"technician"`
-	Affiliate        string        `json:"affiliate"`
-	AffiliateCountry string        `json:"affiliate_country"`
-	Target           string        `json:"target"`
-	Rule             string        `json:"rule"`
-	Source           string        `json:"source"`
-	Reason           string        `json:"reason"`
-	Duration         time.Duration `json:"duration"` // the grant asked for
-	State            RequestState  `json:"state"`
-	Needed           int           `json:"needed"` // approvals needed
-	Approvals        []RequestApproval    `json:"approvals"`
-	Created          time.Time     `json:"created"`
-	Expires          time.Time     `json:"expires"` // while pending
+	ID               int64             `json:"id"`
+	Technician       string            `json:"technician"`
+	Affiliate        string            `json:"affiliate"`
+	AffiliateCountry string            `json:"affiliate_country"`
+	Target           string            `json:"target"`
+	Rule             string            `json:"rule"`
+	Source           string            `json:"source"`
+	Reason           string            `json:"reason"`
+	Duration         time.Duration     `json:"duration"` // the grant asked for
+	State            RequestState      `json:"state"`
+	Needed           int               `json:"needed"` // approvals needed
+	Approvals        []RequestApproval `json:"approvals"`
+	Created          time.Time         `json:"created"`
+	Expires          time.Time         `json:"expires"` // while pending
 	// DecidedBy, DecidedAt and Note say who ended the request and why
 	// (denied, cancelled, revoked, expired).
 	DecidedBy  string    `json:"decided_by,omitempty"`

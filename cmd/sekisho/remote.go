@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,8 +25,12 @@ import (
 // `ssh TECHNICIAN@bastion COMMAND` would, so they add no unauthenticated
 // surface and the server decides, as for any login, who may do what.
 
-// errHostKey means the server's host key could not be verified.
-var errHostKey = errors.New("host key verification failed")
+var (
+	// errHostKey means the server's host key could not be verified.
+	errHostKey = errors.New("host key verification failed")
+	// errNoCode means the server asks for a TOTP code that cannot be had.
+	errNoCode = errors.New("the server asks for a verification code and there is no terminal; set SEKISHO_TOTP to the current code")
+)
 
 // remoteTimeout bounds the connection and the SSH handshake.
 const remoteTimeout = 15 * time.Second
@@ -38,19 +43,12 @@ type remoteOptions struct {
 // field returns the option that flag sets, or nil if it is not a
 // connection flag.
 func (o *remoteOptions) field(flag string) *string {
-	switch flag {
-	case "--config", "-config":
-		return &o.config
-	case "--server", "-server":
-		return &o.server
-	case "--as", "-as":
-		return &o.user
-	case "-i", "--identity", "-identity":
-		return &o.identity
-	case "--known-hosts", "-known-hosts":
-		return &o.knownHosts
+	if !strings.HasPrefix(flag, "-") {
+		return nil
 	}
-	return nil
+	name := strings.TrimPrefix(flag[1:], "-")
+	return map[string]*string{"config": &o.config, "server": &o.server, "as": &o.user,
+		"i": &o.identity, "identity": &o.identity, "known-hosts": &o.knownHosts}[name]
 }
 
 // remoteValueFlags are the remote commands' flags that take a value; the
@@ -96,25 +94,15 @@ func quoteRemote(args []string) string {
 
 // liveRequested reports whether `sekisho sessions` asks for the live
 // sessions of the running server rather than those in the store.
-func liveRequested(args []string) bool {
-	for _, a := range args {
-		if a == "--live" {
-			return true
-		}
-	}
-	return false
-}
+func liveRequested(args []string) bool { return slices.Contains(args, "--live") }
 
 // cmdRemote runs args on the running server and exits with its status.
 func cmdRemote(ctx context.Context, args []string) error {
 	code, err := runRemote(ctx, args, os.Stdout, os.Stderr)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
+	if err == nil && code != 0 {
 		os.Exit(code)
 	}
-	return nil
+	return err
 }
 
 // runRemote runs the command in args (its name first) on the running
@@ -166,9 +154,12 @@ func (o remoteOptions) endpoint() (string, ssh.HostKeyCallback, error) {
 	}
 	if cfg != nil && o.knownHosts == "" {
 		keyPath := cfg.Path(cfg.HostKey)
-		pub, err := readHostKey(keyPath)
+		b, err := os.ReadFile(keyPath)
 		if err == nil {
-			return addr, pinHostKey(pub, keyPath), nil
+			var signer ssh.Signer
+			if signer, err = ssh.ParsePrivateKey(b); err == nil {
+				return addr, pinHostKey(signer.PublicKey(), keyPath), nil
+			}
 		}
 		if o.server == "" {
 			return "", nil, fmt.Errorf("cannot read the host key of the server from %s: %v; run as a user who can read it, or pass --server HOST:PORT and --known-hosts FILE", keyPath, err)
@@ -194,19 +185,6 @@ func dialAddress(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// readHostKey returns the public half of the private host key at path.
-func readHostKey(path string) (ssh.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := ssh.ParsePrivateKey(b)
-	if err != nil {
-		return nil, err
-	}
-	return signer.PublicKey(), nil
-}
-
 // pinHostKey accepts only want, read from source.
 func pinHostKey(want ssh.PublicKey, source string) ssh.HostKeyCallback {
 	return func(host string, _ net.Addr, got ssh.PublicKey) error {
@@ -222,10 +200,7 @@ func pinHostKey(want ssh.PublicKey, source string) ssh.HostKeyCallback {
 // ~/.ssh/known_hosts), with errors that say how to fix the file.
 func knownHostsCallback(file string) (ssh.HostKeyCallback, error) {
 	if file == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, fmt.Errorf("no known_hosts file: %w; pass --known-hosts FILE", err)
-		}
+		home, _ := os.UserHomeDir()
 		file = filepath.Join(home, ".ssh", "known_hosts")
 	}
 	check, err := knownhosts.New(file)
@@ -261,10 +236,7 @@ func (o remoteOptions) keyAuth() (ssh.AuthMethod, func(), error) {
 			}
 			return ssh.PublicKeysCallback(agent.NewClient(conn).Signers), func() { conn.Close() }, nil
 		}
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, nil, fmt.Errorf("no SSH key: %w; pass -i FILE or start ssh-agent", err)
-		}
+		home, _ := os.UserHomeDir()
 		path = filepath.Join(home, ".ssh", "id_ed25519")
 	}
 	b, err := os.ReadFile(path)
@@ -284,28 +256,23 @@ func (o remoteOptions) keyAuth() (ssh.AuthMethod, func(), error) {
 
 // answerChallenge answers the server's keyboard-interactive questions (a
 // TOTP code) on the terminal, or with $SEKISHO_TOTP when there is none.
-func answerChallenge(name, instruction string, questions []string, _ []bool) ([]string, error) {
+func answerChallenge(_, instruction string, questions []string, _ []bool) ([]string, error) {
 	if len(questions) == 0 {
 		return nil, nil
 	}
-	answers := make([]string, len(questions))
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
 		code := os.Getenv("SEKISHO_TOTP")
 		if code == "" {
-			return nil, errors.New("the server asks for a verification code and there is no terminal; set SEKISHO_TOTP to the current code")
+			return nil, errNoCode
 		}
-		for i := range answers {
-			answers[i] = code
-		}
-		return answers, nil
+		return slices.Repeat([]string{code}, len(questions)), nil
 	}
 	defer tty.Close()
-	for _, s := range []string{name, instruction} {
-		if s != "" {
-			fmt.Fprintln(tty, s)
-		}
+	if instruction != "" {
+		fmt.Fprintln(tty, instruction)
 	}
+	answers := make([]string, len(questions))
 	in := bufio.NewReader(tty)
 	for i, q := range questions {
 		fmt.Fprint(tty, q)
@@ -332,7 +299,7 @@ func execRemote(ctx context.Context, addr string, cc *ssh.ClientConfig, line str
 	conn.SetDeadline(time.Now().Add(cc.Timeout))
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cc)
 	if err != nil {
-		if errors.Is(err, errHostKey) {
+		if errors.Is(err, errHostKey) || errors.Is(err, errNoCode) {
 			return 0, fmt.Errorf("connect to %s: %w", addr, err)
 		}
 		return 0, fmt.Errorf("log in to %s as %s: %w (check --as and the key: -i FILE or ssh-agent)", addr, cc.User, cmp.Or(ctx.Err(), err))
