@@ -227,7 +227,9 @@ func checkReason(what, s string) (string, error) {
 	if len(s) > maxReason {
 		return "", refusef("%s is too long: at most %d bytes", what, maxReason)
 	}
-	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == unicode.ReplacementChar }) {
+	if strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == unicode.ReplacementChar
+	}) {
 		return "", refusef("%s may not contain control characters", what)
 	}
 	return s, nil
@@ -317,6 +319,11 @@ func (b *Broker) auditRefusal(ctx context.Context, err error, actor, action stri
 	var rf *Refusal
 	if !errors.As(err, &rf) {
 		return
+	}
+	if target == "" && id != 0 {
+		if r, err := b.store.Request(ctx, id); err == nil {
+			target = r.Target
+		}
 	}
 	detail, _ := json.Marshal(map[string]any{"action": action, "request": id, "why": rf.Msg})
 	b.Audit(ctx, AuditEvent{Kind: EventRequestRefused, Technician: actor, Target: target, Source: source, Detail: string(detail)})
@@ -446,6 +453,11 @@ func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason str
 // Cancel ends technician's own pending request id.
 func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note string) (r AccessRequest, err error) {
 	defer func() { b.auditRefusal(ctx, err, technician, "cancel", id, r.Target, "") }()
+	if note = strings.TrimSpace(note); note != "" {
+		if note, err = checkReason("a note", note); err != nil {
+			return r, err
+		}
+	}
 	r, err = b.update(ctx, id, func(r *AccessRequest) error {
 		if r.Technician != technician {
 			return refusef("request %d is not yours; only %s can cancel it", r.ID, r.Technician)

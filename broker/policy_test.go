@@ -221,8 +221,10 @@ func TestDecideApproval(t *testing.T) {
 	if d.Allowed() {
 		t.Error("an approval decision must not allow the connection")
 	}
-	if d.Login != "" {
-		t.Errorf("approval decision carries login %q", d.Login)
+	// What the session gets once approved: the target's login, the
+	// default approval settings.
+	if d.Login == "" || d.Approval == nil || d.Approval.Approvals != 1 || d.Approval.PendingFor != DefaultPendingFor || d.Approval.MaxGrant != DefaultMaxGrant {
+		t.Errorf("approval decision: login %q, approval %+v", d.Login, d.Approval)
 	}
 	for _, s := range []string{"requires approval", `rule "cn-needs-approval"`, "ask the data protection officer"} {
 		if !strings.Contains(d.Reason, s) {
