@@ -379,6 +379,9 @@ func notPending(r *AccessRequest, now time.Time) error {
 // Approve records approver's approval of request id. The last approval
 // needed makes it a grant, from now for the duration asked for.
 func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment string) (r AccessRequest, err error) {
+	// Transitions of requests happen, and are told, in order.
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, approver, "approve", id, r.Target, "") }()
 	who, ok := b.Technician(approver)
 	if !ok {
@@ -422,6 +425,9 @@ func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment
 
 // Deny ends pending request id with approver's reason.
 func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason string) (r AccessRequest, err error) {
+	// Transitions of requests happen, and are told, in order.
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, approver, "deny", id, r.Target, "") }()
 	who, ok := b.Technician(approver)
 	if !ok {
@@ -452,6 +458,9 @@ func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason str
 
 // Cancel ends technician's own pending request id.
 func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note string) (r AccessRequest, err error) {
+	// Transitions of requests happen, and are told, in order.
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, technician, "cancel", id, r.Target, "") }()
 	if note = strings.TrimSpace(note); note != "" {
 		if note, err = checkReason("a note", note); err != nil {
@@ -478,6 +487,9 @@ func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note s
 // Revoke ends the grant of request id at once; live sessions under it end.
 // The requester, an approver who may decide it, or an admin may revoke.
 func (b *Broker) Revoke(ctx context.Context, by string, id int64, reason string) (r AccessRequest, err error) {
+	// Transitions of requests happen, and are told, in order.
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, by, "revoke", id, r.Target, "") }()
 	who, ok := b.Technician(by)
 	if !ok {
@@ -509,6 +521,8 @@ func (b *Broker) Revoke(ctx context.Context, by string, id int64, reason string)
 // ExpireRequests marks pending requests past their deadline expired and
 // returns how many it marked.
 func (b *Broker) ExpireRequests(ctx context.Context) (int, error) {
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	list, err := b.store.Requests(ctx, RequestFilter{States: []RequestState{RequestPending}})
 	if err != nil {
 		return 0, fmt.Errorf("read requests: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,7 @@ type Broker struct {
 
 	notifier    Notifier
 	hub         requestHub
+	reqMu       sync.Mutex // orders request transitions on this node
 	grantHook   atomic.Pointer[func()]
 	adminGroups atomic.Pointer[[]string]
 }
