@@ -218,11 +218,20 @@ func (b *Broker) grantGone(ctx context.Context, g *Grant) string {
 	return fmt.Sprintf("request %d no longer grants this session (%s)", r.ID, r.Status(b.now()))
 }
 
-// checkReason validates a reason or note a person typed.
+// checkReason validates a reason a person typed.
 func checkReason(what, s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if len([]rune(s)) < minReason {
 		return "", refusef("%s is required: at least %d characters (a ticket reference and what you will do)", what, minReason)
+	}
+	return checkText(what, s)
+}
+
+// checkText validates a comment or note a person typed.
+func checkText(what, s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", refusef("%s is empty", what)
 	}
 	if len(s) > maxReason {
 		return "", refusef("%s is too long: at most %d bytes", what, maxReason)
@@ -389,7 +398,7 @@ func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment
 	}
 	comment = strings.TrimSpace(comment)
 	if comment != "" {
-		if comment, err = checkReason("a comment", comment); err != nil {
+		if comment, err = checkText("a comment", comment); err != nil {
 			return r, err
 		}
 	}
@@ -463,7 +472,7 @@ func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note s
 	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, technician, "cancel", id, r.Target, "") }()
 	if note = strings.TrimSpace(note); note != "" {
-		if note, err = checkReason("a note", note); err != nil {
+		if note, err = checkText("a note", note); err != nil {
 			return r, err
 		}
 	}

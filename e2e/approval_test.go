@@ -41,6 +41,14 @@ const approvalRules = `rules:
     technicians: [aiko]
 `
 
+// waitingTerminal runs tech's ssh to login with a terminal in tmux; the
+// pane stays after ssh exits, showing its exit status.
+func waitingTerminal(t *testing.T, v *variant, tech, login string) *tmux {
+	t.Helper()
+	ssh := strings.Join(append(v.ssh(ctxT(t), tech, login).Args, "-tt"), " ")
+	return newTmux(t, 160, 40, "sh -c '"+ssh+"; echo ssh-exited-$?; sleep 3600'")
+}
+
 // approvalVariant starts a server on approvalRules, with aiko an approver
 // too and pending requests expiring after pending.
 func approvalVariant(t testing.TB, pending string, edit func(string) string) *variant {
@@ -127,7 +135,7 @@ func auditKinds(t *testing.T, v *variant) string {
 func TestApprovalWhileWaitingInSSH(t *testing.T) {
 	t.Parallel()
 	v := approvalVariant(t, "15m", nil)
-	tm := newTmux(t, 160, 40, strings.Join(append(v.ssh(ctxT(t), "li", "li+db-jp-01").Args, "-tt"), " "))
+	tm := waitingTerminal(t, v, "li", "li+db-jp-01")
 	tm.waitScreen("Reason (ticket and what you will do):")
 	tm.send("INC-4711 disk full", "Enter")
 	tm.waitScreen("Duration (at most 2h0m0s)")
@@ -194,6 +202,7 @@ func TestApprovalWhileWaitingInSSH(t *testing.T) {
 		t.Fatalf("revoke: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 	tm.waitScreen("request " + id + " was revoked by kenji: work done, closing INC-4711")
+	tm.waitScreen("ssh-exited-")
 	// And the grant no longer lets anything through.
 	r = run(t, v.ssh(ctxT(t), "li", "li+db-jp-01", "echo after-revoke"), nil)
 	if r.code != 1 || strings.Contains(r.stdout, "after-revoke") || !strings.Contains(r.stderr, "file a request first") {
@@ -270,13 +279,14 @@ func TestTwoApproverRule(t *testing.T) {
 func TestPendingRequestExpires(t *testing.T) {
 	t.Parallel()
 	v := approvalVariant(t, "3s", nil)
-	tm := newTmux(t, 160, 40, strings.Join(append(v.ssh(ctxT(t), "li", "li+db-jp-01").Args, "-tt"), " "))
+	tm := waitingTerminal(t, v, "li", "li+db-jp-01")
 	tm.waitScreen("Reason (ticket and what you will do):")
 	tm.send("INC-9 nobody will answer", "Enter")
 	tm.waitScreen("Duration")
 	tm.send("Enter")
 	tm.waitScreen("is waiting for 1 approval(s)")
 	tm.waitScreen("expired by sekisho: no decision within 3s")
+	tm.waitScreen("ssh-exited-1")
 	r := v.command(t, "li", "requests", "--json")
 	var list []struct {
 		ID    int64  `json:"id"`
@@ -294,14 +304,15 @@ func TestPendingRequestExpires(t *testing.T) {
 func TestCtrlCCancelsTheRequest(t *testing.T) {
 	t.Parallel()
 	v := approvalVariant(t, "15m", nil)
-	tm := newTmux(t, 160, 40, strings.Join(append(v.ssh(ctxT(t), "li", "li+db-jp-01").Args, "-tt"), " "))
+	tm := waitingTerminal(t, v, "li", "li+db-jp-01")
 	tm.waitScreen("Reason (ticket and what you will do):")
 	tm.send("INC-10 changed my mind", "Enter")
 	tm.waitScreen("Duration")
 	tm.send("Enter")
 	tm.waitScreen("Ctrl-C cancels the request")
 	tm.send("C-c")
-	tm.waitScreen("cancelled")
+	tm.waitScreen("request 1 cancelled")
+	tm.waitScreen("ssh-exited-1")
 	r := v.command(t, "kenji", "approve", "1")
 	if r.code != 1 || !strings.Contains(r.stdout, "is no longer pending: cancelled by li") {
 		t.Errorf("approve a cancelled request: exit %d, %q", r.code, r.stdout)

@@ -107,7 +107,11 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		// exists, until the access request is approved.
 		var ok bool
 		if pc, ok = c.awaitApproval(ctx, chans); !ok {
-			c.sc.Close()
+			// The client leaves once its channel closed with the
+			// reason; closing first could lose the exit status.
+			t := time.AfterFunc(10*time.Second, func() { c.sc.Close() })
+			defer t.Stop()
+			defer c.sc.Close()
 			for nch := range chans {
 				nch.Reject(ssh.ConnectionFailed, "sekisho: the session ended")
 			}
