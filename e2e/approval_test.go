@@ -148,7 +148,7 @@ func TestApprovalWhileWaitingInSSH(t *testing.T) {
 		t.Fatalf("a session was registered while pending: %v %s", err, out)
 	}
 	r := v.command(t, "li", "approve", id)
-	if r.code != 1 || !strings.Contains(r.stdout, "is your own; another approver must decide it") {
+	if r.code != 1 || !strings.Contains(r.stderr, "is your own; another approver must decide it") {
 		t.Errorf("self-approval: exit %d, stdout %q", r.code, r.stdout)
 	}
 	r = v.command(t, "kenji", "requests")
@@ -192,7 +192,7 @@ func TestApprovalWhileWaitingInSSH(t *testing.T) {
 	if r.code != 0 || !regexp.MustCompile(`li \(ops-cn\)\s+db-jp-01\s+\S+\s+\S+\s+db-needs-approval\s+`+id).MatchString(r.stdout) {
 		t.Errorf("sessions --live: exit %d, %q", r.code, r.stdout)
 	}
-	if r := v.command(t, "li", "sessions", "--live"); r.code != 1 || !strings.Contains(r.stdout, "for admins only") {
+	if r := v.command(t, "li", "sessions", "--live"); r.code != 1 || !strings.Contains(r.stderr, "for admins only") {
 		t.Errorf("sessions --live by li: exit %d, %q", r.code, r.stdout)
 	}
 
@@ -239,7 +239,7 @@ func TestApprovalDenied(t *testing.T) {
 		!strings.Contains(w.stderr, "request "+id+" denied by aiko: not during the change freeze") {
 		t.Errorf("denied: exit %d, stdout %q, stderr %q", w.code, w.stdout, w.stderr)
 	}
-	if r := v.command(t, "kenji", "approve", id); r.code != 1 || !strings.Contains(r.stdout, "is no longer pending: denied by aiko") {
+	if r := v.command(t, "kenji", "approve", id); r.code != 1 || !strings.Contains(r.stderr, "is no longer pending: denied by aiko") {
 		t.Errorf("approve after deny: exit %d, %q", r.code, r.stdout)
 	}
 	if !strings.Contains(auditKinds(t, v), "request.denied") {
@@ -259,7 +259,7 @@ func TestTwoApproverRule(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the waiting session to show 1 of 2", func() bool {
 		return strings.Contains(stderr.String(), "1 of 2 approvals (kenji)")
 	})
-	if r := v.command(t, "kenji", "approve", id); r.code != 1 || !strings.Contains(r.stdout, "you already approved request "+id) {
+	if r := v.command(t, "kenji", "approve", id); r.code != 1 || !strings.Contains(r.stderr, "you already approved request "+id) {
 		t.Errorf("second approval by kenji: exit %d, %q", r.code, r.stdout)
 	}
 	select {
@@ -314,7 +314,7 @@ func TestCtrlCCancelsTheRequest(t *testing.T) {
 	tm.waitScreen("request 1 cancelled")
 	tm.waitScreen("ssh-exited-1")
 	r := v.command(t, "kenji", "approve", "1")
-	if r.code != 1 || !strings.Contains(r.stdout, "is no longer pending: cancelled by li") {
+	if r.code != 1 || !strings.Contains(r.stderr, "is no longer pending: cancelled by li") {
 		t.Errorf("approve a cancelled request: exit %d, %q", r.code, r.stdout)
 	}
 }

@@ -100,13 +100,17 @@ func TestBadLoginNamesExplained(t *testing.T) {
 	for login, want := range map[string]string{
 		"aiko+DB-JP-01":     `target name "DB-JP-01": character 'D'`,
 		"aiko+db~1":         `character '~'`,
-		"aiko":              "log in as aiko+TARGET",
 		"aiko+no-such-host": `no target called "no-such-host"`,
 	} {
 		r := run(t, sshCmd(ctxT(t), "aiko", login, "true"), nil)
 		if r.code != 255 || !strings.Contains(r.stderr, want) {
 			t.Errorf("login %q: exit %d, stderr %q; want a refusal containing %q", login, r.code, r.stderr, want)
 		}
+	}
+	// A login without a target runs sekisho's own commands.
+	r := run(t, sshCmd(ctxT(t), "aiko", "aiko", "true"), nil)
+	if r.code != 2 || !strings.Contains(r.stderr, `unknown command "true"`) || !strings.Contains(r.stderr, "log in as aiko+TARGET") {
+		t.Errorf("login aiko: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
 

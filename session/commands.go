@@ -119,11 +119,11 @@ func (s *Server) commandChannel(id *identity, source string, ch ssh.Channel, req
 		}
 		req.Reply(true, nil)
 		go ssh.DiscardRequests(reqs)
-		var out io.Writer = ch
+		var out, errOut io.Writer = ch, ch.Stderr()
 		if pty {
-			out = crlf{ch}
+			out, errOut = crlf{ch}, crlf{ch.Stderr()}
 		}
-		cmd := &command{srv: s, tech: id.tech, source: source, out: out}
+		cmd := &command{srv: s, tech: id.tech, source: source, out: out, errOut: errOut}
 		code := cmd.run(s.ctx, line)
 		ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{uint32(code)}))
 		ch.CloseWrite()
@@ -147,6 +147,7 @@ type command struct {
 	tech   *broker.Technician
 	source string
 	out    io.Writer
+	errOut io.Writer
 }
 
 // Exit statuses of commands.
@@ -173,10 +174,13 @@ To reach a target, log in as %[1]s+TARGET.
 
 func (c *command) printf(format string, args ...any) { fmt.Fprintf(c.out, format, args...) }
 
+// errorf writes a refusal or a usage error, on stderr.
+func (c *command) errorf(format string, args ...any) { fmt.Fprintf(c.errOut, format, args...) }
+
 func (c *command) run(ctx context.Context, line string) int {
 	args, err := splitCommand(line)
 	if err != nil {
-		c.printf("sekisho: %v\n", err)
+		c.errorf("sekisho: %v\n", err)
 		return exitUsage
 	}
 	if len(args) == 0 {
@@ -203,12 +207,12 @@ func (c *command) run(ctx context.Context, line string) int {
 	case "kill":
 		fn = c.kill
 	default:
-		c.printf("sekisho: unknown command %q; run `help` for the list\n", name)
+		c.errorf("sekisho: unknown command %q; run `help` for the list; to reach a target, log in as %s+TARGET\n", name, c.tech.Name)
 		return exitUsage
 	}
 	f, err := parseFlags(rest)
 	if err != nil {
-		c.printf("sekisho: %s: %v\n", name, err)
+		c.errorf("sekisho: %s: %v\n", name, err)
 		return exitUsage
 	}
 	return fn(ctx, f)
@@ -219,24 +223,24 @@ func (c *command) run(ctx context.Context, line string) int {
 func (c *command) refused(what string, err error) int {
 	var rf *broker.Refusal
 	if errors.As(err, &rf) {
-		c.printf("sekisho: %s\n", rf.Msg)
+		c.errorf("sekisho: %s\n", rf.Msg)
 		return exitRefused
 	}
 	c.srv.log.Error("command failed", "technician", c.tech.Name, "command", what, "err", err)
-	c.printf("sekisho: %s failed; tell the sekisho operator\n", what)
+	c.errorf("sekisho: %s failed; tell the sekisho operator\n", what)
 	return exitRefused
 }
 
 func (c *command) request(ctx context.Context, f *flags) int {
 	if err := f.allow("reason", "duration"); err != nil || len(f.args) != 1 {
-		c.printf("sekisho: usage: request TARGET --reason TEXT [--duration 1h]\n")
+		c.errorf("sekisho: usage: request TARGET --reason TEXT [--duration 1h]\n")
 		return exitUsage
 	}
 	var d time.Duration
 	if s := f.get("duration"); s != "" {
 		var err error
 		if d, err = time.ParseDuration(s); err != nil || d <= 0 {
-			c.printf("sekisho: --duration %q: write it as 30m, 1h or 1h30m\n", s)
+			c.errorf("sekisho: --duration %q: write it as 30m, 1h or 1h30m\n", s)
 			return exitUsage
 		}
 	}
@@ -267,7 +271,7 @@ func (c *command) request(ctx context.Context, f *flags) int {
 // the pending ones they may decide; --all (admins) lists every request.
 func (c *command) requests(ctx context.Context, f *flags) int {
 	if err := f.allow("all", "json"); err != nil || len(f.args) != 0 {
-		c.printf("sekisho: usage: requests [--all] [--json]\n")
+		c.errorf("sekisho: usage: requests [--all] [--json]\n")
 		return exitUsage
 	}
 	access := c.srv.cfg.Access
@@ -319,12 +323,12 @@ func (c *command) decide(ctx context.Context, verb string, f *flags) int {
 	usage := map[string]string{"approve": "approve N [--comment TEXT]", "deny": "deny N --reason TEXT",
 		"revoke": "revoke N [--reason TEXT]", "cancel": "cancel N"}[verb]
 	if err := f.allow(note); err != nil || len(f.args) != 1 {
-		c.printf("sekisho: usage: %s\n", usage)
+		c.errorf("sekisho: usage: %s\n", usage)
 		return exitUsage
 	}
 	id, err := strconv.ParseInt(strings.TrimPrefix(f.args[0], "#"), 10, 64)
 	if err != nil || id < 1 {
-		c.printf("sekisho: %s: %q is not a request number\n", verb, f.args[0])
+		c.errorf("sekisho: %s: %q is not a request number\n", verb, f.args[0])
 		return exitUsage
 	}
 	access := c.srv.cfg.Access
@@ -358,7 +362,7 @@ func (c *command) decide(ctx context.Context, verb string, f *flags) int {
 func (c *command) grants(ctx context.Context, f *flags) int {
 	if f != nil {
 		if err := f.allow("json"); err != nil || len(f.args) != 0 {
-			c.printf("sekisho: usage: grants [--json]\n")
+			c.errorf("sekisho: usage: grants [--json]\n")
 			return exitUsage
 		}
 	}
@@ -388,13 +392,13 @@ func (c *command) grants(ctx context.Context, f *flags) int {
 func (c *command) notAllowed(what, who string) int {
 	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
 		Source: c.source, Detail: fmt.Sprintf("command %q refused: %s only", what, who)})
-	c.printf("sekisho: %s is for %s only\n", what, who)
+	c.errorf("sekisho: %s is for %s only\n", what, who)
 	return exitRefused
 }
 
 func (c *command) sessions(_ context.Context, f *flags) int {
 	if err := f.allow("live", "json"); err != nil || len(f.args) != 0 || !f.has("live") {
-		c.printf("sekisho: usage: sessions --live [--json]  (past sessions: sekisho sessions on the server)\n")
+		c.errorf("sekisho: usage: sessions --live [--json]  (past sessions: sekisho sessions on the server)\n")
 		return exitUsage
 	}
 	if !c.srv.cfg.Access.IsAdmin(c.tech.Name) {
@@ -426,7 +430,7 @@ func (c *command) sessions(_ context.Context, f *flags) int {
 
 func (c *command) kill(_ context.Context, f *flags) int {
 	if err := f.allow("reason"); err != nil || len(f.args) != 1 {
-		c.printf("sekisho: usage: kill SESSION [--reason TEXT]\n")
+		c.errorf("sekisho: usage: kill SESSION [--reason TEXT]\n")
 		return exitUsage
 	}
 	if !c.srv.cfg.Access.IsAdmin(c.tech.Name) {
@@ -437,7 +441,7 @@ func (c *command) kill(_ context.Context, f *flags) int {
 		why += ": " + r
 	}
 	if !c.srv.Kill(f.args[0], why) {
-		c.printf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
+		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
 		return exitRefused
 	}
 	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.killed", Technician: c.tech.Name,
