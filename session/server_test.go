@@ -29,6 +29,8 @@ type fakeBroker struct {
 	tg   *broker.Target
 	ca   ssh.Signer
 
+	decision *broker.Decision // what Authorize returns; nil: allow
+
 	mu   sync.Mutex
 	ends []string
 }
@@ -38,6 +40,9 @@ func (f *fakeBroker) Technician(name string) (*broker.Technician, bool) {
 }
 
 func (f *fakeBroker) Authorize(context.Context, string, string, string) (broker.Decision, *broker.Target, error) {
+	if f.decision != nil {
+		return *f.decision, f.tg, nil
+	}
 	return broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "test"}, f.tg, nil
 }
 
@@ -133,14 +138,25 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, onReq func(ch ssh.Channel, req *ssh.Request)) *harness {
+	return newHarnessWith(t, nil, nil, onReq)
+}
+
+// newHarnessWith is newHarness with a decision of the broker's and a
+// change to the server's config.
+func newHarnessWith(t *testing.T, d *broker.Decision, edit func(*Config), onReq func(ch ssh.Channel, req *ssh.Request)) *harness {
 	hostKey := newSigner()
 	h := &harness{key: newSigner(), recDir: t.TempDir()}
 	h.broker = &fakeBroker{
-		tech: &broker.Technician{Name: "li", Keys: []ssh.PublicKey{h.key.PublicKey()}},
-		tg:   &broker.Target{Name: "db", Address: scriptedTarget(t, hostKey, onReq), Login: "ops", HostKeys: []ssh.PublicKey{hostKey.PublicKey()}},
-		ca:   newSigner(),
+		tech:     &broker.Technician{Name: "li", Keys: []ssh.PublicKey{h.key.PublicKey()}},
+		tg:       &broker.Target{Name: "db", Address: scriptedTarget(t, hostKey, onReq), Login: "ops", HostKeys: []ssh.PublicKey{hostKey.PublicKey()}},
+		ca:       newSigner(),
+		decision: d,
 	}
-	srv, err := NewServer(Config{HostKey: newSigner(), Broker: h.broker, RecordingDir: h.recDir})
+	cfg := Config{HostKey: newSigner(), Broker: h.broker, RecordingDir: h.recDir}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,4 +400,50 @@ func TestRecordingFailureEndsSessionWhenTechnicianDoesNotRead(t *testing.T) {
 	if got := h.broker.endReasons()[0]; got != EndRecordingFailed {
 		t.Errorf("end reason %q, want %q", got, EndRecordingFailed)
 	}
+}
+
+// A session under a grant is warned before the grant ends, and ends with
+// it, telling the technician why.
+func TestGrantEndWarnsThenEndsTheSession(t *testing.T) {
+	d := &broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "needs-approval",
+		Grant: &broker.Grant{RequestID: 7, Until: time.Now().Add(3 * time.Second), ApprovedBy: []string{"kenji"}}}
+	h := newHarnessWith(t, d, func(c *Config) { c.GrantWarnings = []time.Duration{2 * time.Second} }, replyAll)
+	c := h.dial(t)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuf
+	s.Stderr = &stderr
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the warning", func() bool {
+		return strings.Contains(stderr.String(), "the grant of request 7 ends in") && strings.Contains(stderr.String(), "the session will end then")
+	})
+	waitFor(t, "the end", func() bool {
+		return strings.Contains(stderr.String(), "session ended: the grant of request 7 ended at")
+	})
+	waitFor(t, "the session to be registered as ended", func() bool {
+		ends := h.broker.endReasons()
+		return len(ends) == 1 && strings.HasPrefix(ends[0], EndRevoked+"the grant of request 7 ended")
+	})
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -669,7 +669,7 @@ While li waits, approve from a second terminal as the admin kenji:
   ssh -p %s -i %s/keys/kenji kenji@%s approve 1 --comment ok
 
 Sessions to web-sg-01 are cross-border and ask for a verification code:
-  bin/sekisho demo code aiko     (or li) prints the current one
+  bin/sekisho demo code li       (or aiko, wei, kenji) prints the current one
 
 Then:
   bin/sekisho sessions --config %s/sekisho.yaml
