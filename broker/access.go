@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"slices"
 	"strings"
 	"sync"
@@ -132,8 +133,38 @@ func (b *Broker) approvalSpec(rule string) (ApprovalSpec, bool) {
 	return ApprovalSpec{}, false
 }
 
+// personLock returns the lock in force on t or their affiliate, or nil.
+func (b *Broker) personLock(t *Technician) *Lock {
+	now := b.now()
+	for _, l := range *b.locks.Load() {
+		if l.Active(now) && (l.Kind == LockAffiliate && l.Name == t.Affiliate.Name || l.Kind == LockTechnician && l.Name == t.Name) {
+			return &l
+		}
+	}
+	return nil
+}
+
+// CommandAllowed reports whether technician, authenticated with key, may
+// run sekisho's commands: still registered with that key, and not locked.
+func (b *Broker) CommandAllowed(technician string, key ssh.PublicKey) (bool, string) {
+	t, ok := b.Technician(technician)
+	switch {
+	case !ok:
+		return false, fmt.Sprintf("technician %s is no longer registered", technician)
+	case !t.HasKey(key):
+		return false, fmt.Sprintf("the key this connection used is no longer registered for %s", technician)
+	}
+	if l := b.personLock(t); l != nil {
+		return false, fmt.Sprintf("%s %s is locked (lock %d): %s", l.Kind, l.Name, l.ID, l.Reason)
+	}
+	return true, ""
+}
+
 // mayDecide returns why approver may not approve or deny r, or "".
 func (b *Broker) mayDecide(approver *Technician, r *AccessRequest) string {
+	if l := b.personLock(approver); l != nil {
+		return fmt.Sprintf("you may not decide requests: %s %s is locked (lock %d): %s", l.Kind, l.Name, l.ID, l.Reason)
+	}
 	spec, ok := b.approvalSpec(r.Rule)
 	if !ok {
 		return fmt.Sprintf("rule %q of request %d no longer exists or no longer asks for approval", r.Rule, r.ID)
@@ -248,6 +279,10 @@ func checkText(what, s string) (string, error) {
 // the technician already has a pending request or an active grant for
 // the target under the same rule, it returns that one with existing set.
 func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, reason string, duration time.Duration) (req AccessRequest, existing bool, err error) {
+	// One request per technician and target: the check and the insert
+	// are not interleaved on this node.
+	b.reqMu.Lock()
+	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, technician, "request", 0, target, source) }()
 	rs := b.rules.Load()
 	tech, ok := rs.technicians[technician]
@@ -452,7 +487,7 @@ func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason str
 		if r.Technician == who.Name {
 			return refusef("request %d is your own: cancel it with `cancel %d`", r.ID, r.ID)
 		}
-		if why := b.mayDecide(who, r); why != "" && !b.IsAdmin(who.Name) {
+		if why := b.mayDecide(who, r); why != "" && (!b.IsAdmin(who.Name) || b.personLock(who) != nil) {
 			return &Refusal{Msg: why}
 		}
 		r.State, r.DecidedBy, r.DecidedAt, r.Note = RequestDenied, who.Name, b.now(), reason
@@ -511,7 +546,7 @@ func (b *Broker) Revoke(ctx context.Context, by string, id int64, reason string)
 		if !r.ActiveGrant(b.now()) {
 			return refusef("request %d is not an active grant: %s", r.ID, r.Status(b.now()))
 		}
-		if r.Technician != who.Name && !b.IsAdmin(who.Name) {
+		if r.Technician != who.Name && (!b.IsAdmin(who.Name) || b.personLock(who) != nil) {
 			if why := b.mayDecide(who, r); why != "" {
 				return &Refusal{Msg: why}
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -899,5 +900,71 @@ func TestRefusalAuditNamesTarget(t *testing.T) {
 	}
 	if e := events[0]; e.Target != dbJP {
 		t.Errorf("refused approval audited with target %q, want %q", e.Target, dbJP)
+	}
+}
+
+// A locked approver, or one of a locked affiliate, decides nothing and
+// may not run commands; the lock lifted, they may again.
+func TestLockedApproverDecidesNothing(t *testing.T) {
+	t.Parallel()
+	s := newScenario(t, time.Hour)
+	ctx := t.Context()
+	r := s.request(t, dbJP)
+	if ok, why := s.b.CommandAllowed("kenji", s.keys["kenji"]); !ok {
+		t.Fatalf("CommandAllowed before the lock = false (%s)", why)
+	}
+	l, err := s.store.AddLock(ctx, broker.Lock{Kind: broker.LockTechnician, Name: "kenji", Reason: "INC-9 key leaked", By: "security", Created: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.b.RefreshLocks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.b.Approve(ctx, "kenji", r.ID, "")
+	s.wantRefusal(t, err, "kenji", "approve", r.ID, "you may not decide requests: technician kenji is locked")
+	_, err = s.b.Deny(ctx, "kenji", r.ID, "INC-9 as admin")
+	s.wantRefusal(t, err, "kenji", "deny", r.ID, "you may not decide requests: technician kenji is locked")
+	if ok, why := s.b.CommandAllowed("kenji", s.keys["kenji"]); ok || !strings.Contains(why, "INC-9 key leaked") {
+		t.Errorf("CommandAllowed while locked = %v, %q", ok, why)
+	}
+	if ok, _ := s.b.CommandAllowed("kenji", s.keys["aiko"]); ok {
+		t.Error("CommandAllowed with another technician's key = true")
+	}
+	if err := s.store.RemoveLock(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.b.RefreshLocks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.b.Approve(ctx, "kenji", r.ID, ""); err != nil || got.State != broker.RequestApproved {
+		t.Fatalf("Approve after unlock = %s, %v", got.State, err)
+	}
+}
+
+// A session runs under its own grant: a second grant for the same target
+// does not end it, and its own revocation does.
+func TestSessionKeepsItsOwnGrant(t *testing.T) {
+	t.Parallel()
+	s := newScenario(t, time.Hour)
+	ctx := t.Context()
+	first := s.grant(t)
+	prev, _, err := s.b.Authorize(ctx, "li", dbJP, source)
+	if err != nil || prev.Grant == nil || prev.Grant.RequestID != first.ID {
+		t.Fatalf("Authorize = %+v, %v", prev.Grant, err)
+	}
+	// A second grant, ending later, for the same target and rule.
+	if _, err := s.b.Revoke(ctx, "kenji", first.ID, "replaced by a longer one"); err != nil {
+		t.Fatal(err)
+	}
+	second := s.grant(t)
+	if ok, why := s.b.StillAllowed("li", dbJP, source, s.keys["li"], prev); ok || !strings.Contains(why, fmt.Sprintf("request %d was revoked by kenji", first.ID)) {
+		t.Errorf("StillAllowed under the revoked first grant = %v, %q", ok, why)
+	}
+	now, _, _ := s.b.Authorize(ctx, "li", dbJP, source)
+	if now.Grant == nil || now.Grant.RequestID != second.ID {
+		t.Fatalf("Authorize after the second grant = %+v", now.Grant)
+	}
+	if ok, why := s.b.StillAllowed("li", dbJP, source, s.keys["li"], now); !ok {
+		t.Errorf("StillAllowed under the second grant = false (%s)", why)
 	}
 }

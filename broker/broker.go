@@ -211,14 +211,17 @@ func (b *Broker) StillAllowed(technician, target, source string, key ssh.PublicK
 	d := b.Decide(tech, tg, source, b.now())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := b.applyGrant(ctx, tech, tg, &d); err != nil {
-		b.log.Error("grants unavailable: a session under a grant is kept until they are", "err", err)
-		if prev.Grant != nil && d.Effect == Approval {
-			return true, ""
+	if prev.Grant != nil && d.Effect == Approval && d.Rule == prev.Rule {
+		// The session runs under its own grant, whatever other grants
+		// the technician holds: that one must still be in force.
+		r, err := b.store.Request(ctx, prev.Grant.RequestID)
+		switch {
+		case err != nil:
+			b.log.Error("grants unavailable: a session under a grant is kept until they are", "request", prev.Grant.RequestID, "err", err)
+		case !r.ActiveGrant(b.now()) || r.Technician != technician || r.Target != target || r.Rule != prev.Rule:
+			return false, b.grantGone(ctx, prev.Grant)
 		}
-	}
-	if prev.Grant != nil && (d.Grant == nil || d.Grant.RequestID != prev.Grant.RequestID) && d.Effect != Deny {
-		return false, b.grantGone(ctx, prev.Grant)
+		d.Effect, d.Grant = Allow, prev.Grant
 	}
 	if !d.Allowed() {
 		return false, "the rules no longer allow it: " + d.Reason

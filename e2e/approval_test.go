@@ -448,3 +448,25 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A locked approver cannot run commands: the lock is the incident tool.
+func TestLockedApproverCannotDecide(t *testing.T) {
+	t.Parallel()
+	v := approvalVariant(t, "15m", nil)
+	id := fileRequest(t, v, "li", "db-jp-01")
+	if out, err := v.cli(t, "lock", "--technician", "kenji", "--reason", "INC-77 approver key leaked"); err != nil {
+		t.Fatalf("lock: %v %s", err, out)
+	}
+	// The server picks the lock up within a second; a harmless command
+	// tells when.
+	waitUntil(t, 30*time.Second, "kenji's commands to be refused", func() bool {
+		return v.command(t, "kenji", "grants").code == 255
+	})
+	r := v.command(t, "kenji", "approve", id)
+	if r.code != 255 || !strings.Contains(r.stderr, "technician kenji is locked") || !strings.Contains(r.stderr, "INC-77 approver key leaked") {
+		t.Errorf("locked approver: stderr %q", r.stderr)
+	}
+	if out := v.command(t, "li", "requests").stdout; !strings.Contains(out, "pending, 0 of 1 approvals") {
+		t.Errorf("the request was decided by a locked approver: %s", out)
+	}
+}

@@ -367,11 +367,14 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 			port, tech.Name, host, tg.Name, d.Approval.MaxGrant)
 		return nil, false
 	default:
-		r, ok := w.file(ctx)
+		r, existing, ok := w.file(ctx)
 		if !ok {
 			return nil, false
 		}
-		req, filed = r, true
+		req, filed = r, !existing
+		if existing {
+			w.say("you already had request %d for %s (filed %s: %s); waiting on it", r.ID, tg.Name, r.Created.UTC().Format("15:04:05 UTC"), r.Reason)
+		}
 	}
 	approvers, hooks := access.Notified(&req)
 	notified := "approvers " + listOrNone(approvers)
@@ -385,6 +388,10 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 
 	sub, unsub := access.Subscribe(req.ID)
 	defer unsub()
+	// A change between reading the request and subscribing is not missed.
+	if r, err := access.Request(ctx, req.ID); err == nil {
+		req = r
+	}
 	tick := time.NewTicker(c.srv.cfg.StatusEvery)
 	defer tick.Stop()
 	poll := time.NewTicker(c.srv.cfg.PollEvery)
@@ -451,24 +458,24 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 }
 
 // file asks for the reason and the duration and files the request.
-func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool) {
+func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool, bool) {
 	c := w.c
 	access := c.srv.cfg.Access
 	max := c.id.decision.Approval.MaxGrant
 	for attempt := 0; ; attempt++ {
 		if attempt == 3 {
 			w.end("no request filed")
-			return broker.AccessRequest{}, false
+			return broker.AccessRequest{}, false, false
 		}
 		reason, err := w.readLine(ctx, "Reason (ticket and what you will do): ")
 		if err != nil {
 			w.leave(err)
-			return broker.AccessRequest{}, false
+			return broker.AccessRequest{}, false, false
 		}
 		dur, err := w.readLine(ctx, fmt.Sprintf("Duration (at most %s) [%s]: ", max, max))
 		if err != nil {
 			w.leave(err)
-			return broker.AccessRequest{}, false
+			return broker.AccessRequest{}, false, false
 		}
 		var d time.Duration
 		if s := strings.TrimSpace(dur); s != "" {
@@ -477,7 +484,7 @@ func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool) {
 				continue
 			}
 		}
-		r, _, err := access.RequestAccess(ctx, c.id.tech.Name, c.id.target.Name, c.source, reason, d)
+		r, existing, err := access.RequestAccess(ctx, c.id.tech.Name, c.id.target.Name, c.source, reason, d)
 		var rf *broker.Refusal
 		switch {
 		case errors.As(err, &rf):
@@ -486,9 +493,9 @@ func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool) {
 		case err != nil:
 			c.srv.log.Error("access request not filed", append(c.logArgs(), "err", err)...)
 			w.end("the request could not be filed; try again later")
-			return broker.AccessRequest{}, false
+			return broker.AccessRequest{}, false, false
 		}
-		return r, true
+		return r, existing, true
 	}
 }
 
@@ -505,6 +512,12 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 	d, _, err := c.srv.cfg.Broker.Authorize(ctx, c.id.tech.Name, c.id.target.Name, c.source)
 	if err != nil || !d.Allowed() {
 		w.end("request %d was approved, but %s", req.ID, d.Reason)
+		return nil, false
+	}
+	if d.RequireMFA && !c.id.decision.RequireMFA {
+		// The rules changed while waiting: the login lacked a factor
+		// they now require.
+		w.end("request %d was approved, but a second factor is now required for %s: connect again", req.ID, c.id.target.Name)
 		return nil, false
 	}
 	c.id.decision = d

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"golang.org/x/crypto/ssh"
 
@@ -72,9 +73,16 @@ func (s *Server) Kill(id, why string) bool {
 // summary for a shell. Nothing is relayed anywhere.
 func (s *Server) runCommands(sc *ssh.ServerConn, id *identity, source string, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	go ssh.DiscardRequests(reqs)
-	go func() {
-		<-s.ctx.Done()
-		sc.Close()
+	stop := context.AfterFunc(s.ctx, func() { sc.Close() })
+	defer stop()
+	// Locks and key removals end command connections too (Revalidate).
+	s.mu.Lock()
+	s.commands[sc] = id
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.commands, sc)
+		s.mu.Unlock()
 	}()
 	for nch := range chans {
 		if nch.ChannelType() != "session" {
@@ -279,17 +287,29 @@ func (c *command) requests(ctx context.Context, f *flags) int {
 	if all && !access.IsAdmin(c.tech.Name) {
 		return c.notAllowed("requests --all", "admins")
 	}
-	list, err := access.Requests(ctx, broker.RequestFilter{Limit: 500})
-	if err != nil {
-		return c.refused("requests", err)
-	}
 	var out []broker.AccessRequest
-	for _, r := range list {
-		mine := r.Technician == c.tech.Name
-		decidable := r.State == broker.RequestPending && slices.Contains(access.Approvers(&r), c.tech.Name)
-		if all || mine || decidable {
-			out = append(out, r)
+	if all {
+		list, err := access.Requests(ctx, broker.RequestFilter{Limit: 500})
+		if err != nil {
+			return c.refused("requests", err)
 		}
+		out = list
+	} else {
+		mine, err := access.Requests(ctx, broker.RequestFilter{Technician: c.tech.Name, Limit: 100})
+		if err != nil {
+			return c.refused("requests", err)
+		}
+		pending, err := access.Requests(ctx, broker.RequestFilter{States: []broker.RequestState{broker.RequestPending}})
+		if err != nil {
+			return c.refused("requests", err)
+		}
+		out = mine
+		for _, r := range pending {
+			if r.Technician != c.tech.Name && slices.Contains(access.Approvers(&r), c.tech.Name) {
+				out = append(out, r)
+			}
+		}
+		slices.SortFunc(out, func(a, b broker.AccessRequest) int { return int(b.ID - a.ID) })
 	}
 	return c.printRequests(out, f.has("json"))
 }
@@ -367,18 +387,21 @@ func (c *command) grants(ctx context.Context, f *flags) int {
 		}
 	}
 	access := c.srv.cfg.Access
-	filter := broker.RequestFilter{States: []broker.RequestState{broker.RequestApproved}, Limit: 500}
-	if !access.IsAdmin(c.tech.Name) && !access.IsApprover(c.tech.Name) {
+	filter := broker.RequestFilter{States: []broker.RequestState{broker.RequestApproved}}
+	admin := access.IsAdmin(c.tech.Name)
+	if !admin && !access.IsApprover(c.tech.Name) {
 		filter.Technician = c.tech.Name
 	}
 	list, err := access.Requests(ctx, filter)
 	if err != nil {
 		return c.refused("grants", err)
 	}
+	// Admins see every grant; approvers their own and those they could
+	// have decided; technicians their own.
 	var active []broker.AccessRequest
 	now := time.Now()
 	for _, r := range list {
-		if r.ActiveGrant(now) {
+		if r.ActiveGrant(now) && (admin || r.Technician == c.tech.Name || slices.Contains(access.Approvers(&r), c.tech.Name)) {
 			active = append(active, r)
 		}
 	}
@@ -438,6 +461,10 @@ func (c *command) kill(_ context.Context, f *flags) int {
 	}
 	why := "ended by " + c.tech.Name
 	if r := f.get("reason"); r != "" {
+		if strings.ContainsFunc(r, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }) || len(r) > 500 {
+			c.errorf("sekisho: kill: the reason may not contain control characters or exceed 500 bytes\n")
+			return exitUsage
+		}
 		why += ": " + r
 	}
 	if !c.srv.Kill(f.args[0], why) {

@@ -149,8 +149,10 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		}
 		defer c.grantTimers(g)()
 	}
-	// A lock or rule change between the decision and now is not missed.
+	// A lock or rule change between the decision and now is not missed;
+	// nothing new starts once it is found.
 	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
+		c.ending.Store(true)
 		go c.terminate(why)
 	}
 
@@ -217,6 +219,15 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	}
 	c.rec = rec
 
+	if d.Grant != nil {
+		// The grant may have been revoked since the login (a TOTP
+		// prompt, or the wait, ago): no certificate without it.
+		if ok, why := b.StillAllowed(tech.Name, tg.Name, c.source, c.id.key, d); !ok {
+			b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+				Session: c.sessionID, Detail: why})
+			return userErrorf("%s", why)
+		}
+	}
 	cred, err := b.Certificate(ctx, tech, d, tg, c.sessionID)
 	if err != nil {
 		c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)

@@ -53,6 +53,9 @@ type Access interface {
 	GrantUsed(ctx context.Context, g *broker.Grant, session string)
 	IsAdmin(technician string) bool
 	IsApprover(technician string) bool
+	// CommandAllowed re-checks a command connection: the technician and
+	// key still registered, no lock on them or their affiliate.
+	CommandAllowed(technician string, key ssh.PublicKey) (bool, string)
 }
 
 // Config configures a Server.
@@ -107,7 +110,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
-	live     map[*conn]struct{} // sessions relaying to a target
+	live     map[*conn]struct{}            // sessions relaying to a target
+	commands map[*ssh.ServerConn]*identity // command connections
 	closing  bool
 	wg       sync.WaitGroup
 	listener net.Listener
@@ -168,7 +172,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.PollEvery == 0 {
 		cfg.PollEvery = 2 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.authAudit = newAuthAuditor(cfg.Broker.Audit)
 	s.sshCfg = &ssh.ServerConfig{
@@ -220,6 +224,10 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 			return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + err.Error() + "\n"}
 		}
 		// A command connection: sekisho's own commands, nothing relayed.
+		if ok, why := s.cfg.Access.CommandAllowed(tech.Name, key); !ok {
+			s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Source: source, Detail: "command login refused: " + why})
+			return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + why + "\n"}
+		}
 		id := &identity{tech: tech, key: key, command: true, decision: broker.Decision{RequireMFA: tech.RequireMFA}}
 		return s.withSecondFactor(id)
 	}
@@ -340,17 +348,40 @@ func (s *Server) track(nc net.Conn, add bool) bool {
 // Revalidate re-checks every live session with the broker, after locks or
 // rules changed, and ends those no longer allowed, telling the technician
 // why. It returns how many it ended.
-func (s *Server) Revalidate() int {
+func (s *Server) Revalidate() int { return s.revalidate(false) }
+
+// RevalidateGrants re-checks only the live sessions that run under a
+// grant: cheap enough to run every second, so that a grant revoked on
+// another node ends its sessions here within about that long.
+func (s *Server) RevalidateGrants() int { return s.revalidate(true) }
+
+func (s *Server) revalidate(grantsOnly bool) int {
 	s.mu.Lock()
 	live := make([]*conn, 0, len(s.live))
 	for c := range s.live {
-		live = append(live, c)
+		if !grantsOnly || c.id.decision.Grant != nil {
+			live = append(live, c)
+		}
 	}
 	s.mu.Unlock()
 	n := 0
+	if a := s.cfg.Access; a != nil && !grantsOnly {
+		s.mu.Lock()
+		for sc, id := range s.commands {
+			if ok, why := a.CommandAllowed(id.tech.Name, id.key); !ok {
+				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", why)
+				sc.Close()
+			}
+		}
+		s.mu.Unlock()
+	}
 	for _, c := range live {
+		if c.ending.Load() {
+			continue
+		}
 		if ok, why := s.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
 			n++
+			c.ending.Store(true)
 			go c.terminate(why)
 		}
 	}

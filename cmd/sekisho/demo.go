@@ -548,7 +548,8 @@ technicians:
     keys:
       - {{index .Keys "kenji"}}
 
-# Members of these groups may list and end live sessions and revoke grants.
+# Members of these groups may list and end live sessions, deny any request
+# and revoke any grant.
 admin_groups: [admins]
 
 # Webhooks told of every access request and decision (generic JSON or

@@ -52,7 +52,8 @@ func (o *remoteOptions) field(flag string) *string {
 }
 
 // remoteValueFlags are the remote commands' flags that take a value; the
-// value is passed through even if it looks like a connection flag.
+// value (every word up to the next --flag, as the server reads it) is
+// passed through even if it looks like a connection flag.
 var remoteValueFlags = map[string]bool{"--reason": true, "--comment": true, "--duration": true}
 
 // parseRemoteArgs takes the connection flags out of args, wherever they
@@ -74,9 +75,11 @@ func parseRemoteArgs(args []string) (remoteOptions, []string, error) {
 			continue
 		}
 		pass = append(pass, args[i])
-		if remoteValueFlags[args[i]] && i+1 < len(args) {
-			i++
-			pass = append(pass, args[i])
+		if remoteValueFlags[args[i]] {
+			for first := true; i+1 < len(args) && (first || !strings.HasPrefix(args[i+1], "--")); first = false {
+				i++
+				pass = append(pass, args[i])
+			}
 		}
 	}
 	return o, pass, nil

@@ -31,13 +31,15 @@ func TestRemoteArgs(t *testing.T) {
 	}{
 		{"none", []string{"grants", "--json"}, remoteOptions{}, []string{"grants", "--json"}},
 		{"before, between and after",
-			[]string{"--as", "kenji", "approve", "--config=/etc/s.yaml", "12", "--comment", "ok", "-i", "k", "--server", "h:22", "--known-hosts", "kh"},
+			[]string{"--as", "kenji", "approve", "--config=/etc/s.yaml", "-i", "k", "12", "--comment", "ok", "--server", "h:22", "--known-hosts", "kh"},
 			remoteOptions{config: "/etc/s.yaml", server: "h:22", user: "kenji", identity: "k", knownHosts: "kh"},
 			[]string{"approve", "12", "--comment", "ok"}},
 		{"single dash and =", []string{"kill", "-as=kenji", "-identity", "k", "abc"},
 			remoteOptions{user: "kenji", identity: "k"}, []string{"kill", "abc"}},
 		{"a value that looks like a conn flag", []string{"deny", "3", "--reason", "--as", "--as", "kenji"},
 			remoteOptions{user: "kenji"}, []string{"deny", "3", "--reason", "--as"}},
+		{"every word of a reason", []string{"deny", "3", "--reason", "use", "-i", "flag", "--as", "kenji"},
+			remoteOptions{user: "kenji"}, []string{"deny", "3", "--reason", "use", "-i", "flag"}},
 		{"sessions --live", []string{"sessions", "--json", "--live", "--config", "c"},
 			remoteOptions{config: "c"}, []string{"sessions", "--json", "--live"}},
 	} {
@@ -104,7 +106,7 @@ func TestRemoteRun(t *testing.T) {
 	cfg := env.writeConfig(t, srv.addr, env.hostKey)
 	var stdout, stderr bytes.Buffer
 	code, err := runRemote(context.Background(), []string{"deny", "--config", cfg, "7", "--reason", "it's down, see #42",
-		"-i", env.clientKeyFile, "--as", "kenji"}, &stdout, &stderr)
+		"--identity", env.clientKeyFile, "--as", "kenji"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("runRemote: %v (stderr %q)", err, stderr.String())
 	}

@@ -139,6 +139,10 @@ func (b *bastion) watchLocks(ctx context.Context) {
 			if _, err := b.brk.ExpireRequests(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("pending access requests cannot be expired", "err", err)
 			}
+			// Grants revoked elsewhere (another node) end sessions here.
+			if n := b.srv.RevalidateGrants(); n > 0 {
+				b.log.Warn("grants no longer in force: live sessions ended", "sessions", n)
+			}
 			continue
 		case <-minute.C:
 			if n := b.srv.Revalidate(); n > 0 {
