@@ -267,8 +267,12 @@ func TestTwoApproverRule(t *testing.T) {
 		t.Fatalf("went through with one approver: %+v", w)
 	default:
 	}
-	if r := v.command(t, "aiko", "approve", id); r.code != 0 || !strings.Contains(r.stdout, "granted until") {
-		t.Fatalf("second approver: exit %d, %q", r.code, r.stdout)
+	// The second approval through the sekisho CLI, which logs in as aiko
+	// with aiko's key and pins the server's host key from its config.
+	cli := exec.CommandContext(ctxT(t), env.sekisho, "approve", "--config", v.config, "--as", "aiko", "-i", env.state.Keys["aiko"], id, "--comment", "checked with the DPO")
+	cli.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+	if r := run(t, cli, nil); r.code != 0 || !strings.Contains(r.stdout, "granted until") {
+		t.Fatalf("second approver through the CLI: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 	if w := waitResult(t, done); w.code != 0 || w.stdout != "two-approvals\n" {
 		t.Errorf("after two approvals: exit %d, %q, %q", w.code, w.stdout, w.stderr)
