@@ -1,10 +1,13 @@
 package recording
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -56,15 +59,24 @@ func SessionDir(root, id string) (string, error) {
 // Session is the recording of one SSH connection.
 type Session struct {
 	dir string
+	key ed25519.PrivateKey // signs the seal; nil leaves it unsigned
 
 	mu       sync.Mutex
 	meta     Meta
 	channels int
+	seal     Seal
+
+	chainMu sync.Mutex // orders chunks of all channels in one chain
+	chain   *chain
 }
 
-// Create starts the recording of a session under root. It fails if the
-// recording cannot be written, in which case the session must be refused.
-func Create(root string, meta Meta) (*Session, error) {
+// Create starts an unsigned recording (tests); see CreateSigned.
+func Create(root string, meta Meta) (*Session, error) { return CreateSigned(root, meta, nil) }
+
+// CreateSigned starts the recording of a session under root, to be
+// sealed with key. It fails if the recording cannot be written, in which
+// case the session must be refused.
+func CreateSigned(root string, meta Meta, key ed25519.PrivateKey) (*Session, error) {
 	dir, err := SessionDir(root, meta.ID)
 	if err != nil {
 		return nil, err
@@ -75,12 +87,20 @@ func Create(root string, meta Meta) (*Session, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("recording directory: %w", err)
 	}
-	s := &Session{dir: dir, meta: meta}
+	s := &Session{dir: dir, meta: meta, key: key}
 	if s.meta.Channels == nil {
 		s.meta.Channels = []string{}
 	}
 	if err := s.writeMeta(); err != nil {
 		return nil, err
+	}
+	c, err := openChain(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.chain = c
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("recording directory: %w", err)
 	}
 	return s, nil
 }
@@ -143,7 +163,7 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 		return nil, fmt.Errorf("recording channel: %w", err)
 	}
 	now := time.Now()
-	c := &Channel{f: f, start: now, pty: info.PTY}
+	c := &Channel{f: f, start: now, pty: info.PTY, sess: s, name: name, hash: sha256.New()}
 	h := header{Version: 2, Width: info.Cols, Height: info.Rows, Timestamp: now.Unix(), Command: info.Command,
 		Kind: info.Kind, Channel: n, Session: s.meta.ID}
 	if h.Width <= 0 || h.Height <= 0 {
@@ -163,7 +183,15 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 		f.Close()
 		return nil, err
 	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	c.mu.Lock()
+	err = c.appendLocked(append(b, '\n'))
+	if err == nil {
+		// The header is made durable at once: a channel exists on disk
+		// before anything of it is relayed.
+		err = c.flushLocked()
+	}
+	c.mu.Unlock()
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording channel: %w", err)
 	}
@@ -178,7 +206,8 @@ func (s *Session) Certificate(serial uint64, keyID string) error {
 	return s.writeMeta()
 }
 
-// End records how the session ended and closes the metadata.
+// End records how the session ended and seals the recording. Every
+// channel must be closed first.
 func (s *Session) End(at time.Time, reason string, bytesIn, bytesOut int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -186,7 +215,28 @@ func (s *Session) End(at time.Time, reason string, bytesIn, bytesOut int64) erro
 	s.meta.EndReason = reason
 	s.meta.BytesIn = bytesIn
 	s.meta.BytesOut = bytesOut
-	return s.writeMeta()
+	if err := s.writeMeta(); err != nil {
+		return err
+	}
+	s.chainMu.Lock()
+	defer s.chainMu.Unlock()
+	if s.chain == nil || s.chain.f == nil {
+		return errors.New("recording already sealed")
+	}
+	seal, err := writeSeal(s.dir, s.meta.ID, s.chain, true, "", s.key)
+	if cerr := s.chain.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("recording chain close: %w", cerr)
+	}
+	s.chain.f = nil
+	s.seal = seal
+	return err
+}
+
+// Seal returns the seal written by End.
+func (s *Session) Seal() Seal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seal
 }
 
 // header is the asciicast v2 header, with sekisho's fields prefixed x_.
@@ -209,6 +259,8 @@ type header struct {
 type Channel struct {
 	start time.Time
 	pty   bool
+	sess  *Session
+	name  string // file name in the session directory
 
 	mu     sync.Mutex
 	f      *os.File
@@ -216,6 +268,11 @@ type Channel struct {
 	carryO []byte // an incomplete UTF-8 sequence at the end of the last output
 	carryI []byte
 	buf    []byte
+
+	off      int64     // bytes written to f
+	chunkOff int64     // where the current chunk starts
+	hash     hash.Hash // of the current chunk
+	timer    *time.Timer
 }
 
 // Stdout records output from the target; Stderr records its extended data.
@@ -334,10 +391,66 @@ func (c *Channel) writeLocked(code, data string) error {
 	b = append(b, enc...)
 	b = append(b, ']', '\n')
 	c.buf = b
+	return c.appendLocked(b)
+}
+
+// appendLocked writes b to the file at once (a crash of the process
+// loses nothing written) and makes a chunk of what was written since the
+// last one when it reaches chunkBytes; otherwise within chunkInterval.
+func (c *Channel) appendLocked(b []byte) error {
 	if _, err := c.f.Write(b); err != nil {
 		c.err = fmt.Errorf("recording write: %w", err)
 		return c.err
 	}
+	c.hash.Write(b)
+	c.off += int64(len(b))
+	if c.off-c.chunkOff >= chunkBytes {
+		return c.flushLocked()
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(chunkInterval, c.timedFlush)
+	}
+	return nil
+}
+
+func (c *Channel) timedFlush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timer = nil
+	if c.f != nil && c.err == nil {
+		c.flushLocked() // a failure is sticky: the next write reports it
+	}
+}
+
+// flushLocked syncs the file and chains the bytes written since the last
+// chunk.
+func (c *Channel) flushLocked() error {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	if c.off == c.chunkOff {
+		return nil
+	}
+	if err := c.f.Sync(); err != nil {
+		c.err = fmt.Errorf("recording sync: %w", err)
+		return c.err
+	}
+	s := c.sess
+	s.chainMu.Lock()
+	var err error
+	if s.chain == nil || s.chain.f == nil {
+		err = errors.New("recording already sealed")
+	} else {
+		_, err = s.chain.add(c.name, c.chunkOff, c.off-c.chunkOff, c.hash.Sum(nil), false)
+	}
+	s.chainMu.Unlock()
+	if err != nil {
+		c.err = err
+		return err
+	}
+	c.chunkOff = c.off
+	c.hash.Reset()
 	return nil
 }
 
@@ -354,8 +467,12 @@ func (c *Channel) Close() error {
 	if c.err == nil && len(c.carryI) > 0 {
 		c.writeLocked("i", string(c.carryI))
 	}
-	if err := c.f.Sync(); err != nil && c.err == nil {
-		c.err = fmt.Errorf("recording sync: %w", err)
+	if c.err == nil {
+		c.flushLocked()
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
 	}
 	if err := c.f.Close(); err != nil && c.err == nil {
 		c.err = fmt.Errorf("recording close: %w", err)

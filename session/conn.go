@@ -210,7 +210,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		Source: r.Source, SourceCountry: r.SourceCountry, Target: r.Target, TargetAddress: r.TargetAddress, Residency: r.Residency,
 		Login: r.Login, CrossBorder: r.CrossBorder, Rule: r.Rule, Trace: json.RawMessage(r.Trace), Start: start.UTC(),
 	}
-	rec, err := recording.Create(c.srv.cfg.RecordingDir, meta)
+	rec, err := recording.CreateSigned(c.srv.cfg.RecordingDir, meta, c.srv.cfg.RecordingKey)
 	if err != nil {
 		c.srv.log.Error("recording unavailable, session refused", append(c.logArgs(), "err", err)...)
 		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
@@ -367,7 +367,12 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason}
 	if err := c.rec.End(end.At, reason, end.BytesIn, end.BytesOut); err != nil {
-		c.srv.log.Error("recording metadata not closed", append(c.logArgs(), "err", err)...)
+		c.srv.log.Error("recording not sealed", append(c.logArgs(), "err", err)...)
+	} else {
+		seal := c.rec.Seal()
+		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "recording.sealed", Technician: c.id.tech.Name, Target: c.id.target.Name,
+			Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf(`{"chunks":%d,"head":%q,"meta_sha256":%q,"key":%q,"signature":%q}`,
+				seal.Chunks, seal.Head, seal.MetaSHA256, seal.Key, seal.Signature)})
 	}
 	if err := c.srv.cfg.Broker.SessionEnded(ctx, c.sessionID, end); err != nil {
 		c.srv.log.Error("session end not registered", append(c.logArgs(), "err", err)...)

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,9 @@ type Config struct {
 	// the target (exact names, or a prefix ending in '*'). Default
 	// LANG, LC_*, TZ. Names starting with LD_ are never passed.
 	EnvAllow []string
+	// RecordingKey signs the seal of every recording; nil leaves them
+	// unsigned (tests).
+	RecordingKey ed25519.PrivateKey
 	// Access enables access requests (approval rules) and the SSH-native
 	// commands (ssh TECHNICIAN@bastion COMMAND). Without it, approval rules
 	// refuse and a login without a target is refused.

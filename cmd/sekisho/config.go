@@ -29,14 +29,17 @@ import (
 // Config is sekisho's configuration file. Relative paths in it are
 // relative to the directory of the file.
 type Config struct {
-	Listen     string       `yaml:"listen"`
-	HostKey    string       `yaml:"host_key"`
-	State      string       `yaml:"state"`
-	Recordings string       `yaml:"recordings"`
-	LogLevel   string       `yaml:"log_level"`
-	LogFormat  string       `yaml:"log_format"`
-	Vault      VaultSection `yaml:"vault"`
-	SSH        SSHSection   `yaml:"ssh"`
+	Listen  string `yaml:"listen"`
+	HostKey string `yaml:"host_key"`
+	// RecordingKey is the ed25519 key that signs recordings; default
+	// recording_key next to the host key. Generated on first start.
+	RecordingKey string       `yaml:"recording_key"`
+	State        string       `yaml:"state"`
+	Recordings   string       `yaml:"recordings"`
+	LogLevel     string       `yaml:"log_level"`
+	LogFormat    string       `yaml:"log_format"`
+	Vault        VaultSection `yaml:"vault"`
+	SSH          SSHSection   `yaml:"ssh"`
 	// ProxyProtocol trusts PROXY protocol v1/v2 headers from these peers
 	// (load balancers) for the client's address; others may not send one.
 	ProxyProtocol ProxySection `yaml:"proxy_protocol"`
@@ -486,6 +489,9 @@ func (c *Config) validate() (err error) {
 	}
 	if c.HostKey == "" {
 		return c.errf(0, "host_key is required (a file path; it is generated on first start if missing)")
+	}
+	if c.RecordingKey == "" {
+		c.RecordingKey = filepath.Join(filepath.Dir(c.HostKey), "recording_key")
 	}
 	if c.State == "" {
 		return c.errf(0, "state is required (path of the SQLite state file)")

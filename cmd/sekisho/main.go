@@ -10,6 +10,8 @@
 //	sekisho sessions     [--config FILE]       list sessions
 //	sekisho replay       [--config FILE] ID    replay a session in the terminal
 //	sekisho audit        [--config FILE]       show the audit log
+//	sekisho verify       [--config FILE] ID    check a recording's chunks, chain and signed seal
+//	sekisho recording-key                      print the public key that signs recordings
 //	sekisho policy test  [--config FILE]       explain the decision for a technician, target, source and time
 //	sekisho policy check [--config FILE]       lint the rules
 //	sekisho lock / unlock / locks              stop an affiliate, technician or target at once
@@ -42,6 +44,8 @@ usage:
   sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
   sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--events] SESSION-ID
   sekisho audit        [--config FILE] [--limit N]
+  sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
+  sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
   sekisho policy test  [--config FILE] --technician NAME --target NAME --from IP [--at RFC3339] [--json]
   sekisho policy check [--config FILE]                 warn about rules that never apply, unknown labels, pii across borders
   sekisho lock         [--config FILE] --affiliate|--technician|--target NAME --reason TEXT [--for 2h]
@@ -114,6 +118,10 @@ func run(ctx context.Context, args []string) error {
 		return cmdReplay(ctx, rest)
 	case "audit":
 		return cmdAudit(ctx, rest)
+	case "verify":
+		return cmdVerify(ctx, rest)
+	case "recording-key":
+		return cmdRecordingKey(ctx, rest)
 	case "policy":
 		sub, rest := subcommand(rest)
 		return cmdPolicy(append([]string{sub}, rest...))

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/sekisho/sekisho/notify"
+	"github.com/sekisho/sekisho/recording"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -196,9 +197,19 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	if err != nil {
 		return nil, err
 	}
+	recKey, err := loadOrCreateRecordingKey(cfg.Path(cfg.RecordingKey), logger)
+	if err != nil {
+		return nil, err
+	}
 	recDir := cfg.Path(cfg.Recordings)
 	if err := checkWritableDir(recDir); err != nil {
 		return nil, fmt.Errorf("recordings directory %s: %w", recDir, err)
+	}
+	// Recordings left unsealed by a crash are sealed as incomplete first;
+	// a broken one does not stop the others, nor the server.
+	sealed, errs := recording.Recover(recDir, recKey, "the server stopped before the session ended (crash or kill)")
+	for _, err := range errs {
+		logger.Error("recording not recovered", "err", err)
 	}
 	statePath := cfg.Path(cfg.State)
 	if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
@@ -230,8 +241,11 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups})
+	if len(sealed) > 0 {
+		recoverSessions(ctx, brk, store, sealed, logger)
+	}
 	srv, err := session.NewServer(session.Config{
-		Access:  brk,
+		Access: brk, RecordingKey: recKey,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -311,44 +325,84 @@ func (b *bastion) stop() error {
 // key (mode 0600) on first start. A key file readable by others is refused,
 // as OpenSSH does.
 func loadOrCreateHostKey(path string, logger *slog.Logger) (ssh.Signer, error) {
+	raw, err := loadOrCreateKey(path, "host key", logger)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(raw)
+}
+
+// loadOrCreateRecordingKey reads the ed25519 key that signs recordings,
+// generating it on first start.
+func loadOrCreateRecordingKey(path string, logger *slog.Logger) (ed25519.PrivateKey, error) {
+	raw, err := loadOrCreateKey(path, "recording key", logger)
+	if err != nil {
+		return nil, err
+	}
+	switch k := raw.(type) {
+	case ed25519.PrivateKey:
+		return k, nil
+	case *ed25519.PrivateKey:
+		return *k, nil
+	}
+	return nil, fmt.Errorf("recording key %s: must be an ed25519 key (ssh-keygen -t ed25519)", path)
+}
+
+// loadOrCreateKey reads an OpenSSH private key file, generating an
+// ed25519 key (mode 0600) if there is none. A key file readable by others
+// is refused, as OpenSSH does.
+func loadOrCreateKey(path, what string, logger *slog.Logger) (any, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, err
 		}
-		block, err := ssh.MarshalPrivateKey(priv, "sekisho host key")
+		block, err := ssh.MarshalPrivateKey(priv, "sekisho "+what)
 		if err != nil {
 			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("host key: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			return nil, fmt.Errorf("host key: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		signer, err := ssh.NewSignerFromKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		logger.Info("generated host key", "path", path, "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()))
-		return signer, nil
+		pub, _ := ssh.NewPublicKey(priv.Public())
+		logger.Info("generated "+what, "path", path, "fingerprint", ssh.FingerprintSHA256(pub))
+		return priv, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("host key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("host key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("host key %s has mode %04o; it must not be readable by others (chmod 600 %s)", path, st.Mode().Perm(), path)
+		return nil, fmt.Errorf("%s %s has mode %04o; it must not be readable by others (chmod 600 %s)", what, path, st.Mode().Perm(), path)
 	}
-	signer, err := ssh.ParsePrivateKey(b)
+	raw, err := ssh.ParseRawPrivateKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("host key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	return signer, nil
+	return raw, nil
+}
+
+// recoverSessions ends, in the register, the sessions whose recordings
+// were sealed after a crash, and audits each.
+func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store, ids []string, logger *slog.Logger) {
+	const reason = "server stopped: the session was cut off (crash or kill); its recording is sealed incomplete"
+	for _, id := range ids {
+		r, err := store.Session(ctx, id)
+		if err == nil && !r.Ended() {
+			if err := brk.SessionEnded(ctx, id, broker.SessionEnd{At: time.Now(), BytesIn: r.BytesIn, BytesOut: r.BytesOut, Reason: reason}); err != nil {
+				logger.Error("crashed session not ended in the register", "session", id, "err", err)
+			}
+		}
+		brk.Audit(ctx, broker.AuditEvent{Kind: "recording.recovered", Session: id, Detail: reason})
+		logger.Warn("recording of a session cut off by a crash sealed as incomplete", "session", id)
+	}
 }
 
 // checkWritableDir makes dir (mode 0700) and proves it can be written, so

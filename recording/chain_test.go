@@ -1,0 +1,251 @@
+package recording
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// signedSession records a session of three chunks or more on one
+// channel (each Stdout of more than chunkBytes makes a chunk) and seals it.
+func signedSession(t *testing.T) (dir string, pub ed25519.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, id := t.TempDir(), uuid.NewString()
+	s, err := CreateSigned(root, Meta{ID: id, Technician: "li", Target: "db", Start: time.Now()}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Channel(ChannelInfo{Kind: "exec", Command: "cat big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		must(t, c.Stdout(bytes.Repeat([]byte{byte('a' + i)}, chunkBytes)))
+	}
+	must(t, c.Close())
+	must(t, s.End(time.Now(), "client closed", 0, 4*chunkBytes))
+	return s.Dir(), pub
+}
+
+func problems(v Verification) string {
+	var out []string
+	for _, p := range v.Problems {
+		out = append(out, p.What)
+	}
+	return strings.Join(out, "; ")
+}
+
+func TestVerifyIntactRecording(t *testing.T) {
+	dir, pub := signedSession(t)
+	v, err := Verify(dir, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || !v.Complete || !v.Sealed || !v.Signed || v.Chunks < 5 {
+		t.Fatalf("intact recording: %+v (%s)", v, problems(v))
+	}
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	v, _ = Verify(dir, other)
+	if v.OK || !strings.Contains(problems(v), "signature does not verify") {
+		t.Errorf("another key: %+v", v)
+	}
+}
+
+// chunkRange returns the byte range of chunk seq of 1.cast.
+func chunkRange(t *testing.T, dir string, seq int) (int64, int64) {
+	t.Helper()
+	recs, _, err := readChain(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Seq == seq {
+			return r.Off, r.Off + r.Len
+		}
+	}
+	t.Fatalf("no chunk %d", seq)
+	return 0, 0
+}
+
+func TestVerifyNamesTampering(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, dir string, data []byte) []byte
+		want   string
+	}{
+		{"a byte edited", func(t *testing.T, dir string, data []byte) []byte {
+			from, _ := chunkRange(t, dir, 3)
+			data[from+100] ^= 1
+			return data
+		}, "was modified"},
+		{"a chunk dropped", func(t *testing.T, dir string, data []byte) []byte {
+			from, to := chunkRange(t, dir, 3)
+			return append(data[:from:from], data[to:]...)
+		}, "was removed"},
+		{"two chunks swapped", func(t *testing.T, dir string, data []byte) []byte {
+			f2, t2 := chunkRange(t, dir, 2)
+			_, t3 := chunkRange(t, dir, 3)
+			out := append([]byte{}, data[:f2]...)
+			out = append(out, data[t2:t3]...)
+			out = append(out, data[f2:t2]...)
+			return append(out, data[t3:]...)
+		}, "chunks 2 and 3 were swapped"},
+		{"truncated", func(t *testing.T, dir string, data []byte) []byte {
+			from, _ := chunkRange(t, dir, 4)
+			return data[:from+10]
+		}, "file truncated at byte"},
+		{"bytes appended", func(t *testing.T, dir string, data []byte) []byte {
+			return append(data, []byte("[9.0,\"o\",\"forged\"]\n")...)
+		}, "bytes after the last chunk are not in the chain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, pub := signedSession(t)
+			path := filepath.Join(dir, "1.cast")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			must(t, os.WriteFile(path, tc.tamper(t, dir, data), 0o600))
+			v, err := Verify(dir, pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK || !strings.Contains(problems(v), tc.want) || (tc.name != "bytes appended" && !strings.Contains(problems(v), "chunk")) {
+				t.Errorf("problems %q, want one containing %q", problems(v), tc.want)
+			}
+			if tc.name == "a byte edited" || tc.name == "a chunk dropped" {
+				if !strings.Contains(problems(v), "chunk 3 (bytes") {
+					t.Errorf("problems %q do not name chunk 3", problems(v))
+				}
+			}
+		})
+	}
+	// Edits of the chain or the metadata.
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, dir string)
+		want   string
+	}{
+		{"chain lines swapped", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, chainFile)
+			b, _ := os.ReadFile(path)
+			lines := strings.SplitAfter(string(b), "\n")
+			lines[1], lines[2] = lines[2], lines[1]
+			must(t, os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600))
+		}, "removed or reordered"},
+		{"chain line removed", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, chainFile)
+			b, _ := os.ReadFile(path)
+			lines := strings.SplitAfter(string(b), "\n")
+			must(t, os.WriteFile(path, []byte(strings.Join(append(lines[:2:2], lines[3:]...), "")), 0o600))
+		}, "removed or reordered"},
+		{"metadata edited", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, "session.json")
+			b, _ := os.ReadFile(path)
+			must(t, os.WriteFile(path, bytes.Replace(b, []byte(`"li"`), []byte(`"xx"`), 1), 0o600))
+		}, "session metadata was modified after sealing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, pub := signedSession(t)
+			tc.tamper(t, dir)
+			v, err := Verify(dir, pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK || !strings.Contains(problems(v), tc.want) {
+				t.Errorf("problems %q, want one containing %q", problems(v), tc.want)
+			}
+		})
+	}
+}
+
+// A recording cut off by a crash: everything written stays readable, the
+// bytes after the last chunk are chained as recovered, and the seal says
+// it is incomplete.
+func TestRecoverSealsACrashedRecording(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	root := t.TempDir()
+	id := uuid.NewString()
+	s, err := CreateSigned(root, Meta{ID: id, Technician: "li", Target: "db", Start: time.Now()}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Channel(ChannelInfo{Kind: "shell", PTY: true, Cols: 80, Rows: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, c.Stdout(bytes.Repeat([]byte("x"), chunkBytes+10))) // a chunk
+	must(t, c.Stdout([]byte("after the last chunk\r\n")))      // written, not chained
+	// A cut line at the end of the chain, as a crash mid-append leaves.
+	f, _ := os.OpenFile(filepath.Join(s.Dir(), chainFile), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"seq":99,"fi`)
+	f.Close()
+	// A second, sealed recording is left alone.
+	other, otherPub := signedSession(t)
+	_ = otherPub
+
+	ids, errs := Recover(root, priv, "the server stopped before the session ended (crash or kill)")
+	if len(errs) != 0 || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("Recover = %v, %v", ids, errs)
+	}
+	v, err := Verify(s.Dir(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || v.Complete || !v.Sealed || !v.Signed || v.Recovered == 0 || !strings.Contains(v.Reason, "crash") {
+		t.Fatalf("recovered recording: %+v (%s)", v, problems(v))
+	}
+	m, err := ReadMeta(root, id)
+	if err != nil || m.End.IsZero() || !strings.Contains(m.EndReason, "crash") {
+		t.Errorf("metadata after recovery: %+v, %v", m, err)
+	}
+	// Readable through the end of what was written.
+	var out bytes.Buffer
+	must(t, WriteEvents(&out, root, id))
+	if !strings.Contains(out.String(), "after the last chunk") {
+		t.Errorf("recovered events lack the last output:\n%.300s", out.String())
+	}
+	// Running it again changes nothing.
+	if ids, errs := Recover(root, priv, "again"); len(ids) != 0 || len(errs) != 0 {
+		t.Errorf("second Recover = %v, %v", ids, errs)
+	}
+	if b, _ := os.ReadFile(filepath.Join(other, sealFile)); !json.Valid(b) {
+		t.Error("the sealed recording's seal was touched")
+	}
+}
+
+// The recorder holds no unwritten data: every event is in the file as
+// soon as it is recorded, and a chunk is chained within chunkInterval.
+func TestEventsAreWrittenAtOnceAndChainedWithinASecond(t *testing.T) {
+	root, id, s := newSession(t)
+	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "true"})
+	must(t, c.Stdout([]byte("small")))
+	b, _ := os.ReadFile(filepath.Join(root, id, "1.cast"))
+	if !bytes.Contains(b, []byte(`"x-stdout"`)) {
+		t.Fatalf("the event is not in the file at once:\n%s", b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs, _, _ := readChain(filepath.Join(root, id))
+		if n := len(recs); n >= 2 && recs[n-1].Off+recs[n-1].Len == int64(len(b)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the last bytes were not chained within 10s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the chain for a condition, with a deadline
+	}
+	must(t, c.Close())
+}
