@@ -30,6 +30,46 @@ type variant struct {
 	config string
 	port   string
 	out    *syncBuffer
+	wrap   []string
+}
+
+// start runs `sekisho serve` on the variant's config and waits until it
+// accepts SSH; the process is stopped when the test ends.
+func (v *variant) start(t testing.TB) {
+	t.Helper()
+	os.Remove(filepath.Join(v.dir, "sekisho.db.pid"))
+	out := &syncBuffer{}
+	v.out = out
+	args := append(append([]string{}, v.wrap...), env.sekisho, "serve", "--config", v.config)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("variant server output:\n%s", tail(out.String(), 40))
+		}
+	})
+	waitUntil(t, 60*time.Second, "variant sekisho to accept SSH", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("variant sekisho exited:\n%s", out.String())
+		default:
+		}
+		_, pidErr := os.Stat(filepath.Join(v.dir, "sekisho.db.pid")) // written once serving
+		return strings.Contains(out.String(), `"msg":"sekisho listening"`) && pidErr == nil
+	})
 }
 
 // startVariant writes the demo config with edit applied into a new
@@ -60,36 +100,8 @@ func startVariantOf(t testing.TB, config string, edit func(cfg string) string, w
 	if err := os.WriteFile(v.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append(append([]string{}, wrap...), env.sekisho, "serve", "--config", v.config)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = v.out, v.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("variant server output:\n%s", tail(v.out.String(), 40))
-		}
-	})
-	waitUntil(t, 60*time.Second, "variant sekisho to accept SSH", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("variant sekisho exited:\n%s", v.out.String())
-		default:
-		}
-		_, pidErr := os.Stat(filepath.Join(dir, "sekisho.db.pid")) // written once serving
-		return strings.Contains(v.out.String(), `"msg":"sekisho listening"`) && pidErr == nil
-	})
+	v.wrap = wrap
+	v.start(t)
 	// The variant has its own host key: trust it for this test only.
 	return v
 }

@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A session's recording verifies: chunks, chain, signed seal. A byte
+// edited in it is named by `sekisho verify`; the published key verifies
+// a copy offline.
+func TestRecordingVerifiesAndTamperingIsNamed(t *testing.T) {
+	t.Parallel()
+	marker := "verify-me-" + randHex(t)
+	if r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "echo "+marker), nil); r.code != 0 {
+		t.Fatalf("exit %d, %q", r.code, r.stderr)
+	}
+	s, _ := endedSession(t, "aiko", "web-sg-01", marker)
+	out := sekishoCLI(t, "verify", s.ID)
+	if !strings.Contains(out, s.ID+": OK, complete;") || !strings.Contains(out, "seal signed by SHA256:") {
+		t.Fatalf("verify of an intact recording:\n%s", out)
+	}
+
+	// Offline: a copy of the directory and the published key.
+	key := filepath.Join(t.TempDir(), "recording.pub")
+	pub := sekishoCLI(t, "recording-key")
+	if !strings.HasPrefix(pub, "ssh-ed25519 ") {
+		t.Fatalf("recording-key printed %q", pub)
+	}
+	os.WriteFile(key, []byte(pub), 0o600)
+	cfgDir := filepath.Dir(env.state.Config)
+	copyDir := filepath.Join(t.TempDir(), s.ID)
+	if err := exec.Command("cp", "-r", filepath.Join(cfgDir, "recordings", s.ID), copyDir).Run(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctxT(t), env.sekisho, "verify", "--key", key, copyDir)
+	cmd.Env = append(os.Environ(), "SEKISHO_CONFIG=/nonexistent")
+	if r := run(t, cmd, nil); r.code != 0 || !strings.Contains(r.stdout, "OK, complete") {
+		t.Fatalf("offline verify: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+
+	// One byte of the output changed in the copy.
+	cast := filepath.Join(copyDir, "1.cast")
+	b, _ := os.ReadFile(cast)
+	i := strings.Index(string(b), `"x-stdout"`)
+	if i < 0 {
+		t.Fatalf("no output event in %s", b)
+	}
+	b[i+len(`"x-stdout","`)] ^= 1
+	os.WriteFile(cast, b, 0o600)
+	cmd = exec.CommandContext(ctxT(t), env.sekisho, "verify", "--key", key, copyDir)
+	cmd.Env = append(os.Environ(), "SEKISHO_CONFIG=/nonexistent")
+	if r := run(t, cmd, nil); r.code != 1 || !strings.Contains(r.stdout, "FAILED") || !strings.Contains(r.stdout, "1.cast: chunk") || !strings.Contains(r.stdout, "was modified") {
+		t.Errorf("verify of a tampered copy: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// The server killed mid-session: at the next start the recording is
+// sealed as incomplete, verifies up to what was written, and the
+// register says how the session ended.
+func TestCrashMidSessionIsRecovered(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	marker := "before-crash-" + randHex(t)
+	cmd := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo "+marker+"; sleep 120")
+	stdout := &syncBuffer{}
+	cmd.Stdout = stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the marker through the bastion", func() bool { return strings.Contains(stdout.String(), marker) })
+	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait() // the technician's connection drops with the server
+
+	v.start(t)
+	var id string
+	waitUntil(t, 30*time.Second, "the cut-off session to be ended in the register", func() bool {
+		out, _ := v.cli(t, "sessions", "--json")
+		i := strings.Index(out, `"end_reason": "server stopped: the session was cut off`)
+		if i < 0 {
+			return false
+		}
+		j := strings.LastIndex(out[:i], `"id": "`)
+		id = out[j+len(`"id": "`) : j+len(`"id": "`)+36]
+		return true
+	})
+	out, err := v.cli(t, "verify", id)
+	if err != nil || !strings.Contains(out, "OK, INCOMPLETE") || !strings.Contains(out, "crash or kill") {
+		t.Fatalf("verify after the crash: %v\n%s", err, out)
+	}
+	events, err := v.cli(t, "replay", "--events", id)
+	if err != nil || !strings.Contains(streams(t, events, "x-stdout"), marker) {
+		t.Errorf("the output before the crash is not readable: %v\n%s", err, events)
+	}
+	if !strings.Contains(v.out.String(), "recording of a session cut off by a crash sealed as incomplete") {
+		t.Error("the restart did not log the recovery")
+	}
+}
