@@ -87,7 +87,9 @@ func (c *conn) revoke(why string) {
 	case <-t.C:
 	}
 	t.Stop()
-	c.up.Close()
+	if c.up != nil {
+		c.up.Close()
+	}
 	c.sc.Close()
 }
 
@@ -218,6 +220,20 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		return userErrorf("the session cannot be recorded, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
 	}
 	c.rec = rec
+	if u := c.srv.cfg.Uploader; u != nil {
+		// The zone's store must take the recording, or the session is
+		// refused; if it stops taking it, the session ends.
+		err := u.Start(ctx, c.sessionID, tg.Residency, func(err error) {
+			c.srv.log.Error("recording store stopped taking the recording: ending the session", append(c.logArgs(), "err", err)...)
+			c.terminate("the recording store of zone " + tg.Residency + " stopped taking this session's recording")
+		})
+		if err != nil {
+			c.srv.log.Error("recording store unavailable, session refused", append(c.logArgs(), "err", err)...)
+			b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+				Session: c.sessionID, Detail: "recording store unavailable: " + err.Error()})
+			return userErrorf("the recording store of zone %s is unavailable, so the session is refused; tell the sekisho operator (session %s)", tg.Residency, c.sessionID)
+		}
+	}
 
 	if d.Grant != nil {
 		// The grant may have been revoked since the login (a TOTP

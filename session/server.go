@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/recording"
 )
 
 // Broker is what the SSH side asks of the domain.
@@ -84,6 +85,9 @@ type Config struct {
 	// RecordingKey signs the seal of every recording; nil leaves them
 	// unsigned (tests).
 	RecordingKey ed25519.PrivateKey
+	// Uploader streams recordings to their zone's object store; nil keeps
+	// them in RecordingDir.
+	Uploader *recording.Uploader
 	// Access enables access requests (approval rules) and the SSH-native
 	// commands (ssh TECHNICIAN@bastion COMMAND). Without it, approval rules
 	// refuse and a login without a target is refused.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/notify"
+	"github.com/sekisho/sekisho/recording"
 )
 
 // Config is sekisho's configuration file. Relative paths in it are
@@ -57,6 +58,12 @@ type Config struct {
 	AdminGroups   []string       `yaml:"admin_groups"`
 	Notifications Notifications  `yaml:"notifications"`
 	Metrics       MetricsSection `yaml:"metrics"`
+	// RecordingStores say where recordings of each residency zone are
+	// kept: an S3-compatible store in that zone, or the local spool.
+	RecordingStores []RecordingStoreEntry `yaml:"recording_stores"`
+	// RetentionInterval is how often recordings past their retention are
+	// deleted; default 1h.
+	RetentionInterval Duration `yaml:"retention_interval"`
 
 	path    string
 	policy  *broker.Policy // compiled from Rules by validate
@@ -88,6 +95,41 @@ func (w *WebhookEntry) UnmarshalYAML(n *yaml.Node) error {
 	type plain WebhookEntry
 	w.line = n.Line
 	return decodeStrict(n, (*plain)(w))
+}
+
+// RecordingStoreEntry is where the recordings of some residency zones go.
+type RecordingStoreEntry struct {
+	Name string `yaml:"name"`
+	// Residency lists the zones (target residency country codes) stored
+	// here; "*" matches every zone no other entry names.
+	Residency []string `yaml:"residency"`
+	// S3 is an S3-compatible store; without it the recordings stay in the
+	// local spool (the recordings directory).
+	S3 *S3Entry `yaml:"s3"`
+	// Retention deletes recordings this long after they ended, unless
+	// under a legal hold; zero keeps them.
+	Retention Duration `yaml:"retention"`
+	line      int
+}
+
+func (r *RecordingStoreEntry) UnmarshalYAML(n *yaml.Node) error {
+	type plain RecordingStoreEntry
+	r.line = n.Line
+	return decodeStrict(n, (*plain)(r))
+}
+
+// S3Entry configures an S3-compatible recording store.
+type S3Entry struct {
+	Endpoint      string `yaml:"endpoint"` // host:port
+	Bucket        string `yaml:"bucket"`
+	Region        string `yaml:"region"`
+	AccessKeyFile string `yaml:"access_key_file"`
+	SecretKeyFile string `yaml:"secret_key_file"`
+	Insecure      bool   `yaml:"insecure"`   // plain http (a store on loopback)
+	KeepLocal     bool   `yaml:"keep_local"` // keep the spool copy once uploaded
+	// StallTimeout ends a live session whose chunks the store has not
+	// taken for this long; default 30s.
+	StallTimeout Duration `yaml:"stall_timeout"`
 }
 
 // MetricsSection configures the Prometheus endpoint.
@@ -675,6 +717,9 @@ func (c *Config) validate() (err error) {
 	if err := c.validateNotifications(); err != nil {
 		return err
 	}
+	if err := c.validateStores(); err != nil {
+		return err
+	}
 	if c.AdminGroups == nil {
 		c.AdminGroups = []string{"admins"}
 	}
@@ -863,6 +908,100 @@ func (c *Config) validateNotifications() error {
 		}
 	}
 	return nil
+}
+
+// validateStores checks the recording stores.
+func (c *Config) validateStores() error {
+	names, zones := map[string]bool{}, map[string]string{}
+	for i, st := range c.RecordingStores {
+		if st.Name == "" {
+			return c.errf(st.line, "recording_stores entry %d has no name", i+1)
+		}
+		if names[st.Name] {
+			return c.errf(st.line, "recording store %q is declared twice", st.Name)
+		}
+		names[st.Name] = true
+		if len(st.Residency) == 0 {
+			return c.errf(st.line, "recording store %s: residency is required: the zones stored here (e.g. [JP], or [\"*\"] for every other zone)", st.Name)
+		}
+		for _, z := range st.Residency {
+			z = strings.ToUpper(z)
+			if z != "*" && !countryRe.MatchString(z) {
+				return c.errf(st.line, "recording store %s: residency %q is not a two-letter country code or *", st.Name, z)
+			}
+			if other, ok := zones[z]; ok {
+				return c.errf(st.line, "recording store %s: zone %s is already stored in %s", st.Name, z, other)
+			}
+			zones[z] = st.Name
+		}
+		if st.Retention < 0 {
+			return c.errf(st.line, "recording store %s: retention cannot be negative", st.Name)
+		}
+		if s3 := st.S3; s3 != nil {
+			if s3.Endpoint == "" || s3.Bucket == "" || s3.AccessKeyFile == "" || s3.SecretKeyFile == "" {
+				return c.errf(st.line, "recording store %s: s3 needs endpoint, bucket, access_key_file and secret_key_file", st.Name)
+			}
+			if strings.Contains(s3.Endpoint, "://") {
+				return c.errf(st.line, "recording store %s: s3.endpoint %q: write host:port (set insecure: true for plain http)", st.Name, s3.Endpoint)
+			}
+		}
+	}
+	if c.RetentionInterval < 0 {
+		return c.errf(0, "retention_interval cannot be negative")
+	}
+	return nil
+}
+
+// s3Stores builds the S3 stores by residency zone, reading their keys.
+func (c *Config) s3Stores() (map[string]*recording.S3Store, error) {
+	zones := map[string]*recording.S3Store{}
+	for _, st := range c.RecordingStores {
+		if st.S3 == nil {
+			continue
+		}
+		key := func(path string) (string, error) {
+			b, err := os.ReadFile(c.Path(path))
+			if err != nil {
+				return "", fmt.Errorf("recording store %s: %w", st.Name, err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+		ak, err := key(st.S3.AccessKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		sk, err := key(st.S3.SecretKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		store, err := recording.NewS3Store(recording.S3Config{Name: st.Name, Endpoint: st.S3.Endpoint, Bucket: st.S3.Bucket,
+			Region: st.S3.Region, AccessKey: ak, SecretKey: sk, Insecure: st.S3.Insecure, KeepLocal: st.S3.KeepLocal,
+			StallTimeout: time.Duration(st.S3.StallTimeout)})
+		if err != nil {
+			return nil, err
+		}
+		for _, z := range st.Residency {
+			zones[strings.ToUpper(z)] = store
+		}
+	}
+	return zones, nil
+}
+
+// retentionFor returns the retention of recordings of residency zone,
+// zero for none.
+func (c *Config) retentionFor(zone string) time.Duration {
+	var any time.Duration
+	for _, st := range c.RecordingStores {
+		for _, z := range st.Residency {
+			switch {
+			case strings.EqualFold(z, zone):
+				return time.Duration(st.Retention)
+			case z == "*":
+				any = time.Duration(st.Retention)
+			}
+		}
+	}
+	return any
 }
 
 // webhooks returns the notifier's view of the webhooks.

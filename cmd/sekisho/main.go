@@ -46,6 +46,7 @@ usage:
   sekisho audit        [--config FILE] [--limit N]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
+  sekisho fetch        [--config FILE] [--out DIR] SESSION-ID   copy a recording out of its store
   sekisho policy test  [--config FILE] --technician NAME --target NAME --from IP [--at RFC3339] [--json]
   sekisho policy check [--config FILE]                 warn about rules that never apply, unknown labels, pii across borders
   sekisho lock         [--config FILE] --affiliate|--technician|--target NAME --reason TEXT [--for 2h]
@@ -120,6 +121,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdAudit(ctx, rest)
 	case "verify":
 		return cmdVerify(ctx, rest)
+	case "fetch":
+		return cmdFetch(ctx, rest)
 	case "recording-key":
 		return cmdRecordingKey(ctx, rest)
 	case "policy":

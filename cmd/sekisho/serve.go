@@ -111,7 +111,8 @@ type bastion struct {
 	watcher chan struct{}      // closed when the lock watcher has ended
 
 	notifier *notify.Notifier
-	metrics  *http.Server // nil without metrics.listen
+	metrics  *http.Server        // nil without metrics.listen
+	uploader *recording.Uploader // nil without S3 recording stores
 }
 
 // lockPoll is how often the store is asked for locks: a lock added by
@@ -244,8 +245,18 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	if len(sealed) > 0 {
 		recoverSessions(ctx, brk, store, sealed, logger)
 	}
+	zones, err := cfg.s3Stores()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	var uploader *recording.Uploader
+	if len(zones) > 0 {
+		uploader = recording.NewUploader(recDir, zones, logger)
+		uploader.Resume() // uploads a crash or a stop interrupted
+	}
 	srv, err := session.NewServer(session.Config{
-		Access: brk, RecordingKey: recKey,
+		Access: brk, RecordingKey: recKey, Uploader: uploader,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -274,7 +285,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 			logger.Warn("grants revoked: live sessions ended", "sessions", n)
 		}
 	})
-	b := &bastion{srv: srv, brk: brk, store: store, ln: ln, done: make(chan error, 1), log: logger, watcher: make(chan struct{}), notifier: notifier}
+	b := &bastion{srv: srv, brk: brk, store: store, ln: ln, done: make(chan error, 1), log: logger, watcher: make(chan struct{}), notifier: notifier, uploader: uploader}
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -308,6 +319,9 @@ func (b *bastion) stop() error {
 	}
 	if b.metrics != nil {
 		b.metrics.Close()
+	}
+	if b.uploader != nil {
+		b.uploader.Close()
 	}
 	nctx, ncancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ncancel()

@@ -26,7 +26,7 @@ var errVerifyFailed = errors.New("the recording does not verify")
 //
 // Offline, give the recording's directory and the published key
 // (`sekisho recording-key` > key.pub); no config is needed then.
-func cmdVerify(_ context.Context, args []string) error {
+func cmdVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	configPath := fs.String("config", "", "config file (to find a session's recording and the recording key)")
 	keyPath := fs.String("key", "", "the recording key's public half (authorized_keys line, from `sekisho recording-key`)")
@@ -50,11 +50,12 @@ func cmdVerify(_ context.Context, args []string) error {
 	}
 	dir := arg
 	if !isRecordingDir(arg) {
-		d, err := recording.SessionDir(cfg.Path(cfg.Recordings), arg)
+		root, cleanup, err := recordingRoot(ctx, cfg, arg)
 		if err != nil {
-			return fmt.Errorf("%w; give a session ID from `sekisho sessions` or a recording directory", err)
+			return err
 		}
-		dir = d
+		defer cleanup()
+		dir, _ = recording.SessionDir(root, arg)
 	}
 	var pub ed25519.PublicKey
 	var err error
