@@ -69,6 +69,14 @@ type AuditEvent struct {
 	Detail     string    `json:"detail,omitempty"`
 }
 
+// LegalHold keeps a session's recording past its retention.
+type LegalHold struct {
+	Session string    `json:"session"`
+	Reason  string    `json:"reason"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
 // Lock kinds: what a lock stops.
 const (
 	LockAffiliate  = "affiliate"
@@ -121,6 +129,13 @@ type Store interface {
 	Request(ctx context.Context, id int64) (AccessRequest, error)
 	// Requests lists access requests, newest first.
 	Requests(ctx context.Context, f RequestFilter) ([]AccessRequest, error)
+	// SetHold puts a recording under a legal hold: retention keeps it.
+	SetHold(ctx context.Context, h LegalHold) error
+	// RemoveHold lifts a hold; ErrNotFound if there is none.
+	RemoveHold(ctx context.Context, session string) error
+	// Holds lists the holds in force.
+	Holds(ctx context.Context) ([]LegalHold, error)
+
 	// UpdateRequest reads a request, lets fn change it and writes it back,
 	// atomically: no other update of the same request interleaves, on any
 	// node. An error from fn aborts the update and is returned as is.

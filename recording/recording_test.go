@@ -264,6 +264,11 @@ func TestBadIDs(t *testing.T) {
 		id + "/..",
 		"../" + id,
 		id + "\x00",
+		"%2e%2e%2f" + id,
+		"%2e%2e%2fetc",
+		"/" + id,
+		"/tmp/" + id,
+		id[:8] + "\x00" + id[9:],
 	}
 	for _, b := range bad {
 		if dir, err := SessionDir(root, b); !errors.Is(err, ErrBadID) || dir != "" {

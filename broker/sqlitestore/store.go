@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS locks (
 	expires_at TEXT,
 	removed_at TEXT
 );
+CREATE TABLE IF NOT EXISTS holds (
+	session TEXT PRIMARY KEY,
+	reason  TEXT NOT NULL,
+	by      TEXT NOT NULL,
+	at      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS totp (
 	technician TEXT PRIMARY KEY,
 	secret     TEXT NOT NULL,

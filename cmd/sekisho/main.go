@@ -47,6 +47,9 @@ usage:
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
   sekisho fetch        [--config FILE] [--out DIR] SESSION-ID   copy a recording out of its store
+  sekisho hold         [--config FILE] --reason TEXT SESSION-ID   keep a recording past its retention (legal hold)
+  sekisho release      [--config FILE] SESSION-ID       lift a legal hold
+  sekisho holds        [--config FILE]                  list legal holds
   sekisho policy test  [--config FILE] --technician NAME --target NAME --from IP [--at RFC3339] [--json]
   sekisho policy check [--config FILE]                 warn about rules that never apply, unknown labels, pii across borders
   sekisho lock         [--config FILE] --affiliate|--technician|--target NAME --reason TEXT [--for 2h]
@@ -123,6 +126,12 @@ func run(ctx context.Context, args []string) error {
 		return cmdVerify(ctx, rest)
 	case "fetch":
 		return cmdFetch(ctx, rest)
+	case "hold":
+		return cmdHold(ctx, rest)
+	case "release":
+		return cmdRelease(ctx, rest)
+	case "holds":
+		return cmdHolds(ctx, rest)
 	case "recording-key":
 		return cmdRecordingKey(ctx, rest)
 	case "policy":

@@ -113,6 +113,67 @@ type bastion struct {
 	notifier *notify.Notifier
 	metrics  *http.Server        // nil without metrics.listen
 	uploader *recording.Uploader // nil without S3 recording stores
+
+	retention retentionJob
+}
+
+// retentionJob is what the retention job needs of the config at start.
+type retentionJob struct {
+	cfg    *Config
+	recDir string
+	zones  map[string]*recording.S3Store
+}
+
+// runRetention deletes recordings past their zone's retention every
+// interval (default 1h), keeping those under a legal hold, and audits
+// every deletion.
+func (b *bastion) runRetention(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.expireRecordings(ctx)
+	}
+}
+
+func (b *bastion) expireRecordings(ctx context.Context) {
+	j := b.retention
+	holds, err := b.store.Holds(ctx)
+	if err != nil {
+		b.log.Error("legal holds unreadable: no recording is deleted", "err", err)
+		return
+	}
+	held := map[string]bool{}
+	for _, h := range holds {
+		held[h.Session] = true
+	}
+	p := recording.RetentionPolicy{For: j.cfg.retentionFor, Held: func(id string) bool { return held[id] }}
+	now := time.Now()
+	deleted, errs := recording.ExpireLocal(j.recDir, p, now)
+	seen := map[*recording.S3Store]bool{}
+	for _, st := range j.zones {
+		if seen[st] {
+			continue
+		}
+		seen[st] = true
+		d, e := st.Expire(ctx, p, now)
+		deleted, errs = append(deleted, d...), append(errs, e...)
+	}
+	for _, err := range errs {
+		b.log.Error("retention: recording not deleted", "err", err)
+	}
+	for _, m := range deleted {
+		b.brk.Audit(ctx, broker.AuditEvent{Kind: "recording.deleted", Technician: m.Technician, Target: m.Target, Session: m.ID,
+			Detail: fmt.Sprintf(`{"residency":%q,"ended":%q,"retention":%q}`, m.Residency, m.End.Format(time.RFC3339), j.cfg.retentionFor(m.Residency))})
+		b.log.Info("retention: recording deleted", "session", m.ID, "residency", m.Residency)
+	}
 }
 
 // lockPoll is how often the store is asked for locks: a lock added by
@@ -301,6 +362,8 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	var wctx context.Context
 	wctx, b.cancel = context.WithCancel(context.Background())
 	go b.watchLocks(wctx)
+	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones}
+	go b.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	go func() { b.done <- srv.Serve(ln) }()
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
 		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
