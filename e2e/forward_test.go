@@ -73,6 +73,10 @@ func TestPortForwardOnlyToNamedDestinations(t *testing.T) {
 		if err == nil && strings.Contains(string(ev), "forward \"localhost:"+dbPort+" -> 127.0.0.1:"+dbPort+"\"") &&
 			strings.Contains(streams(t, string(ev), "x-stdout"), "SSH-2.0-OpenSSH") {
 			found = true
+			// Its close carries the byte counts.
+			if !regexp.MustCompile(`x-close\s+"\{\\"destination\\":\\"localhost:` + dbPort + `[^"]*\\",\\"bytes_in\\":\d+,\\"bytes_out\\":[1-9]\d*\}"`).MatchString(string(ev)) {
+				t.Errorf("the forward's close lacks its byte counts:\n%s", ev)
+			}
 		}
 	}
 	if !found {

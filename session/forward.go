@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -16,6 +17,17 @@ import (
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/recording"
 )
+
+// counters adds to several byte counters at once.
+type counters []*atomic.Int64
+
+func (cs counters) Add(n int64) int64 {
+	var v int64
+	for _, c := range cs {
+		v = c.Add(n)
+	}
+	return v
+}
 
 // Resolver looks names up; *net.Resolver is one. Tests give their own.
 type Resolver interface {
@@ -231,6 +243,7 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		wg.Add(2)
 		var failed error
 		var once sync.Once
+		var in, out atomic.Int64 // this forward's bytes, besides the session's
 		fail := func(err error) {
 			once.Do(func() { failed = err })
 			upCh.Close()
@@ -238,7 +251,7 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		}
 		go func() {
 			defer wg.Done()
-			eof, rerr := copyRecorded(ch, upCh, rec.Stdin, &c.bytesIn)
+			eof, rerr := copyRecorded(ch, upCh, rec.Stdin, counters{&c.bytesIn, &in})
 			if rerr != nil {
 				fail(rerr)
 			} else if eof {
@@ -247,7 +260,7 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		}()
 		go func() {
 			defer wg.Done()
-			eof, rerr := copyRecorded(upCh, ch, rec.Stdout, &c.bytesOut)
+			eof, rerr := copyRecorded(upCh, ch, rec.Stdout, counters{&c.bytesOut, &out})
 			if rerr != nil {
 				fail(rerr)
 			} else if eof {
@@ -257,8 +270,11 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		wg.Wait()
 		ch.Close()
 		upCh.Close()
-		rec.Event("x-close", "")
+		counts := fmt.Sprintf(`{"destination":%q,"bytes_in":%d,"bytes_out":%d}`, desc, in.Load(), out.Load())
+		rec.Event("x-close", counts)
 		rec.Close()
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "forward.close", Technician: c.id.tech.Name,
+			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: counts})
 		if failed != nil {
 			c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", failed)...)
 			c.fail(EndRecordingFailed)
