@@ -54,6 +54,8 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParseLogin -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSFTPVerdict -fuzztime=$(FUZZTIME) ./session/
+	$(GO) test -run=NONE -fuzz=FuzzSFTPObserver -fuzztime=$(FUZZTIME) ./session/
+	$(GO) test -run=NONE -fuzz=FuzzSCPObserver -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSplitCommand -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +129,68 @@ func TestSCPBothProtocolsBothDirections(t *testing.T) {
 	// The legacy protocol runs as an exec channel; its command is recorded.
 	endedSession(t, "aiko", "db-jp-01", "scp -t "+remote+".O")
 	endedSession(t, "aiko", "db-jp-01", "scp -f "+remote+".O")
+	// Each transfer is an event with its path, size and content hash.
+	for _, dir := range []string{"upload", "download"} {
+		wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", dir, remote), data)
+		wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "scp", dir, remote+".O"), data)
+	}
+}
+
+// fileTransfer is the data of an x-file event.
+type fileTransfer struct {
+	Protocol  string `json:"protocol"`
+	Direction string `json:"direction"`
+	Path      string `json:"path"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+	HashNote  string `json:"hash_note"`
+}
+
+// fileEvents returns the data of the events with code in an event listing.
+func fileEvents[T any](t *testing.T, events, code string) []T {
+	t.Helper()
+	var list []T
+	for _, line := range strings.Split(events, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != code {
+			continue
+		}
+		var v T
+		q, err := strconv.Unquote(strings.TrimSpace(line[strings.Index(line, f[2])+len(f[2]):]))
+		if err == nil {
+			err = json.Unmarshal([]byte(q), &v)
+		}
+		if err != nil {
+			t.Fatalf("bad %s event %q: %v", code, line, err)
+		}
+		list = append(list, v)
+	}
+	return list
+}
+
+// transferRecorded waits for the ended session of tech to target that
+// recorded a transfer of path, and returns the transfer's event.
+func transferRecorded(t *testing.T, tech, target, protocol, direction, path string) fileTransfer {
+	t.Helper()
+	q := strconv.Quote(fmt.Sprintf(`"protocol":%q,"direction":%q,"path":%q`, protocol, direction, path))
+	_, ev := endedSession(t, tech, target, q[1:len(q)-1])
+	for _, f := range fileEvents[fileTransfer](t, ev, "x-file") {
+		if f.Protocol == protocol && f.Direction == direction && f.Path == path {
+			return f
+		}
+	}
+	t.Fatalf("no %s %s of %s in:\n%s", protocol, direction, path, ev)
+	return fileTransfer{}
+}
+
+// wantTransfer checks that a recorded transfer carried data.
+func wantTransfer(t *testing.T, f fileTransfer, data []byte) {
+	t.Helper()
+	sum := sha256.Sum256(data)
+	if f.Size != int64(len(data)) || f.SHA256 != hex.EncodeToString(sum[:]) || f.HashNote != "" {
+		t.Errorf("%s %s of %s recorded as %d bytes, sha256 %q (%s); want %d bytes, sha256 %x",
+			f.Protocol, f.Direction, f.Path, f.Size, f.SHA256, f.HashNote, len(data), sum)
+	}
 }
 
 func TestSFTPBatch(t *testing.T) {
@@ -153,6 +217,73 @@ func TestSFTPBatch(t *testing.T) {
 		t.Errorf("sftp round trip changed the file")
 	}
 	endedSession(t, "aiko", "db-jp-01", remote)
+	wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", "upload", remote), data)
+	wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", "download", remote), data)
+}
+
+func TestSFTPFileOperationsRecorded(t *testing.T) {
+	t.Parallel()
+	src := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(src, []byte("ops\n"), 0o600)
+	d := "/tmp/sekisho-e2e-ops-" + randHex(t)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	batch := fmt.Sprintf("mkdir %[1]s\nput %[2]s %[1]s/f\nrename %[1]s/f %[1]s/g\nchmod 600 %[1]s/g\nrm %[1]s/g\nrmdir %[1]s\n", d, src)
+	args := append(sshOpts("aiko"), "-P", env.port, "-b", "-", "aiko+web-sg-01@"+env.host)
+	if r := run(t, exec.CommandContext(ctxT(t), "sftp", args...), []byte(batch)); r.code != 0 {
+		t.Fatalf("sftp: exit %d: %s", r.code, r.stderr)
+	}
+	_, ev := endedSession(t, "aiko", "web-sg-01", "rmdir")
+	type op struct{ Op, Path, To string }
+	got := fileEvents[op](t, ev, "x-file-op")
+	want := []op{{"mkdir", d, ""}, {"rename", d + "/f", d + "/g"}, {"setstat", d + "/g", ""}, {"remove", d + "/g", ""}, {"rmdir", d, ""}}
+	if !slices.Equal(got, want) {
+		t.Errorf("file operations recorded as %+v, want %+v", got, want)
+	}
+	wantTransfer(t, transferRecorded(t, "aiko", "web-sg-01", "sftp", "upload", d+"/f"), []byte("ops\n"))
+}
+
+func TestSFTPTransfersRecordedUnderFilesLimit(t *testing.T) {
+	t.Parallel()
+	// A files limit relays sftp packet by packet; transfers are recorded
+	// there too.
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [sftp]\n    files: download_only\n", 1)
+	})
+	data := make([]byte, 300<<10+3)
+	rand.Read(data)
+	remote := "/tmp/sekisho-e2e-limited-" + randHex(t)
+	os.WriteFile(remote, data, 0o644)
+	t.Cleanup(func() { os.Remove(remote) })
+	back := filepath.Join(t.TempDir(), "back")
+	opts := v.ssh(ctxT(t), "li", "x").Args[1:]
+	opts = opts[:len(opts)-3] // without -p PORT and the destination
+	cmd := exec.CommandContext(ctxT(t), "sftp", append(append(opts, "-P", v.port, "-b", "-"), "li+web-sg-01@127.0.0.1")...)
+	if r := run(t, cmd, []byte("get "+remote+" "+back+"\n")); r.code != 0 {
+		t.Fatalf("sftp get: exit %d: %s", r.code, r.stderr)
+	}
+	if got, _ := os.ReadFile(back); !bytes.Equal(got, data) {
+		t.Fatal("the download did not arrive intact")
+	}
+	var found []fileTransfer
+	waitUntil(t, 30*time.Second, "the download's x-file event", func() bool {
+		found = nil
+		out, _ := v.cli(t, "sessions", "--json", "--target", "web-sg-01")
+		ids := uuidRe.FindAllString(out, -1)
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) { // an ID is in a session's listing more than once
+			ev, _ := v.cli(t, "replay", "--events", id)
+			for _, f := range fileEvents[fileTransfer](t, ev, "x-file") {
+				if f.Path == remote {
+					found = append(found, f)
+				}
+			}
+		}
+		return len(found) > 0
+	})
+	if len(found) != 1 || found[0].Protocol != "sftp" || found[0].Direction != "download" {
+		t.Fatalf("transfers of %s recorded: %+v; want one sftp download", remote, found)
+	}
+	wantTransfer(t, found[0], data)
 }
 
 func TestRsyncThroughBastion(t *testing.T) {
@@ -182,6 +313,11 @@ func TestRsyncThroughBastion(t *testing.T) {
 		t.Errorf("rsync round trip changed the files")
 	}
 	endedSession(t, "li", "web-sg-01", "rsync --server")
+	// rsync's protocol is not parsed: its transfers are recorded by command.
+	for _, dir := range []string{"upload", "download"} {
+		q := strconv.Quote(fmt.Sprintf(`{"protocol":"rsync","direction":%q,"paths":[%q],"content":"not parsed (rsync)"}`, dir, remote+"/"))
+		endedSession(t, "li", "web-sg-01", q[1:len(q)-1])
+	}
 }
 
 func TestSeveralChannelsOnOneConnection(t *testing.T) {

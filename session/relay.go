@@ -39,6 +39,9 @@ type relay struct {
 	pty        *ptyRequest  // request loop only
 	env        []envRequest // request loop only: env received before start
 	refusal    string       // request loop only: why the rule refused the start
+	// watch follows the file transfers of an sftp, scp or rsync channel
+	// (nil for others); set before the pumps start.
+	watch transferObserver
 
 	pumps   sync.WaitGroup // the three data pumps
 	outDone chan struct{}  // closed when the target's output is fully relayed
@@ -99,6 +102,9 @@ func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 	r.up.Close()
 	<-upDone
 	r.pumps.Wait()
+	if r.watch != nil {
+		r.record(r.watch.end())
+	}
 	if r.rec != nil {
 		if err := r.rec.Close(); err != nil {
 			r.conn.srv.log.Error("recording channel not closed cleanly", append(r.conn.logArgs(), "err", err)...)
@@ -292,6 +298,11 @@ func (r *relay) start(req *ssh.Request) bool {
 		r.rec = nil
 		return false
 	}
+	watch, err := newTransferObserver(req.Type, info.Command, rec.Event)
+	if !r.record(err) {
+		return false
+	}
+	r.watch = watch
 	r.started = true
 	r.pumps.Add(3)
 	var outs sync.WaitGroup
@@ -310,9 +321,13 @@ func (r *relay) start(req *ssh.Request) bool {
 			r.sftpReplies(g)
 		}()
 	} else {
+		stdin, stdout := r.rec.Stdin, r.rec.Stdout
+		if r.watch != nil {
+			stdin, stdout = observed(stdin, r.watch.technician), observed(stdout, r.watch.target)
+		}
 		go func() {
 			defer r.pumps.Done()
-			r.pump(r.down, r.up, r.rec.Stdin, &r.conn.bytesIn, func() {
+			r.pump(r.down, r.up, stdin, &r.conn.bytesIn, func() {
 				r.record(r.rec.Event("x-eof", ""))
 				r.up.CloseWrite()
 			})
@@ -320,7 +335,7 @@ func (r *relay) start(req *ssh.Request) bool {
 		go func() {
 			defer r.pumps.Done()
 			defer outs.Done()
-			r.pump(r.up, r.down, r.rec.Stdout, &r.conn.bytesOut, nil)
+			r.pump(r.up, r.down, stdout, &r.conn.bytesOut, nil)
 		}()
 	}
 	go func() {
@@ -483,6 +498,9 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 		}
 		id, why := sftpVerdict(g.files, pkt)
 		if why == "" {
+			if r.watch != nil && !r.record(r.watch.technician(pkt)) {
+				return
+			}
 			if _, err := r.up.Write(pkt); err != nil {
 				return
 			}
@@ -525,6 +543,9 @@ func (r *relay) sftpReplies(g *sftpGuard) {
 			return
 		}
 		if !r.record(r.rec.Stdout(pkt)) {
+			return
+		}
+		if r.watch != nil && !r.record(r.watch.target(pkt)) {
 			return
 		}
 		if err := g.writeDown(r.down, pkt); err != nil {
