@@ -187,7 +187,7 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, c.Stdout(bytes.Repeat([]byte("x"), chunkBytes+10))) // a chunk
-	must(t, c.Stdout([]byte("after the last chunk\r\n")))      // written, not chained
+	must(t, c.Stdout([]byte("after the last chunk\r\n")))       // written, not chained
 	// A cut line at the end of the chain, as a crash mid-append leaves.
 	f, _ := os.OpenFile(filepath.Join(s.Dir(), chainFile), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"seq":99,"fi`)
