@@ -169,10 +169,12 @@ func cmdReplay(ctx context.Context, args []string) error {
 		return usageError{"replay: give exactly one session ID (see `sekisho sessions`)"}
 	}
 	id := fs.Arg(0)
-	root := cfg.Path(cfg.Recordings)
-	if _, err := recording.SessionDir(root, id); err != nil {
-		return fmt.Errorf("%w; session IDs are listed by `sekisho sessions`", err)
+	// In the spool, or fetched from the zone's object store.
+	root, cleanup, err := recordingRoot(ctx, cfg, id)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	if events {
 		return recording.WriteEvents(os.Stdout, root, id)
 	}
