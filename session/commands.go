@@ -1,11 +1,13 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/recording"
 )
 
 // LiveSession describes a session relaying now, on this node.
@@ -126,13 +129,20 @@ func (s *Server) commandChannel(id *identity, source string, ch ssh.Channel, req
 			line = sr.Value
 		}
 		req.Reply(true, nil)
-		go ssh.DiscardRequests(reqs)
+		// The command's context ends with the channel: its requests end
+		// when the technician closes it or goes away.
+		ctx, cancel := context.WithCancel(s.ctx)
+		defer cancel()
+		go func() {
+			ssh.DiscardRequests(reqs)
+			cancel()
+		}()
 		var out, errOut io.Writer = ch, ch.Stderr()
 		if pty {
 			out, errOut = crlf{ch}, crlf{ch.Stderr()}
 		}
-		cmd := &command{srv: s, tech: id.tech, source: source, out: out, errOut: errOut}
-		code := cmd.run(s.ctx, line)
+		cmd := &command{srv: s, tech: id.tech, source: source, out: out, errOut: errOut, in: ch, raw: ch, pty: pty}
+		code := cmd.run(ctx, line)
 		ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{uint32(code)}))
 		ch.CloseWrite()
 		return
@@ -156,6 +166,11 @@ type command struct {
 	source string
 	out    io.Writer
 	errOut io.Writer
+	// in is the channel's input, raw its output without the \n to \r\n
+	// translation of a terminal, pty whether the channel has one.
+	in  io.Reader
+	raw io.Writer
+	pty bool
 }
 
 // Exit statuses of commands.
@@ -177,6 +192,8 @@ Approvers:
 Admins:
   sessions --live [--json]                       sessions relaying now on this node
   kill SESSION [--reason TEXT]                   end a live session
+Reviewers and admins:
+  watch SESSION [--from-start]                   follow a live session read-only (ssh -t for a terminal)
 To reach a target, log in as %[1]s+TARGET.
 `
 
@@ -214,6 +231,8 @@ func (c *command) run(ctx context.Context, line string) int {
 		fn = c.sessions
 	case "kill":
 		fn = c.kill
+	case "watch":
+		fn = c.watch
 	default:
 		c.errorf("sekisho: unknown command %q; run `help` for the list; to reach a target, log in as %s+TARGET\n", name, c.tech.Name)
 		return exitUsage
@@ -477,6 +496,79 @@ func (c *command) kill(_ context.Context, f *flags) int {
 	return exitOK
 }
 
+// watch follows a session's recording as it is written. It is read-only
+// by construction: recording.Watch reads files and has no path to the
+// live connection, and the watcher's input is read and dropped here.
+// Ctrl-C on the watcher's terminal, or the channel closing, stops it.
+func (c *command) watch(ctx context.Context, f *flags) int {
+	if err := f.allow("from-start"); err != nil || len(f.args) != 1 {
+		c.errorf("sekisho: usage: watch SESSION [--from-start]\n")
+		return exitUsage
+	}
+	if !c.mayWatch() {
+		return c.notAllowed("watch", "reviewers and admins")
+	}
+	id, root := f.args[0], c.srv.cfg.RecordingDir
+	if _, err := recording.SessionDir(root, id); err != nil {
+		c.errorf("sekisho: watch: %q is not a session ID (see sessions --live)\n", id)
+		return exitUsage
+	}
+	if _, err := recording.ReadMeta(root, id); err != nil {
+		detail := fmt.Sprintf("command \"watch\" refused: %v", err)
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
+			Source: c.source, Session: id, Detail: detail})
+		if errors.Is(err, fs.ErrNotExist) {
+			c.errorf("sekisho: watch: no session %s on this node (see sessions --live)\n", id)
+		} else {
+			c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
+			c.errorf("sekisho: watch: the recording of session %s cannot be read; tell the sekisho operator\n", id)
+		}
+		return exitRefused
+	}
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.watched", Technician: c.tech.Name,
+		Source: c.source, Session: id})
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go c.dropInput(stop)
+	err := recording.Watch(ctx, c.raw, root, id, recording.WatchOptions{FromStart: f.has("from-start")})
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, context.Canceled):
+		io.WriteString(c.raw, "\r\n[sekisho: stopped watching]\r\n")
+		return exitOK
+	}
+	c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
+	c.errorf("sekisho: watch: %v\n", err)
+	return exitRefused
+}
+
+// mayWatch reports whether the technician, as configured now, is an admin
+// or in a reviewer group.
+func (c *command) mayWatch() bool {
+	if c.srv.cfg.Access.IsAdmin(c.tech.Name) {
+		return true
+	}
+	t, ok := c.srv.cfg.Broker.Technician(c.tech.Name)
+	return ok && slices.ContainsFunc(t.Groups, func(g string) bool { return slices.Contains(c.srv.cfg.ReviewerGroups, g) })
+}
+
+// dropInput reads the watcher's input and drops it: nothing a watcher
+// types goes anywhere. Ctrl-C on a terminal calls stop. It returns when
+// the channel's input ends, at the latest when the channel closes.
+func (c *command) dropInput(stop func()) {
+	buf := make([]byte, 256)
+	for {
+		n, err := c.in.Read(buf)
+		if c.pty && bytes.IndexByte(buf[:n], 0x03) >= 0 {
+			stop()
+		}
+		if err != nil {
+			return // end of input is not the end of the watch: output goes on
+		}
+	}
+}
+
 // flags are a command's arguments: --name VALUE (VALUE runs to the next
 // --flag, since ssh joins the words of a remote command with spaces and a
 // reason has several), --name=VALUE, bare --name, and positional words.
@@ -486,7 +578,7 @@ type flags struct {
 }
 
 // boolFlags take no value.
-var boolFlags = map[string]bool{"all": true, "json": true, "live": true}
+var boolFlags = map[string]bool{"all": true, "json": true, "live": true, "from-start": true}
 
 func parseFlags(words []string) (*flags, error) {
 	f := &flags{vals: map[string]string{}}

@@ -101,6 +101,10 @@ type Config struct {
 	// PollEvery is how often a wait re-reads its request from the store,
 	// for changes made on other nodes; default 2s.
 	PollEvery time.Duration
+	// ReviewerGroups are the groups whose members, besides admins, may
+	// watch live sessions (ssh TECHNICIAN@bastion watch ID); default
+	// [reviewers].
+	ReviewerGroups []string
 }
 
 // Server accepts technicians' SSH connections and relays them to targets.
@@ -179,6 +183,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.PollEvery == 0 {
 		cfg.PollEvery = 2 * time.Second
+	}
+	if cfg.ReviewerGroups == nil {
+		cfg.ReviewerGroups = []string{"reviewers"}
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -65,7 +65,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	switch strings.TrimLeft(a, "-") {
-	case "json", "instant", "events", "cross-border":
+	case "json", "instant", "events", "cross-border", "from-start", "live", "all":
 		return true
 	}
 	return false

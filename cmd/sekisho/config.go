@@ -55,9 +55,12 @@ type Config struct {
 	Rules           []RuleEntry    `yaml:"rules"`
 	// AdminGroups are the groups whose members may list and end any live
 	// session and revoke any grant; default [admins].
-	AdminGroups   []string       `yaml:"admin_groups"`
-	Notifications Notifications  `yaml:"notifications"`
-	Metrics       MetricsSection `yaml:"metrics"`
+	AdminGroups []string `yaml:"admin_groups"`
+	// ReviewerGroups are the groups whose members, besides admins, may
+	// watch live sessions over SSH; default [reviewers].
+	ReviewerGroups []string       `yaml:"reviewer_groups"`
+	Notifications  Notifications  `yaml:"notifications"`
+	Metrics        MetricsSection `yaml:"metrics"`
 	// RecordingStores say where recordings of each residency zone are
 	// kept: an S3-compatible store in that zone, or the local spool.
 	RecordingStores []RecordingStoreEntry `yaml:"recording_stores"`

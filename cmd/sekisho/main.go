@@ -43,6 +43,7 @@ usage:
   sekisho vault setup  [--config FILE] [--ca-out FILE] configure Vault (needs VAULT_TOKEN; safe to run twice)
   sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
   sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--events] SESSION-ID
+  sekisho watch        [--config FILE] [--from-start] SESSION-ID   follow a live session read-only
   sekisho audit        [--config FILE] [--limit N]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
@@ -120,6 +121,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdRemote(ctx, args)
 	case "replay":
 		return cmdReplay(ctx, rest)
+	case "watch":
+		return cmdWatch(ctx, rest)
 	case "audit":
 		return cmdAudit(ctx, rest)
 	case "verify":

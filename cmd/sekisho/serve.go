@@ -317,7 +317,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		uploader.Resume() // uploads a crash or a stop interrupted
 	}
 	srv, err := session.NewServer(session.Config{
-		Access: brk, RecordingKey: recKey, Uploader: uploader,
+		Access: brk, RecordingKey: recKey, Uploader: uploader, ReviewerGroups: cfg.ReviewerGroups,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
