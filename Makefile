@@ -44,6 +44,7 @@ e2e: build bin/minio
 BENCHTIME ?= 5x
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./e2e/
+	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./recording/
 
 lint: $(STATICCHECK)
 	@fmt=$$(gofmt -l cmd broker session recording notify e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
@@ -59,6 +60,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzSplitCommand -fuzztime=$(FUZZTIME) ./session/
 	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
+	$(GO) test -run=NONE -fuzz=FuzzSeekIndex -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/
 
 clean:

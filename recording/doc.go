@@ -11,6 +11,7 @@
 //	<dir>/<session-id>/chain.jsonl    the integrity chain: one line per chunk of a .cast file
 //	<dir>/<session-id>/seal.json      the signed seal, once the session ended (or was recovered)
 //	<dir>/<session-id>/upload.json    upload progress, when the zone has an object store
+//	<dir>/<session-id>/<n>.cast.idx   seek index (time, byte offset); a hint, checked before use, not chained
 //
 // Each .cast file is asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/):
 // a JSON header line, then one JSON array per event: [seconds, code, data].

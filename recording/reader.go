@@ -63,10 +63,37 @@ var ErrTruncated = errors.New("the recording ends with a truncated event")
 // CastReader reads a channel recording event by event, so that recordings
 // of any size are read in bounded memory.
 type CastReader struct {
+	src    io.Reader
 	br     *bufio.Reader
 	header header
-	line   int
+	line   int   // lines read, counted from base
+	base   int64 // the byte offset reading started at after a seek; 0 otherwise
+	off    int64 // the byte offset of the next line
 	name   string
+}
+
+// where names the line being read in errors: by its number, or after a
+// seek by its number counted from the offset sought.
+func (cr *CastReader) where(line int) string {
+	if cr.base > 0 {
+		return fmt.Sprintf("%s: line %d after byte %d", cr.name, line, cr.base)
+	}
+	return fmt.Sprintf("%s:%d", cr.name, line)
+}
+
+// seek makes the reader go on at byte off of its source, which must be an
+// io.Seeker; off must be the start of a line (see seekOffset).
+func (cr *CastReader) seek(off int64) error {
+	s, ok := cr.src.(io.Seeker)
+	if !ok {
+		return fmt.Errorf("%s: cannot seek", cr.name)
+	}
+	if _, err := s.Seek(off, io.SeekStart); err != nil {
+		return fmt.Errorf("%s: %w", cr.name, err)
+	}
+	cr.br.Reset(cr.src)
+	cr.base, cr.off, cr.line = off, off, 0
+	return nil
 }
 
 // readLine returns the next line without its newline, and whether the
@@ -76,8 +103,9 @@ func (cr *CastReader) readLine() ([]byte, bool, error) {
 	for {
 		chunk, err := cr.br.ReadSlice('\n')
 		line = append(line, chunk...)
+		cr.off += int64(len(chunk))
 		if len(line) > maxLine {
-			return nil, false, fmt.Errorf("%s:%d: line longer than %d bytes", cr.name, cr.line+1, maxLine)
+			return nil, false, fmt.Errorf("%s: line longer than %d bytes", cr.where(cr.line+1), maxLine)
 		}
 		switch {
 		case err == nil:
@@ -94,7 +122,7 @@ func (cr *CastReader) readLine() ([]byte, bool, error) {
 
 // NewCastReader reads the header from r.
 func NewCastReader(r io.Reader, name string) (*CastReader, error) {
-	cr := &CastReader{br: bufio.NewReaderSize(r, 64<<10), name: name}
+	cr := &CastReader{src: r, br: bufio.NewReaderSize(r, 64<<10), name: name}
 	line, _, err := cr.readLine()
 	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: empty recording", name)
@@ -130,9 +158,9 @@ func (cr *CastReader) Next() (Event, error) {
 		e, ok := parseEvent(line)
 		if !ok {
 			if !complete {
-				return Event{}, fmt.Errorf("%s:%d: %w", cr.name, cr.line, ErrTruncated)
+				return Event{}, fmt.Errorf("%s: %w", cr.where(cr.line), ErrTruncated)
 			}
-			return Event{}, fmt.Errorf("%s:%d: not an event [time, code, data]", cr.name, cr.line)
+			return Event{}, fmt.Errorf("%s: not an event [time, code, data]", cr.where(cr.line))
 		}
 		return e, nil
 	}
@@ -150,7 +178,7 @@ func parseEvent(line []byte) (Event, bool) {
 	return e, true
 }
 
-// Channel is a channel recording of a session on disk.
+// ChannelFile is a channel recording of a session on disk.
 type ChannelFile struct {
 	Name string
 	Path string

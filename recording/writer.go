@@ -391,7 +391,14 @@ func (c *Channel) writeLocked(code, data string) error {
 	b = append(b, enc...)
 	b = append(b, ']', '\n')
 	c.buf = b
-	return c.appendLocked(b)
+	// --- seek index (index.go): never part of the chain, never fails the recording.
+	off := c.off
+	if err := c.appendLocked(b); err != nil {
+		return err
+	}
+	c.indexLocked(off, b)
+	// --- end seek index
+	return nil
 }
 
 // appendLocked writes b to the file at once (a crash of the process

@@ -65,7 +65,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	switch strings.TrimLeft(a, "-") {
-	case "json", "instant", "events", "cross-border", "from-start", "live", "all":
+	case "json", "instant", "events", "cross-border", "from-start", "live", "all", "events-inline", "raw":
 		return true
 	}
 	return false
@@ -161,12 +161,17 @@ func cmdReplay(ctx context.Context, args []string) error {
 		fs.BoolVar(&opt.Instant, "instant", false, "print without pauses")
 		fs.IntVar(&opt.Channel, "channel", 0, "replay only this channel (1-based)")
 		fs.BoolVar(&events, "events", false, "print every event (input, output, commands, exit status) one per line")
+		fs.DurationVar(&opt.From, "from", 0, "start at this time of each channel (10m, 90s, 1h2m), as --events lists times")
+		fs.BoolVar(&opt.EventsInline, "events-inline", false, "also show input, commands and every other event as marker lines")
 	})
 	if err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{"replay: give exactly one session ID (see `sekisho sessions`)"}
+	}
+	if opt.From < 0 {
+		return usageError{"replay: --from must not be negative"}
 	}
 	id := fs.Arg(0)
 	// In the spool, or fetched from the zone's object store.

@@ -42,7 +42,8 @@ usage:
   sekisho serve        [--config FILE]                 run the bastion
   sekisho vault setup  [--config FILE] [--ca-out FILE] configure Vault (needs VAULT_TOKEN; safe to run twice)
   sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
-  sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--events] SESSION-ID
+  sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--from D] [--events-inline] [--events] SESSION-ID
+  sekisho export       [--config FILE] [--format cast|json] [--channel N] [--out FILE] [--raw] SESSION-ID
   sekisho watch        [--config FILE] [--from-start] SESSION-ID   follow a live session read-only
   sekisho audit        [--config FILE] [--limit N]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
@@ -121,6 +122,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdRemote(ctx, args)
 	case "replay":
 		return cmdReplay(ctx, rest)
+	case "export":
+		return cmdExport(ctx, rest)
 	case "watch":
 		return cmdWatch(ctx, rest)
 	case "audit":
