@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,5 +108,62 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 	}
 	if !strings.Contains(v.out.String(), "recording of a session cut off by a crash sealed as incomplete") {
 		t.Error("the restart did not log the recovery")
+	}
+}
+
+// On a recording of several chunks, `sekisho verify` names a dropped
+// chunk and two swapped ones.
+func TestVerifyNamesDroppedAndSwappedChunks(t *testing.T) {
+	t.Parallel()
+	marker := "chunks-" + randHex(t)
+	// About 400 KiB of distinct lines: several 64 KiB chunks.
+	if r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "seq 1 70000; echo "+marker), nil); r.code != 0 {
+		t.Fatalf("exit %d, %q", r.code, r.stderr)
+	}
+	s, _ := endedSession(t, "aiko", "web-sg-01", marker)
+	src := filepath.Join(filepath.Dir(env.state.Config), "recordings", s.ID)
+	type chunk struct {
+		Seq      int
+		File     string
+		Off, Len int64
+	}
+	var chunks []chunk
+	b, _ := os.ReadFile(filepath.Join(src, "chain.jsonl"))
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var c chunk
+		json.Unmarshal([]byte(line), &c)
+		if c.File == "1.cast" {
+			chunks = append(chunks, c)
+		}
+	}
+	if len(chunks) < 5 {
+		t.Fatalf("%d chunks of 1.cast, want 5 or more", len(chunks))
+	}
+	c2, c3 := chunks[2], chunks[3]
+	for _, tc := range []struct {
+		name string
+		edit func(data []byte) []byte
+		want string
+	}{
+		{"dropped", func(d []byte) []byte {
+			return append(d[:c2.Off:c2.Off], d[c2.Off+c2.Len:]...)
+		}, fmt.Sprintf("chunk %d (bytes %d-%d) was removed", c2.Seq, c2.Off, c2.Off+c2.Len)},
+		{"swapped", func(d []byte) []byte {
+			out := append([]byte{}, d[:c2.Off]...)
+			out = append(out, d[c3.Off:c3.Off+c3.Len]...)
+			out = append(out, d[c2.Off:c2.Off+c2.Len]...)
+			return append(out, d[c3.Off+c3.Len:]...)
+		}, fmt.Sprintf("chunks %d and %d were swapped", c2.Seq, c3.Seq)},
+	} {
+		dir := filepath.Join(t.TempDir(), s.ID)
+		if err := exec.Command("cp", "-r", src, dir).Run(); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, "1.cast"))
+		os.WriteFile(filepath.Join(dir, "1.cast"), tc.edit(data), 0o600)
+		out, err := exec.Command(env.sekisho, "verify", "--config", env.state.Config, dir).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s: verify said (%v):\n%s\nwant %q", tc.name, err, out, tc.want)
+		}
 	}
 }

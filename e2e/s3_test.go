@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,8 +200,19 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 		t.Errorf("SG with the JP store down: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 
-	// The store back and the server restarted: the upload resumes.
+	// sekisho stopped while the upload is pending; the store back and
+	// sekisho started again: the upload resumes from the spool.
+	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	old := v.out
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitUntil(t, 30*time.Second, "sekisho to stop", func() bool { return strings.Contains(old.String(), `"msg":"sekisho stopped"`) })
 	restarted := startMinIO(t, m.addr, m.data)
+	v.start(t)
 	waitUntil(t, 60*time.Second, "the interrupted recording to reach the bucket", func() bool {
 		for _, k := range restarted.objects(t, "sekisho-jp", "") {
 			if strings.HasSuffix(k, "/seal.json") {
@@ -211,5 +221,47 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 		}
 		return false
 	})
-	_ = net.JoinHostPort
+	if !strings.Contains(v.out.String(), "resuming a recording upload") {
+		t.Error("the restart did not resume the upload")
+	}
+}
+
+// Retention applies in the object store too.
+func TestRetentionInTheObjectStore(t *testing.T) {
+	t.Parallel()
+	m := startMinIO(t, "", "")
+	if err := m.client.MakeBucket(context.Background(), "sekisho-jp", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	keys := t.TempDir()
+	os.WriteFile(filepath.Join(keys, "access"), []byte(minioUser+"\n"), 0o600)
+	os.WriteFile(filepath.Join(keys, "secret"), []byte(minioPassword+"\n"), 0o600)
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "\nrules:\n", fmt.Sprintf(`
+retention_interval: 1s
+recording_stores:
+  - name: jp-object-store
+    residency: [JP]
+    retention: 2s
+    s3:
+      endpoint: %s
+      bucket: sekisho-jp
+      access_key_file: %s/access
+      secret_key_file: %s/secret
+      insecure: true
+rules:
+`, m.addr, keys, keys), 1)
+	})
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo short-lived"), nil); r.code != 0 {
+		t.Fatalf("exit %d, %q", r.code, r.stderr)
+	}
+	waitUntil(t, 30*time.Second, "the recording in the bucket", func() bool { return len(m.objects(t, "sekisho-jp", "")) > 0 })
+	waitUntil(t, 60*time.Second, "retention to empty the bucket", func() bool { return len(m.objects(t, "sekisho-jp", "")) == 0 })
+	found := false
+	for _, e := range v.audit(t) {
+		found = found || (e["kind"] == "recording.deleted" && strings.Contains(e["detail"], `"residency":"JP"`))
+	}
+	if !found {
+		t.Error("no recording.deleted audit event")
+	}
 }
