@@ -326,6 +326,26 @@ func (b *Broker) SessionEnded(ctx context.Context, id string, end SessionEnd) er
 	return err
 }
 
+// RecordingSeal is the seal of a session's recording.
+type RecordingSeal struct {
+	Session    string `json:"session"`
+	Complete   bool   `json:"complete"`
+	Reason     string `json:"reason,omitempty"`
+	Chunks     int    `json:"chunks"`
+	Head       string `json:"head"`
+	MetaSHA256 string `json:"meta_sha256"`
+	Key        string `json:"key"`
+	Signature  string `json:"signature"`
+}
+
+// RecordingSealed records a recording's seal in the register and the
+// audit log, so that a seal.json replaced or re-made later is found out.
+func (b *Broker) RecordingSealed(ctx context.Context, s RecordingSeal) error {
+	detail, _ := json.Marshal(s)
+	b.Audit(ctx, AuditEvent{Kind: "recording.sealed", Session: s.Session, Detail: string(detail)})
+	return b.store.SetRecordingSeal(ctx, s.Session, s.Head, s.Chunks, s.Complete)
+}
+
 // SessionRefused registers a session that was allowed but could not start,
 // as ended at once with reason. The refusal itself is already audited.
 func (b *Broker) SessionRefused(ctx context.Context, r *SessionRecord, at time.Time, reason string) error {

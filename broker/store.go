@@ -33,6 +33,12 @@ type SessionRecord struct {
 	BytesOut         int64     `json:"bytes_out"` // target to technician
 	EndReason        string    `json:"end_reason,omitempty"`
 	Recording        string    `json:"recording"` // recording location, relative to the recording directory
+	// RecordingHead and RecordingChunks are the recording's seal, as
+	// recorded when it was sealed: a seal.json replaced or re-made later
+	// does not match them.
+	RecordingHead     string `json:"recording_head,omitempty"`
+	RecordingChunks   int    `json:"recording_chunks,omitempty"`
+	RecordingComplete bool   `json:"recording_complete,omitempty"`
 }
 
 // Ended reports whether the session has finished.
@@ -129,6 +135,9 @@ type Store interface {
 	Request(ctx context.Context, id int64) (AccessRequest, error)
 	// Requests lists access requests, newest first.
 	Requests(ctx context.Context, f RequestFilter) ([]AccessRequest, error)
+	// SetRecordingSeal records a session's recording seal; ErrNotFound if
+	// the session is not registered.
+	SetRecordingSeal(ctx context.Context, id, head string, chunks int, complete bool) error
 	// SetHold puts a recording under a legal hold: retention keeps it.
 	SetHold(ctx context.Context, h LegalHold) error
 	// RemoveHold lifts a hold; ErrNotFound if there is none.

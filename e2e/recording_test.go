@@ -167,3 +167,41 @@ func TestVerifyNamesDroppedAndSwappedChunks(t *testing.T) {
 		}
 	}
 }
+
+// A recording stripped of its seal (to have it cut short and signed anew
+// at the next start) is not sealed again, and verify says what happened.
+func TestStrippedSealIsNotResealed(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo sealed-once"), nil); r.code != 0 {
+		t.Fatalf("exit %d, %q", r.code, r.stderr)
+	}
+	var id string
+	waitUntil(t, 30*time.Second, "the session's seal in the register", func() bool {
+		out, _ := v.cli(t, "sessions", "--json")
+		if i := strings.Index(out, `"recording_head": "`); i >= 0 {
+			id = uuidRe.FindString(out)
+			return true
+		}
+		return false
+	})
+	if err := os.Remove(filepath.Join(v.dir, "recordings", id, "seal.json")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	old := v.out
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitUntil(t, 30*time.Second, "sekisho to stop", func() bool { return strings.Contains(old.String(), `"msg":"sekisho stopped"`) })
+	v.start(t)
+	if !strings.Contains(v.out.String(), "it was removed, not lost in a crash; not sealed again") {
+		t.Errorf("the restart did not refuse to re-seal:\n%s", tail(v.out.String(), 20))
+	}
+	if _, err := os.Stat(filepath.Join(v.dir, "recordings", id, "seal.json")); err == nil {
+		t.Error("the stripped recording was sealed again")
+	}
+	out, err := v.cli(t, "verify", id)
+	if err == nil || !strings.Contains(out, "seal.json is missing; the register recorded a seal") {
+		t.Errorf("verify of the stripped recording (%v):\n%s", err, out)
+	}
+}

@@ -217,7 +217,22 @@ type Verification struct {
 	Bytes     int64     `json:"bytes"`
 	Recovered int64     `json:"recovered_bytes,omitempty"`
 	Reason    string    `json:"reason,omitempty"` // why an incomplete recording is
+	Head      string    `json:"head,omitempty"`   // the sealed head of the chain
 	Problems  []Problem `json:"problems,omitempty"`
+}
+
+// CheckRegister compares the seal with the one the register recorded when
+// the recording was sealed (head "" when it recorded none).
+func (v *Verification) CheckRegister(head string, chunks int) {
+	switch {
+	case head == "" && v.Sealed:
+		v.Problems = append(v.Problems, Problem{What: "the register holds no seal of this recording"})
+	case head != "" && !v.Sealed:
+		v.Problems = append(v.Problems, Problem{What: fmt.Sprintf("seal.json is missing; the register recorded a seal of %d chunks", chunks)})
+	case head != "" && (head != v.Head || chunks != v.Chunks):
+		v.Problems = append(v.Problems, Problem{What: fmt.Sprintf("the seal differs from the one the register recorded (%d chunks ending in %.12s…): the recording was cut short and sealed again, or replaced", chunks, head)})
+	}
+	v.OK = len(v.Problems) == 0
 }
 
 // Verify checks the recording in dir: every chunk's bytes against the
@@ -290,7 +305,7 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 			add(Problem{What: "seal.json is not valid: " + err.Error()})
 			break
 		}
-		v.Sealed, v.Complete, v.Reason = true, s.Complete, s.Reason
+		v.Sealed, v.Complete, v.Reason, v.Head = true, s.Complete, s.Reason, s.Head
 		if s.Head != prev || s.Chunks != len(recs) {
 			add(Problem{What: fmt.Sprintf("the seal names %d chunks ending in %.12s…, the chain has %d ending in %.12s…: chunks were added or removed after sealing", s.Chunks, s.Head, len(recs), prev)})
 		}
@@ -384,8 +399,13 @@ func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 // Recover seals every recording under root that was not sealed, as
 // after a crash: bytes written after the last chunk are chained as
 // recovered, and the seal says the recording is incomplete and why. It
-// returns the IDs it sealed. A broken recording does not stop the others.
-func Recover(root string, key ed25519.PrivateKey, reason string) ([]string, []error) {
+// returns the seals it made. A broken recording does not stop the others.
+//
+// sealedBefore tells whether the register holds a seal of the recording
+// already: then its seal.json was removed, not lost in a crash, and
+// Recover refuses to seal it again (the error says so), so that a
+// recording cut short and stripped of its seal is not signed anew.
+func Recover(root string, key ed25519.PrivateKey, reason string, sealedBefore func(id string) bool) ([]Seal, []error) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -393,7 +413,7 @@ func Recover(root string, key ed25519.PrivateKey, reason string) ([]string, []er
 		}
 		return nil, []error{err}
 	}
-	var ids []string
+	var seals []Seal
 	var errs []error
 	for _, e := range ents {
 		if !e.IsDir() {
@@ -406,16 +426,25 @@ func Recover(root string, key ed25519.PrivateKey, reason string) ([]string, []er
 		if _, err := os.Stat(filepath.Join(dir, sealFile)); err == nil {
 			continue
 		}
-		if err := recoverOne(dir, e.Name(), key, reason); err != nil {
+		if sealedBefore != nil && sealedBefore(e.Name()) {
+			errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), ErrSealRemoved))
+			continue
+		}
+		seal, err := recoverOne(dir, e.Name(), key, reason)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), err))
 			continue
 		}
-		ids = append(ids, e.Name())
+		seals = append(seals, seal)
 	}
-	return ids, errs
+	return seals, errs
 }
 
-func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
+// ErrSealRemoved is a recording whose seal the register knows but whose
+// seal.json is gone.
+var ErrSealRemoved = errors.New("the register holds its seal but seal.json is gone: it was removed, not lost in a crash; not sealed again (check it with sekisho verify)")
+
+func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) (Seal, error) {
 	recs, partial, err := readChain(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		// Created before the chain existed (an older release) or cut
@@ -423,7 +452,7 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 		recs, partial, err = nil, false, nil
 	}
 	if err != nil {
-		return err
+		return Seal{}, err
 	}
 	if partial {
 		// Drop the cut line: the chain is rewritten from its whole records.
@@ -433,12 +462,12 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 			b.Write(append(j, '\n'))
 		}
 		if err := writeSync(filepath.Join(dir, chainFile), b.Bytes()); err != nil {
-			return err
+			return Seal{}, err
 		}
 	}
 	f, err := os.OpenFile(filepath.Join(dir, chainFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return Seal{}, err
 	}
 	defer f.Close()
 	c := &chain{f: f}
@@ -450,7 +479,7 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 	// Bytes after the last chunk of each channel file.
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return Seal{}, err
 	}
 	for _, e := range ents {
 		if filepath.Ext(e.Name()) != ".cast" {
@@ -458,7 +487,7 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 		}
 		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			return err
+			return Seal{}, err
 		}
 		off := end[e.Name()]
 		if int64(len(data)) <= off {
@@ -466,7 +495,7 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 		}
 		sum := sha256.Sum256(data[off:])
 		if _, err := c.add(e.Name(), off, int64(len(data))-off, sum[:], true); err != nil {
-			return err
+			return Seal{}, err
 		}
 	}
 	// The metadata says how it ended.
@@ -475,14 +504,13 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) error {
 		m.EndReason = reason
 		b, _ := json.MarshalIndent(m, "", "  ")
 		if err := writeSync(filepath.Join(dir, "session.json.tmp"), append(b, '\n')); err != nil {
-			return err
+			return Seal{}, err
 		}
 		if err := os.Rename(filepath.Join(dir, "session.json.tmp"), filepath.Join(dir, "session.json")); err != nil {
-			return err
+			return Seal{}, err
 		}
 	}
-	_, err = writeSeal(dir, id, c, false, reason, key)
-	return err
+	return writeSeal(dir, id, c, false, reason, key)
 }
 
 func readMetaFile(dir string) (Meta, error) {

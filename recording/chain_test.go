@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,9 +197,9 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 	other, otherPub := signedSession(t)
 	_ = otherPub
 
-	ids, errs := Recover(root, priv, "the server stopped before the session ended (crash or kill)")
-	if len(errs) != 0 || len(ids) != 1 || ids[0] != id {
-		t.Fatalf("Recover = %v, %v", ids, errs)
+	seals, errs := Recover(root, priv, "the server stopped before the session ended (crash or kill)", nil)
+	if len(errs) != 0 || len(seals) != 1 || seals[0].Session != id || seals[0].Complete {
+		t.Fatalf("Recover = %+v, %v", seals, errs)
 	}
 	v, err := Verify(s.Dir(), pub)
 	if err != nil {
@@ -218,11 +219,19 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 		t.Errorf("recovered events lack the last output:\n%.300s", out.String())
 	}
 	// Running it again changes nothing.
-	if ids, errs := Recover(root, priv, "again"); len(ids) != 0 || len(errs) != 0 {
-		t.Errorf("second Recover = %v, %v", ids, errs)
+	if seals, errs := Recover(root, priv, "again", nil); len(seals) != 0 || len(errs) != 0 {
+		t.Errorf("second Recover = %v, %v", seals, errs)
 	}
 	if b, _ := os.ReadFile(filepath.Join(other, sealFile)); !json.Valid(b) {
 		t.Error("the sealed recording's seal was touched")
+	}
+	// A seal removed from a recording the register knows as sealed is not
+	// made again.
+	os.Remove(filepath.Join(other, sealFile))
+	otherID := filepath.Base(other)
+	seals, errs = Recover(filepath.Dir(other), priv, "crash", func(id string) bool { return id == otherID })
+	if len(seals) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrSealRemoved) {
+		t.Errorf("Recover of a stripped recording = %v, %v", seals, errs)
 	}
 }
 

@@ -344,6 +344,9 @@ func (c *conn) refuse(ctx context.Context, chans <-chan ssh.NewChannel, start ti
 	if rerr := c.srv.cfg.Broker.SessionRefused(ctx, c.register(start), time.Now(), reason); rerr != nil {
 		c.srv.log.Error("refused session not registered", append(c.logArgs(), "err", rerr)...)
 	}
+	if c.rec != nil {
+		c.sealed(ctx)
+	}
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
 	select {
@@ -356,6 +359,19 @@ func (c *conn) refuse(ctx context.Context, chans <-chan ssh.NewChannel, start ti
 	c.sc.Close()
 	for nch := range chans {
 		nch.Reject(ssh.ConnectionFailed, msg)
+	}
+}
+
+// sealed records the recording's seal in the register and the audit log.
+func (c *conn) sealed(ctx context.Context) {
+	seal := c.rec.Seal()
+	if seal.Head == "" {
+		return // not sealed: End failed, and said so
+	}
+	err := c.srv.cfg.Broker.RecordingSealed(ctx, broker.RecordingSeal{Session: c.sessionID, Complete: seal.Complete, Reason: seal.Reason,
+		Chunks: seal.Chunks, Head: seal.Head, MetaSHA256: seal.MetaSHA256, Key: seal.Key, Signature: seal.Signature})
+	if err != nil {
+		c.srv.log.Error("recording seal not registered", append(c.logArgs(), "err", err)...)
 	}
 }
 
@@ -384,15 +400,11 @@ func (c *conn) finish() {
 	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason}
 	if err := c.rec.End(end.At, reason, end.BytesIn, end.BytesOut); err != nil {
 		c.srv.log.Error("recording not sealed", append(c.logArgs(), "err", err)...)
-	} else {
-		seal := c.rec.Seal()
-		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "recording.sealed", Technician: c.id.tech.Name, Target: c.id.target.Name,
-			Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf(`{"chunks":%d,"head":%q,"meta_sha256":%q,"key":%q,"signature":%q}`,
-				seal.Chunks, seal.Head, seal.MetaSHA256, seal.Key, seal.Signature)})
 	}
 	if err := c.srv.cfg.Broker.SessionEnded(ctx, c.sessionID, end); err != nil {
 		c.srv.log.Error("session end not registered", append(c.logArgs(), "err", err)...)
 	}
+	c.sealed(ctx)
 	c.srv.log.Info("session ended", append(c.logArgs(), "reason", reason, "bytes_in", end.BytesIn, "bytes_out", end.BytesOut)...)
 }
 

@@ -35,6 +35,8 @@ type Broker interface {
 	StillAllowed(technician, target, source string, key ssh.PublicKey, prev broker.Decision) (bool, string)
 	// VerifyTOTP checks a second-factor code.
 	VerifyTOTP(ctx context.Context, technician, source, code string) error
+	// RecordingSealed records a recording's seal in the register.
+	RecordingSealed(ctx context.Context, s broker.RecordingSeal) error
 }
 
 // Access is what the SSH side asks of the domain about access requests,

@@ -78,6 +78,8 @@ func (f *fakeBroker) StillAllowed(string, string, string, ssh.PublicKey, broker.
 
 func (f *fakeBroker) VerifyTOTP(context.Context, string, string, string) error { return nil }
 
+func (f *fakeBroker) RecordingSealed(context.Context, broker.RecordingSeal) error { return nil }
+
 func (f *fakeBroker) endReasons() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

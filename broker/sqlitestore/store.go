@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS audit (
 var columnsAdded = []struct{ table, column, decl string }{
 	{"sessions", "source_country", "TEXT NOT NULL DEFAULT ''"},
 	{"sessions", "source_network", "TEXT NOT NULL DEFAULT ''"},
+	{"sessions", "recording_head", "TEXT NOT NULL DEFAULT ''"},
+	{"sessions", "recording_chunks", "INTEGER NOT NULL DEFAULT 0"},
+	{"sessions", "recording_complete", "INTEGER NOT NULL DEFAULT 0"},
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -176,8 +179,22 @@ func (s *Store) EndSession(ctx context.Context, id string, e broker.SessionEnd) 
 	return nil
 }
 
+// SetRecordingSeal records the seal of a session's recording.
+func (s *Store) SetRecordingSeal(ctx context.Context, id, head string, chunks int, complete bool) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET recording_head=?, recording_chunks=?, recording_complete=? WHERE id=?`,
+		head, chunks, complete, id)
+	if err != nil {
+		return fmt.Errorf("record the seal of %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("record the seal of %s: %w", id, broker.ErrNotFound)
+	}
+	return nil
+}
+
 const sessionColumns = `id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
-	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording`
+	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording,
+	recording_head, recording_chunks, recording_complete`
 
 // Session returns one session by ID.
 func (s *Store) Session(ctx context.Context, id string) (broker.SessionRecord, error) {
@@ -244,7 +261,7 @@ func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
 		)
 		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.SourceCountry, &r.SourceNetwork, &r.Target, &r.TargetAddress,
 			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
-			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording); err != nil {
+			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete); err != nil {
 			return nil, err
 		}
 		r.CrossBorder = crossBorder

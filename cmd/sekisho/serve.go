@@ -267,12 +267,6 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	if err := checkWritableDir(recDir); err != nil {
 		return nil, fmt.Errorf("recordings directory %s: %w", recDir, err)
 	}
-	// Recordings left unsealed by a crash are sealed as incomplete first;
-	// a broken one does not stop the others, nor the server.
-	sealed, errs := recording.Recover(recDir, recKey, "the server stopped before the session ended (crash or kill)")
-	for _, err := range errs {
-		logger.Error("recording not recovered", "err", err)
-	}
 	statePath := cfg.Path(cfg.State)
 	if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
@@ -303,9 +297,20 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups})
-	if len(sealed) > 0 {
-		recoverSessions(ctx, brk, store, sealed, logger)
+	// Recordings left unsealed by a crash are sealed as incomplete first;
+	// a broken one does not stop the others, nor the server. One whose
+	// seal the register knows was stripped of it, and is not re-sealed.
+	sealed, errs := recording.Recover(recDir, recKey, "the server stopped before the session ended (crash or kill)", func(id string) bool {
+		r, err := store.Session(ctx, id)
+		return err == nil && r.RecordingHead != ""
+	})
+	for _, err := range errs {
+		logger.Error("recording not recovered", "err", err)
+		if errors.Is(err, recording.ErrSealRemoved) {
+			brk.Audit(ctx, broker.AuditEvent{Kind: "recording.seal_missing", Detail: err.Error()})
+		}
 	}
+	recoverSessions(ctx, brk, store, sealed, logger)
 	zones, err := cfg.s3Stores()
 	if err != nil {
 		store.Close()
@@ -468,9 +473,10 @@ func loadOrCreateKey(path, what string, logger *slog.Logger) (any, error) {
 
 // recoverSessions ends, in the register, the sessions whose recordings
 // were sealed after a crash, and audits each.
-func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store, ids []string, logger *slog.Logger) {
+func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store, seals []recording.Seal, logger *slog.Logger) {
 	const reason = "server stopped: the session was cut off (crash or kill); its recording is sealed incomplete"
-	for _, id := range ids {
+	for _, seal := range seals {
+		id := seal.Session
 		r, err := store.Session(ctx, id)
 		if err == nil && !r.Ended() {
 			if err := brk.SessionEnded(ctx, id, broker.SessionEnd{At: time.Now(), BytesIn: r.BytesIn, BytesOut: r.BytesOut, Reason: reason}); err != nil {
@@ -478,6 +484,11 @@ func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store
 			}
 		}
 		brk.Audit(ctx, broker.AuditEvent{Kind: "recording.recovered", Session: id, Detail: reason})
+		err = brk.RecordingSealed(ctx, broker.RecordingSeal{Session: id, Complete: false, Reason: seal.Reason, Chunks: seal.Chunks,
+			Head: seal.Head, MetaSHA256: seal.MetaSHA256, Key: seal.Key, Signature: seal.Signature})
+		if err != nil && !errors.Is(err, broker.ErrNotFound) {
+			logger.Error("recovered seal not registered", "session", id, "err", err)
+		}
 		logger.Warn("recording of a session cut off by a crash sealed as incomplete", "session", id)
 	}
 }

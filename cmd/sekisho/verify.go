@@ -71,6 +71,18 @@ func cmdVerify(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// With the server's config, the seal is also checked against the one
+	// the register recorded: a recording cut short and re-sealed, or
+	// stripped of its seal, does not pass.
+	if cfg != nil {
+		if store, err := openStore(ctx, cfg); err == nil {
+			r, err := store.Session(ctx, filepath.Base(dir))
+			store.Close()
+			if err == nil {
+				v.CheckRegister(r.RecordingHead, r.RecordingChunks)
+			}
+		}
+	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		fmt.Println(string(b))
