@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 )
 
@@ -169,6 +170,10 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// channelFileRe is the name of a channel file: nothing else is read or
+// uploaded on the word of chain.jsonl.
+var channelFileRe = regexp.MustCompile(`^[1-9][0-9]{0,8}\.cast$`)
+
 // readChain reads chain.jsonl; a last line cut short by a crash is
 // ignored (and reported by partial).
 func readChain(dir string) (recs []ChainRecord, partial bool, err error) {
@@ -187,6 +192,9 @@ func readChain(dir string) (recs []ChainRecord, partial bool, err error) {
 			var r ChainRecord
 			if jerr := json.Unmarshal(line, &r); jerr != nil {
 				return recs, false, fmt.Errorf("chain.jsonl line %d: %v", len(recs)+1, jerr)
+			}
+			if !channelFileRe.MatchString(r.File) || r.Off < 0 || r.Len < 0 {
+				return recs, false, fmt.Errorf("chain.jsonl line %d names %q at %d+%d: not a channel file of the recording", len(recs)+1, r.File, r.Off, r.Len)
 			}
 			recs = append(recs, r)
 		}
@@ -221,18 +229,50 @@ type Verification struct {
 	Problems  []Problem `json:"problems,omitempty"`
 }
 
-// CheckRegister compares the seal with the one the register recorded when
-// the recording was sealed (head "" when it recorded none).
-func (v *Verification) CheckRegister(head string, chunks int) {
+// CheckRegister compares the recording with what the register knows of
+// its session: whether it is registered and has ended, and the seal it
+// recorded (head "" when none). Offline, without a register, call
+// CheckOffline instead.
+func (v *Verification) CheckRegister(registered, ended bool, head string, chunks int) {
+	add := func(what string) { v.Problems = append(v.Problems, Problem{What: what}) }
 	switch {
-	case head == "" && v.Sealed:
-		v.Problems = append(v.Problems, Problem{What: "the register holds no seal of this recording"})
-	case head != "" && !v.Sealed:
-		v.Problems = append(v.Problems, Problem{What: fmt.Sprintf("seal.json is missing; the register recorded a seal of %d chunks", chunks)})
-	case head != "" && (head != v.Head || chunks != v.Chunks):
-		v.Problems = append(v.Problems, Problem{What: fmt.Sprintf("the seal differs from the one the register recorded (%d chunks ending in %.12s…): the recording was cut short and sealed again, or replaced", chunks, head)})
+	case !registered:
+		add("the register has no session with this ID: the recording was made up or the register lost it")
+	case !v.Sealed && ended:
+		v.Reason = ""
+		add("not sealed, yet the session has ended: the seal was removed")
+	case !v.Sealed:
+		v.Reason = "live: verified up to its last chunk"
+	case head == "":
+		add("the register recorded no seal of this recording")
+	case head != v.Head || chunks != v.Chunks:
+		add(fmt.Sprintf("the seal differs from the one the register recorded (%d chunks ending in %.12s…): the recording was cut short and sealed again, or replaced", chunks, head))
 	}
 	v.OK = len(v.Problems) == 0
+}
+
+// CheckOffline is CheckRegister without a register: an unsealed
+// recording cannot be told from a live one, so it does not pass.
+func (v *Verification) CheckOffline() {
+	if !v.Sealed {
+		v.Problems = append(v.Problems, Problem{What: "not sealed (offline, a live session cannot be told from a recording stripped of its seal)"})
+	}
+	v.OK = len(v.Problems) == 0
+}
+
+// headerSession returns the session a channel file's header names.
+func headerSession(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(io.LimitReader(f, 64<<10)).ReadBytes('\n')
+	var h struct {
+		Session string `json:"x_session"`
+	}
+	json.Unmarshal(line, &h)
+	return h.Session
 }
 
 // Verify checks the recording in dir: every chunk's bytes against the
@@ -281,6 +321,17 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 			add(p)
 		}
 	}
+	// The metadata and the channel headers name the session too.
+	if m, err := readMetaFile(dir); err != nil {
+		add(Problem{File: "session.json", What: "unreadable: " + err.Error()})
+	} else if m.ID != v.Session {
+		add(Problem{File: "session.json", What: fmt.Sprintf("names session %s, not %s: the recording was moved or replaced", m.ID, v.Session)})
+	}
+	for _, name := range order {
+		if id := headerSession(filepath.Join(dir, name)); id != v.Session {
+			add(Problem{File: name, What: fmt.Sprintf("its header names session %q, not %s", id, v.Session)})
+		}
+	}
 	// Channel files the chain does not know of.
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
@@ -306,6 +357,9 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 			break
 		}
 		v.Sealed, v.Complete, v.Reason, v.Head = true, s.Complete, s.Reason, s.Head
+		if s.Session != v.Session {
+			add(Problem{What: fmt.Sprintf("the seal is of session %s, not of %s: the recording was moved or replaced", s.Session, v.Session)})
+		}
 		if s.Head != prev || s.Chunks != len(recs) {
 			add(Problem{What: fmt.Sprintf("the seal names %d chunks ending in %.12s…, the chain has %d ending in %.12s…: chunks were added or removed after sealing", s.Chunks, s.Head, len(recs), prev)})
 		}
@@ -334,16 +388,27 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 // modified, removed or reordered chunk, a truncation or appended bytes.
 func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 	var out []Problem
-	data, err := os.ReadFile(filepath.Join(dir, name))
+	f, err := os.Open(filepath.Join(dir, name))
 	if err != nil {
 		return []Problem{{File: name, What: "channel file is missing or unreadable: " + err.Error()}}
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return []Problem{{File: name, What: "channel file is unreadable: " + err.Error()}}
+	}
+	size := fi.Size()
+	// Hashes are read from the file as needed: a recording of many
+	// gigabytes is never held in memory.
 	sumAt := func(off, n int64) string {
-		if off < 0 || n < 0 || off+n > int64(len(data)) {
+		if off < 0 || n < 0 || off+n > size {
 			return ""
 		}
-		s := sha256.Sum256(data[off : off+n])
-		return hex.EncodeToString(s[:])
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
+			return ""
+		}
+		return hex.EncodeToString(h.Sum(nil))
 	}
 	// Chunks are contiguous: walk the file, matching each expected chunk.
 	var pos int64
@@ -353,8 +418,8 @@ func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 		if found[i] {
 			continue
 		}
-		if pos >= int64(len(data)) {
-			out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("file truncated at byte %d: chunk %d (bytes %d-%d) and later ones are missing", len(data), r.Seq, r.Off, r.Off+r.Len)})
+		if pos >= size {
+			out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("file truncated at byte %d: chunk %d (bytes %d-%d) and later ones are missing", size, r.Seq, r.Off, r.Off+r.Len)})
 			return out
 		}
 		if sumAt(pos, r.Len) == r.SHA256 {
@@ -371,8 +436,8 @@ func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 			}
 		}
 		if j < 0 {
-			if pos+r.Len > int64(len(data)) {
-				out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("file truncated at byte %d, inside chunk %d (bytes %d-%d)", len(data), r.Seq, r.Off, r.Off+r.Len)})
+			if pos+r.Len > size {
+				out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("file truncated at byte %d, inside chunk %d (bytes %d-%d)", size, r.Seq, r.Off, r.Off+r.Len)})
 				return out
 			}
 			out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("chunk %d (bytes %d-%d) was modified", r.Seq, r.Off, r.Off+r.Len)})
@@ -390,8 +455,8 @@ func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 		}
 		out = append(out, Problem{File: name, Chunk: r.Seq, What: fmt.Sprintf("chunk %d (bytes %d-%d) was removed", r.Seq, r.Off, r.Off+r.Len)})
 	}
-	if pos < int64(len(data)) {
-		out = append(out, Problem{File: name, What: fmt.Sprintf("%d bytes after the last chunk are not in the chain", int64(len(data))-pos)})
+	if pos < size {
+		out = append(out, Problem{File: name, What: fmt.Sprintf("%d bytes after the last chunk are not in the chain", size-pos)})
 	}
 	return out
 }
@@ -401,11 +466,12 @@ func verifyFile(dir, name string, recs []ChainRecord) []Problem {
 // recovered, and the seal says the recording is incomplete and why. It
 // returns the seals it made. A broken recording does not stop the others.
 //
-// sealedBefore tells whether the register holds a seal of the recording
-// already: then its seal.json was removed, not lost in a crash, and
-// Recover refuses to seal it again (the error says so), so that a
-// recording cut short and stripped of its seal is not signed anew.
-func Recover(root string, key ed25519.PrivateKey, reason string, sealedBefore func(id string) bool) ([]Seal, []error) {
+// mayRecover says whether the register knows the recording as cut off
+// by a crash (a session started and never ended); otherwise Recover
+// refuses to seal it and returns the error mayRecover gave, so that a
+// recording made up, or cut short and stripped of its seal, is not
+// signed anew.
+func Recover(root string, key ed25519.PrivateKey, reason string, mayRecover func(id string) error) ([]Seal, []error) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -426,9 +492,11 @@ func Recover(root string, key ed25519.PrivateKey, reason string, sealedBefore fu
 		if _, err := os.Stat(filepath.Join(dir, sealFile)); err == nil {
 			continue
 		}
-		if sealedBefore != nil && sealedBefore(e.Name()) {
-			errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), ErrSealRemoved))
-			continue
+		if mayRecover != nil {
+			if err := mayRecover(e.Name()); err != nil {
+				errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), err))
+				continue
+			}
 		}
 		seal, err := recoverOne(dir, e.Name(), key, reason)
 		if err != nil {
@@ -440,9 +508,10 @@ func Recover(root string, key ed25519.PrivateKey, reason string, sealedBefore fu
 	return seals, errs
 }
 
-// ErrSealRemoved is a recording whose seal the register knows but whose
-// seal.json is gone.
-var ErrSealRemoved = errors.New("the register holds its seal but seal.json is gone: it was removed, not lost in a crash; not sealed again (check it with sekisho verify)")
+// ErrNotRecoverable is returned (wrapped) for an unsealed recording that
+// the register does not know as cut off by a crash: its seal.json was
+// removed, or it was made up. It is not sealed.
+var ErrNotRecoverable = errors.New("not sealed again")
 
 func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) (Seal, error) {
 	recs, partial, err := readChain(dir)
@@ -461,9 +530,20 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) (Seal, er
 			j, _ := json.Marshal(r)
 			b.Write(append(j, '\n'))
 		}
-		if err := writeSync(filepath.Join(dir, chainFile), b.Bytes()); err != nil {
+		// Through a new file and a rename: a crash here loses nothing.
+		tmp := filepath.Join(dir, chainFile+".tmp")
+		if err := writeSync(tmp, b.Bytes()); err != nil {
 			return Seal{}, err
 		}
+		if err := os.Rename(tmp, filepath.Join(dir, chainFile)); err != nil {
+			return Seal{}, err
+		}
+		if err := syncDir(dir); err != nil {
+			return Seal{}, err
+		}
+	}
+	if m, err := readMetaFile(dir); err == nil && m.ID != id {
+		return Seal{}, fmt.Errorf("session.json names session %s, not %s: not sealed (moved or replaced?)", m.ID, id)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, chainFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -482,19 +562,28 @@ func recoverOne(dir, id string, key ed25519.PrivateKey, reason string) (Seal, er
 		return Seal{}, err
 	}
 	for _, e := range ents {
-		if filepath.Ext(e.Name()) != ".cast" {
+		if !channelFileRe.MatchString(e.Name()) || !e.Type().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		fi, err := e.Info()
 		if err != nil {
 			return Seal{}, err
 		}
 		off := end[e.Name()]
-		if int64(len(data)) <= off {
+		if fi.Size() <= off {
 			continue
 		}
-		sum := sha256.Sum256(data[off:])
-		if _, err := c.add(e.Name(), off, int64(len(data))-off, sum[:], true); err != nil {
+		cf, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return Seal{}, err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, io.NewSectionReader(cf, off, fi.Size()-off))
+		cf.Close()
+		if err != nil {
+			return Seal{}, err
+		}
+		if _, err := c.add(e.Name(), off, fi.Size()-off, h.Sum(nil), true); err != nil {
 			return Seal{}, err
 		}
 	}

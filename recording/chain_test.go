@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,8 +230,13 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 	// made again.
 	os.Remove(filepath.Join(other, sealFile))
 	otherID := filepath.Base(other)
-	seals, errs = Recover(filepath.Dir(other), priv, "crash", func(id string) bool { return id == otherID })
-	if len(seals) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrSealRemoved) {
+	seals, errs = Recover(filepath.Dir(other), priv, "crash", func(id string) error {
+		if id == otherID {
+			return fmt.Errorf("the register holds its seal: %w", ErrNotRecoverable)
+		}
+		return nil
+	})
+	if len(seals) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrNotRecoverable) {
 		t.Errorf("Recover of a stripped recording = %v, %v", seals, errs)
 	}
 }
@@ -257,4 +263,78 @@ func TestEventsAreWrittenAtOnceAndChainedWithinASecond(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the chain for a condition, with a deadline
 	}
 	must(t, c.Close())
+}
+
+// A sealed recording moved under another session's ID does not pass.
+func TestVerifyBindsTheSealToItsSession(t *testing.T) {
+	dir, pub := signedSession(t)
+	moved := filepath.Join(filepath.Dir(dir), uuid.NewString())
+	must(t, os.Rename(dir, moved))
+	v, err := Verify(moved, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK || !strings.Contains(problems(v), "the seal is of session") || !strings.Contains(problems(v), "its header names session") {
+		t.Errorf("moved recording: %s", problems(v))
+	}
+}
+
+// chain.jsonl cannot make anything read or upload a file that is not a
+// channel file of the recording.
+func TestChainNamesOnlyChannelFiles(t *testing.T) {
+	for _, name := range []string{"../recording_key", "/etc/passwd", "session.json", "1.cast/../../x", "0.cast", "1.cast.idx"} {
+		dir, _ := signedSession(t)
+		r := ChainRecord{Seq: 99, File: name, Len: 10}
+		b, _ := json.Marshal(r)
+		f, _ := os.OpenFile(filepath.Join(dir, chainFile), os.O_WRONLY|os.O_APPEND, 0)
+		f.Write(append(b, '\n'))
+		f.Close()
+		if _, _, err := readChain(dir); err == nil || !strings.Contains(err.Error(), "not a channel file") {
+			t.Errorf("chain naming %q: %v", name, err)
+		}
+		if _, err := Verify(dir, nil); err == nil {
+			t.Errorf("Verify of a chain naming %q did not fail", name)
+		}
+	}
+}
+
+// A failed write makes the seal say the recording is incomplete, and what
+// reached the file before the failure is chained.
+func TestFailedRecordingIsSealedIncomplete(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	root, id := t.TempDir(), uuid.NewString()
+	s, err := CreateSigned(root, Meta{ID: id, Start: time.Now()}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	s.OnFailure(func(err error) { failed <- err })
+	c, err := s.Channel(ChannelInfo{Kind: "exec", Command: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, c.Stdout([]byte("before")))
+	c.mu.Lock()
+	c.f.Close() // the next write fails, as on a dead disk
+	c.mu.Unlock()
+	if err := c.Stdout([]byte("after")); err == nil {
+		t.Fatal("write to a closed file succeeded")
+	}
+	select {
+	case <-failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnFailure was not called")
+	}
+	c.Close()
+	must(t, s.End(time.Now(), "recording failed", 0, 0))
+	if seal := s.Seal(); seal.Complete || !strings.Contains(seal.Reason, "recording failed") {
+		t.Errorf("seal %+v", seal)
+	}
+	v, err := Verify(s.Dir(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Complete || !strings.Contains(v.Reason, "recording failed") {
+		t.Errorf("verify: %+v (%s)", v, problems(v))
+	}
 }

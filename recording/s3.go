@@ -3,6 +3,8 @@ package recording
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,11 +96,20 @@ func (s *S3Store) put(ctx context.Context, key string, b []byte) error {
 
 func chunkKey(id string, seq int) string { return fmt.Sprintf("%s/chunks/%08d", id, seq) }
 
-// uploadState is upload.json in the spool directory of a recording.
+// uploadState is upload.json in the spool directory of a recording. It
+// names the store chosen when the session started: a resumed upload goes
+// there or nowhere, whatever the config says by then.
 type uploadState struct {
-	Store    string `json:"store"`
-	Uploaded int    `json:"uploaded"` // chunks uploaded, in chain order
-	Done     bool   `json:"done"`
+	Store     string `json:"store"`
+	Endpoint  string `json:"endpoint"`
+	Bucket    string `json:"bucket"`
+	Residency string `json:"residency"`
+	Uploaded  int    `json:"uploaded"` // chunks uploaded, in chain order
+	Done      bool   `json:"done"`
+}
+
+func (s *S3Store) same(st uploadState) bool {
+	return st.Store == s.cfg.Name && st.Endpoint == s.cfg.Endpoint && st.Bucket == s.cfg.Bucket
 }
 
 const uploadFile = "upload.json"
@@ -152,6 +163,10 @@ func (u *Uploader) Start(ctx context.Context, id, residency string, onFail func(
 	if err != nil {
 		return err
 	}
+	state := uploadState{Store: st.cfg.Name, Endpoint: st.cfg.Endpoint, Bucket: st.cfg.Bucket, Residency: strings.ToUpper(residency)}
+	if err := u.saveState(filepath.Join(u.root, id), &state); err != nil {
+		return fmt.Errorf("recording store %s: %w", st.Name(), err)
+	}
 	u.track(id, st, onFail)
 	return nil
 }
@@ -178,7 +193,11 @@ func (u *Uploader) track(id string, st *S3Store, onFail func(error)) {
 }
 
 // Resume restarts the uploads the spool holds unfinished, after a restart.
-func (u *Uploader) Resume() {
+// An upload goes on only to the store it started to, and only if the
+// zone residencyOf gives for the session (from the register) is still the
+// one it was made for; otherwise the recording stays in the spool and the
+// error is logged.
+func (u *Uploader) Resume(residencyOf func(id string) (string, error)) {
 	ents, err := os.ReadDir(u.root)
 	if err != nil {
 		return
@@ -189,14 +208,23 @@ func (u *Uploader) Resume() {
 			continue
 		}
 		var st uploadState
-		if b, err := os.ReadFile(filepath.Join(dir, uploadFile)); err == nil && json.Unmarshal(b, &st) == nil && st.Done {
-			continue
-		}
-		m, err := readMetaFile(dir)
+		b, err := os.ReadFile(filepath.Join(dir, uploadFile))
 		if err != nil {
+			continue // its zone had no store when it started: it stays here
+		}
+		if json.Unmarshal(b, &st) != nil || st.Done {
 			continue
 		}
-		if store := u.StoreFor(m.Residency); store != nil {
+		zone, err := residencyOf(e.Name())
+		store := u.StoreFor(zone)
+		switch {
+		case err != nil:
+			u.log.Error("recording upload not resumed: the register does not know the session", "session", e.Name(), "err", err)
+		case !strings.EqualFold(zone, st.Residency):
+			u.log.Error("recording upload not resumed: its zone changed; it stays in the spool", "session", e.Name(), "zone", zone, "upload_zone", st.Residency)
+		case store == nil || !store.same(st):
+			u.log.Error("recording upload not resumed: its store is no longer the zone's store; it stays in the spool", "session", e.Name(), "store", st.Store)
+		default:
 			u.log.Info("resuming a recording upload", "session", e.Name(), "store", store.Name())
 			u.track(e.Name(), store, nil)
 		}
@@ -232,7 +260,7 @@ func (u *Uploader) follow(ctx context.Context, id string, st *S3Store, onFail fu
 		case err == nil && state.Done:
 			u.log.Info("recording uploaded", "session", id, "store", st.Name(), "chunks", state.Uploaded)
 			if !st.cfg.KeepLocal {
-				os.RemoveAll(dir)
+				u.dropSpool(ctx, dir, id, st)
 			}
 			return
 		case err == nil:
@@ -257,6 +285,23 @@ func (u *Uploader) follow(ctx context.Context, id string, st *S3Store, onFail fu
 	}
 }
 
+// dropSpool removes the spool copy of an uploaded recording once it
+// verifies here and its seal is in the store.
+func (u *Uploader) dropSpool(ctx context.Context, dir, id string, st *S3Store) {
+	v, err := Verify(dir, nil)
+	if err != nil || !v.OK {
+		u.log.Error("uploaded recording does not verify in the spool: the spool copy is kept", "session", id, "err", err, "problems", len(v.Problems))
+		return
+	}
+	if _, err := st.client.StatObject(ctx, st.cfg.Bucket, id+"/"+sealFile, minio.StatObjectOptions{}); err != nil {
+		u.log.Error("uploaded recording's seal not found in the store: the spool copy is kept", "session", id, "store", st.Name(), "err", err)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		u.log.Error("spool copy of an uploaded recording not removed", "session", id, "err", err)
+	}
+}
+
 // step uploads what is new: chunks, then (once sealed) the metadata.
 func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state *uploadState) error {
 	recs, _, err := readChain(dir)
@@ -277,9 +322,16 @@ func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state 
 			}
 			files[r.File] = f
 		}
+		if r.Len > 64<<20 {
+			return fmt.Errorf("chunk %d of %s: %d bytes is not a chunk sekisho writes", r.Seq, r.File, r.Len)
+		}
 		b := make([]byte, r.Len)
 		if _, err := f.ReadAt(b, r.Off); err != nil {
 			return fmt.Errorf("read chunk %d of %s: %w", r.Seq, r.File, err)
+		}
+		// Only what the chain vouches for leaves the node.
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != r.SHA256 {
+			return fmt.Errorf("chunk %d of %s does not match the chain: not uploaded (check the recording with sekisho verify)", r.Seq, r.File)
 		}
 		if err := st.put(ctx, chunkKey(id, r.Seq), b); err != nil {
 			return err
@@ -295,7 +347,8 @@ func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state 
 	if recs2, _, _ := readChain(dir); len(recs2) != state.Uploaded {
 		return nil // chained while we uploaded
 	}
-	for _, name := range []string{"session.json", chainFile, sealFile} {
+	// session.json last: its presence in the store means the rest is there.
+	for _, name := range []string{chainFile, sealFile, "session.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return err
@@ -334,7 +387,12 @@ func (s *S3Store) Fetch(ctx context.Context, id, dir string) (string, error) {
 			return nil, err
 		}
 		defer obj.Close()
-		return io.ReadAll(obj)
+		// A hostile or broken store cannot make this read without end.
+		b, err := io.ReadAll(io.LimitReader(obj, 64<<20+1))
+		if err == nil && len(b) > 64<<20 {
+			err = errors.New("object larger than any sekisho writes")
+		}
+		return b, err
 	}
 	for _, name := range []string{"session.json", chainFile, sealFile} {
 		b, err := get(id + "/" + name)

@@ -66,8 +66,41 @@ type Session struct {
 	channels int
 	seal     Seal
 
-	chainMu sync.Mutex // orders chunks of all channels in one chain
-	chain   *chain
+	chainMu  sync.Mutex // orders chunks of all channels in one chain
+	chain    *chain
+	chainErr error // sticky: after a failed append the chain takes no more
+
+	failMu    sync.Mutex
+	failed    error       // the first recording failure of any channel
+	onFailure func(error) // told of it once, in its own goroutine
+}
+
+// OnFailure registers f, called once (in its own goroutine) when any
+// channel of the session can no longer be recorded, also when no write is
+// waiting for the answer (a failed flush of an idle channel): the session
+// must then end.
+func (s *Session) OnFailure(f func(error)) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	s.onFailure = f
+}
+
+func (s *Session) fail(err error) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.failed != nil {
+		return
+	}
+	s.failed = err
+	if f := s.onFailure; f != nil {
+		go f(err)
+	}
+}
+
+func (s *Session) failure() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failed
 }
 
 // Create starts an unsigned recording (tests); see CreateSigned.
@@ -85,6 +118,9 @@ func CreateSigned(root string, meta Meta, key ed25519.PrivateKey) (*Session, err
 		return nil, fmt.Errorf("recording directory: %w", err)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording directory: %w", err)
+	}
+	if err := syncDir(root); err != nil {
 		return nil, fmt.Errorf("recording directory: %w", err)
 	}
 	s := &Session{dir: dir, meta: meta, key: key}
@@ -131,6 +167,9 @@ func (s *Session) writeMeta() error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "session.json")); err != nil {
 		return fmt.Errorf("write recording metadata: %w", err)
 	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("write recording metadata: %w", err)
+	}
 	return nil
 }
 
@@ -160,6 +199,10 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("recording channel: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("recording channel: %w", err)
 	}
 	now := time.Now()
@@ -223,7 +266,13 @@ func (s *Session) End(at time.Time, reason string, bytesIn, bytesOut int64) erro
 	if s.chain == nil || s.chain.f == nil {
 		return errors.New("recording already sealed")
 	}
-	seal, err := writeSeal(s.dir, s.meta.ID, s.chain, true, "", s.key)
+	complete, why := true, ""
+	if f := s.failure(); f != nil {
+		// Bytes were relayed that the recording may not hold: the seal
+		// says so, and verify reports it as incomplete.
+		complete, why = false, "recording failed: "+f.Error()
+	}
+	seal, err := writeSeal(s.dir, s.meta.ID, s.chain, complete, why, s.key)
 	if cerr := s.chain.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("recording chain close: %w", cerr)
 	}
@@ -405,12 +454,14 @@ func (c *Channel) writeLocked(code, data string) error {
 // loses nothing written) and makes a chunk of what was written since the
 // last one when it reaches chunkBytes; otherwise within chunkInterval.
 func (c *Channel) appendLocked(b []byte) error {
-	if _, err := c.f.Write(b); err != nil {
+	n, err := c.f.Write(b)
+	c.hash.Write(b[:n]) // what did reach the file is chained at Close
+	c.off += int64(n)
+	if err != nil {
 		c.err = fmt.Errorf("recording write: %w", err)
+		c.sess.fail(c.err)
 		return c.err
 	}
-	c.hash.Write(b)
-	c.off += int64(len(b))
 	if c.off-c.chunkOff >= chunkBytes {
 		return c.flushLocked()
 	}
@@ -439,21 +490,36 @@ func (c *Channel) flushLocked() error {
 	if c.off == c.chunkOff {
 		return nil
 	}
+	if err := c.chainLocked(); err != nil {
+		if c.err == nil {
+			c.err = err
+		}
+		c.sess.fail(err)
+		return err
+	}
+	return nil
+}
+
+// chainLocked syncs the file and chains the bytes since the last chunk.
+func (c *Channel) chainLocked() error {
 	if err := c.f.Sync(); err != nil {
-		c.err = fmt.Errorf("recording sync: %w", err)
-		return c.err
+		return fmt.Errorf("recording sync: %w", err)
 	}
 	s := c.sess
 	s.chainMu.Lock()
 	var err error
-	if s.chain == nil || s.chain.f == nil {
+	switch {
+	case s.chainErr != nil:
+		err = s.chainErr
+	case s.chain == nil || s.chain.f == nil:
 		err = errors.New("recording already sealed")
-	} else {
-		_, err = s.chain.add(c.name, c.chunkOff, c.off-c.chunkOff, c.hash.Sum(nil), false)
+	default:
+		if _, err = s.chain.add(c.name, c.chunkOff, c.off-c.chunkOff, c.hash.Sum(nil), false); err != nil {
+			s.chainErr = err // a half-written line: nothing may follow it
+		}
 	}
 	s.chainMu.Unlock()
 	if err != nil {
-		c.err = err
 		return err
 	}
 	c.chunkOff = c.off
@@ -476,6 +542,10 @@ func (c *Channel) Close() error {
 	}
 	if c.err == nil {
 		c.flushLocked()
+	} else if c.off > c.chunkOff {
+		// After a failed write, what did reach the file is chained if it
+		// can be, so that verify holds everything that was relayed.
+		c.chainLocked()
 	}
 	if c.timer != nil {
 		c.timer.Stop()

@@ -43,6 +43,7 @@ type conn struct {
 	relays    map[*relay]struct{}
 	channels  sync.WaitGroup
 	revoked   sync.Once
+	lost      sync.Once
 	ending    atomic.Bool // set when the session is being revoked: nothing new starts
 }
 
@@ -220,6 +221,9 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		return userErrorf("the session cannot be recorded, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
 	}
 	c.rec = rec
+	// A failure no write is waiting for (an idle channel's flush) ends
+	// the session too.
+	rec.OnFailure(c.recordingLost)
 	if u := c.srv.cfg.Uploader; u != nil {
 		// The zone's store must take the recording, or the session is
 		// refused; if it stops taking it, the session ends.
@@ -279,6 +283,44 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		return userErrorf("the session cannot be registered, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
 	}
 	return nil
+}
+
+// recordingLost ends the session because its recording failed, telling
+// the technician why (without waiting long on one who does not read).
+func (c *conn) recordingLost(err error) {
+	c.lost.Do(func() {
+		c.setEnd(EndRecordingFailed)
+		c.ending.Store(true)
+		c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", err)...)
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd, Technician: c.id.tech.Name,
+			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "recording failed: " + err.Error()})
+		c.mu.Lock()
+		relays := make([]*relay, 0, len(c.relays))
+		for r := range c.relays {
+			relays = append(relays, r)
+		}
+		c.mu.Unlock()
+		var told sync.WaitGroup
+		for _, r := range relays {
+			told.Add(1)
+			go func() {
+				defer told.Done()
+				fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: the session can no longer be recorded, so it is ended (session %s)\r\n", c.sessionID)
+			}()
+		}
+		done := make(chan struct{})
+		go func() { told.Wait(); close(done) }()
+		t := time.NewTimer(time.Second)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+		if c.up != nil {
+			c.up.Close()
+		}
+		c.sc.Close()
+	})
 }
 
 // grantTimers warns the technician before the grant ends and ends the

@@ -300,13 +300,23 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	// Recordings left unsealed by a crash are sealed as incomplete first;
 	// a broken one does not stop the others, nor the server. One whose
 	// seal the register knows was stripped of it, and is not re-sealed.
-	sealed, errs := recording.Recover(recDir, recKey, "the server stopped before the session ended (crash or kill)", func(id string) bool {
+	sealed, errs := recording.Recover(recDir, recKey, "the server stopped before the session ended (crash or kill)", func(id string) error {
 		r, err := store.Session(ctx, id)
-		return err == nil && r.RecordingHead != ""
+		switch {
+		case errors.Is(err, broker.ErrNotFound):
+			return fmt.Errorf("the register has no such session: made up, or cut off before it was registered; %w", recording.ErrNotRecoverable)
+		case err != nil:
+			return err
+		case r.RecordingHead != "":
+			return fmt.Errorf("the register holds its seal but seal.json is gone: it was removed, not lost in a crash; %w (check it with sekisho verify)", recording.ErrNotRecoverable)
+		case r.Ended() && r.EndReason != session.EndRecordingFailed:
+			return fmt.Errorf("the session ended (%s) but its recording was never sealed; %w", r.EndReason, recording.ErrNotRecoverable)
+		}
+		return nil
 	})
 	for _, err := range errs {
 		logger.Error("recording not recovered", "err", err)
-		if errors.Is(err, recording.ErrSealRemoved) {
+		if errors.Is(err, recording.ErrNotRecoverable) {
 			brk.Audit(ctx, broker.AuditEvent{Kind: "recording.seal_missing", Detail: err.Error()})
 		}
 	}
@@ -319,7 +329,12 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	var uploader *recording.Uploader
 	if len(zones) > 0 {
 		uploader = recording.NewUploader(recDir, zones, logger)
-		uploader.Resume() // uploads a crash or a stop interrupted
+		// Uploads a crash or a stop interrupted, to the store they started
+		// to and for the zone the register gives.
+		uploader.Resume(func(id string) (string, error) {
+			r, err := store.Session(ctx, id)
+			return r.Residency, err
+		})
 	}
 	srv, err := session.NewServer(session.Config{
 		Access: brk, RecordingKey: recKey, Uploader: uploader, ReviewerGroups: cfg.ReviewerGroups,

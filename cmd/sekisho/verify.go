@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -75,13 +76,18 @@ func cmdVerify(ctx context.Context, args []string) error {
 	// the register recorded: a recording cut short and re-sealed, or
 	// stripped of its seal, does not pass.
 	if cfg != nil {
-		if store, err := openStore(ctx, cfg); err == nil {
-			r, err := store.Session(ctx, filepath.Base(dir))
-			store.Close()
-			if err == nil {
-				v.CheckRegister(r.RecordingHead, r.RecordingChunks)
-			}
+		store, err := openStore(ctx, cfg)
+		if err != nil {
+			return err
 		}
+		r, err := store.Session(ctx, filepath.Base(dir))
+		store.Close()
+		if err != nil && !errors.Is(err, broker.ErrNotFound) {
+			return err
+		}
+		v.CheckRegister(err == nil, r.Ended(), r.RecordingHead, r.RecordingChunks)
+	} else {
+		v.CheckOffline()
 	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
