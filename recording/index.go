@@ -3,12 +3,14 @@ package recording
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 )
 
 // Seeking. A replay that starts at a time (ReplayOptions.From) finds its
@@ -28,14 +30,17 @@ import (
 // Trust. The index is no part of the chain and is never trusted for
 // content: an entry is used only after checking that its offset is the
 // start of a line of the channel file (the byte before it is a newline,
-// which a JSON line cannot hold) whose event has the entry's time. Since
-// event times never decrease along the file, no event before a checked
-// entry is later than the entry, so starting there skips nothing that
-// comes at or after any later time. The entries around the time sought
-// are checked so; if one fails, or they lie further apart than a sound
-// index allows (maxSpan), the replay rebuilds the index by a scan: a
-// missing, cut, garbled, stale or unwritable index costs time, never
-// correctness.
+// which a JSON line cannot hold) whose event has the entry's time, and
+// that the line holds a multiple of indexStep, as the writer's entries
+// do (the Bound below rests on that). Since event times never decrease
+// along the file, no event before a checked entry is later than the
+// entry, so starting there skips nothing that comes at or after any later
+// time. The entries around the time sought are checked so; if one fails,
+// or they lie further apart than a sound index allows (maxSpan), the
+// replay rebuilds the index by a scan: a missing, cut, garbled, stale or
+// unwritable index costs time, never correctness. The index file is
+// opened without following a symbolic link, and only if it is a regular
+// file.
 //
 // Bound. To start at time T, a replay reads from the entry before the last
 // entry earlier than T and writes the terminal output from there up to T
@@ -80,12 +85,34 @@ func (c *Channel) indexLocked(off int64, b []byte) {
 	if !ok {
 		return
 	}
-	f, err := os.OpenFile(indexPath(filepath.Join(c.sess.dir, c.name)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openIndex(indexPath(filepath.Join(c.sess.dir, c.name)), os.O_WRONLY|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return
 	}
 	f.Write(appendIndexLine(nil, t, off))
 	f.Close()
+}
+
+// openIndex opens the index file at path with flag, and only a regular
+// file: a symbolic link planted in its place (the spool is shared with
+// whoever can write there) is not followed, so the server does not
+// append to, or a reviewer read, a file elsewhere; a FIFO or a device
+// is refused without waiting for it (O_NONBLOCK, which does not change
+// the reads and writes of a regular file).
+func openIndex(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // lineTime returns the time text of an event line, which the writer makes
@@ -116,12 +143,13 @@ func appendIndexLine(b, time []byte, off int64) []byte {
 // or oversized file, a cut last line, garbled lines, entries out of
 // order) is left out; the entries kept still have to be checked.
 func loadIndex(path string) []indexEntry {
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() > maxIndexFile {
+	f, err := openIndex(path, os.O_RDONLY)
+	if err != nil {
 		return nil
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxIndexFile+1))
+	if err != nil || len(b) > maxIndexFile {
 		return nil
 	}
 	var out []indexEntry
@@ -232,7 +260,10 @@ func saveIndex(path string, es []indexEntry) error {
 }
 
 // checkEntry reports whether e points at the start of an event line of f
-// (size bytes long) whose time is e's.
+// (size bytes long) whose time is e's, and that the writer indexes (it
+// crosses a step). The step rule is what bounds the fast-forward from
+// below: entries at other lines, all sound, could bring the start of
+// reading up to just before the time sought.
 func checkEntry(f *os.File, size int64, e indexEntry) bool {
 	if e.Off <= 0 || e.Off >= size {
 		return false
@@ -243,7 +274,7 @@ func checkEntry(f *os.File, size int64, e indexEntry) bool {
 	}
 	cr := &CastReader{br: bufio.NewReaderSize(io.NewSectionReader(f, e.Off, size-e.Off), 64<<10)}
 	line, complete, err := cr.readLine()
-	if err != nil || !complete {
+	if err != nil || !complete || !crossesStep(e.Off, len(line)+1) {
 		return false
 	}
 	ev, ok := parseEvent(line)

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,6 +218,142 @@ func FuzzSeekIndex(f *testing.F) {
 		}
 		if fi.Size() > 4*indexStep && off < fi.Size()-maxSpan-(10<<10) && from > 119 {
 			t.Errorf("seekOffset(%v) = %d of %d: the index was not rebuilt", from, off, fi.Size())
+		}
+	})
+}
+
+// checkEntry holds an entry to the writer's rule: a sound event line
+// that does not cross a step is no entry.
+func TestCheckEntryStepRule(t *testing.T) {
+	_, _, path := rowsSession(t, 100, 8<<10)
+	rows := rowLines(t, path)
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	must(t, err)
+	var entries, others int
+	for i, r := range rows[:len(rows)-1] {
+		want := crossesStep(r.off, int(rows[i+1].off-r.off))
+		if got := checkEntry(f, fi.Size(), indexEntry{Time: r.time, Off: r.off}); got != want {
+			t.Errorf("checkEntry(row %d at %d) = %v, want %v", i, r.off, got, want)
+		}
+		if want {
+			entries++
+		} else {
+			others++
+		}
+	}
+	if entries < 2 || others < 10 {
+		t.Fatalf("%d rows crossing a step, %d not: the test proves nothing", entries, others)
+	}
+}
+
+// An index with an entry for every event line, each pointing at its
+// line with its time, would bring the fast-forward down to a line or two
+// before the time sought; it is rebuilt, and the replay starts where the
+// writer's index makes it start, a step or more before.
+func TestSeekIndexEntriesOffStep(t *testing.T) {
+	_, _, path := rowsSession(t, 200, 8<<10)
+	rows := rowLines(t, path)
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	cr, err := NewCastReader(f, "1.cast")
+	must(t, err)
+	const from = 150.0
+	want, err := seekOffset(f, path, cr.off, from)
+	must(t, err)
+	var dense []byte
+	for _, r := range rows {
+		dense = appendIndexLine(dense, strconv.AppendFloat(nil, r.time, 'f', -1, 64), r.off)
+	}
+	must(t, os.WriteFile(indexPath(path), dense, 0o600))
+	got, err := seekOffset(f, path, cr.off, from)
+	must(t, err)
+	if got != want {
+		t.Errorf("seekOffset with an entry per line = %d, want %d as with the writer's index", got, want)
+	}
+	first := rows[after(toEntries(rows), from)]
+	if first.off-got < indexStep {
+		t.Errorf("seekOffset = %d: %d bytes before the time sought, less than a step", got, first.off-got)
+	}
+}
+
+func toEntries(rows []rowLine) []indexEntry {
+	es := make([]indexEntry, len(rows))
+	for i, r := range rows {
+		es[i] = indexEntry{Time: r.time, Off: r.off}
+	}
+	return es
+}
+
+// A symbolic link or a FIFO planted where the index goes is neither
+// written through nor read: the writer leaves it, the reader ignores it
+// and the index it caches replaces the link.
+func TestIndexNotARegularFile(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "outside")
+	const content = "not to be changed\n"
+	must(t, os.WriteFile(outside, []byte(content), 0o600))
+	checkOutside := func(t *testing.T) {
+		t.Helper()
+		b, err := os.ReadFile(outside)
+		must(t, err)
+		if string(b) != content {
+			t.Fatalf("the file the link points at was written: %q", b[:min(len(b), 80)])
+		}
+	}
+	record := func(t *testing.T, plant func(idx string)) (path string) {
+		_, _, s := newSession(t)
+		c := newChannel(t, s, ChannelInfo{PTY: true, Kind: "shell"})
+		path = filepath.Join(s.Dir(), "1.cast")
+		plant(indexPath(path))
+		for i := range 100 {
+			advance(c, time.Second)
+			must(t, c.Stdout(fmt.Appendf(nil, "row %d %s\r\n", i, strings.Repeat("z", 8<<10))))
+		}
+		must(t, c.Close())
+		return path
+	}
+
+	t.Run("symlink", func(t *testing.T) {
+		path := record(t, func(idx string) { must(t, os.Symlink(outside, idx)) })
+		checkOutside(t)
+
+		// The reader: a link to a sound index is not read.
+		good := filepath.Join(t.TempDir(), "good.idx")
+		f, err := os.Open(path)
+		must(t, err)
+		defer f.Close()
+		cr, err := NewCastReader(f, "1.cast")
+		must(t, err)
+		es, err := scanIndex(f, cr.off)
+		must(t, err)
+		must(t, saveIndex(good, es))
+		if len(loadIndex(good)) == 0 {
+			t.Fatal("no entries in the index")
+		}
+		must(t, os.Remove(indexPath(path)))
+		must(t, os.Symlink(good, indexPath(path)))
+		if got := loadIndex(indexPath(path)); got != nil {
+			t.Errorf("loadIndex read through a symbolic link: %d entries", len(got))
+		}
+
+		// seekOffset scans, and caches in place of the link.
+		must(t, os.Remove(indexPath(path)))
+		must(t, os.Symlink(outside, indexPath(path)))
+		_, err = seekOffset(f, path, cr.off, 90)
+		must(t, err)
+		checkOutside(t)
+		if fi, err := os.Lstat(indexPath(path)); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("the index cached is not a regular file: %v, %v", fi, err)
+		}
+	})
+
+	t.Run("fifo", func(t *testing.T) {
+		path := record(t, func(idx string) { must(t, syscall.Mkfifo(idx, 0o600)) })
+		if got := loadIndex(indexPath(path)); got != nil {
+			t.Errorf("loadIndex read a FIFO: %d entries", len(got))
 		}
 	})
 }

@@ -193,6 +193,13 @@ func TestReplayFromBadIndex(t *testing.T) {
 		}
 		return b.String()
 	}
+	everyRow := func() string {
+		var b strings.Builder
+		for _, r := range rows {
+			fmt.Fprintf(&b, "%v %d\n", r.time, r.off)
+		}
+		return b.String()
+	}
 	reversed := func() string {
 		var b strings.Builder
 		for i := len(lines) - 1; i >= 0; i-- {
@@ -219,6 +226,7 @@ func TestReplayFromBadIndex(t *testing.T) {
 		{name: "duplicated", idx: string(good) + string(good)},
 		{name: "a line start with a wrong time", idx: fmt.Sprintf("1e308 %d\n", rows[10].off)},
 		{name: "a line start with a time too early", idx: fmt.Sprintf("1 %d\n", rows[190].off)},
+		{name: "an entry for every line", idx: everyRow()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := indexPath(path)

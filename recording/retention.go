@@ -31,6 +31,12 @@ func (p RetentionPolicy) expired(id, zone string, end, now time.Time) bool {
 // ExpireLocal deletes the sealed recordings in the spool at root that are
 // past their retention and not held, and returns their metadata. A
 // recording still uploading is left until its upload is done.
+//
+// A recording is known by its directory's name, a UUID, and so is its
+// hold: session.json is not verified here, and whoever could change it
+// must not move a hold off the recording by changing the ID it holds.
+// A recording whose session.json names another ID is kept, and reported
+// as possibly tampered with.
 func ExpireLocal(root string, p RetentionPolicy, now time.Time) ([]Meta, []error) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
@@ -62,7 +68,11 @@ func ExpireLocal(root string, p RetentionPolicy, now time.Time) ([]Meta, []error
 			errs = append(errs, fmt.Errorf("recording %s: %w", e.Name(), err))
 			continue
 		}
-		if !p.expired(m.ID, m.Residency, m.End, now) {
+		if m.ID != e.Name() {
+			errs = append(errs, fmt.Errorf("recording %s: session.json names session %q: kept, possibly tampered with", e.Name(), m.ID))
+			continue
+		}
+		if !p.expired(e.Name(), m.Residency, m.End, now) {
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {

@@ -1,7 +1,10 @@
 package recording
 
 import (
+	"bytes"
 	"io"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -9,16 +12,24 @@ import (
 // control sequences that could attack the reviewer removed. Recorded
 // output is untrusted: a technician or a target can print sequences that
 // make the reviewer's terminal answer back (as if the reviewer typed),
-// read or set the clipboard (OSC 52), change the window title (OSC 0/2,
-// CSI t), query fonts (OSC 50), report settings (DECRQSS) or add links
-// (OSC 8).
+// send input of its own accord (mouse, focus and paste reports), read or
+// set the clipboard (OSC 52), change the window title (OSC 0/2, CSI t),
+// query fonts (OSC 50), report settings (DECRQSS) or add links (OSC 8).
 //
-// Colours, cursor movement and screen editing (CSI sequences other than
-// the reporting ones) pass. Every OSC, DCS, APC, PM and SOS string is
-// dropped whole, as are the CSI sequences that report or manipulate the
-// window (final byte 't'), report status (n), report device attributes
-// (c), request modes (p with '$'), and the ENQ answer-back byte.
-// Sequences split across writes are handled.
+// Every OSC, DCS, APC, PM and SOS string is dropped whole, and so is the
+// ENQ answer-back byte. CSI sequences pass only when they are known to
+// draw: colours, cursor movement, scrolling, margins and screen editing.
+// Everything else is dropped, so that a report request or an input mode
+// this list has not heard of is dropped too: status and device reports
+// (n, c, DECRQM, DECRQCRA, XTVERSION), window operations (t), keyboard
+// protocols (CSI > … m, CSI … u with a marker), the DEC locator and
+// sequences that do not parse as ECMA-48 says. Of the modes, set and
+// reset (SM, RM, DECSET, DECRST, XTSAVE, XTRESTORE), only those that
+// change the drawing or what keys send pass (cursor keys, cursor
+// visibility, alternate screen, …); the modes that make the terminal
+// send input by itself (mouse tracking, focus events, bracketed paste)
+// may only be reset. A sequence that sets several modes is written with
+// the allowed ones only. Sequences split across writes are handled.
 //
 // The output is UTF-8 for a UTF-8 terminal: the bytes 0x80-0xBF of a
 // UTF-8 character are not C1 controls, while C1 controls, raw or UTF-8
@@ -150,11 +161,7 @@ func (s *Sanitizer) step(b byte) {
 	case sCSI:
 		switch {
 		case b >= 0x40 && b <= 0x7e: // final byte
-			if s.csiAllowed(b) {
-				s.out = append(s.out, 0x1b, '[')
-				s.out = append(s.out, s.csi...)
-				s.out = append(s.out, b)
-			}
+			s.out = s.appendCSI(s.out, b)
 			s.state = sGround
 		case b >= 0x20 && b <= 0x3f:
 			if len(s.csi) <= maxCSI {
@@ -190,15 +197,164 @@ func (s *Sanitizer) step(b byte) {
 	}
 }
 
-func (s *Sanitizer) csiAllowed(final byte) bool {
-	for _, c := range s.csi {
-		if c == '$' { // DECRQM and other requests
-			return false
+// appendCSI appends to out what passes of the CSI sequence parsed, with
+// parameters and intermediates s.csi and final byte final.
+func (s *Sanitizer) appendCSI(out []byte, final byte) []byte {
+	if len(s.csi) > maxCSI {
+		return out
+	}
+	// ECMA-48: an optional private marker (0x3C-0x3F), parameters
+	// (0x30-0x3B), then intermediates (0x20-0x2F). Terminals ignore a
+	// sequence that does not parse so, or read it their own way: drop it.
+	var marker byte
+	body := s.csi
+	if len(body) > 0 && body[0] >= 0x3c {
+		marker, body = body[0], body[1:]
+	}
+	n := 0
+	for n < len(body) && body[n] >= 0x30 && body[n] <= 0x3b {
+		n++
+	}
+	params, inter := body[:n], body[n:]
+	for _, c := range inter {
+		if c > 0x2f {
+			return out
 		}
 	}
-	switch final {
-	case 't', 'n', 'c', 'x': // window ops and reports, DSR, DA, DECREQTPARM
-		return false
+	switch {
+	case marker == 0 && len(inter) == 0:
+		switch final {
+		case 'h', 'l': // SM, RM
+			return appendModes(out, 0, params, final, ansiMode)
+		}
+		if strings.IndexByte(drawingFinals, final) < 0 {
+			return out
+		}
+	case marker == '?' && len(inter) == 0:
+		switch final {
+		case 'h': // DECSET
+			return appendModes(out, marker, params, final, drawingMode)
+		case 'l', 's', 'r': // DECRST, XTSAVE, XTRESTORE
+			return appendModes(out, marker, params, final, func(m int) bool { return drawingMode(m) || inputMode(m) })
+		case 'J', 'K': // DECSED, DECSEL: selective erase
+		default:
+			return out
+		}
+	case marker == 0 && len(inter) == 1:
+		switch string(inter[0]) + string(final) {
+		case " q", " @", " A", "!p", "\"q": // DECSCUSR, SL, SR, DECSTR, DECSCA
+		default:
+			return out
+		}
+	default:
+		return out
 	}
-	return len(s.csi) <= maxCSI
+	out = append(out, 0x1b, '[')
+	out = append(out, s.csi...)
+	return append(out, final)
+}
+
+// drawingFinals are the final bytes of the CSI sequences without marker
+// or intermediate that pass: SGR, cursor movement, scrolling, margins,
+// tab stops, saving the cursor and editing. Left out are, among others,
+// n (DSR), c (DA), t (window operations), x (DECREQTPARM), y (DECTST), i
+// (media copy) and p (key redefinition in ANSI.SYS).
+const drawingFinals = "@ABCDEFGHIJKLMPSTXZ^`abdefgjkmqrsu"
+
+// ansiMode reports whether the ANSI mode m may be set and reset: IRM
+// (insert) and LNM (new line). KAM (2) would lock the reviewer's
+// keyboard.
+func ansiMode(m int) bool { return m == 4 || m == 20 }
+
+// drawingMode reports whether the DEC private mode m may be set and
+// reset: it changes how the screen is drawn or what keys send, not
+// whether the terminal sends anything by itself. Unknown modes are left
+// out, as terminals keep adding input modes (2031 and 2048 report theme
+// changes and resizes, 9001 changes key reports on Windows). So is 2
+// (DECANM): resetting it enters VT52 mode, where escape sequences read
+// differently from what this Sanitizer parses.
+func drawingMode(m int) bool {
+	switch m {
+	case 1, // DECCKM: cursor keys
+		4,    // DECSCLM: smooth scroll
+		5,    // DECSCNM: reverse video
+		6,    // DECOM: origin mode
+		7,    // DECAWM: autowrap
+		8,    // DECARM: autorepeat
+		12,   // cursor blink
+		25,   // DECTCEM: cursor visible
+		45,   // reverse wraparound
+		47,   // alternate screen
+		66,   // DECNKM: keypad
+		67,   // DECBKM: backarrow key
+		69,   // DECLRMM: left and right margins
+		95,   // DECNCSM: no clear on column change
+		1034, // eight-bit meta
+		1036, // meta sends escape
+		1039, // alt sends escape
+		1047, // alternate screen
+		1048, // save cursor
+		1049, // alternate screen, saving the cursor
+		2026: // synchronized output
+		return true
+	}
+	return false
+}
+
+// inputMode reports whether the DEC private mode m makes the terminal
+// send input when set: mouse tracking and its encodings, focus events,
+// alternate scroll (the wheel sends cursor keys) and bracketed paste.
+// They may be reset, not set.
+func inputMode(m int) bool {
+	switch m {
+	case 9, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1015, 1016, 2004:
+		return true
+	}
+	return false
+}
+
+// appendModes appends the mode sequence with marker, parameters params
+// and final byte final, holding only the modes that keep allows, written
+// in decimal; or nothing if it holds none. A parameter that is not a
+// plain number (empty, a subparameter, too long to be a mode, which a
+// terminal could read modulo some power of two) is left out.
+func appendModes(out []byte, marker byte, params []byte, final byte, keep func(int) bool) []byte {
+	start := len(out)
+	for p := range bytes.SplitSeq(params, []byte{';'}) {
+		m, ok := modeNumber(p)
+		if !ok || !keep(m) {
+			continue
+		}
+		if len(out) == start {
+			out = append(out, 0x1b, '[')
+			if marker != 0 {
+				out = append(out, marker)
+			}
+		} else {
+			out = append(out, ';')
+		}
+		out = strconv.AppendInt(out, int64(m), 10)
+	}
+	if len(out) == start {
+		return out
+	}
+	return append(out, final)
+}
+
+// modeNumber returns the value of a mode parameter of digits only, and
+// whether it has one below 100000.
+func modeNumber(p []byte) (int, bool) {
+	if len(p) == 0 {
+		return 0, false
+	}
+	m := 0
+	for _, c := range p {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if m = m*10 + int(c-'0'); m >= 100000 {
+			return 0, false
+		}
+	}
+	return m, true
 }

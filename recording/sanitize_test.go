@@ -43,6 +43,15 @@ var sanitizeCases = []struct {
 	{"CSI ! p soft reset", "a\x1b[!pb", "a\x1b[!pb"},
 	{"doubled ESC", "\x1b\x1b[31mx", "\x1b[31mx"},
 	{"C1 CSI SGR normalised to 7 bit", "a\x9b31mb", "a\x1b[31mb"},
+	{"editing and scrolling", "\x1b[5@\x1b[2P\x1b[3L\x1b[M\x1b[4X\x1b[2S\x1b[T\x1b[3b\x1b[Z\x1b[2I\x1b[5G\x1b[5`\x1b[3d\x1b[2E\x1b[F\x1b[1;5f\x1b[a\x1b[e\x1b[3g", "\x1b[5@\x1b[2P\x1b[3L\x1b[M\x1b[4X\x1b[2S\x1b[T\x1b[3b\x1b[Z\x1b[2I\x1b[5G\x1b[5`\x1b[3d\x1b[2E\x1b[F\x1b[1;5f\x1b[a\x1b[e\x1b[3g"},
+	{"margins save restore", "\x1b[2;23r\x1b[s\x1b[u\x1b[?69h\x1b[5;70s", "\x1b[2;23r\x1b[s\x1b[u\x1b[?69h\x1b[5;70s"},
+	{"SGR with subparameters", "\x1b[38:2::255:0:0m\x1b[4:3m", "\x1b[38:2::255:0:0m\x1b[4:3m"},
+	{"cursor style, LEDs, SL SR, DECSCA", "\x1b[2 q\x1b[ q\x1b[1q\x1b[2 @\x1b[ A\x1b[1\"q", "\x1b[2 q\x1b[ q\x1b[1q\x1b[2 @\x1b[ A\x1b[1\"q"},
+	{"selective erase", "\x1b[?2J\x1b[?K", "\x1b[?2J\x1b[?K"},
+	{"display private modes", "\x1b[?1h\x1b[?7h\x1b[?12;25h\x1b[?47h\x1b[?1047h\x1b[?1048h\x1b[?2026h\x1b[?1034h\x1b[?66h\x1b[?5l", "\x1b[?1h\x1b[?7h\x1b[?12;25h\x1b[?47h\x1b[?1047h\x1b[?1048h\x1b[?2026h\x1b[?1034h\x1b[?66h\x1b[?5l"},
+	{"input modes reset", "\x1b[?1000l\x1b[?1006;1000l\x1b[?1004l\x1b[?2004l\x1b[?9l", "\x1b[?1000l\x1b[?1006;1000l\x1b[?1004l\x1b[?2004l\x1b[?9l"},
+	{"save and restore modes", "\x1b[?1049;25s\x1b[?1049;25r", "\x1b[?1049;25s\x1b[?1049;25r"},
+	{"insert mode", "\x1b[4hx\x1b[4l", "\x1b[4hx\x1b[4l"},
 
 	// Removed, surrounding text kept.
 	{"OSC 52 clipboard BEL", "a\x1b]52;c;aGVsbG8=\x07b", "ab"},
@@ -72,6 +81,43 @@ var sanitizeCases = []struct {
 	{"DECRQM", "a\x1b[?25$pb", "ab"},
 	{"ANSI DECRQM", "a\x1b[4$pb", "ab"},
 	{"DECREQTPARM", "a\x1b[0xb", "ab"},
+	{"DECRQM with several modes", "a\x1b[?1;2004$pb", "ab"},
+	{"DECRQTSR DECRQPSR", "a\x1b[1$ub\x1b[2$wc", "abc"},
+	{"XTVERSION", "a\x1b[>0qb\x1b[>qc", "abc"},
+	{"DECRQCRA checksum", "a\x1b[1;1;1;1;24;80*yb", "ab"},
+	{"DECRQDE", "a\x1b[\"vb", "ab"},
+	{"DECSR secure reset", "a\x1b[7+pb", "ab"},
+	{"DECRQUPSS", "a\x1b[&ub", "ab"},
+	{"DECRQKT", "a\x1b[1,wb", "ab"},
+	{"DECSCL conformance level", "a\x1b[61;1\"pb", "ab"},
+	{"DECTST", "a\x1b[4;1yb", "ab"},
+	{"XTREPORTCOLORS XTREPORTSGR", "a\x1b[#Rb\x1b[1;1;2;2#|c", "abc"},
+	{"XTSMGRAPHICS query", "a\x1b[?1;1;0Sb", "ab"},
+	{"XTQMODKEYS", "a\x1b[?4mb", "ab"},
+	{"XTMODKEYS", "a\x1b[>4;2mb\x1b[>4nc", "abc"},
+	{"kitty keyboard", "a\x1b[?ub\x1b[>1uc\x1b[=1;1ud\x1b[<ue", "abcde"},
+	{"DEC locator", "a\x1b[1;1'zb\x1b[1'{c\x1b['|d\x1b[1;1;1;1'we", "abcde"},
+	{"media copy", "a\x1b[5ib\x1b[?5ic", "abc"},
+	{"keyboard action mode locks the keyboard", "a\x1b[2hb", "ab"},
+	{"ANSI.SYS key redefinition", "a\x1b[65;66pb", "ab"},
+	{"X10 mouse", "a\x1b[?9hb", "ab"},
+	{"mouse tracking", "a\x1b[?1000hb\x1b[?1001hc\x1b[?1002hd\x1b[?1003he", "abcde"},
+	{"mouse encodings", "a\x1b[?1005hb\x1b[?1006hc\x1b[?1015hd\x1b[?1016he", "abcde"},
+	{"mouse as ncurses sets it", "a\x1b[?1006;1000hb", "ab"},
+	{"focus events", "a\x1b[?1004hb", "ab"},
+	{"bracketed paste", "a\x1b[?2004hb", "ab"},
+	{"alternate scroll", "a\x1b[?1007hb", "ab"},
+	{"colour scheme and resize reports", "a\x1b[?2031hb\x1b[?2048hc", "abc"},
+	{"win32 input mode", "a\x1b[?9001hb", "ab"},
+	{"VT52 mode", "a\x1b[?2lb", "ab"},
+	{"mouse among display modes", "a\x1b[?1049;1000;25hb", "a\x1b[?1049;25hb"},
+	{"mouse mode with leading zeros", "a\x1b[?001000hb\x1b[?0025hc", "ab\x1b[?25hc"},
+	{"mouse mode wrapping 32 bits", "a\x1b[?4294968296hb", "ab"},
+	{"mouse mode with a subparameter", "a\x1b[?1000:1hb", "ab"},
+	{"empty mode parameters", "a\x1b[?hb\x1b[?;25;hc", "ab\x1b[?25hc"},
+	{"private marker after parameters", "a\x1b[1;?1000hb", "ab"},
+	{"parameter after intermediate", "a\x1b[? 1000hb\x1b[2 1qc", "abc"},
+	{"private marker twice", "a\x1b[??1000hb", "ab"},
 	{"ENQ", "a\x05b", "ab"},
 	{"ESC Z DECID", "a\x1bZb", "ab"},
 	{"over-long CSI", "a\x1b[" + longParams + "mb", "ab"},
@@ -189,10 +235,53 @@ func checkSanitized(t testing.TB, in, out []byte) {
 		}
 		i += n
 	}
+	checkSanitizedCSI(t, in, out)
 	// The output only grows when an 8-bit CSI (one byte) is rewritten as
 	// ESC [ (two bytes).
 	if max := len(in) + bytes.Count(in, []byte{0x9b}); len(out) > max {
 		t.Fatalf("output of %q is %d bytes, more than %d: %q", in, len(out), max, out)
+	}
+}
+
+// checkSanitizedCSI asserts that no CSI sequence in sanitized output
+// asks the terminal for a report or makes it send input.
+func checkSanitizedCSI(t testing.TB, in, out []byte) {
+	t.Helper()
+	for rest := out; ; {
+		i := bytes.Index(rest, []byte("\x1b["))
+		if i < 0 {
+			return
+		}
+		rest = rest[i+2:]
+		// A CSI is written whole: parameters and intermediates, then the
+		// final byte.
+		n := 0
+		for n < len(rest) && rest[n] >= 0x20 && rest[n] <= 0x3f {
+			n++
+		}
+		if n == len(rest) || rest[n] < 0x40 || rest[n] > 0x7e {
+			t.Fatalf("output of %q has an unfinished CSI: %q", in, out)
+		}
+		body, final := rest[:n], rest[n]
+		seq := "\x1b[" + string(body) + string(final)
+		if strings.ContainsAny(string(body), "<=>$*'#+&,") {
+			t.Fatalf("output of %q holds %q: a report request or keyboard protocol", in, seq)
+		}
+		if strings.IndexByte("tncxyip", final) >= 0 && !bytes.ContainsAny(body, " !\"") {
+			t.Fatalf("output of %q holds %q: a report request", in, seq)
+		}
+		if len(body) > 0 && body[0] == '?' && final == 'h' {
+			for m := range strings.SplitSeq(string(body[1:]), ";") {
+				switch strings.TrimLeft(m, "0") {
+				case "9", "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1015", "1016", "2004":
+					t.Fatalf("output of %q holds %q: an input mode set", in, seq)
+				}
+			}
+		}
+		if len(body) > 0 && body[0] == '?' && strings.IndexByte("Sm", final) >= 0 {
+			t.Fatalf("output of %q holds %q: a report request", in, seq)
+		}
+		rest = rest[n+1:]
 	}
 }
 
@@ -203,6 +292,7 @@ func FuzzSanitizer(f *testing.F) {
 	f.Add([]byte("\x1b[?1;2$p\x1b[>0;1c\x1b]4;1;?\x07\x1b]10;?\x1b\\"), uint(3))
 	f.Add([]byte("\xe6\x9d\x1b]0;x\x07\xc2\xe6\x9d\xb1\xf0\x9f\x98\x80\xf0\x9f"), uint(7))
 	f.Add([]byte("\x1b[\x9b\x1b\x1b]\x9d\x07\x9c\x05\x90\x1bP\x1b\\\x1bZ"), uint(5))
+	f.Add([]byte("\x1b[?1049;1000;2004;25h\x1b[>0q\x9b?1006h\xc2\x9b1;1;1;1;1;1*y"), uint(9))
 	f.Fuzz(func(t *testing.T, in []byte, split uint) {
 		out := sanitize(t, in)
 		checkSanitized(t, in, out)
