@@ -2,6 +2,7 @@ package recording
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,10 @@ import (
 type RetentionPolicy struct {
 	For  func(zone string) time.Duration
 	Held func(id string) bool
+	// Key, when set, is the recording key: a spool recording is deleted
+	// only if it verifies with it, so that its end and zone (which decide
+	// the deletion) are the signed ones.
+	Key ed25519.PublicKey
 }
 
 // expired reports whether a recording that ended at end in zone is past
@@ -74,6 +79,12 @@ func ExpireLocal(root string, p RetentionPolicy, now time.Time) ([]Meta, []error
 		}
 		if !p.expired(e.Name(), m.Residency, m.End, now) {
 			continue
+		}
+		if p.Key != nil {
+			if v, err := Verify(dir, p.Key); err != nil || !v.OK || !v.Signed {
+				errs = append(errs, fmt.Errorf("recording %s: past its retention but does not verify: kept (check it with sekisho verify)", e.Name()))
+				continue
+			}
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, fmt.Errorf("delete recording %s: %w", e.Name(), err))

@@ -122,6 +122,7 @@ type retentionJob struct {
 	cfg    *Config
 	recDir string
 	zones  map[string]*recording.S3Store
+	key    ed25519.PublicKey
 }
 
 // runRetention deletes recordings past their zone's retention every
@@ -154,7 +155,7 @@ func (b *bastion) expireRecordings(ctx context.Context) {
 	for _, h := range holds {
 		held[h.Session] = true
 	}
-	p := recording.RetentionPolicy{For: j.cfg.retentionFor, Held: func(id string) bool { return held[id] }}
+	p := recording.RetentionPolicy{For: j.cfg.retentionFor, Held: func(id string) bool { return held[id] }, Key: j.key}
 	now := time.Now()
 	deleted, errs := recording.ExpireLocal(j.recDir, p, now)
 	seen := map[*recording.S3Store]bool{}
@@ -382,7 +383,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	var wctx context.Context
 	wctx, b.cancel = context.WithCancel(context.Background())
 	go b.watchLocks(wctx)
-	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones}
+	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones, key: recKey.Public().(ed25519.PublicKey)}
 	go b.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	go func() { b.done <- srv.Serve(ln) }()
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
