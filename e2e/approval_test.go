@@ -427,19 +427,28 @@ rules:
 	if second["event"] != "request.approved" || second["by"] != "kenji" || second["note"] != "ok" {
 		t.Errorf("approved event: %v", second)
 	}
-	resp, err := http.Get("http://127.0.0.1:" + metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
+	// A delivery is counted once its response is read, which may be just
+	// after the receiver saw the body.
+	want := []string{
 		`sekisho_webhook_deliveries_total{result="delivered",webhook="security-team"} 2`,
 		`sekisho_webhook_attempts_total{outcome="retry",webhook="security-team"} 1`,
-	} {
-		if !bytes.Contains(b, []byte(want)) {
-			t.Errorf("metrics lack %s:\n%s", want, grepLines(string(b), "sekisho_webhook"))
+	}
+	var b []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Contains(b, []byte(want[0])) && bytes.Contains(b, []byte(want[1])) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q after 30s:\n%s", want, grepLines(string(b), "sekisho_webhook"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the metrics for a condition, with a deadline
 	}
 }
 
