@@ -61,23 +61,29 @@ func (c *conn) terminate(why string) {
 func (c *conn) revoke(why string) {
 	c.ending.Store(true)
 	c.setEnd(EndRevoked + why)
+	c.srv.log.Warn("session revoked", append(c.logArgs(), "why", why)...)
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.revoked", Technician: c.id.tech.Name,
+		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: why})
+	c.tellAndClose("session ended: " + why)
+}
+
+// tellAndClose tells the technician msg on every open channel, then
+// closes both legs. The technician is told first (closing the target's
+// side would close theirs at once), but a technician who does not read is
+// waited on for a second at most.
+func (c *conn) tellAndClose(msg string) {
 	c.mu.Lock()
 	relays := make([]*relay, 0, len(c.relays))
 	for r := range c.relays {
 		relays = append(relays, r)
 	}
 	c.mu.Unlock()
-	c.srv.log.Warn("session revoked", append(c.logArgs(), "why", why)...)
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.revoked", Technician: c.id.tech.Name,
-		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: why})
-	// Tell the technician first (closing the target's side would close
-	// theirs at once), but wait at most a second on one who does not read.
 	var told sync.WaitGroup
 	for _, r := range relays {
 		told.Add(1)
 		go func() {
 			defer told.Done()
-			fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: session ended: %s\r\n", why)
+			fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: %s\r\n", msg)
 		}()
 	}
 	done := make(chan struct{})
@@ -294,32 +300,7 @@ func (c *conn) recordingLost(err error) {
 		c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", err)...)
 		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionEnd, Technician: c.id.tech.Name,
 			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "recording failed: " + err.Error()})
-		c.mu.Lock()
-		relays := make([]*relay, 0, len(c.relays))
-		for r := range c.relays {
-			relays = append(relays, r)
-		}
-		c.mu.Unlock()
-		var told sync.WaitGroup
-		for _, r := range relays {
-			told.Add(1)
-			go func() {
-				defer told.Done()
-				fmt.Fprintf(r.down.Stderr(), "\r\nsekisho: the session can no longer be recorded, so it is ended (session %s)\r\n", c.sessionID)
-			}()
-		}
-		done := make(chan struct{})
-		go func() { told.Wait(); close(done) }()
-		t := time.NewTimer(time.Second)
-		select {
-		case <-done:
-		case <-t.C:
-		}
-		t.Stop()
-		if c.up != nil {
-			c.up.Close()
-		}
-		c.sc.Close()
+		c.tellAndClose(fmt.Sprintf("the session can no longer be recorded, so it is ended (session %s)", c.sessionID))
 	})
 }
 

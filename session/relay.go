@@ -128,11 +128,7 @@ func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
 		}
 	}
 	if r.refusal != "" {
-		fmt.Fprintf(r.down.Stderr(), "sekisho: %s\r\n", r.refusal)
-		r.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{1}))
-		r.down.CloseWrite()
-		r.down.Close()
-		r.refusal = ""
+		r.endRefused()
 	}
 	for req := range reqs {
 		ok := r.handleRequest(req)
@@ -140,13 +136,19 @@ func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
 			req.Reply(ok, nil)
 		}
 		if r.refusal != "" {
-			fmt.Fprintf(r.down.Stderr(), "sekisho: %s\r\n", r.refusal)
-			r.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{1}))
-			r.down.CloseWrite()
-			r.down.Close()
-			r.refusal = ""
+			r.endRefused()
 		}
 	}
+}
+
+// endRefused tells the technician why the rule refused the channel's
+// start and ends the channel with exit status 1.
+func (r *relay) endRefused() {
+	fmt.Fprintf(r.down.Stderr(), "sekisho: %s\r\n", r.refusal)
+	r.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{1}))
+	r.down.CloseWrite()
+	r.down.Close()
+	r.refusal = ""
 }
 
 func (r *relay) handleRequest(req *ssh.Request) bool {
