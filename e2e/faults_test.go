@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,6 +105,27 @@ func startVariantOf(t testing.TB, config string, edit func(cfg string) string, w
 	v.start(t)
 	// The variant has its own host key: trust it for this test only.
 	return v
+}
+
+// kill sends sig to the variant's server; for SIGTERM it waits until the
+// server says it stopped.
+func (v *variant) kill(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := v.out
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	if sig == syscall.SIGTERM {
+		waitUntil(t, 30*time.Second, "sekisho to stop", func() bool { return strings.Contains(out.String(), `"msg":"sekisho stopped"`) })
+	}
 }
 
 func (v *variant) ssh(ctx context.Context, tech, login string, remote ...string) *exec.Cmd {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,14 +75,7 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 30*time.Second, "the marker through the bastion", func() bool { return strings.Contains(stdout.String(), marker) })
-	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	v.kill(t, syscall.SIGKILL)
 	cmd.Wait() // the technician's connection drops with the server
 
 	v.start(t)
@@ -188,11 +180,7 @@ func TestStrippedSealIsNotResealed(t *testing.T) {
 	if err := os.Remove(filepath.Join(v.dir, "recordings", id, "seal.json")); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	old := v.out
-	syscall.Kill(pid, syscall.SIGTERM)
-	waitUntil(t, 30*time.Second, "sekisho to stop", func() bool { return strings.Contains(old.String(), `"msg":"sekisho stopped"`) })
+	v.kill(t, syscall.SIGTERM)
 	v.start(t)
 	if !strings.Contains(v.out.String(), "it was removed, not lost in a crash; not sealed again") {
 		t.Errorf("the restart did not refuse to re-seal:\n%s", tail(v.out.String(), 20))

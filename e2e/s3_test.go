@@ -202,15 +202,7 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 
 	// sekisho stopped while the upload is pending; the store back and
 	// sekisho started again: the upload resumes from the spool.
-	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pid int
-	fmt.Sscan(string(b), &pid)
-	old := v.out
-	syscall.Kill(pid, syscall.SIGTERM)
-	waitUntil(t, 30*time.Second, "sekisho to stop", func() bool { return strings.Contains(old.String(), `"msg":"sekisho stopped"`) })
+	v.kill(t, syscall.SIGTERM)
 	restarted := startMinIO(t, m.addr, m.data)
 	v.start(t)
 	waitUntil(t, 60*time.Second, "the interrupted recording to reach the bucket", func() bool {
