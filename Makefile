@@ -40,14 +40,20 @@ unit:
 e2e: build bin/minio
 	$(GO) test -race -count=1 -v ./e2e/
 
-# Benchmarks: speed targets live here, never in timed tests.
+# Benchmarks: speed targets live here, never in timed tests. The last
+# step compares sekisho with ssh -J and a direct connection on this machine
+# (docs/BENCHMARKS.md) and writes bench/results/latest.json; it takes about
+# ten minutes on two cores. Quick run: make bench BENCH_BYTES=67108864
+# BENCH_FLAGS='-setup-runs 10 -reps 1 -out /tmp/bench.json'.
 BENCHTIME ?= 5x
+BENCH_FLAGS ?=
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./e2e/
 	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./recording/
+	$(GO) run ./bench/cmd/sekisho-bench $(BENCH_FLAGS)
 
 lint: $(STATICCHECK)
-	@fmt=$$(gofmt -l cmd broker session recording notify e2e tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	@fmt=$$(gofmt -l cmd broker session recording notify e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
