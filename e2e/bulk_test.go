@@ -33,7 +33,7 @@ func TestHugeBinaryOutputAndIdleGapRecorded(t *testing.T) {
 	v := sekishoCLI(t, "verify", "--json", s.ID)
 	i := strings.Index(v, `"chunks": `)
 	n, _ := strconv.Atoi(strings.TrimRight(strings.Fields(v[i+len(`"chunks": `):])[0], ","))
-	if !strings.Contains(v, `"ok": true`) || n < 100 {
+	if !strings.Contains(v, `"ok": true`) || n < 8 {
 		t.Errorf("verify: %d chunks\n%s", n, v)
 	}
 	// The gap is in the event times, and replay with capped idle shows

@@ -108,8 +108,8 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 func TestVerifyNamesDroppedAndSwappedChunks(t *testing.T) {
 	t.Parallel()
 	marker := "chunks-" + randHex(t)
-	// About 400 KiB of distinct lines: several 64 KiB chunks.
-	if r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "seq 1 70000; echo "+marker), nil); r.code != 0 {
+	// About 7 MB of distinct lines: several 1 MiB chunks.
+	if r := run(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01", "seq 1 1000000; echo "+marker), nil); r.code != 0 {
 		t.Fatalf("exit %d, %q", r.code, r.stderr)
 	}
 	s, _ := endedSession(t, "aiko", "web-sg-01", marker)

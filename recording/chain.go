@@ -18,7 +18,7 @@ import (
 )
 
 // Integrity. Every channel file is written in chunks: the bytes written
-// since the last chunk become a chunk once 64 KiB have accumulated, a
+// since the last chunk become a chunk once 1 MiB have accumulated, a
 // second has passed, or the channel closes. Making a chunk fsyncs the
 // channel file and appends a record to chain.jsonl (fsynced too) naming
 // the file, the byte range and its SHA-256, hash-chained to the record
@@ -28,7 +28,7 @@ import (
 // once); bytes after the last chunk are chained at the next start as a
 // recovered chunk, and the seal then says the recording is incomplete.
 const (
-	chunkBytes    = 64 << 10
+	chunkBytes    = 1 << 20
 	chunkInterval = time.Second
 	chainFile     = "chain.jsonl"
 	sealFile      = "seal.json"

@@ -32,7 +32,7 @@
 //
 // # Integrity
 //
-// See chain.go: chunks of at most 64 KiB or one second, fsynced and
+// See chain.go: chunks of at most 1 MiB or one second, fsynced and
 // hash-chained in chain.jsonl; the seal signs the chain's head and the
 // metadata's hash with the node's ed25519 recording key. Verify names
 // modified, removed, swapped and truncated chunks; Recover seals the
