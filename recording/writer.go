@@ -317,6 +317,7 @@ type Channel struct {
 	carryO []byte // an incomplete UTF-8 sequence at the end of the last output
 	carryI []byte
 	buf    []byte
+	b64    []byte // the quoted base64 of the last exact-bytes event
 
 	off      int64     // bytes written to f
 	chunkOff int64     // where the current chunk starts
@@ -396,7 +397,16 @@ func (c *Channel) raw(code string, p []byte) error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	return c.writeLocked(code, base64.StdEncoding.EncodeToString(p))
+	// Base64 needs no JSON escaping: it is written as it is, into a
+	// buffer the channel keeps, so exact bytes cost no allocation per read.
+	n := base64.StdEncoding.EncodedLen(len(p))
+	if cap(c.b64) < n+2 {
+		c.b64 = make([]byte, n+2)
+	}
+	q := c.b64[:n+2]
+	q[0], q[n+1] = '"', '"'
+	base64.StdEncoding.Encode(q[1:n+1], p)
+	return c.writeEncodedLocked(code, q)
 }
 
 func (c *Channel) event(code, data string) error {
@@ -425,6 +435,16 @@ func (c *Channel) failed() error {
 }
 
 func (c *Channel) writeLocked(code, data string) error {
+	enc, err := json.Marshal(data) // invalid UTF-8 becomes U+FFFD
+	if err != nil {
+		c.err = err
+		return err
+	}
+	return c.writeEncodedLocked(code, enc)
+}
+
+// writeEncodedLocked writes an event whose data is already a JSON string.
+func (c *Channel) writeEncodedLocked(code string, enc []byte) error {
 	t := time.Since(c.start).Seconds()
 	b := c.buf[:0]
 	b = append(b, '[')
@@ -432,11 +452,6 @@ func (c *Channel) writeLocked(code, data string) error {
 	b = append(b, ',', '"')
 	b = append(b, code...)
 	b = append(b, '"', ',')
-	enc, err := json.Marshal(data) // invalid UTF-8 becomes U+FFFD
-	if err != nil {
-		c.err = err
-		return err
-	}
 	b = append(b, enc...)
 	b = append(b, ']', '\n')
 	c.buf = b
