@@ -16,8 +16,13 @@ import (
 	"github.com/sekisho/sekisho/recording"
 )
 
-// relayBufSize is the size of one read in each copy direction.
+// relayBufSize is the size of the first read buffer in each copy direction.
 const relayBufSize = 32 << 10
+
+// relayBufMax is the size a copy's buffer grows to while reads fill it (a
+// bulk transfer): fewer, larger recorder writes. Idle interactive
+// channels keep the small buffer.
+const relayBufMax = 256 << 10
 
 // relay is one session channel: the technician's side (down) and the
 // target's side (up), with the recording in between.
@@ -387,6 +392,9 @@ func copyRecorded(src io.Reader, dst io.Writer, record func([]byte) error, n cou
 				return false, nil
 			}
 			n.Add(int64(k))
+			if k == len(buf) && len(buf) < relayBufMax {
+				buf = make([]byte, 2*len(buf))
+			}
 		}
 		if err != nil {
 			return errors.Is(err, io.EOF), nil
