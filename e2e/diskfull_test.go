@@ -54,23 +54,10 @@ func TestFullDiskFailsClosed(t *testing.T) {
 	})
 
 	// Live, then the disk fills up under it.
-	cmd := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo started; while true; do echo tick-tick-tick-tick; sleep 0.05; done")
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 30*time.Second, "the session to run", func() bool { return strings.Contains(stdout.String(), "started") })
+	l := startLiveRunning(t, v, "aiko", "aiko+web-sg-01", "echo started; while true; do echo tick-tick-tick-tick; sleep 0.05; done")
 	filler := fill(t, disk)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the session went on for 60s on a full disk")
-	}
-	if !strings.Contains(stderr.String(), "can no longer be recorded, so it is ended") {
-		t.Errorf("the technician was not told why: %q", stderr.String())
+	if stderr := l.endsWithin(t, 60*time.Second, "on a full disk"); !strings.Contains(stderr, "can no longer be recorded, so it is ended") {
+		t.Errorf("the technician was not told why: %q", stderr)
 	}
 
 	// At the start: refused, and told why.

@@ -43,8 +43,15 @@ func (s *syncBuffer) String() string {
 // once the remote command has started.
 func startLive(t *testing.T, v *variant, tech, login string) *liveSSH {
 	t.Helper()
+	return startLiveRunning(t, v, tech, login, "echo started; sleep 300")
+}
+
+// startLiveRunning runs remote, which must print "started" first, through
+// v as login and returns once it has.
+func startLiveRunning(t *testing.T, v *variant, tech, login, remote string) *liveSSH {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &liveSSH{cmd: v.ssh(ctx, tech, login, "echo started; sleep 300"), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	l := &liveSSH{cmd: v.ssh(ctx, tech, login, remote), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	stdout, err := l.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +81,18 @@ func startLive(t *testing.T, v *variant, tech, login string) *liveSSH {
 		t.Fatalf("%s: the remote command did not start within 30s", login)
 	}
 	return l
+}
+
+// endsWithin fails the test unless the session ends within d, and
+// returns what the technician was told on stderr.
+func (l *liveSSH) endsWithin(t *testing.T, d time.Duration, what string) string {
+	t.Helper()
+	select {
+	case <-l.exited:
+	case <-time.After(d):
+		t.Fatalf("the session went on for %s %s", d, what)
+	}
+	return l.stderr.String()
 }
 
 func (l *liveSSH) running() bool {

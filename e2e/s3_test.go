@@ -172,23 +172,10 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 	v := s3Variant(t, m, "sekisho-jp")
 
 	// A live session, then the store goes away.
-	cmd := v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo started; while true; do echo tick; sleep 0.2; done")
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 30*time.Second, "the session to run", func() bool { return strings.Contains(stdout.String(), "started") })
+	l := startLiveRunning(t, v, "aiko", "aiko+db-jp-01", "echo started; while true; do echo tick; sleep 0.2; done")
 	m.stop()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the session went on for 60s with its store down")
-	}
-	if !strings.Contains(stderr.String(), "the recording store of zone JP stopped taking this session's recording") {
-		t.Errorf("the technician was not told why: %q", stderr.String())
+	if stderr := l.endsWithin(t, 60*time.Second, "with its store down"); !strings.Contains(stderr, "the recording store of zone JP stopped taking this session's recording") {
+		t.Errorf("the technician was not told why: %q", stderr)
 	}
 
 	// New JP sessions are refused; SG sessions go on.
