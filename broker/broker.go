@@ -281,14 +281,17 @@ func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, 
 		return nil, errors.New("certificate refused: access not allowed")
 	}
 	keyID := fmt.Sprintf("sekisho technician=%s affiliate=%s session=%s target=%s", tech.Name, tech.Affiliate.Name, sessionID, target.Name)
+	began := time.Now()
 	cred, err := b.issuer.Issue(ctx, CertRequest{Principal: d.Login, KeyID: keyID, PortForwarding: d.Limits.AllowsChannel(ChannelPortForward)})
+	took := time.Since(began)
 	if err != nil {
 		b.Audit(ctx, AuditEvent{Kind: EventCertFailed, Technician: tech.Name, Target: target.Name, Session: sessionID, Detail: err.Error()})
 		return nil, err
 	}
 	b.Audit(ctx, AuditEvent{Kind: EventCertIssued, Technician: tech.Name, Target: target.Name, Session: sessionID,
-		Detail: fmt.Sprintf(`{"serial":%d,"key_id":%q,"principal":%q,"valid_before":%q}`,
-			cred.Certificate.Serial, keyID, d.Login, time.Unix(int64(cred.Certificate.ValidBefore), 0).UTC().Format(time.RFC3339))})
+		Detail: fmt.Sprintf(`{"serial":%d,"key_id":%q,"principal":%q,"valid_before":%q,"sign_ms":%.2f}`,
+			cred.Certificate.Serial, keyID, d.Login, time.Unix(int64(cred.Certificate.ValidBefore), 0).UTC().Format(time.RFC3339),
+			float64(took.Microseconds())/1000)})
 	return cred, nil
 }
 
