@@ -22,7 +22,8 @@ import (
 // second has passed, or the channel closes. Making a chunk fsyncs the
 // channel file and appends a record to chain.jsonl (fsynced too) naming
 // the file, the byte range and its SHA-256, hash-chained to the record
-// before. When the session ends, seal.json holds the last hash and the
+// before. A chunk full at 1 MiB is synced and chained in the background
+// while the next is written, one at a time per channel. When the session ends, seal.json holds the last hash and the
 // SHA-256 of session.json, signed with the node's ed25519 recording key.
 // A crash loses nothing written (every event is written to the file at
 // once); bytes after the last chunk are chained at the next start as a

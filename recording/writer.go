@@ -323,6 +323,18 @@ type Channel struct {
 	chunkOff int64     // where the current chunk starts
 	hash     hash.Hash // of the current chunk
 	timer    *time.Timer
+
+	// A full chunk is synced and chained in the background while the
+	// relay goes on writing the next one; syncing is closed when that is
+	// done, and syncErr (written before the close) says how it went.
+	syncing chan struct{}
+	syncErr error
+}
+
+// chunk is a byte range of a channel file and the SHA-256 of its bytes.
+type chunk struct {
+	off, n int64
+	sum    []byte
 }
 
 // Stdout records output from the target; Stderr records its extended data.
@@ -478,7 +490,7 @@ func (c *Channel) appendLocked(b []byte) error {
 		return c.err
 	}
 	if c.off-c.chunkOff >= chunkBytes {
-		return c.flushLocked()
+		return c.chainInBackgroundLocked()
 	}
 	if c.timer == nil {
 		c.timer = time.AfterFunc(chunkInterval, c.timedFlush)
@@ -515,30 +527,84 @@ func (c *Channel) flushLocked() error {
 	return nil
 }
 
-// chainLocked syncs the file and chains the bytes since the last chunk.
+// chainLocked syncs the file and chains the bytes since the last chunk,
+// after the chunk being synced in the background, if any.
 func (c *Channel) chainLocked() error {
-	if err := c.f.Sync(); err != nil {
-		return fmt.Errorf("recording sync: %w", err)
+	if err := c.waitSyncLocked(); err != nil {
+		return err
 	}
-	s := c.sess
-	s.chainMu.Lock()
-	var err error
-	switch {
-	case s.chainErr != nil:
-		err = s.chainErr
-	case s.chain == nil || s.chain.f == nil:
-		err = errors.New("recording already sealed")
-	default:
-		if _, err = s.chain.add(c.name, c.chunkOff, c.off-c.chunkOff, c.hash.Sum(nil), false); err != nil {
-			s.chainErr = err // a half-written line: nothing may follow it
-		}
-	}
-	s.chainMu.Unlock()
-	if err != nil {
+	if err := c.sess.chainChunk(c.f, c.name, chunk{off: c.chunkOff, n: c.off - c.chunkOff, sum: c.hash.Sum(nil)}); err != nil {
 		return err
 	}
 	c.chunkOff = c.off
 	c.hash.Reset()
+	return nil
+}
+
+// chainInBackgroundLocked makes a chunk of the bytes since the last one
+// and syncs and chains it in the background, so that forwarding goes on
+// while the disk catches up. One chunk at most is in flight per channel:
+// the next waits for it. So what has been written but is not yet durable
+// stays under two chunks (or a second, the timer's bound); the bytes
+// themselves are in the file before they are relayed, as before. A
+// failed sync fails the session at once, which ends it.
+func (c *Channel) chainInBackgroundLocked() error {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	if err := c.waitSyncLocked(); err != nil {
+		return err
+	}
+	ck := chunk{off: c.chunkOff, n: c.off - c.chunkOff, sum: c.hash.Sum(nil)}
+	c.chunkOff = c.off
+	c.hash.Reset()
+	done, f := make(chan struct{}), c.f
+	c.syncing = done
+	go func() {
+		defer close(done)
+		if err := c.sess.chainChunk(f, c.name, ck); err != nil {
+			c.syncErr = err
+			c.sess.fail(err)
+		}
+	}()
+	return nil
+}
+
+// waitSyncLocked waits for the chunk being synced in the background and
+// makes its failure the channel's.
+func (c *Channel) waitSyncLocked() error {
+	if c.syncing == nil {
+		return nil
+	}
+	<-c.syncing
+	c.syncing = nil
+	if err := c.syncErr; err != nil {
+		if c.err == nil {
+			c.err = err
+		}
+		return c.err
+	}
+	return nil
+}
+
+// chainChunk syncs f and appends the chunk's record to the chain.
+func (s *Session) chainChunk(f *os.File, name string, ck chunk) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("recording sync: %w", err)
+	}
+	s.chainMu.Lock()
+	defer s.chainMu.Unlock()
+	switch {
+	case s.chainErr != nil:
+		return s.chainErr
+	case s.chain == nil || s.chain.f == nil:
+		return errors.New("recording already sealed")
+	}
+	if _, err := s.chain.add(name, ck.off, ck.n, ck.sum, false); err != nil {
+		s.chainErr = err // a half-written line: nothing may follow it
+		return err
+	}
 	return nil
 }
 
@@ -566,6 +632,7 @@ func (c *Channel) Close() error {
 		c.timer.Stop()
 		c.timer = nil
 	}
+	c.waitSyncLocked() // the file stays open until its last sync is done
 	if err := c.f.Close(); err != nil && c.err == nil {
 		c.err = fmt.Errorf("recording close: %w", err)
 	}
