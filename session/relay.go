@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -16,8 +17,11 @@ import (
 	"github.com/sekisho/sekisho/recording"
 )
 
-// relayBufSize is the size of the first read buffer in each copy direction.
-const relayBufSize = 32 << 10
+// relayBufSize is the size of the first read buffer in each copy
+// direction. Interactive channels (keystrokes, their echo) never fill it,
+// and a thousand sessions hold three each, so it is small; a bulk
+// transfer doubles it with every full read.
+const relayBufSize = 4 << 10
 
 // relayBufMax is the size a copy's buffer grows to while reads fill it (a
 // bulk transfer): fewer, larger recorder writes. Idle interactive
@@ -392,9 +396,63 @@ func copyRecorded(src io.Reader, dst io.Writer, record func([]byte) error, n cou
 				return false, nil
 			}
 			n.Add(int64(k))
-			if k == len(buf) && len(buf) < relayBufMax {
+			if k == len(buf) {
+				if len(buf) == relayBufMax {
+					// A bulk transfer: from now on, writing one buffer
+					// and recording the next overlap.
+					return copyOverlapped(src, dst, record, n, buf)
+				}
 				buf = make([]byte, 2*len(buf))
 			}
+		}
+		if err != nil {
+			return errors.Is(err, io.EOF), nil
+		}
+	}
+}
+
+// copyOverlapped is copyRecorded for bulk transfers: while one buffer is
+// being written to dst (encrypted and sent), the next is read and
+// recorded, on two goroutines. Every buffer is recorded before it is
+// handed to the writer, and everything recorded is written, in order,
+// before it returns.
+func copyOverlapped(src io.Reader, dst io.Writer, record func([]byte) error, n counter, buf []byte) (eof bool, recErr error) {
+	free := make(chan []byte, 2)
+	free <- buf
+	free <- make([]byte, len(buf))
+	full := make(chan []byte, 1)
+	var writeFailed atomic.Bool
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for b := range full {
+			if !writeFailed.Load() {
+				if _, err := dst.Write(b); err != nil {
+					writeFailed.Store(true)
+				} else {
+					n.Add(int64(len(b)))
+				}
+			}
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(full)
+		<-written
+	}()
+	for {
+		b := <-free
+		if writeFailed.Load() {
+			return false, nil
+		}
+		k, err := src.Read(b)
+		if k > 0 {
+			if rerr := record(b[:k]); rerr != nil {
+				return false, rerr
+			}
+			full <- b[:k]
+		} else {
+			free <- b
 		}
 		if err != nil {
 			return errors.Is(err, io.EOF), nil

@@ -1,0 +1,163 @@
+package session
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// chunkedReader returns its data in reads of random sizes up to max, or
+// up to the caller's buffer when max is 0 (as an ssh channel with a full
+// window does).
+type chunkedReader struct {
+	data []byte
+	rnd  *rand.Rand
+	max  int
+}
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if r.max > 0 {
+		n = min(n, 1+r.rnd.IntN(r.max))
+	}
+	n = copy(p, r.data[:min(n, len(r.data))])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// sink is a writer that records what arrived, guarded for the writer
+// goroutine of copyOverlapped.
+type sink struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	failAt int // fail the write that would pass this many bytes (0: never)
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failAt > 0 && s.buf.Len()+len(p) > s.failAt {
+		return 0, errors.New("technician gone")
+	}
+	return s.buf.Write(p)
+}
+
+func (s *sink) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.buf.Bytes())
+}
+
+func (s *sink) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Len()
+}
+
+func testData(n int) []byte {
+	b := make([]byte, n)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(rnd.Uint32())
+	}
+	return b
+}
+
+// TestCopyRecordedBulkAndInteractive: every byte arrives in order and is
+// recorded, and never reaches the other side before the recording holds
+// it, for interactive-sized reads and for a bulk transfer (which switches
+// to overlapped writing once the buffer is at its largest).
+func TestCopyRecordedBulkAndInteractive(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		max  int
+	}{
+		{"keystrokes", 64 << 10, 16},
+		{"bulk", 8 << 20, 0},
+		{"mixed reads", 8 << 20, 300 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := testData(tc.n)
+			src := &chunkedReader{data: data, rnd: rand.New(rand.NewPCG(3, 4)), max: tc.max}
+			dst := &sink{}
+			var recorded bytes.Buffer
+			record := func(p []byte) error {
+				if got := dst.len(); got > recorded.Len() {
+					t.Errorf("%d bytes relayed but only %d recorded", got, recorded.Len())
+				}
+				recorded.Write(p)
+				return nil
+			}
+			var n atomic.Int64
+			eof, err := copyRecorded(src, dst, record, &n)
+			if !eof || err != nil {
+				t.Fatalf("copyRecorded = eof %v, err %v; want EOF and no error", eof, err)
+			}
+			if !bytes.Equal(dst.bytes(), data) {
+				t.Fatalf("relayed %d bytes that differ from the %d sent", dst.len(), len(data))
+			}
+			if !bytes.Equal(recorded.Bytes(), data) {
+				t.Fatalf("recorded %d bytes that differ from the %d sent", recorded.Len(), len(data))
+			}
+			if n.Load() != int64(len(data)) {
+				t.Fatalf("counted %d bytes, relayed %d", n.Load(), len(data))
+			}
+		})
+	}
+}
+
+// TestCopyRecordedStopsWhenRecordingFails: after the recording refuses a
+// read, nothing of it or after it reaches the other side, in the bulk
+// (overlapped) path too.
+func TestCopyRecordedStopsWhenRecordingFails(t *testing.T) {
+	data := testData(8 << 20)
+	src := &chunkedReader{data: data}
+	dst := &sink{}
+	recorded := 0
+	boom := errors.New("disk full")
+	record := func(p []byte) error {
+		if recorded+len(p) > 5<<20 {
+			return boom
+		}
+		recorded += len(p)
+		return nil
+	}
+	var n atomic.Int64
+	eof, err := copyRecorded(src, dst, record, &n)
+	if eof || !errors.Is(err, boom) {
+		t.Fatalf("copyRecorded = eof %v, err %v; want the recording's error", eof, err)
+	}
+	if got := dst.len(); got != recorded {
+		t.Fatalf("relayed %d bytes, recorded %d: all recorded bytes and nothing else must be relayed", got, recorded)
+	}
+	if !bytes.Equal(dst.bytes(), data[:recorded]) {
+		t.Fatal("the relayed bytes differ from the recorded ones")
+	}
+}
+
+// TestCopyRecordedStopsWhenTheOtherSideFails: a write error ends the copy
+// without an error of the recording's, in the bulk path too.
+func TestCopyRecordedStopsWhenTheOtherSideFails(t *testing.T) {
+	data := testData(8 << 20)
+	src := &chunkedReader{data: data}
+	dst := &sink{failAt: 3 << 20}
+	var n atomic.Int64
+	eof, err := copyRecorded(src, dst, func([]byte) error { return nil }, &n)
+	if eof || err != nil {
+		t.Fatalf("copyRecorded = eof %v, err %v; want neither", eof, err)
+	}
+	if got := dst.len(); got > 3<<20 || n.Load() != int64(got) {
+		t.Fatalf("relayed %d bytes, counted %d; want at most %d, counted as relayed", got, n.Load(), 3<<20)
+	}
+	if len(src.data) == 0 {
+		t.Fatal("the copy read its source to the end after the other side failed")
+	}
+}
