@@ -502,8 +502,11 @@ func (c *Channel) timedFlush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.timer = nil
-	if c.f != nil && c.err == nil {
-		c.flushLocked() // a failure is sticky: the next write reports it
+	if c.f != nil && c.err == nil && c.off > c.chunkOff {
+		// In the background too: an interactive channel's writers do not
+		// wait for the disk once a second. A failure fails the session
+		// and is sticky: the next write reports it.
+		c.chainInBackgroundLocked()
 	}
 }
 
