@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK := bin/staticcheck
 SRC         := $(shell find cmd broker session recording notify -name '*.go' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build demo test unit e2e bench lint fuzz clean
+.PHONY: all build demo test unit e2e bench bench-go lint fuzz clean
 
 all: build
 
@@ -45,12 +45,22 @@ e2e: build bin/minio
 # (docs/BENCHMARKS.md) and writes bench/results/latest.json; it takes about
 # ten minutes on two cores. Quick run: make bench BENCH_BYTES=67108864
 # BENCH_FLAGS='-setup-runs 10 -reps 1 -out /tmp/bench.json'.
+# The replay start is measured on a 1 GiB recording (REPLAY_BENCH_BYTES).
+# make bench-go runs only the micro-benchmarks of the recorder and the
+# relay (allocations included); compare runs with benchstat, e.g.
+# make bench-go BENCH_GO_FLAGS=-count=8 > new.txt.
 BENCHTIME ?= 5x
 BENCH_FLAGS ?=
-bench: build
+REPLAY_BENCH_BYTES ?= 1073741824
+BENCH_GO_FLAGS ?=
+bench: build bench-go
 	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./e2e/
-	$(GO) test -run=NONE -bench=. -benchtime=$(BENCHTIME) ./recording/
+	SEKISHO_BENCH_BYTES=$(REPLAY_BENCH_BYTES) $(GO) test -run=NONE -bench=ReplayStart -benchtime=$(BENCHTIME) -timeout=30m ./recording/
 	$(GO) run ./bench/cmd/sekisho-bench $(BENCH_FLAGS)
+
+bench-go:
+	$(GO) test -run=NONE -bench=Recorder -benchmem $(BENCH_GO_FLAGS) ./recording/
+	$(GO) test -run=NONE -bench='Relay|CopyRecorded' -benchmem $(BENCH_GO_FLAGS) ./session/
 
 lint: $(STATICCHECK)
 	@fmt=$$(gofmt -l cmd broker session recording notify e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
