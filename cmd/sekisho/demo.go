@@ -69,6 +69,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:2222", "bastion address")
 	devvault := fs.String("devvault", "", "dev Vault binary (default: devvault next to this binary, then bin/devvault)")
 	sshd := fs.String("sshd", "/usr/sbin/sshd", "OpenSSH sshd binary for the targets")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics at this host:port (metrics.listen; default: none)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -83,7 +84,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if _, err := os.Stat(*sshd); err != nil {
 		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
 	}
-	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	defer d.stopAll()
 	return d.run(ctx, *listen)
 }
@@ -111,6 +112,7 @@ type demo struct {
 	dir      string
 	sshd     string
 	vaultBin string
+	metrics  string // metrics.listen, empty for none
 	log      *slog.Logger
 	procs    []*proc
 }
@@ -165,7 +167,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	}
 
 	cfgPath := d.path("sekisho.yaml")
-	if err := writeDemoConfig(cfgPath, listen, vaultAddr, keys, targets); err != nil {
+	if err := writeDemoConfig(cfgPath, listen, d.metrics, vaultAddr, keys, targets); err != nil {
 		return err
 	}
 	cfg, err := LoadConfig(cfgPath)
@@ -502,6 +504,10 @@ state: sekisho.db
 recordings: recordings
 log_format: json
 log_level: info
+{{- if .Metrics}}
+metrics:
+  listen: {{.Metrics}}
+{{- end}}
 
 vault:
   address: {{.Vault}}
@@ -627,13 +633,13 @@ rules:
     require_mfa: true
 `
 
-func writeDemoConfig(path, listen, vaultAddr string, keys map[string]string, targets []demoTarget) error {
+func writeDemoConfig(path, listen, metrics, vaultAddr string, keys map[string]string, targets []demoTarget) error {
 	t := template.Must(template.New("cfg").Funcs(template.FuncMap{"join": strings.Join}).Parse(demoConfigTmpl))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	err = t.Execute(f, map[string]any{"Listen": listen, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
+	err = t.Execute(f, map[string]any{"Listen": listen, "Metrics": metrics, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
