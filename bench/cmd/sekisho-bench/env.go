@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +35,7 @@ type demoState struct {
 		Address string `json:"address"`
 		HostKey string `json:"host_key"`
 		Login   string `json:"login"`
+		Config  string `json:"sshd_config"`
 	} `json:"targets"`
 	Keys map[string]string `json:"keys"`
 	PID  int               `json:"pid"`
@@ -61,6 +61,7 @@ const (
 // direct logins to the target, and one ssh_config per cipher.
 type env struct {
 	dir      string // work directory, removed at the end unless -keep
+	bin      string // the sekisho binary
 	demoDir  string
 	state    demoState
 	target   string // host:port of db-jp-01
@@ -68,6 +69,9 @@ type env struct {
 	demo     *child
 	jump     *child
 	jumpAddr string
+	certFile string // the certificate of the direct paths (A, D)
+	// metricsAddr is where sekisho serves Prometheus /metrics.
+	metricsAddr string
 	// configs maps a client variant to its ssh_config file: "" for
 	// OpenSSH's defaults, a cipher name, or "kex:" and a key exchange.
 	configs map[string]string
@@ -87,8 +91,12 @@ func startChild(name string, logPath string, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Children die with the benchmark, even when it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Children die with the benchmark, even when it is killed. Each runs
+	// in a session of its own: with the kernel's scheduler autogroups
+	// (sched_autogroup_enabled), one session is one group with one share
+	// of the CPUs, and sekisho must not share one with the load
+	// generator of parts 3 and 4, which runs in this process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
 	err = cmd.Start()
 	logf.Close()
 	if err != nil {
@@ -124,7 +132,7 @@ func (c *child) stop(sig os.Signal, grace time.Duration) {
 
 // setUp starts the demo and the jump host and writes the client files.
 func setUp(ctx context.Context, dir, sekishoBin string, variants []string) (*env, error) {
-	e := &env{dir: dir, demoDir: filepath.Join(dir, "demo")}
+	e := &env{dir: dir, bin: sekishoBin, demoDir: filepath.Join(dir, "demo")}
 	if err := e.startDemo(ctx, sekishoBin); err != nil {
 		return e, err
 	}
@@ -140,6 +148,7 @@ func setUp(ctx context.Context, dir, sekishoBin string, variants []string) (*env
 	if err != nil {
 		return e, fmt.Errorf("certificate for the direct paths: %w", err)
 	}
+	e.certFile = cert
 	jumpKey, err := e.startJump(ctx)
 	if err != nil {
 		return e, fmt.Errorf("jump host: %w", err)
@@ -156,9 +165,15 @@ func (e *env) tearDown() {
 }
 
 // startDemo runs `sekisho demo` on random loopback ports and waits for
-// its demo.json, as the e2e suite does.
+// its demo.json, as the e2e suite does. sekisho serves its Prometheus
+// metrics (goroutines, Go heap) on another free loopback port.
 func (e *env) startDemo(ctx context.Context, sekishoBin string) error {
-	c, err := startChild(sekishoBin, filepath.Join(e.dir, "demo.out"), "demo", "--dir", e.demoDir, "--listen", "127.0.0.1:0")
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	e.metricsAddr = net.JoinHostPort("127.0.0.1", port)
+	c, err := startChild(sekishoBin, filepath.Join(e.dir, "demo.out"), "demo", "--dir", e.demoDir, "--listen", "127.0.0.1:0", "--metrics", e.metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -410,26 +425,7 @@ func (e *env) recordingsDir() string { return filepath.Join(e.demoDir, "recordin
 // sekishoCPU returns the CPU time (user+system) the sekisho process has
 // used so far: the demo runs the bastion in its own process (Vault and the
 // sshd targets are separate processes).
-func (e *env) sekishoCPU() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.state.PID))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("unexpected /proc stat format")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// After the command name: state is field 3, utime 14, stime 15.
-	if len(f) < 13 {
-		return 0, errors.New("unexpected /proc stat format")
-	}
-	var ut, st int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	const userHZ = 100 // USER_HZ is 100 on every Linux ABI Go supports
-	return time.Duration(ut+st) * time.Second / userHZ, nil
-}
+func (e *env) sekishoCPU() (time.Duration, error) { return procCPU(e.state.PID) }
 
 func freePort() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,13 +8,19 @@
 //
 // It measures connection setup (`ssh HOST true`), bulk throughput both
 // ways for each cipher, and what B's recordings take on disk, with the
-// runs of the three paths interleaved so that noise hits all of them. It
-// prints Markdown tables and writes the samples as JSON. `make bench`
-// runs it; docs/BENCHMARKS.md describes the method and the last results.
+// runs of the three paths interleaved so that noise hits all of them.
+// Then, with many connections from an x/crypto/ssh load generator in this
+// process: concurrent interactive sessions on B and D (echo latency,
+// sekisho's memory, goroutines and CPU per session), idle authenticated
+// connections held to sekisho, and certificate issuance (connections per
+// second through B, Vault sign latency from the audit log). It prints
+// Markdown tables and writes the results as JSON. `make bench` runs it;
+// docs/BENCHMARKS.md describes the method and the last results.
 //
 // Usage, from the repository root after `make build`:
 //
 //	go run ./bench/cmd/sekisho-bench [-setup-runs 50] [-reps 3] [-bytes 1073741824] [-out bench/results/latest.json]
+//	    [-concurrency 100,1000] [-echo-window 10s] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 20s]
 //
 // BENCH_BYTES sets the default of -bytes, for quick runs.
 package main
@@ -64,6 +70,13 @@ func run(ctx context.Context, args []string) error {
 	workdir := fs.String("workdir", "", "where the work directory (the demo, hence sekisho's recordings) is made (default: $TMPDIR or /tmp)")
 	keep := fs.Bool("keep", false, "keep the work directory (demo, logs, configs) for inspection")
 	hold := fs.Bool("hold", false, "set up, print how to reach each path, and wait for Ctrl-C without measuring")
+	echoList := fs.String("concurrency", "100,1000", "concurrent pty sessions per path for the echo test, comma-separated (empty: none)")
+	echoWindow := fs.Duration("echo-window", 10*time.Second, "how long the concurrent sessions type, at each number of sessions")
+	idle := fs.Int("idle", 10000, "idle authenticated connections to sekisho to hold (0: none)")
+	idleHold := fs.Duration("idle-hold", 60*time.Second, "how long the idle connections are held")
+	cpsList := fs.String("cps-workers", "4,16", "concurrent workers of the certificate-issuance runs, comma-separated (empty: none)")
+	cpsWindow := fs.Duration("cps-window", 20*time.Second, "how long each certificate-issuance run connects")
+	cpsCommand := fs.String("cps-command", "true", "the command each certificate-issuance connection runs (empty: open the session channel only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +88,13 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	ciphers := strings.Split(*cipherList, ",")
+	load := loadOptions{EchoWindow: *echoWindow, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand}
+	if load.Echo, err = intList(*echoList); err != nil {
+		return fmt.Errorf("-concurrency %w", err)
+	}
+	if load.CPSWorkers, err = intList(*cpsList); err != nil {
+		return fmt.Errorf("-cps-workers %w", err)
+	}
 
 	began := time.Now()
 	res := &results{
@@ -207,6 +227,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	res.Recording = appendRecording(res.Recording, "exec stdout (the downloads), exact bytes", recExec, *nBytes)
 	res.Recording = appendRecording(res.Recording, "sftp upload (scp), exact bytes", recSFTP, *nBytes)
+
+	if err := e.loadParts(ctx, res, load); err != nil {
+		return err
+	}
 
 	res.computeBars()
 	res.Machine.LoadEnd = loadavg()

@@ -29,6 +29,14 @@ type results struct {
 	Recording      []recordingRow        `json:"recording"`
 	Bars           []bar                 `json:"bars"`
 	Elapsed        string                `json:"elapsed"`
+
+	// Parts 3 and 4 (concurrency.go, certs.go), and how long each took.
+	Echo      []*echoRow   `json:"concurrency_echo,omitempty"`
+	Idle      *idleResult  `json:"idle_connections,omitempty"`
+	Certs     *certResults `json:"certificate_issuance,omitempty"`
+	LoadTimes []partTime   `json:"load_part_times,omitempty"`
+	// LoadErrors are the parts 3 and 4 that could not finish, and why.
+	LoadErrors []string `json:"load_errors,omitempty"`
 }
 
 type settings struct {
@@ -42,6 +50,8 @@ type settings struct {
 	Technician    string   `json:"technician"`
 	Target        string   `json:"target"`
 	SekishoCommit string   `json:"sekisho_commit"`
+
+	Load *loadOptions `json:"load,omitempty"`
 }
 
 type machine struct {
@@ -227,6 +237,7 @@ func (r *results) computeBars() {
 		}
 		r.Bars = append(r.Bars, tb)
 	}
+	r.Bars = append(r.Bars, r.loadBars()...)
 }
 
 // printTables writes the results as Markdown tables, ready for
@@ -281,6 +292,8 @@ func (r *results) printTables(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %.2f |\n", rr.Channel, sizeString(rr.PayloadBytes), sizeString(rr.Disk), rr.PerPayload)
 	}
 
+	r.printLoad(w)
+
 	fmt.Fprintf(w, "\nBars (from the issue):\n\n")
 	for _, b := range r.Bars {
 		mark := "MISSED"
@@ -318,4 +331,170 @@ func sizeString(n int64) string {
 	default:
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
+}
+
+// printLoad writes the tables of parts 3 and 4, those that ran.
+func (r *results) printLoad(w io.Writer) {
+	if len(r.Echo) > 0 {
+		fmt.Fprintf(w, "\nConcurrent interactive sessions: a pty running cat per session, one keystroke each every %s (random offsets) for %.0f s; echo latency from writing the byte to reading its echo, ms\n\n",
+			keystrokeEvery, r.Echo[0].WindowS)
+		fmt.Fprintf(w, "| sessions | path | open (failed) | opened per s | keystrokes (lost) | p50 | p90 | p99 | p99.9 | max | CPUs used: load generator, sekisho, target sshd, other |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, row := range r.Echo {
+			for _, p := range []path{pathD, pathB} {
+				e := row.Paths[p]
+				if e == nil {
+					continue
+				}
+				l := e.LatencyMS
+				fmt.Fprintf(w, "| %d | %s | %d (%d) | %.1f | %d (%d) | %.2f | %.2f | %.2f | %.2f | %.1f | %s |\n", row.Sessions, p, e.Opened, e.Failed,
+					e.OpenRate, e.Keystrokes, e.Lost, l.P50, l.P90, l.P99, l.P999, l.Max, e.CPU.cells())
+			}
+		}
+		fmt.Fprintf(w, "\nAdded by sekisho (B − D):")
+		for i, row := range r.Echo {
+			sep := ";"
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %d sessions p50 %+.2f ms, p99 %+.2f ms", sep, row.Sessions, row.AddedP50MS, row.AddedP99MS)
+		}
+		fmt.Fprintf(w, "\n\nsekisho with B's sessions open (RSS and Go heap + stacks from before opening to the end of the window; CPU in the window):\n\n")
+		fmt.Fprintf(w, "| sessions | RSS before → end | RSS per session | heap + stacks per session | goroutines per session | threads | CPU per keystroke | CPU per session | disk: writes/s, flushes/s (ms each) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, row := range r.Echo {
+			b, c := row.Paths[pathB], row.Sekisho
+			if b == nil || c == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %d | %s → %s | %.0f KiB | %.0f KiB | %.1f | %d | %.0f µs | %.2f%% of a CPU | %s |\n", row.Sessions,
+				sizeString(b.Before.RSS), sizeString(b.End.RSS), c.RSS/1024, c.HeapStack/1024, c.Goroutines, c.Threads, c.CPUPerKeystrokeUS, 100*c.CPUPerSession, b.Disk.cell())
+		}
+	}
+	if i := r.Idle; i != nil {
+		fmt.Fprintf(w, "\nIdle connections: %d command logins to sekisho (authenticated, no target, no channel) held for %.0f s\n\n", i.Connections, i.HoldS)
+		fmt.Fprintf(w, "| opened (failed) | open in | alive at the end | RSS before → held → end | RSS per connection | heap + stacks per connection | goroutines per connection | threads | fds (limit) | CPU in the hold |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		var perRSS, perHeap, perG float64
+		if c := i.PerConn; c != nil {
+			perRSS, perHeap, perG = c.RSS, c.HeapStack, c.Goroutines
+		}
+		fmt.Fprintf(w, "| %d (%d) | %.1f s | %d | %s → %s → %s | %.1f KiB | %.1f KiB | %.1f | %d | %d (%d) | %.1f s |\n", i.Opened, i.Failed, i.OpenS, i.Alive,
+			sizeString(i.Before.RSS), sizeString(i.Open.RSS), sizeString(i.End.RSS), perRSS/1024, perHeap/1024, perG, i.End.Threads, i.End.FDs, i.FDLimit, i.SekishoCPU)
+		if s := i.Setup; s != nil {
+			fmt.Fprintf(w, "\n`ssh B true` while they were held: median %.1f ms, p99 %.1f ms (%d runs, %d failed); %s × part 1's median\n",
+				s.Summary.Median, s.Summary.P99, s.Summary.N, s.Failures, fmtRatio(i.SetupRatio))
+		}
+	}
+	if c := r.Certs; c != nil {
+		what := "exec " + r.Settings.Load.CPSCommand + ", exit status"
+		if r.Settings.Load.CPSCommand == "" {
+			what = "open a session channel, nothing started on the target"
+		}
+		fmt.Fprintf(w, "\nCertificate issuance: workers each connecting through B back to back (connect, %s, close); Vault sign latency from sekisho's cert.issued events (sign_ms: key generation and Vault call)\n\n", what)
+		fmt.Fprintf(w, "| workers | connections/s | completed (failed) | connection p50 | p99 | Vault sign p50 | p99 | max | CPU per connection: sekisho | Vault | target sshd | CPUs used: load generator, sekisho, target sshd, other |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, run := range c.Runs {
+			fmt.Fprintf(w, "| %d | %.1f | %d (%d) | %.0f ms | %.0f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s |\n", run.Workers, run.PerSecond, run.Completed, run.Failed,
+				run.LatencyMS.P50, run.LatencyMS.P99, run.SignMS.P50, run.SignMS.P99, run.SignMS.Max, run.SekishoCPUMS, run.VaultCPUMS, run.TargetCPUMS, run.CPU.cells())
+		}
+		q := c.Sequential
+		fmt.Fprintf(w, "\nOne connection at a time (parts 1–2, %d certificates): Vault sign p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", q.N, q.P50, q.P99, q.Max)
+	}
+	for _, e := range r.LoadErrors {
+		fmt.Fprintf(w, "\n**Not finished:** %s\n", e)
+	}
+	if len(r.LoadTimes) > 0 {
+		fmt.Fprintf(w, "\nTime taken:")
+		for i, t := range r.LoadTimes {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s %s", sep, t.Part, t.Took)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// loadBars checks the targets of parts 3 and 4: with 1,000 concurrent
+// recorded sessions, echo p99 through sekisho at most 5 ms above direct
+// and sekisho's memory under 200 KB per session; 10,000 idle connections
+// under 2 GB RSS. KB and GB are read as 1000 and 10⁹ bytes, the stricter
+// reading.
+func (r *results) loadBars() []bar {
+	var bars []bar
+	var row *echoRow
+	for _, er := range r.Echo {
+		if row == nil || er.Sessions == 1000 || (row.Sessions != 1000 && er.Sessions > row.Sessions) {
+			row = er
+		}
+	}
+	if row != nil {
+		at := ""
+		if row.Sessions != 1000 {
+			at = fmt.Sprintf(" (measured at %d sessions, not the bar's 1,000)", row.Sessions)
+		}
+		b, d := row.Paths[pathB], row.Paths[pathD]
+		complete := b != nil && d != nil && b.Opened == row.Sessions && d.Opened == row.Sessions && b.LatencyMS.N > 0 && d.LatencyMS.N > 0
+		eb := bar{Name: "concurrent sessions: echo latency", Want: "B − D echo p99 < 5 ms with 1,000 recorded sessions", Got: row.AddedP99MS}
+		switch {
+		case !complete:
+			eb.Detail = "not measured: not every session opened on both paths" + at
+		default:
+			eb.Met = row.AddedP99MS < 5 && row.Sessions >= 1000
+			verdict := "missed"
+			if eb.Met {
+				verdict = "met"
+			}
+			eb.Detail = fmt.Sprintf("%s: p99 B %.2f ms vs D %.2f ms, %+.2f ms (p50 %+.2f ms)%s; %d of %d keystrokes lost through B",
+				verdict, b.LatencyMS.P99, d.LatencyMS.P99, row.AddedP99MS, row.AddedP50MS, at, b.Lost, b.Keystrokes)
+		}
+		bars = append(bars, eb)
+		mb := bar{Name: "concurrent sessions: memory", Want: "sekisho RSS growth < 200 KB (200,000 bytes) per session with 1,000 sessions"}
+		if c := row.Sekisho; c != nil && complete {
+			mb.Got = c.RSS
+			mb.Met = c.RSS < 200e3 && row.Sessions >= 1000
+			verdict := "missed"
+			if mb.Met {
+				verdict = "met"
+			}
+			mb.Detail = fmt.Sprintf("%s: %.0f KB per session (%s → %s for %d sessions; Go heap + stacks %.0f KB per session, %.1f goroutines per session)%s",
+				verdict, c.RSS/1e3, sizeString(b.Before.RSS), sizeString(b.End.RSS), b.Opened, c.HeapStack/1e3, c.Goroutines, at)
+		} else {
+			mb.Detail = "not measured" + at
+		}
+		bars = append(bars, mb)
+	}
+	if i := r.Idle; i != nil {
+		ib := bar{Name: "idle connections: memory", Want: "sekisho RSS < 2 GB (2·10⁹ bytes) with 10,000 idle connections", Got: float64(i.End.RSS)}
+		at := ""
+		if i.Connections != 10000 {
+			at = fmt.Sprintf(" (measured with %d connections, not the bar's 10,000)", i.Connections)
+		}
+		switch {
+		case i.Opened != i.Connections || i.Alive != i.Connections:
+			ib.Detail = fmt.Sprintf("not measured: %d of %d opened, %d alive at the end%s", i.Opened, i.Connections, i.Alive, at)
+		default:
+			ib.Met = i.End.RSS < 2e9 && i.Connections >= 10000
+			verdict := "missed"
+			if ib.Met {
+				verdict = "met"
+			}
+			ib.Detail = fmt.Sprintf("%s: %s after %.0f s held (%s before), %.1f KB per connection%s; `ssh B true` median %.0f ms meanwhile (%s × part 1)",
+				verdict, sizeString(i.End.RSS), i.HoldS, sizeString(i.Before.RSS), i.PerConn.RSS/1e3, at, i.Setup.Summary.Median, fmtRatio(i.SetupRatio))
+		}
+		bars = append(bars, ib)
+	}
+	return bars
+}
+
+// cell shows the disk's writes and flushes per second.
+func (d *diskIO) cell() string {
+	if d == nil {
+		return "no block device"
+	}
+	return fmt.Sprintf("%.0f, %.0f (%.2f ms)", d.WritesPerS, d.FlushesPerS, d.FlushMS)
+}
+
+// cells shows the CPUs used by each party (Vault counts as other: it
+// matters only in part 4, which shows it per connection).
+func (u cpuUse) cells() string {
+	return fmt.Sprintf("%.2f, %.2f, %.2f, %.2f", u.Client, u.Sekisho, u.Target, u.Other+u.Vault)
 }
