@@ -108,12 +108,20 @@ type echoRow struct {
 	// AddedP50MS and AddedP99MS are B − D.
 	AddedP50MS float64 `json:"added_p50_ms"`
 	AddedP99MS float64 `json:"added_p99_ms"`
-	// Sekisho is what one more open session costs sekisho.
+	// Sekisho is what one more open session costs sekisho: the growth
+	// from the previous N's end of window (before the first session, for
+	// the first N) to this one's, per session added. A step, not a total:
+	// memory a Go process got back from earlier sessions (or part 2's
+	// transfers) and has not returned to the kernel is reused without
+	// growing its RSS, which would make the first sessions look cheap.
 	Sekisho *perSession `json:"sekisho_per_session,omitempty"`
 }
 
 // perSession is sekisho's cost per session (or idle connection).
 type perSession struct {
+	Added      int     `json:"added"`            // sessions added between the snapshots
+	FromRSS    int64   `json:"from_rss_bytes"`   // RSS at the first snapshot
+	ToRSS      int64   `json:"to_rss_bytes"`     // and at the second
 	RSS        float64 `json:"rss_bytes"`        // RSS growth / sessions
 	HeapStack  float64 `json:"heap_stack_bytes"` // Go heap + stacks in use, growth / sessions
 	Goroutines float64 `json:"goroutines"`       // goroutine growth / sessions
@@ -124,16 +132,19 @@ type perSession struct {
 	CPUPerSession     float64 `json:"cpu_share_per_session,omitempty"`
 }
 
-func costPerSession(before, open, end *procSnapshot, n int) *perSession {
-	if n == 0 {
+// growth is sekisho's growth from one snapshot to another per session
+// (or connection) added between them.
+func growth(from, to *procSnapshot, n int) *perSession {
+	if n <= 0 {
 		return nil
 	}
 	k := float64(n)
 	return &perSession{
-		RSS:        float64(end.RSS-before.RSS) / k,
-		HeapStack:  float64(end.HeapInuse+end.StackInuse-before.HeapInuse-before.StackInuse) / k,
-		Goroutines: float64(open.Goroutines-before.Goroutines) / k,
-		Threads:    end.Threads,
+		Added: n, FromRSS: from.RSS, ToRSS: to.RSS,
+		RSS:        float64(to.RSS-from.RSS) / k,
+		HeapStack:  float64(to.HeapInuse+to.StackInuse-from.HeapInuse-from.StackInuse) / k,
+		Goroutines: float64(to.Goroutines-from.Goroutines) / k,
+		Threads:    to.Threads,
 	}
 }
 
@@ -155,17 +166,23 @@ func (e *env) echoTest(ctx context.Context, g *goClients, ns []int, window time.
 			return rows, err
 		}
 	}
+	var prev *echoPath
 	for _, row := range rows {
 		b, d := row.Paths[pathB], row.Paths[pathD]
 		if b == nil || d == nil {
 			continue
 		}
+		from, added := b.Before, b.Opened
+		if prev != nil {
+			from, added = prev.End, b.Opened-prev.Opened
+		}
+		prev = b
 		if b.LatencyMS.N > 0 && d.LatencyMS.N > 0 {
 			row.AddedP50MS = b.LatencyMS.P50 - d.LatencyMS.P50
 			row.AddedP99MS = b.LatencyMS.P99 - d.LatencyMS.P99
 		}
-		if b.Before != nil && b.Open != nil && b.End != nil {
-			row.Sekisho = costPerSession(b.Before, b.Open, b.End, b.Opened)
+		if from != nil && b.End != nil {
+			row.Sekisho = growth(from, b.End, added)
 			if row.Sekisho != nil && b.Keystrokes > 0 {
 				row.Sekisho.CPUPerKeystrokeUS = b.SekishoCPU * 1e6 / float64(b.Keystrokes)
 				row.Sekisho.CPUPerSession = b.SekishoCPU / window.Seconds() / float64(b.Opened)
@@ -524,8 +541,13 @@ type idleResult struct {
 	// Alive is how many answered a request at the end of the hold.
 	Alive int `json:"alive_at_end"`
 	// FDLimit is sekisho's open-file limit (soft).
-	FDLimit int          `json:"sekisho_fd_limit"`
+	FDLimit int `json:"sekisho_fd_limit"`
+	// sekisho before the first connection, with half of them open, with
+	// all open, and at the end of the hold. PerConn is the growth from
+	// half to all, per connection: memory kept from earlier parts is
+	// reused by the first connections without growing the RSS.
 	Before  procSnapshot `json:"sekisho_before"`
+	Half    procSnapshot `json:"sekisho_half"`
 	Open    procSnapshot `json:"sekisho_open"`
 	End     procSnapshot `json:"sekisho_end"`
 	PerConn *perSession  `json:"sekisho_per_connection,omitempty"`
@@ -565,17 +587,26 @@ func (e *env) idleTest(ctx context.Context, g *goClients, n int, hold time.Durat
 		}
 	}()
 	began := time.Now()
-	var firstErr error
-	r.Failed, firstErr = bounded(ctx, n, idleConcurrency, func(i int) error {
-		c, err := g.dial(ctx, loginCommand)
-		conns[i] = c
-		return err
-	})
+	half := n / 2
+	open := func(from, to int) {
+		failed, err := bounded(ctx, to-from, idleConcurrency, func(i int) error {
+			c, err := g.dial(ctx, loginCommand)
+			conns[from+i] = c
+			return err
+		})
+		r.Failed += failed
+		if err != nil && r.FirstError == "" {
+			r.FirstError = err.Error()
+		}
+	}
+	open(0, half)
+	if r.Half, err = e.snapshot(ctx); err != nil {
+		return r, err
+	}
+	opened := half - r.Failed
+	open(half, n)
 	r.OpenS = time.Since(began).Seconds()
 	r.Opened = n - r.Failed
-	if firstErr != nil {
-		r.FirstError = firstErr.Error()
-	}
 	logf("  %d idle connections open in %.1f s, %d failed %s", r.Opened, r.OpenS, r.Failed, r.FirstError)
 	if err := ctx.Err(); err != nil {
 		return r, err
@@ -620,7 +651,7 @@ func (e *env) idleTest(ctx context.Context, g *goClients, n int, hold time.Durat
 		mu.Unlock()
 		return nil
 	})
-	r.PerConn = costPerSession(&r.Before, &r.Open, &r.End, r.Opened)
+	r.PerConn = growth(&r.Half, &r.Open, r.Opened-opened)
 	logf("  after %s: %d alive; sekisho RSS %s (%s before), %d goroutines, %d threads",
 		hold, r.Alive, sizeString(r.End.RSS), sizeString(r.Before.RSS), r.End.Goroutines, r.End.Threads)
 

@@ -232,6 +232,11 @@ type cpuUse struct {
 	Other   float64 `json:"other"`
 	// Busy is the busy share of all CPUs (not idle, not waiting for I/O).
 	Busy float64 `json:"machine_busy"`
+	// ClientWait and SekishoWait are how long the threads of the load
+	// generator and of sekisho were runnable but waited for a CPU, in
+	// seconds per second: a process starved by the others shows here.
+	ClientWait  float64 `json:"load_generator_runqueue_wait"`
+	SekishoWait float64 `json:"sekisho_runqueue_wait"`
 }
 
 // cpuMeter measures the CPU time of the parties of cpuUse between start
@@ -240,6 +245,8 @@ type cpuMeter struct {
 	clocks    []func() (time.Duration, error)
 	busy, tot int64
 	at        []time.Duration
+	waits     [2]time.Duration // run-queue waits of the load generator, sekisho
+	pid       int              // sekisho's
 	began     time.Time
 
 	Wall  time.Duration
@@ -250,7 +257,7 @@ type cpuMeter struct {
 // startCPU starts measuring the parties' CPU time.
 func (e *env) startCPU() *cpuMeter {
 	vault := childByCmdline(e.state.PID, "devvault")
-	m := &cpuMeter{began: time.Now(), clocks: []func() (time.Duration, error){
+	m := &cpuMeter{began: time.Now(), pid: e.state.PID, clocks: []func() (time.Duration, error){
 		func() (time.Duration, error) { return procCPU(os.Getpid()) },
 		func() (time.Duration, error) { return procCPU(e.state.PID) },
 		func() (time.Duration, error) { return procTreeCPU(e.targetSSHD()) },
@@ -261,6 +268,7 @@ func (e *env) startCPU() *cpuMeter {
 		d, _ := c()
 		m.at = append(m.at, d)
 	}
+	m.waits = [2]time.Duration{runQueueWait(os.Getpid()), runQueueWait(e.state.PID)}
 	return m
 }
 
@@ -278,6 +286,29 @@ func (m *cpuMeter) stop() {
 	if t > m.tot {
 		u.Busy = float64(b-m.busy) / float64(t-m.tot)
 	}
+	u.ClientWait = (runQueueWait(os.Getpid()) - m.waits[0]).Seconds() / w
+	u.SekishoWait = (runQueueWait(m.pid) - m.waits[1]).Seconds() / w
+}
+
+// runQueueWait returns how long the threads of process pid alive now have
+// waited on a run queue (/proc/PID/task/*/schedstat, second field).
+func runQueueWait(pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += n
+		}
+	}
+	return time.Duration(sum)
 }
 
 // children returns the processes whose parent is pid.

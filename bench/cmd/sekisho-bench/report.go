@@ -336,9 +336,9 @@ func sizeString(n int64) string {
 // printLoad writes the tables of parts 3 and 4, those that ran.
 func (r *results) printLoad(w io.Writer) {
 	if len(r.Echo) > 0 {
-		fmt.Fprintf(w, "\nConcurrent interactive sessions: a pty running cat per session, one keystroke each every %s (random offsets) for %.0f s; echo latency from writing the byte to reading its echo, ms\n\n",
-			keystrokeEvery, r.Echo[0].WindowS)
-		fmt.Fprintf(w, "| sessions | path | open (failed) | opened per s | keystrokes (lost) | p50 | p90 | p99 | p99.9 | max | CPUs used: load generator, sekisho, target sshd, other |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		fmt.Fprintf(w, "\nConcurrent interactive sessions: a pty running cat per session, one keystroke each every %s (random offsets) for %.0f s; echo latency from writing the byte to reading its echo, ms. CPUs used and waiting for a CPU are CPU seconds per second (the machine has %d CPUs); other is the kernel's own work and any other process\n\n",
+			keystrokeEvery, r.Echo[0].WindowS, r.Machine.CPUs)
+		fmt.Fprintf(w, "| sessions | path | open (failed) | opened per s | keystrokes (lost) | p50 | p90 | p99 | p99.9 | max | CPUs used: load generator, sekisho, target sshd, other | waiting for a CPU: load generator, sekisho |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, row := range r.Echo {
 			for _, p := range []path{pathD, pathB} {
 				e := row.Paths[p]
@@ -346,8 +346,8 @@ func (r *results) printLoad(w io.Writer) {
 					continue
 				}
 				l := e.LatencyMS
-				fmt.Fprintf(w, "| %d | %s | %d (%d) | %.1f | %d (%d) | %.2f | %.2f | %.2f | %.2f | %.1f | %s |\n", row.Sessions, p, e.Opened, e.Failed,
-					e.OpenRate, e.Keystrokes, e.Lost, l.P50, l.P90, l.P99, l.P999, l.Max, e.CPU.cells())
+				fmt.Fprintf(w, "| %d | %s | %d (%d) | %.1f | %d (%d) | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %.2f, %.2f |\n", row.Sessions, p, e.Opened, e.Failed,
+					e.OpenRate, e.Keystrokes, e.Lost, l.P50, l.P90, l.P99, l.P999, l.Max, e.CPU.cells(), e.CPU.ClientWait, e.CPU.SekishoWait)
 			}
 		}
 		fmt.Fprintf(w, "\nAdded by sekisho (B − D):")
@@ -358,19 +358,19 @@ func (r *results) printLoad(w io.Writer) {
 			}
 			fmt.Fprintf(w, "%s %d sessions p50 %+.2f ms, p99 %+.2f ms", sep, row.Sessions, row.AddedP50MS, row.AddedP99MS)
 		}
-		fmt.Fprintf(w, "\n\nsekisho with B's sessions open (RSS and Go heap + stacks from before opening to the end of the window; CPU in the window):\n\n")
-		fmt.Fprintf(w, "| sessions | RSS before → end | RSS per session | heap + stacks per session | goroutines per session | threads | CPU per keystroke | CPU per session | disk: writes/s, flushes/s (ms each) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		fmt.Fprintf(w, "\n\nsekisho with B's sessions open: RSS, Go heap + stacks and goroutines per session are the growth from the previous row's end of window (for the first, from before the first session) per session added; CPU in the window:\n\n")
+		fmt.Fprintf(w, "| sessions | RSS from → to | RSS per session | heap + stacks per session | goroutines per session | threads | CPU per keystroke | CPU per session | disk: writes/s, flushes/s (ms each) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, row := range r.Echo {
 			b, c := row.Paths[pathB], row.Sekisho
 			if b == nil || c == nil {
 				continue
 			}
 			fmt.Fprintf(w, "| %d | %s → %s | %.0f KiB | %.0f KiB | %.1f | %d | %.0f µs | %.2f%% of a CPU | %s |\n", row.Sessions,
-				sizeString(b.Before.RSS), sizeString(b.End.RSS), c.RSS/1024, c.HeapStack/1024, c.Goroutines, c.Threads, c.CPUPerKeystrokeUS, 100*c.CPUPerSession, b.Disk.cell())
+				sizeString(c.FromRSS), sizeString(c.ToRSS), c.RSS/1024, c.HeapStack/1024, c.Goroutines, c.Threads, c.CPUPerKeystrokeUS, 100*c.CPUPerSession, b.Disk.cell())
 		}
 	}
 	if i := r.Idle; i != nil {
-		fmt.Fprintf(w, "\nIdle connections: %d command logins to sekisho (authenticated, no target, no channel) held for %.0f s\n\n", i.Connections, i.HoldS)
+		fmt.Fprintf(w, "\nIdle connections: %d command logins to sekisho (authenticated, no target, no channel) held for %.0f s; per connection: the growth from half of them open to all, per connection\n\n", i.Connections, i.HoldS)
 		fmt.Fprintf(w, "| opened (failed) | open in | alive at the end | RSS before → held → end | RSS per connection | heap + stacks per connection | goroutines per connection | threads | fds (limit) | CPU in the hold |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		var perRSS, perHeap, perG float64
 		if c := i.PerConn; c != nil {
@@ -455,8 +455,8 @@ func (r *results) loadBars() []bar {
 			if mb.Met {
 				verdict = "met"
 			}
-			mb.Detail = fmt.Sprintf("%s: %.0f KB per session (%s → %s for %d sessions; Go heap + stacks %.0f KB per session, %.1f goroutines per session)%s",
-				verdict, c.RSS/1e3, sizeString(b.Before.RSS), sizeString(b.End.RSS), b.Opened, c.HeapStack/1e3, c.Goroutines, at)
+			mb.Detail = fmt.Sprintf("%s: %.0f KB per session (RSS %s → %s for %d more sessions, up to %d; Go heap + stacks %.0f KB per session, %.1f goroutines per session)%s",
+				verdict, c.RSS/1e3, sizeString(c.FromRSS), sizeString(c.ToRSS), c.Added, b.Opened, c.HeapStack/1e3, c.Goroutines, at)
 		} else {
 			mb.Detail = "not measured" + at
 		}
