@@ -23,13 +23,15 @@ import (
 // channel file and appends a record to chain.jsonl (fsynced too) naming
 // the file, the byte range and its SHA-256, hash-chained to the record
 // before. A chunk full at 1 MiB is synced and chained in the background
-// while the next is written, one at a time per channel. When the session ends, seal.json holds the last hash and the
+// while the next is written, one at a time per channel; while one is
+// being synced, the next grows (to 4 MiB at most) rather than wait. When the session ends, seal.json holds the last hash and the
 // SHA-256 of session.json, signed with the node's ed25519 recording key.
 // A crash loses nothing written (every event is written to the file at
 // once); bytes after the last chunk are chained at the next start as a
 // recovered chunk, and the seal then says the recording is incomplete.
 const (
 	chunkBytes    = 1 << 20
+	chunkBytesMax = 4 << 20 // a chunk grows past 1 MiB while the previous one is still being synced
 	chunkInterval = time.Second
 	chainFile     = "chain.jsonl"
 	sealFile      = "seal.json"

@@ -489,7 +489,7 @@ func (c *Channel) appendLocked(b []byte) error {
 		c.sess.fail(c.err)
 		return c.err
 	}
-	if c.off-c.chunkOff >= chunkBytes {
+	if n := c.off - c.chunkOff; n >= chunkBytes && (n >= chunkBytesMax || !c.syncBusyLocked()) {
 		return c.chainInBackgroundLocked()
 	}
 	if c.timer == nil {
@@ -548,9 +548,10 @@ func (c *Channel) chainLocked() error {
 // and syncs and chains it in the background, so that forwarding goes on
 // while the disk catches up. One chunk at most is in flight per channel:
 // the next waits for it. So what has been written but is not yet durable
-// stays under two chunks (or a second, the timer's bound); the bytes
-// themselves are in the file before they are relayed, as before. A
-// failed sync fails the session at once, which ends it.
+// stays under two chunks of at most chunkBytesMax (or a second, the
+// timer's bound); the bytes themselves are in the file before they are
+// relayed, as before. A failed sync fails the session at once, which
+// ends it.
 func (c *Channel) chainInBackgroundLocked() error {
 	if c.timer != nil {
 		c.timer.Stop()
@@ -572,6 +573,20 @@ func (c *Channel) chainInBackgroundLocked() error {
 		}
 	}()
 	return nil
+}
+
+// syncBusyLocked reports whether the previous chunk is still being synced;
+// the current one then grows (up to chunkBytesMax) rather than wait.
+func (c *Channel) syncBusyLocked() bool {
+	if c.syncing == nil {
+		return false
+	}
+	select {
+	case <-c.syncing:
+		return false
+	default:
+		return true
+	}
 }
 
 // waitSyncLocked waits for the chunk being synced in the background and
