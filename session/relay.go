@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -27,6 +28,11 @@ const relayBufSize = 4 << 10
 // bulk transfer): fewer, larger recorder writes. Idle interactive
 // channels keep the small buffer.
 const relayBufMax = 256 << 10
+
+// sftpReadBuf buffers the SFTP streams: packets are read in two parts
+// (length, then body), and every read of an ssh channel costs a window
+// adjustment, so unbuffered a 32 KiB write took several.
+const sftpReadBuf = 64 << 10
 
 // relay is one session channel: the technician's side (down) and the
 // target's side (up), with the recording in between.
@@ -549,7 +555,7 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 // sftpRequests relays the technician's sftp requests, answering those the
 // files limit refuses itself.
 func (r *relay) sftpRequests(g *sftpGuard) {
-	pr := &packetReader{r: r.down}
+	pr := &packetReader{r: bufio.NewReaderSize(r.down, sftpReadBuf)}
 	for {
 		pkt, err := pr.next()
 		if errors.Is(err, io.EOF) {
@@ -591,7 +597,7 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 // sftpReplies relays the target's sftp replies whole, so that sekisho's
 // own answers never land inside one.
 func (r *relay) sftpReplies(g *sftpGuard) {
-	pr := &packetReader{r: r.up}
+	pr := &packetReader{r: bufio.NewReaderSize(r.up, sftpReadBuf)}
 	first := true
 	for {
 		pkt, err := pr.next()
