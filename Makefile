@@ -77,6 +77,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzSeekIndex -fuzztime=$(FUZZTIME) ./recording/
+	$(GO) test -run=NONE -fuzz=FuzzAppendJSONString -fuzztime=$(FUZZTIME) ./recording/
 	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/
 
 clean:

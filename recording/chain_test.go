@@ -35,10 +35,20 @@ func signedSession(t *testing.T) (dir string, pub ed25519.PublicKey) {
 	}
 	for i := range 4 {
 		must(t, c.Stdout(bytes.Repeat([]byte{byte('a' + i)}, chunkBytes)))
+		settle(c)
 	}
 	must(t, c.Close())
 	must(t, s.End(time.Now(), "client closed", 0, 4*chunkBytes))
 	return s.Dir(), pub
+}
+
+// settle waits for the chunk being synced in the background, so that
+// the next write of chunkBytes makes a chunk of its own (it would grow
+// the current one while a sync is running).
+func settle(c *Channel) {
+	c.mu.Lock()
+	c.waitSyncLocked()
+	c.mu.Unlock()
 }
 
 func problems(v Verification) string {

@@ -318,6 +318,7 @@ type Channel struct {
 	carryI []byte
 	buf    []byte
 	b64    []byte // the quoted base64 of the last exact-bytes event
+	text8  []byte // the JSON string of the last terminal text event
 
 	off      int64     // bytes written to f
 	chunkOff int64     // where the current chunk starts
@@ -392,13 +393,14 @@ func (c *Channel) text(code string, carry *[]byte, p []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	if err := c.writeLocked(code, string(data)); err != nil {
+	c.text8 = appendJSONString(c.text8[:0], data) // invalid UTF-8 becomes U+FFFD
+	if err := c.writeEncodedLocked(code, c.text8); err != nil {
 		return err
 	}
 	if !utf8.Valid(data) {
 		// The text event above shows U+FFFD for the bad bytes; the exact
 		// bytes (binary on a terminal, a ZMODEM transfer) are kept too.
-		return c.writeLocked("x-"+code+"-bytes", base64.StdEncoding.EncodeToString(data))
+		return c.writeEncodedLocked("x-"+code+"-bytes", c.quotedBase64Locked(data))
 	}
 	return nil
 }
@@ -409,8 +411,13 @@ func (c *Channel) raw(code string, p []byte) error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	// Base64 needs no JSON escaping: it is written as it is, into a
-	// buffer the channel keeps, so exact bytes cost no allocation per read.
+	return c.writeEncodedLocked(code, c.quotedBase64Locked(p))
+}
+
+// quotedBase64Locked returns p in base64 as a JSON string. Base64 needs
+// no JSON escaping: it is written as it is, into a buffer the channel
+// keeps, so exact bytes cost no allocation per read.
+func (c *Channel) quotedBase64Locked(p []byte) []byte {
 	n := base64.StdEncoding.EncodedLen(len(p))
 	if cap(c.b64) < n+2 {
 		c.b64 = make([]byte, n+2)
@@ -418,7 +425,7 @@ func (c *Channel) raw(code string, p []byte) error {
 	q := c.b64[:n+2]
 	q[0], q[n+1] = '"', '"'
 	base64.StdEncoding.Encode(q[1:n+1], p)
-	return c.writeEncodedLocked(code, q)
+	return q
 }
 
 func (c *Channel) event(code, data string) error {
