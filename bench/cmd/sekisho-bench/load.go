@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,9 @@ type loadOptions struct {
 	CPSWorkers []int         `json:"cps_workers"` // empty: no issuance test
 	CPSWindow  time.Duration `json:"cps_window_ns"`
 	CPSCommand string        `json:"cps_command"` // empty: the session channel only
+	// SekishoNice, when not 0, is the nice value given to sekisho's
+	// scheduler autogroup for these parts (see setAutogroupNice).
+	SekishoNice int `json:"sekisho_autogroup_nice,omitempty"`
 }
 
 // intList parses "100,1000"; "" is an empty list.
@@ -47,6 +51,12 @@ func (e *env) loadParts(ctx context.Context, res *results, o loadOptions) error 
 	}
 	began := time.Now()
 	res.Settings.Load = &o
+	if o.SekishoNice != 0 {
+		if err := setAutogroupNice(e.state.PID, o.SekishoNice); err != nil {
+			return err
+		}
+		logf("sekisho's scheduler autogroup runs at nice %d", o.SekishoNice)
+	}
 	g, err := e.goClients()
 	if err != nil {
 		return err
@@ -101,6 +111,21 @@ func (r *results) loadFailed(ctx context.Context, part string, err error) error 
 	}
 	logf("  %s: %v", part, err)
 	r.LoadErrors = append(r.LoadErrors, part+": "+err.Error())
+	return nil
+}
+
+// setAutogroupNice sets the nice value of the scheduler autogroup of
+// process pid (sched(7)). The kernel shares the CPUs between autogroups,
+// one per session, and every sshd session of the targets is one: with
+// hundreds of them, sekisho (one autogroup) gets a small share however
+// much it needs, which a bastion on a host of its own would not suffer. A
+// negative value (as root) gives it a larger share; the other parties are
+// left as they are.
+func setAutogroupNice(pid, nice int) error {
+	p := fmt.Sprintf("/proc/%d/autogroup", pid)
+	if err := os.WriteFile(p, []byte(strconv.Itoa(nice)), 0o644); err != nil {
+		return fmt.Errorf("autogroup nice %d for sekisho: %w (are scheduler autogroups on, and is this root?)", nice, err)
+	}
 	return nil
 }
 

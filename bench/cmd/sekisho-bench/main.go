@@ -20,7 +20,7 @@
 // Usage, from the repository root after `make build`:
 //
 //	go run ./bench/cmd/sekisho-bench [-setup-runs 50] [-reps 3] [-bytes 1073741824] [-out bench/results/latest.json]
-//	    [-concurrency 100,1000] [-echo-window 10s] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 20s]
+//	    [-concurrency 100,1000] [-echo-window 10s] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 15s]
 //
 // BENCH_BYTES sets the default of -bytes, for quick runs.
 package main
@@ -75,8 +75,9 @@ func run(ctx context.Context, args []string) error {
 	idle := fs.Int("idle", 10000, "idle authenticated connections to sekisho to hold (0: none)")
 	idleHold := fs.Duration("idle-hold", 60*time.Second, "how long the idle connections are held")
 	cpsList := fs.String("cps-workers", "4,16", "concurrent workers of the certificate-issuance runs, comma-separated (empty: none)")
-	cpsWindow := fs.Duration("cps-window", 20*time.Second, "how long each certificate-issuance run connects")
+	cpsWindow := fs.Duration("cps-window", 15*time.Second, "how long each certificate-issuance run connects")
 	cpsCommand := fs.String("cps-command", "true", "the command each certificate-issuance connection runs (empty: open the session channel only)")
+	sekishoNice := fs.Int("sekisho-nice", 0, "nice value for sekisho's scheduler autogroup in the load parts, e.g. -19 to give it the CPU share of a host of its own (0: as is)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	ciphers := strings.Split(*cipherList, ",")
-	load := loadOptions{EchoWindow: *echoWindow, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand}
+	load := loadOptions{EchoWindow: *echoWindow, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand, SekishoNice: *sekishoNice}
 	if load.Echo, err = intList(*echoList); err != nil {
 		return fmt.Errorf("-concurrency %w", err)
 	}

@@ -335,6 +335,9 @@ func sizeString(n int64) string {
 
 // printLoad writes the tables of parts 3 and 4, those that ran.
 func (r *results) printLoad(w io.Writer) {
+	if l := r.Settings.Load; l != nil && l.SekishoNice != 0 {
+		fmt.Fprintf(w, "\nIn the parts below, sekisho's scheduler autogroup ran at nice %d (-sekisho-nice).\n", l.SekishoNice)
+	}
 	if len(r.Echo) > 0 {
 		fmt.Fprintf(w, "\nConcurrent interactive sessions: a pty running cat per session, one keystroke each every %s (random offsets) for %.0f s; echo latency from writing the byte to reading its echo, ms. CPUs used and waiting for a CPU are CPU seconds per second (the machine has %d CPUs); other is the kernel's own work and any other process\n\n",
 			keystrokeEvery, r.Echo[0].WindowS, r.Machine.CPUs)
