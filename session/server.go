@@ -72,6 +72,12 @@ type Config struct {
 	AuthTimeout time.Duration
 	// MaxAuthTries bounds failed authentication attempts; default 6.
 	MaxAuthTries int
+	// MaxUnauthenticated bounds the connections still in their handshake
+	// or authentication, in all (default 1000) and from one source
+	// address (MaxUnauthenticatedPerSource, default 50); connections over
+	// a limit are closed at once.
+	MaxUnauthenticated          int
+	MaxUnauthenticatedPerSource int
 	// DialTimeout bounds the connection to a target, handshake included;
 	// default 15s.
 	DialTimeout time.Duration
@@ -121,6 +127,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	authAudit *authAuditor
+	preauth   *preauth
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -168,6 +175,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 15 * time.Second
 	}
+	if cfg.MaxUnauthenticated == 0 {
+		cfg.MaxUnauthenticated = 1000
+	}
+	if cfg.MaxUnauthenticatedPerSource == 0 {
+		cfg.MaxUnauthenticatedPerSource = 50
+	}
 	if cfg.EnvAllow == nil {
 		cfg.EnvAllow = []string{"LANG", "LC_*", "TZ"}
 	}
@@ -189,7 +202,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.ReviewerGroups == nil {
 		cfg.ReviewerGroups = []string{"reviewers"}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{},
+		preauth: newPreauth(cfg.MaxUnauthenticatedPerSource, cfg.MaxUnauthenticated)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.authAudit = newAuthAuditor(cfg.Broker.Audit)
 	s.sshCfg = &ssh.ServerConfig{
@@ -441,8 +455,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) handle(nc net.Conn) {
 	source := nc.RemoteAddr().String()
+	host := sourceHost(source)
+	if ok, why := s.preauth.admit(host); !ok {
+		nc.Close()
+		if n := s.preauth.refusal(host); n > 0 {
+			s.log.Warn("connection refused before the handshake", "source", source, "reason", why, "refused", n)
+			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
+				Detail: fmt.Sprintf("connection refused before the handshake: %s; %d refused from %s in this window (audited at most once per %s per source)", why, n, host, auditEvery)})
+		}
+		return
+	}
 	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	s.preauth.done(host)
 	if err != nil {
 		nc.Close()
 		if errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, proxyproto.ErrInvalidUpstream) {

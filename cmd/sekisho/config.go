@@ -188,6 +188,10 @@ type SSHSection struct {
 	MaxAuthTries int      `yaml:"max_auth_tries"`
 	DialTimeout  Duration `yaml:"dial_timeout"`
 	EnvAllow     []string `yaml:"env_allow"`
+	// Connections still in their handshake or authentication: in all
+	// (default 1000) and per source address (default 50).
+	MaxUnauthenticated          int `yaml:"max_unauthenticated"`
+	MaxUnauthenticatedPerSource int `yaml:"max_unauthenticated_per_source"`
 }
 
 // Affiliate is an affiliate company entry.
@@ -565,6 +569,12 @@ func (c *Config) validate() (err error) {
 		if d < 0 {
 			return c.errf(0, "%s %s: a timeout cannot be negative", name, time.Duration(d))
 		}
+	}
+	if c.SSH.MaxUnauthenticated < 0 {
+		return c.errf(0, "ssh.max_unauthenticated %d: use a positive number (default 1000)", c.SSH.MaxUnauthenticated)
+	}
+	if c.SSH.MaxUnauthenticatedPerSource < 0 {
+		return c.errf(0, "ssh.max_unauthenticated_per_source %d: use a positive number (default 50)", c.SSH.MaxUnauthenticatedPerSource)
 	}
 	if c.SSH.MaxAuthTries < 0 {
 		return c.errf(0, "ssh.max_auth_tries %d: use a positive number (default 6)", c.SSH.MaxAuthTries)

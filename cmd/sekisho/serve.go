@@ -342,6 +342,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
+		MaxUnauthenticated: cfg.SSH.MaxUnauthenticated, MaxUnauthenticatedPerSource: cfg.SSH.MaxUnauthenticatedPerSource,
 		DialTimeout: time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
 	})
 	if err != nil {
