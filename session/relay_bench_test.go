@@ -86,28 +86,7 @@ func streamTarget(b *testing.B, hostKey ssh.Signer) string {
 			return
 		}
 	}
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
-				if err != nil {
-					return
-				}
-				go ssh.DiscardRequests(reqs)
-				for nch := range chans {
-					ch, creqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					go serve(ch, creqs)
-				}
-			}()
-		}
-	}()
+	acceptChannels(ln, cfg, serve)
 	return ln.Addr().String()
 }
 

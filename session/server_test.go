@@ -102,6 +102,17 @@ func scriptedTarget(t *testing.T, hostKey ssh.Signer, onReq func(ch ssh.Channel,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	acceptChannels(ln, cfg, func(ch ssh.Channel, reqs <-chan *ssh.Request) {
+		for r := range reqs {
+			onReq(ch, r)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// acceptChannels serves SSH on ln with cfg, handing every session channel
+// and its requests to serve on a goroutine of its own.
+func acceptChannels(ln net.Listener, cfg *ssh.ServerConfig, serve func(ch ssh.Channel, reqs <-chan *ssh.Request)) {
 	go func() {
 		for {
 			nc, err := ln.Accept()
@@ -119,16 +130,11 @@ func scriptedTarget(t *testing.T, hostKey ssh.Signer, onReq func(ch ssh.Channel,
 					if err != nil {
 						continue
 					}
-					go func() {
-						for r := range creqs {
-							onReq(ch, r)
-						}
-					}()
+					go serve(ch, creqs)
 				}
 			}()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 type harness struct {
