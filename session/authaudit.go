@@ -27,27 +27,28 @@ func newAuthAuditor(audit func(context.Context, broker.AuditEvent)) *authAuditor
 	return &authAuditor{audit: audit, window: time.Minute, max: 10000, pairs: map[string]time.Time{}}
 }
 
-// failed records one failed authentication of user from source.
-func (a *authAuditor) failed(user, source, method string, now time.Time) {
+// failed records one failed authentication of user from source, with the
+// fingerprint of the public key refused, if one was.
+func (a *authAuditor) failed(user, source, method, key string, now time.Time) {
 	host := source
 	if h, _, err := net.SplitHostPort(source); err == nil {
 		host = h
 	}
-	key := user + "\x00" + host
+	pair := user + "\x00" + host
 	a.mu.Lock()
 	for k, first := range a.pairs {
 		if now.Sub(first) > a.window {
 			delete(a.pairs, k)
 		}
 	}
-	_, seen := a.pairs[key]
+	_, seen := a.pairs[pair]
 	if seen || len(a.pairs) >= a.max {
 		a.mu.Unlock()
 		return
 	}
-	a.pairs[key] = now
+	a.pairs[pair] = now
 	a.mu.Unlock()
 	a.audit(context.Background(), broker.AuditEvent{Kind: broker.EventAuthFailed, Source: source,
-		Detail: fmt.Sprintf(`{"login":%q,"method":%q,"note":"further failures of this login from this address within %s are in the log only"}`,
-			user, method, a.window)})
+		Detail: fmt.Sprintf(`{"login":%q,"method":%q,"key":%q,"note":"further failures of this login from this address within %s are in the log only"}`,
+			user, method, key, a.window)})
 }

@@ -15,11 +15,11 @@ func TestFailedAuthenticationsAreAuditedWithoutFlooding(t *testing.T) {
 	a.max = 3
 	now := time.Now()
 	for i := 0; i < 100; i++ {
-		a.failed("mallory+db", "192.0.2.1:4000", "publickey", now)
+		a.failed("mallory+db", "192.0.2.1:4000", "publickey", "SHA256:x", now)
 	}
-	a.failed("mallory+db", "192.0.2.2:4000", "publickey", now)
-	a.failed("eve+db", "192.0.2.1:4001", "publickey", now)
-	a.failed("x+db", "192.0.2.9:1", "publickey", now) // beyond the pairs tracked
+	a.failed("mallory+db", "192.0.2.2:4000", "publickey", "SHA256:x", now)
+	a.failed("eve+db", "192.0.2.1:4001", "publickey", "SHA256:x", now)
+	a.failed("x+db", "192.0.2.9:1", "publickey", "SHA256:x", now) // beyond the pairs tracked
 	if len(events) != 3 {
 		t.Fatalf("%d audit events, want 3 (one per login and address)", len(events))
 	}
@@ -27,7 +27,7 @@ func TestFailedAuthenticationsAreAuditedWithoutFlooding(t *testing.T) {
 		t.Errorf("event %+v", events[0])
 	}
 	// After the window, the same pair is recorded again.
-	a.failed("mallory+db", "192.0.2.1:4000", "publickey", now.Add(2*time.Minute))
+	a.failed("mallory+db", "192.0.2.1:4000", "publickey", "SHA256:x", now.Add(2*time.Minute))
 	if len(events) != 4 {
 		t.Errorf("%d audit events after the window, want 4", len(events))
 	}

@@ -161,6 +161,13 @@ func (id *identity) pending() bool { return id.decision.Effect == broker.Approva
 // unknown technician and a wrong key cannot be told apart.
 var errAuth = errors.New("permission denied")
 
+// keyRefused is errAuth for a key that is not the technician's, naming
+// the key for the log and the audit (the client is told no more).
+type keyRefused struct{ fingerprint string }
+
+func (e *keyRefused) Error() string { return errAuth.Error() }
+func (e *keyRefused) Unwrap() error { return errAuth }
+
 // NewServer returns a server for cfg.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.HostKey == nil || cfg.Broker == nil || cfg.RecordingDir == "" {
@@ -213,8 +220,13 @@ func NewServer(cfg Config) (*Server, error) {
 		ServerVersion:             "SSH-2.0-sekisho",
 		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
 			if err != nil && method != "none" {
-				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "err", err)
-				s.authAudit.failed(conn.User(), conn.RemoteAddr().String(), method, time.Now())
+				var kr *keyRefused
+				key := ""
+				if errors.As(err, &kr) {
+					key = kr.fingerprint
+				}
+				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "key", key, "err", err)
+				s.authAudit.failed(conn.User(), conn.RemoteAddr().String(), method, key, time.Now())
 			}
 		},
 	}
@@ -231,7 +243,7 @@ func (s *Server) offeredKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Perm
 	}
 	tech, ok := s.cfg.Broker.Technician(login.Technician)
 	if !ok || !tech.HasKey(key) {
-		return nil, errAuth
+		return nil, &keyRefused{ssh.FingerprintSHA256(key)}
 	}
 	return &ssh.Permissions{}, nil
 }
@@ -245,7 +257,7 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	}
 	tech, ok := s.cfg.Broker.Technician(login.Technician)
 	if !ok || !tech.HasKey(key) {
-		return nil, errAuth
+		return nil, &keyRefused{ssh.FingerprintSHA256(key)}
 	}
 	source := conn.RemoteAddr().String()
 	ctx := context.Background()
