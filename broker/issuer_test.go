@@ -72,6 +72,8 @@ func TestCheckCertificate(t *testing.T) {
 			want: "not signed by the Vault CA"},
 		{name: "two principals", modify: func(c *ssh.Certificate) { c.ValidPrincipals = []string{"dbadmin", "root"} },
 			want: `principals ["dbadmin" "root"], want exactly "dbadmin"`},
+		{name: "look-alike principal", modify: func(c *ssh.Certificate) { c.ValidPrincipals = []string{"dbadmin "} },
+			want: `principals ["dbadmin "], want exactly "dbadmin"`},
 		{name: "wrong principal", modify: func(c *ssh.Certificate) { c.ValidPrincipals = []string{"root"} },
 			want: `principals ["root"], want exactly "dbadmin"`},
 		{name: "wrong key ID", modify: func(c *ssh.Certificate) { c.KeyId = "sekisho:li@ops-cn:sess-1" },
