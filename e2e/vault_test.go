@@ -95,6 +95,29 @@ func TestVaultSetupIsIdempotentAndLeastPrivilege(t *testing.T) {
 		"public_key": string(pub), "valid_principals": "some-other-user", "key_id": "x"}); code == 200 {
 		t.Errorf("the role signed a certificate for an arbitrary principal: %v", body)
 	}
+	// Nor one with no principal (CVE-2024-7594: empty principals meant any user).
+	if code, body := vaultRequest(t, "POST", "ssh/sign/sekisho", token, map[string]any{
+		"public_key": string(pub), "key_id": "x"}); code == 200 {
+		t.Errorf("the role signed a certificate without a principal: %v", body)
+	}
+	// The role as written: user certificates only, named extensions, no
+	// critical options, no empty principals, minutes long.
+	code, role := vaultRequest(t, "GET", "ssh/roles/sekisho", strings.TrimSpace(string(root)), nil)
+	if code != 200 {
+		t.Fatalf("read the role: %d %v", code, role)
+	}
+	data, _ := role["data"].(map[string]any)
+	for k, want := range map[string]string{
+		"allow_user_certificates":  "true",
+		"allow_host_certificates":  "false",
+		"allow_empty_principals":   "false",
+		"allowed_extensions":       "permit-pty,permit-port-forwarding",
+		"allowed_critical_options": "",
+	} {
+		if got := fmt.Sprint(data[k]); got != want {
+			t.Errorf("role %s = %q, want %q", k, got, want)
+		}
+	}
 }
 
 func TestUnauthenticatedConnectionsAreDropped(t *testing.T) {
