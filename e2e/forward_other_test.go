@@ -1,0 +1,42 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestForwardToAnotherTargetRefusedAndAudited: a rule that allows
+// forwarding only to named destinations does not let a session on one
+// target reach another configured target with ssh -W; the refusal is
+// audited with the destination.
+func TestForwardToAnotherTargetRefusedAndAudited(t *testing.T) {
+	var other string
+	for _, tg := range env.state.Targets {
+		if tg.Name == "web-sg-01" {
+			other = tg.Address
+		}
+	}
+	if other == "" {
+		t.Fatal("the demo has no web-sg-01")
+	}
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "    when: '\"pii\" in target.data && !cross_border'\n",
+			"    when: '\"pii\" in target.data && !cross_border'\n    channels: [exec, port_forward]\n    forward_to: [\"127.0.0.1:1\"]\n", 1)
+	})
+	cmd := v.ssh(ctxT(t), "aiko", "aiko+db-jp-01")
+	n := len(cmd.Args)
+	cmd.Args = append(append(append([]string{}, cmd.Args[:n-1]...), "-W", other), cmd.Args[n-1])
+	r := run(t, cmd, nil)
+	if r.code == 0 || strings.Contains(r.stdout, "SSH-2.0-") || !strings.Contains(r.stderr, "sekisho") {
+		t.Fatalf("ssh -W %s through a session on db-jp-01: exit %d, stdout %q, stderr %q; want sekisho's refusal", other, r.code, r.stdout, r.stderr)
+	}
+	var audited bool
+	for _, e := range v.audit(t) {
+		if e["kind"] == "refused" && strings.Contains(e["detail"], other) {
+			audited = true
+		}
+	}
+	if !audited {
+		t.Fatalf("no refused event naming %s in the audit log", other)
+	}
+}
