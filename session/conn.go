@@ -37,6 +37,7 @@ type conn struct {
 
 	bytesIn  atomic.Int64 // technician to target
 	bytesOut atomic.Int64 // target to technician
+	refused  atomic.Int64 // channels refused (refuseChannel)
 
 	mu        sync.Mutex
 	endReason string
@@ -107,6 +108,7 @@ func (c *conn) logArgs() []any {
 
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.sessionID = uuid.NewString()
+	defer c.auditRefusedBeyond(context.Background())
 	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
 
@@ -428,7 +430,7 @@ func (c *conn) finish() {
 		c.srv.log.Error("session end not registered", append(c.logArgs(), "err", err)...)
 	}
 	c.sealed(ctx)
-	c.srv.log.Info("session ended", append(c.logArgs(), "reason", reason, "bytes_in", end.BytesIn, "bytes_out", end.BytesOut)...)
+	c.srv.log.Info("session ended", append(c.logArgs(), "reason", reason, "bytes_in", end.BytesIn, "bytes_out", end.BytesOut, "channels_refused", c.refused.Load())...)
 }
 
 func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
@@ -498,8 +500,27 @@ func (c *conn) startRelay(r *relay, reqs, upReqs <-chan *ssh.Request) {
 	}()
 }
 
+// refusedAudited is how many refused channels of one connection are
+// audited one by one. Beyond it they are only counted, and the count is
+// audited when the session ends, so that a client opening channels in a
+// loop cannot fill the audit log.
+const refusedAudited = 100
+
 func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh.RejectionReason, msg string) {
 	nch.Reject(reason, "sekisho: "+msg)
+	if c.refused.Add(1) > refusedAudited {
+		return
+	}
 	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name, Target: c.id.target.Name,
 		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
+}
+
+// auditRefusedBeyond audits how many refused channels were not audited
+// one by one, if any.
+func (c *conn) auditRefusedBeyond(ctx context.Context) {
+	if n := c.refused.Load() - refusedAudited; n > 0 {
+		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name, Target: c.id.target.Name,
+			Source: c.source, Session: c.sessionID,
+			Detail: fmt.Sprintf("%d more channels refused after the first %d, which were audited one by one", n, refusedAudited)})
+	}
 }
