@@ -26,6 +26,18 @@ func TestParseLogin(t *testing.T) {
 		{in: "aiko+db\x00", wantErr: `character '\x00'`},
 		{in: "aiko+" + strings.Repeat("a", 64), wantErr: "at most 63"},
 		{in: "ai ko+db", wantErr: `character ' '`},
+		// Look-alikes, separators and encodings other tools split differently.
+		{in: "\u0430iko+db", wantErr: "character"},   // Cyrillic а
+		{in: "aiko+db\u200b", wantErr: "character"},  // zero-width space
+		{in: "aiko+d\u0131", wantErr: "character"},   // dotless ı
+		{in: "aiko+db ", wantErr: `character ' '`},   // trailing space
+		{in: "aiko+db@x", wantErr: `character '@'`},  // what scp would split at
+		{in: "aiko+db%x", wantErr: `character '%'`},  // two separators
+		{in: "aiko%2bdb", tech: "aiko", tgt: "2bdb"}, // percent-encoding is not decoded: % is the other separator
+		{in: "aiko+..", wantErr: "character"},        // not a name
+		{in: "aiko+.", wantErr: "character"},         // nor this
+		{in: "aiko+\xff", wantErr: "character"},      // invalid UTF-8
+		{in: strings.Repeat("a", 65536) + "+db", wantErr: "at most 63"},
 	}
 	for _, tt := range tests {
 		l, err := ParseLogin(tt.in)
