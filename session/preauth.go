@@ -19,12 +19,24 @@ type preauth struct {
 	perSource map[string]int
 	total     int
 
+	// Sources with maxFailures failed authentication attempts within
+	// failWindow are refused before the handshake until that window ends.
+	maxFailures int
+	failures    map[string]*failWindowCount
+
 	// Refusals are audited at most once per source per auditEvery, with
 	// the count since the last one, so that a flood cannot fill the audit
 	// log.
 	refused map[string]*refusals
 	now     func() time.Time
 }
+
+type failWindowCount struct {
+	start time.Time
+	n     int
+}
+
+const failWindow = time.Minute
 
 type refusals struct {
 	since   time.Time // when the last audited refusal was
@@ -36,9 +48,33 @@ const (
 	refusalSources = 10000 // sources remembered for throttling; beyond, the oldest window is dropped
 )
 
-func newPreauth(maxPerSource, maxTotal int) *preauth {
+func newPreauth(maxPerSource, maxTotal, maxFailures int) *preauth {
 	return &preauth{maxPerSource: maxPerSource, maxTotal: maxTotal, perSource: map[string]int{},
+		maxFailures: maxFailures, failures: map[string]*failWindowCount{},
 		refused: map[string]*refusals{}, now: time.Now}
+}
+
+// failed counts a failed authentication attempt from host.
+func (p *preauth) failed(host string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	f := p.failures[host]
+	if f == nil || now.Sub(f.start) >= failWindow {
+		if f == nil && len(p.failures) >= refusalSources {
+			for h, o := range p.failures {
+				if now.Sub(o.start) >= failWindow {
+					delete(p.failures, h)
+				}
+			}
+			if len(p.failures) >= refusalSources {
+				return // a flood from that many sources: the caps still hold
+			}
+		}
+		f = &failWindowCount{start: now}
+		p.failures[host] = f
+	}
+	f.n++
 }
 
 // sourceHost is the address of source without its port.
@@ -53,6 +89,12 @@ func sourceHost(source string) string {
 func (p *preauth) admit(host string) (bool, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if f := p.failures[host]; f != nil && f.n >= p.maxFailures {
+		if left := failWindow - p.now().Sub(f.start); left > 0 {
+			return false, fmt.Sprintf("%d authentication attempts from %s failed within %s (ssh.max_auth_failures_per_source); refused for %s more",
+				f.n, host, failWindow, left.Round(time.Second))
+		}
+	}
 	if n := p.perSource[host]; n >= p.maxPerSource {
 		return false, fmt.Sprintf("%d connections from %s are already authenticating (ssh.max_unauthenticated_per_source)", n, host)
 	}

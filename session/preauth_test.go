@@ -7,7 +7,7 @@ import (
 )
 
 func TestPreauthLimits(t *testing.T) {
-	p := newPreauth(2, 3)
+	p := newPreauth(2, 3, 100)
 	for _, h := range []string{"10.0.0.1", "10.0.0.1"} {
 		if ok, why := p.admit(h); !ok {
 			t.Fatalf("admit(%s) refused: %s", h, why)
@@ -37,7 +37,7 @@ func TestPreauthLimits(t *testing.T) {
 }
 
 func TestPreauthRefusalsAuditedOncePerWindow(t *testing.T) {
-	p := newPreauth(1, 1)
+	p := newPreauth(1, 1, 100)
 	now := time.Unix(1000, 0)
 	p.now = func() time.Time { return now }
 	if n := p.refusal("h"); n != 1 {
@@ -54,5 +54,30 @@ func TestPreauthRefusalsAuditedOncePerWindow(t *testing.T) {
 	now = now.Add(auditEvery)
 	if n := p.refusal("h"); n != 100 {
 		t.Fatalf("after the window: report %d, want 100 (99 held back and this one)", n)
+	}
+}
+
+func TestPreauthAuthFailuresBlockTheSourceForTheWindow(t *testing.T) {
+	p := newPreauth(50, 1000, 3)
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	for range 3 {
+		if ok, why := p.admit("bad"); !ok {
+			t.Fatalf("refused before the failures: %s", why)
+		}
+		p.done("bad")
+		p.failed("bad")
+	}
+	ok, why := p.admit("bad")
+	if ok || !strings.Contains(why, "max_auth_failures_per_source") || !strings.Contains(why, "3 authentication attempts from bad") {
+		t.Fatalf("after 3 failures: %v %q; want refused naming the limit", ok, why)
+	}
+	if ok, _ := p.admit("good"); !ok {
+		t.Fatal("another source refused")
+	}
+	p.done("good")
+	now = now.Add(failWindow)
+	if ok, why := p.admit("bad"); !ok {
+		t.Fatalf("after the window: refused: %s", why)
 	}
 }

@@ -78,6 +78,11 @@ type Config struct {
 	// a limit are closed at once.
 	MaxUnauthenticated          int
 	MaxUnauthenticatedPerSource int
+	// MaxAuthFailuresPerSource is how many authentication attempts (a
+	// key or a code refused) from one source address may fail within a
+	// minute before its further connections are refused for the rest of
+	// that minute; default 100.
+	MaxAuthFailuresPerSource int
 	// DialTimeout bounds the connection to a target, handshake included;
 	// default 15s.
 	DialTimeout time.Duration
@@ -188,6 +193,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxUnauthenticatedPerSource == 0 {
 		cfg.MaxUnauthenticatedPerSource = 50
 	}
+	if cfg.MaxAuthFailuresPerSource == 0 {
+		cfg.MaxAuthFailuresPerSource = 100
+	}
 	if cfg.EnvAllow == nil {
 		cfg.EnvAllow = []string{"LANG", "LC_*", "TZ"}
 	}
@@ -210,7 +218,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.ReviewerGroups = []string{"reviewers"}
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{},
-		preauth: newPreauth(cfg.MaxUnauthenticatedPerSource, cfg.MaxUnauthenticated)}
+		preauth: newPreauth(cfg.MaxUnauthenticatedPerSource, cfg.MaxUnauthenticated, cfg.MaxAuthFailuresPerSource)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.authAudit = newAuthAuditor(cfg.Broker.Audit)
 	s.sshCfg = &ssh.ServerConfig{
@@ -227,6 +235,7 @@ func NewServer(cfg Config) (*Server, error) {
 				}
 				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "key", key, "err", err)
 				s.authAudit.failed(conn.User(), conn.RemoteAddr().String(), method, key, time.Now())
+				s.preauth.failed(sourceHost(conn.RemoteAddr().String()))
 			}
 		},
 	}

@@ -192,6 +192,9 @@ type SSHSection struct {
 	// (default 1000) and per source address (default 50).
 	MaxUnauthenticated          int `yaml:"max_unauthenticated"`
 	MaxUnauthenticatedPerSource int `yaml:"max_unauthenticated_per_source"`
+	// Failed authentication attempts from one source within a minute
+	// before it is refused for the rest of it (default 100).
+	MaxAuthFailuresPerSource int `yaml:"max_auth_failures_per_source"`
 }
 
 // Affiliate is an affiliate company entry.
@@ -572,6 +575,9 @@ func (c *Config) validate() (err error) {
 	}
 	if c.SSH.MaxUnauthenticated < 0 {
 		return c.errf(0, "ssh.max_unauthenticated %d: use a positive number (default 1000)", c.SSH.MaxUnauthenticated)
+	}
+	if c.SSH.MaxAuthFailuresPerSource < 0 {
+		return c.errf(0, "ssh.max_auth_failures_per_source %d: use a positive number (default 100)", c.SSH.MaxAuthFailuresPerSource)
 	}
 	if c.SSH.MaxUnauthenticatedPerSource < 0 {
 		return c.errf(0, "ssh.max_unauthenticated_per_source %d: use a positive number (default 50)", c.SSH.MaxUnauthenticatedPerSource)

@@ -343,7 +343,8 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
 		MaxUnauthenticated: cfg.SSH.MaxUnauthenticated, MaxUnauthenticatedPerSource: cfg.SSH.MaxUnauthenticatedPerSource,
-		DialTimeout: time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
+		MaxAuthFailuresPerSource: cfg.SSH.MaxAuthFailuresPerSource,
+		DialTimeout:              time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
 	})
 	if err != nil {
 		store.Close()
