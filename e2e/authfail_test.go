@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +17,7 @@ func TestFailedLoginsThrottleTheSource(t *testing.T) {
 	v := startVariant(t, func(cfg string) string {
 		return cfg + "\nssh:\n  max_auth_failures_per_source: 10\n"
 	})
-	keyPEM, err := os.ReadFile(env.state.Keys["li"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	li, err := ssh.ParsePrivateKey(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	li := techSigner(t, "li")
 	attempt := func() error {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
 		nc, err := d.Dial("tcp", "127.0.0.1:"+v.port)
@@ -48,7 +40,7 @@ func TestFailedLoginsThrottleTheSource(t *testing.T) {
 		}
 	}
 	// The eleventh is not even answered.
-	err = attempt()
+	err := attempt()
 	if err == nil || strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("after 10 failures: %v; want the connection closed before the handshake", err)
 	}

@@ -47,14 +47,7 @@ func TestChannelFloodLeavesNothingBehind(t *testing.T) {
 		return cfg + "\nmetrics:\n  listen: 127.0.0.1:" + metrics + "\n"
 	})
 	maddr := "127.0.0.1:" + metrics
-	keyPEM, err := os.ReadFile(env.state.Keys["aiko"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := techSigner(t, "aiko")
 	cfg := &ssh.ClientConfig{User: "aiko+db-jp-01", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		// The variant's host key is new to this test, as with v.ssh.
 		HostKeyCallback: func(string, net.Addr, ssh.PublicKey) error { return nil }}
@@ -126,4 +119,18 @@ func runOn(client *ssh.Client, cmd string) (string, error) {
 	defer s.Close()
 	out, err := s.Output(cmd)
 	return string(out), err
+}
+
+// techSigner is a demo technician's private key, for x/crypto clients.
+func techSigner(t *testing.T, name string) ssh.Signer {
+	t.Helper()
+	pem, err := os.ReadFile(env.state.Keys[name])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

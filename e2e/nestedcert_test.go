@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
-	"os"
 	"strings"
 	"testing"
 
@@ -18,14 +17,7 @@ import (
 // levels; building them here takes a minute, so the test stays at 128.)
 func TestNestedCertificatesRefused(t *testing.T) {
 	v := startVariant(t, nil)
-	keyPEM, err := os.ReadFile(env.state.Keys["aiko"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	aiko, err := ssh.ParsePrivateKey(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aiko := techSigner(t, "aiko")
 	// Build the chain: level 1 certifies a fresh key and is signed by
 	// aiko's key; level n+1 is signed by level n's key and names level
 	// n's certificate as its signature key. x/crypto will not sign with
