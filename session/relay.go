@@ -444,7 +444,13 @@ func copyOverlapped(src io.Reader, dst io.Writer, record func([]byte) error, n c
 	}()
 	defer func() {
 		close(full)
-		<-written
+		// What was read is written before the copy ends (EOF follows it),
+		// but a recording failure ends the session at once: the writer may
+		// be stuck on a technician who reads nothing, and what it holds is
+		// recorded already.
+		if recErr == nil {
+			<-written
+		}
 	}()
 	for {
 		b := <-free

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // chunkedReader returns its data in reads of random sizes up to max, or
@@ -159,5 +160,70 @@ func TestCopyRecordedStopsWhenTheOtherSideFails(t *testing.T) {
 	}
 	if len(src.data) == 0 {
 		t.Fatal("the copy read its source to the end after the other side failed")
+	}
+}
+
+// stuckSink takes writes until it holds limit bytes and then blocks
+// every write until released, as a technician who stopped reading.
+type stuckSink struct {
+	mu      sync.Mutex
+	n       int
+	limit   int
+	once    sync.Once
+	stuck   chan struct{} // closed when a write first blocks
+	release chan struct{}
+}
+
+func (s *stuckSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	full := s.n >= s.limit
+	if !full {
+		s.n += len(p)
+	}
+	s.mu.Unlock()
+	if !full {
+		return len(p), nil
+	}
+	s.once.Do(func() { close(s.stuck) })
+	<-s.release
+	return 0, errors.New("technician gone")
+}
+
+// TestCopyRecordedReportsRecordingFailureWhileTheOtherSideIsStuck: in a
+// bulk copy whose writer is stuck on a technician who reads nothing, a
+// recording failure of the buffer read meanwhile is reported at once, so
+// the session can be ended (which is what unblocks the writer).
+func TestCopyRecordedReportsRecordingFailureWhileTheOtherSideIsStuck(t *testing.T) {
+	src := &chunkedReader{data: testData(16 << 20)}
+	dst := &stuckSink{limit: 1 << 20, stuck: make(chan struct{}), release: make(chan struct{})}
+	defer close(dst.release)
+	boom := errors.New("disk full")
+	recorded := 0
+	record := func(p []byte) error {
+		if recorded+len(p) > 1<<20+600<<10 {
+			// Fail only once the writer is stuck on what came before.
+			select {
+			case <-dst.stuck:
+			case <-time.After(5 * time.Second):
+				t.Error("the writer never got stuck")
+			}
+			return boom
+		}
+		recorded += len(p)
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		var n atomic.Int64
+		_, err := copyRecorded(src, dst, record, &n)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, boom) {
+			t.Fatalf("copyRecorded = %v; want the recording's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a recording failure was not reported while the other side was stuck")
 	}
 }
