@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -30,11 +29,7 @@ func newAuthAuditor(audit func(context.Context, broker.AuditEvent)) *authAuditor
 // failed records one failed authentication of user from source, with the
 // fingerprint of the public key refused, if one was.
 func (a *authAuditor) failed(user, source, method, key string, now time.Time) {
-	host := source
-	if h, _, err := net.SplitHostPort(source); err == nil {
-		host = h
-	}
-	pair := user + "\x00" + host
+	pair := user + "\x00" + sourceHost(source)
 	a.mu.Lock()
 	for k, first := range a.pairs {
 		if now.Sub(first) > a.window {
