@@ -5,11 +5,14 @@
 // engine and AppRole. It initialises and unseals itself, writes the root
 // token to -token-file (mode 0600) and serves the real Vault HTTP API until
 // it receives SIGINT or SIGTERM. Nothing is persisted: every start is a new
-// Vault. It is a development tool and is never part of the sekisho binary.
+// Vault. With -unseal-key-file it also writes its one unseal key, so that a
+// test can seal it (sys/seal) and unseal it again (sys/unseal). It is a
+// development tool and is never part of the sekisho binary.
 package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,16 +40,17 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8200", "address to serve the Vault HTTP API on (loopback only)")
 	tokenFile := flag.String("token-file", "", "file to write the root token to (mode 0600); required")
 	addrFile := flag.String("addr-file", "", "file to write the API address to once serving (optional)")
+	unsealKeyFile := flag.String("unseal-key-file", "", "file to write the unseal key to, hex (mode 0600; optional, for tests that seal this Vault)")
 	flag.Parse()
 	if *tokenFile == "" {
 		log.Fatal("devvault: -token-file is required")
 	}
-	if err := run(*listen, *tokenFile, *addrFile); err != nil {
+	if err := run(*listen, *tokenFile, *addrFile, *unsealKeyFile); err != nil {
 		log.Fatalf("devvault: %v", err)
 	}
 }
 
-func run(listen, tokenFile, addrFile string) error {
+func run(listen, tokenFile, addrFile, unsealKeyFile string) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return fmt.Errorf("-listen %q: %w", listen, err)
@@ -97,6 +101,11 @@ func run(listen, tokenFile, addrFile string) error {
 	}
 	if err := os.WriteFile(tokenFile, []byte(res.RootToken+"\n"), 0o600); err != nil {
 		return err
+	}
+	if unsealKeyFile != "" {
+		if err := os.WriteFile(unsealKeyFile, []byte(hex.EncodeToString(res.SecretShares[0])+"\n"), 0o600); err != nil {
+			return err
+		}
 	}
 
 	ln, err := net.Listen("tcp", listen)
