@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK := bin/staticcheck
 SRC         := $(shell find cmd broker session recording notify -name '*.go' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build demo test unit e2e bench bench-go lint fuzz clean
+.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean
 
 all: build
 
@@ -67,18 +67,35 @@ lint: $(STATICCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# Every fuzz target, as package:Target. make fuzz runs each for FUZZTIME.
+FUZZ_TARGETS := \
+	session:FuzzParseLogin session:FuzzSFTPVerdict session:FuzzSFTPObserver \
+	session:FuzzSCPObserver session:FuzzSplitCommand \
+	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
+	recording:FuzzAppendJSONString cmd/sekisho:FuzzParseConfig
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzParseLogin -fuzztime=$(FUZZTIME) ./session/
-	$(GO) test -run=NONE -fuzz=FuzzSFTPVerdict -fuzztime=$(FUZZTIME) ./session/
-	$(GO) test -run=NONE -fuzz=FuzzSFTPObserver -fuzztime=$(FUZZTIME) ./session/
-	$(GO) test -run=NONE -fuzz=FuzzSCPObserver -fuzztime=$(FUZZTIME) ./session/
-	$(GO) test -run=NONE -fuzz=FuzzSplitCommand -fuzztime=$(FUZZTIME) ./session/
-	$(GO) test -run=NONE -fuzz=FuzzSanitizer -fuzztime=$(FUZZTIME) ./recording/
-	$(GO) test -run=NONE -fuzz=FuzzCastReader -fuzztime=$(FUZZTIME) ./recording/
-	$(GO) test -run=NONE -fuzz=FuzzSeekIndex -fuzztime=$(FUZZTIME) ./recording/
-	$(GO) test -run=NONE -fuzz=FuzzAppendJSONString -fuzztime=$(FUZZTIME) ./recording/
-	$(GO) test -run=NONE -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./cmd/sekisho/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run=NONE -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/; \
+	done
+
+# The hardening suite: every test, including the long ones that make test
+# skips (SEKISHO_HARDENING=1: 10,000-connection floods, kill -9 at random
+# points, Vault faults), then every fuzz target for HARDENING_FUZZTIME.
+# The figures the tests report become the table in SECURITY.md; the raw
+# go test -json output stays in .hardening/. About 15 minutes on two cores.
+HARDENING_FUZZTIME ?= 20s
+hardening: build bin/minio
+	@rm -rf .hardening && mkdir -p .hardening
+	SEKISHO_HARDENING=1 $(GO) test -count=1 -json -timeout=60m ./... 2>&1 | \
+		$(GO) run ./tools/hardening-table -record .hardening/tests.json
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(HARDENING_FUZZTIME)"; \
+		$(GO) test -run=NONE -fuzz="^$${t#*:}\$$" -fuzztime=$(HARDENING_FUZZTIME) -json ./$${t%%:*}/ 2>&1 | \
+			$(GO) run ./tools/hardening-table -record .hardening/fuzz.json; \
+	done
+	$(GO) run ./tools/hardening-table -security SECURITY.md .hardening/tests.json .hardening/fuzz.json
 
 clean:
-	rm -rf bin .demo
+	rm -rf bin .demo .hardening
