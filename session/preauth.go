@@ -1,7 +1,9 @@
 package session
 
 import (
+	"container/list"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -12,12 +14,21 @@ import (
 // handshakes (slowloris) cannot exhaust the node while real technicians
 // log in. A connection over a limit is closed before sekisho sends its
 // banner.
+//
+// When all maxTotal places are taken, a newcomer does not simply wait for
+// a place: the oldest pending connection of the source holding the most
+// places is closed to make room, unless the newcomer's own source would
+// then hold the most. An attacker spread over many addresses therefore
+// keeps rotating its own connections out, and a technician's handshake,
+// which takes milliseconds, is not starved by connections that only wait
+// for the deadline.
 type preauth struct {
 	maxPerSource, maxTotal int
 
 	mu        sync.Mutex
-	perSource map[string]int
+	perSource map[string]*list.List // of *pendingConn, oldest first
 	total     int
+	seq       uint64 // admissions so far: orders pending connections by age
 
 	// Sources with maxFailures failed authentication attempts within
 	// failWindow are refused before the handshake until that window ends.
@@ -29,6 +40,15 @@ type preauth struct {
 	// log.
 	refused map[string]*refusals
 	now     func() time.Time
+}
+
+// pendingConn is one admitted connection that has not authenticated yet.
+type pendingConn struct {
+	seq     uint64
+	host    string
+	nc      io.Closer
+	elem    *list.Element
+	evicted bool
 }
 
 type failWindowCount struct {
@@ -49,7 +69,7 @@ const (
 )
 
 func newPreauth(maxPerSource, maxTotal, maxFailures int) *preauth {
-	return &preauth{maxPerSource: maxPerSource, maxTotal: maxTotal, perSource: map[string]int{},
+	return &preauth{maxPerSource: maxPerSource, maxTotal: maxTotal, perSource: map[string]*list.List{},
 		maxFailures: maxFailures, failures: map[string]*failWindowCount{},
 		refused: map[string]*refusals{}, now: time.Now}
 }
@@ -85,37 +105,74 @@ func sourceHost(source string) string {
 	return source
 }
 
-// admit counts a new connection from host, or says which limit refused it.
-func (p *preauth) admit(host string) (bool, string) {
+// admit counts a new connection nc from host. It returns the place
+// taken, and a pending connection that was closed to make room (whose
+// handshake will fail), or says which limit refused nc.
+func (p *preauth) admit(host string, nc io.Closer) (pc, evicted *pendingConn, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if f := p.failures[host]; f != nil && f.n >= p.maxFailures {
 		if left := failWindow - p.now().Sub(f.start); left > 0 {
-			return false, fmt.Sprintf("%d authentication attempts from %s failed within %s (ssh.max_auth_failures_per_source); refused for %s more",
+			return nil, nil, fmt.Sprintf("%d authentication attempts from %s failed within %s (ssh.max_auth_failures_per_source); refused for %s more",
 				f.n, host, failWindow, left.Round(time.Second))
 		}
 	}
-	if n := p.perSource[host]; n >= p.maxPerSource {
-		return false, fmt.Sprintf("%d connections from %s are already authenticating (ssh.max_unauthenticated_per_source)", n, host)
+	mine := p.perSource[host]
+	n := 0
+	if mine != nil {
+		n = mine.Len()
+	}
+	if n >= p.maxPerSource {
+		return nil, nil, fmt.Sprintf("%d connections from %s are already authenticating (ssh.max_unauthenticated_per_source)", n, host)
 	}
 	if p.total >= p.maxTotal {
-		return false, fmt.Sprintf("%d connections are already authenticating (ssh.max_unauthenticated)", p.total)
+		var heaviest *list.List
+		for h, l := range p.perSource {
+			if h == host {
+				continue
+			}
+			if heaviest == nil || l.Len() > heaviest.Len() ||
+				l.Len() == heaviest.Len() && l.Front().Value.(*pendingConn).seq < heaviest.Front().Value.(*pendingConn).seq {
+				heaviest = l
+			}
+		}
+		if heaviest == nil || heaviest.Len() < n+1 {
+			return nil, nil, fmt.Sprintf("%d connections are already authenticating (ssh.max_unauthenticated) and %s holds as many places as any other source", p.total, host)
+		}
+		old := heaviest.Front().Value.(*pendingConn)
+		p.release(old)
+		old.evicted = true
+		evicted = old
 	}
-	p.perSource[host]++
+	if mine == nil {
+		mine = list.New()
+		p.perSource[host] = mine
+	}
+	p.seq++
+	pc = &pendingConn{seq: p.seq, host: host, nc: nc}
+	pc.elem = mine.PushBack(pc)
 	p.total++
-	return true, ""
+	return pc, evicted, ""
 }
 
-// done releases a connection admitted from host.
-func (p *preauth) done(host string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.perSource[host] <= 1 {
-		delete(p.perSource, host)
-	} else {
-		p.perSource[host]--
+// release gives back pc's place; p.mu is held.
+func (p *preauth) release(pc *pendingConn) {
+	l := p.perSource[pc.host]
+	l.Remove(pc.elem)
+	if l.Len() == 0 {
+		delete(p.perSource, pc.host)
 	}
 	p.total--
+}
+
+// done gives back the place of a connection that finished or failed its
+// handshake.
+func (p *preauth) done(pc *pendingConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !pc.evicted {
+		p.release(pc)
+	}
 }
 
 // refusal notes a refused connection from host and returns how many to

@@ -74,8 +74,10 @@ type Config struct {
 	MaxAuthTries int
 	// MaxUnauthenticated bounds the connections still in their handshake
 	// or authentication, in all (default 1000) and from one source
-	// address (MaxUnauthenticatedPerSource, default 50); connections over
-	// a limit are closed at once.
+	// address (MaxUnauthenticatedPerSource, default 50). A connection
+	// over the per-source limit is closed at once; when all places are
+	// taken, the oldest pending connection of the source holding the most
+	// places gives way to a newcomer from a source holding fewer.
 	MaxUnauthenticated          int
 	MaxUnauthenticatedPerSource int
 	// MaxAuthFailuresPerSource is how many authentication attempts (a
@@ -477,7 +479,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) handle(nc net.Conn) {
 	source := nc.RemoteAddr().String()
 	host := sourceHost(source)
-	if ok, why := s.preauth.admit(host); !ok {
+	place, evicted, why := s.preauth.admit(host, nc)
+	if place == nil {
 		nc.Close()
 		if n := s.preauth.refusal(host); n > 0 {
 			s.log.Warn("connection refused before the handshake", "source", source, "reason", why, "refused", n)
@@ -486,9 +489,20 @@ func (s *Server) handle(nc net.Conn) {
 		}
 		return
 	}
+	if evicted != nil {
+		// Its handshake fails and ends quietly; the eviction is audited
+		// here, counted with the source's refusals.
+		evicted.nc.Close()
+		if n := s.preauth.refusal(evicted.host); n > 0 {
+			s.log.Warn("unauthenticated connection closed to make room", "source", evicted.host, "refused", n)
+			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: evicted.host,
+				Detail: fmt.Sprintf("unauthenticated connection closed to make room for one from another source: ssh.max_unauthenticated (%d) reached and %s held the most places; %d refused or closed from %s in this window (audited at most once per %s per source)",
+					s.cfg.MaxUnauthenticated, evicted.host, n, evicted.host, auditEvery)})
+		}
+	}
 	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
-	s.preauth.done(host)
+	s.preauth.done(place)
 	if err != nil {
 		nc.Close()
 		if errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, proxyproto.ErrInvalidUpstream) {
