@@ -345,6 +345,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		MaxUnauthenticated: cfg.SSH.MaxUnauthenticated, MaxUnauthenticatedPerSource: cfg.SSH.MaxUnauthenticatedPerSource,
 		MaxAuthFailuresPerSource: cfg.SSH.MaxAuthFailuresPerSource,
 		DialTimeout:              time.Duration(cfg.SSH.DialTimeout), EnvAllow: cfg.SSH.EnvAllow,
+		KeepaliveInterval: time.Duration(cfg.SSH.KeepaliveInterval), KeepaliveCountMax: cfg.SSH.KeepaliveCountMax,
 	})
 	if err != nil {
 		store.Close()
@@ -554,8 +555,13 @@ func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
 			return proxyproto.REJECT, nil
 		},
 		ValidateHeader: func(h *proxyproto.Header) error {
-			if h.Command.IsLocal() || !h.TransportProtocol.IsStream() {
-				return errors.New("PROXY header without a TCP client address")
+			// Only a TCP client's address may stand for the client:
+			// LOCAL and UNKNOWN carry none, and an AF_UNIX stream
+			// header (IsStream too) carries a path of the balancer's
+			// choosing. ErrInvalidUpstream gets the refusal audited.
+			if _, tcp := h.SourceAddr.(*net.TCPAddr); h.Command.IsLocal() || !tcp ||
+				(h.TransportProtocol != proxyproto.TCPv4 && h.TransportProtocol != proxyproto.TCPv6) {
+				return fmt.Errorf("PROXY header without a TCP client address: %w", proxyproto.ErrInvalidUpstream)
 			}
 			return nil
 		},
