@@ -524,20 +524,25 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 	for req := range reqs {
 		switch req.Type {
 		case "exit-status", "exit-signal":
-			if rec, ok := started(); ok {
-				if req.Type == "exit-status" {
-					var s exitStatus
-					if ssh.Unmarshal(req.Payload, &s) == nil {
-						r.record(rec.Event("x-exit-status", strconv.FormatUint(uint64(s.Status), 10)))
-					}
-				} else {
-					var s exitSignal
-					if ssh.Unmarshal(req.Payload, &s) == nil {
-						r.record(rec.Event("x-exit-signal", s.Signal))
-					}
+			payload, code, data, ok := parseExit(req)
+			rec, started := started()
+			if !ok {
+				// Not relayed: OpenSSH clients drop the whole connection
+				// on a malformed exit status, with output not yet
+				// written. The channel ends without one when the target
+				// closes it.
+				if started {
+					r.record(rec.Event("x-malformed-"+req.Type, fmt.Sprintf("%d bytes", len(req.Payload))))
 				}
+				if req.WantReply {
+					req.Reply(false, nil)
+				}
+				continue
 			}
-			r.down.SendRequest(req.Type, false, req.Payload)
+			if started {
+				r.record(rec.Event(code, data))
+			}
+			r.down.SendRequest(req.Type, false, payload)
 			r.exitOnce.Do(func() { close(r.exitSent) })
 			if req.WantReply {
 				req.Reply(true, nil)
@@ -556,6 +561,25 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 		rec.Event("x-close", "")
 	}
 	r.down.Close()
+}
+
+// parseExit parses a target's exit-status or exit-signal request. It
+// returns the payload to relay (marshalled again from what was parsed, so
+// that only well-formed requests reach the technician), the recording
+// event and its data, and whether the request was well-formed.
+func parseExit(req *ssh.Request) (payload []byte, code, data string, ok bool) {
+	if req.Type == "exit-status" {
+		var s exitStatus
+		if ssh.Unmarshal(req.Payload, &s) != nil {
+			return nil, "", "", false
+		}
+		return ssh.Marshal(s), "x-exit-status", strconv.FormatUint(uint64(s.Status), 10), true
+	}
+	var s exitSignal
+	if ssh.Unmarshal(req.Payload, &s) != nil {
+		return nil, "", "", false
+	}
+	return ssh.Marshal(s), "x-exit-signal", s.Signal, true
 }
 
 // sftpRequests relays the technician's sftp requests, answering those the
