@@ -213,6 +213,12 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // peakRSS is the variant server's peak resident set size in bytes.
 func peakRSS(t testing.TB, v *variant) int64 {
 	t.Helper()
+	return procStatus(t, v, "VmHWM:")
+}
+
+// procStatus is a size in bytes from the variant server's /proc status.
+func procStatus(t testing.TB, v *variant, field string) int64 {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
 	if err != nil {
 		t.Fatal(err)
@@ -222,11 +228,11 @@ func peakRSS(t testing.TB, v *variant) int64 {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
 	}
-	t.Fatal("no VmHWM in /proc/pid/status")
+	t.Fatalf("no %s in /proc/pid/status", field)
 	return 0
 }

@@ -52,6 +52,13 @@ type conn struct {
 // rule change.
 const EndRevoked = "revoked: "
 
+// End reasons of a session whose technician or target stopped answering
+// keepalives; the reason says how many went unanswered.
+const (
+	EndTechnicianUnresponsive = "technician unresponsive: "
+	EndTargetUnresponsive     = "target unresponsive: "
+)
+
 // terminate ends a live session that is no longer allowed, telling the
 // technician why on every open channel (without waiting long on one who
 // does not read).
@@ -111,6 +118,15 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	defer c.auditRefusedBeyond(context.Background())
 	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
+	stopAlive := make(chan struct{})
+	defer close(stopAlive)
+	go keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, stopAlive, func(why string) {
+		// The technician's client is gone or stuck: ending that leg ends
+		// the target's too.
+		c.setEnd(EndTechnicianUnresponsive + why)
+		c.srv.log.Warn("technician unresponsive: ending the session", append(c.logArgs(), "why", why)...)
+		c.sc.Close()
+	})
 
 	var pc *pendingChannel
 	if c.id.pending() {
@@ -167,6 +183,11 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		go c.terminate(why)
 	}
 
+	go keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, stopAlive, func(why string) {
+		c.setEnd(EndTargetUnresponsive + why)
+		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
+		c.tellAndClose("session ended: " + c.id.target.Name + " stopped answering")
+	})
 	go func() {
 		// The target's connection ending ends the technician's too.
 		c.up.Wait()

@@ -85,6 +85,12 @@ type Config struct {
 	// minute before its further connections are refused for the rest of
 	// that minute; default 100.
 	MaxAuthFailuresPerSource int
+	// KeepaliveInterval is how often each leg of a session is asked to
+	// answer a keepalive (default 30s); after KeepaliveCountMax (default
+	// 3) unanswered in a row, the session ends. This also ends a peer
+	// that stalls a key exchange while the other side floods.
+	KeepaliveInterval time.Duration
+	KeepaliveCountMax int
 	// DialTimeout bounds the connection to a target, handshake included;
 	// default 15s.
 	DialTimeout time.Duration
@@ -185,6 +191,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxAuthTries == 0 {
 		cfg.MaxAuthTries = 6
+	}
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = 30 * time.Second
+	}
+	if cfg.KeepaliveCountMax == 0 {
+		cfg.KeepaliveCountMax = 3
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 15 * time.Second

@@ -188,6 +188,10 @@ type SSHSection struct {
 	MaxAuthTries int      `yaml:"max_auth_tries"`
 	DialTimeout  Duration `yaml:"dial_timeout"`
 	EnvAllow     []string `yaml:"env_allow"`
+	// Each leg of a session answers a keepalive every interval (default
+	// 30s) or the session ends after count_max (default 3) unanswered.
+	KeepaliveInterval Duration `yaml:"keepalive_interval"`
+	KeepaliveCountMax int      `yaml:"keepalive_count_max"`
 	// Connections still in their handshake or authentication: in all
 	// (default 1000) and per source address (default 50).
 	MaxUnauthenticated          int `yaml:"max_unauthenticated"`
@@ -568,7 +572,7 @@ func (c *Config) validate() (err error) {
 	if v.CertTTL == 0 {
 		v.CertTTL = Duration(5 * time.Minute)
 	}
-	for name, d := range map[string]Duration{"vault.timeout": v.Timeout, "ssh.auth_timeout": c.SSH.AuthTimeout, "ssh.dial_timeout": c.SSH.DialTimeout} {
+	for name, d := range map[string]Duration{"vault.timeout": v.Timeout, "ssh.auth_timeout": c.SSH.AuthTimeout, "ssh.dial_timeout": c.SSH.DialTimeout, "ssh.keepalive_interval": c.SSH.KeepaliveInterval} {
 		if d < 0 {
 			return c.errf(0, "%s %s: a timeout cannot be negative", name, time.Duration(d))
 		}
@@ -581,6 +585,9 @@ func (c *Config) validate() (err error) {
 	}
 	if c.SSH.MaxUnauthenticatedPerSource < 0 {
 		return c.errf(0, "ssh.max_unauthenticated_per_source %d: use a positive number (default 50)", c.SSH.MaxUnauthenticatedPerSource)
+	}
+	if c.SSH.KeepaliveCountMax < 0 {
+		return c.errf(0, "ssh.keepalive_count_max %d: use a positive number (default 3)", c.SSH.KeepaliveCountMax)
 	}
 	if c.SSH.MaxAuthTries < 0 {
 		return c.errf(0, "ssh.max_auth_tries %d: use a positive number (default 6)", c.SSH.MaxAuthTries)

@@ -1,0 +1,83 @@
+package session
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// peer answers keepalives while answering is set; otherwise its requests
+// block like writes to a peer that stalled a key exchange.
+type peer struct {
+	ssh.Conn
+	answering atomic.Bool
+	asked     atomic.Int64
+	closed    chan struct{}
+}
+
+func (p *peer) SendRequest(name string, wantReply bool, payload []byte) (bool, []byte, error) {
+	p.asked.Add(1)
+	if name != "keepalive@openssh.com" || !wantReply {
+		panic("unexpected request " + name)
+	}
+	if p.answering.Load() {
+		return false, nil, nil // a refusal is an answer too
+	}
+	<-p.closed
+	return false, nil, ssh.ErrNoAuth
+}
+
+func TestKeepAliveEndsAPeerThatStopsAnswering(t *testing.T) {
+	p := &peer{closed: make(chan struct{})}
+	defer close(p.closed)
+	p.answering.Store(true)
+	dead := make(chan string, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go keepAlive(p, 5*time.Millisecond, 3, stop, func(why string) { dead <- why })
+
+	deadline := time.Now().Add(10 * time.Second)
+	for p.asked.Load() < 20 {
+		select {
+		case why := <-dead:
+			t.Fatalf("a peer that answers was declared dead: %s", why)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("keepalives were not sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.answering.Store(false)
+	select {
+	case why := <-dead:
+		if !strings.Contains(why, "3 keepalives in a row unanswered") || !strings.Contains(why, "ssh.keepalive_interval") {
+			t.Fatalf("reason %q does not say how many went unanswered and which setting", why)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a peer that stopped answering was not declared dead")
+	}
+	if n := p.asked.Load(); n > 20+5 {
+		t.Fatalf("%d requests sent; blocked requests must not pile up beyond count_max+1", n)
+	}
+}
+
+func TestKeepAliveStops(t *testing.T) {
+	p := &peer{closed: make(chan struct{})}
+	defer close(p.closed)
+	stop := make(chan struct{})
+	returned := make(chan struct{})
+	go func() {
+		keepAlive(p, time.Hour, 3, stop, func(string) { t.Error("declared dead after stop") })
+		close(returned)
+	}()
+	close(stop)
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("keepAlive did not return when stopped")
+	}
+}
