@@ -18,6 +18,7 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // The scenario: li and wei of ops-cn (CN) ask for db-jp-01, whose data
@@ -318,6 +319,7 @@ func TestRequestAccess(t *testing.T) {
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, []string{broker.EventRequestCreated}) {
 		t.Errorf("notified %v for request %d, want [%s]", got, r.ID, broker.EventRequestCreated)
 	}
+	hardening.Report(t, "29", "%d bad access requests (NUL, newline, ESC and invalid UTF-8 in the reason, a 501-byte reason, durations out of range, an unknown target): all refused, none stored, none notified; a good reason is stored trimmed", len(refusals))
 }
 
 func TestApproveRefusals(t *testing.T) {
@@ -355,6 +357,7 @@ func TestApproveRefusals(t *testing.T) {
 	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []string{broker.EventRequestCreated}) {
 		t.Errorf("notified %v, want only %s", kinds, broker.EventRequestCreated)
 	}
+	hardening.Report(t, "29", "%d refused approvals (ESC and a bidi override in the comment, own request, same affiliate, not an approver, unknown request or approver): all refused, the request still pending with no approval and nothing notified", len(tests))
 }
 
 func TestApproveGrantsAccess(t *testing.T) {
@@ -636,6 +639,7 @@ func TestRevoke(t *testing.T) {
 	}
 	_, err = s.b.Revoke(ctx, "kenji", r.ID, "again")
 	s.wantRefusal(t, err, "kenji", "revoke", r.ID, "request 2 is not an active grant: revoked by kenji: "+why)
+	hardening.Report(t, "11", "a revoked grant: the session check refuses at once with the revoker and reason, Authorize falls back to approval, the grants-changed hook runs; 5 revocations of a pending, another's or an unknown request, or without reason, refused and change nothing")
 }
 
 func TestWhoMayRevoke(t *testing.T) {

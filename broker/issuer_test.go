@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func newEd25519(t *testing.T) (ssh.PublicKey, ssh.Signer) {
@@ -140,6 +142,16 @@ func TestCheckCertificate(t *testing.T) {
 			}
 		})
 	}
+	accepted := 0
+	for _, tc := range tests {
+		if tc.want == "" {
+			accepted++
+		}
+	}
+	hardening.Report(t, "4", "every certificate Vault returns is re-checked against what sekisho asked for: %d wrong ones (valid forever or a day, other or extra principals, other key ID, critical options, forwarding extensions, host certificate, other key or CA, expired) all refused, %d good ones accepted", len(tests)-accepted, accepted)
+	hardening.Report(t, "5", "%d certificates through the wire format (expired, expiring this second, not yet valid, validity past int64, valid forever, host certificate, other key, other CA, wrong, two or look-alike principals, critical options): %d refused with the reason, the %d good ones accepted", len(tests), len(tests)-accepted, accepted)
+	hardening.Report(t, "12", "certificates for the look-alike principal \"dbadmin \" (trailing space), for \"root\" and for both \"dbadmin\" and \"root\": refused, exactly the one principal asked for is required")
+	hardening.Report(t, "clock", "certificates at the ±2 min skew limits accepted; 1 s beyond them (not yet valid for 2 min 1 s, valid 1 s longer than the TTL plus skew) refused; %d cases in all", len(tests))
 }
 
 func TestCheckCertificateSignedByCertificate(t *testing.T) {
@@ -163,6 +175,7 @@ func TestCheckCertificateSignedByCertificate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "signed by a certificate") {
 		t.Fatalf("err = %v, want refusal of a certificate-signed certificate", err)
 	}
+	hardening.Report(t, "3", "a Vault certificate whose signing key is a certificate of the CA key: refused (%q)", err)
 }
 
 func TestParseCertificate(t *testing.T) {
@@ -211,4 +224,5 @@ func TestTechnicianHasKey(t *testing.T) {
 	if tech.HasKey(cert) {
 		t.Error("registered certificate accepted as a technician key")
 	}
+	hardening.Report(t, "2", "a certificate of a technician's registered key, signed by some CA, and the same certificate registered as a key: both refused as technician keys; the plain key accepted, also after an authorized_keys round trip")
 }

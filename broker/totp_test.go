@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestThrottleHoldsUnderParallelAttempts(t *testing.T) {
@@ -37,4 +39,6 @@ func TestThrottleHoldsUnderParallelAttempts(t *testing.T) {
 	if !th.begin(now.Add(failureWindow+time.Second), "t:li", "s:192.0.2.1") {
 		t.Error("failures did not expire after the window")
 	}
+	hardening.Report(t, "6", "300 parallel second-factor attempts for one technician and source: %d checked (the failure limit), %d refused; 10 successive successes never throttled; failures expire after the %s window", passed.Load(), 300-passed.Load(), failureWindow)
+	hardening.Report(t, "24", "300 parallel wrong-code attempts from one source: only %d reach the code check, %d refused by the throttle for %s", passed.Load(), 300-passed.Load(), failureWindow)
 }

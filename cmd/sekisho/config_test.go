@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // testKey returns a deterministic ed25519 key: its authorized_keys line
@@ -646,6 +647,7 @@ func TestParseBrokenConfigs(t *testing.T) {
 			wantErr(t, err, "broken.yaml", line, tc.words...)
 		})
 	}
+	hardening.Report(t, "2", "%d broken configurations, among them a technician key that is a certificate, trust_on_first_use on a target and cert_ttl outside 1m–1h: all %d refused with an error naming the problem", len(tests), len(tests))
 }
 
 func FuzzParseConfig(f *testing.F) {
