@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestFailedAuthenticationsAreAuditedWithoutFlooding(t *testing.T) {
@@ -31,4 +32,5 @@ func TestFailedAuthenticationsAreAuditedWithoutFlooding(t *testing.T) {
 	if len(events) != 4 {
 		t.Errorf("%d audit events after the window, want 4", len(events))
 	}
+	hardening.Report(t, "24", "103 failed authentications (100 from one login and address, 3 from other pairs, the last beyond the %d pairs tracked), then one more after the window: %d audit events, one per login and address per window", a.max, len(events))
 }

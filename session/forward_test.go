@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // changingResolver answers each lookup with the next of its answers, as a
@@ -37,6 +39,7 @@ func TestCheckForwardResolvesOnceAndDialsWhatWasChecked(t *testing.T) {
 	if dest.addr != netip.MustParseAddr("10.0.0.5") || dest.port != 5432 || res.calls != 1 {
 		t.Errorf("got %v:%d after %d lookups; want 10.0.0.5:5432 after one", dest.addr, dest.port, res.calls)
 	}
+	hardening.Report(t, "31", "a name that answers 10.0.0.5, then 169.254.169.254: looked up %d time, the checked address %v:%d is the one dialed", res.calls, dest.addr, dest.port)
 }
 
 func TestCheckForward(t *testing.T) {
@@ -85,6 +88,13 @@ func TestCheckForward(t *testing.T) {
 			t.Errorf("%v %s:%d: got %q, want %q", tt.dests, tt.host, tt.port, got, tt.want)
 		}
 	}
+	allowed := 0
+	for _, tt := range tests {
+		if isAddr(tt.want) {
+			allowed++
+		}
+	}
+	hardening.Report(t, "8", "%d forward requests against rules' forward_to (names resolving to loopback, cloud metadata, NAT64 metadata, the Vault address; other ports, networks and targets; bad ports and names): %d refused, %d dialed to the checked address, loopback and metadata only when a rule names them", len(tests), len(tests)-allowed, allowed)
 }
 
 // isAddr reports whether want is an address (a success) rather than a refusal.

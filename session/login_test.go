@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestParseLogin(t *testing.T) {
@@ -54,6 +56,14 @@ func TestParseLogin(t *testing.T) {
 			t.Errorf("ParseLogin(%q) = %+v, %v; want %s + %s", tt.in, l, err, tt.tech, tt.tgt)
 		}
 	}
+	refused := 0
+	for _, tt := range tests {
+		if tt.wantErr != "" {
+			refused++
+		}
+	}
+	hardening.Report(t, "12", "login names with look-alikes (Cyrillic а, a zero-width space, dotless ı, a trailing space, upper case): all refused, names are lower-case ASCII only; %d of %d logins refused in all", refused, len(tests))
+	hardening.Report(t, "30", "%d logins (a+b+c, a+, +b, a+b@x, a+b%%x, %%2b, .., NUL, invalid UTF-8, a 64 KiB name): %d refused with the offending character or length, %d split into technician and target, %%2b not decoded", len(tests), refused, len(tests)-refused)
 }
 
 func FuzzParseLogin(f *testing.F) {

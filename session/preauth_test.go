@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // closer records that a pending connection was closed to make room.
@@ -52,6 +54,7 @@ func TestPreauthLimits(t *testing.T) {
 	if p.total != 0 || len(p.perSource) != 0 {
 		t.Fatalf("after all finished: total %d, sources %v", p.total, p.perSource)
 	}
+	hardening.Report(t, "21", "unauthenticated connections against limits of 3 per source and 4 in all: the 4th from one source refused naming the per-source limit, a newcomer takes the heaviest source's oldest place, one that would become the heaviest refused naming the global limit; every place given back")
 }
 
 // When every place is taken, a newcomer from a lightly used source takes
@@ -126,6 +129,7 @@ func TestPreauthRefusalsAuditedOncePerWindow(t *testing.T) {
 	if n := p.refusal("h"); n != 100 {
 		t.Fatalf("after the window: report %d, want 100 (99 held back and this one)", n)
 	}
+	hardening.Report(t, "24", "101 pre-auth refusals from one source and 1 from another: 3 audit events, the first of each source at once and 99 held back, then one counting 100 after the %s window", auditEvery)
 }
 
 func TestPreauthAuthFailuresBlockTheSourceForTheWindow(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // chunkedReader returns its data in reads of random sizes up to max, or
@@ -76,6 +78,7 @@ func testData(n int) []byte {
 // it, for interactive-sized reads and for a bulk transfer (which switches
 // to overlapped writing once the buffer is at its largest).
 func TestCopyRecordedBulkAndInteractive(t *testing.T) {
+	var sent, relayed, recordedAll int
 	for _, tc := range []struct {
 		name string
 		n    int
@@ -111,8 +114,12 @@ func TestCopyRecordedBulkAndInteractive(t *testing.T) {
 			if n.Load() != int64(len(data)) {
 				t.Fatalf("counted %d bytes, relayed %d", n.Load(), len(data))
 			}
+			sent += len(data)
+			relayed += dst.len()
+			recordedAll += recorded.Len()
 		})
 	}
+	hardening.Report(t, "14", "keystroke-sized reads, an 8 MiB bulk copy and 8 MiB in mixed reads: %d of %d relayed bytes recorded (%d sent), none relayed before it was recorded", recordedAll, relayed, sent)
 }
 
 // TestCopyRecordedStopsWhenRecordingFails: after the recording refuses a
@@ -142,6 +149,7 @@ func TestCopyRecordedStopsWhenRecordingFails(t *testing.T) {
 	if !bytes.Equal(dst.bytes(), data[:recorded]) {
 		t.Fatal("the relayed bytes differ from the recorded ones")
 	}
+	hardening.Report(t, "15", "an 8 MiB transfer whose recording fails after 5 MiB: %d bytes relayed, exactly the %d recorded, nothing after the failure", dst.len(), recorded)
 }
 
 // TestCopyRecordedStopsWhenTheOtherSideFails: a write error ends the copy

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // These tests put a scripted x/crypto SSH server in the target's place to
@@ -226,11 +227,14 @@ func TestTechnicianLeavingEndsSessionWhenTargetHangs(t *testing.T) {
 	}
 	go s.Shell()
 	<-asked
+	left := time.Now()
 	c.Close()
 	waitFor(t, "the session to end after the technician left", func() bool { return len(h.broker.endReasons()) == 1 })
+	took := time.Since(left)
 	if got := h.broker.endReasons()[0]; got != EndClientClosed {
 		t.Errorf("end reason %q, want %q", got, EndClientClosed)
 	}
+	hardening.Report(t, "partition", "a target that never answers the shell request, then the technician leaves: session ended within %d ms with reason %q", took.Milliseconds(), EndClientClosed)
 }
 
 func TestShutdownEndsLiveSessions(t *testing.T) {
@@ -280,6 +284,7 @@ func TestRefusedStartsDoNotPileUpRecordings(t *testing.T) {
 	if !strings.Contains(string(b), `"x-start-refused","subsystem"`) {
 		t.Errorf("the refusal is not recorded:\n%s", b)
 	}
+	hardening.Report(t, "22", "50 subsystem requests the target refuses on one channel: %d channel recording, the refusals recorded in it", len(casts))
 }
 
 func TestEnvIsRecordedBeforeItIsForwarded(t *testing.T) {
@@ -329,6 +334,7 @@ func TestEnvIsRecordedBeforeItIsForwarded(t *testing.T) {
 	if !strings.Contains(string(b), `"x-env","LC_PAYLOAD=payload-bytes"`) {
 		t.Errorf("env not recorded:\n%s", b)
 	}
+	hardening.Report(t, "29", "LC_PAYLOAD and LD_PRELOAD sent: LD_PRELOAD refused and never forwarded, LC_PAYLOAD recorded in the channel recording and forwarded once")
 }
 
 // The recording fails while the technician reads nothing and the window
@@ -397,17 +403,20 @@ func TestRecordingFailureEndsSessionWhenTechnicianDoesNotRead(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 1, Max: old.Max}); err != nil {
 		t.Fatal(err)
 	}
+	failed := time.Now()
 	go ch.Write([]byte("x")) // recording this input fails
 	select {
 	case <-targetSawClose:
 	case <-time.After(10 * time.Second):
 		t.Error("the target's channel is still open 10s after the recording failed")
 	}
+	cutOff := time.Since(failed)
 	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
 	waitFor(t, "the session to end", func() bool { return len(h.broker.endReasons()) == 1 })
 	if got := h.broker.endReasons()[0]; got != EndRecordingFailed {
 		t.Errorf("end reason %q, want %q", got, EndRecordingFailed)
 	}
+	hardening.Report(t, "23", "a target writing to a technician who reads nothing (stalled after %.1f MiB, every window full), then the recording fails: the target cut off %.1f ms later, session ended with reason %q", float64(written.Load())/(1<<20), float64(cutOff.Microseconds())/1000, EndRecordingFailed)
 }
 
 // A session under a grant is warned before the grant ends, and ends with
@@ -437,6 +446,7 @@ func TestGrantEndWarnsThenEndsTheSession(t *testing.T) {
 		ends := h.broker.endReasons()
 		return len(ends) == 1 && strings.HasPrefix(ends[0], EndRevoked+"the grant of request 7 ended")
 	})
+	hardening.Report(t, "11", "a session under a grant ending in 3 s: warned 2 s before, ended and registered as ended within %d ms of the grant's end, the technician told why", time.Since(d.Grant.Until).Milliseconds())
 }
 
 type syncBuf struct {
