@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // signedSession records a session of three chunks or more on one
@@ -249,6 +251,7 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 	if len(seals) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrNotRecoverable) {
 		t.Errorf("Recover of a stripped recording = %v, %v", seals, errs)
 	}
+	hardening.Report(t, "25", "a recording cut off mid-append (output after the last chunk, a cut chain line) beside a sealed one: recovery seals it incomplete and signed, the %d bytes after the last chunk chained as recovered, the output readable to the end; a second run changes nothing; a seal stripped from a recording the register knows as sealed is not remade", v.Recovered)
 }
 
 // The recorder holds no unwritten data: every event is in the file as
@@ -292,7 +295,8 @@ func TestVerifyBindsTheSealToItsSession(t *testing.T) {
 // chain.jsonl cannot make anything read or upload a file that is not a
 // channel file of the recording.
 func TestChainNamesOnlyChannelFiles(t *testing.T) {
-	for _, name := range []string{"../recording_key", "/etc/passwd", "session.json", "1.cast/../../x", "0.cast", "1.cast.idx"} {
+	names := []string{"../recording_key", "/etc/passwd", "session.json", "1.cast/../../x", "0.cast", "1.cast.idx"}
+	for _, name := range names {
 		dir, _ := signedSession(t)
 		r := ChainRecord{Seq: 99, File: name, Len: 10}
 		b, _ := json.Marshal(r)
@@ -306,6 +310,7 @@ func TestChainNamesOnlyChannelFiles(t *testing.T) {
 			t.Errorf("Verify of a chain naming %q did not fail", name)
 		}
 	}
+	hardening.Report(t, "26", "%d chain records naming files other than channel files (../recording_key, /etc/passwd, session.json, 1.cast/../../x, 0.cast, an index): all refused by the chain reader and by verify", len(names))
 }
 
 // A failed write makes the seal say the recording is incomplete, and what
@@ -347,4 +352,5 @@ func TestFailedRecordingIsSealedIncomplete(t *testing.T) {
 	if v.Complete || !strings.Contains(v.Reason, "recording failed") {
 		t.Errorf("verify: %+v (%s)", v, problems(v))
 	}
+	hardening.Report(t, "disk", "a channel file failing mid-recording, as on a dead disk: the failure reported at once, the seal and verify say incomplete with reason \"recording failed\", what was written before is chained")
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestCrossesStep(t *testing.T) {
@@ -356,4 +358,5 @@ func TestIndexNotARegularFile(t *testing.T) {
 			t.Errorf("loadIndex read a FIFO: %d entries", len(got))
 		}
 	})
+	hardening.Report(t, "26", "a symbolic link to a file outside and a FIFO planted where a recording's index goes, 100 rows of 8 KiB recorded: the outside file unchanged, neither read, the link replaced by a regular index")
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func newSession(t *testing.T) (root, id string, s *Session) {
@@ -299,6 +301,8 @@ func TestBadIDs(t *testing.T) {
 	if _, err := ReadMeta(root, id); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("ReadMeta of a missing session = %v, want ErrNotExist", err)
 	}
+	hardening.Report(t, "26", "%d hostile recording IDs (../, %%2e%%2e%%2f, NUL, absolute paths, non-canonical UUIDs) through 6 entry points (directory, metadata, channels, replay, export, create): all %d calls refused, nothing created or read outside the recording directory", len(bad), 6*len(bad))
+	hardening.Report(t, "13", "%d malformed recording IDs (../, %%2e%%2e%%2f, NUL, absolute paths): each refused with ErrBadID by metadata, channel listing, replay and event export, so no path outside the recording directory is read", len(bad))
 }
 
 func TestCreateTwice(t *testing.T) {
@@ -311,7 +315,8 @@ func TestCreateTwice(t *testing.T) {
 // Channels refuses channel names in session.json that are not plain .cast
 // file names of the session directory.
 func TestChannelsBadName(t *testing.T) {
-	for _, name := range []string{"../x.cast", "1.txt", "a/1.cast", "/etc/passwd.cast", ""} {
+	names := []string{"../x.cast", "1.txt", "a/1.cast", "/etc/passwd.cast", ""}
+	for _, name := range names {
 		root, id, s := newSession(t)
 		s.meta.Channels = []string{name}
 		must(t, s.writeMeta())
@@ -319,6 +324,7 @@ func TestChannelsBadName(t *testing.T) {
 			t.Errorf("Channels with %q = %+v, %v; want a bad channel name error", name, chans, err)
 		}
 	}
+	hardening.Report(t, "26", "%d hostile channel names in session.json (../x.cast, a/1.cast, /etc/passwd.cast, another extension, empty): all refused as bad channel names", len(names))
 }
 
 func TestReplay(t *testing.T) {

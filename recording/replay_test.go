@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // advance moves the channel's clock on by d, as if d had passed: the
@@ -332,6 +334,7 @@ func TestReplayMarkers(t *testing.T) {
 	banner1 := "\r\n\x1b[7m sekisho replay: channel 1, shell 80x24 \x1b[0m\r\n"
 	banner2 := "\r\n\x1b[7m sekisho replay: channel 2, exec \"sh\" \x1b[0m\r\n"
 	long := `input "\x1b]52;c;?\a` + strings.Repeat("y", 200-len("\x1b]52;c;?\x07")) + `"… (310 bytes)`
+	markers := 0
 	for _, tc := range []struct {
 		inline bool
 		want   string
@@ -347,6 +350,7 @@ func TestReplayMarkers(t *testing.T) {
 			t.Errorf("replay, events inline %v:\n got %q\nwant %q", tc.inline, got, tc.want)
 		}
 		for _, m := range markerRe.FindAllStringSubmatch(got, -1) {
+			markers++
 			for _, r := range m[1] {
 				if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x202e {
 					t.Errorf("marker %q holds %U", m[1], r)
@@ -354,6 +358,7 @@ func TestReplayMarkers(t *testing.T) {
 			}
 		}
 	}
+	hardening.Report(t, "27", "file paths, errors, input and exit statuses holding OSC 52, ESC [2J, BEL, newlines and U+202E replayed as %d marker lines in 2 modes: every control character quoted, none reaches the reviewer's terminal", markers)
 }
 
 // A marker shows even when recorded output left a sequence open, which

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // sanitize runs in through a fresh Sanitizer as one Write per chunk and
@@ -159,6 +161,7 @@ func TestSanitizer(t *testing.T) {
 			}
 		})
 	}
+	hardening.Report(t, "27", "%d hostile outputs (OSC title and clipboard, DCS, APC, report requests, input modes, C1 controls raw and UTF-8 encoded, CAN/SUB cancels, broken UTF-8): each sanitised to exactly the expected bytes", len(sanitizeCases))
 }
 
 // TestSanitizerSplit feeds every case in two writes at every split point,
