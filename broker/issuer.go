@@ -27,8 +27,18 @@ type VaultConfig struct {
 	Mount        string // SSH secrets engine mount, default "ssh"
 	Role         string // signing role
 	TTL          time.Duration
-	Timeout      time.Duration // per Vault call
+	// Timeout bounds obtaining one certificate, every Vault call it
+	// takes included (a login, the CA, the signature, a retry), so that
+	// a slow, sealed or unreachable Vault refuses a new session within a
+	// few seconds instead of keeping the technician waiting; default 3s.
+	// It also bounds each call Check makes.
+	Timeout time.Duration
 }
+
+// DefaultVaultTimeout is VaultConfig.Timeout when none is configured.
+// A new session is refused within about this long when Vault does not
+// answer; signing normally takes milliseconds.
+const DefaultVaultTimeout = 3 * time.Second
 
 // CertRequest names what a certificate is for.
 type CertRequest struct {
@@ -84,7 +94,7 @@ func NewIssuer(cfg VaultConfig) (*Issuer, error) {
 		cfg.TTL = 5 * time.Minute
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = DefaultVaultTimeout
 	}
 	vc := vault.DefaultConfig()
 	if vc.Error != nil {
@@ -189,12 +199,24 @@ func (is *Issuer) fetchCA(ctx context.Context) (ssh.PublicKey, error) {
 }
 
 // Issue makes an ed25519 key pair in memory, has Vault sign its public
-// half for req, checks the certificate and returns both. The private key
-// is never written anywhere.
+// half for req, checks the certificate and returns both, all within the
+// configured timeout. The private key is never written anywhere.
 func (is *Issuer) Issue(ctx context.Context, req CertRequest) (*Credential, error) {
 	if req.Principal == "" {
 		return nil, errors.New("certificate request without principal")
 	}
+	// One deadline for everything: a slow login followed by a slow
+	// signature must not add up to twice the timeout.
+	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+	defer cancel()
+	cred, err := is.issue(ctx, req)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("vault did not answer within %s: %w", is.cfg.Timeout, err)
+	}
+	return cred, err
+}
+
+func (is *Issuer) issue(ctx context.Context, req CertRequest) (*Credential, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
