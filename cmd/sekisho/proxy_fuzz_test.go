@@ -155,10 +155,12 @@ func proxyConnect(t testing.TB, peer *net.TCPAddr, data []byte) proxyOutcome {
 // start of data that sekisho may take a source from: a PROXY (not LOCAL)
 // command for a TCP client over IPv4 or IPv6. It is written from the
 // specification (haproxy's proxy-protocol.txt), not from the library, and
-// is lenient where the library is (ports with a sign or leading zeros,
-// extra v1 fields), strict where an address is at stake.
+// is lenient where the library is (the first v1 field, ports with a sign
+// or leading zeros, extra v1 fields), strict where an address is at stake.
 func wantHeader(data []byte) (src netip.AddrPort, n int, ok bool) {
-	if bytes.HasPrefix(data, []byte("PROXY ")) {
+	if bytes.HasPrefix(data, []byte("PROXY")) {
+		// go-proxyproto checks the first five bytes only: "PROXY0 TCP4 ..."
+		// passes. Harmless, as only a trusted balancer's header is used.
 		end := bytes.IndexByte(data, '\n')
 		if end < 0 || end >= 107 || end < 1 || data[end-1] != '\r' {
 			return src, 0, false
