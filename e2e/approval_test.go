@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // approvalRules put li's and wei's access to db-jp-01 behind one approval
@@ -214,6 +216,7 @@ func TestApprovalWhileWaitingInSSH(t *testing.T) {
 			t.Errorf("audit lacks %s: %s", k, kinds)
 		}
 	}
+	hardening.Report(t, "10", "a technician waiting in ssh with a terminal: no session registered while pending, self-approval refused; in the shell once approved; the revocation ends the live session with its reason and the next login is refused")
 }
 
 func scpOpts(t *testing.T, v *variant, tech string) []string {
@@ -363,6 +366,7 @@ func TestNothingRelayedWhilePending(t *testing.T) {
 	if w := waitResult(t, done); w.code != 0 || w.stdout != "relayed-after-approval\n" {
 		t.Errorf("after approval: exit %d, %q, %q", w.code, w.stdout, w.stderr)
 	}
+	hardening.Report(t, "10", "an ssh -L forward and a command while the request is pending: the forward relays nothing and its channel is refused and audited as awaiting approval, no output, no session registered; the command runs only after the approval")
 }
 
 // Webhooks are told of requests and decisions, with retries after a
@@ -443,6 +447,7 @@ rules:
 		b, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if bytes.Contains(b, []byte(want[0])) && bytes.Contains(b, []byte(want[1])) {
+			hardening.Report(t, "partition", "a webhook receiver failing its first delivery with HTTP 500: retried after the 50 ms backoff, 3 attempts for 2 events, both delivered in order, the retry counted in the metrics")
 			return
 		}
 		if time.Now().After(deadline) {

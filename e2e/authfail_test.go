@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestFailedLoginsThrottleTheSource: a source whose authentication
@@ -57,4 +59,5 @@ func TestFailedLoginsThrottleTheSource(t *testing.T) {
 	if !audited {
 		t.Fatal("the throttled source is not in the audit log")
 	}
+	hardening.Report(t, "24", "10 failed logins from one source (max_auth_failures_per_source 10): the 11th connection closed before the handshake, the throttled source audited; a technician from another address served meanwhile")
 }

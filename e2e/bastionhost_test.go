@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestLoginWithoutTargetNeverTouchesTheBastion: a login that names no
@@ -77,4 +79,5 @@ func TestLoginWithoutTargetNeverTouchesTheBastion(t *testing.T) {
 			t.Errorf("-W %s: stderr %q; want the reason", to, r.stderr)
 		}
 	}
+	hardening.Report(t, "9", "a login without a target tries sftp, scp in both protocols, exec cat, a shell and -W to the bastion and to a target: all 7 refused or answered by sekisho's own commands, the bastion's secret file never reaches the technician")
 }

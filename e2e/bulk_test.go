@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // Huge binary output, an idle gap and a terminal: the technician gets
@@ -45,6 +47,7 @@ func TestHugeBinaryOutputAndIdleGapRecorded(t *testing.T) {
 	if err != nil || !bytes.Contains(rp, []byte(marker)) {
 		t.Errorf("replay: %v, marker shown %v", err, bytes.Contains(rp, []byte(marker)))
 	}
+	hardening.Report(t, "14", "8 MiB of random output, a 2 s idle gap and a marker: %d of %d received bytes recorded, identical by SHA-256, in %d verified chunks; the gap in the event times, replay shows the marker", len(recorded), out.Len(), n)
 }
 
 // gapAtLeast reports whether two consecutive events of a listing are at

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // goroutines reads go_goroutines from a sekisho metrics endpoint.
@@ -108,6 +110,8 @@ func TestChannelFloodLeavesNothingBehind(t *testing.T) {
 	if one != 100 || summary != 1 {
 		t.Fatalf("audit: %d single refusals and %d summaries; want 100 and 1", one, summary)
 	}
+	hardening.Report(t, "22", "%d refused channels (x11, an unknown type, direct-tcpip to a port the rule does not allow) on one session: goroutines %d before, %d after; the session still runs commands", flood, before, after)
+	hardening.Report(t, "24", "%d refused channels on one session: the audit log gets %d single refusals and %d summary counting the rest", flood, one, summary)
 }
 
 // runOn runs a command on a new session of client.

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // tinyDisk mounts a 1 MiB tmpfs and returns its path; it is unmounted
@@ -56,9 +58,11 @@ func TestFullDiskFailsClosed(t *testing.T) {
 	// Live, then the disk fills up under it.
 	l := startLiveRunning(t, v, "aiko", "aiko+web-sg-01", "echo started; while true; do echo tick-tick-tick-tick; sleep 0.05; done")
 	filler := fill(t, disk)
+	filled := time.Now()
 	if stderr := l.endsWithin(t, 60*time.Second, "on a full disk"); !strings.Contains(stderr, "can no longer be recorded, so it is ended") {
 		t.Errorf("the technician was not told why: %q", stderr)
 	}
+	endedAfter := time.Since(filled)
 
 	// At the start: refused, and told why.
 	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo should-not-run"), nil)
@@ -71,4 +75,5 @@ func TestFullDiskFailsClosed(t *testing.T) {
 	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo room-again"), nil); r.code != 0 || r.stdout != "room-again\n" {
 		t.Errorf("after freeing space: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "disk", "the recording file system filled under a live session: the session ended %.1f s after the disk was full, the technician told why; a new session refused while full; sessions served again once there is room", endedAfter.Seconds())
 }

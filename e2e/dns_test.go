@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // flipDNS is a DNS server on loopback whose A answer for one name changes
@@ -125,4 +127,5 @@ func TestForwardToANameWhoseAnswerChanges(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "port forwarding refused") {
 		t.Errorf("after the answer changed: exit %d, stderr %q", r.code, r.stderr)
 	}
+	hardening.Report(t, "31", "ssh -W to a name whose DNS answer flips from 127.0.0.1 to 169.254.169.254 after each query: the first forward looked the name up once and reached the checked address; the next, answered with the metadata address, refused")
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // variant is a second sekisho server next to the demo's, sharing its
@@ -201,6 +203,7 @@ func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {
 	if strings.Contains(targetLog(t, "db-jp-01"), "session="+session) {
 		t.Error("the target's sshd saw the certificate of the refused session")
 	}
+	hardening.Report(t, "17", "a target presenting a host key other than the pinned one: refused (ssh exit %d) before the certificate is sent, the command never runs, the target's sshd never sees the session, audited as target.hostkey_mismatch", r.code)
 }
 
 func TestRecordingUnavailableRefusesSession(t *testing.T) {
@@ -230,6 +233,7 @@ func TestRecordingUnavailableRefusesSession(t *testing.T) {
 	if !refused {
 		t.Error("the refusal is not audited")
 	}
+	hardening.Report(t, "disk", "the recording directory replaced by a file: a new session refused (ssh exit %d, told it cannot be recorded), the command never runs on the target, the refusal audited", r.code)
 }
 
 func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
@@ -271,11 +275,13 @@ func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
 	if !strings.HasPrefix(recorded, r.stdout) {
 		t.Errorf("the technician received %d bytes, the recording holds %d that do not start with them", len(r.stdout), len(recorded))
 	}
+	received := len(r.stdout)
 	// The server survives, and a small session still works.
 	r = run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo still-serving"), nil)
 	if r.code != 0 || r.stdout != "still-serving\n" {
 		t.Errorf("after the failure: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "disk", "sekisho's files capped at 256 KiB, as on a disk filling mid-session, under 20,000 lines of output: the session ended with reason \"recording failed\", the technician told why; all %d bytes received are in the recording (%d recorded); the next session served", received, len(recorded))
 }
 
 func TestVaultUnreachableRefusesSession(t *testing.T) {
@@ -330,7 +336,9 @@ func TestVaultUnreachableRefusesSession(t *testing.T) {
 	mu.Unlock()
 	ln.Close()
 	marker := "/tmp/sekisho-e2e-novault-" + randHex(t)
+	attempt := time.Now()
 	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "touch "+marker), nil)
+	took := time.Since(attempt)
 	if r.code != 255 || !strings.Contains(r.stderr, "could not obtain a certificate for web-sg-01") {
 		t.Fatalf("with Vault down: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -342,6 +350,8 @@ func TestVaultUnreachableRefusesSession(t *testing.T) {
 	if !strings.Contains(string(list), `"end_reason": "refused: could not obtain a certificate for web-sg-01`) {
 		t.Errorf("the refused attempt is not in the register:\n%s", list)
 	}
+	hardening.Report(t, "vault", "Vault cut off (its connections closed, new ones refused) after a good session: the next session refused in %.1f s as no certificate could be obtained, the command never runs, the attempt registered as refused", took.Seconds())
+	hardening.Report(t, "partition", "the network path to Vault cut mid-run: a new session refused in %.1f s, nothing runs on the target, the refusal registered", took.Seconds())
 }
 
 func TestInvalidConfigNamesFileAndLine(t *testing.T) {

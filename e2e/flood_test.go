@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // vmRSS returns a process's resident memory in bytes.
@@ -121,4 +123,5 @@ func TestTargetFloodWhileClientStopsReading(t *testing.T) {
 			t.Fatalf("verify %s: %v\n%s", id, err, out)
 		}
 	}
+	hardening.Report(t, "23", "a target pouring out 4 GiB to a client that reads nothing: stalled with %.1f MiB recorded, sekisho's RSS %+.1f MiB; another session served meanwhile; both recordings verify after the client leaves", float64(last)/(1<<20), float64(grew)/(1<<20))
 }

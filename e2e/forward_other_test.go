@@ -3,6 +3,8 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestForwardToAnotherTargetRefusedAndAudited: a rule that allows
@@ -39,4 +41,5 @@ func TestForwardToAnotherTargetRefusedAndAudited(t *testing.T) {
 	if !audited {
 		t.Fatalf("no refused event naming %s in the audit log", other)
 	}
+	hardening.Report(t, "8", "ssh -W from a session on db-jp-01 to another configured target's sshd (web-sg-01): refused by sekisho (ssh exit %d), no banner relayed, audited with the destination", r.code)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestPortForwardOnlyToNamedDestinations(t *testing.T) {
@@ -82,6 +84,7 @@ func TestPortForwardOnlyToNamedDestinations(t *testing.T) {
 	if !found {
 		t.Errorf("no recording of the forward with its destination and the bytes that passed:\n%s", out)
 	}
+	hardening.Report(t, "8", "ssh -W to 3 destinations the rule does not name (169.254.169.254:80, localhost:22, the named port by IP): all refused; -W under a rule without port_forward refused; -L to the one named destination relayed and recorded with its byte counts")
 }
 
 var uuidRe = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)

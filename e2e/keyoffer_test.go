@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestOfferedKeyIsNoProof: li knows aiko's public key. Her client offers
@@ -75,4 +77,5 @@ func TestOfferedKeyIsNoProof(t *testing.T) {
 	if !found {
 		t.Fatalf("no auth.failed event for aiko+db-jp-01 in:\n%s", out)
 	}
+	hardening.Report(t, "1", "li's client offers aiko's public key for aiko+db-jp-01, hears it accepted, then signs with her own: refused (ssh exit %d, Permission denied), the auth.failed audit event names li's key by its fingerprint; li's own login works", r.code)
 }

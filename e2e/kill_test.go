@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestKillIsForAdminsOnly: a technician who is not an admin cannot end
@@ -21,4 +23,5 @@ func TestKillIsForAdminsOnly(t *testing.T) {
 	if !strings.Contains(audit, `command \"kill\" refused: admins only`) {
 		t.Fatal("the refused kill is not in the audit log")
 	}
+	hardening.Report(t, "13", "a non-admin's kill of a session: refused (exit %d) without saying whether the session exists, the refusal audited", r.code)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
@@ -95,10 +97,12 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("a session outlived its 3s maximum duration by 30s")
 	}
+	lasted := time.Since(start)
 	if d := time.Since(start); d < 3*time.Second {
 		t.Errorf("the session ended after %s, before its 3s limit", d)
 	}
 	if !strings.Contains(stderr.String(), `sekisho: session ended: the session reached the 3s limit of rule "any-affiliate-to-web"`) {
 		t.Errorf("stderr %q", stderr.String())
 	}
+	hardening.Report(t, "14", "under a rule allowing only scp and sftp uploads: exec and a command starting like scp but chaining a shell refused, scp -O and sftp downloads refused by sekisho, %d-byte uploads intact; an upload left waiting ended after %.1f s at the rule's 3 s max_duration", len(data), lasted.Seconds())
 }

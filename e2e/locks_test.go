@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // liveSSH is an ssh session kept open by a long remote command.
@@ -122,9 +124,11 @@ func TestAffiliateLockEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	if err != nil || !strings.Contains(out, "lock 1: affiliate ops-cn locked until unlocked") {
 		t.Fatalf("sekisho lock: %v\n%s", err, out)
 	}
+	var endedAfter time.Duration
 	select {
 	case <-li.exited:
-		t.Logf("live session of the locked affiliate ended %s after the lock", time.Since(locked).Round(time.Millisecond))
+		endedAfter = time.Since(locked)
+		t.Logf("live session of the locked affiliate ended %s after the lock", endedAfter.Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		t.Fatal("the live session of a locked affiliate is still running 10s after the lock")
 	}
@@ -158,6 +162,7 @@ func TestAffiliateLockEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	if out, err := v.cli(t, "lock", "--affiliate", "ops-xx", "--reason", "x"); err == nil || !strings.Contains(out, `no affiliate "ops-xx"`) {
 		t.Errorf("locking an unknown affiliate: %v %s", err, out)
 	}
+	hardening.Report(t, "11", "an affiliate locked with 2 live sessions: its technician's session ended %d ms after the lock command was started, told why; the other affiliate's session runs on; new logins refused until the unlock", endedAfter.Milliseconds())
 }
 
 func TestReloadEndsSessionsTheNewRulesRefuse(t *testing.T) {
@@ -187,11 +192,14 @@ func TestReloadEndsSessionsTheNewRulesRefuse(t *testing.T) {
 
 	// Now only aiko may reach web-sg-01.
 	os.WriteFile(v.config, []byte(strings.Replace(string(good), "    targets: [web-sg-01]", "    targets: [web-sg-01]\n    technicians: [aiko]", 1)), 0o600)
+	reloaded := time.Now()
 	if out, err := v.cli(t, "reload"); err != nil {
 		t.Fatalf("sekisho reload: %v\n%s", err, out)
 	}
+	var endedAfter time.Duration
 	select {
 	case <-li.exited:
+		endedAfter = time.Since(reloaded)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a session the new rules refuse is still running 10s after the reload")
 	}
@@ -201,6 +209,7 @@ func TestReloadEndsSessionsTheNewRulesRefuse(t *testing.T) {
 	if !aiko.running() {
 		t.Errorf("a session the new rules allow ended: %q", aiko.stderr.String())
 	}
+	hardening.Report(t, "11", "a reload whose rules no longer allow one of 2 live sessions: it ended %d ms after the reload command was started, told why; the allowed one runs on; a config that does not load changes nothing", endedAfter.Milliseconds())
 }
 
 func TestReloadEndsSessionsOfARemovedKey(t *testing.T) {
@@ -227,15 +236,19 @@ func TestReloadEndsSessionsOfARemovedKey(t *testing.T) {
 		t.Fatal("aiko's key is not in the config")
 	}
 	os.WriteFile(v.config, []byte(edited), 0o600)
+	reloaded := time.Now()
 	if out, err := v.cli(t, "reload"); err != nil {
 		t.Fatalf("sekisho reload: %v\n%s", err, out)
 	}
+	var endedAfter time.Duration
 	select {
 	case <-aiko.exited:
+		endedAfter = time.Since(reloaded)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a session opened with a removed key is still running 10s after the reload")
 	}
 	if !strings.Contains(aiko.stderr.String(), "the key this session used is no longer registered for aiko") {
 		t.Errorf("stderr %q", aiko.stderr.String())
 	}
+	hardening.Report(t, "11", "a reload replacing the key a live session was opened with: the session ended %d ms after the reload command was started, told its key is no longer registered", endedAfter.Milliseconds())
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pquerna/otp/totp"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // withCode runs ssh through v answering the keyboard-interactive prompt
@@ -74,4 +76,5 @@ func TestSecondFactor(t *testing.T) {
 	if r.code != 255 || !strings.Contains(r.stderr, "too many wrong verification codes") {
 		t.Errorf("after five failures: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "6", "key then code through OpenSSH: not enrolled refused, the right code accepted, the same code replayed refused, a wrong code refused, a rule without MFA unaffected; after 5 wrong codes even the next right, unused code refused")
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestNestedCertificatesRefused: technicians log in with keys, never
@@ -69,4 +71,5 @@ func TestNestedCertificatesRefused(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "alive" {
 		t.Fatalf("after the nested chain: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "3", "a technician's client offers a chain of %d nested certificates (%d bytes) rooted in aiko's key: refused, sekisho serves the next login", levels, len(signer.PublicKey().Marshal()))
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/internal/geotest"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestCrossBorderPIIRefusedWithRuleNamed(t *testing.T) {
@@ -93,6 +94,7 @@ func TestUnknownTechnicianAndWrongKeyLookAlike(t *testing.T) {
 			t.Errorf("no auth.failed audit event for %s", login)
 		}
 	}
+	hardening.Report(t, "1", "an unknown technician and a known login with another technician's key: both refused with ssh exit %d and the same Permission denied answer apart from the name, both audited as auth.failed", unknown.code)
 }
 
 func TestBadLoginNamesExplained(t *testing.T) {
@@ -112,6 +114,8 @@ func TestBadLoginNamesExplained(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, `unknown command "true"`) || !strings.Contains(r.stderr, "log in as aiko+TARGET") {
 		t.Errorf("login aiko: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "12", "3 bad logins (aiko+DB-JP-01 in upper case, aiko+db~1, an unknown target): all refused with ssh exit 255 and a message naming the offending character or name")
+	hardening.Report(t, "9", "a login without a target asking to run true on the bastion: refused as an unknown sekisho command (exit %d), pointing to aiko+TARGET", r.code)
 }
 
 func TestForwardingRefused(t *testing.T) {
@@ -145,6 +149,8 @@ func TestForwardingRefused(t *testing.T) {
 	if r.code != 0 || r.stdout != "agent=[]\n" {
 		t.Errorf("ssh -A: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "8", "ssh -W to a target's address under a rule without forward_to: refused naming the rule; ssh -R: refused, the client exits")
+	hardening.Report(t, "16", "ssh -R 127.0.0.1:0:127.0.0.1:22: refused, the command never runs; ssh -A with a real ssh-agent offered: the target sees SSH_AUTH_SOCK empty")
 }
 
 func TestSourceCountryFromGeoIPDatabase(t *testing.T) {

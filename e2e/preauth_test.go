@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestBannerOnlyFloodDoesNotLockOutTechnicians: a source that opens
@@ -82,7 +84,9 @@ func TestBannerOnlyFloodDoesNotLockOutTechnicians(t *testing.T) {
 	// A technician from another address logs in and works meanwhile.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	loginStart := time.Now()
 	r := run(t, v.ssh(ctx, "aiko", "aiko+db-jp-01", "echo", "still-served"), nil)
+	loginTook := time.Since(loginStart)
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "still-served" {
 		t.Fatalf("technician during the flood: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -117,6 +121,7 @@ func TestBannerOnlyFloodDoesNotLockOutTechnicians(t *testing.T) {
 			t.Fatal("the source was still refused 30 s after its connections closed")
 		}
 	}
+	hardening.Report(t, "21", "%d connections from one source sending a banner and nothing more: %d served (max_unauthenticated_per_source), %d closed before the banner, audited once with the count; a technician from another address logged in and ran a command in %.1f s meanwhile; the source served again after the flood", flood, served, flood-served, loginTook.Seconds())
 }
 
 func isTimeout(err error) bool {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // A session's recording verifies: chunks, chain, signed seal. A byte
@@ -78,6 +80,7 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 	v.kill(t, syscall.SIGKILL)
 	cmd.Wait() // the technician's connection drops with the server
 
+	restarted := time.Now()
 	v.start(t)
 	var id string
 	waitUntil(t, 30*time.Second, "the cut-off session to be ended in the register", func() bool {
@@ -90,6 +93,7 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 		id = out[j+len(`"id": "`) : j+len(`"id": "`)+36]
 		return true
 	})
+	recovered := time.Since(restarted)
 	out, err := v.cli(t, "verify", id)
 	if err != nil || !strings.Contains(out, "OK, INCOMPLETE") || !strings.Contains(out, "crash or kill") {
 		t.Fatalf("verify after the crash: %v\n%s", err, out)
@@ -101,6 +105,8 @@ func TestCrashMidSessionIsRecovered(t *testing.T) {
 	if !strings.Contains(v.out.String(), "recording of a session cut off by a crash sealed as incomplete") {
 		t.Error("the restart did not log the recovery")
 	}
+	hardening.Report(t, "25", "sekisho killed with SIGKILL during a live session: the session is ended in the register %d ms after the restart began, its recording sealed incomplete (\"crash or kill\") and verifies, the output before the kill readable", recovered.Milliseconds())
+	hardening.Report(t, "kill", "SIGKILL mid-session: the technician's connection drops; %d ms after the restart began the session is registered as cut off and its recording sealed incomplete, verifying, with the output before the kill", recovered.Milliseconds())
 }
 
 // On a recording of several chunks, `sekisho verify` names a dropped
@@ -192,4 +198,5 @@ func TestStrippedSealIsNotResealed(t *testing.T) {
 	if err == nil || !strings.Contains(out, "not sealed, yet the session has ended: the seal was removed") {
 		t.Errorf("verify of the stripped recording (%v):\n%s", err, out)
 	}
+	hardening.Report(t, "25", "the seal of an ended session's recording deleted, then sekisho restarted: it is not sealed again, the log says it was removed rather than lost in a crash, verify names the removed seal")
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestExecRelaysStdoutStderrAndExitStatus(t *testing.T) {
@@ -68,6 +70,7 @@ func TestExecRelaysStdoutStderrAndExitStatus(t *testing.T) {
 	if !strings.Contains(log, "session="+s.ID) {
 		t.Errorf("target sshd log does not show the certificate key ID for session %s", s.ID)
 	}
+	hardening.Report(t, "14", "an exec channel writing to stdout and stderr and exiting 7: %d bytes out, all relayed and recorded as x-stdout and x-stderr with the command and exit status; the certificate key ID names technician and session in the target's log", s.BytesOut)
 }
 
 func TestStdinRelayedAndRecorded(t *testing.T) {
@@ -92,6 +95,7 @@ func TestStdinRelayedAndRecorded(t *testing.T) {
 	if !bytes.Equal(in.Bytes(), data) {
 		t.Errorf("recorded input is %d bytes and differs from the %d bytes sent", in.Len(), len(data))
 	}
+	hardening.Report(t, "14", "%d random bytes on an exec channel's stdin: the target's sha256 matches, %d of %d bytes recorded as x-stdin, identical", len(data), in.Len(), len(data))
 }
 
 func TestSCPBothProtocolsBothDirections(t *testing.T) {
@@ -134,6 +138,7 @@ func TestSCPBothProtocolsBothDirections(t *testing.T) {
 		wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", dir, remote), data)
 		wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "scp", dir, remote+".O"), data)
 	}
+	hardening.Report(t, "15", "a %d-byte file through scp in both protocols (sftp-based and legacy -O), up and down: 4 transfers each recorded with path, size and SHA-256 matching the file; the legacy commands recorded", len(data))
 }
 
 // fileTransfer is the data of an x-file event.
@@ -219,6 +224,7 @@ func TestSFTPBatch(t *testing.T) {
 	endedSession(t, "aiko", "db-jp-01", remote)
 	wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", "upload", remote), data)
 	wantTransfer(t, transferRecorded(t, "aiko", "db-jp-01", "sftp", "download", remote), data)
+	hardening.Report(t, "15", "a %d-byte sftp put and get in one batch: the round trip intact, both transfers recorded with path, size and SHA-256 matching", len(data))
 }
 
 func TestSFTPFileOperationsRecorded(t *testing.T) {
@@ -240,6 +246,7 @@ func TestSFTPFileOperationsRecorded(t *testing.T) {
 		t.Errorf("file operations recorded as %+v, want %+v", got, want)
 	}
 	wantTransfer(t, transferRecorded(t, "aiko", "web-sg-01", "sftp", "upload", d+"/f"), []byte("ops\n"))
+	hardening.Report(t, "15", "an sftp batch of mkdir, put, rename, chmod, rm and rmdir: the %d file operations recorded in order with their paths, the upload with its size and SHA-256", len(got))
 }
 
 func TestSFTPTransfersRecordedUnderFilesLimit(t *testing.T) {
@@ -318,6 +325,7 @@ func TestRsyncThroughBastion(t *testing.T) {
 		q := strconv.Quote(fmt.Sprintf(`{"protocol":"rsync","direction":%q,"paths":[%q],"content":"not parsed (rsync)"}`, dir, remote+"/"))
 		endedSession(t, "li", "web-sg-01", q[1:len(q)-1])
 	}
+	hardening.Report(t, "15", "rsync -a of a %d-byte file and a subdirectory up and back: intact; both transfers recorded by command and paths (content not parsed)", len(data))
 }
 
 func TestSeveralChannelsOnOneConnection(t *testing.T) {
@@ -352,6 +360,7 @@ func TestSeveralChannelsOnOneConnection(t *testing.T) {
 	if !strings.Contains(ev, "# channel 2:") || !strings.Contains(ev, "mux-"+marker+"-1") {
 		t.Errorf("both channels should be in one session recording:\n%s", ev)
 	}
+	hardening.Report(t, "14", "2 commands multiplexed over one ControlMaster connection: one session recording holding both channels and their output")
 }
 
 func TestEnvAllowlist(t *testing.T) {
@@ -372,6 +381,7 @@ func TestEnvAllowlist(t *testing.T) {
 	if got := streams(t, ev, "x-env"); got != "LANG=C.UTF-8" {
 		t.Errorf("recorded env %q, want %q", got, "LANG=C.UTF-8")
 	}
+	hardening.Report(t, "29", "SetEnv with LANG, LD_PRELOAD=/tmp/evil.so and LD_LIBRARY_PATH through to a target that accepts LD_*: only LANG reaches the target and the recording, the 2 LD_ variables are dropped")
 }
 
 func randHex(t *testing.T) string {
@@ -411,6 +421,7 @@ func TestForcedPTYExecIsRecordedAsTerminal(t *testing.T) {
 		!strings.Contains(streams(t, ev, "o"), "got-typed-"+marker) {
 		t.Errorf("forced-pty exec not recorded as a terminal with input and output:\n%s", ev)
 	}
+	hardening.Report(t, "14", "ssh -tt with a command (an exec channel with a pty): recorded as a terminal, the typed input and the output both in the recording")
 }
 
 func TestExitSignalRelayedAndRecorded(t *testing.T) {

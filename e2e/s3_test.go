@@ -13,6 +13,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // minioServer is a real MinIO server on loopback.
@@ -174,9 +176,11 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 	// A live session, then the store goes away.
 	l := startLiveRunning(t, v, "aiko", "aiko+db-jp-01", "echo started; while true; do echo tick; sleep 0.2; done")
 	m.stop()
+	stopped := time.Now()
 	if stderr := l.endsWithin(t, 60*time.Second, "with its store down"); !strings.Contains(stderr, "the recording store of zone JP stopped taking this session's recording") {
 		t.Errorf("the technician was not told why: %q", stderr)
 	}
+	endedAfter := time.Since(stopped)
 
 	// New JP sessions are refused; SG sessions go on.
 	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo should-not-run"), nil)
@@ -203,6 +207,7 @@ func TestRecordingStoreOutageFailsClosed(t *testing.T) {
 	if !strings.Contains(v.out.String(), "resuming a recording upload") {
 		t.Error("the restart did not resume the upload")
 	}
+	hardening.Report(t, "partition", "the JP recording store (MinIO) stopped under a live session: the session ended %.1f s later, told why; new JP sessions refused while SG sessions go on; after a restart with the store back the pending upload resumes and the seal reaches the bucket", endedAfter.Seconds())
 }
 
 // Retention applies in the object store too.

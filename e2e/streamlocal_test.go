@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // TestStreamlocalForwardRefused: ssh -L to a Unix socket on the target
@@ -67,4 +69,5 @@ func TestStreamlocalForwardRefused(t *testing.T) {
 	if !strings.Contains(audit, "direct-streamlocal@openssh.com") {
 		t.Fatalf("the refused direct-streamlocal channel is not in the audit log")
 	}
+	hardening.Report(t, "16", "ssh -L from a local socket to a Unix socket the target serves: the direct-streamlocal channel refused, nothing from the target's socket reached the client, the refusal told to the client and audited")
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // capture is a TCP proxy that keeps the first bytes each side sends.
@@ -100,4 +102,5 @@ func TestStrictKeyExchangeOnBothLegs(t *testing.T) {
 	if !strings.Contains(up, "kex-strict-s-v00@openssh.com") {
 		t.Errorf("the target's key exchange offer lacks kex-strict-s-v00@openssh.com (its sshd predates the Terrapin fix)")
 	}
+	hardening.Report(t, "18", "OpenSSH reports strict KEX ordering on the technician's leg; a capturing proxy on the target's leg sees kex-strict-c-v00 in sekisho's offer and kex-strict-s-v00 in the target's")
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func vaultRequest(t *testing.T, method, path, token string, body any) (int, map[string]any) {
@@ -118,6 +120,7 @@ func TestVaultSetupIsIdempotentAndLeastPrivilege(t *testing.T) {
 			t.Errorf("role %s = %q, want %q", k, got, want)
 		}
 	}
+	hardening.Report(t, "4", "sekisho's Vault token tried on 6 other paths (mounts, role and CA config, role ID, another role's signing, policies): all 403; the role refuses an arbitrary and an empty principal; read back: user certificates only, 2 named extensions, no critical options; a second setup changes nothing")
 }
 
 func TestUnauthenticatedConnectionsAreDropped(t *testing.T) {
@@ -135,6 +138,7 @@ func TestUnauthenticatedConnectionsAreDropped(t *testing.T) {
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	_, err = io.Copy(io.Discard, c)
+	closed := time.Since(start)
 	if err != nil {
 		t.Fatalf("the server did not close a stalled handshake within 30s: %v", err)
 	}
@@ -145,4 +149,6 @@ func TestUnauthenticatedConnectionsAreDropped(t *testing.T) {
 	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo alive"), nil); r.code != 0 || r.stdout != "alive\n" {
 		t.Errorf("exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
+	hardening.Report(t, "21", "a client that sends its banner and nothing more: closed by sekisho after %.1f s (auth_timeout 2 s); the next login served", closed.Seconds())
+	hardening.Report(t, "7", "a connection stalled after the client banner, before any auth message: dropped after %.1f s without a crash; the next login served", closed.Seconds())
 }

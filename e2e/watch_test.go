@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // A reviewer follows aiko's live terminal session, with `sekisho watch` on
@@ -119,6 +121,8 @@ func TestWatchLiveSession(t *testing.T) {
 	if !strings.Contains(out, "read-only") || !strings.Contains(out, "[sekisho: session ended: ") {
 		t.Errorf("watch of an ended session:\n%q", out)
 	}
+	hardening.Report(t, "13", "a non-reviewer's watch of a live session refused, a watch of an unknown session refused; a reviewer's input through 2 watches (stdin and a terminal) never reaches the session nor its recording")
+	hardening.Report(t, "27", "a live session watched with sekisho watch and ssh watch without a terminal: no OSC sequence reaches either reviewer; in ssh watch with a terminal the reviewer's typing is dropped and Ctrl-C only stops the watch")
 }
 
 // liveSession returns the ID of tech's live session to target whose
