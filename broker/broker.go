@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,7 +137,12 @@ func (b *Broker) Authorize(ctx context.Context, technician, target, source strin
 	if l := b.lockFor(tech, tg); l != nil {
 		reason := lockReason(tg.Name, l)
 		b.Audit(ctx, AuditEvent{Kind: EventRefused, Technician: technician, Target: target, Source: source,
-			Detail: fmt.Sprintf(`{"lock":%d,"kind":%q,"name":%q,"reason":%q}`, l.ID, l.Kind, l.Name, l.Reason)})
+			Detail: JSONDetail(struct {
+				Lock   int64  `json:"lock"`
+				Kind   string `json:"kind"`
+				Name   string `json:"name"`
+				Reason string `json:"reason"`
+			}{l.ID, l.Kind, l.Name, l.Reason})})
 		return Decision{Effect: Deny, Rule: "", Reason: reason}, tg, nil
 	}
 	d := b.Decide(tech, tg, source, b.now())
@@ -289,9 +295,14 @@ func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, 
 		return nil, err
 	}
 	b.Audit(ctx, AuditEvent{Kind: EventCertIssued, Technician: tech.Name, Target: target.Name, Session: sessionID,
-		Detail: fmt.Sprintf(`{"serial":%d,"key_id":%q,"principal":%q,"valid_before":%q,"sign_ms":%.2f}`,
-			cred.Certificate.Serial, keyID, d.Login, time.Unix(int64(cred.Certificate.ValidBefore), 0).UTC().Format(time.RFC3339),
-			float64(took.Microseconds())/1000)})
+		Detail: JSONDetail(struct {
+			Serial      uint64  `json:"serial"`
+			KeyID       string  `json:"key_id"`
+			Principal   string  `json:"principal"`
+			ValidBefore string  `json:"valid_before"`
+			SignMS      float64 `json:"sign_ms"`
+		}{cred.Certificate.Serial, keyID, d.Login, time.Unix(int64(cred.Certificate.ValidBefore), 0).UTC().Format(time.RFC3339),
+			float64(took.Microseconds()/10) / 100})})
 	return cred, nil
 }
 
@@ -317,7 +328,13 @@ func (b *Broker) SessionStarted(ctx context.Context, r *SessionRecord) error {
 		return err
 	}
 	b.Audit(ctx, AuditEvent{Kind: EventSessionStart, Technician: r.Technician, Target: r.Target, Source: r.Source, Session: r.ID,
-		Detail: fmt.Sprintf(`{"affiliate":%q,"residency":%q,"cross_border":%v,"rule":%q,"login":%q}`, r.Affiliate, r.Residency, r.CrossBorder, r.Rule, r.Login)})
+		Detail: JSONDetail(struct {
+			Affiliate   string `json:"affiliate"`
+			Residency   string `json:"residency"`
+			CrossBorder bool   `json:"cross_border"`
+			Rule        string `json:"rule"`
+			Login       string `json:"login"`
+		}{r.Affiliate, r.Residency, r.CrossBorder, r.Rule, r.Login})})
 	return nil
 }
 
@@ -325,7 +342,11 @@ func (b *Broker) SessionStarted(ctx context.Context, r *SessionRecord) error {
 func (b *Broker) SessionEnded(ctx context.Context, id string, end SessionEnd) error {
 	err := b.store.EndSession(ctx, id, end)
 	b.Audit(ctx, AuditEvent{Kind: EventSessionEnd, Session: id,
-		Detail: fmt.Sprintf(`{"reason":%q,"bytes_in":%d,"bytes_out":%d}`, end.Reason, end.BytesIn, end.BytesOut)})
+		Detail: JSONDetail(struct {
+			Reason   string `json:"reason"`
+			BytesIn  int64  `json:"bytes_in"`
+			BytesOut int64  `json:"bytes_out"`
+		}{end.Reason, end.BytesIn, end.BytesOut})})
 	return err
 }
 
@@ -356,4 +377,17 @@ func (b *Broker) SessionRefused(ctx context.Context, r *SessionRecord, at time.T
 		return err
 	}
 	return b.store.EndSession(ctx, r.ID, SessionEnd{At: at, Reason: reason})
+}
+
+// JSONDetail is v as the JSON text of an audit event's detail. Strings in
+// it may come from technicians or targets; encoding/json escapes what
+// would break the JSON or a terminal (control characters, invalid UTF-8).
+func JSONDetail(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Sprintf("%q", fmt.Sprint(v)) // cannot happen for the structs passed
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -44,6 +44,10 @@ func (a *authAuditor) failed(user, source, method, key string, now time.Time) {
 	a.pairs[pair] = now
 	a.mu.Unlock()
 	a.audit(context.Background(), broker.AuditEvent{Kind: broker.EventAuthFailed, Source: source,
-		Detail: fmt.Sprintf(`{"login":%q,"method":%q,"key":%q,"note":"further failures of this login from this address within %s are in the log only"}`,
-			user, method, key, a.window)})
+		Detail: broker.JSONDetail(struct {
+			Login  string `json:"login"`
+			Method string `json:"method"`
+			Key    string `json:"key"`
+			Note   string `json:"note"`
+		}{user, method, key, fmt.Sprintf("further failures of this login from this address within %s are in the log only", a.window)})})
 }

@@ -110,7 +110,7 @@ func cmdSessions(ctx context.Context, args []string) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(inertWriter{os.Stdout})
 		enc.SetIndent("", "  ")
 		if list == nil {
 			list = []broker.SessionRecord{}
@@ -208,7 +208,7 @@ func cmdAudit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(os.Stdout)
+	enc := json.NewEncoder(inertWriter{os.Stdout})
 	for _, e := range events {
 		if err := enc.Encode(e); err != nil {
 			return err

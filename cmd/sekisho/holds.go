@@ -76,7 +76,9 @@ func cmdRelease(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "recording.release", Session: id,
-		Detail: fmt.Sprintf(`{"by":%q}`, operator())}); err != nil {
+		Detail: broker.JSONDetail(struct {
+			By string `json:"by"`
+		}{operator()})}); err != nil {
 		return err
 	}
 	fmt.Printf("recording %s released: retention applies again\n", id)

@@ -126,7 +126,10 @@ func cmdUnlock(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "lock.removed",
-		Detail: fmt.Sprintf(`{"id":%d,"by":%q}`, id, operator())}); err != nil {
+		Detail: broker.JSONDetail(struct {
+			ID int64  `json:"id"`
+			By string `json:"by"`
+		}{id, operator()})}); err != nil {
 		return err
 	}
 	fmt.Printf("lock %d removed\n", id)

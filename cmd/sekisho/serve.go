@@ -93,6 +93,7 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 		level = slog.LevelError
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	w = inertWriter{w} // technicians and targets choose some of what is logged
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -172,7 +173,11 @@ func (b *bastion) expireRecordings(ctx context.Context) {
 	}
 	for _, m := range deleted {
 		b.brk.Audit(ctx, broker.AuditEvent{Kind: "recording.deleted", Technician: m.Technician, Target: m.Target, Session: m.ID,
-			Detail: fmt.Sprintf(`{"residency":%q,"ended":%q,"retention":%q}`, m.Residency, m.End.Format(time.RFC3339), j.cfg.retentionFor(m.Residency))})
+			Detail: broker.JSONDetail(struct {
+				Residency string `json:"residency"`
+				Ended     string `json:"ended"`
+				Retention string `json:"retention"`
+			}{m.Residency, m.End.Format(time.RFC3339), j.cfg.retentionFor(m.Residency).String()})})
 		b.log.Info("retention: recording deleted", "session", m.ID, "residency", m.Residency)
 	}
 }
