@@ -141,6 +141,10 @@ type Server struct {
 
 	authAudit *authAuditor
 	preauth   *preauth
+	// refusedOffers holds, per connection still authenticating, the
+	// fingerprint of the last key refused and not yet counted as a
+	// failure.
+	refusedOffers sync.Map
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -241,11 +245,15 @@ func NewServer(cfg Config) (*Server, error) {
 		VerifiedPublicKeyCallback: s.verifiedKey,
 		ServerVersion:             "SSH-2.0-sekisho",
 		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
-			if err != nil && method != "none" {
+			// A key accepted with a second factor still to come is a
+			// partial success, not a failure.
+			var partial *ssh.PartialSuccessError
+			if err != nil && method != "none" && !errors.As(err, &partial) {
 				var kr *keyRefused
 				key := ""
 				if errors.As(err, &kr) {
 					key = kr.fingerprint
+					s.refusedOffers.Delete(conn.RemoteAddr().String()) // counted here
 				}
 				s.log.Info("authentication failed", "user", conn.User(), "source", conn.RemoteAddr().String(), "method", method, "key", key, "err", err)
 				s.authAudit.failed(conn.User(), conn.RemoteAddr().String(), method, key, time.Now())
@@ -257,6 +265,9 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// refusedOffer is a key offered on a connection and refused.
+type refusedOffer struct{ user, fingerprint string }
+
 // offeredKey answers whether a key may be used, before its possession is
 // proven. It returns no identity: that is established in verifiedKey.
 func (s *Server) offeredKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
@@ -266,7 +277,12 @@ func (s *Server) offeredKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Perm
 	}
 	tech, ok := s.cfg.Broker.Technician(login.Technician)
 	if !ok || !tech.HasKey(key) {
-		return nil, &keyRefused{ssh.FingerprintSHA256(key)}
+		fp := ssh.FingerprintSHA256(key)
+		// If this came with a signature, x/crypto checks it next even
+		// though the key is refused, and a bad one ends the connection
+		// without an AuthLogCallback: handle counts it then.
+		s.refusedOffers.Store(conn.RemoteAddr().String(), refusedOffer{conn.User(), fp})
+		return nil, &keyRefused{fp}
 	}
 	return &ssh.Permissions{}, nil
 }
@@ -515,8 +531,19 @@ func (s *Server) handle(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
 	s.preauth.done(place)
+	offer, refused := s.refusedOffers.LoadAndDelete(source)
 	if err != nil {
 		nc.Close()
+		if refused {
+			// A refused key sent with a signature that did not verify
+			// (a modified client): a failed attempt like any other.
+			o := offer.(refusedOffer)
+			const method = "publickey (signed without asking; the signature did not verify)"
+			s.log.Info("authentication failed", "user", o.user, "source", source, "method", method, "key", o.fingerprint, "err", err)
+			s.authAudit.failed(o.user, source, method, o.fingerprint, time.Now())
+			s.preauth.failed(host)
+			return
+		}
 		if errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, proxyproto.ErrInvalidUpstream) {
 			s.log.Warn("connection from a trusted balancer without a usable PROXY header refused", "source", source, "err", err)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,

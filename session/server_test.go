@@ -465,3 +465,22 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestSecondFactorLoginsAreNotFailures: a key accepted with a code still
+// to come is a partial success. Counting it as a failed attempt locked
+// out an office whose technicians use a second factor after
+// ssh.max_auth_failures_per_source logins a minute.
+func TestSecondFactorLoginsAreNotFailures(t *testing.T) {
+	h := newHarnessWith(t, &broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "mfa", RequireMFA: true},
+		func(c *Config) { c.MaxAuthFailuresPerSource = 3 }, replyAll)
+	answer := ssh.KeyboardInteractive(func(string, string, []string, []bool) ([]string, error) { return []string{"000000"}, nil })
+	for i := range 6 {
+		c, err := ssh.Dial("tcp", h.addr, &ssh.ClientConfig{User: "li+db", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key), answer},
+			HostKeyCallback: ssh.FixedHostKey(h.srv.cfg.HostKey.PublicKey()), Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatalf("login %d with key and code (max_auth_failures_per_source 3): %v", i+1, err)
+		}
+		c.Close()
+	}
+	hardening.Report(t, "6", "6 logins with key and code from one address under max_auth_failures_per_source 3: all served, none counted as a failure")
+}
