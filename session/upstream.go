@@ -3,8 +3,10 @@ package session
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -13,13 +15,19 @@ import (
 )
 
 // hostKeyError is a target presenting a host key that is neither pinned
-// nor certified by a configured host CA.
+// nor certified by a configured host CA, or offering only host keys of
+// types none of which is pinned (offered).
 type hostKeyError struct {
-	target string
-	got    string
+	target  string
+	got     string
+	offered []string
 }
 
 func (e *hostKeyError) Error() string {
+	if e.got == "" {
+		return fmt.Sprintf("target %s offered only host keys of types %s, none of which is pinned or certified by a configured host CA",
+			e.target, strings.Join(e.offered, ", "))
+	}
 	return fmt.Sprintf("target %s presented host key %s, which is not pinned and not certified by a configured host CA", e.target, e.got)
 }
 
@@ -122,6 +130,13 @@ func dialTarget(ctx context.Context, tg *broker.Target, login string, signer ssh
 	sc, chans, reqs, err := ssh.NewClientConn(nc, tg.Address, cfg)
 	if err != nil {
 		nc.Close()
+		// A target whose host key changed type (only rsa where
+		// ed25519 is pinned) fails the key exchange before it can
+		// present a key: the same mismatch, found earlier.
+		var neg *ssh.AlgorithmNegotiationError
+		if errors.As(err, &neg) && neg.What == "host key" {
+			return nil, &hostKeyError{target: tg.Name, offered: neg.RequestedAlgorithms}
+		}
 		return nil, fmt.Errorf("ssh %s: %w", tg.Address, err)
 	}
 	nc.SetDeadline(time.Time{})

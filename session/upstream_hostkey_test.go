@@ -1,0 +1,58 @@
+package session
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// TestHostKeyOfAnotherTypeIsAMismatch: a target whose only host key is of
+// another type than the pinned one fails the key exchange before it shows
+// a key; that is reported as a host key mismatch, and the certificate is
+// never offered (the target's auth callback is never called).
+func TestHostKeyOfAnotherTypeIsAMismatch(t *testing.T) {
+	t.Parallel()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, _ := ssh.NewSignerFromKey(priv)
+	offered := make(chan struct{}, 1)
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+		offered <- struct{}{}
+		return nil, errors.New("no")
+	}}
+	cfg.AddHostKey(hostKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	acceptChannels(ln, cfg, func(ssh.Channel, <-chan *ssh.Request) {})
+	addr := ln.Addr().String()
+	pinned := newSigner().PublicKey() // ed25519
+	tg := &broker.Target{Name: "db-jp-01", Address: addr, HostKeys: []ssh.PublicKey{pinned}}
+	_, err = dialTarget(context.Background(), tg, "root", newSigner(), 5*time.Second)
+	var hk *hostKeyError
+	if !errors.As(err, &hk) {
+		t.Fatalf("dialTarget = %v, want a host key mismatch", err)
+	}
+	if want := "offered only host keys of types ecdsa-sha2-nistp256"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to contain %q", err, want)
+	}
+	select {
+	case <-offered:
+		t.Error("a key was offered to the target")
+	default:
+	}
+}
