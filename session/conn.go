@@ -46,7 +46,14 @@ type conn struct {
 	revoked   sync.Once
 	lost      sync.Once
 	ending    atomic.Bool // set when the session is being revoked: nothing new starts
+	// upEnded is closed once the target's connection has ended and the
+	// technician was told (when it was the target that went).
+	upEnded chan struct{}
 }
+
+// EndTargetClosed is the end reason of a session whose target's
+// connection ended first: the target closed it, died or was cut off.
+const EndTargetClosed = "target closed the connection"
 
 // EndRevoked prefixes the end reason of a session ended by a lock or a
 // rule change.
@@ -115,6 +122,7 @@ func (c *conn) logArgs() []any {
 
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.sessionID = uuid.NewString()
+	c.upEnded = make(chan struct{})
 	defer c.auditRefusedBeyond(context.Background())
 	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
@@ -189,9 +197,21 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		c.tellAndClose("session ended: " + c.id.target.Name + " stopped answering")
 	})
 	go func() {
-		// The target's connection ending ends the technician's too.
+		// The target's connection ending ends the technician's too,
+		// with a word on every open channel when it was the target
+		// that went (its sshd killed, the host down): the relays wait
+		// for upEnded before closing a channel the target left
+		// without an exit status, so the word is not lost.
+		defer close(c.upEnded)
 		c.up.Wait()
-		c.setEnd("target closed the connection")
+		c.setEnd(EndTargetClosed)
+		c.mu.Lock()
+		targetWent := c.endReason == EndTargetClosed
+		c.mu.Unlock()
+		if targetWent && !c.ending.Load() {
+			c.tellAndClose(fmt.Sprintf("the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
+			return
+		}
 		c.sc.Close()
 	}()
 	go func() {

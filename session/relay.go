@@ -68,7 +68,11 @@ type relay struct {
 	exitSent chan struct{}
 	exitOnce sync.Once
 	upClosed chan struct{}
-	failed   sync.Once
+	// downClosed is closed once the technician closed the channel (or
+	// their connection ended).
+	downClosed chan struct{}
+	targetWord sync.Once // awaitTargetWord
+	failed     sync.Once
 }
 
 type ptyRequest struct {
@@ -107,6 +111,7 @@ func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 	r.outDone = make(chan struct{})
 	r.exitSent = make(chan struct{})
 	r.upClosed = make(chan struct{})
+	r.downClosed = make(chan struct{})
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
@@ -114,6 +119,7 @@ func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 	}()
 	r.fromTechnician(downReqs)
 	// The technician closed the channel (or the connection ended).
+	close(r.downClosed)
 	r.up.Close()
 	<-upDone
 	r.pumps.Wait()
@@ -365,6 +371,7 @@ func (r *relay) start(req *ssh.Request) bool {
 		select {
 		case <-r.exitSent:
 		case <-r.upClosed:
+			r.awaitTargetWord()
 		}
 		r.down.CloseWrite()
 		close(r.outDone)
@@ -560,7 +567,34 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 		<-r.outDone
 		rec.Event("x-close", "")
 	}
+	r.awaitTargetWord()
 	r.down.Close()
+}
+
+// awaitTargetWord is called once the target ended the channel. Without
+// an exit status, and with the technician still there, the target's
+// whole connection may have gone (its sshd killed, the host down): it
+// waits until the conn has told the technician so, which must happen
+// before the channel's EOF and close. A target that closed just this
+// channel costs the wait.
+func (r *relay) awaitTargetWord() {
+	r.targetWord.Do(func() {
+		select {
+		case <-r.exitSent:
+			return
+		case <-r.downClosed:
+			return
+		default:
+		}
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
+		select {
+		case <-r.conn.upEnded:
+		case <-r.exitSent:
+		case <-r.downClosed:
+		case <-t.C:
+		}
+	})
 }
 
 // parseExit parses a target's exit-status or exit-signal request. It
