@@ -72,7 +72,8 @@ FUZZ_TARGETS := \
 	session:FuzzParseLogin session:FuzzSFTPVerdict session:FuzzSFTPObserver \
 	session:FuzzSCPObserver session:FuzzSplitCommand \
 	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
-	recording:FuzzAppendJSONString cmd/sekisho:FuzzParseConfig
+	recording:FuzzAppendJSONString cmd/sekisho:FuzzParseConfig \
+	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
