@@ -339,8 +339,10 @@ rules:
 	} {
 		// Another session is served while sekisho waits on the dead one.
 		otherDone := make(chan result, 1)
+		other := v.ssh(ctxT(t), "aiko", "aiko+db-jp-02", "echo served")
 		go func() {
-			otherDone <- run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-02", "echo served"), nil)
+			out, err := other.Output()
+			otherDone <- result{stdout: string(out), code: other.ProcessState.ExitCode(), stderr: fmt.Sprint(err)}
 		}()
 		marker := "/tmp/sekisho-e2e-blackhole-" + randHex(t)
 		began := time.Now()
