@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/recording"
 )
 
 // Audit event kinds.
@@ -367,7 +369,7 @@ type RecordingSeal struct {
 func (b *Broker) RecordingSealed(ctx context.Context, s RecordingSeal) error {
 	detail, _ := json.Marshal(s)
 	b.Audit(ctx, AuditEvent{Kind: "recording.sealed", Session: s.Session, Detail: string(detail)})
-	return b.store.SetRecordingSeal(ctx, s.Session, s.Head, s.Chunks, s.Complete)
+	return b.store.SetRecordingSeal(ctx, s.Session, recording.RegisterHead(s.Head), s.Chunks, s.Complete)
 }
 
 // SessionRefused registers a session that was allowed but could not start,

@@ -60,7 +60,9 @@ type SessionFilter struct {
 	// only domestic ones (false).
 	CrossBorder *bool
 	Since       time.Time
-	Limit       int
+	// Live keeps only sessions not ended in the register.
+	Live  bool
+	Limit int
 }
 
 // AuditEvent is one line of the audit log: a decision, a refusal, a session

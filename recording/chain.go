@@ -232,6 +232,20 @@ type Verification struct {
 	Problems  []Problem `json:"problems,omitempty"`
 }
 
+// EmptyChainHead is what the register keeps as the head of a recording
+// sealed before its first chunk (a session cut off at its very start),
+// whose chain head is empty: an empty head in the register means that no
+// seal was recorded at all.
+const EmptyChainHead = "empty"
+
+// RegisterHead is the head the register keeps for a seal's head.
+func RegisterHead(head string) string {
+	if head == "" {
+		return EmptyChainHead
+	}
+	return head
+}
+
 // CheckRegister compares the recording with what the register knows of
 // its session: whether it is registered and has ended, and the seal it
 // recorded (head "" when none). Offline, without a register, call
@@ -248,7 +262,7 @@ func (v *Verification) CheckRegister(registered, ended bool, head string, chunks
 		v.Reason = "live: verified up to its last chunk"
 	case head == "":
 		add("the register recorded no seal of this recording")
-	case head != v.Head || chunks != v.Chunks:
+	case head != RegisterHead(v.Head) || chunks != v.Chunks:
 		add(fmt.Sprintf("the seal differs from the one the register recorded (%d chunks ending in %.12s…): the recording was cut short and sealed again, or replaced", chunks, head))
 	}
 	v.OK = len(v.Problems) == 0
@@ -612,4 +626,22 @@ func readMetaFile(dir string) (Meta, error) {
 		return m, err
 	}
 	return m, json.Unmarshal(b, &m)
+}
+
+// ReadSeal returns the seal of session id's recording under root;
+// errors.Is(err, fs.ErrNotExist) when it is not sealed.
+func ReadSeal(root, id string) (Seal, error) {
+	dir, err := SessionDir(root, id)
+	if err != nil {
+		return Seal{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, sealFile))
+	if err != nil {
+		return Seal{}, err
+	}
+	var s Seal
+	if err := json.Unmarshal(b, &s); err != nil {
+		return Seal{}, fmt.Errorf("%s: %w", filepath.Join(dir, sealFile), err)
+	}
+	return s, nil
 }

@@ -230,6 +230,9 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		where = append(where, "cross_border=?")
 		args = append(args, *f.CrossBorder)
 	}
+	if f.Live {
+		where = append(where, "ended_at IS NULL")
+	}
 	if !f.Since.IsZero() {
 		where = append(where, "started_at>=?")
 		args = append(args, f.Since.UTC().Format(timeFormat))

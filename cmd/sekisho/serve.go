@@ -327,6 +327,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		}
 	}
 	recoverSessions(ctx, brk, store, sealed, logger)
+	finishRegistrations(ctx, brk, store, recDir, logger)
 	zones, err := cfg.s3Stores()
 	if err != nil {
 		store.Close()
@@ -514,6 +515,45 @@ func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store
 			logger.Error("recovered seal not registered", "session", id, "err", err)
 		}
 		logger.Warn("recording of a session cut off by a crash sealed as incomplete", "session", id)
+	}
+}
+
+// finishRegistrations ends, in the register, the sessions whose
+// recordings on this node were sealed but whose end was never registered:
+// the node was killed between sealing a recording and registering the
+// session's end (or its seal). Nothing is live on a node that is only
+// starting, and a recording directory belongs to one node.
+func finishRegistrations(ctx context.Context, brk *broker.Broker, store broker.Store, recDir string, logger *slog.Logger) {
+	live, err := store.Sessions(ctx, broker.SessionFilter{Live: true})
+	if err != nil {
+		logger.Error("sessions left live by a crash not checked", "err", err)
+		return
+	}
+	for _, r := range live {
+		seal, err := recording.ReadSeal(recDir, r.ID)
+		if err != nil {
+			continue // not this node's, or recovered above
+		}
+		end := broker.SessionEnd{At: time.Now(), BytesIn: r.BytesIn, BytesOut: r.BytesOut,
+			Reason: "server stopped after the session ended, before registering its end"}
+		if m, err := recording.ReadMeta(recDir, r.ID); err == nil && !m.End.IsZero() {
+			end.At, end.BytesIn, end.BytesOut = m.End, m.BytesIn, m.BytesOut
+			if m.EndReason != "" {
+				end.Reason = m.EndReason
+			}
+		}
+		if err := brk.SessionEnded(ctx, r.ID, end); err != nil {
+			logger.Error("sealed session not ended in the register", "session", r.ID, "err", err)
+			continue
+		}
+		if r.RecordingHead == "" {
+			err = brk.RecordingSealed(ctx, broker.RecordingSeal{Session: r.ID, Complete: seal.Complete, Reason: seal.Reason, Chunks: seal.Chunks,
+				Head: seal.Head, MetaSHA256: seal.MetaSHA256, Key: seal.Key, Signature: seal.Signature})
+			if err != nil {
+				logger.Error("seal not registered", "session", r.ID, "err", err)
+			}
+		}
+		logger.Warn("session whose end a crash kept from the register ended from its sealed recording", "session", r.ID, "reason", end.Reason)
 	}
 }
 
