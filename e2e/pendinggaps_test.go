@@ -190,7 +190,12 @@ func TestChannelsWhilePendingThenRevoked(t *testing.T) {
 
 	// More channels on the same connection while pending.
 	for i := range 3 {
-		_, err := runOn(client, "touch "+second+"; echo second")
+		ch, _, err := client.OpenChannel("session", nil)
+		if err == nil {
+			// Accepted: what would it run? (Never wait on it.)
+			go ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"touch " + second}))
+			t.Fatalf("session channel %d was accepted while pending", i+2)
+		}
 		var oce *ssh.OpenChannelError
 		if !errors.As(err, &oce) || oce.Reason != ssh.Prohibited || !strings.Contains(oce.Message, "access to db-jp-01 awaits approval") {
 			t.Fatalf("session channel %d while pending: %v", i+2, err)
