@@ -465,7 +465,17 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason}
 	if err := c.rec.End(end.At, reason, end.BytesIn, end.BytesOut); err != nil {
+		// A full disk at the very end, say. The register says the
+		// recording failed, so the next start seals it as incomplete,
+		// verifiable up to its last chunk, instead of treating a missing
+		// seal as one removed.
 		c.srv.log.Error("recording not sealed", append(c.logArgs(), "err", err)...)
+		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "recording.seal_failed", Technician: c.id.tech.Name, Target: c.id.target.Name,
+			Source: c.source, Session: c.sessionID, Detail: broker.JSONDetail(struct {
+				Reason string `json:"session_end_reason"`
+				Error  string `json:"error"`
+			}{reason, err.Error()})})
+		end.Reason = EndRecordingFailed
 	}
 	if err := c.srv.cfg.Broker.SessionEnded(ctx, c.sessionID, end); err != nil {
 		c.srv.log.Error("session end not registered", append(c.logArgs(), "err", err)...)
