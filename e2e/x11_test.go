@@ -136,7 +136,9 @@ func x11Session(t *testing.T, client *ssh.Client, command string) (bool, string)
 // accepts x11-req when asked directly (the control), but through sekisho
 // ssh -X, ssh -Y and an x/crypto client's x11-req are refused at sekisho
 // and audited, and the target's log (every channel request, DEBUG1) shows
-// no x11-req from any of them.
+// no x11-req from any of them. (Were one forwarded, the target would
+// still refuse it: Vault's certificates carry no permit-X11-forwarding.
+// The log check is what tells sekisho's refusal from that one.)
 func TestX11RefusedAtSekisho(t *testing.T) {
 	t.Parallel()
 	ca := newOwnUserCA(t)
