@@ -144,7 +144,16 @@ func (o *scpObserver) feed(p []byte) error {
 				o.state = scpMessage
 				continue
 			}
+			// The first byte and the length are judged the same way
+			// however the stream is cut: the first byte as soon as it
+			// comes, the length before the line is parsed.
+			if len(o.line) == 0 && !bytes.ContainsRune([]byte("CDET\n"), rune(p[0])) {
+				return fmt.Errorf("%w: a header starting with %q", errSCPProtocol, p[0])
+			}
 			i := bytes.IndexByte(p, '\n')
+			if i > maxSCPLine-len(o.line) {
+				return fmt.Errorf("%w: a header longer than %d bytes", errSCPProtocol, maxSCPLine)
+			}
 			if i < 0 {
 				if len(o.line)+len(p) > maxSCPLine {
 					return fmt.Errorf("%w: a header longer than %d bytes", errSCPProtocol, maxSCPLine)
