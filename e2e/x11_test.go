@@ -264,5 +264,13 @@ func TestX11ChannelFromTargetRefused(t *testing.T) {
 		t.Fatal("the target's x11 channel reached the technician's client")
 	default:
 	}
-	hardening.Report(t, "16", "a target opening an x11 channel towards sekisho during a command: refused (%s); the technician's client, listening for x11 channels, got none", strings.TrimSpace(strings.TrimPrefix(out, "x11 channel: ")))
+	waitUntil(t, 10*time.Second, "the target's x11 channel in the audit log", func() bool {
+		for _, e := range v.audit(t) {
+			if e["kind"] == "refused" && strings.Contains(e["detail"], `channel "x11" refused: opened by the target`) {
+				return true
+			}
+		}
+		return false
+	})
+	hardening.Report(t, "16", "a target opening an x11 channel towards sekisho during a command: refused (%s) and audited; the technician's client, listening for x11 channels, got none", strings.TrimSpace(strings.TrimPrefix(out, "x11 channel: ")))
 }

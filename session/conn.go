@@ -191,6 +191,16 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		go c.terminate(why)
 	}
 
+	// A target has no business opening channels towards the technician
+	// (sekisho grants no -R, no agent and no X11): refused and audited
+	// like a technician's refused channels.
+	for _, kind := range []string{"x11", "auth-agent@openssh.com", "forwarded-tcpip", "forwarded-streamlocal@openssh.com", "session", "direct-tcpip"} {
+		go func(opens <-chan ssh.NewChannel) {
+			for nch := range opens {
+				c.refuseChannel(ctx, nch, ssh.Prohibited, "opened by the target towards the technician; sekisho relays no channels that way")
+			}
+		}(c.up.HandleChannelOpen(kind))
+	}
 	go keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, stopAlive, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
