@@ -126,15 +126,13 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	defer c.auditRefusedBeyond(context.Background())
 	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
-	stopAlive := make(chan struct{})
-	defer close(stopAlive)
-	go keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, stopAlive, func(why string) {
+	defer keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		// The technician's client is gone or stuck: ending that leg ends
 		// the target's too.
 		c.setEnd(EndTechnicianUnresponsive + why)
 		c.srv.log.Warn("technician unresponsive: ending the session", append(c.logArgs(), "why", why)...)
 		c.sc.Close()
-	})
+	})()
 
 	var pc *pendingChannel
 	if c.id.pending() {
@@ -201,11 +199,11 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 			}
 		}(c.up.HandleChannelOpen(kind))
 	}
-	go keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, stopAlive, func(why string) {
+	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
 		c.tellAndClose("session ended: " + c.id.target.Name + " stopped answering")
-	})
+	})()
 	go func() {
 		// The target's connection ending ends the technician's too,
 		// with a word on every open channel when it was the target

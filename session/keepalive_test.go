@@ -35,9 +35,7 @@ func TestKeepAliveEndsAPeerThatStopsAnswering(t *testing.T) {
 	defer close(p.closed)
 	p.answering.Store(true)
 	dead := make(chan string, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go keepAlive(p, 5*time.Millisecond, 3, stop, func(why string) { dead <- why })
+	defer keepAlive(p, 5*time.Millisecond, 3, func(why string) { dead <- why })()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for p.asked.Load() < 20 {
@@ -68,16 +66,13 @@ func TestKeepAliveEndsAPeerThatStopsAnswering(t *testing.T) {
 func TestKeepAliveStops(t *testing.T) {
 	p := &peer{closed: make(chan struct{})}
 	defer close(p.closed)
-	stop := make(chan struct{})
-	returned := make(chan struct{})
-	go func() {
-		keepAlive(p, time.Hour, 3, stop, func(string) { t.Error("declared dead after stop") })
-		close(returned)
-	}()
-	close(stop)
-	select {
-	case <-returned:
-	case <-time.After(10 * time.Second):
-		t.Fatal("keepAlive did not return when stopped")
+	k := &keepalive{conn: p, interval: time.Hour, countMax: 1, dead: func(string) { t.Error("declared dead after stop") }}
+	k.timer = time.AfterFunc(time.Hour, func() {})
+	k.tick() // asks once; the peer does not answer
+	waitFor(t, "the first keepalive", func() bool { return p.asked.Load() == 1 })
+	k.stopped = true // what stop does
+	k.tick()         // a check that was already due when stop came
+	if n := p.asked.Load(); n != 1 {
+		t.Fatalf("%d keepalives sent in all; want none after stop", n)
 	}
 }
