@@ -191,14 +191,8 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 
 	// A target has no business opening channels towards the technician
 	// (sekisho grants no -R, no agent and no X11): refused and audited
-	// like a technician's refused channels.
-	for _, kind := range []string{"x11", "auth-agent@openssh.com", "forwarded-tcpip", "forwarded-streamlocal@openssh.com", "session", "direct-tcpip"} {
-		go func(opens <-chan ssh.NewChannel) {
-			for nch := range opens {
-				c.refuseChannel(ctx, nch, ssh.Prohibited, "opened by the target towards the technician; sekisho relays no channels that way")
-			}
-		}(c.up.HandleChannelOpen(kind))
-	}
+	// like a technician's refused channels, by one goroutine.
+	go c.refuseTargetChannels(ctx)
 	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
@@ -572,6 +566,30 @@ func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh
 	}
 	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name, Target: c.id.target.Name,
 		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
+}
+
+// refuseTargetChannels refuses the channels the target opens, until its
+// connection closes.
+func (c *conn) refuseTargetChannels(ctx context.Context) {
+	x11, agent := c.up.HandleChannelOpen("x11"), c.up.HandleChannelOpen("auth-agent@openssh.com")
+	fwd, local := c.up.HandleChannelOpen("forwarded-tcpip"), c.up.HandleChannelOpen("forwarded-streamlocal@openssh.com")
+	sess, direct := c.up.HandleChannelOpen("session"), c.up.HandleChannelOpen("direct-tcpip")
+	for {
+		var nch ssh.NewChannel
+		var ok bool
+		select {
+		case nch, ok = <-x11:
+		case nch, ok = <-agent:
+		case nch, ok = <-fwd:
+		case nch, ok = <-local:
+		case nch, ok = <-sess:
+		case nch, ok = <-direct:
+		}
+		if !ok {
+			return // all of them close with the connection
+		}
+		c.refuseChannel(ctx, nch, ssh.Prohibited, "opened by the target towards the technician; sekisho relays no channels that way")
+	}
 }
 
 // auditRefusedBeyond audits how many refused channels were not audited
