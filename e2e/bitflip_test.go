@@ -221,6 +221,11 @@ func TestCorruptedPacketEndsSessionCleanly(t *testing.T) {
 			if s.EndReason == "" {
 				t.Fatalf("session %s ended without a reason", s.ID)
 			}
+			// Where sekisho itself reads the flipped bit, the reason
+			// names the failure; elsewhere the peer hangs up.
+			if want := map[string]string{"technician to sekisho": "technician connection failed: ", "target to sekisho": "target connection failed: "}[tc.name]; !strings.HasPrefix(s.EndReason, want) {
+				t.Fatalf("session %s ended with %q; want a reason starting %q", s.ID, s.EndReason, want)
+			}
 			sealed := recordedEndReason(t, v, s.ID)
 			if sealed == "" {
 				t.Errorf("the recording of %s has no end reason", s.ID)

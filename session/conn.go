@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +60,20 @@ const EndTargetClosed = "target closed the connection"
 // EndRevoked prefixes the end reason of a session ended by a lock or a
 // rule change.
 const EndRevoked = "revoked: "
+
+// End reasons of a session whose connection to the technician or the
+// target failed rather than closed (a corrupted packet, a reset); the
+// error follows.
+const (
+	EndTechnicianFailed = "technician connection failed: "
+	EndTargetFailed     = "target connection failed: "
+)
+
+// broken reports whether err, from a connection's Wait, means it failed
+// rather than closed: by the peer (EOF) or by sekisho.
+func broken(err error) bool {
+	return err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed)
+}
 
 // End reasons of a session whose technician or target stopped answering
 // keepalives; the reason says how many went unanswered.
@@ -205,10 +221,13 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		// for upEnded before closing a channel the target left
 		// without an exit status, so the word is not lost.
 		defer close(c.upEnded)
-		c.up.Wait()
-		c.setEnd(EndTargetClosed)
+		reason := EndTargetClosed
+		if err := c.up.Wait(); broken(err) {
+			reason = EndTargetFailed + err.Error() // a corrupted packet, say
+		}
+		c.setEnd(reason)
 		c.mu.Lock()
-		targetWent := c.endReason == EndTargetClosed
+		targetWent := c.endReason == reason
 		c.mu.Unlock()
 		if targetWent && !c.ending.Load() {
 			c.tellAndClose(fmt.Sprintf("the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
@@ -219,7 +238,9 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	go func() {
 		// And the technician leaving ends the target's, which also
 		// unblocks a relay still waiting for the target to answer.
-		c.sc.Wait()
+		if err := c.sc.Wait(); broken(err) {
+			c.setEnd(EndTechnicianFailed + err.Error()) // before the target's side sees the close
+		}
 		c.up.Close()
 	}()
 	if pc != nil {
@@ -227,6 +248,10 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	}
 	for nch := range chans {
 		c.openChannel(ctx, nch)
+	}
+	// x/crypto closes chans before Wait has the error that ended it.
+	if err := c.sc.Wait(); broken(err) {
+		c.setEnd(EndTechnicianFailed + err.Error())
 	}
 	if ctx.Err() != nil {
 		c.setEnd(EndShutdown)
