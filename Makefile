@@ -72,7 +72,7 @@ FUZZ_TARGETS := \
 	session:FuzzParseLogin session:FuzzSFTPVerdict session:FuzzSFTPObserver \
 	session:FuzzSCPObserver session:FuzzSplitCommand \
 	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
-	recording:FuzzAppendJSONString cmd/sekisho:FuzzParseConfig \
+	recording:FuzzAppendJSONString recording:FuzzVerify cmd/sekisho:FuzzParseConfig \
 	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor
 FUZZTIME ?= 30s
 fuzz:
