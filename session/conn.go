@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,9 +71,11 @@ const (
 )
 
 // broken reports whether err, from a connection's Wait, means it failed
-// rather than closed: by the peer (EOF) or by sekisho.
+// rather than closed: by the peer (EOF, or a disconnect "by
+// application", which is how OpenSSH says goodbye) or by sekisho.
 func broken(err error) bool {
-	return err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed)
+	return err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) &&
+		!strings.HasPrefix(err.Error(), "ssh: disconnect, reason 11:") // x/crypto's disconnect error type is not exported
 }
 
 // End reasons of a session whose technician or target stopped answering

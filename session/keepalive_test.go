@@ -1,7 +1,12 @@
 package session
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,5 +79,25 @@ func TestKeepAliveStops(t *testing.T) {
 	k.tick()         // a check that was already due when stop came
 	if n := p.asked.Load(); n != 1 {
 		t.Fatalf("%d keepalives sent in all; want none after stop", n)
+	}
+}
+
+func TestBrokenTellsFailuresFromCloses(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		broken bool
+	}{
+		{nil, false},
+		{io.EOF, false},
+		{fmt.Errorf("read tcp: %w", net.ErrClosed), false},
+		{errors.New(`ssh: disconnect, reason 11: "disconnected by user"`), false}, // OpenSSH's goodbye
+		{errors.New("ssh: MAC failure"), true},
+		{errors.New("cipher: message authentication failed"), true},
+		{errors.New(`ssh: disconnect, reason 2: "Corrupted MAC on input"`), true},
+		{fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+	} {
+		if got := broken(tc.err); got != tc.broken {
+			t.Errorf("broken(%v) = %v, want %v", tc.err, got, tc.broken)
+		}
 	}
 }
