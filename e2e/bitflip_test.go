@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +17,7 @@ import (
 // armed, then flips one bit in the next chunk going one way: a network
 // that corrupts a packet of an established SSH connection.
 type flipProxy struct {
-	ln       net.Listener
-	upstream string
+	address string
 
 	mu     sync.Mutex
 	armed  int      // direction to corrupt (toUpstream or toDialer), or -1
@@ -29,74 +27,33 @@ type flipProxy struct {
 	flippedAfter chan int64
 }
 
-const (
-	toUpstream = 0 // from the side that dialled the proxy to the upstream
-	toDialer   = 1 // back
-)
-
 func startFlipProxy(t *testing.T, upstream string) *flipProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flipProxy{ln: ln, upstream: upstream, armed: -1, flippedAfter: make(chan int64, 1)}
-	var conns sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); conns.Wait() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns.Add(2)
-			go func() { defer conns.Done(); p.pipe(u, c, toUpstream) }()
-			go func() { defer conns.Done(); p.pipe(c, u, toDialer) }()
+	p := &flipProxy{armed: -1, flippedAfter: make(chan int64, 1)}
+	p.address = startTCPProxy(t, upstream, func(dir int, b []byte) []byte {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.armed == dir {
+			// The last byte of a write is in the packet's MAC tag
+			// (OpenSSH and x/crypto write whole packets): the packet
+			// arrives whole and fails authentication.
+			b[len(b)-1] ^= 0x10
+			p.armed = -1
+			p.flippedAfter <- p.passed[dir] + int64(len(b)) - 1
 		}
-	}()
+		p.passed[dir] += int64(len(b))
+		return b
+	})
 	return p
 }
 
-func (p *flipProxy) addr() string { return p.ln.Addr().String() }
+func (p *flipProxy) addr() string { return p.address }
 
 // arm makes the next chunk going dir carry a flipped bit.
 func (p *flipProxy) arm(dir int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.armed = dir
-}
-
-func (p *flipProxy) pipe(dst, src net.Conn, dir int) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			if p.armed == dir {
-				// The last byte of a write is in the packet's MAC tag
-				// (OpenSSH and x/crypto write whole packets): the packet
-				// arrives whole and fails authentication.
-				buf[n-1] ^= 0x10
-				p.armed = -1
-				p.flippedAfter <- p.passed[dir] + int64(n) - 1
-			}
-			p.passed[dir] += int64(n)
-			p.mu.Unlock()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // variantSession waits until a session of the variant whose recorded

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -156,8 +154,7 @@ func exitWith(ch ssh.Channel, status uint32) {
 // during the abuse.
 func TestHostileTargetMuxAbuse(t *testing.T) {
 	t.Parallel()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	hostKey, _ := ssh.NewSignerFromKey(priv)
+	hostKey := newSigner(t)
 
 	const flood = 20000
 	var (

@@ -21,63 +21,23 @@ import (
 // client that went silent behind an open TCP window: nothing the client
 // answers arrives, and nothing sekisho writes is held up by TCP.
 type freezeProxy struct {
-	ln         net.Listener
+	addr       string
 	frozen     atomic.Bool
 	fromServer atomic.Int64
 }
 
 func startFreezeProxy(t *testing.T, server string) *freezeProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezeProxy{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", server)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() {
-				defer s.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 && !p.frozen.Load() {
-						if _, werr := s.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					p.fromServer.Add(int64(n))
-					if n > 0 && !p.frozen.Load() {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
+	p := &freezeProxy{}
+	p.addr = startTCPProxy(t, server, func(dir int, b []byte) []byte {
+		if dir == toDialer {
+			p.fromServer.Add(int64(len(b)))
 		}
-	}()
+		if p.frozen.Load() {
+			return nil
+		}
+		return b
+	})
 	return p
 }
 
@@ -121,7 +81,7 @@ func TestSilentTechnicianEndsTheSession(t *testing.T) {
 	proxy := startFreezeProxy(t, "127.0.0.1:"+v.port)
 	cfg := &ssh.ClientConfig{User: "aiko+web-sg-01", Auth: []ssh.AuthMethod{ssh.PublicKeys(techSigner(t, "aiko"))},
 		HostKeyCallback: func(string, net.Addr, ssh.PublicKey) error { return nil }}
-	client, err := ssh.Dial("tcp", proxy.ln.Addr().String(), cfg)
+	client, err := ssh.Dial("tcp", proxy.addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +130,7 @@ func TestStalledKeyExchangeDuringDownload(t *testing.T) {
 		cfg := &ssh.ClientConfig{User: "aiko+web-sg-01", Auth: []ssh.AuthMethod{ssh.PublicKeys(techSigner(t, "aiko"))},
 			HostKeyCallback: func(string, net.Addr, ssh.PublicKey) error { return nil }}
 		cfg.RekeyThreshold = 256 << 10 // a key exchange every 256 KiB each way
-		client, err := ssh.Dial("tcp", proxy.ln.Addr().String(), cfg)
+		client, err := ssh.Dial("tcp", proxy.addr, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

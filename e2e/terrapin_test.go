@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,56 +13,29 @@ import (
 
 // capture is a TCP proxy that keeps the first bytes each side sends.
 type capture struct {
-	ln       net.Listener
+	addr     string
 	mu       sync.Mutex
 	fromDial bytes.Buffer // what the dialling side (sekisho) sent
 	fromUp   bytes.Buffer // what the upstream (the target) sent
 }
 
+// startCapture is a TCP proxy to upstream that keeps the first 64 KiB
+// each way.
 func startCapture(t *testing.T, upstream string) *capture {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &capture{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			pipe := func(dst, src net.Conn, keep *bytes.Buffer) {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if n > 0 {
-						p.mu.Lock()
-						if keep.Len() < 64<<10 {
-							keep.Write(buf[:n])
-						}
-						p.mu.Unlock()
-						if _, err := dst.Write(buf[:n]); err != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				dst.Close()
-				src.Close()
-			}
-			go pipe(u, c, &p.fromDial)
-			go pipe(c, u, &p.fromUp)
+	p := &capture{}
+	p.addr = startTCPProxy(t, upstream, func(dir int, b []byte) []byte {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		keep := &p.fromDial
+		if dir == toDialer {
+			keep = &p.fromUp
 		}
-	}()
+		if keep.Len() < 64<<10 {
+			keep.Write(b)
+		}
+		return b
+	})
 	return p
 }
 
@@ -82,7 +54,7 @@ func TestStrictKeyExchangeOnBothLegs(t *testing.T) {
 	target := env.state.Targets[0]
 	proxy := startCapture(t, target.Address)
 	v := startVariant(t, func(cfg string) string {
-		return strings.Replace(cfg, "address: "+target.Address, "address: "+proxy.ln.Addr().String(), 1)
+		return strings.Replace(cfg, "address: "+target.Address, "address: "+proxy.addr, 1)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

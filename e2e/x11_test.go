@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -71,22 +70,13 @@ type ownUserCA struct {
 
 func newOwnUserCA(t *testing.T) *ownUserCA {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ownUserCA{signer: s}
+	return &ownUserCA{signer: newSigner(t)}
 }
 
 // certSigner returns a fresh key with a certificate for principal.
 func (ca *ownUserCA) certSigner(t *testing.T, principal string) ssh.Signer {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key, _ := ssh.NewSignerFromKey(priv)
+	key := newSigner(t)
 	cert := &ssh.Certificate{Key: key.PublicKey(), CertType: ssh.UserCert, KeyId: "x11-control", ValidPrincipals: []string{principal},
 		ValidAfter: uint64(time.Now().Add(-time.Minute).Unix()), ValidBefore: uint64(time.Now().Add(10 * time.Minute).Unix()),
 		Permissions: ssh.Permissions{Extensions: map[string]string{"permit-X11-forwarding": "", "permit-pty": ""}}}
@@ -236,8 +226,7 @@ func TestX11RefusedAtSekisho(t *testing.T) {
 // client, which would accept one.
 func TestX11ChannelFromTargetRefused(t *testing.T) {
 	t.Parallel()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	hostKey, _ := ssh.NewSignerFromKey(priv)
+	hostKey := newSigner(t)
 	h := startHostileTarget(t, hostKey, func(sc *ssh.ServerConn, ch ssh.Channel, req *ssh.Request, command string) {
 		_, _, err := sc.OpenChannel("x11", ssh.Marshal(struct {
 			Addr string

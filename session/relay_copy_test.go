@@ -143,13 +143,18 @@ func TestCopyRecordedStopsWhenRecordingFails(t *testing.T) {
 	if eof || !errors.Is(err, boom) {
 		t.Fatalf("copyRecorded = eof %v, err %v; want the recording's error", eof, err)
 	}
-	if got := dst.len(); got != recorded {
-		t.Fatalf("relayed %d bytes, recorded %d: all recorded bytes and nothing else must be relayed", got, recorded)
+	// The failure is reported at once, while the last recorded buffer
+	// may still be on its way to the other side (whose session is ended
+	// next): what was relayed is what was recorded, but for at most that
+	// one buffer.
+	got := dst.len()
+	if got > recorded || got < recorded-relayBufMax {
+		t.Fatalf("relayed %d bytes, recorded %d: nothing unrecorded may be relayed, and no more than one buffer (%d) of the recorded held back", got, recorded, relayBufMax)
 	}
-	if !bytes.Equal(dst.bytes(), data[:recorded]) {
+	if !bytes.Equal(dst.bytes()[:got], data[:got]) {
 		t.Fatal("the relayed bytes differ from the recorded ones")
 	}
-	hardening.Report(t, "15", "an 8 MiB transfer whose recording fails after 5 MiB: %d bytes relayed, exactly the %d recorded, nothing after the failure", dst.len(), recorded)
+	hardening.Report(t, "15", "an 8 MiB transfer whose recording fails after 5 MiB: %d bytes relayed of the %d recorded, nothing after the failure", got, recorded)
 }
 
 // TestCopyRecordedStopsWhenTheOtherSideFails: a write error ends the copy
