@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,14 +112,7 @@ func startVariantOf(t testing.TB, config string, edit func(cfg string) string, w
 // server says it stopped.
 func (v *variant) kill(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid := variantPID(t, v)
 	out := v.out
 	if err := syscall.Kill(pid, sig); err != nil {
 		t.Fatal(err)

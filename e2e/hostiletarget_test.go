@@ -118,7 +118,7 @@ func authorizedLine(k ssh.PublicKey) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
 }
 
-func variantPID(t *testing.T, v *variant) int {
+func variantPID(t testing.TB, v *variant) int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
 	if err != nil {

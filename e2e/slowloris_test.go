@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,11 +218,7 @@ func peakRSS(t testing.TB, v *variant) int64 {
 // procStatus is a size in bytes from the variant server's /proc status.
 func procStatus(t testing.TB, v *variant, field string) int64 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(variantPID(t, v)) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}

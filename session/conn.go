@@ -211,7 +211,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	// A target has no business opening channels towards the technician
 	// (sekisho grants no -R, no agent and no X11): refused and audited
 	// like a technician's refused channels, by one goroutine.
-	go c.refuseTargetChannels(ctx)
+	c.refuseTargetChannels(ctx)
 	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
@@ -596,12 +596,17 @@ func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh
 		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
 }
 
-// refuseTargetChannels refuses the channels the target opens, until its
-// connection closes.
+// refuseTargetChannels takes the channels the target opens (before it
+// returns, so that none is missed) and refuses them in a goroutine until
+// the target's connection closes.
 func (c *conn) refuseTargetChannels(ctx context.Context) {
 	x11, agent := c.up.HandleChannelOpen("x11"), c.up.HandleChannelOpen("auth-agent@openssh.com")
 	fwd, local := c.up.HandleChannelOpen("forwarded-tcpip"), c.up.HandleChannelOpen("forwarded-streamlocal@openssh.com")
 	sess, direct := c.up.HandleChannelOpen("session"), c.up.HandleChannelOpen("direct-tcpip")
+	go c.refuseEach(ctx, x11, agent, fwd, local, sess, direct)
+}
+
+func (c *conn) refuseEach(ctx context.Context, x11, agent, fwd, local, sess, direct <-chan ssh.NewChannel) {
 	for {
 		var nch ssh.NewChannel
 		var ok bool
