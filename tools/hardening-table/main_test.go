@@ -15,13 +15,16 @@ const sample = `{"Time":"2026-11-26T09:00:00Z","Action":"run","Package":"p","Tes
 {"Time":"2026-11-26T09:00:03Z","Action":"output","Package":"p","Test":"FuzzC","Output":"fuzz: elapsed: 3s, execs: 21915 (7305/sec), new interesting: 5 (total: 33)\n"}
 {"Time":"2026-11-26T09:00:04Z","Action":"output","Package":"p","Test":"FuzzC","Output":"fuzz: elapsed: 6s, execs: 1234567 (7305/sec), new interesting: 5 (total: 33)\n"}
 {"Time":"2026-11-26T09:00:05Z","Action":"pass","Package":"p","Test":"FuzzC","Elapsed":6}
+{"Time":"2026-11-26T09:00:06Z","Action":"output","Package":"p","Test":"FuzzD","Output":"fuzz: elapsed: 3s, execs: 10 (3/sec), new interesting: 0 (total: 1)\n"}
+{"Time":"2026-11-26T09:00:07Z","Action":"output","Package":"p","Test":"FuzzD","Output":"    context deadline exceeded\n"}
+{"Time":"2026-11-26T09:00:07Z","Action":"fail","Package":"p","Test":"FuzzD","Elapsed":3}
 `
 
 func TestTableFromTestOutput(t *testing.T) {
 	res := &results{
 		reports: map[string][]report{}, status: map[string]string{},
 		pending: map[string][]reportRef{}, fuzzed: map[string]int64{},
-		elapsed: map[string]float64{},
+		elapsed: map[string]float64{}, fuzzing: map[string]bool{}, deadline: map[string]bool{},
 	}
 	if err := res.read(strings.NewReader("build output\n"+sample), "sample"); err != nil {
 		t.Fatal(err)
@@ -30,8 +33,9 @@ func TestTableFromTestOutput(t *testing.T) {
 	for _, want := range []string{
 		"| 21 | pre-auth slowloris | `TestA`: 10,000 connections \\| all closed |",
 		"| 19 | corrupted packets | **no test in this run** |", // TestB failed: its report does not count
-		"2 tests passed, 1 failed",
-		"1,234,567 inputs over 1 targets: `FuzzC` 1,234,567.",
+		"1 tests passed, 1 failed.",                            // fuzz runs are not counted as tests
+		"The fuzz runs of FuzzD ended with Go 1.26's deadline race",
+		"1,234,577 inputs over 2 targets: `FuzzC` 1,234,567, `FuzzD` 10.",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
