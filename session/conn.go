@@ -210,8 +210,9 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 
 	// A target has no business opening channels towards the technician
 	// (sekisho grants no -R, no agent and no X11): refused and audited
-	// like a technician's refused channels, by one goroutine.
-	c.refuseTargetChannels(ctx)
+	// like a technician's refused channels, by the goroutine that waits
+	// for the target's connection to end (the channels close with it).
+	refuseTargetChannels := c.targetChannels(ctx)
 	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
@@ -224,6 +225,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		// for upEnded before closing a channel the target left
 		// without an exit status, so the word is not lost.
 		defer close(c.upEnded)
+		refuseTargetChannels()
 		reason := EndTargetClosed
 		if err := c.up.Wait(); broken(err) {
 			reason = EndTargetFailed + err.Error() // a corrupted packet, say
@@ -596,14 +598,14 @@ func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh
 		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
 }
 
-// refuseTargetChannels takes the channels the target opens (before it
-// returns, so that none is missed) and refuses them in a goroutine until
-// the target's connection closes.
-func (c *conn) refuseTargetChannels(ctx context.Context) {
+// targetChannels takes the channels the target opens (at once, so that
+// none is missed) and returns the loop that refuses them until the
+// target's connection closes.
+func (c *conn) targetChannels(ctx context.Context) func() {
 	x11, agent := c.up.HandleChannelOpen("x11"), c.up.HandleChannelOpen("auth-agent@openssh.com")
 	fwd, local := c.up.HandleChannelOpen("forwarded-tcpip"), c.up.HandleChannelOpen("forwarded-streamlocal@openssh.com")
 	sess, direct := c.up.HandleChannelOpen("session"), c.up.HandleChannelOpen("direct-tcpip")
-	go c.refuseEach(ctx, x11, agent, fwd, local, sess, direct)
+	return func() { c.refuseEach(ctx, x11, agent, fwd, local, sess, direct) }
 }
 
 func (c *conn) refuseEach(ctx context.Context, x11, agent, fwd, local, sess, direct <-chan ssh.NewChannel) {
