@@ -243,8 +243,15 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	go func() {
 		// And the technician leaving ends the target's, which also
 		// unblocks a relay still waiting for the target to answer.
-		if err := c.sc.Wait(); broken(err) {
-			c.setEnd(EndTechnicianFailed + err.Error()) // before the target's side sees the close
+		// Why it ended is set before the target's side sees the close,
+		// which would otherwise read as the target going away.
+		switch err := c.sc.Wait(); {
+		case broken(err):
+			c.setEnd(EndTechnicianFailed + err.Error())
+		case ctx.Err() != nil:
+			c.setEnd(EndShutdown)
+		default:
+			c.setEnd(EndClientClosed)
 		}
 		c.up.Close()
 	}()
