@@ -110,12 +110,7 @@ func recordedEndReason(t *testing.T, v *variant, id string) string {
 // and sekisho serves the next technician.
 func TestCorruptedPacketEndsSessionCleanly(t *testing.T) {
 	t.Parallel()
-	var target string
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			target = tg.Address
-		}
-	}
+	target := targetNamed(t, "db-jp-01").Address
 	targetLeg := startFlipProxy(t, target)
 	v := startVariant(t, func(cfg string) string {
 		return strings.Replace(cfg, "address: "+target, "address: "+targetLeg.addr(), 1)

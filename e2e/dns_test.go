@@ -75,12 +75,7 @@ func (d *flipDNS) count() int {
 
 func TestForwardToANameWhoseAnswerChanges(t *testing.T) {
 	t.Parallel()
-	var dbPort string
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			_, dbPort, _ = net.SplitHostPort(tg.Address)
-		}
-	}
+	_, dbPort, _ := net.SplitHostPort(targetNamed(t, "db-jp-01").Address)
 	// First answer: the target's own loopback, which the rule names by
 	// address; every later answer: the metadata service.
 	dns := startFlipDNS(t, "flip.test", [4]byte{127, 0, 0, 1}, [4]byte{169, 254, 169, 254})

@@ -32,20 +32,35 @@ var env struct {
 }
 
 type demoState struct {
-	Bastion        string `json:"bastion"`
-	BastionHostKey string `json:"bastion_host_key"`
-	Vault          string `json:"vault"`
-	VaultTokenFile string `json:"vault_token_file"`
-	Config         string `json:"config"`
-	Targets        []struct {
-		Name      string `json:"name"`
-		Address   string `json:"address"`
-		HostKey   string `json:"host_key"`
-		Log       string `json:"sshd_log"`
-		Login     string `json:"login"`
-		Residency string `json:"residency"`
-	} `json:"targets"`
-	Keys map[string]string `json:"keys"`
+	Bastion        string            `json:"bastion"`
+	BastionHostKey string            `json:"bastion_host_key"`
+	Vault          string            `json:"vault"`
+	VaultTokenFile string            `json:"vault_token_file"`
+	Config         string            `json:"config"`
+	Targets        []demoTarget      `json:"targets"`
+	Keys           map[string]string `json:"keys"`
+}
+
+// demoTarget is one of the demo's targets, as its state file gives it.
+type demoTarget struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	HostKey   string `json:"host_key"`
+	Log       string `json:"sshd_log"`
+	Login     string `json:"login"`
+	Residency string `json:"residency"`
+}
+
+// targetNamed is the demo's target name; the test fails without it.
+func targetNamed(t testing.TB, name string) demoTarget {
+	t.Helper()
+	for _, tg := range env.state.Targets {
+		if tg.Name == name {
+			return tg
+		}
+	}
+	t.Fatalf("the demo has no target %s", name)
+	return demoTarget{}
 }
 
 func TestMain(m *testing.M) {

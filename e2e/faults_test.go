@@ -166,12 +166,7 @@ func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	other, _ := ssh.NewPublicKey(pub)
 	otherLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(other)))
-	var pinned string
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			pinned = tg.HostKey
-		}
-	}
+	pinned := targetNamed(t, "db-jp-01").HostKey
 	v := startVariant(t, func(cfg string) string { return strings.Replace(cfg, pinned, otherLine, 1) })
 	marker := "/tmp/sekisho-e2e-hostkey-" + randHex(t)
 	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "touch "+marker), nil)

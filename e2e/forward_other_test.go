@@ -12,15 +12,7 @@ import (
 // target reach another configured target with ssh -W; the refusal is
 // audited with the destination.
 func TestForwardToAnotherTargetRefusedAndAudited(t *testing.T) {
-	var other string
-	for _, tg := range env.state.Targets {
-		if tg.Name == "web-sg-01" {
-			other = tg.Address
-		}
-	}
-	if other == "" {
-		t.Fatal("the demo has no web-sg-01")
-	}
+	other := targetNamed(t, "web-sg-01").Address
 	v := startVariant(t, func(cfg string) string {
 		return strings.Replace(cfg, "    when: '\"pii\" in target.data && !cross_border'\n",
 			"    when: '\"pii\" in target.data && !cross_border'\n    channels: [exec, port_forward]\n    forward_to: [\"127.0.0.1:1\"]\n", 1)

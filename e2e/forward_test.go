@@ -14,12 +14,7 @@ import (
 
 func TestPortForwardOnlyToNamedDestinations(t *testing.T) {
 	t.Parallel()
-	var dbPort string
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			_, dbPort, _ = net.SplitHostPort(tg.Address)
-		}
-	}
+	_, dbPort, _ := net.SplitHostPort(targetNamed(t, "db-jp-01").Address)
 	v := startVariant(t, func(cfg string) string {
 		return strings.Replace(cfg, "    when: '\"pii\" in target.data && !cross_border'\n",
 			"    when: '\"pii\" in target.data && !cross_border'\n    channels: [shell, exec, port_forward]\n    forward_to: [\"localhost:"+dbPort+"\"]\n", 1)

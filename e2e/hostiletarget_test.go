@@ -104,14 +104,8 @@ func (h *hostileTarget) addr() string { return h.ln.Addr().String() }
 // pinHostile rewrites the config so that db-jp-01 is the hostile target:
 // its address, and its host key pinned as pinned (an authorized_keys
 // line).
-func pinHostile(cfg, addr, pinned string) string {
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			cfg = strings.Replace(cfg, "address: "+tg.Address, "address: "+addr, 1)
-			cfg = strings.Replace(cfg, tg.HostKey, pinned, 1)
-		}
-	}
-	return cfg
+func pinHostile(t testing.TB, cfg, addr, pinned string) string {
+	return asTarget(t, "db-jp-01", addr, pinned)(cfg)
 }
 
 func authorizedLine(k ssh.PublicKey) string {
@@ -245,7 +239,7 @@ func TestHostileTargetMuxAbuse(t *testing.T) {
 
 	metrics := freePort(t)
 	v := startVariant(t, func(cfg string) string {
-		return pinHostile(cfg, target.addr(), authorizedLine(hostKey.PublicKey())) + "\nmetrics:\n  listen: 127.0.0.1:" + metrics + "\n"
+		return pinHostile(t, cfg, target.addr(), authorizedLine(hostKey.PublicKey())) + "\nmetrics:\n  listen: 127.0.0.1:" + metrics + "\n"
 	})
 	maddr := "127.0.0.1:" + metrics
 	pid := variantPID(t, v)

@@ -213,7 +213,7 @@ func TestHostileTargetHugeRSAHostKeyRefused(t *testing.T) {
 			target := startHostileTarget(t, hostKey, func(_ *ssh.ServerConn, ch ssh.Channel, _ *ssh.Request, _ string) {
 				exitWith(ch, 0)
 			})
-			v := startVariant(t, func(cfg string) string { return pinHostile(cfg, target.addr(), authorizedLine(pinnedPub)) })
+			v := startVariant(t, func(cfg string) string { return pinHostile(t, cfg, target.addr(), authorizedLine(pinnedPub)) })
 			pid := variantPID(t, v)
 			const attempts = 5
 			cpu0, start := cpuTime(t, pid), time.Now()

@@ -201,7 +201,7 @@ func TestChannelsWhilePendingThenRevoked(t *testing.T) {
 			t.Fatalf("session channel %d while pending: %v", i+2, err)
 		}
 	}
-	for _, dest := range []string{"127.0.0.1:22", dbAddress(t)} {
+	for _, dest := range []string{"127.0.0.1:22", targetNamed(t, "db-jp-01").Address} {
 		_, err := client.Dial("tcp", dest)
 		var oce *ssh.OpenChannelError
 		if !errors.As(err, &oce) || !strings.Contains(oce.Message, "awaits approval") {
@@ -231,7 +231,7 @@ func TestChannelsWhilePendingThenRevoked(t *testing.T) {
 	if out, err := runOn(client, "echo after-"+tag); err != nil || out != "after-"+tag+"\n" {
 		t.Fatalf("a new session channel after approval: %q, %v", out, err)
 	}
-	if _, err := client.Dial("tcp", dbAddress(t)); err == nil || !strings.Contains(err.Error(), "port forwarding is not allowed to db-jp-01") {
+	if _, err := client.Dial("tcp", targetNamed(t, "db-jp-01").Address); err == nil || !strings.Contains(err.Error(), "port forwarding is not allowed to db-jp-01") {
 		t.Fatalf("direct-tcpip after approval: %v", err)
 	}
 
@@ -303,16 +303,4 @@ func TestChannelsWhilePendingThenRevoked(t *testing.T) {
 	}
 	hardening.Report(t, "10", "one connection while pending: the first session channel held, 3 more session channels and 2 direct-tcpip refused with 'awaits approval' and audited, no certificate, no marker file; after the approval the held command and a new channel ran and were recorded, a forward stayed refused; revoking the grant (in-process, same node) ended an OpenSSH session %d ms and the x/crypto connection %d ms after the revoke command returned (%d ms after it was sent)",
 		sshEnded.Milliseconds(), clientEnded.Milliseconds(), max(sshEnded, clientEnded).Milliseconds()+returned.Sub(asked).Milliseconds())
-}
-
-// dbAddress is db-jp-01's sshd address.
-func dbAddress(t *testing.T) string {
-	t.Helper()
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			return tg.Address
-		}
-	}
-	t.Fatal("no target db-jp-01")
-	return ""
 }

@@ -392,17 +392,11 @@ func randHex(t *testing.T) string {
 
 func targetLog(t *testing.T, name string) string {
 	t.Helper()
-	for _, tg := range env.state.Targets {
-		if tg.Name == name {
-			b, err := os.ReadFile(tg.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return string(b)
-		}
+	b, err := os.ReadFile(targetNamed(t, name).Log)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no target %s", name)
-	return ""
+	return string(b)
 }
 
 func TestForcedPTYExecIsRecordedAsTerminal(t *testing.T) {

@@ -125,22 +125,18 @@ func (tg *ownTarget) logText(t *testing.T) string {
 
 // asWebTarget returns a config edit that puts tg where web-sg-01 was,
 // with tg's host key pinned: the test rules let every affiliate reach it.
-func (tg *ownTarget) asWebTarget() func(cfg string) string {
-	return asTarget("web-sg-01", tg.addr, tg.hostKey)
+func (tg *ownTarget) asWebTarget(t testing.TB) func(cfg string) string {
+	return asTarget(t, "web-sg-01", tg.addr, tg.hostKey)
 }
 
 // asTarget returns a config edit that moves target name to addr and
 // pins hostKey for it (when not empty).
-func asTarget(name, addr, hostKey string) func(cfg string) string {
+func asTarget(t testing.TB, name, addr, hostKey string) func(cfg string) string {
+	tg := targetNamed(t, name)
 	return func(cfg string) string {
-		for _, tg := range env.state.Targets {
-			if tg.Name != name {
-				continue
-			}
-			cfg = strings.Replace(cfg, "address: "+tg.Address, "address: "+addr, 1)
-			if hostKey != "" {
-				cfg = strings.Replace(cfg, tg.HostKey, hostKey, 1)
-			}
+		cfg = strings.Replace(cfg, "address: "+tg.Address, "address: "+addr, 1)
+		if hostKey != "" {
+			cfg = strings.Replace(cfg, tg.HostKey, hostKey, 1)
 		}
 		return cfg
 	}
@@ -177,7 +173,7 @@ func auditOf(t *testing.T, v *variant, session, kind string) []map[string]string
 func TestTargetKilledMidSession(t *testing.T) {
 	t.Parallel()
 	tg := startOwnTarget(t, sharedUserCA(), "ed25519")
-	v := startVariant(t, tg.asWebTarget())
+	v := startVariant(t, tg.asWebTarget(t))
 
 	// Another technician works on the same target throughout.
 	other := startLive(t, v, "li", "li+web-sg-01")
@@ -307,12 +303,7 @@ func TestBlackholedTargetRefusedAtDialTimeout(t *testing.T) {
 	t.Parallel()
 	const dialTimeout = 3 * time.Second
 	mute, banner := silentTarget(t, false), silentTarget(t, true)
-	var jp struct{ address, hostKey string }
-	for _, tg := range env.state.Targets {
-		if tg.Name == "db-jp-01" {
-			jp.address, jp.hostKey = tg.Address, tg.HostKey
-		}
-	}
+	jp := targetNamed(t, "db-jp-01")
 	v := startVariant(t, func(cfg string) string {
 		// db-jp-02 is the demo's db-jp-01 under another name: the
 		// target that still answers.
@@ -327,9 +318,9 @@ func TestBlackholedTargetRefusedAtDialTimeout(t *testing.T) {
       - %s
 
 rules:
-`, jp.address, env.state.Targets[0].Login, jp.hostKey), 1)
-		cfg = asTarget("web-sg-01", mute, "")(cfg)
-		cfg = asTarget("db-jp-01", banner, "")(cfg)
+`, jp.Address, env.state.Targets[0].Login, jp.HostKey), 1)
+		cfg = asTarget(t, "web-sg-01", mute, "")(cfg)
+		cfg = asTarget(t, "db-jp-01", banner, "")(cfg)
 		return strings.Replace(cfg, "\ntargets:\n", fmt.Sprintf("\nssh:\n  dial_timeout: %s\n\ntargets:\n", dialTimeout), 1)
 	})
 	var figures []string
@@ -379,7 +370,7 @@ func TestTargetHostKeyTypeChangeRefusedBeforeCertificateIsSent(t *testing.T) {
 	rsa := startOwnTarget(t, sharedUserCA(), "rsa")
 	ecdsa := startOwnTarget(t, sharedUserCA(), "ecdsa")
 	v := startVariant(t, func(cfg string) string {
-		return asTarget("web-sg-01", ecdsa.addr, "")(asTarget("db-jp-01", rsa.addr, "")(cfg))
+		return asTarget(t, "web-sg-01", ecdsa.addr, "")(asTarget(t, "db-jp-01", rsa.addr, "")(cfg))
 	})
 	var figures []string
 	for _, c := range []struct {

@@ -278,7 +278,7 @@ func ownVaultSetup(t *testing.T) (*devVault, *ownTarget, *variant) {
 	t.Helper()
 	dv := startDevVault(t)
 	tg := startOwnTarget(t, dv.caFile(), "ed25519")
-	v := startVariant(t, func(cfg string) string { return tg.asWebTarget()(dv.edit(cfg)) })
+	v := startVariant(t, func(cfg string) string { return tg.asWebTarget(t)(dv.edit(cfg)) })
 	servedAgain(t, v, "with the own Vault up")
 	return dv, tg, v
 }
@@ -444,7 +444,7 @@ func TestVaultSlowRefusesSessionWithinBound(t *testing.T) {
 	proxy := startSlowProxy(t, strings.TrimPrefix(env.state.Vault, "http://"), delay)
 	tg := startOwnTarget(t, sharedUserCA(), "ed25519")
 	v := startVariant(t, func(cfg string) string {
-		return tg.asWebTarget()(strings.Replace(cfg, "address: "+env.state.Vault, "address: "+proxy.addr(), 1))
+		return tg.asWebTarget(t)(strings.Replace(cfg, "address: "+env.state.Vault, "address: "+proxy.addr(), 1))
 	})
 	servedAgain(t, v, "with Vault fast")
 	proxy.setSlow(true)

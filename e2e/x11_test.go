@@ -90,18 +90,6 @@ func (ca *ownUserCA) certSigner(t *testing.T, principal string) ssh.Signer {
 	return cs
 }
 
-// webLogin is the login the rules use on web-sg-01.
-func webLogin(t *testing.T) string {
-	t.Helper()
-	for _, tg := range env.state.Targets {
-		if tg.Name == "web-sg-01" {
-			return tg.Login
-		}
-	}
-	t.Fatal("no target web-sg-01")
-	return ""
-}
-
 // x11Session opens a session on client, asks for X11 forwarding and
 // returns the answer and what the command printed.
 func x11Session(t *testing.T, client *ssh.Client, command string) (bool, string) {
@@ -144,7 +132,7 @@ func TestX11RefusedAtSekisho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	login := webLogin(t)
+	login := targetNamed(t, "web-sg-01").Login
 
 	// The control: asked directly, the target sets X11 forwarding up.
 	direct, err := ssh.Dial("tcp", tg.addr, &ssh.ClientConfig{User: login, Auth: []ssh.AuthMethod{ssh.PublicKeys(ca.certSigner(t, login))},
@@ -161,7 +149,7 @@ func TestX11RefusedAtSekisho(t *testing.T) {
 		t.Fatalf("the target does not log x11-req requests; the log cannot show their absence:\n%s", tail(tg.logText(t), 30))
 	}
 
-	v := startVariant(t, tg.asWebTarget())
+	v := startVariant(t, tg.asWebTarget(t))
 	mark := tg.logSize(t)
 
 	// OpenSSH clients, with a DISPLAY to forward (nothing listens there:
@@ -235,7 +223,7 @@ func TestX11ChannelFromTargetRefused(t *testing.T) {
 		fmt.Fprintf(ch, "x11 channel: %v\n", err)
 		exitWith(ch, 0)
 	})
-	v := startVariant(t, func(cfg string) string { return pinHostile(cfg, h.addr(), authorizedLine(hostKey.PublicKey())) })
+	v := startVariant(t, func(cfg string) string { return pinHostile(t, cfg, h.addr(), authorizedLine(hostKey.PublicKey())) })
 	client, err := ssh.Dial("tcp", "127.0.0.1:"+v.port, &ssh.ClientConfig{User: "aiko+db-jp-01",
 		Auth: []ssh.AuthMethod{ssh.PublicKeys(techSigner(t, "aiko"))}, HostKeyCallback: ssh.FixedHostKey(variantHostKey(t, v))})
 	if err != nil {
