@@ -39,6 +39,10 @@ type SessionRecord struct {
 	RecordingHead     string `json:"recording_head,omitempty"`
 	RecordingChunks   int    `json:"recording_chunks,omitempty"`
 	RecordingComplete bool   `json:"recording_complete,omitempty"`
+	// Request is the approved access request whose grant the session ran
+	// under, so that a reviewer can go from a session to who asked for it,
+	// why, and who approved it; 0 when the rules let it through without one.
+	Request int64 `json:"request,omitempty"`
 }
 
 // Ended reports whether the session has finished.

@@ -424,12 +424,16 @@ func (c *conn) warn(msg string) {
 func (c *conn) register(start time.Time) *broker.SessionRecord {
 	tech, tg, d := c.id.tech, c.id.target, c.id.decision
 	trace, _ := json.Marshal(map[string]any{"inputs": d.Inputs, "rules": d.Trace, "grant": d.Grant})
-	return &broker.SessionRecord{
+	r := &broker.SessionRecord{
 		ID: c.sessionID, Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
 		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
 		Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
 		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: string(trace), StartedAt: start, Recording: c.sessionID,
 	}
+	if d.Grant != nil {
+		r.Request = d.Grant.RequestID
+	}
+	return r
 }
 
 // refuse tells the technician why the session cannot go on, on the first

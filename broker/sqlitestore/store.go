@@ -104,6 +104,7 @@ var columnsAdded = []struct{ table, column, decl string }{
 	{"sessions", "recording_head", "TEXT NOT NULL DEFAULT ''"},
 	{"sessions", "recording_chunks", "INTEGER NOT NULL DEFAULT 0"},
 	{"sessions", "recording_complete", "INTEGER NOT NULL DEFAULT 0"},
+	{"sessions", "request", "INTEGER NOT NULL DEFAULT 0"},
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -156,10 +157,10 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
 		(id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
-		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording, request)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.SourceCountry, r.SourceNetwork, r.Target, r.TargetAddress, r.Residency, r.Login,
-		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording)
+		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording, r.Request)
 	if err != nil {
 		return fmt.Errorf("store session %s: %w", r.ID, err)
 	}
@@ -194,7 +195,7 @@ func (s *Store) SetRecordingSeal(ctx context.Context, id, head string, chunks in
 
 const sessionColumns = `id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
 	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording,
-	recording_head, recording_chunks, recording_complete`
+	recording_head, recording_chunks, recording_complete, request`
 
 // Session returns one session by ID.
 func (s *Store) Session(ctx context.Context, id string) (broker.SessionRecord, error) {
@@ -264,7 +265,7 @@ func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
 		)
 		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.SourceCountry, &r.SourceNetwork, &r.Target, &r.TargetAddress,
 			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
-			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete); err != nil {
+			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete, &r.Request); err != nil {
 			return nil, err
 		}
 		r.CrossBorder = crossBorder
