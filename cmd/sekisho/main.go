@@ -10,6 +10,7 @@
 //	sekisho sessions     [--config FILE]       list sessions
 //	sekisho replay       [--config FILE] ID    replay a session in the terminal
 //	sekisho audit        [--config FILE]       show the audit log
+//	sekisho report cross-border [--config FILE] who from foreign affiliates reached what, approved by whom
 //	sekisho verify       [--config FILE] ID    check a recording's chunks, chain and signed seal
 //	sekisho recording-key                      print the public key that signs recordings
 //	sekisho policy test  [--config FILE]       explain the decision for a technician, target, source and time
@@ -46,6 +47,7 @@ usage:
   sekisho export       [--config FILE] [--format cast|json] [--channel N] [--out FILE] [--raw] SESSION-ID
   sekisho watch        [--config FILE] [--from-start] SESSION-ID   follow a live session read-only
   sekisho audit        [--config FILE] [--limit N]
+  sekisho report cross-border [--config FILE] [--since 2026-11-01|30d] [--until DATE] [--residency JP,SG] [--format table|csv|json]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
   sekisho fetch        [--config FILE] [--out DIR] SESSION-ID   copy a recording out of its store
@@ -128,6 +130,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdWatch(ctx, rest)
 	case "audit":
 		return cmdAudit(ctx, rest)
+	case "report":
+		return cmdReport(ctx, rest)
 	case "verify":
 		return cmdVerify(ctx, rest)
 	case "fetch":
