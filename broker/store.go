@@ -56,17 +56,54 @@ type SessionEnd struct {
 	Reason   string
 }
 
-// SessionFilter narrows a session listing. Zero fields do not filter.
+// SessionFilter narrows a session listing. Zero fields do not filter;
+// the fields that are set must all hold (AND).
 type SessionFilter struct {
 	Technician string
 	Target     string
 	// CrossBorder, when set, keeps only cross-border sessions (true) or
 	// only domestic ones (false).
 	CrossBorder *bool
-	Since       time.Time
+	// Since keeps sessions started at or after it; Until those started
+	// before it.
+	Since time.Time
+	Until time.Time
+	// Affiliate, SourceCountry and Residency keep sessions whose field
+	// equals them exactly.
+	Affiliate     string
+	SourceCountry string
+	Residency     string
+	// Residencies, when not nil, keeps only sessions whose residency is
+	// one of them. It is a reviewer's residency scope, so it is closed by
+	// default: a non-nil empty slice keeps no session at all, and only a
+	// nil slice means "any residency".
+	Residencies []string
+	// EndReason keeps sessions whose end reason contains it, ignoring
+	// ASCII case.
+	EndReason string
+	// HasFiles, when set, keeps only sessions with file transfers (true)
+	// or only those without (false), as counted by the session's text
+	// index; a session not indexed yet counts as without.
+	HasFiles *bool
+	// Text keeps sessions whose indexed typed or shown text matches it,
+	// every whitespace-separated word (or, in double quotes, the whole
+	// phrase) as a case-insensitive substring. It is not a query language:
+	// operators and punctuation in it are searched for literally.
+	Text string
 	// Live keeps only sessions not ended in the register.
-	Live  bool
-	Limit int
+	Live bool
+	// Limit caps the number of sessions returned (0: no cap); Offset skips
+	// that many of the newest first, for paging.
+	Limit  int
+	Offset int
+}
+
+// SessionText is what a session's recording holds as text, for search.
+type SessionText struct {
+	Typed    string // what the technician typed on terminals, and exec commands run
+	Shown    string // terminal and exec output, control sequences removed
+	Files    int    // file transfers seen (sftp/scp)
+	Commands int    // exec commands and typed command lines
 }
 
 // AuditEvent is one line of the audit log: a decision, a refusal, a session

@@ -147,6 +147,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: %w", path, err)
 	}
+	if _, err := db.ExecContext(ctx, textSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state store %s: create text index: %w", path, err)
+	}
 	return &Store{db: db}, nil
 }
 
@@ -238,13 +242,58 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		where = append(where, "started_at>=?")
 		args = append(args, f.Since.UTC().Format(timeFormat))
 	}
+	if !f.Until.IsZero() {
+		where = append(where, "started_at<?")
+		args = append(args, f.Until.UTC().Format(timeFormat))
+	}
+	for _, eq := range []struct{ column, value string }{
+		{"affiliate", f.Affiliate}, {"source_country", f.SourceCountry}, {"residency", f.Residency},
+	} {
+		if eq.value != "" {
+			where = append(where, eq.column+"=?")
+			args = append(args, eq.value)
+		}
+	}
+	if f.Residencies != nil {
+		if len(f.Residencies) == 0 {
+			return nil, nil // an empty scope sees nothing
+		}
+		where = append(where, "residency IN (?"+strings.Repeat(",?", len(f.Residencies)-1)+")")
+		for _, r := range f.Residencies {
+			args = append(args, r)
+		}
+	}
+	if f.EndReason != "" {
+		where = append(where, "instr(lower(end_reason), lower(?))>0")
+		args = append(args, f.EndReason)
+	}
+	if f.HasFiles != nil {
+		op := "IN"
+		if !*f.HasFiles {
+			op = "NOT IN"
+		}
+		where = append(where, "id "+op+" (SELECT id FROM session_text WHERE files>0)")
+	}
+	if f.Text != "" {
+		if m := parseTextQuery(f.Text); !m.empty() {
+			cond, cargs := m.condition()
+			where = append(where, "id IN (SELECT session_text.id FROM session_fts JOIN session_text ON session_text.n=session_fts.rowid WHERE "+cond+")")
+			args = append(args, cargs...)
+		}
+	}
 	q := `SELECT ` + sessionColumns + ` FROM sessions`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY started_at DESC"
-	if f.Limit > 0 {
+	switch {
+	case f.Limit > 0:
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	case f.Offset > 0:
+		q += " LIMIT -1"
+	}
+	if f.Offset > 0 {
+		q += fmt.Sprintf(" OFFSET %d", f.Offset)
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {

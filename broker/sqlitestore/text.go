@@ -1,0 +1,295 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// The text index is an FTS5 table with the trigram tokenizer. Reviewers
+// search for fragments of paths and commands (`shadow`, `etc/shad`,
+// `rm -rf`, `DROP TABLE`); a word tokenizer such as unicode61 splits
+// `/etc/shadow` into `etc` and `shadow` and cannot find `etc/shad` or
+// `hado` at all, while trigram makes every phrase a case-insensitive
+// substring search, punctuation included. Its costs: the index is about
+// three times the text, and a phrase shorter than three characters cannot
+// use it, so such words are matched with LIKE on the rows the longer
+// words left (or on every indexed row, when all the words are short).
+//
+// session_text holds one row per indexed session; its n is the rowid of
+// the session's row in session_fts, stable across VACUUM because it is
+// an INTEGER PRIMARY KEY.
+const textSchema = `
+CREATE TABLE IF NOT EXISTS session_text (
+	n        INTEGER PRIMARY KEY AUTOINCREMENT,
+	id       TEXT NOT NULL UNIQUE,
+	files    INTEGER NOT NULL,
+	commands INTEGER NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS session_fts USING fts5(typed, shown, tokenize='trigram');
+`
+
+// MaxIndexedText is how much of a session's typed text, and separately of
+// its shown text, the index keeps: the first 2 MiB of each. A search does
+// not see past it; the recording itself keeps everything.
+const MaxIndexedText = 2 << 20
+
+// snippetBytes bounds an excerpt of TextSnippets.
+const snippetBytes = 200
+
+// IndexSessionText stores the searchable text of a session, replacing any
+// earlier index of it, in one transaction: a search sees the old text or
+// the new, never neither. Typed and Shown are each cut to MaxIndexedText
+// bytes (at a character boundary; invalid UTF-8 is replaced). It returns
+// broker.ErrNotFound if the session is not registered, so that the index
+// never holds text no register entry answers for.
+//
+// A recording that cannot be read should still be indexed, with an empty
+// SessionText, or SessionsToIndex returns it again forever.
+func (s *Store) IndexSessionText(ctx context.Context, id string, t broker.SessionText) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	// A write first, so that the transaction takes the write lock at once
+	// and waits for it (busy_timeout) instead of failing on an upgrade.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM session_fts WHERE rowid IN (SELECT n FROM session_text WHERE id=?)`, id); err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM session_text WHERE id=?`, id); err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO session_text (id, files, commands) SELECT id, ?, ? FROM sessions WHERE id=?`,
+		t.Files, t.Commands, id)
+	if err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return fmt.Errorf("index text of %s: %w", id, broker.ErrNotFound)
+	}
+	n, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO session_fts (rowid, typed, shown) VALUES (?,?,?)`,
+		n, clipText(t.Typed, MaxIndexedText), clipText(t.Shown, MaxIndexedText)); err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("index text of %s: %w", id, err)
+	}
+	return nil
+}
+
+// SessionsToIndex returns up to limit sessions (all, if limit <= 0) that
+// have ended in the register and have no text indexed, oldest first, so
+// that an indexer catching up works through the backlog in order. A live
+// session is never returned: its recording is still growing.
+func (s *Store) SessionsToIndex(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sessions
+		WHERE ended_at IS NOT NULL AND id NOT IN (SELECT id FROM session_text)
+		ORDER BY started_at, id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sessions to index: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sessions to index: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sessions to index: %w", err)
+	}
+	return out, nil
+}
+
+// TextSnippets returns, for each of ids whose indexed text matches query
+// (as SessionFilter.Text reads it), a plain-text excerpt of at most 200
+// bytes around a match, with runs of white space and control characters
+// made one space. Sessions that do not match, or are not indexed, have no
+// entry. The excerpt is the recording's text, untrusted: whoever shows it
+// escapes it.
+func (s *Store) TextSnippets(ctx context.Context, query string, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	q := parseTextQuery(query)
+	if q.empty() {
+		return out, nil
+	}
+	const batch = 500 // well under SQLite's limit on bound parameters
+	for len(ids) > 0 {
+		part := ids[:min(batch, len(ids))]
+		ids = ids[len(part):]
+		if err := s.snippets(ctx, q, part, out); err != nil {
+			return nil, fmt.Errorf("text snippets: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) snippets(ctx context.Context, q textQuery, ids []string, out map[string]string) error {
+	cond, args := q.condition()
+	var excerpt string
+	if q.match() != "" {
+		// A fragment of about 64 characters (trigram tokens) with the
+		// most matches, from what was typed if anything typed matches,
+		// else from what was shown. The typed excerpt is taken only if
+		// it holds a highlight mark (FTS5 otherwise returns the start
+		// of the column); the marks are then removed.
+		excerpt = `snippet(session_fts, 0, '` + markStart + `', '', '…', 64), snippet(session_fts, 1, '', '', '…', 64)`
+	} else {
+		// Only short words: no FTS5 match to ask a snippet of, so cut
+		// around the first place the first word occurs. lower() folds
+		// ASCII only, as LIKE does, and keeps character positions.
+		w := q.short[0]
+		excerpt = `CASE WHEN instr(lower(session_fts.typed), lower(?)) > 0
+			THEN substr(session_fts.typed, max(1, instr(lower(session_fts.typed), lower(?)) - 60), 160)
+			ELSE substr(session_fts.shown, max(1, instr(lower(session_fts.shown), lower(?)) - 60), 160) END`
+		args = append([]any{w, w, w}, args...)
+	}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT session_text.id, `+excerpt+`
+		FROM session_fts JOIN session_text ON session_text.n=session_fts.rowid
+		WHERE `+cond+` AND session_text.id IN (?`+strings.Repeat(",?", len(ids)-1)+`)`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, text, shown string
+		dest := []any{&id, &text}
+		if q.match() != "" {
+			dest = append(dest, &shown)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		if q.match() != "" && !strings.Contains(text, markStart) {
+			text = shown
+		}
+		out[id] = plainExcerpt(strings.ReplaceAll(text, markStart, ""), snippetBytes)
+	}
+	return rows.Err()
+}
+
+// markStart marks where a match starts in a typed excerpt, to tell an
+// excerpt that matched from the start of a column that did not. It is a
+// control character, which plainExcerpt would turn into a space anyway.
+const markStart = "\x01"
+
+// textQuery is a reviewer's search, made safe: every word is searched for
+// literally, never read as FTS5 syntax.
+type textQuery struct {
+	phrases []string // of three or more characters: searched with FTS5
+	short   []string // of one or two: searched with LIKE
+}
+
+// parseTextQuery reads q as whitespace-separated words that must all
+// occur, or, when q is in double quotes, as one phrase.
+func parseTextQuery(q string) textQuery {
+	// A NUL would end an FTS5 string early; the index holds none.
+	q = strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(q, "\uFFFD"), "\x00", ""))
+	var words []string
+	if len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' {
+		if p := q[1 : len(q)-1]; strings.TrimSpace(p) != "" {
+			words = []string{p}
+		}
+	} else {
+		words = strings.Fields(q)
+	}
+	var t textQuery
+	for _, w := range words {
+		if utf8.RuneCountInString(w) >= 3 {
+			t.phrases = append(t.phrases, w)
+		} else {
+			t.short = append(t.short, w)
+		}
+	}
+	return t
+}
+
+func (t textQuery) empty() bool { return len(t.phrases) == 0 && len(t.short) == 0 }
+
+// match is the FTS5 expression of the long words: each a string, its
+// double quotes doubled, so that nothing in it is an operator; "" when
+// there are none.
+func (t textQuery) match() string {
+	quoted := make([]string, len(t.phrases))
+	for i, p := range t.phrases {
+		quoted[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+	}
+	return strings.Join(quoted, " AND ")
+}
+
+// condition is the SQL condition on session_fts of the whole query, with
+// its arguments. It must not be called on an empty query.
+func (t textQuery) condition() (string, []any) {
+	var (
+		conds []string
+		args  []any
+	)
+	if m := t.match(); m != "" {
+		conds = append(conds, "session_fts MATCH ?")
+		args = append(args, m)
+	}
+	for _, w := range t.short {
+		conds = append(conds, `(session_fts.typed LIKE ? ESCAPE '\' OR session_fts.shown LIKE ? ESCAPE '\')`)
+		p := "%" + likeEscaper.Replace(w) + "%"
+		args = append(args, p, p)
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// clipText makes s valid UTF-8 without NULs and cuts it to at most max
+// bytes at a character boundary.
+func clipText(s string, max int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// plainExcerpt makes runs of white space, control and format characters
+// (among them bidirectional overrides, which could reorder what a reviewer
+// reads) one space and cuts the result to at most max bytes, ending it with "…" if cut.
+func plainExcerpt(s string, max int) string {
+	var b strings.Builder
+	space := false
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			space = true
+			continue
+		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteRune(r)
+	}
+	out := b.String()
+	if len(out) <= max {
+		return out
+	}
+	const ellipsis = "…"
+	return strings.TrimRight(clipText(out, max-len(ellipsis)), " ") + ellipsis
+}
