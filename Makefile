@@ -1,16 +1,32 @@
 # sekisho — `make demo` runs the demo on loopback, `make test` runs every test.
 GO          ?= go
 STATICCHECK := bin/staticcheck
-SRC         := $(shell find cmd broker session recording notify -name '*.go' -not -name '*_test.go') go.mod go.sum
+SRC         := $(shell find cmd broker session recording notify web -name '*.go' -not -name '*_test.go') go.mod go.sum \
+	$(shell find web/templates web/assets -type f -not -path 'web/assets/vendor/*' 2>/dev/null)
+# The web console's front-end packages come from npm at build time, pinned
+# by web/package-lock.json, and only their built files are copied into
+# web/assets/vendor (git-ignored), which the binary embeds.
+VENDOR      := $(addprefix web/assets/vendor/,asciinema-player.min.js asciinema-player.css asciinema-player.LICENSE)
 
-.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean
+.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean web-vendor
 
 all: build
 
 build: bin/sekisho bin/devvault
 
-bin/sekisho: $(SRC)
+bin/sekisho: $(SRC) $(VENDOR)
 	$(GO) build -o $@ ./cmd/sekisho
+
+web-vendor: $(VENDOR)
+
+# npm ci installs exactly the lock file's versions (integrity-checked) and
+# runs no package scripts; cp gives the copies a new time, newer than the lock.
+$(VENDOR) &: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
+	mkdir -p web/assets/vendor
+	cp web/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
+		web/node_modules/asciinema-player/dist/bundle/asciinema-player.css web/assets/vendor/
+	cp web/node_modules/asciinema-player/LICENSE web/assets/vendor/asciinema-player.LICENSE
 
 # The dev Vault is its own Go module (tools/devvault), so the main module
 # does not inherit Vault's dependency graph. The first build takes minutes.
@@ -63,7 +79,7 @@ bench-go:
 	$(GO) test -run=NONE -bench='Relay|CopyRecorded' -benchmem $(BENCH_GO_FLAGS) ./session/
 
 lint: $(STATICCHECK)
-	@fmt=$$(gofmt -l cmd broker session recording notify e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	@fmt=$$(gofmt -l cmd broker session recording notify web e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
@@ -96,4 +112,4 @@ hardening: build bin/minio
 	$(GO) run ./tools/hardening-table -security SECURITY.md .hardening/tests.json .hardening/fuzz.json
 
 clean:
-	rm -rf bin .demo .hardening
+	rm -rf bin .demo .hardening web/assets/vendor web/node_modules
