@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,28 @@ func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy,
 func (b *Broker) Technician(name string) (*Technician, bool) {
 	t, ok := b.rules.Load().technicians[name]
 	return t, ok
+}
+
+// Directory lists the names of the technicians and targets configured
+// now and of their technicians' affiliates, each sorted: what a console
+// offers to lock.
+func (b *Broker) Directory() (affiliates, technicians, targets []string) {
+	rs := b.rules.Load()
+	seen := map[string]bool{}
+	for name, t := range rs.technicians {
+		technicians = append(technicians, name)
+		if !seen[t.Affiliate.Name] {
+			seen[t.Affiliate.Name] = true
+			affiliates = append(affiliates, t.Affiliate.Name)
+		}
+	}
+	for name := range rs.targets {
+		targets = append(targets, name)
+	}
+	slices.Sort(affiliates)
+	slices.Sort(technicians)
+	slices.Sort(targets)
+	return affiliates, technicians, targets
 }
 
 // Target returns the target called name.

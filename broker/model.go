@@ -21,6 +21,10 @@ type Technician struct {
 	Keys      []ssh.PublicKey
 	// RequireMFA asks this technician for a TOTP code on every session.
 	RequireMFA bool
+	// ReviewResidency limits what this person sees of sessions and
+	// recordings in the console to targets of these residencies; nil
+	// means all of them.
+	ReviewResidency []string
 }
 
 // HasKey reports whether key is one of the technician's registered keys.

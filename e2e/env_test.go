@@ -90,7 +90,7 @@ func runMain(m *testing.M) int {
 	env.dir = dir
 
 	var out bytes.Buffer
-	demo := exec.Command(env.sekisho, "demo", "--dir", dir, "--listen", "127.0.0.1:0")
+	demo := exec.Command(env.sekisho, "demo", "--dir", dir, "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0")
 	demo.Dir = root
 	demo.Stdout, demo.Stderr = &out, &out
 	demo.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

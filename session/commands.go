@@ -194,6 +194,8 @@ Admins:
   kill SESSION [--reason TEXT]                   end a live session
 Reviewers and admins:
   watch SESSION [--from-start]                   follow a live session read-only (ssh -t for a terminal)
+Approvers, reviewers and admins:
+  login                                          a one-time link that signs you in to the web console
 To reach a target, log in as %[1]s+TARGET.
 `
 
@@ -233,6 +235,8 @@ func (c *command) run(ctx context.Context, line string) int {
 		fn = c.kill
 	case "watch":
 		fn = c.watch
+	case "login":
+		fn = c.login
 	default:
 		c.errorf("sekisho: unknown command %q; run `help` for the list; to reach a target, log in as %s+TARGET\n", name, c.tech.Name)
 		return exitUsage
@@ -541,6 +545,27 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 	c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
 	c.errorf("sekisho: watch: %v\n", err)
 	return exitRefused
+}
+
+// login prints a one-time link to the web console, bound to this
+// technician: the key that signed this connection is the sign-in.
+func (c *command) login(_ context.Context, f *flags) int {
+	if err := f.allow(); err != nil || len(f.args) != 0 {
+		c.errorf("sekisho: usage: login\n")
+		return exitUsage
+	}
+	if c.srv.cfg.Console == nil {
+		c.errorf("sekisho: login: the web console is not enabled on this server (web.listen in the config)\n")
+		return exitRefused
+	}
+	link, expires, err := c.srv.cfg.Console.SignInLink(c.tech.Name)
+	if err != nil {
+		c.errorf("sekisho: login: %v\n", err)
+		return exitRefused
+	}
+	c.printf("Open this link within %s; it works once and signs you in as %s:\n%s\n",
+		time.Until(expires).Round(time.Second), c.tech.Name, link)
+	return exitOK
 }
 
 // mayWatch reports whether the technician, as configured now, is an admin

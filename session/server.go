@@ -63,6 +63,12 @@ type Access interface {
 }
 
 // Config configures a Server.
+// Console is the web console, as far as SSH needs it: sign-in links
+// bound to the technician whose key signed the connection.
+type Console interface {
+	SignInLink(technician string) (link string, expires time.Time, err error)
+}
+
 type Config struct {
 	HostKey      ssh.Signer
 	Broker       Broker
@@ -126,6 +132,9 @@ type Config struct {
 	// watch live sessions (ssh TECHNICIAN@bastion watch ID); default
 	// [reviewers].
 	ReviewerGroups []string
+	// Console issues the one-time links that `login` prints; nil when the
+	// web console is off.
+	Console Console
 }
 
 // Server accepts technicians' SSH connections and relays them to targets.

@@ -59,6 +59,7 @@ type Config struct {
 	// ReviewerGroups are the groups whose members, besides admins, may
 	// watch live sessions over SSH; default [reviewers].
 	ReviewerGroups []string       `yaml:"reviewer_groups"`
+	Web            WebSection     `yaml:"web"`
 	Notifications  Notifications  `yaml:"notifications"`
 	Metrics        MetricsSection `yaml:"metrics"`
 	// RecordingStores say where recordings of each residency zone are
@@ -72,6 +73,22 @@ type Config struct {
 	policy  *broker.Policy // compiled from Rules by validate
 	proxies []netip.Prefix // ProxyProtocol.Trusted, parsed
 	geo     *broker.Geo    // built from Networks by validate
+}
+
+// WebSection configures the web console; it is off without listen.
+type WebSection struct {
+	// Listen is the console's address (host:port).
+	Listen string `yaml:"listen"`
+	// URL is the console's address as browsers reach it, for sign-in
+	// links; default http://LISTEN (https:// with a certificate).
+	URL string `yaml:"url"`
+	// TLSCert and TLSKey are PEM files; without them the console speaks
+	// plain HTTP, for loopback or behind a TLS-terminating proxy.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// IdleTimeout and SessionTTL end browser sessions (default 30m, 8h).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	SessionTTL  Duration `yaml:"session_ttl"`
 }
 
 // Notifications configures who is told of access requests.
@@ -215,7 +232,10 @@ type Technician struct {
 	Groups     []string `yaml:"groups"`
 	Keys       []string `yaml:"keys"`
 	RequireMFA bool     `yaml:"require_mfa"`
-	line       int
+	// ReviewResidency limits what this person sees of sessions and
+	// recordings in the web console to these residencies; absent: all.
+	ReviewResidency []string `yaml:"review_residency"`
+	line            int
 }
 
 // TargetEntry is a target entry.
@@ -677,6 +697,11 @@ func (c *Config) validate() (err error) {
 		if len(t.Keys) == 0 {
 			return c.errf(t.line, "technician %s: no keys (add an authorized_keys line under keys)", t.Name)
 		}
+		for _, z := range t.ReviewResidency {
+			if !countryRe.MatchString(z) {
+				return c.errf(t.line, "technician %s: review_residency %q is not an ISO 3166 two-letter code such as SG", t.Name, z)
+			}
+		}
 		for i, k := range t.Keys {
 			key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
 			if err != nil {
@@ -933,6 +958,43 @@ func (c *Config) validateNotifications() error {
 			return c.errf(0, "metrics.listen %q: write host:port, e.g. 127.0.0.1:9122", c.Metrics.Listen)
 		}
 	}
+	return c.validateWeb()
+}
+
+// validateWeb checks the web console's section and fills its defaults.
+func (c *Config) validateWeb() error {
+	w := &c.Web
+	if w.Listen == "" {
+		if w.URL != "" || w.TLSCert != "" || w.TLSKey != "" {
+			return c.errf(0, "web: listen is required to run the console (host:port, e.g. 127.0.0.1:8443)")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(w.Listen)
+	if err != nil {
+		return c.errf(0, "web.listen %q: write host:port, e.g. 127.0.0.1:8443", w.Listen)
+	}
+	if (w.TLSCert == "") != (w.TLSKey == "") {
+		return c.errf(0, "web: give both tls_cert and tls_key, or neither")
+	}
+	if w.URL == "" {
+		scheme := "http"
+		if w.TLSCert != "" {
+			scheme = "https"
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			return c.errf(0, "web.listen %q listens on every address: give web.url, the address browsers reach (it goes into sign-in links)", w.Listen)
+		}
+		w.URL = scheme + "://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
+		return c.errf(0, "web.url %q: write the console's address as browsers reach it, such as https://bastion.example.com:8443", w.URL)
+	}
+	w.URL = strings.TrimSuffix(w.URL, "/")
+	if w.IdleTimeout < 0 || w.SessionTTL < 0 {
+		return c.errf(0, "web: idle_timeout and session_ttl cannot be negative")
+	}
 	return nil
 }
 
@@ -1048,7 +1110,8 @@ func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	}
 	var techs []*broker.Technician
 	for _, t := range c.Techs {
-		bt := &broker.Technician{Name: t.Name, Affiliate: affs[t.Affiliate], Groups: t.Groups, RequireMFA: t.RequireMFA}
+		bt := &broker.Technician{Name: t.Name, Affiliate: affs[t.Affiliate], Groups: t.Groups, RequireMFA: t.RequireMFA,
+			ReviewResidency: t.ReviewResidency}
 		for _, k := range t.Keys {
 			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
 			bt.Keys = append(bt.Keys, key)

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -47,6 +48,7 @@ type demoTarget struct {
 // scripts and tests that drive it.
 type demoState struct {
 	Bastion        string            `json:"bastion"`
+	Web            string            `json:"web"` // the console's URL
 	BastionHostKey string            `json:"bastion_host_key"`
 	Vault          string            `json:"vault"`
 	VaultTokenFile string            `json:"vault_token_file"`
@@ -57,8 +59,9 @@ type demoState struct {
 }
 
 // demoTechnicians: aiko works for a JP affiliate, li (a DBA) and wei for
-// a CN one; kenji is the operator's own admin and approver.
-var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}, {"wei", "ops-cn"}, {"kenji", "operator-jp"}}
+// a CN one; kenji is the operator's own admin and approver; sara reviews
+// sessions, those to SG targets only.
+var demoTechnicians = []struct{ name, affiliate string }{{"aiko", "ops-jp"}, {"li", "ops-cn"}, {"wei", "ops-cn"}, {"kenji", "operator-jp"}, {"sara", "operator-sg"}}
 
 func cmdDemo(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "code" {
@@ -70,6 +73,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	devvault := fs.String("devvault", "", "dev Vault binary (default: devvault next to this binary, then bin/devvault)")
 	sshd := fs.String("sshd", "/usr/sbin/sshd", "OpenSSH sshd binary for the targets")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at this host:port (metrics.listen; default: none)")
+	webListen := fs.String("web", "127.0.0.1:8080", "serve the web console at this host:port (web.listen; port 0 picks a free one)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -84,7 +88,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if _, err := os.Stat(*sshd); err != nil {
 		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
 	}
-	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, web: *webListen, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	defer d.stopAll()
 	return d.run(ctx, *listen)
 }
@@ -113,6 +117,7 @@ type demo struct {
 	sshd     string
 	vaultBin string
 	metrics  string // metrics.listen, empty for none
+	web      string // web.listen
 	log      *slog.Logger
 	procs    []*proc
 }
@@ -166,8 +171,15 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		targets[i].HostKey = hk
 	}
 
+	if host, port, err := net.SplitHostPort(d.web); err == nil && port == "0" {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		d.web = net.JoinHostPort(host, strconv.Itoa(p))
+	}
 	cfgPath := d.path("sekisho.yaml")
-	if err := writeDemoConfig(cfgPath, listen, d.metrics, vaultAddr, keys, targets); err != nil {
+	if err := writeDemoConfig(cfgPath, listen, d.metrics, d.web, vaultAddr, keys, targets); err != nil {
 		return err
 	}
 	cfg, err := LoadConfig(cfgPath)
@@ -218,7 +230,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	st := demoState{Bastion: b.Addr().String(), BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
+	st := demoState{Bastion: b.Addr().String(), Web: cfg.Web.URL, BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
 		Config: cfgPath, Targets: targets, Keys: map[string]string{}, PID: os.Getpid()}
 	for _, t := range demoTechnicians {
 		st.Keys[t.name] = d.path("keys", t.name)
@@ -509,6 +521,10 @@ metrics:
   listen: {{.Metrics}}
 {{- end}}
 
+# The web console: sign in with ssh -p PORT kenji@BASTION login.
+web:
+  listen: {{.Web}}
+
 vault:
   address: {{.Vault}}
   role_id_file: vault/role-id
@@ -531,6 +547,8 @@ affiliates:
     country: CN
   - name: operator-jp
     country: JP
+  - name: operator-sg
+    country: SG
 
 technicians:
   - name: aiko
@@ -554,9 +572,20 @@ technicians:
     keys:
       - {{index .Keys "kenji"}}
 
+  # A security reviewer: replays recordings and reads the cross-border
+  # report in the web console, of sessions to SG targets only.
+  - name: sara
+    affiliate: operator-sg
+    groups: [reviewers]
+    review_residency: [SG]
+    keys:
+      - {{index .Keys "sara"}}
+
 # Members of these groups may list and end live sessions, deny any request
 # and revoke any grant.
 admin_groups: [admins]
+# Members of these groups may watch live sessions and replay recordings.
+reviewer_groups: [reviewers]
 
 # Webhooks told of every access request and decision (generic JSON or
 # Slack-compatible), e.g.:
@@ -633,13 +662,13 @@ rules:
     require_mfa: true
 `
 
-func writeDemoConfig(path, listen, metrics, vaultAddr string, keys map[string]string, targets []demoTarget) error {
+func writeDemoConfig(path, listen, metrics, webListen, vaultAddr string, keys map[string]string, targets []demoTarget) error {
 	t := template.Must(template.New("cfg").Funcs(template.FuncMap{"join": strings.Join}).Parse(demoConfigTmpl))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	err = t.Execute(f, map[string]any{"Listen": listen, "Metrics": metrics, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
+	err = t.Execute(f, map[string]any{"Listen": listen, "Metrics": metrics, "Web": webListen, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -675,6 +704,11 @@ While li waits, approve from a second terminal as the admin kenji:
   ssh -p %s -i %s/keys/kenji kenji@%s requests
   ssh -p %s -i %s/keys/kenji kenji@%s approve 1 --comment ok
 
+The web console (%s): sign in with a one-time link, then approve requests,
+watch live sessions, replay recordings and read the cross-border report:
+  ssh -p %s -i %s/keys/kenji kenji@%s login     # admin and approver
+  ssh -p %s -i %s/keys/sara sara@%s login       # reviewer of SG sessions only
+
 Sessions to web-sg-01 are cross-border and ask for a verification code:
   bin/sekisho demo code li       (or aiko, wei, kenji) prints the current one
 
@@ -685,5 +719,6 @@ Then:
 Ctrl-C stops everything.
 `, st.Bastion, st.Vault, rel, st.Targets[0].Address, st.Targets[1].Address, rel, rel,
 		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host,
-		port, rel, host, port, rel, host, port, rel, host, port, rel, host, rel, rel)
+		port, rel, host, port, rel, host, port, rel, host, port, rel, host,
+		st.Web, port, rel, host, port, rel, host, rel, rel)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ import (
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
 	"github.com/sekisho/sekisho/session"
+	"github.com/sekisho/sekisho/web"
 )
 
 func cmdServe(ctx context.Context, args []string) error {
@@ -113,6 +115,8 @@ type bastion struct {
 
 	notifier *notify.Notifier
 	metrics  *http.Server        // nil without metrics.listen
+	web      *http.Server        // nil without web.listen
+	indexer  chan struct{}       // closed when the console's indexer has ended
 	uploader *recording.Uploader // nil without S3 recording stores
 
 	retention retentionJob
@@ -343,8 +347,23 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 			return r.Residency, err
 		})
 	}
-	srv, err := session.NewServer(session.Config{
-		Access: brk, RecordingKey: recKey, Uploader: uploader, ReviewerGroups: cfg.ReviewerGroups,
+	// The console ends live sessions through srv, made next; it knows the
+	// SSH side by this one function only.
+	var srv *session.Server
+	var console *web.Server
+	var consoleIface session.Console
+	if cfg.Web.Listen != "" {
+		console, err = web.New(web.Config{Broker: brk, Store: store, RecordingDir: recDir, RecordingKey: recKey.Public().(ed25519.PublicKey),
+			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), URL: cfg.Web.URL, ReviewerGroups: cfg.ReviewerGroups,
+			IdleTimeout: time.Duration(cfg.Web.IdleTimeout), SessionTTL: time.Duration(cfg.Web.SessionTTL), Logger: logger})
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		consoleIface = console
+	}
+	srv, err = session.NewServer(session.Config{
+		Access: brk, RecordingKey: recKey, Uploader: uploader, ReviewerGroups: cfg.ReviewerGroups, Console: consoleIface,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -391,6 +410,13 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	}
 	var wctx context.Context
 	wctx, b.cancel = context.WithCancel(context.Background())
+	if console != nil {
+		if err := b.startConsole(wctx, cfg, console); err != nil {
+			b.cancel()
+			store.Close()
+			return nil, err
+		}
+	}
 	go b.watchLocks(wctx)
 	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones, key: recKey.Public().(ed25519.PublicKey)}
 	go b.runRetention(wctx, time.Duration(cfg.RetentionInterval))
@@ -398,6 +424,40 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
 		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
 	return b, nil
+}
+
+// killFunc is a web.LiveSessions made of a function.
+type killFunc func(id, why string) bool
+
+func (f killFunc) Kill(id, why string) bool { return f(id, why) }
+
+// startConsole serves the web console on web.listen, with TLS when a
+// certificate is configured, and indexes ended sessions for its search
+// until ctx ends.
+func (b *bastion) startConsole(ctx context.Context, cfg *Config, console *web.Server) error {
+	ln, err := net.Listen("tcp", cfg.Web.Listen)
+	if err != nil {
+		return fmt.Errorf("web.listen: %w", err)
+	}
+	b.web = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(b.log.Handler(), slog.LevelWarn)}
+	if cfg.Web.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Web.TLSCert), cfg.Path(cfg.Web.TLSKey))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("web: tls_cert and tls_key: %w", err)
+		}
+		b.web.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, b.web.TLSConfig)
+	}
+	go b.web.Serve(ln)
+	b.indexer = make(chan struct{})
+	go func() {
+		defer close(b.indexer)
+		console.RunIndexer(ctx)
+	}()
+	b.log.Info("web console listening", "addr", ln.Addr().String(), "url", cfg.Web.URL)
+	return nil
 }
 
 // stop shuts the server down, ending sessions and closing recordings.
@@ -412,6 +472,10 @@ func (b *bastion) stop() error {
 	}
 	if b.metrics != nil {
 		b.metrics.Close()
+	}
+	if b.web != nil {
+		b.web.Close()
+		<-b.indexer
 	}
 	if b.uploader != nil {
 		b.uploader.Close()

@@ -1,0 +1,37 @@
+// Package web is sekisho's browser console and its JSON API, for security
+// reviewers, approvers and admins: live and past sessions, recordings
+// played in the browser, access requests, locks and the cross-border
+// report.
+//
+// # Sign-in
+//
+// There is no password store. A person signs in with the SSH identity
+// they already have: `ssh -p 2222 kenji@bastion login` prints a one-time
+// link, valid for about a minute and usable once, that opens a browser
+// session bound to that technician. Their role (admin, approver,
+// reviewer) is read from the config on every request, so a change of
+// groups or a lock takes effect at once, and a technician with none of
+// those roles gets no link.
+//
+// # Guarantees
+//
+//   - Every page and API call except the sign-in page needs a browser
+//     session; sessions expire after an idle time and an absolute time
+//     and can be signed out.
+//   - Every state-changing request (POST, DELETE) carries the session's
+//     CSRF token and a same-origin Origin header, when the browser sends
+//     one; cookies are HttpOnly, SameSite=Strict, and Secure over TLS.
+//   - Every response carries a strict Content-Security-Policy: scripts
+//     and styles from this server only, no inline script, no framing.
+//   - Everything that comes from a technician or a recording (names,
+//     reasons, commands, terminal output) is data: html/template escapes
+//     it in pages, the player renders terminal output as text, and
+//     recorded control sequences that could act on a viewer (OSC 8
+//     hyperlinks among them) are removed before the player sees them.
+//   - A person limited to residencies (review_residency in the config)
+//     sees sessions, recordings, searches and reports of those residencies
+//     only, on pages and in the API alike; a session outside them answers
+//     404 as if it did not exist.
+//   - Every decision, lock change and session ended from the console is
+//     audited with the person who did it, as from SSH.
+package web

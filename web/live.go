@@ -1,0 +1,241 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sekisho/sekisho/recording"
+)
+
+// A live session is streamed to the browser as server-sent events in the
+// form asciinema-player's "eventsource" driver reads:
+//
+//	data: {"cols":80,"rows":24}          first: the terminal's size
+//	data: [0.153,"o","text"]             output, seconds since the stream began
+//	: keep-alive                         a comment every liveKeepAlive
+//	data: {"state":"offline"}            no live recording of it on this node
+//	event: done                          last: the stream ended, do not reconnect
+//	data: ended
+//
+// The output is what recording.Watch shows: sanitized terminal output of
+// the session from its live point, read-only by construction. A browser
+// that loses the connection reconnects by itself and gets a fresh stream.
+const (
+	liveKeepAlive    = 15 * time.Second
+	liveWriteTimeout = 30 * time.Second // a browser that reads nothing for this long is dropped
+)
+
+// serveLive streams the terminal of live session id, recorded under root,
+// until the session ends or the browser goes away. The caller has checked
+// that the person may watch it.
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id string) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	cols, rows := liveSize(root, id)
+	st := &liveStream{w: w, rc: http.NewResponseController(w), cols: cols, rows: rows}
+
+	var wg sync.WaitGroup
+	wg.Go(func() { st.keepAlive(ctx) })
+	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{})
+	cancel()
+	wg.Wait()
+
+	switch {
+	case err == nil:
+		st.end("")
+	case r.Context().Err() != nil, errors.Is(err, errWatcherGone):
+		// The browser went away: there is nobody to tell.
+	case errors.Is(err, recording.ErrNoRecording) && !st.started:
+		st.offline()
+	case !st.started:
+		s.log.Error("live view", "session", id, "err", err)
+		http.Error(w, "the live view failed; see the server log", http.StatusInternalServerError)
+	default:
+		s.log.Error("live view", "session", id, "err", err)
+		st.end("\r\n[sekisho: the live view stopped on an error; reload to watch again]\r\n")
+	}
+}
+
+// errWatcherGone is returned by liveStream's writes once the browser does
+// not take what is sent.
+var errWatcherGone = errors.New("live view: browser gone")
+
+// liveStream turns the terminal stream Watch writes into server-sent
+// events. Watch writes from one goroutine and keepAlive from another, so
+// every write to the response holds mu.
+type liveStream struct {
+	w          http.ResponseWriter
+	rc         *http.ResponseController
+	cols, rows int
+
+	mu      sync.Mutex
+	started bool      // the headers and the size event are sent
+	start   time.Time // when the size event was sent
+	carry   []byte    // an incomplete UTF-8 sequence at the end of the last write
+	err     error     // sticky: the first failed write
+}
+
+// Write sends p as one output event. The event's text is whole UTF-8
+// characters: a character split across writes is sent with the next.
+func (st *liveStream) Write(p []byte) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.begin(); err != nil {
+		return 0, err
+	}
+	b := append(st.carry, p...)
+	n := completeUTF8(b)
+	st.carry = slices.Clone(b[n:])
+	if n == 0 {
+		return len(p), nil
+	}
+	t := math.Round(time.Since(st.start).Seconds()*1000) / 1000
+	ev, err := json.Marshal([]any{t, "o", string(b[:n])})
+	if err != nil {
+		return 0, err
+	}
+	if err := st.send("data: " + string(ev) + "\n\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// begin sends the response headers and the terminal's size, once.
+func (st *liveStream) begin() error {
+	if st.started || st.err != nil {
+		return st.err
+	}
+	st.started = true
+	h := st.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // a reverse proxy must not hold events back
+	st.w.WriteHeader(http.StatusOK)
+	st.start = time.Now()
+	return st.send(fmt.Sprintf("data: {\"cols\":%d,\"rows\":%d}\n\n", st.cols, st.rows))
+}
+
+// send writes one event and flushes it to the browser, within
+// liveWriteTimeout.
+func (st *liveStream) send(event string) error {
+	if st.err != nil {
+		return st.err
+	}
+	// Not every ResponseWriter supports deadlines; the request's context
+	// still ends the stream when the connection closes.
+	_ = st.rc.SetWriteDeadline(time.Now().Add(liveWriteTimeout))
+	_, err := st.w.Write([]byte(event))
+	if err == nil {
+		err = st.rc.Flush()
+	}
+	if err != nil {
+		st.err = fmt.Errorf("%w: %w", errWatcherGone, err)
+	}
+	return st.err
+}
+
+// keepAlive sends a comment every liveKeepAlive until ctx is done, so that
+// proxies and browsers keep a quiet stream open.
+func (st *liveStream) keepAlive(ctx context.Context) {
+	tick := time.NewTicker(liveKeepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st.mu.Lock()
+		if st.started {
+			_ = st.send(": keep-alive\n\n") // a failure is sticky: Watch's next write returns it
+		}
+		st.mu.Unlock()
+	}
+}
+
+// end shows text, if any, and tells the player that the stream ended, so
+// that it does not reconnect.
+func (st *liveStream) end(text string) {
+	if text != "" {
+		_, _ = st.Write([]byte(text))
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.begin() == nil {
+		_ = st.send("event: done\ndata: ended\n\n")
+	}
+}
+
+// offline tells the player that there is no live recording of the
+// session here (it has not started, or runs on another node), then ends.
+func (st *liveStream) offline() {
+	st.mu.Lock()
+	err := st.begin()
+	if err == nil {
+		err = st.send("data: {\"state\":\"offline\"}\n\n")
+	}
+	st.mu.Unlock()
+	if err == nil {
+		st.end("")
+	}
+}
+
+// completeUTF8 returns the length of b without an incomplete UTF-8
+// sequence at its end. Invalid bytes count as complete: JSON encoding
+// replaces them.
+func completeUTF8(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if utf8.FullRune(b[i:]) {
+				return len(b)
+			}
+			return i
+		}
+	}
+	return len(b)
+}
+
+// liveSize returns the terminal size of the session's most recent
+// terminal channel, the one a watch joins, or 80x24 before it has one.
+func liveSize(root, id string) (cols, rows int) {
+	cols, rows = 80, 24
+	dir, err := recording.SessionDir(root, id)
+	if err != nil {
+		return
+	}
+	m, err := recording.ReadMeta(root, id)
+	if err != nil {
+		return
+	}
+	for _, name := range slices.Backward(m.Channels) {
+		h, ok := channelHeader(filepath.Join(dir, filepath.Base(name)))
+		if ok && h.PTY && h.Width > 0 && h.Height > 0 && h.Width <= 1000 && h.Height <= 1000 {
+			return h.Width, h.Height
+		}
+	}
+	return
+}
+
+// channelHeader reads the header of a channel recording.
+func channelHeader(path string) (recording.Header, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return recording.Header{}, false
+	}
+	defer f.Close()
+	cr, err := recording.NewCastReader(f, filepath.Base(path))
+	if err != nil {
+		return recording.Header{}, false
+	}
+	return cr.Header(), true
+}

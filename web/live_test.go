@@ -1,0 +1,273 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/recording"
+)
+
+// sseEvent is one server-sent event as a browser's EventSource sees it.
+type sseEvent struct {
+	name string // "" for message
+	data string
+}
+
+// sseReader reads the events of a stream, skipping comments.
+type sseReader struct {
+	t  *testing.T
+	br *bufio.Reader
+}
+
+func (r *sseReader) next() (sseEvent, bool) {
+	r.t.Helper()
+	var ev sseEvent
+	var data []string
+	for {
+		line, err := r.br.ReadString('\n')
+		if err == io.EOF && line == "" {
+			return ev, false
+		}
+		if err != nil {
+			r.t.Fatalf("reading the stream: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if data == nil {
+				continue // the end of a comment
+			}
+			ev.data = strings.Join(data, "\n")
+			return ev, true
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "event: "):
+			ev.name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, strings.TrimPrefix(line, "data: "))
+		default:
+			r.t.Fatalf("a line that is not server-sent events: %q", line)
+		}
+	}
+}
+
+// output returns the text of an output event, failing on anything else.
+func (r *sseReader) output(ev sseEvent) string {
+	r.t.Helper()
+	var e []any
+	if ev.name != "" || json.Unmarshal([]byte(ev.data), &e) != nil || len(e) != 3 || e[1] != "o" {
+		r.t.Fatalf("want an output event [time, \"o\", text], got %+v", ev)
+	}
+	if _, ok := e[0].(float64); !ok {
+		r.t.Fatalf("the time of %s is not a number", ev.data)
+	}
+	return e[2].(string)
+}
+
+// startLive serves the live view of session id under root and opens it as
+// a browser's EventSource does.
+func startLive(t *testing.T, root, id string) (*sseReader, *http.Response) {
+	t.Helper()
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveLive(w, r, root, id)
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("status %d, Content-Type %q; want 200, text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return &sseReader{t: t, br: bufio.NewReader(resp.Body)}, resp
+}
+
+// A live session is streamed as the player's eventsource driver reads it:
+// its terminal size first, then sanitized output, then done at its end.
+func TestServeLiveFollowsSession(t *testing.T) {
+	t.Parallel()
+	root, id := t.TempDir(), uuid.NewString()
+	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 132, Rows: 43})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shell.Stdout([]byte("prompt$ ")); err != nil {
+		t.Fatal(err)
+	}
+
+	sse, _ := startLive(t, root, id)
+	if ev, _ := sse.next(); ev.name != "" || ev.data != `{"cols":132,"rows":43}` {
+		t.Fatalf("first event %+v, want the terminal size", ev)
+	}
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), "prompt$ ") {
+		ev, ok := sse.next()
+		if !ok {
+			t.Fatalf("the stream ended before the prompt; it showed %q", seen.String())
+		}
+		seen.WriteString(sse.output(ev))
+	}
+
+	// A hyperlink and a clipboard write are removed, the text passes.
+	if err := shell.Stdout([]byte("ls\r\n\x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\ \x1b]52;c;c2VjcmV0\x07héllo\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := shell.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.End(time.Now(), "client closed", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var last sseEvent
+	for {
+		ev, ok := sse.next()
+		if !ok {
+			break
+		}
+		if last.name == "done" {
+			t.Fatalf("an event after done: %+v", ev)
+		}
+		if last = ev; ev.name == "" {
+			seen.WriteString(sse.output(ev))
+		}
+	}
+	if last.name != "done" {
+		t.Fatalf("the stream ended with %+v, want event done", last)
+	}
+	got := seen.String()
+	if !strings.Contains(got, "link héllo\r\n") || !strings.Contains(got, "[sekisho: session ended: client closed]") {
+		t.Errorf("the stream showed %q", got)
+	}
+	for _, bad := range []string{"\x1b]", "evil.example", "c2VjcmV0"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("the stream showed %q: %q", bad, got)
+		}
+	}
+}
+
+// A session without a recording here is offline, and the stream ends so
+// that the player does not reconnect.
+func TestServeLiveOffline(t *testing.T) {
+	t.Parallel()
+	sse, _ := startLive(t, t.TempDir(), uuid.NewString())
+	var got []sseEvent
+	for {
+		ev, ok := sse.next()
+		if !ok {
+			break
+		}
+		got = append(got, ev)
+	}
+	want := []sseEvent{{"", `{"cols":80,"rows":24}`}, {"", `{"state":"offline"}`}, {"done", "ended"}}
+	if len(got) != len(want) {
+		t.Fatalf("events %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events %+v, want %+v", got, want)
+		}
+	}
+}
+
+// A browser that goes away ends the handler, though the session goes on.
+func TestServeLiveEndsWithBrowser(t *testing.T) {
+	t.Parallel()
+	root, id := t.TempDir(), uuid.NewString()
+	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24}); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	returned := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(returned)
+		s.serveLive(w, r, root, id)
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sse := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
+	sse.next() // the size: the stream runs
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("serveLive still runs 10s after the browser went away")
+	}
+}
+
+// A character split across writes is sent whole, with the next write.
+func TestLiveStreamWholeCharacters(t *testing.T) {
+	t.Parallel()
+	rec := httptest.NewRecorder()
+	st := &liveStream{w: rec, rc: http.NewResponseController(rec), cols: 80, rows: 24}
+	for _, p := range []string{"a\xc3", "\xa9b", "\xe2\x82", "\xac", "\xff"} {
+		if n, err := st.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
+		}
+	}
+	sse := &sseReader{t: t, br: bufio.NewReader(rec.Body)}
+	sse.next() // the size
+	var got []string
+	for {
+		ev, ok := sse.next()
+		if !ok {
+			break
+		}
+		got = append(got, sse.output(ev))
+	}
+	want := []string{"a", "éb", "€", "\ufffd"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+func TestCompleteUTF8(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"", 0},
+		{"abc", 3},
+		{"a\xc3", 1},
+		{"a\xc3\xa9", 3},
+		{"\xe2\x82", 0},
+		{"\xe2\x82\xac", 3},
+		{"x\xf0\x9f\x98", 1},
+		{"x\xf0\x9f\x98\x80", 5},
+		{"\xff", 1},
+		{"\x80\x80\x80\x80", 4}, // invalid: sent as is, JSON replaces it
+	} {
+		if got := completeUTF8([]byte(tc.in)); got != tc.want {
+			t.Errorf("completeUTF8(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}

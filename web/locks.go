@@ -1,0 +1,111 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// locksAnswer lists the locks in force, and what may be locked.
+type locksAnswer struct {
+	Locks       []broker.Lock `json:"locks"`
+	Affiliates  []string      `json:"affiliates"`
+	Technicians []string      `json:"technicians"`
+	Targets     []string      `json:"targets"`
+}
+
+func (s *Server) lockList(w http.ResponseWriter, r *request) (any, error) {
+	if !r.p.mayReview() {
+		return nil, errorf(http.StatusForbidden, "locks are for reviewers and admins")
+	}
+	locks, err := s.cfg.Store.Locks(r.Context(), s.now())
+	if err != nil {
+		return nil, err
+	}
+	if locks == nil {
+		locks = []broker.Lock{}
+	}
+	a := locksAnswer{Locks: locks}
+	a.Affiliates, a.Technicians, a.Targets = s.cfg.Broker.Directory()
+	return a, nil
+}
+
+// addLock stops an affiliate, a technician or a target (admins). Running
+// servers on the same state store pick it up within a second, as they do
+// a lock from `sekisho lock`: new sessions are refused, live ones end,
+// and the technicians see the reason.
+func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
+	if !r.p.Admin {
+		return nil, errorf(http.StatusForbidden, "only admins may lock")
+	}
+	kind, name := r.FormValue("kind"), strings.TrimSpace(r.FormValue("name"))
+	reason := strings.TrimSpace(r.FormValue("reason"))
+	affiliates, technicians, targets := s.cfg.Broker.Directory()
+	var known []string
+	switch kind {
+	case broker.LockAffiliate:
+		known = affiliates
+	case broker.LockTechnician:
+		known = technicians
+	case broker.LockTarget:
+		known = targets
+	default:
+		return nil, errorf(http.StatusBadRequest, "kind: %q is not affiliate, technician or target", kind)
+	}
+	if !slices.Contains(known, name) {
+		return nil, errorf(http.StatusBadRequest, "no %s called %q is configured", kind, name)
+	}
+	if err := checkText("reason (the technicians whose sessions end see it)", reason, 500); err != nil {
+		return nil, err
+	}
+	l := broker.Lock{Kind: kind, Name: name, Reason: reason, By: r.p.Name, Created: s.now().UTC()}
+	if d := strings.TrimSpace(r.FormValue("for")); d != "" {
+		dur, err := time.ParseDuration(d)
+		if err != nil || dur <= 0 {
+			return nil, errorf(http.StatusBadRequest, "for: %q is not a positive duration such as 2h or 30m", d)
+		}
+		l.Expires = l.Created.Add(dur)
+	}
+	l, err := s.cfg.Store.AddLock(r.Context(), l)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "lock.added", Technician: r.p.Name, Source: "web", Detail: broker.JSONDetail(l)})
+	if wantsJSON(r) {
+		return l, nil
+	}
+	http.Redirect(w, r.Request, "/locks", http.StatusSeeOther)
+	return nil, nil
+}
+
+// removeLock lifts a lock (admins).
+func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
+	if !r.p.Admin {
+		return nil, errorf(http.StatusForbidden, "only admins may remove locks")
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return nil, errorf(http.StatusNotFound, "no lock %q", r.PathValue("id"))
+	}
+	reason := strings.TrimSpace(r.FormValue("reason"))
+	if err := checkText("reason", reason, 500); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.RemoveLock(r.Context(), id); errors.Is(err, broker.ErrNotFound) {
+		return nil, errorf(http.StatusNotFound, "no lock %d in force", id)
+	} else if err != nil {
+		return nil, err
+	}
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "lock.removed", Technician: r.p.Name, Source: "web",
+		Detail: broker.JSONDetail(map[string]any{"id": id, "reason": reason})})
+	if wantsJSON(r) {
+		return map[string]any{"id": id, "removed": true}, nil
+	}
+	http.Redirect(w, r.Request, "/locks", http.StatusSeeOther)
+	return nil, nil
+}

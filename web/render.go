@@ -1,0 +1,199 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// pageTemplate is one page: the layout and the page's own blocks.
+type pageTemplate struct{ t *template.Template }
+
+var funcs = template.FuncMap{
+	"time": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"duration": func(a, b time.Time) string {
+		if b.IsZero() {
+			return "live"
+		}
+		return b.Sub(a).Round(time.Second).String()
+	},
+	"bytes": byteCount,
+	"join":  strings.Join,
+	"add":   func(a, b int) int { return a + b },
+	"seconds": func(f float64) string {
+		d := time.Duration(f * float64(time.Second)).Round(time.Second)
+		return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+	},
+}
+
+// parsePages parses every page with the layout.
+func parsePages() (map[string]*pageTemplate, error) {
+	layout, err := fs.ReadFile(files, "templates/layout.html")
+	if err != nil {
+		return nil, err
+	}
+	names, err := fs.Glob(files, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*pageTemplate{}
+	for _, n := range names {
+		base := strings.TrimPrefix(n, "templates/")
+		if base == "layout.html" {
+			continue
+		}
+		body, err := fs.ReadFile(files, n)
+		if err != nil {
+			return nil, err
+		}
+		t, err := template.New("layout").Funcs(funcs).Parse(string(layout))
+		if err == nil {
+			_, err = t.Parse(string(body))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("web: template %s: %w", base, err)
+		}
+		out[base] = &pageTemplate{t: t}
+	}
+	return out, nil
+}
+
+// pageData is what every page sees.
+type pageData struct {
+	Me    *person
+	CSRF  string
+	Path  string
+	Title string
+	Data  any
+}
+
+// render writes page name; p is nil on the sign-in pages.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, p *person, data any) {
+	s.renderCSRF(w, r, name, p, "", data)
+}
+
+func (s *Server) renderCSRF(w http.ResponseWriter, r *http.Request, name string, p *person, csrf string, data any) {
+	pt, ok := s.pages[name]
+	if !ok {
+		panic("web: no page " + name)
+	}
+	var buf bytes.Buffer
+	if err := pt.t.ExecuteTemplate(&buf, "layout", pageData{Me: p, CSRF: csrf, Path: r.URL.Path, Data: data}); err != nil {
+		s.log.Error("web: page failed", "page", name, "err", err)
+		http.Error(w, "the page could not be made; the error is in the server log", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(buf.Bytes())
+}
+
+// httpError is an error with the status it answers.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(code int, format string, args ...any) error {
+	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// view makes the data of a page or API answer.
+type view func(w http.ResponseWriter, r *request) (any, error)
+
+// page serves a view as an HTML page.
+func (s *Server) page(name string, v view) http.HandlerFunc {
+	return s.authed(false, func(w http.ResponseWriter, r *request) {
+		data, err := v(w, r)
+		if err != nil {
+			s.fail(w, r, false, err)
+			return
+		}
+		if data == nil { // the view answered itself (a redirect)
+			return
+		}
+		s.renderCSRF(w, r.Request, name, r.p, r.csrf, data)
+	})
+}
+
+// api serves a view as JSON.
+func (s *Server) api(v view) http.HandlerFunc {
+	return s.authed(true, func(w http.ResponseWriter, r *request) {
+		data, err := v(w, r)
+		if err != nil {
+			s.fail(w, r, true, err)
+			return
+		}
+		if data == nil {
+			return
+		}
+		writeJSON(w, http.StatusOK, data)
+	})
+}
+
+// fail answers a view's error: a refusal as it is (and audited), anything
+// else as an internal failure, logged.
+func (s *Server) fail(w http.ResponseWriter, r *request, api bool, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		if he.code == http.StatusForbidden || he.code == http.StatusNotFound || he.code == http.StatusConflict {
+			s.refuse(w, r.Request, r.p, api, he.code, he.msg)
+			return
+		}
+		if api {
+			writeJSONError(w, he.code, he.msg)
+			return
+		}
+		w.WriteHeader(he.code)
+		s.renderCSRF(w, r.Request, "error.html", r.p, r.csrf, map[string]any{"Code": he.code, "Message": he.msg})
+		return
+	}
+	s.log.Error("web: request failed", "path", r.URL.Path, "technician", r.p.Name, "err", err)
+	msg := "the request failed; the error is in the server log"
+	if api {
+		writeJSONError(w, http.StatusInternalServerError, msg)
+		return
+	}
+	w.WriteHeader(http.StatusInternalServerError)
+	s.renderCSRF(w, r.Request, "error.html", r.p, r.csrf, map[string]any{"Code": 500, "Message": msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func byteCount(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,137 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// checkText refuses an empty text, one longer than max bytes, or one with
+// control or bidi characters: it ends up in audit lines and on other
+// people's terminals.
+func checkText(what, s string, max int) error {
+	switch {
+	case s == "":
+		return errorf(http.StatusBadRequest, "%s is required", what)
+	case len(s) > max:
+		return errorf(http.StatusBadRequest, "%s is too long: at most %d bytes", what, max)
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }):
+		return errorf(http.StatusBadRequest, "%s may not contain control characters", what)
+	}
+	return nil
+}
+
+// requestRow is one access request with what the viewer may do with it.
+type requestRow struct {
+	broker.AccessRequest
+	Status    string   `json:"status"`
+	Approvers []string `json:"approvers,omitempty"`
+	MayDecide bool     `json:"may_decide"`
+}
+
+// requestsAnswer lists pending and recent requests.
+type requestsAnswer struct {
+	Pending []requestRow `json:"pending"`
+	Recent  []requestRow `json:"recent"`
+}
+
+func (s *Server) requestList(w http.ResponseWriter, r *request) (any, error) {
+	all, err := s.cfg.Broker.Requests(r.Context(), broker.RequestFilter{Limit: 200})
+	if err != nil {
+		return nil, err
+	}
+	a := requestsAnswer{Pending: []requestRow{}, Recent: []requestRow{}}
+	now := s.now()
+	for _, req := range all {
+		if !s.requestVisible(r.p, &req) {
+			continue
+		}
+		row := requestRow{AccessRequest: req, Status: req.Status(now)}
+		if req.State == broker.RequestPending && now.Before(req.Expires) {
+			row.Approvers = s.cfg.Broker.Approvers(&req)
+			row.MayDecide = req.Technician != r.p.Name && (r.p.Admin || containsName(row.Approvers, r.p.Name)) && !req.ApprovedBy(r.p.Name)
+			a.Pending = append(a.Pending, row)
+			continue
+		}
+		if len(a.Recent) < 50 {
+			a.Recent = append(a.Recent, row)
+		}
+	}
+	return a, nil
+}
+
+// requestVisible reports whether p sees request req: approvers and admins
+// see every request they could decide, reviewers those of their scope.
+func (s *Server) requestVisible(p *person, req *broker.AccessRequest) bool {
+	if p.Admin || p.Approver {
+		return true
+	}
+	if tg, ok := s.cfg.Broker.Target(req.Target); ok {
+		return p.sees(tg.Residency)
+	}
+	return p.Residencies == nil
+}
+
+func containsName(list []string, name string) bool {
+	for _, x := range list {
+		if x == name {
+			return true
+		}
+	}
+	return false
+}
+
+// decide approves or denies a request, by the same rules as the SSH
+// commands: the broker refuses self-approval, approvers outside the
+// rule's groups or affiliate, and decisions on requests no longer
+// pending, and audits every refusal.
+func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		return nil, errorf(http.StatusNotFound, "no request %q", r.PathValue("id"))
+	}
+	if !r.p.Approver && !r.p.Admin {
+		return nil, errorf(http.StatusForbidden, "only approvers and admins decide access requests")
+	}
+	comment := strings.TrimSpace(r.FormValue("comment"))
+	var req broker.AccessRequest
+	switch r.PathValue("verb") {
+	case "approve":
+		if comment != "" {
+			if err := checkText("comment", comment, 500); err != nil {
+				return nil, err
+			}
+		}
+		req, err = s.cfg.Broker.Approve(r.Context(), r.p.Name, id, comment)
+	case "deny":
+		if err := checkText("a reason for the denial", comment, 500); err != nil {
+			return nil, err
+		}
+		req, err = s.cfg.Broker.Deny(r.Context(), r.p.Name, id, comment)
+	default:
+		return nil, errorf(http.StatusNotFound, "no action %q: approve or deny", r.PathValue("verb"))
+	}
+	var rf *broker.Refusal
+	if errors.As(err, &rf) {
+		// The broker has audited the refusal.
+		if wantsJSON(r) {
+			writeJSONError(w, http.StatusForbidden, rf.Msg)
+			return nil, nil
+		}
+		w.WriteHeader(http.StatusForbidden)
+		s.renderCSRF(w, r.Request, "error.html", r.p, r.csrf, map[string]any{"Code": http.StatusForbidden, "Message": rf.Msg})
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if wantsJSON(r) {
+		return requestRow{AccessRequest: req, Status: req.Status(s.now())}, nil
+	}
+	http.Redirect(w, r.Request, "/requests", http.StatusSeeOther)
+	return nil, nil
+}

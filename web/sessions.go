@@ -1,0 +1,435 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/recording"
+)
+
+// scoped returns f limited to p's residency scope.
+func scoped(f broker.SessionFilter, p *person) broker.SessionFilter {
+	if p.Residencies != nil {
+		f.Residencies = p.Residencies
+	}
+	return f
+}
+
+// mayReview refuses a person who may not see sessions.
+func mayReview(r *request) error {
+	if !r.p.mayReview() {
+		return errorf(http.StatusForbidden, "sessions and recordings are for reviewers and admins")
+	}
+	return nil
+}
+
+// visibleSession returns session id if p may see it. A session outside
+// p's residency scope is not found, as one that does not exist: its
+// existence is not revealed either.
+func (s *Server) visibleSession(r *request, id string) (broker.SessionRecord, error) {
+	if err := mayReview(r); err != nil {
+		return broker.SessionRecord{}, err
+	}
+	rec, err := s.cfg.Store.Session(r.Context(), id)
+	if errors.Is(err, broker.ErrNotFound) || (err == nil && !r.p.sees(rec.Residency)) {
+		if err == nil {
+			s.audit(r.Context(), EventRefused, r.p.Name, id, broker.JSONDetail(map[string]string{
+				"path": r.URL.Path, "why": "session of residency " + rec.Residency + " is outside the reviewer's scope (" + r.p.Scope() + ")"}))
+		}
+		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id}
+	}
+	return rec, err
+}
+
+// filterForm is the sessions list's filter, as the query string gives it.
+type filterForm struct {
+	Technician, Affiliate, Country, Target, Residency string
+	CrossBorder, Files                                string // "", "yes", "no"
+	From, To                                          string // dates, YYYY-MM-DD
+	End, Q                                            string
+	Page                                              int
+}
+
+// Query returns the filter as a query string, for paging links.
+func (f filterForm) Query(page int) string {
+	v := url.Values{}
+	for k, x := range map[string]string{"technician": f.Technician, "affiliate": f.Affiliate, "country": f.Country,
+		"target": f.Target, "residency": f.Residency, "cross_border": f.CrossBorder, "files": f.Files,
+		"from": f.From, "to": f.To, "end": f.End, "q": f.Q} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	if page > 1 {
+		v.Set("page", strconv.Itoa(page))
+	}
+	return v.Encode()
+}
+
+func yesNo(field, s string) (*bool, error) {
+	switch s {
+	case "":
+		return nil, nil
+	case "yes", "true":
+		t := true
+		return &t, nil
+	case "no", "false":
+		f := false
+		return &f, nil
+	}
+	return nil, errorf(http.StatusBadRequest, "%s: %q is not yes or no", field, s)
+}
+
+func day(field, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return time.Time{}, errorf(http.StatusBadRequest, "%s: %q is not a date such as 2026-11-26", field, s)
+	}
+	return t, nil
+}
+
+const pageSize = 50
+
+// parseFilter reads the sessions filter from the query string.
+func parseFilter(q url.Values) (filterForm, broker.SessionFilter, error) {
+	ff := filterForm{Technician: q.Get("technician"), Affiliate: q.Get("affiliate"), Country: strings.ToUpper(q.Get("country")),
+		Target: q.Get("target"), Residency: strings.ToUpper(q.Get("residency")), CrossBorder: q.Get("cross_border"),
+		Files: q.Get("files"), From: q.Get("from"), To: q.Get("to"), End: q.Get("end"), Q: strings.TrimSpace(q.Get("q")), Page: 1}
+	f := broker.SessionFilter{Technician: ff.Technician, Affiliate: ff.Affiliate, SourceCountry: ff.Country, Target: ff.Target,
+		Residency: ff.Residency, EndReason: ff.End, Text: ff.Q, Limit: pageSize + 1}
+	var err error
+	if f.CrossBorder, err = yesNo("cross_border", ff.CrossBorder); err != nil {
+		return ff, f, err
+	}
+	if f.HasFiles, err = yesNo("files", ff.Files); err != nil {
+		return ff, f, err
+	}
+	if f.Since, err = day("from", ff.From); err != nil {
+		return ff, f, err
+	}
+	if f.Until, err = day("to", ff.To); err != nil {
+		return ff, f, err
+	}
+	if !f.Until.IsZero() {
+		f.Until = f.Until.AddDate(0, 0, 1) // the whole day
+	}
+	if p := q.Get("page"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 100000 {
+			return ff, f, errorf(http.StatusBadRequest, "page: %q is not a page number", p)
+		}
+		ff.Page = n
+	}
+	f.Offset = (ff.Page - 1) * pageSize
+	return ff, f, nil
+}
+
+// sessionRow is one session in a list.
+type sessionRow struct {
+	broker.SessionRecord
+	Snippet string `json:"snippet,omitempty"`
+}
+
+// sessionsAnswer is the sessions list.
+type sessionsAnswer struct {
+	Filter   filterForm   `json:"-"`
+	Sessions []sessionRow `json:"sessions"`
+	More     bool         `json:"more"`
+	Page     int          `json:"page"`
+	Scope    string       `json:"scope"`
+}
+
+func (s *Server) sessionList(w http.ResponseWriter, r *request) (any, error) {
+	if err := mayReview(r); err != nil {
+		return nil, err
+	}
+	ff, f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.cfg.Store.Sessions(r.Context(), scoped(f, r.p))
+	if err != nil {
+		return nil, err
+	}
+	a := sessionsAnswer{Filter: ff, Page: ff.Page, Scope: r.p.Scope(), Sessions: []sessionRow{}}
+	if len(list) > pageSize {
+		a.More, list = true, list[:pageSize]
+	}
+	var snippets map[string]string
+	if f.Text != "" && len(list) > 0 {
+		ids := make([]string, len(list))
+		for i, x := range list {
+			ids[i] = x.ID
+		}
+		if snippets, err = s.cfg.Store.TextSnippets(r.Context(), f.Text, ids); err != nil {
+			return nil, err
+		}
+	}
+	for _, x := range list {
+		a.Sessions = append(a.Sessions, sessionRow{SessionRecord: x, Snippet: snippets[x.ID]})
+	}
+	return a, nil
+}
+
+// trace is a session's decision trace as the register keeps it.
+type trace struct {
+	Inputs json.RawMessage    `json:"inputs"`
+	Rules  []broker.TraceStep `json:"rules"`
+	Grant  *broker.Grant      `json:"grant,omitempty"`
+}
+
+// channelInfo describes one recorded channel.
+type channelInfo struct {
+	N     int    `json:"channel"`
+	Kind  string `json:"kind"`
+	PTY   bool   `json:"pty"`
+	Title string `json:"title"`
+	Cols  int    `json:"cols"`
+	Rows  int    `json:"rows"`
+}
+
+// integrity is a recording's verification, in a reviewer's words.
+type integrity struct {
+	State    string   `json:"state"` // verified, incomplete, tampered, live, missing
+	Detail   string   `json:"detail"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// sessionAnswer is everything about one session.
+type sessionAnswer struct {
+	Session   broker.SessionRecord      `json:"session"`
+	Data      []string                  `json:"data"`
+	Trace     trace                     `json:"trace"`
+	Inputs    string                    `json:"-"`
+	Request   *broker.AccessRequest     `json:"request,omitempty"`
+	Integrity integrity                 `json:"integrity"`
+	Channels  []channelInfo             `json:"channels"`
+	Channel   int                       `json:"-"`
+	Timeline  []recording.TimelineEvent `json:"timeline"`
+	CanKill   bool                      `json:"can_kill"`
+}
+
+// Selected returns the channel shown in the player.
+func (a sessionAnswer) Selected() channelInfo {
+	for _, c := range a.Channels {
+		if c.N == a.Channel {
+			return c
+		}
+	}
+	return channelInfo{}
+}
+
+// Events returns the timeline events of the selected channel.
+func (a sessionAnswer) Events() []recording.TimelineEvent {
+	var out []recording.TimelineEvent
+	for _, e := range a.Timeline {
+		if e.Channel == a.Channel {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
+	rec, err := s.visibleSession(r, r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	a := sessionAnswer{Session: rec, CanKill: r.p.Admin && !rec.Ended(), Channels: []channelInfo{}, Timeline: []recording.TimelineEvent{}}
+	if tg, ok := s.cfg.Broker.Target(rec.Target); ok {
+		a.Data = tg.Data
+	}
+	if rec.Trace != "" {
+		if err := json.Unmarshal([]byte(rec.Trace), &a.Trace); err == nil {
+			if b, err := json.MarshalIndent(a.Trace.Inputs, "", "  "); err == nil {
+				a.Inputs = string(b)
+			}
+		}
+	}
+	if rec.Request != 0 {
+		if req, err := s.cfg.Broker.Request(r.Context(), rec.Request); err == nil {
+			a.Request = &req
+		}
+	}
+	a.Integrity = s.verify(rec)
+	if a.Integrity.State != "missing" {
+		a.Channels = channels(s.cfg.RecordingDir, rec.ID)
+		if tl, err := recording.Timeline(s.cfg.RecordingDir, rec.ID); err == nil {
+			a.Timeline = tl
+		}
+	}
+	a.Channel = pickChannel(a.Channels, r.URL.Query().Get("channel"))
+	return a, nil
+}
+
+// pickChannel returns the asked-for channel, or the first terminal one.
+func pickChannel(chans []channelInfo, asked string) int {
+	if n, err := strconv.Atoi(asked); err == nil && slices.ContainsFunc(chans, func(c channelInfo) bool { return c.N == n }) {
+		return n
+	}
+	for _, c := range chans {
+		if c.PTY {
+			return c.N
+		}
+	}
+	if len(chans) > 0 {
+		return chans[0].N
+	}
+	return 0
+}
+
+// channels lists a recording's channels with their headers.
+func channels(root, id string) []channelInfo {
+	files, err := recording.Channels(root, id)
+	if err != nil {
+		return []channelInfo{}
+	}
+	out := []channelInfo{}
+	for i, cf := range files {
+		c := channelInfo{N: i + 1}
+		if f, err := os.Open(cf.Path); err == nil {
+			if cr, err := recording.NewCastReader(f, cf.Name); err == nil {
+				h := cr.Header()
+				c.Kind, c.PTY, c.Title, c.Cols, c.Rows = h.Kind, h.PTY, h.Title, h.Width, h.Height
+				if c.Title == "" {
+					c.Title = h.Command
+				}
+			}
+			f.Close()
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// verify checks a recording against its seal and the register.
+func (s *Server) verify(rec broker.SessionRecord) integrity {
+	dir, err := recording.SessionDir(s.cfg.RecordingDir, rec.ID)
+	if err != nil {
+		return integrity{State: "missing", Detail: err.Error()}
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return integrity{State: "missing", Detail: "the recording is not on this node (another node, or uploaded to its zone's store: sekisho fetch " + rec.ID + ")"}
+	}
+	if !rec.Ended() {
+		return integrity{State: "live", Detail: "the session is live; its recording is sealed when it ends"}
+	}
+	if s.cfg.RecordingKey == nil {
+		return integrity{State: "incomplete", Detail: "no recording key to verify with"}
+	}
+	v, err := recording.Verify(dir, s.cfg.RecordingKey)
+	if err != nil {
+		return integrity{State: "tampered", Detail: err.Error()}
+	}
+	v.CheckRegister(true, rec.Ended(), rec.RecordingHead, rec.RecordingChunks)
+	in := integrity{}
+	for _, p := range v.Problems {
+		msg := p.What
+		if p.File != "" {
+			msg = p.File + ": " + msg
+		}
+		in.Problems = append(in.Problems, msg)
+	}
+	switch {
+	case !v.OK:
+		in.State, in.Detail = "tampered", "the recording does not match its signed seal or the register"
+	case !v.Complete:
+		in.State, in.Detail = "incomplete", "signed, but incomplete: "+v.Reason
+	default:
+		in.State, in.Detail = "verified", strconv.Itoa(v.Chunks)+" chunks, "+byteCount(v.Bytes)+", seal signed by "+recording.KeyFingerprint(s.cfg.RecordingKey)
+	}
+	return in
+}
+
+// cast serves one channel as asciicast v2 for the player, with recorded
+// control sequences that could act on a viewer removed.
+func (s *Server) cast(w http.ResponseWriter, r *request) {
+	rec, err := s.visibleSession(r, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, true, err)
+		return
+	}
+	n, _ := strconv.Atoi(r.URL.Query().Get("channel"))
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := recording.ExportCast(pw, s.cfg.RecordingDir, rec.ID, recording.CastOptions{Channel: n})
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	w.Header().Set("Cache-Control", "no-store")
+	if _, err := io.Copy(w, pr); err != nil {
+		s.log.Warn("web: cast export failed", "session", rec.ID, "err", err)
+	}
+}
+
+func (s *Server) timeline(w http.ResponseWriter, r *request) (any, error) {
+	rec, err := s.visibleSession(r, r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	tl, err := recording.Timeline(s.cfg.RecordingDir, rec.ID)
+	if err != nil {
+		return []recording.TimelineEvent{}, nil
+	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("channel")); err == nil {
+		tl = slices.DeleteFunc(tl, func(e recording.TimelineEvent) bool { return e.Channel != n })
+	}
+	if tl == nil {
+		tl = []recording.TimelineEvent{}
+	}
+	return tl, nil
+}
+
+// live streams a live session's terminal to the player.
+func (s *Server) live(w http.ResponseWriter, r *request) {
+	rec, err := s.visibleSession(r, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, true, err)
+		return
+	}
+	s.audit(r.Context(), "web.watch", r.p.Name, rec.ID, "")
+	s.serveLive(w, r.Request, s.cfg.RecordingDir, rec.ID)
+}
+
+// kill ends a live session (admins), with a reason the technician sees.
+func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
+	id := r.PathValue("id")
+	rec, err := s.visibleSession(r, id)
+	if err != nil {
+		return nil, err
+	}
+	if !r.p.Admin {
+		return nil, errorf(http.StatusForbidden, "only admins may end sessions")
+	}
+	why := strings.TrimSpace(r.FormValue("reason"))
+	if why == "" {
+		return nil, errorf(http.StatusBadRequest, "give a reason: the technician sees it")
+	}
+	if err := checkText("reason", why, 500); err != nil {
+		return nil, err
+	}
+	msg := "ended by " + r.p.Name + ": " + why
+	if s.cfg.Live == nil || !s.cfg.Live.Kill(rec.ID, msg) {
+		return nil, errorf(http.StatusConflict, "session %s is not live on this node (ended, or on another node)", rec.ID)
+	}
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.killed", Technician: r.p.Name, Target: rec.Target,
+		Source: "web", Session: rec.ID, Detail: msg})
+	if wantsJSON(r) {
+		return map[string]any{"session": rec.ID, "ended": true}, nil
+	}
+	http.Redirect(w, r.Request, "/sessions/"+rec.ID, http.StatusSeeOther)
+	return nil, nil
+}

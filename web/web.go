@@ -1,0 +1,217 @@
+package web
+
+import (
+	"context"
+	"crypto/ed25519"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+//go:embed templates assets
+var files embed.FS
+
+// Broker is what the console needs of the domain: who people are, and the
+// same access-request decisions as the SSH commands.
+type Broker interface {
+	Technician(name string) (*broker.Technician, bool)
+	Target(name string) (*broker.Target, bool)
+	IsAdmin(technician string) bool
+	IsApprover(technician string) bool
+	Request(ctx context.Context, id int64) (broker.AccessRequest, error)
+	Requests(ctx context.Context, f broker.RequestFilter) ([]broker.AccessRequest, error)
+	Approve(ctx context.Context, approver string, id int64, comment string) (broker.AccessRequest, error)
+	Deny(ctx context.Context, approver string, id int64, reason string) (broker.AccessRequest, error)
+	Approvers(r *broker.AccessRequest) []string
+	Audit(ctx context.Context, e broker.AuditEvent)
+	Directory() (affiliates, technicians, targets []string)
+}
+
+// Store is the register the console reads: sessions, requests and locks,
+// and the text index of recordings for search.
+type Store interface {
+	broker.Store
+	// IndexSessionText stores what a session's recording holds as text.
+	IndexSessionText(ctx context.Context, id string, t broker.SessionText) error
+	// SessionsToIndex lists ended sessions whose text is not indexed yet.
+	SessionsToIndex(ctx context.Context, limit int) ([]string, error)
+	// TextSnippets returns an excerpt around the first match of query in
+	// each of the sessions ids.
+	TextSnippets(ctx context.Context, query string, ids []string) (map[string]string, error)
+}
+
+// LiveSessions ends a live session on this node, as `kill` over SSH does.
+type LiveSessions interface {
+	Kill(id, why string) bool
+}
+
+// Config is what a console is made of.
+type Config struct {
+	Broker Broker
+	Store  Store
+	Live   LiveSessions
+	// RecordingDir is the local recording directory; RecordingKey the
+	// public key that signs recordings, to verify them.
+	RecordingDir string
+	RecordingKey ed25519.PublicKey
+	// URL is the console's address as browsers reach it, for sign-in
+	// links ("https://bastion.example.com:8443"). Secure cookies are set
+	// when it is https.
+	URL string
+	// ReviewerGroups are the groups whose members may see sessions and
+	// replay recordings (admins may too).
+	ReviewerGroups []string
+	// LinkTTL is how long a sign-in link is valid (default 1 minute);
+	// IdleTimeout and SessionTTL end a browser session after that long
+	// without a request (default 30 minutes) and after that long in all
+	// (default 8 hours).
+	LinkTTL     time.Duration
+	IdleTimeout time.Duration
+	SessionTTL  time.Duration
+	Logger      *slog.Logger
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Server is the console: an http.Handler, and the issuer of sign-in links
+// for the SSH `login` command.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	mux    *http.ServeMux
+	pages  map[string]*pageTemplate
+	assets fs.FS
+	secure bool
+	origin string // scheme://host[:port] of cfg.URL
+
+	mu       sync.Mutex
+	links    map[string]link            // by hash of the token
+	sessions map[string]*browserSession // by hash of the cookie value
+}
+
+// New returns a console. It does not listen; serve it with net/http.
+func New(cfg Config) (*Server, error) {
+	if cfg.Broker == nil || cfg.Store == nil {
+		return nil, errors.New("web: Broker and Store are required")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("web: url %q: give the console's address as browsers reach it, such as https://bastion.example.com:8443", cfg.URL)
+	}
+	if cfg.LinkTTL <= 0 {
+		cfg.LinkTTL = time.Minute
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 8 * time.Hour
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, secure: u.Scheme == "https",
+		origin: u.Scheme + "://" + u.Host, links: map[string]link{}, sessions: map[string]*browserSession{}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.assets, _ = fs.Sub(files, "assets")
+	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP serves the console with its security headers on every response.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if s.secure {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// contentSecurityPolicy allows scripts, styles and the player's
+// WebAssembly from this server only: no inline script or style, no
+// framing, forms posting only here. 'wasm-unsafe-eval' lets the player
+// compile its terminal emulator; it does not allow eval of JavaScript.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
+	"img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// person is who a browser session belongs to, with their roles as the
+// config gives them now.
+type person struct {
+	Name     string
+	Admin    bool
+	Approver bool
+	Reviewer bool
+	// Residencies limit what the person sees of sessions and recordings;
+	// nil means every residency.
+	Residencies []string
+}
+
+// mayReview reports whether p may see sessions and recordings.
+func (p *person) mayReview() bool { return p.Admin || p.Reviewer }
+
+// Roles names p's roles for display.
+func (p *person) Roles() string {
+	var r []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{p.Admin, "admin"}, {p.Approver, "approver"}, {p.Reviewer, "reviewer"}} {
+		if x.on {
+			r = append(r, x.name)
+		}
+	}
+	return strings.Join(r, ", ")
+}
+
+// sees reports whether residency is within p's scope.
+func (p *person) sees(residency string) bool {
+	return p.Residencies == nil || slices.Contains(p.Residencies, residency)
+}
+
+// Scope describes p's residency scope for display.
+func (p *person) Scope() string {
+	if p.Residencies == nil {
+		return "all residencies"
+	}
+	if len(p.Residencies) == 0 {
+		return "no residency"
+	}
+	return strings.Join(p.Residencies, ", ")
+}
+
+// personOf returns the technician called name with the roles the config
+// gives now; ok is false if they are no longer configured or have no role
+// in the console.
+func (s *Server) personOf(name string) (*person, bool) {
+	t, ok := s.cfg.Broker.Technician(name)
+	if !ok {
+		return nil, false
+	}
+	p := &person{Name: name, Admin: s.cfg.Broker.IsAdmin(name), Approver: s.cfg.Broker.IsApprover(name)}
+	p.Reviewer = slices.ContainsFunc(t.Groups, func(g string) bool { return slices.Contains(s.cfg.ReviewerGroups, g) })
+	if t.ReviewResidency != nil {
+		p.Residencies = slices.Clone(t.ReviewResidency)
+	}
+	return p, p.Admin || p.Approver || p.Reviewer
+}

@@ -1,0 +1,419 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/web"
+)
+
+// The scenario: kenji (operator-jp) is an admin and approver, sara a
+// reviewer of SG sessions only, rin a reviewer of everything, aiko a
+// technician with no console role, li (ops-cn) a DBA who asks for JP
+// personal data.
+const (
+	jpSession = "0b1c6a9e-5d4f-4c39-9a53-1f7f3a0e9a01"
+	sgSession = "7e0c3b7a-2f1d-4a8e-8f5e-6b7d2c1e9b02"
+)
+
+type fixture struct {
+	srv   *web.Server
+	ts    *httptest.Server
+	store *sqlitestore.Store
+	brk   *broker.Broker
+	clock *clock
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newFixture(t *testing.T, consoleURL string) *fixture {
+	t.Helper()
+	store, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	operatorJP := broker.Affiliate{Name: "operator-jp", Country: "JP"}
+	techs := []*broker.Technician{
+		{Name: "kenji", Affiliate: operatorJP, Groups: []string{"approvers", "admins"}},
+		{Name: "sara", Affiliate: broker.Affiliate{Name: "operator-sg", Country: "SG"}, Groups: []string{"reviewers"}, ReviewResidency: []string{"SG"}},
+		{Name: "rin", Affiliate: operatorJP, Groups: []string{"reviewers"}},
+		{Name: "aiko", Affiliate: broker.Affiliate{Name: "ops-jp", Country: "JP"}},
+		{Name: "li", Affiliate: broker.Affiliate{Name: "ops-cn", Country: "CN"}, Groups: []string{"dba"}},
+	}
+	targets := []*broker.Target{
+		{Name: "db-jp-01", Address: "10.0.0.1:22", Login: "ops", Residency: "JP", Data: []string{"pii"}},
+		{Name: "web-sg-01", Address: "10.0.1.1:22", Login: "ops", Residency: "SG"},
+	}
+	policy, err := broker.NewPolicy([]broker.Rule{{Name: "pii-needs-approval", Effect: broker.Approval,
+		Match:    broker.Match{Targets: []string{"db-jp-01"}},
+		Approval: broker.ApprovalSpec{Approvals: 1, From: []string{"approvers"}, OtherAffiliate: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Store: store,
+		AdminGroups: []string{"admins"}, Logger: slog.New(slog.DiscardHandler)})
+	c := &clock{t: time.Now()}
+	ts := httptest.NewUnstartedServer(nil)
+	if consoleURL == "" {
+		consoleURL = "http://" + ts.Listener.Addr().String()
+	}
+	srv, err := web.New(web.Config{Broker: brk, Store: store, RecordingDir: t.TempDir(), URL: consoleURL,
+		ReviewerGroups: []string{"reviewers"}, Logger: slog.New(slog.DiscardHandler), Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = srv
+	ts.Start()
+	t.Cleanup(ts.Close)
+	for _, s := range []broker.SessionRecord{
+		{ID: jpSession, Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Source: "203.0.113.9", SourceCountry: "CN",
+			Target: "db-jp-01", Residency: "JP", Login: "ops", CrossBorder: true, Rule: "pii-needs-approval", Trace: "{}", StartedAt: c.now().Add(-time.Hour), Recording: jpSession},
+		{ID: sgSession, Technician: "aiko", Affiliate: "ops-jp", AffiliateCountry: "JP", Source: "198.51.100.7", SourceCountry: "JP",
+			Target: "web-sg-01", Residency: "SG", Login: "ops", CrossBorder: true, Rule: "web", Trace: "{}", StartedAt: c.now().Add(-30 * time.Minute), Recording: sgSession},
+	} {
+		if err := store.StartSession(t.Context(), &s); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.EndSession(t.Context(), s.ID, broker.SessionEnd{At: s.StartedAt.Add(time.Minute), Reason: "client closed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &fixture{srv: srv, ts: ts, store: store, brk: brk, clock: c}
+}
+
+// browser is an HTTP client with a cookie jar that does not follow
+// redirects, so tests see each answer.
+type browser struct {
+	t    *testing.T
+	c    *http.Client
+	base string
+	csrf string
+}
+
+func (f *fixture) browser(t *testing.T) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, base: f.ts.URL, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+func (b *browser) do(method, path string, form url.Values, header map[string]string) (*http.Response, string) {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.base+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp, string(out)
+}
+
+// signIn signs name in with a fresh link and keeps the CSRF token.
+func (f *fixture) signIn(t *testing.T, name string) *browser {
+	t.Helper()
+	b := f.browser(t)
+	link, _, err := f.srv.SignInLink(name)
+	if err != nil {
+		t.Fatalf("SignInLink(%s): %v", name, err)
+	}
+	tok := link[strings.LastIndex(link, "/")+1:]
+	if resp, body := b.do("GET", "/login/"+tok, nil, nil); resp.StatusCode != 200 || !strings.Contains(body, "Sign in as <span id=\"link-technician\">"+name) {
+		t.Fatalf("GET the link: %d\n%s", resp.StatusCode, body)
+	}
+	resp, body := b.do("POST", "/login", url.Values{"token": {tok}}, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST /login: %d, want 303\n%s", resp.StatusCode, body)
+	}
+	_, me := b.do("GET", "/api/me", nil, nil)
+	var m struct {
+		Technician string `json:"technician"`
+		CSRF       string `json:"csrf_token"`
+	}
+	if err := json.Unmarshal([]byte(me), &m); err != nil || m.Technician != name || m.CSRF == "" {
+		t.Fatalf("/api/me after sign-in: %s (%v)", me, err)
+	}
+	b.csrf = m.CSRF
+	return b
+}
+
+func audited(t *testing.T, store *sqlitestore.Store, kind, substr string) bool {
+	t.Helper()
+	events, err := store.AuditEvents(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		if e.Kind == kind && strings.Contains(e.Technician+" "+e.Detail+" "+e.Session, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "kenji")
+	if resp, body := b.do("GET", "/", nil, nil); resp.StatusCode != 200 || !strings.Contains(body, `<span id="me-name">kenji</span>`) {
+		t.Fatalf("overview after sign-in: %d", resp.StatusCode)
+	}
+	if !audited(t, f.store, web.EventSignIn, "kenji") || !audited(t, f.store, web.EventLinkIssued, "kenji") {
+		t.Error("sign-in or link not audited")
+	}
+
+	// Used once: a second use, even by the same browser, is refused.
+	link, _, _ := f.srv.SignInLink("kenji")
+	tok := link[strings.LastIndex(link, "/")+1:]
+	other := f.browser(t)
+	if resp, _ := other.do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("first use: %d", resp.StatusCode)
+	}
+	third := f.browser(t)
+	if resp, body := third.do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "unknown, used or expired") {
+		t.Errorf("second use of a link: %d, want 401 with an explanation", resp.StatusCode)
+	}
+	if resp, _ := third.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the refused browser is signed in: %d", resp.StatusCode)
+	}
+	// Expired after a minute, unused.
+	link, _, _ = f.srv.SignInLink("kenji")
+	tok = link[strings.LastIndex(link, "/")+1:]
+	f.clock.add(61 * time.Second)
+	if resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("expired link: %d, want 401", resp.StatusCode)
+	}
+	if !audited(t, f.store, web.EventSignInFailed, "expired") {
+		t.Error("refused sign-in not audited")
+	}
+	// A made-up link.
+	if resp, _ := f.browser(t).do("GET", "/login/AAAA", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("made-up link: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestNoLinkWithoutConsoleRole(t *testing.T) {
+	f := newFixture(t, "")
+	for _, name := range []string{"aiko", "li", "nobody"} {
+		if _, _, err := f.srv.SignInLink(name); err != web.ErrNoConsoleRole {
+			t.Errorf("SignInLink(%s) = %v, want ErrNoConsoleRole", name, err)
+		}
+	}
+	if !audited(t, f.store, web.EventSignInFailed, "aiko") {
+		t.Error("refused link not audited")
+	}
+}
+
+func TestBrowserSessionsExpireAndSignOut(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "rin")
+	f.clock.add(29 * time.Minute)
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("after 29 idle minutes: %d, want 200", resp.StatusCode)
+	}
+	f.clock.add(31 * time.Minute)
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after 31 idle minutes: %d, want 401", resp.StatusCode)
+	}
+	// Absolute lifetime: active every 20 minutes, out after 8 hours.
+	b = f.signIn(t, "rin")
+	for range 25 {
+		f.clock.add(20 * time.Minute)
+		b.do("GET", "/api/me", nil, nil)
+	}
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after 8 active hours: %d, want 401", resp.StatusCode)
+	}
+	b = f.signIn(t, "rin")
+	if resp, _ := b.do("POST", "/logout", url.Values{"csrf": {b.csrf}}, nil); resp.StatusCode != 200 {
+		t.Fatalf("sign out: %d", resp.StatusCode)
+	}
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after signing out: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestCookieAttributes(t *testing.T) {
+	for _, tc := range []struct {
+		url, name string
+		secure    bool
+	}{{"", "sekisho", false}, {"https://bastion.example.com:8443", "__Host-sekisho", true}} {
+		f := newFixture(t, tc.url)
+		link, _, _ := f.srv.SignInLink("kenji")
+		tok := link[strings.LastIndex(link, "/")+1:]
+		if tc.url != "" && !strings.HasPrefix(link, tc.url+"/login/") {
+			t.Errorf("link %s does not start with the console URL %s", link, tc.url)
+		}
+		resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {tok}}, nil)
+		var got *http.Cookie
+		for _, c := range resp.Cookies() {
+			if c.Name == tc.name {
+				got = c
+			}
+		}
+		if got == nil || !got.HttpOnly || got.SameSite != http.SameSiteStrictMode || got.Secure != tc.secure || got.Path != "/" || got.Domain != "" {
+			t.Errorf("console %q: cookie %+v; want %s, HttpOnly, SameSite=Strict, Secure=%v, Path=/", tc.url, got, tc.name, tc.secure)
+		}
+	}
+}
+
+func TestEveryAnswerCarriesTheCSP(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "kenji")
+	for _, path := range []string{"/", "/sessions", "/requests", "/locks", "/reports/cross-border", "/api/sessions",
+		"/login/x", "/nonexistent", "/assets/app.css", "/sessions/" + jpSession} {
+		resp, _ := b.do("GET", path, nil, nil)
+		csp := resp.Header.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self' 'wasm-unsafe-eval';", "frame-ancestors 'none'", "form-action 'self'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: CSP %q lacks %q", path, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "'unsafe-eval'") {
+			t.Errorf("%s: CSP %q allows inline or eval", path, csp)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: no nosniff", path)
+		}
+	}
+}
+
+func TestStateChangesNeedCSRFTokenAndSameOrigin(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "kenji")
+	form := url.Values{"kind": {"affiliate"}, "name": {"ops-cn"}, "reason": {"INC-7 freeze during the audit"}}
+	if resp, body := b.do("POST", "/locks", form, nil); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+		t.Errorf("lock without a CSRF token: %d, want 403", resp.StatusCode)
+	}
+	form.Set("csrf", "wrong")
+	if resp, _ := b.do("POST", "/locks", form, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("lock with a wrong CSRF token: %d, want 403", resp.StatusCode)
+	}
+	form.Set("csrf", b.csrf)
+	if resp, _ := b.do("POST", "/locks", form, map[string]string{"Origin": "https://evil.example"}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("lock from another origin: %d, want 403", resp.StatusCode)
+	}
+	if locks, _ := f.store.Locks(t.Context(), time.Now()); len(locks) != 0 {
+		t.Fatalf("a refused request locked: %+v", locks)
+	}
+	if !audited(t, f.store, web.EventRefused, "CSRF") {
+		t.Error("CSRF refusal not audited")
+	}
+	if resp, _ := b.do("POST", "/locks", form, map[string]string{"Origin": f.ts.URL}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("lock with the token, same origin: %d, want 303", resp.StatusCode)
+	}
+	locks, _ := f.store.Locks(t.Context(), time.Now())
+	if len(locks) != 1 || locks[0].Name != "ops-cn" || locks[0].By != "kenji" {
+		t.Fatalf("locks: %+v", locks)
+	}
+	// The API takes the token in a header; DELETE lifts the lock.
+	if resp, _ := b.do("DELETE", "/api/locks/1?reason=audit+done", nil, map[string]string{"X-CSRF-Token": b.csrf}); resp.StatusCode != 200 {
+		t.Fatalf("DELETE /api/locks/1: %d", resp.StatusCode)
+	}
+	if locks, _ := f.store.Locks(t.Context(), time.Now()); len(locks) != 0 {
+		t.Fatalf("lock not removed: %+v", locks)
+	}
+	// A reviewer may not lock.
+	r := f.signIn(t, "rin")
+	if resp, _ := r.do("POST", "/api/locks", form, map[string]string{"X-CSRF-Token": r.csrf}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("reviewer locking: %d, want 403", resp.StatusCode)
+	}
+}
+
+func TestReviewerScopeHidesOtherResidencies(t *testing.T) {
+	f := newFixture(t, "")
+	sara := f.signIn(t, "sara")
+	_, body := sara.do("GET", "/api/sessions", nil, nil)
+	var list struct {
+		Sessions []struct {
+			ID string `json:"id"`
+		} `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list.Sessions) != 1 || list.Sessions[0].ID != sgSession {
+		t.Fatalf("sara's sessions: %s", body)
+	}
+	for _, path := range []string{"/sessions/" + jpSession, "/api/sessions/" + jpSession, "/api/sessions/" + jpSession + "/cast",
+		"/api/sessions/" + jpSession + "/timeline", "/sessions/" + jpSession + "/live", "/api/sessions/" + jpSession + "/live"} {
+		resp, body := sara.do("GET", path, nil, nil)
+		if resp.StatusCode != http.StatusNotFound || strings.Contains(body, "db-jp-01") {
+			t.Errorf("sara GET %s: %d (body names the target: %v); want 404 revealing nothing", path, resp.StatusCode, strings.Contains(body, "db-jp-01"))
+		}
+	}
+	if resp, _ := sara.do("GET", "/api/sessions/"+sgSession, nil, nil); resp.StatusCode != 200 {
+		t.Errorf("sara GET her SG session: %d", resp.StatusCode)
+	}
+	if !audited(t, f.store, web.EventRefused, "outside the reviewer's scope") {
+		t.Error("out-of-scope access not audited")
+	}
+	_, rep := sara.do("GET", "/reports/cross-border.csv", nil, nil)
+	if strings.Contains(rep, jpSession) || !strings.Contains(rep, sgSession) {
+		t.Errorf("sara's report:\n%s", rep)
+	}
+	rin := f.signIn(t, "rin")
+	if resp, _ := rin.do("GET", "/api/sessions/"+jpSession, nil, nil); resp.StatusCode != 200 {
+		t.Errorf("rin (all residencies) GET the JP session: %d", resp.StatusCode)
+	}
+}
+
+func TestUntrustedTextIsInertInPages(t *testing.T) {
+	f := newFixture(t, "")
+	const payload = `<img src=x onerror=alert(1)><script>alert(2)</script><a href="javascript:alert(3)">x</a>`
+	req, _, err := f.brk.RequestAccess(t.Context(), "li", "db-jp-01", "203.0.113.9", "INC-1 "+payload, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.signIn(t, "kenji")
+	for _, path := range []string{"/requests", "/"} {
+		_, body := b.do("GET", path, nil, nil)
+		if !strings.Contains(body, "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;") {
+			t.Errorf("%s does not show the reason as text", path)
+		}
+		if regexp.MustCompile(`<img src=x|<script>alert|href="javascript:`).MatchString(body) {
+			t.Errorf("%s carries the payload as markup", path)
+		}
+	}
+	// The same rules as over SSH: li may not approve his own request.
+	l := f.signIn(t, "kenji")
+	if resp, _ := l.do("POST", "/api/requests/1/deny", url.Values{}, map[string]string{"X-CSRF-Token": l.csrf}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("deny without a reason: %d, want 400", resp.StatusCode)
+	}
+	resp, body := l.do("POST", "/api/requests/1/approve", url.Values{"comment": {"ok " + payload}}, map[string]string{"X-CSRF-Token": l.csrf})
+	if resp.StatusCode != 200 || !strings.Contains(body, `"state": "approved"`) {
+		t.Fatalf("approve request %d: %d %s", req.ID, resp.StatusCode, body)
+	}
+}
