@@ -313,6 +313,27 @@ func TestEveryAnswerCarriesTheCSP(t *testing.T) {
 	}
 }
 
+func TestEveryPageRenders(t *testing.T) {
+	f := newFixture(t, "")
+	for _, who := range []string{"kenji", "rin", "sara"} {
+		b := f.signIn(t, who)
+		for _, path := range []string{"/", "/sessions", "/sessions?q=x&cross_border=yes&from=2026-01-01", "/requests", "/locks",
+			"/reports/cross-border", "/sessions/" + sgSession, "/sessions/" + sgSession + "/live", "/api/overview", "/api/sessions/" + sgSession} {
+			if resp, body := b.do("GET", path, nil, nil); resp.StatusCode != 200 {
+				t.Errorf("%s GET %s: %d\n%s", who, path, resp.StatusCode, body)
+			}
+		}
+	}
+	b := f.signIn(t, "kenji")
+	for path, want := range map[string]string{"/sessions?from=yesterday": "not a date", "/sessions?cross_border=maybe": "not yes or no",
+		"/reports/cross-border?from=2026-02-01&to=2026-01-01": "must not come after", "/sessions/not-a-session": "no session"} {
+		resp, body := b.do("GET", path, nil, nil)
+		if resp.StatusCode < 400 || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d; want an error saying %q", path, resp.StatusCode, want)
+		}
+	}
+}
+
 func TestStateChangesNeedCSRFTokenAndSameOrigin(t *testing.T) {
 	f := newFixture(t, "")
 	b := f.signIn(t, "kenji")
