@@ -1,8 +1,11 @@
 package web
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -353,8 +356,15 @@ func (s *Server) verify(rec broker.SessionRecord) integrity {
 	return in
 }
 
+// maxCastBytes bounds what the browser player is given of one channel:
+// a player holds the whole recording in memory, and a target that printed
+// gigabytes must not hang the reviewer's browser. Beyond it the player
+// shows a note; sekisho replay and export have no such bound.
+const maxCastBytes = 32 << 20
+
 // cast serves one channel as asciicast v2 for the player, with recorded
-// control sequences that could act on a viewer removed.
+// control sequences that could act on a viewer removed, and cut at
+// maxCastBytes.
 func (s *Server) cast(w http.ResponseWriter, r *request) {
 	rec, err := s.visibleSession(r, r.PathValue("id"))
 	if err != nil {
@@ -370,8 +380,46 @@ func (s *Server) cast(w http.ResponseWriter, r *request) {
 	defer pr.Close()
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Cache-Control", "no-store")
-	if _, err := io.Copy(w, pr); err != nil {
+	if err := copyCast(w, pr, maxCastBytes); err != nil {
 		s.log.Warn("web: cast export failed", "session", rec.ID, "err", err)
+	}
+}
+
+// copyCast copies an asciicast line by line until limit bytes, then ends
+// it with an event that says where the rest is.
+func copyCast(w io.Writer, r io.Reader, limit int) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	written, last := 0, "0"
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// An event longer than the buffer: read it whole (the
+			// recorder's events are bounded by its relay buffer).
+			rest, err2 := br.ReadBytes('\n')
+			line, err = append(slices.Clone(line), rest...), err2
+		}
+		if len(line) > 0 {
+			if written+len(line) > limit && written > 0 {
+				note := fmt.Sprintf("[%s, \"o\", \"\\r\\n[sekisho: the recording goes on beyond %s; the browser player stops here. sekisho replay and sekisho export show all of it.]\\r\\n\"]\n", last, byteCount(int64(limit)))
+				_, werr := io.WriteString(w, note)
+				return werr
+			}
+			if written > 0 && len(line) > 1 && line[0] == '[' {
+				if i := bytes.IndexByte(line, ','); i > 1 {
+					last = string(line[1:i])
+				}
+			}
+			if _, werr := w.Write(line); werr != nil {
+				return werr
+			}
+			written += len(line)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }
 
