@@ -18,6 +18,7 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/internal/hardening"
 	"github.com/sekisho/sekisho/web"
 )
 
@@ -62,6 +63,7 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 		{Name: "kenji", Affiliate: operatorJP, Groups: []string{"approvers", "admins"}},
 		{Name: "sara", Affiliate: broker.Affiliate{Name: "operator-sg", Country: "SG"}, Groups: []string{"reviewers"}, ReviewResidency: []string{"SG"}},
 		{Name: "rin", Affiliate: operatorJP, Groups: []string{"reviewers"}},
+		{Name: "aya", Affiliate: operatorJP, Groups: []string{"approvers"}},
 		{Name: "aiko", Affiliate: broker.Affiliate{Name: "ops-jp", Country: "JP"}},
 		{Name: "li", Affiliate: broker.Affiliate{Name: "ops-cn", Country: "CN"}, Groups: []string{"dba"}},
 	}
@@ -409,6 +411,22 @@ func TestReviewerScopeHidesOtherResidencies(t *testing.T) {
 	if resp, _ := rin.do("GET", "/api/sessions/"+jpSession, nil, nil); resp.StatusCode != 200 {
 		t.Errorf("rin (all residencies) GET the JP session: %d", resp.StatusCode)
 	}
+	// Without a browser session, and with one of a person who is no
+	// reviewer, nothing of a recording is served either.
+	anon := f.browser(t)
+	for _, path := range []string{"/api/sessions/" + sgSession, "/api/sessions/" + sgSession + "/cast", "/api/sessions/" + sgSession + "/live", "/sessions/" + sgSession} {
+		if resp, body := anon.do("GET", path, nil, nil); resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "web-sg-01") {
+			t.Errorf("anonymous GET %s: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	aya := f.signIn(t, "aya") // an approver, no reviewer
+	for _, path := range []string{"/api/sessions", "/api/sessions/" + sgSession, "/api/sessions/" + sgSession + "/cast"} {
+		if resp, _ := aya.do("GET", path, nil, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("approver GET %s: %d, want 403", path, resp.StatusCode)
+		}
+	}
+	hardening.Report(t, "13", "every console path to a recording (page, API, cast, timeline, live) refused without a browser session (401), an approver who is no reviewer gets 403, and, "+
+		"for a reviewer limited to SG, a JP session answers 404 on all 6 paths, revealing nothing; the refusal is audited")
 }
 
 func TestUntrustedTextIsInertInPages(t *testing.T) {
