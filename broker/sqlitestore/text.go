@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"unicode"
@@ -138,55 +139,91 @@ func (s *Store) TextSnippets(ctx context.Context, query string, ids []string) (m
 	return out, nil
 }
 
+// snippets adds to out the excerpts of those of ids that match q. The
+// excerpt is cut around the first place the query's first word occurs,
+// in what was typed if it occurs there, else in what was shown: instr
+// and lower are a plain scan, cheap even on megabytes of text, where
+// FTS5's snippet() tokenizes every match of every row. lower() folds
+// ASCII only (and keeps character positions, which substr counts in), so
+// a word that matched only through Unicode case folding is not found
+// that way; those rows, if any, get snippet() instead.
 func (s *Store) snippets(ctx context.Context, q textQuery, ids []string, out map[string]string) error {
-	cond, args := q.condition()
-	var excerpt string
-	if q.match() != "" {
-		// A fragment of about 64 characters (trigram tokens) with the
-		// most matches, from what was typed if anything typed matches,
-		// else from what was shown. The typed excerpt is taken only if
-		// it holds a highlight mark (FTS5 otherwise returns the start
-		// of the column); the marks are then removed.
-		excerpt = `snippet(session_fts, 0, '` + markStart + `', '', '…', 64), snippet(session_fts, 1, '', '', '…', 64)`
-	} else {
-		// Only short words: no FTS5 match to ask a snippet of, so cut
-		// around the first place the first word occurs. lower() folds
-		// ASCII only, as LIKE does, and keeps character positions.
-		w := q.short[0]
-		excerpt = `CASE WHEN instr(lower(session_fts.typed), lower(?)) > 0
-			THEN substr(session_fts.typed, max(1, instr(lower(session_fts.typed), lower(?)) - 60), 160)
-			ELSE substr(session_fts.shown, max(1, instr(lower(session_fts.shown), lower(?)) - 60), 160) END`
-		args = append([]any{w, w, w}, args...)
+	cond, cargs := q.condition()
+	first := q.short
+	if len(q.phrases) > 0 {
+		first = q.phrases
 	}
+	args := append([]any{first[0], first[0]}, cargs...)
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT session_text.id, `+excerpt+`
+	in := `(?` + strings.Repeat(",?", len(ids)-1) + `)`
+	rows, err := s.db.QueryContext(ctx, `SELECT id,
+		CASE WHEN ti > 0 THEN substr(typed, max(1, ti-40), 121)
+		     WHEN si > 0 THEN substr(shown, max(1, si-40), 121) END,
+		CASE WHEN ti > 0 THEN ti > 41 ELSE si > 41 END
+		FROM (SELECT session_text.id AS id, session_fts.typed AS typed, session_fts.shown AS shown,
+			instr(lower(session_fts.typed), lower(?)) AS ti, instr(lower(session_fts.shown), lower(?)) AS si
+			FROM session_fts JOIN session_text ON session_text.n=session_fts.rowid
+			WHERE `+cond+` AND session_text.id IN `+in+`)`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var folded []any // ids that matched only through Unicode case folding
+	for rows.Next() {
+		var (
+			id     string
+			text   sql.NullString
+			before bool // the excerpt does not start at the start
+		)
+		if err := rows.Scan(&id, &text, &before); err != nil {
+			return err
+		}
+		if !text.Valid {
+			folded = append(folded, id)
+			continue
+		}
+		excerpt := text.String
+		if r := []rune(excerpt); len(r) == 121 {
+			excerpt = strings.TrimRightFunc(string(r[:120]), unicode.IsSpace) + "…"
+		}
+		if before {
+			excerpt = "…" + excerpt
+		}
+		out[id] = plainExcerpt(excerpt, snippetBytes)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if len(folded) == 0 || q.match() == "" {
+		return nil
+	}
+	// snippet() of what was typed holds the mark only if something typed
+	// matched; FTS5 otherwise returns the start of the column.
+	rows, err = s.db.QueryContext(ctx, `SELECT session_text.id,
+		snippet(session_fts, 0, '`+markStart+`', '', '…', 64), snippet(session_fts, 1, '', '', '…', 64)
 		FROM session_fts JOIN session_text ON session_text.n=session_fts.rowid
-		WHERE `+cond+` AND session_text.id IN (?`+strings.Repeat(",?", len(ids)-1)+`)`, args...)
+		WHERE `+cond+` AND session_text.id IN (?`+strings.Repeat(",?", len(folded)-1)+`)`, append(cargs, folded...)...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, text, shown string
-		dest := []any{&id, &text}
-		if q.match() != "" {
-			dest = append(dest, &shown)
-		}
-		if err := rows.Scan(dest...); err != nil {
+		var id, typed, shown string
+		if err := rows.Scan(&id, &typed, &shown); err != nil {
 			return err
 		}
-		if q.match() != "" && !strings.Contains(text, markStart) {
-			text = shown
+		text := shown
+		if strings.Contains(typed, markStart) {
+			text = strings.ReplaceAll(typed, markStart, "")
 		}
-		out[id] = plainExcerpt(strings.ReplaceAll(text, markStart, ""), snippetBytes)
+		out[id] = plainExcerpt(text, snippetBytes)
 	}
 	return rows.Err()
 }
 
-// markStart marks where a match starts in a typed excerpt, to tell an
-// excerpt that matched from the start of a column that did not. It is a
+// markStart marks where a match starts in a typed snippet(). It is a
 // control character, which plainExcerpt would turn into a space anyway.
 const markStart = "\x01"
 

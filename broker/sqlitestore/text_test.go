@@ -121,6 +121,9 @@ func TestTextSnippets(t *testing.T) {
 		{"shadow", []string{"db", "web", "plain", "nope"}, map[string]string{
 			"db": "ls -l /etc/shadow psql -c 'DROP TABLE customers;'",
 		}},
+		{"SHADOW", []string{"db"}, map[string]string{ // ASCII case ignored
+			"db": "ls -l /etc/shadow psql -c 'DROP TABLE customers;'",
+		}},
 		{"nginx", []string{"web"}, map[string]string{
 			"web": "sudo systemctl restart nginx rm -rf /var/cache/nginx/*",
 		}},
@@ -131,7 +134,7 @@ func TestTextSnippets(t *testing.T) {
 			"db": "ls -l /etc/shadow psql -c 'DROP TABLE customers;'",
 		}},
 		{"control process", []string{"web"}, map[string]string{ // only shown matches
-			"web": "Job for nginx.service failed because the control process exited wi…",
+			"web": "…ob for nginx.service failed because the control process exited with error code (a \"quoted\" word). filler line of output…",
 		}},
 		{"shadow", []string{"web"}, map[string]string{}},
 		{"shadow", nil, map[string]string{}},
