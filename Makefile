@@ -89,7 +89,8 @@ FUZZ_TARGETS := \
 	session:FuzzSCPObserver session:FuzzSplitCommand \
 	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
 	recording:FuzzAppendJSONString recording:FuzzVerify cmd/sekisho:FuzzParseConfig \
-	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor
+	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor \
+	recording:FuzzSessionText broker/sqlitestore:FuzzTextQuery
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
