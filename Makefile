@@ -8,7 +8,7 @@ SRC         := $(shell find cmd broker session recording notify web -name '*.go'
 # web/assets/vendor (git-ignored), which the binary embeds.
 VENDOR      := $(addprefix web/assets/vendor/,asciinema-player.min.js asciinema-player.css asciinema-player.LICENSE)
 
-.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean web-vendor
+.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean web-vendor screenshots
 
 all: build
 
@@ -55,6 +55,11 @@ unit:
 
 e2e: build bin/minio
 	$(GO) test -race -count=1 -v ./e2e/
+
+# The README's pictures of the web console: its end-to-end browser tests
+# save PNGs of the main pages, with real sessions and requests behind them.
+screenshots: build
+	SEKISHO_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestWeb[A-Z]' ./e2e/
 
 # Benchmarks: speed targets live here, never in timed tests. The last
 # step compares sekisho with ssh -J and a direct connection on this machine
