@@ -105,6 +105,11 @@
       playing = false;
     });
     window.sekishoPlayer = player;
+    // startAt applies when playback starts; a paused player is moved to
+    // the same place at once, so a change of speed keeps the frame.
+    if (!play && startAt > 0) {
+      player.seek(startAt);
+    }
   }
 
   const select = document.getElementById("speed");
