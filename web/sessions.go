@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -362,6 +363,26 @@ func (s *Server) verify(rec broker.SessionRecord) integrity {
 // shows a note; sekisho replay and export have no such bound.
 const maxCastBytes = 32 << 20
 
+// waitEnded waits until the register records session id as ended, for
+// at most d: the page an admin comes back to after ending a session then
+// shows it ended, with its reason.
+func (s *Server) waitEnded(ctx context.Context, id string, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if rec, err := s.cfg.Store.Session(ctx, id); err == nil && rec.Ended() {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
 // cast serves one channel as asciicast v2 for the player, with recorded
 // control sequences that could act on a viewer removed, and cut at
 // maxCastBytes.
@@ -475,8 +496,9 @@ func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
 	}
 	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.killed", Technician: r.p.Name, Target: rec.Target,
 		Source: "web", Session: rec.ID, Detail: msg})
+	ended := s.waitEnded(r.Context(), rec.ID, 3*time.Second)
 	if wantsJSON(r) {
-		return map[string]any{"session": rec.ID, "ended": true}, nil
+		return map[string]any{"session": rec.ID, "ended": ended}, nil
 	}
 	http.Redirect(w, r.Request, "/sessions/"+rec.ID, http.StatusSeeOther)
 	return nil, nil
