@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sekisho/sekisho/internal/hardening"
 	"github.com/sekisho/sekisho/internal/webdriver"
 )
 
@@ -397,6 +398,9 @@ func TestWebUntrustedTextStaysInert(t *testing.T) {
 		t.Errorf("snippet %q shows neither payload as text", got)
 	}
 	inert(t, b, "search")
+	hardening.Report(t, "28", "`<img onerror>`, `<script>` and `javascript:` in a request reason, a typed command and terminal output, and an OSC 8 `javascript:` "+
+		"hyperlink in output: shown as text on the overview, requests, session (timeline and player) and search pages of headless Chromium; no dialog, "+
+		"no javascript: link, no element made, no CSP violation")
 }
 
 // inert fails the test if the page opened a dialog, holds a javascript:
