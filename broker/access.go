@@ -144,6 +144,19 @@ func (b *Broker) personLock(t *Technician) *Lock {
 	return nil
 }
 
+// Locked reports why technician is locked, in person or by affiliate, if
+// they are: a locked person uses neither the SSH commands nor the console.
+func (b *Broker) Locked(technician string) (string, bool) {
+	t, ok := b.Technician(technician)
+	if !ok {
+		return "", false
+	}
+	if l := b.personLock(t); l != nil {
+		return fmt.Sprintf("%s %s is locked (lock %d): %s", l.Kind, l.Name, l.ID, l.Reason), true
+	}
+	return "", false
+}
+
 // CommandAllowed reports whether technician, authenticated with key, may
 // run sekisho's commands: still registered with that key, and not locked.
 func (b *Broker) CommandAllowed(technician string, key ssh.PublicKey) (bool, string) {

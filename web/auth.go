@@ -60,6 +60,10 @@ func tokenKey(token string) string {
 // SignInLink returns a one-time link that signs technician in to the
 // console, valid for LinkTTL. It is what `ssh … login` prints.
 func (s *Server) SignInLink(technician string) (string, time.Time, error) {
+	if why, locked := s.cfg.Broker.Locked(technician); locked {
+		s.audit(context.Background(), EventSignInFailed, technician, "", why)
+		return "", time.Time{}, errors.New(why)
+	}
 	p, ok := s.personOf(technician)
 	if !ok {
 		s.audit(context.Background(), EventSignInFailed, technician, "", ErrNoConsoleRole.Error())
@@ -187,7 +191,11 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 		p, ok := s.personOf(bs.technician)
 		if !ok {
 			s.endSession(w, key)
-			s.audit(r.Context(), EventRefused, bs.technician, "", "signed out: no longer admin, approver or reviewer")
+			why := "signed out: no longer admin, approver or reviewer"
+			if lock, locked := s.cfg.Broker.Locked(bs.technician); locked {
+				why = "signed out: " + lock
+			}
+			s.audit(r.Context(), EventRefused, bs.technician, "", why)
 			s.unauthorized(w, r, api)
 			return
 		}

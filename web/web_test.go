@@ -456,3 +456,26 @@ func TestUntrustedTextIsInertInPages(t *testing.T) {
 		t.Fatalf("approve request %d: %d %s", req.ID, resp.StatusCode, body)
 	}
 }
+
+func TestLockedPeopleAreSignedOut(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "rin")
+	if _, err := f.store.AddLock(t.Context(), broker.Lock{Kind: broker.LockAffiliate, Name: "operator-jp", Reason: "INC-3 audit", By: "ops", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.brk.RefreshLocks(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("locked rin's browser: %d, want 401", resp.StatusCode)
+	}
+	if !audited(t, f.store, web.EventRefused, "INC-3 audit") {
+		t.Error("signing out a locked person not audited with the lock")
+	}
+	if _, _, err := f.srv.SignInLink("kenji"); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("SignInLink for locked kenji: %v, want a refusal naming the lock", err)
+	}
+	if _, _, err := f.srv.SignInLink("sara"); err != nil {
+		t.Errorf("SignInLink for sara of another affiliate: %v", err)
+	}
+}
