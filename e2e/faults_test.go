@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,15 +154,24 @@ func (v *variant) audit(t *testing.T) []map[string]string {
 	return events
 }
 
+// freePort returns a loopback port free now, for a server the test
+// starts next. It is drawn below the kernel's ephemeral range (32768 and
+// up on Linux), which the tests' own outgoing connections (ssh, browsers)
+// take ports from: a port from ":0" could be taken by one of them before
+// the server binds it.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		p := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return strconv.Itoa(p)
 	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
+	t.Fatal("no free port in 20000-31999 after 100 tries")
+	return ""
 }
 
 func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {

@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -453,13 +455,21 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 	return nil
 }
 
+// freePort returns a loopback port free now, drawn below the kernel's
+// ephemeral range (32768 and up on Linux), from which outgoing
+// connections take theirs: a port from ":0" could be taken by one before
+// the server meant for it binds it.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 100 {
+		p := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port in 20000-31999 after 100 tries")
 }
 
 // ensureKey returns the public key line of the ed25519 key at path,
