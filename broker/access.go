@@ -144,6 +144,22 @@ func (b *Broker) personLock(t *Technician) *Lock {
 	return nil
 }
 
+// HasKeyFingerprint reports whether technician is registered now with
+// the key whose SHA256 fingerprint (ssh.FingerprintSHA256) is fp: the web
+// console's browser sessions last only as long as the key that made them.
+func (b *Broker) HasKeyFingerprint(technician, fp string) bool {
+	t, ok := b.Technician(technician)
+	if !ok {
+		return false
+	}
+	for _, k := range t.Keys {
+		if ssh.FingerprintSHA256(k) == fp {
+			return true
+		}
+	}
+	return false
+}
+
 // Locked reports why technician is locked, in person or by affiliate, if
 // they are: a locked person uses neither the SSH commands nor the console.
 func (b *Broker) Locked(technician string) (string, bool) {

@@ -141,7 +141,7 @@ func (s *Server) commandChannel(id *identity, source string, ch ssh.Channel, req
 		if pty {
 			out, errOut = crlf{ch}, crlf{ch.Stderr()}
 		}
-		cmd := &command{srv: s, tech: id.tech, source: source, out: out, errOut: errOut, in: ch, raw: ch, pty: pty}
+		cmd := &command{srv: s, tech: id.tech, key: id.key, source: source, out: out, errOut: errOut, in: ch, raw: ch, pty: pty}
 		code := cmd.run(ctx, line)
 		ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{uint32(code)}))
 		ch.CloseWrite()
@@ -163,6 +163,7 @@ func (c crlf) Write(p []byte) (int, error) {
 type command struct {
 	srv    *Server
 	tech   *broker.Technician
+	key    ssh.PublicKey // the key that signed the connection
 	source string
 	out    io.Writer
 	errOut io.Writer
@@ -558,7 +559,7 @@ func (c *command) login(_ context.Context, f *flags) int {
 		c.errorf("sekisho: login: the web console is not enabled on this server (web.listen in the config)\n")
 		return exitRefused
 	}
-	link, expires, err := c.srv.cfg.Console.SignInLink(c.tech.Name)
+	link, expires, err := c.srv.cfg.Console.SignInLink(c.tech.Name, ssh.FingerprintSHA256(c.key))
 	if err != nil {
 		c.errorf("sekisho: login: %v\n", err)
 		return exitRefused

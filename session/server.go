@@ -64,9 +64,11 @@ type Access interface {
 
 // Config configures a Server.
 // Console is the web console, as far as SSH needs it: sign-in links
-// bound to the technician whose key signed the connection.
+// bound to the technician and the key (its SHA256 fingerprint) that
+// signed the connection; the browser session ends when that key is no
+// longer registered.
 type Console interface {
-	SignInLink(technician string) (link string, expires time.Time, err error)
+	SignInLink(technician, keyFingerprint string) (link string, expires time.Time, err error)
 }
 
 type Config struct {

@@ -32,16 +32,27 @@ var ErrNoConsoleRole = errors.New("the console is for admins, approvers and revi
 // link is an unused sign-in link.
 type link struct {
 	technician string
+	key        string // SHA256 fingerprint of the SSH key that asked for it
+	issued     time.Time
 	expires    time.Time
 }
 
-// browserSession is a signed-in browser.
+// browserSession is a signed-in browser, bound to the technician and the
+// SSH key whose link made it.
 type browserSession struct {
 	technician string
+	key        string
 	csrf       string
 	created    time.Time
 	seen       time.Time
 }
+
+// Caps per technician: unused links (a new one drops the oldest) and
+// browser sessions (a new sign-in ends the oldest).
+const (
+	maxLinksPerTechnician    = 3
+	maxSessionsPerTechnician = 5
+)
 
 // newToken returns 256 random bits, URL-safe.
 func newToken() string {
@@ -58,30 +69,58 @@ func tokenKey(token string) string {
 }
 
 // SignInLink returns a one-time link that signs technician in to the
-// console, valid for LinkTTL. It is what `ssh … login` prints.
-func (s *Server) SignInLink(technician string) (string, time.Time, error) {
-	if why, locked := s.cfg.Broker.Locked(technician); locked {
-		s.audit(context.Background(), EventSignInFailed, technician, "", why)
-		return "", time.Time{}, errors.New(why)
-	}
-	p, ok := s.personOf(technician)
+// console, valid for LinkTTL, bound to the SSH key (its SHA256
+// fingerprint) that asked for it. It is what `ssh … login` prints.
+func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Time, error) {
+	p, why, ok := s.check(technician, keyFingerprint)
 	if !ok {
-		s.audit(context.Background(), EventSignInFailed, technician, "", ErrNoConsoleRole.Error())
-		return "", time.Time{}, ErrNoConsoleRole
+		s.audit(context.Background(), EventSignInFailed, technician, "", why)
+		if why == ErrNoConsoleRole.Error() {
+			return "", time.Time{}, ErrNoConsoleRole
+		}
+		return "", time.Time{}, errors.New(why)
 	}
 	tok := newToken()
 	now := s.now()
 	exp := now.Add(s.cfg.LinkTTL)
 	s.mu.Lock()
+	var oldest string
+	n := 0
 	for k, l := range s.links {
-		if now.After(l.expires) {
+		switch {
+		case now.After(l.expires):
 			delete(s.links, k)
+		case l.technician == p.Name:
+			n++
+			if oldest == "" || l.issued.Before(s.links[oldest].issued) {
+				oldest = k
+			}
 		}
 	}
-	s.links[tokenKey(tok)] = link{technician: p.Name, expires: exp}
+	if n >= maxLinksPerTechnician {
+		delete(s.links, oldest)
+	}
+	s.links[tokenKey(tok)] = link{technician: p.Name, key: keyFingerprint, issued: now, expires: exp}
 	s.mu.Unlock()
-	s.audit(context.Background(), EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "expires": exp.UTC()}))
+	s.audit(context.Background(), EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
 	return s.origin + "/login/" + tok, exp, nil
+}
+
+// check returns the person technician is now, if the SSH key keyFingerprint
+// is still registered for them, they are not locked, and they have a
+// console role; otherwise why not.
+func (s *Server) check(technician, keyFingerprint string) (*person, string, bool) {
+	if !s.cfg.Broker.HasKeyFingerprint(technician, keyFingerprint) {
+		return nil, "the SSH key " + keyFingerprint + " is not registered for " + technician + " (any more)", false
+	}
+	if why, locked := s.cfg.Broker.Locked(technician); locked {
+		return nil, why, false
+	}
+	p, ok := s.personOf(technician)
+	if !ok {
+		return nil, ErrNoConsoleRole.Error(), false
+	}
+	return p, "", true
 }
 
 // peekLink reports who an unused, unexpired link is for, without using it.
@@ -96,16 +135,16 @@ func (s *Server) peekLink(tok string) (string, bool) {
 }
 
 // useLink uses a link up: it works once.
-func (s *Server) useLink(tok string) (string, bool) {
+func (s *Server) useLink(tok string) (link, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := tokenKey(tok)
 	l, ok := s.links[k]
 	delete(s.links, k)
 	if !ok || s.now().After(l.expires) {
-		return "", false
+		return link{}, false
 	}
-	return l.technician, true
+	return l, true
 }
 
 // cookieName is the session cookie's name; over TLS the __Host- prefix
@@ -117,17 +156,29 @@ func (s *Server) cookieName() string {
 	return "sekisho"
 }
 
-// startSession signs technician in on this browser.
-func (s *Server) startSession(w http.ResponseWriter, technician string) {
+// startSession signs the link's technician in on this browser, ending
+// the technician's oldest browser session if they have too many.
+func (s *Server) startSession(w http.ResponseWriter, l link) {
 	tok := newToken()
 	now := s.now()
 	s.mu.Lock()
+	var oldest string
+	n := 0
 	for k, bs := range s.sessions {
-		if s.expired(bs, now) {
+		switch {
+		case s.expired(bs, now):
 			delete(s.sessions, k)
+		case bs.technician == l.technician:
+			n++
+			if oldest == "" || bs.created.Before(s.sessions[oldest].created) {
+				oldest = k
+			}
 		}
 	}
-	s.sessions[tokenKey(tok)] = &browserSession{technician: technician, csrf: newToken(), created: now, seen: now}
+	if n >= maxSessionsPerTechnician {
+		delete(s.sessions, oldest)
+	}
+	s.sessions[tokenKey(tok)] = &browserSession{technician: l.technician, key: l.key, csrf: newToken(), created: now, seen: now}
 	s.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: tok, Path: "/", HttpOnly: true, Secure: s.secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.SessionTTL / time.Second)})
@@ -159,6 +210,18 @@ func (s *Server) session(r *http.Request) (*browserSession, string, bool) {
 	return bs, k, true
 }
 
+// inForce reports whether the browser session with key is still signed
+// in and unexpired, without counting as activity.
+func (s *Server) inForce(key string) (*browserSession, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bs, ok := s.sessions[key]
+	if !ok || s.expired(bs, s.now()) {
+		return nil, false
+	}
+	return bs, true
+}
+
 // endSession signs the browser out.
 func (s *Server) endSession(w http.ResponseWriter, key string) {
 	s.mu.Lock()
@@ -188,14 +251,10 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 			s.unauthorized(w, r, api)
 			return
 		}
-		p, ok := s.personOf(bs.technician)
+		p, why, ok := s.check(bs.technician, bs.key)
 		if !ok {
 			s.endSession(w, key)
-			why := "signed out: no longer admin, approver or reviewer"
-			if lock, locked := s.cfg.Broker.Locked(bs.technician); locked {
-				why = "signed out: " + lock
-			}
-			s.audit(r.Context(), EventRefused, bs.technician, "", why)
+			s.audit(r.Context(), EventRefused, bs.technician, "", "signed out: "+why)
 			s.unauthorized(w, r, api)
 			return
 		}
@@ -271,21 +330,26 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sign-in from another site refused", http.StatusForbidden)
 		return
 	}
-	tech, ok := s.useLink(r.PostFormValue("token"))
+	l, ok := s.useLink(r.PostFormValue("token"))
 	if !ok {
 		s.audit(r.Context(), EventSignInFailed, "", "", "unknown, used or expired sign-in link")
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "signin.html", nil, map[string]any{"Expired": true})
 		return
 	}
-	p, ok := s.personOf(tech)
+	p, why, ok := s.check(l.technician, l.key)
 	if !ok {
-		s.audit(r.Context(), EventSignInFailed, tech, "", ErrNoConsoleRole.Error())
+		s.audit(r.Context(), EventSignInFailed, l.technician, "", why)
 		w.WriteHeader(http.StatusForbidden)
 		s.render(w, r, "signin.html", nil, map[string]any{"NoRole": true})
 		return
 	}
-	s.startSession(w, p.Name)
+	if c, err := r.Cookie(s.cookieName()); err == nil {
+		s.mu.Lock()
+		delete(s.sessions, tokenKey(c.Value)) // a sign-in replaces the browser's earlier one
+		s.mu.Unlock()
+	}
+	s.startSession(w, l)
 	s.audit(r.Context(), EventSignIn, p.Name, "", broker.JSONDetail(map[string]string{"roles": p.Roles(), "scope": p.Scope(), "from": r.RemoteAddr}))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

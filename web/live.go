@@ -35,21 +35,52 @@ const (
 	liveWriteTimeout = 30 * time.Second // a browser that reads nothing for this long is dropped
 )
 
+// liveRecheck is how often a live view checks that its watcher may still
+// watch: signed in, not locked, key still registered, the session within
+// their residencies.
+const liveRecheck = time.Second
+
 // serveLive streams the terminal of live session id, recorded under root,
-// until the session ends or the browser goes away. The caller has checked
-// that the person may watch it.
-func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id string) {
+// until the session ends, the browser goes away, or allowed reports that
+// the person may no longer watch it (checked every liveRecheck). The
+// caller has checked that the person may watch it now.
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id string, allowed func() bool) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	cols, rows := liveSize(root, id)
 	st := &liveStream{w: w, rc: http.NewResponseController(w), cols: cols, rows: rows}
+	// A live view outlasts the request's read deadline.
+	_ = st.rc.SetReadDeadline(time.Time{})
 
 	var wg sync.WaitGroup
 	wg.Go(func() { st.keepAlive(ctx) })
+	revoked := make(chan struct{})
+	wg.Go(func() {
+		t := time.NewTicker(liveRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if !allowed() {
+				close(revoked)
+				cancel()
+				return
+			}
+		}
+	})
 	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{})
 	cancel()
 	wg.Wait()
 
+	select {
+	case <-revoked:
+		st.end("\r\n[sekisho: you may no longer watch this session]\r\n")
+		return
+	default:
+	}
 	switch {
 	case err == nil:
 		st.end("")

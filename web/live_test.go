@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,9 +78,15 @@ func (r *sseReader) output(ev sseEvent) string {
 // a browser's EventSource does.
 func startLive(t *testing.T, root, id string) (*sseReader, *http.Response) {
 	t.Helper()
+	return startLiveAllowed(t, root, id, func() bool { return true })
+}
+
+// startLiveAllowed is startLive with the watcher's re-check.
+func startLiveAllowed(t *testing.T, root, id string, allowed func() bool) (*sseReader, *http.Response) {
+	t.Helper()
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serveLive(w, r, root, id)
+		s.serveLive(w, r, root, id, allowed)
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -203,7 +210,7 @@ func TestServeLiveEndsWithBrowser(t *testing.T) {
 	returned := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(returned)
-		s.serveLive(w, r, root, id)
+		s.serveLive(w, r, root, id, func() bool { return true })
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -269,5 +276,64 @@ func TestCompleteUTF8(t *testing.T) {
 		if got := completeUTF8([]byte(tc.in)); got != tc.want {
 			t.Errorf("completeUTF8(%q) = %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A watcher who may no longer watch (signed out, locked, key removed,
+// scope narrowed) loses the live view within a second or so, with a word
+// why, and nothing recorded after that reaches them.
+func TestServeLiveEndsWhenTheWatcherMayNoLonger(t *testing.T) {
+	t.Parallel()
+	root, id := t.TempDir(), uuid.NewString()
+	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shell.Stdout([]byte("before-revocation ")); err != nil {
+		t.Fatal(err)
+	}
+	var allowed atomic.Bool
+	allowed.Store(true)
+	sse, _ := startLiveAllowed(t, root, id, allowed.Load)
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), "before-revocation") {
+		ev, ok := sse.next()
+		if !ok {
+			t.Fatalf("the stream ended early; it showed %q", seen.String())
+		}
+		if ev.data[0] == '[' {
+			seen.WriteString(sse.output(ev))
+		}
+	}
+	allowed.Store(false)
+	start := time.Now()
+	for {
+		ev, ok := sse.next()
+		if !ok {
+			t.Fatalf("the stream ended without done; it showed %q", seen.String())
+		}
+		if ev.name == "done" {
+			break
+		}
+		if ev.data != "" && ev.data[0] == '[' {
+			seen.WriteString(sse.output(ev))
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the live view ended %v after the watcher lost the right", took)
+	}
+	if !strings.Contains(seen.String(), "you may no longer watch this session") {
+		t.Errorf("the watcher was not told why: %q", seen.String())
+	}
+	// Output after the end reaches nobody: the stream is closed.
+	if err := shell.Stdout([]byte("after-revocation")); err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := sse.next(); ok {
+		t.Errorf("an event after done: %+v", ev)
 	}
 }

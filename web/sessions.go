@@ -469,8 +469,22 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 		s.fail(w, r, true, err)
 		return
 	}
-	s.audit(r.Context(), "web.watch", r.p.Name, rec.ID, "")
-	s.serveLive(w, r.Request, s.cfg.RecordingDir, rec.ID)
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.watched", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
+	s.serveLive(w, r.Request, s.cfg.RecordingDir, rec.ID, func() bool {
+		bs, ok := s.inForce(r.key)
+		if !ok {
+			return false
+		}
+		p, why, ok := s.check(bs.technician, bs.key)
+		if !ok || !p.mayReview() || !p.sees(rec.Residency) {
+			if why == "" {
+				why = "no longer a reviewer of " + rec.Residency
+			}
+			s.audit(context.Background(), EventRefused, bs.technician, rec.ID, "live view ended: "+why)
+			return false
+		}
+		return true
+	})
 }
 
 // kill ends a live session (admins), with a reason the technician sees.

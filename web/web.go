@@ -36,6 +36,7 @@ type Broker interface {
 	Audit(ctx context.Context, e broker.AuditEvent)
 	Directory() (affiliates, technicians, targets []string)
 	Locked(technician string) (why string, locked bool)
+	HasKeyFingerprint(technician, fingerprint string) bool
 }
 
 // Store is the register the console reads: sessions, requests and locks,
@@ -204,14 +205,11 @@ func (p *person) Scope() string {
 }
 
 // personOf returns the technician called name with the roles the config
-// gives now; ok is false if they are no longer configured, locked, or
-// have no role in the console.
+// gives now; ok is false if they are no longer configured or have no role
+// in the console. check adds the key and the locks.
 func (s *Server) personOf(name string) (*person, bool) {
 	t, ok := s.cfg.Broker.Technician(name)
 	if !ok {
-		return nil, false
-	}
-	if _, locked := s.cfg.Broker.Locked(name); locked {
 		return nil, false
 	}
 	p := &person{Name: name, Admin: s.cfg.Broker.IsAdmin(name), Approver: s.cfg.Broker.IsApprover(name)}

@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
@@ -37,6 +41,17 @@ type fixture struct {
 	store *sqlitestore.Store
 	brk   *broker.Broker
 	clock *clock
+	keys  map[string]string // technician: fingerprint of their key
+
+	techs   []*broker.Technician
+	targets []*broker.Target
+	policy  *broker.Policy
+}
+
+// link asks for name's sign-in link with their registered key.
+func (f *fixture) link(name string) (string, error) {
+	l, _, err := f.srv.SignInLink(name, f.keys[name])
+	return l, err
 }
 
 type clock struct {
@@ -77,6 +92,16 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys := map[string]string{}
+	for _, tech := range techs {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := ssh.NewPublicKey(pub)
+		tech.Keys = []ssh.PublicKey{k}
+		keys[tech.Name] = ssh.FingerprintSHA256(k)
+	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Store: store,
 		AdminGroups: []string{"admins"}, Logger: slog.New(slog.DiscardHandler)})
 	c := &clock{t: time.Now()}
@@ -105,7 +130,7 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 			t.Fatal(err)
 		}
 	}
-	return &fixture{srv: srv, ts: ts, store: store, brk: brk, clock: c}
+	return &fixture{srv: srv, ts: ts, store: store, brk: brk, clock: c, keys: keys, techs: techs, targets: targets, policy: policy}
 }
 
 // browser is an HTTP client with a cookie jar that does not follow
@@ -151,7 +176,7 @@ func (b *browser) do(method, path string, form url.Values, header map[string]str
 func (f *fixture) signIn(t *testing.T, name string) *browser {
 	t.Helper()
 	b := f.browser(t)
-	link, _, err := f.srv.SignInLink(name)
+	link, err := f.link(name)
 	if err != nil {
 		t.Fatalf("SignInLink(%s): %v", name, err)
 	}
@@ -200,7 +225,7 @@ func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
 	}
 
 	// Used once: a second use, even by the same browser, is refused.
-	link, _, _ := f.srv.SignInLink("kenji")
+	link, _ := f.link("kenji")
 	tok := link[strings.LastIndex(link, "/")+1:]
 	other := f.browser(t)
 	if resp, _ := other.do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusSeeOther {
@@ -214,7 +239,7 @@ func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
 		t.Errorf("the refused browser is signed in: %d", resp.StatusCode)
 	}
 	// Expired after a minute, unused.
-	link, _, _ = f.srv.SignInLink("kenji")
+	link, _ = f.link("kenji")
 	tok = link[strings.LastIndex(link, "/")+1:]
 	f.clock.add(61 * time.Second)
 	if resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusUnauthorized {
@@ -231,8 +256,11 @@ func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
 
 func TestNoLinkWithoutConsoleRole(t *testing.T) {
 	f := newFixture(t, "")
-	for _, name := range []string{"aiko", "li", "nobody"} {
-		if _, _, err := f.srv.SignInLink(name); err != web.ErrNoConsoleRole {
+	if _, err := f.link("nobody"); err == nil {
+		t.Error("SignInLink(nobody) gave a link")
+	}
+	for _, name := range []string{"aiko", "li"} {
+		if _, err := f.link(name); err != web.ErrNoConsoleRole {
 			t.Errorf("SignInLink(%s) = %v, want ErrNoConsoleRole", name, err)
 		}
 	}
@@ -276,7 +304,7 @@ func TestCookieAttributes(t *testing.T) {
 		secure    bool
 	}{{"", "sekisho", false}, {"https://bastion.example.com:8443", "__Host-sekisho", true}} {
 		f := newFixture(t, tc.url)
-		link, _, _ := f.srv.SignInLink("kenji")
+		link, _ := f.link("kenji")
 		tok := link[strings.LastIndex(link, "/")+1:]
 		if tc.url != "" && !strings.HasPrefix(link, tc.url+"/login/") {
 			t.Errorf("link %s does not start with the console URL %s", link, tc.url)
@@ -472,10 +500,72 @@ func TestLockedPeopleAreSignedOut(t *testing.T) {
 	if !audited(t, f.store, web.EventRefused, "INC-3 audit") {
 		t.Error("signing out a locked person not audited with the lock")
 	}
-	if _, _, err := f.srv.SignInLink("kenji"); err == nil || !strings.Contains(err.Error(), "locked") {
+	if _, err := f.link("kenji"); err == nil || !strings.Contains(err.Error(), "locked") {
 		t.Errorf("SignInLink for locked kenji: %v, want a refusal naming the lock", err)
 	}
-	if _, _, err := f.srv.SignInLink("sara"); err != nil {
+	if _, err := f.link("sara"); err != nil {
 		t.Errorf("SignInLink for sara of another affiliate: %v", err)
+	}
+}
+
+func TestRemovingTheKeyEndsBrowserSessions(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.signIn(t, "kenji")
+	other := f.signIn(t, "rin")
+	// The operator replaces kenji's key (a stolen laptop) and reloads.
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	k, _ := ssh.NewPublicKey(pub)
+	var techs []*broker.Technician
+	for _, tech := range f.techs {
+		c := *tech
+		if c.Name == "kenji" {
+			c.Keys = []ssh.PublicKey{k}
+		}
+		techs = append(techs, &c)
+	}
+	f.brk.Replace(techs, f.targets, f.policy, nil)
+	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("kenji's browser after his key was replaced: %d, want 401", resp.StatusCode)
+	}
+	if !audited(t, f.store, web.EventRefused, "is not registered for kenji") {
+		t.Error("signing out for a removed key not audited")
+	}
+	if resp, _ := other.do("GET", "/api/me", nil, nil); resp.StatusCode != 200 {
+		t.Errorf("rin's browser: %d, want 200", resp.StatusCode)
+	}
+	if _, err := f.link("kenji"); err == nil {
+		t.Error("a link for kenji's old key")
+	}
+}
+
+func TestLinksAndSessionsPerPersonAreCapped(t *testing.T) {
+	f := newFixture(t, "")
+	var links []string
+	for range 4 {
+		l, err := f.link("rin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l[strings.LastIndex(l, "/")+1:])
+	}
+	// The oldest of four unused links was dropped.
+	if resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {links[0]}}, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the oldest of 4 links: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {links[3]}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the newest link: %d, want 303", resp.StatusCode)
+	}
+	var bs []*browser
+	for range 6 {
+		f.clock.add(time.Second)
+		bs = append(bs, f.signIn(t, "sara"))
+	}
+	if resp, _ := bs[0].do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the oldest of 6 browser sessions: %d, want 401", resp.StatusCode)
+	}
+	for i, b := range bs[1:] {
+		if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != 200 {
+			t.Errorf("browser session %d of 6: %d, want 200", i+2, resp.StatusCode)
+		}
 	}
 }
