@@ -92,7 +92,14 @@ func BuildCrossBorderReport(ctx context.Context, s Store, targets func(name stri
 		r.Residencies = slices.Clone(residencies)
 	}
 	cross := true
-	list, err := s.Sessions(ctx, SessionFilter{CrossBorder: &cross, Since: from})
+	var scope []string // the store matches residencies exactly; they are upper case
+	if residencies != nil {
+		scope = []string{}
+		for _, z := range residencies {
+			scope = append(scope, strings.ToUpper(z))
+		}
+	}
+	list, err := s.Sessions(ctx, SessionFilter{CrossBorder: &cross, Since: from, Until: to, Residencies: scope})
 	if err != nil {
 		return CrossBorderReport{}, fmt.Errorf("cross-border report: sessions: %w", err)
 	}

@@ -8,9 +8,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
@@ -295,7 +297,12 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, api bool) 
 
 // refuse answers a request the person may not make, and audits it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, p *person, api bool, code int, msg string) {
-	s.audit(r.Context(), EventRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": msg}))
+	s.refuseAudited(w, r, p, api, code, msg, msg)
+}
+
+// refuseAudited is refuse with why, not msg, in the audit log.
+func (s *Server) refuseAudited(w http.ResponseWriter, r *http.Request, p *person, api bool, code int, msg, why string) {
+	s.audit(r.Context(), EventRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": why}))
 	if api {
 		writeJSONError(w, code, msg)
 		return
@@ -308,6 +315,57 @@ func (s *Server) audit(ctx context.Context, kind, technician, session, detail st
 	s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: kind, Technician: technician, Session: session, Detail: detail})
 }
 
+// signInWindow is the window in which refused sign-ins from one source
+// are audited once, then counted.
+const signInWindow = 10 * time.Second
+
+// signInThrottle keeps, per source address, the window of refused
+// sign-ins being counted.
+type signInThrottle struct {
+	mu sync.Mutex
+	m  map[string]*refusedWindow
+}
+
+type refusedWindow struct {
+	start time.Time
+	more  int // refusals after the audited first one
+}
+
+// signInRefused audits a refused sign-in (an unknown, used or expired
+// link, a post from another site, a person no longer allowed). Anyone can
+// send those, so a source gets one audit row per signInWindow, and the
+// next row says how many more there were: probing cannot flood the audit
+// log or the register it shares with sessions.
+func (s *Server) signInRefused(r *http.Request, technician, why string) {
+	src := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(src); err == nil {
+		src = host
+	}
+	now := s.now()
+	t := &s.throttle
+	t.mu.Lock()
+	if t.m == nil || len(t.m) > 10000 {
+		t.m = map[string]*refusedWindow{} // bounded: forgetting only loses counts
+	}
+	w, ok := t.m[src]
+	if ok && now.Sub(w.start) < signInWindow {
+		w.more++
+		t.mu.Unlock()
+		return
+	}
+	more := 0
+	if ok {
+		more = w.more
+	}
+	t.m[src] = &refusedWindow{start: now}
+	t.mu.Unlock()
+	detail := map[string]any{"why": why}
+	if more > 0 {
+		detail["refused_since_last_row"] = more
+	}
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: EventSignInFailed, Technician: technician, Source: src, Detail: broker.JSONDetail(detail)})
+}
+
 // handleLinkPage shows who a sign-in link is for, with a button that uses
 // it: a link preview or a mail scanner fetching the link does not use it
 // up.
@@ -315,7 +373,7 @@ func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
 	tok := r.PathValue("token")
 	tech, ok := s.peekLink(tok)
 	if !ok {
-		s.audit(r.Context(), EventSignInFailed, "", "", "unknown, used or expired sign-in link")
+		s.signInRefused(r, "", "unknown, used or expired sign-in link")
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "signin.html", nil, map[string]any{"Expired": true})
 		return
@@ -326,20 +384,20 @@ func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
 // handleSignIn uses a sign-in link and starts the browser session.
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" && o != s.origin && !sameHostOrigin(o, r) {
-		s.audit(r.Context(), EventSignInFailed, "", "", "sign-in posted from another site: "+o)
+		s.signInRefused(r, "", "sign-in posted from another site: "+o)
 		http.Error(w, "sign-in from another site refused", http.StatusForbidden)
 		return
 	}
 	l, ok := s.useLink(r.PostFormValue("token"))
 	if !ok {
-		s.audit(r.Context(), EventSignInFailed, "", "", "unknown, used or expired sign-in link")
+		s.signInRefused(r, "", "unknown, used or expired sign-in link")
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "signin.html", nil, map[string]any{"Expired": true})
 		return
 	}
 	p, why, ok := s.check(l.technician, l.key)
 	if !ok {
-		s.audit(r.Context(), EventSignInFailed, l.technician, "", why)
+		s.signInRefused(r, l.technician, why)
 		w.WriteHeader(http.StatusForbidden)
 		s.render(w, r, "signin.html", nil, map[string]any{"NoRole": true})
 		return

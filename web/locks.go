@@ -27,11 +27,20 @@ func (s *Server) lockList(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if locks == nil {
-		locks = []broker.Lock{}
+	// A reviewer limited to residencies does not see locks of targets
+	// outside them; only admins, who may lock, get the directory.
+	a := locksAnswer{Locks: []broker.Lock{}, Affiliates: []string{}, Technicians: []string{}, Targets: []string{}}
+	for _, l := range locks {
+		if l.Kind == broker.LockTarget && r.p.Residencies != nil {
+			if tg, ok := s.cfg.Broker.Target(l.Name); !ok || !r.p.sees(tg.Residency) {
+				continue
+			}
+		}
+		a.Locks = append(a.Locks, l)
 	}
-	a := locksAnswer{Locks: locks}
-	a.Affiliates, a.Technicians, a.Targets = s.cfg.Broker.Directory()
+	if r.p.Admin {
+		a.Affiliates, a.Technicians, a.Targets = s.cfg.Broker.Directory()
+	}
 	return a, nil
 }
 
@@ -43,8 +52,8 @@ func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
 	if !r.p.Admin {
 		return nil, errorf(http.StatusForbidden, "only admins may lock")
 	}
-	kind, name := r.FormValue("kind"), strings.TrimSpace(r.FormValue("name"))
-	reason := strings.TrimSpace(r.FormValue("reason"))
+	kind, name := r.PostFormValue("kind"), strings.TrimSpace(r.PostFormValue("name"))
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	affiliates, technicians, targets := s.cfg.Broker.Directory()
 	var known []string
 	switch kind {
@@ -64,7 +73,7 @@ func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
 		return nil, err
 	}
 	l := broker.Lock{Kind: kind, Name: name, Reason: reason, By: r.p.Name, Created: s.now().UTC()}
-	if d := strings.TrimSpace(r.FormValue("for")); d != "" {
+	if d := strings.TrimSpace(r.PostFormValue("for")); d != "" {
 		dur, err := time.ParseDuration(d)
 		if err != nil || dur <= 0 {
 			return nil, errorf(http.StatusBadRequest, "for: %q is not a positive duration such as 2h or 30m", d)
@@ -92,7 +101,11 @@ func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, errorf(http.StatusNotFound, "no lock %q", r.PathValue("id"))
 	}
-	reason := strings.TrimSpace(r.FormValue("reason"))
+	// DELETE has no form body in Go: its reason comes in the query.
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	if r.Method == http.MethodDelete {
+		reason = strings.TrimSpace(r.URL.Query().Get("reason"))
+	}
 	if err := checkText("reason", reason, 500); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -104,6 +105,9 @@ func (s *Server) renderCSRF(w http.ResponseWriter, r *http.Request, name string,
 type httpError struct {
 	code int
 	msg  string
+	// audit, if set, is what the audit log gets instead of msg: the
+	// reason a refusal hides from the person (another residency).
+	audit string
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -151,7 +155,7 @@ func (s *Server) fail(w http.ResponseWriter, r *request, api bool, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
 		if he.code == http.StatusForbidden || he.code == http.StatusNotFound || he.code == http.StatusConflict {
-			s.refuse(w, r.Request, r.p, api, he.code, he.msg)
+			s.refuseAudited(w, r.Request, r.p, api, he.code, he.msg, cmp.Or(he.audit, he.msg))
 			return
 		}
 		if api {
@@ -172,13 +176,21 @@ func (s *Server) fail(w http.ResponseWriter, r *request, api bool, err error) {
 	s.renderCSRF(w, r.Request, "error.html", r.p, r.csrf, map[string]any{"Code": 500, "Message": msg})
 }
 
+// writeJSON answers v as JSON, or 500 if it cannot be encoded (a time
+// past year 9999): an answer is never cut off half-written.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		code = http.StatusInternalServerError
+		buf.Reset()
+		fmt.Fprintf(&buf, "{\"error\": %q}\n", "the answer could not be encoded as JSON: "+err.Error())
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	w.Write(buf.Bytes())
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {

@@ -13,6 +13,10 @@ type reportAnswer struct {
 	FromDay, ToDay string `json:"-"` // the form's dates; To is inclusive
 }
 
+// maxReportPeriod bounds a report's period in the console: a year of
+// sessions is read and rendered at once.
+const maxReportPeriod = 366 * 24 * time.Hour
+
 // reportPeriod reads from and to (dates, to inclusive) from the query;
 // the default is the last 30 days up to today.
 func (s *Server) reportPeriod(r *request) (from, to time.Time, fromDay, toDay string, err error) {
@@ -32,8 +36,11 @@ func (s *Server) reportPeriod(r *request) (from, to time.Time, fromDay, toDay st
 		return
 	}
 	to = to.AddDate(0, 0, 1)
-	if !from.Before(to) {
+	switch {
+	case !from.Before(to):
 		err = errorf(http.StatusBadRequest, "the period from %s to %s is empty: the start must not come after the end", fromDay, toDay)
+	case to.Sub(from) > maxReportPeriod:
+		err = errorf(http.StatusBadRequest, "the period from %s to %s is longer than a year: ask for a year at a time (sekisho report cross-border has no limit)", fromDay, toDay)
 	}
 	return
 }

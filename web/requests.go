@@ -64,16 +64,23 @@ func (s *Server) requestList(w http.ResponseWriter, r *request) (any, error) {
 	return a, nil
 }
 
-// requestVisible reports whether p sees request req: approvers and admins
-// see every request they could decide, reviewers those of their scope.
+// requestVisible reports whether p sees request req: within their
+// residencies, if they are limited to some, admins and reviewers see
+// every request, an approver the requests they may decide or decided.
 func (s *Server) requestVisible(p *person, req *broker.AccessRequest) bool {
-	if p.Admin || p.Approver {
+	if p.Residencies != nil {
+		tg, ok := s.cfg.Broker.Target(req.Target)
+		if !ok || !p.sees(tg.Residency) {
+			return false
+		}
+	}
+	if p.Admin || p.Reviewer {
 		return true
 	}
-	if tg, ok := s.cfg.Broker.Target(req.Target); ok {
-		return p.sees(tg.Residency)
+	if req.ApprovedBy(p.Name) || req.DecidedBy == p.Name {
+		return true
 	}
-	return p.Residencies == nil
+	return req.State == broker.RequestPending && containsName(s.cfg.Broker.Approvers(req), p.Name)
 }
 
 func containsName(list []string, name string) bool {
@@ -97,7 +104,7 @@ func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
 	if !r.p.Approver && !r.p.Admin {
 		return nil, errorf(http.StatusForbidden, "only approvers and admins decide access requests")
 	}
-	comment := strings.TrimSpace(r.FormValue("comment"))
+	comment := strings.TrimSpace(r.PostFormValue("comment"))
 	var req broker.AccessRequest
 	switch r.PathValue("verb") {
 	case "approve":

@@ -44,12 +44,12 @@ func (s *Server) visibleSession(r *request, id string) (broker.SessionRecord, er
 		return broker.SessionRecord{}, err
 	}
 	rec, err := s.cfg.Store.Session(r.Context(), id)
-	if errors.Is(err, broker.ErrNotFound) || (err == nil && !r.p.sees(rec.Residency)) {
-		if err == nil {
-			s.audit(r.Context(), EventRefused, r.p.Name, id, broker.JSONDetail(map[string]string{
-				"path": r.URL.Path, "why": "session of residency " + rec.Residency + " is outside the reviewer's scope (" + r.p.Scope() + ")"}))
-		}
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
 		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id}
+	case err == nil && !r.p.sees(rec.Residency):
+		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id,
+			audit: "session " + id + " of residency " + rec.Residency + " is outside the reviewer's scope (" + r.p.Scope() + ")"}
 	}
 	return rec, err
 }
@@ -184,6 +184,11 @@ func (s *Server) sessionList(w http.ResponseWriter, r *request) (any, error) {
 	for _, x := range list {
 		a.Sessions = append(a.Sessions, sessionRow{SessionRecord: x, Snippet: snippets[x.ID]})
 	}
+	if f.Text != "" {
+		// What reviewers search recordings for is audited like what
+		// they replay.
+		s.audit(r.Context(), "web.search", r.p.Name, "", broker.JSONDetail(map[string]any{"query": f.Text, "sessions": len(a.Sessions), "scope": r.p.Scope()}))
+	}
 	return a, nil
 }
 
@@ -251,6 +256,7 @@ func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "web.view", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
 	a := sessionAnswer{Session: rec, CanKill: r.p.Admin && !rec.Ended(), Channels: []channelInfo{}, Timeline: []recording.TimelineEvent{}}
 	if tg, ok := s.cfg.Broker.Target(rec.Target); ok {
 		a.Data = tg.Data
@@ -267,15 +273,68 @@ func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
 			a.Request = &req
 		}
 	}
-	a.Integrity = s.verify(rec)
-	if a.Integrity.State != "missing" {
-		a.Channels = channels(s.cfg.RecordingDir, rec.ID)
-		if tl, err := recording.Timeline(s.cfg.RecordingDir, rec.ID); err == nil {
-			a.Timeline = tl
-		}
+	facts, err := s.recordingFacts(r.Context(), rec)
+	if err != nil {
+		return nil, err
 	}
+	a.Integrity, a.Channels, a.Timeline = facts.integrity, facts.channels, facts.timeline
 	a.Channel = pickChannel(a.Channels, r.URL.Query().Get("channel"))
 	return a, nil
+}
+
+// recordingFacts is what reading a whole recording tells a session page:
+// its verification, channels and timeline.
+type recordingFacts struct {
+	head      string // the register's seal head it was read under
+	integrity integrity
+	channels  []channelInfo
+	timeline  []recording.TimelineEvent
+}
+
+// maxCachedFacts bounds the recordings whose facts are kept.
+const maxCachedFacts = 256
+
+// recordingFacts reads a recording whole, for its verification, channels
+// and timeline. An ended session's facts are kept (under the seal head the
+// register holds, so that a re-sealed recording is read again), and at
+// most two recordings are read at once: reloading the page of a large
+// recording costs nothing, and many reviewers cannot tie up the node's
+// disk and CPU.
+func (s *Server) recordingFacts(ctx context.Context, rec broker.SessionRecord) (recordingFacts, error) {
+	cacheable := rec.Ended() && rec.RecordingHead != ""
+	if cacheable {
+		s.factsMu.Lock()
+		f, ok := s.facts[rec.ID]
+		s.factsMu.Unlock()
+		if ok && f.head == rec.RecordingHead {
+			return f, nil
+		}
+	}
+	select {
+	case s.heavy <- struct{}{}:
+		defer func() { <-s.heavy }()
+	case <-ctx.Done():
+		return recordingFacts{}, ctx.Err()
+	}
+	f := recordingFacts{head: rec.RecordingHead, integrity: s.verify(rec), channels: []channelInfo{}, timeline: []recording.TimelineEvent{}}
+	if f.integrity.State != "missing" {
+		f.channels = channels(s.cfg.RecordingDir, rec.ID)
+		if tl, err := recording.Timeline(s.cfg.RecordingDir, rec.ID); err == nil && tl != nil {
+			f.timeline = tl
+		}
+	}
+	if cacheable && f.integrity.State != "missing" {
+		s.factsMu.Lock()
+		if len(s.facts) >= maxCachedFacts {
+			for k := range s.facts { // any one: the map's order is random
+				delete(s.facts, k)
+				break
+			}
+		}
+		s.facts[rec.ID] = f
+		s.factsMu.Unlock()
+	}
+	return f, nil
 }
 
 // pickChannel returns the asked-for channel, or the first terminal one.
@@ -393,6 +452,8 @@ func (s *Server) cast(w http.ResponseWriter, r *request) {
 		return
 	}
 	n, _ := strconv.Atoi(r.URL.Query().Get("channel"))
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "web.replay", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID,
+		Detail: broker.JSONDetail(map[string]int{"channel": n})})
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := recording.ExportCast(pw, s.cfg.RecordingDir, rec.ID, recording.CastOptions{Channel: n})
@@ -449,12 +510,13 @@ func (s *Server) timeline(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tl, err := recording.Timeline(s.cfg.RecordingDir, rec.ID)
+	facts, err := s.recordingFacts(r.Context(), rec)
 	if err != nil {
-		return []recording.TimelineEvent{}, nil
+		return nil, err
 	}
+	tl := facts.timeline
 	if n, err := strconv.Atoi(r.URL.Query().Get("channel")); err == nil {
-		tl = slices.DeleteFunc(tl, func(e recording.TimelineEvent) bool { return e.Channel != n })
+		tl = slices.DeleteFunc(slices.Clone(tl), func(e recording.TimelineEvent) bool { return e.Channel != n })
 	}
 	if tl == nil {
 		tl = []recording.TimelineEvent{}
@@ -497,7 +559,7 @@ func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
 	if !r.p.Admin {
 		return nil, errorf(http.StatusForbidden, "only admins may end sessions")
 	}
-	why := strings.TrimSpace(r.FormValue("reason"))
+	why := strings.TrimSpace(r.PostFormValue("reason"))
 	if why == "" {
 		return nil, errorf(http.StatusBadRequest, "give a reason: the technician sees it")
 	}

@@ -100,6 +100,12 @@ type Server struct {
 	mu       sync.Mutex
 	links    map[string]link            // by hash of the token
 	sessions map[string]*browserSession // by hash of the cookie value
+
+	throttle signInThrottle
+
+	factsMu sync.Mutex
+	facts   map[string]recordingFacts // of ended sessions, by session ID
+	heavy   chan struct{}             // recordings being read whole
 }
 
 // New returns a console. It does not listen; serve it with net/http.
@@ -121,7 +127,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.SessionTTL = 8 * time.Hour
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, secure: u.Scheme == "https",
-		origin: u.Scheme + "://" + u.Host, links: map[string]link{}, sessions: map[string]*browserSession{}}
+		origin: u.Scheme + "://" + u.Host, links: map[string]link{}, sessions: map[string]*browserSession{},
+		facts: map[string]recordingFacts{}, heavy: make(chan struct{}, 2)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -138,6 +145,8 @@ func New(cfg Config) (*Server, error) {
 
 // ServeHTTP serves the console with its security headers on every response.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// No form of the console is near this; a larger body is refused.
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	h := w.Header()
 	h.Set("Content-Security-Policy", contentSecurityPolicy)
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -151,6 +160,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(w, r)
 }
+
+// maxBody bounds a request's body.
+const maxBody = 64 << 10
 
 // contentSecurityPolicy allows scripts, styles and the player's
 // WebAssembly from this server only: no inline script or style, no

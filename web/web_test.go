@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -567,5 +568,65 @@ func TestLinksAndSessionsPerPersonAreCapped(t *testing.T) {
 		if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != 200 {
 			t.Errorf("browser session %d of 6: %d, want 200", i+2, resp.StatusCode)
 		}
+	}
+}
+
+func TestRefusedSignInsAreAuditedOncePerWindow(t *testing.T) {
+	f := newFixture(t, "")
+	b := f.browser(t)
+	for range 500 {
+		if resp, _ := b.do("POST", "/login", url.Values{"token": {"made-up"}}, nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a made-up token: %d", resp.StatusCode)
+		}
+	}
+	f.clock.add(11 * time.Second)
+	b.do("GET", "/login/made-up-too", nil, nil)
+	events, _ := f.store.AuditEvents(t.Context(), 10000)
+	var rows []broker.AuditEvent
+	for _, e := range events {
+		if e.Kind == web.EventSignInFailed {
+			rows = append(rows, e)
+		}
+	}
+	if len(rows) != 2 {
+		t.Fatalf("%d audit rows for 501 refused sign-ins from one address, want 2 (one per window)", len(rows))
+	}
+	if !slices.ContainsFunc(rows, func(e broker.AuditEvent) bool {
+		return strings.Contains(e.Detail, `"refused_since_last_row":499`) && e.Source == "127.0.0.1"
+	}) {
+		t.Errorf("no row counts the 499 refusals after the first, from 127.0.0.1: %+v", rows)
+	}
+}
+
+func TestRequestsAndLocksFollowTheScope(t *testing.T) {
+	f := newFixture(t, "")
+	if _, _, err := f.brk.RequestAccess(t.Context(), "li", "db-jp-01", "203.0.113.9", "INC-11 rotate the replication password", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.AddLock(t.Context(), broker.Lock{Kind: broker.LockTarget, Name: "db-jp-01", Reason: "INC-12 migration", By: "ops", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	pending := func(who string) int {
+		_, body := f.signIn(t, who).do("GET", "/api/requests", nil, nil)
+		var a struct {
+			Pending []any `json:"pending"`
+		}
+		if err := json.Unmarshal([]byte(body), &a); err != nil {
+			t.Fatal(err)
+		}
+		return len(a.Pending)
+	}
+	for who, want := range map[string]int{"kenji": 1, "aya": 1, "rin": 1, "sara": 0} {
+		if got := pending(who); got != want {
+			t.Errorf("%s sees %d pending requests, want %d", who, got, want)
+		}
+	}
+	_, body := f.signIn(t, "sara").do("GET", "/api/locks", nil, nil)
+	if strings.Contains(body, "db-jp-01") || strings.Contains(body, "INC-12") {
+		t.Errorf("sara (SG only) sees the JP target or its lock: %s", body)
+	}
+	_, body = f.signIn(t, "kenji").do("GET", "/api/locks", nil, nil)
+	if !strings.Contains(body, "INC-12") || !strings.Contains(body, `"technicians": [`) {
+		t.Errorf("kenji (admin) does not see the lock and the directory: %s", body)
 	}
 }

@@ -992,6 +992,13 @@ func (c *Config) validateWeb() error {
 		return c.errf(0, "web.url %q: write the console's address as browsers reach it, such as https://bastion.example.com:8443", w.URL)
 	}
 	w.URL = strings.TrimSuffix(w.URL, "/")
+	// Sign-in links and session cookies cross the network in clear over
+	// plain HTTP: only on loopback, or behind a proxy that browsers reach
+	// over TLS (url https://).
+	if ip := net.ParseIP(host); w.TLSCert == "" && u.Scheme != "https" && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+		return c.errf(0, "web.listen %q without tls_cert speaks plain HTTP off loopback: sign-in links and cookies would cross the network in clear; "+
+			"give tls_cert and tls_key, or put a TLS proxy in front and set web.url to its https:// address", w.Listen)
+	}
 	if w.IdleTimeout < 0 || w.SessionTTL < 0 {
 		return c.errf(0, "web: idle_timeout and session_ttl cannot be negative")
 	}

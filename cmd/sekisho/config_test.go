@@ -699,3 +699,37 @@ func FuzzParseConfig(f *testing.F) {
 		_ = c.vaultConfig()
 	})
 }
+
+func TestWebSection(t *testing.T) {
+	valid, _ := validConfig(t)
+	for _, tc := range []struct {
+		web, url, err string
+	}{
+		{web: "", url: ""},
+		{web: "web:\n  listen: 127.0.0.1:8443\n", url: "http://127.0.0.1:8443"},
+		{web: "web:\n  listen: localhost:8443\n", url: "http://localhost:8443"},
+		{web: "web:\n  listen: 0.0.0.0:8443\n  url: https://bastion.example.com/\n", url: "https://bastion.example.com"},
+		{web: "web:\n  listen: 10.0.0.5:8443\n  tls_cert: c.pem\n  tls_key: k.pem\n", url: "https://10.0.0.5:8443"},
+		{web: "web:\n  listen: 10.0.0.5:8080\n", err: "plain HTTP off loopback"},
+		{web: "web:\n  listen: 0.0.0.0:8080\n", err: "give web.url"},
+		{web: "web:\n  listen: 8080\n", err: "write host:port"},
+		{web: "web:\n  listen: 127.0.0.1:8443\n  tls_cert: c.pem\n", err: "both tls_cert and tls_key"},
+		{web: "web:\n  url: https://x.example.com\n", err: "listen is required"},
+		{web: "web:\n  listen: 127.0.0.1:8443\n  url: ftp://x\n", err: "web.url"},
+		{web: "web:\n  listen: 127.0.0.1:8443\n  url: https://x.example.com/console\n", err: "web.url"},
+	} {
+		cfg, err := ParseConfig(strings.NewReader(valid+"\n"+tc.web), "sekisho.yaml")
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: %v; want an error saying %q", tc.web, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.web, err)
+		case tc.err == "" && cfg.Web.URL != tc.url:
+			t.Errorf("%q: url %q, want %q", tc.web, cfg.Web.URL, tc.url)
+		}
+	}
+	bad := strings.Replace(valid, "  - name: aiko\n", "  - name: aiko\n    review_residency: [Singapore]\n", 1)
+	if _, err := ParseConfig(strings.NewReader(bad), "sekisho.yaml"); err == nil || !strings.Contains(err.Error(), `review_residency "Singapore"`) {
+		t.Errorf("review_residency [Singapore]: %v", err)
+	}
+}

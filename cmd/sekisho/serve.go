@@ -32,6 +32,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/net/netutil"
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
@@ -426,6 +427,10 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	return b, nil
 }
 
+// maxWebConns bounds the console's open connections: it shares the
+// process, and its file descriptors, with the SSH side.
+const maxWebConns = 512
+
 // killFunc is a web.LiveSessions made of a function.
 type killFunc func(id, why string) bool
 
@@ -439,8 +444,11 @@ func (b *bastion) startConsole(ctx context.Context, cfg *Config, console *web.Se
 	if err != nil {
 		return fmt.Errorf("web.listen: %w", err)
 	}
-	b.web = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(b.log.Handler(), slog.LevelWarn)}
+	// Bounded like the SSH side's pre-authentication: connections in all,
+	// and the time to send a request (a live view lifts it for itself).
+	ln = netutil.LimitListener(ln, maxWebConns)
+	b.web = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(b.log.Handler(), slog.LevelWarn)}
 	if cfg.Web.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Web.TLSCert), cfg.Path(cfg.Web.TLSKey))
 		if err != nil {
