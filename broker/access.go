@@ -89,6 +89,23 @@ func (b *Broker) SetAdminGroups(groups []string) {
 	b.adminGroups.Store(&g)
 }
 
+// SetReviewerGroups sets the groups whose members may see sessions and
+// replay recordings in the web console.
+func (b *Broker) SetReviewerGroups(groups []string) {
+	g := slices.Clone(groups)
+	b.reviewerGroups.Store(&g)
+}
+
+// IsReviewer reports whether technician is in a reviewer group.
+func (b *Broker) IsReviewer(technician string) bool {
+	t, ok := b.Technician(technician)
+	if !ok {
+		return false
+	}
+	groups := b.reviewerGroups.Load()
+	return groups != nil && inAnyGroup(t, *groups)
+}
+
 // IsAdmin reports whether technician is in an admin group.
 func (b *Broker) IsAdmin(technician string) bool {
 	t, ok := b.Technician(technician)

@@ -54,6 +54,8 @@ type Broker struct {
 	reqMu       sync.Mutex // orders request transitions on this node
 	grantHook   atomic.Pointer[func()]
 	adminGroups atomic.Pointer[[]string]
+	// reviewerGroups, like adminGroups, is replaced on a config reload.
+	reviewerGroups atomic.Pointer[[]string]
 }
 
 // ruleSet is what a config reload replaces.
@@ -79,6 +81,9 @@ type Config struct {
 	// AdminGroups are the groups whose members may list and end any live
 	// session and revoke any grant.
 	AdminGroups []string
+	// ReviewerGroups are the groups whose members may see sessions and
+	// replay recordings in the web console.
+	ReviewerGroups []string
 }
 
 // New returns a broker.
@@ -88,6 +93,7 @@ func New(c Config) *Broker {
 		b.log = slog.Default()
 	}
 	b.SetAdminGroups(c.AdminGroups)
+	b.SetReviewerGroups(c.ReviewerGroups)
 	b.Replace(c.Technicians, c.Targets, c.Policy, c.Geo)
 	b.locks.Store(&[]Lock{})
 	return b

@@ -28,6 +28,7 @@ type Broker interface {
 	Target(name string) (*broker.Target, bool)
 	IsAdmin(technician string) bool
 	IsApprover(technician string) bool
+	IsReviewer(technician string) bool
 	Request(ctx context.Context, id int64) (broker.AccessRequest, error)
 	Requests(ctx context.Context, f broker.RequestFilter) ([]broker.AccessRequest, error)
 	Approve(ctx context.Context, approver string, id int64, comment string) (broker.AccessRequest, error)
@@ -70,9 +71,6 @@ type Config struct {
 	// links ("https://bastion.example.com:8443"). Secure cookies are set
 	// when it is https.
 	URL string
-	// ReviewerGroups are the groups whose members may see sessions and
-	// replay recordings (admins may too).
-	ReviewerGroups []string
 	// LinkTTL is how long a sign-in link is valid (default 1 minute);
 	// IdleTimeout and SessionTTL end a browser session after that long
 	// without a request (default 30 minutes) and after that long in all
@@ -225,7 +223,7 @@ func (s *Server) personOf(name string) (*person, bool) {
 		return nil, false
 	}
 	p := &person{Name: name, Admin: s.cfg.Broker.IsAdmin(name), Approver: s.cfg.Broker.IsApprover(name)}
-	p.Reviewer = slices.ContainsFunc(t.Groups, func(g string) bool { return slices.Contains(s.cfg.ReviewerGroups, g) })
+	p.Reviewer = s.cfg.Broker.IsReviewer(name)
 	if t.ReviewResidency != nil {
 		p.Residencies = slices.Clone(t.ReviewResidency)
 	}

@@ -104,14 +104,14 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 		keys[tech.Name] = ssh.FingerprintSHA256(k)
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Store: store,
-		AdminGroups: []string{"admins"}, Logger: slog.New(slog.DiscardHandler)})
+		AdminGroups: []string{"admins"}, ReviewerGroups: []string{"reviewers"}, Logger: slog.New(slog.DiscardHandler)})
 	c := &clock{t: time.Now()}
 	ts := httptest.NewUnstartedServer(nil)
 	if consoleURL == "" {
 		consoleURL = "http://" + ts.Listener.Addr().String()
 	}
 	srv, err := web.New(web.Config{Broker: brk, Store: store, RecordingDir: t.TempDir(), URL: consoleURL,
-		ReviewerGroups: []string{"reviewers"}, Logger: slog.New(slog.DiscardHandler), Now: c.now})
+		Logger: slog.New(slog.DiscardHandler), Now: c.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -774,6 +774,9 @@ func (c *Config) validate() (err error) {
 	if c.AdminGroups == nil {
 		c.AdminGroups = []string{"admins"}
 	}
+	if c.ReviewerGroups == nil {
+		c.ReviewerGroups = []string{"reviewers"}
+	}
 	rules := map[string]bool{}
 	for _, r := range c.Rules {
 		if r.Name == "" {

@@ -254,6 +254,7 @@ func (b *bastion) reload(path string) error {
 	techs, targets, policy := cfg.domain()
 	b.brk.Replace(techs, targets, policy, cfg.geo)
 	b.brk.SetAdminGroups(cfg.AdminGroups)
+	b.brk.SetReviewerGroups(cfg.ReviewerGroups)
 	n := b.srv.Revalidate()
 	b.log.Info("config reloaded (listen, host key, vault, state, recordings, webhooks and metrics need a restart)",
 		"technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules), "sessions_ended", n)
@@ -307,7 +308,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		return nil, err
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
-		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups})
+		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups})
 	// Recordings left unsealed by a crash are sealed as incomplete first;
 	// a broken one does not stop the others, nor the server. One whose
 	// seal the register knows was stripped of it, and is not re-sealed.
@@ -355,7 +356,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	var consoleIface session.Console
 	if cfg.Web.Listen != "" {
 		console, err = web.New(web.Config{Broker: brk, Store: store, RecordingDir: recDir, RecordingKey: recKey.Public().(ed25519.PublicKey),
-			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), URL: cfg.Web.URL, ReviewerGroups: cfg.ReviewerGroups,
+			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), URL: cfg.Web.URL,
 			IdleTimeout: time.Duration(cfg.Web.IdleTimeout), SessionTTL: time.Duration(cfg.Web.SessionTTL), Logger: logger})
 		if err != nil {
 			store.Close()
