@@ -484,6 +484,10 @@ func TestUntrustedTextIsInertInPages(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, `"state": "approved"`) {
 		t.Fatalf("approve request %d: %d %s", req.ID, resp.StatusCode, body)
 	}
+	_, page := l.do("GET", "/requests", nil, nil)
+	if !strings.Contains(page, "approved by kenji (<span class=\"reason\">ok &lt;img src=x") || regexp.MustCompile(`<img src=x|<script>alert`).MatchString(page) {
+		t.Errorf("the approval's comment is not shown as text on /requests")
+	}
 }
 
 func TestLockedPeopleAreSignedOut(t *testing.T) {
