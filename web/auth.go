@@ -35,7 +35,7 @@ var ErrNoConsoleRole = errors.New("the console is for admins, approvers and revi
 type link struct {
 	technician string
 	key        string // SHA256 fingerprint of the SSH key that asked for it
-	issued     time.Time
+	seq        uint64 // order of issue: the oldest goes first
 	expires    time.Time
 }
 
@@ -44,6 +44,7 @@ type link struct {
 type browserSession struct {
 	technician string
 	key        string
+	seq        uint64 // order of sign-in: the oldest goes first
 	csrf       string
 	created    time.Time
 	seen       time.Time
@@ -94,7 +95,7 @@ func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Tim
 			delete(s.links, k)
 		case l.technician == p.Name:
 			n++
-			if oldest == "" || l.issued.Before(s.links[oldest].issued) {
+			if oldest == "" || l.seq < s.links[oldest].seq {
 				oldest = k
 			}
 		}
@@ -102,7 +103,8 @@ func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Tim
 	if n >= maxLinksPerTechnician {
 		delete(s.links, oldest)
 	}
-	s.links[tokenKey(tok)] = link{technician: p.Name, key: keyFingerprint, issued: now, expires: exp}
+	s.seq++
+	s.links[tokenKey(tok)] = link{technician: p.Name, key: keyFingerprint, seq: s.seq, expires: exp}
 	s.mu.Unlock()
 	s.audit(context.Background(), EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
 	return s.origin + "/login/" + tok, exp, nil
@@ -172,7 +174,7 @@ func (s *Server) startSession(w http.ResponseWriter, l link) {
 			delete(s.sessions, k)
 		case bs.technician == l.technician:
 			n++
-			if oldest == "" || bs.created.Before(s.sessions[oldest].created) {
+			if oldest == "" || bs.seq < s.sessions[oldest].seq {
 				oldest = k
 			}
 		}
@@ -180,7 +182,8 @@ func (s *Server) startSession(w http.ResponseWriter, l link) {
 	if n >= maxSessionsPerTechnician {
 		delete(s.sessions, oldest)
 	}
-	s.sessions[tokenKey(tok)] = &browserSession{technician: l.technician, key: l.key, csrf: newToken(), created: now, seen: now}
+	s.seq++
+	s.sessions[tokenKey(tok)] = &browserSession{technician: l.technician, key: l.key, seq: s.seq, csrf: newToken(), created: now, seen: now}
 	s.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: tok, Path: "/", HttpOnly: true, Secure: s.secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.SessionTTL / time.Second)})

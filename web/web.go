@@ -98,6 +98,7 @@ type Server struct {
 	mu       sync.Mutex
 	links    map[string]link            // by hash of the token
 	sessions map[string]*browserSession // by hash of the cookie value
+	seq      uint64                     // orders links and sessions
 
 	throttle signInThrottle
 
