@@ -217,6 +217,13 @@ func (b *Browser) Go(url string) {
 	b.must("go to "+url, http.MethodPost, "/url", map[string]string{"url": url}, nil)
 }
 
+// Resize sets the browser window's outer size in CSS pixels: a phone's
+// screen, say. Headless Chromium's viewport is then that size.
+func (b *Browser) Resize(width, height int) {
+	b.t.Helper()
+	b.must(fmt.Sprintf("resize to %dx%d", width, height), http.MethodPost, "/window/rect", map[string]int{"width": width, "height": height}, nil)
+}
+
 // URL is the current page's URL.
 func (b *Browser) URL() string {
 	b.t.Helper()
