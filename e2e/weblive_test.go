@@ -48,3 +48,39 @@ func TestWebWatchLiveAndEnd(t *testing.T) {
 		t.Errorf("no session.killed audit row with the reason")
 	}
 }
+
+// TestReviewerWatchFollowsResidency: over SSH as in the console, sara
+// (review_residency SG) watches a live SG session but not a JP one, which
+// is "not found" for her.
+func TestReviewerWatchFollowsResidency(t *testing.T) {
+	t.Parallel()
+	m := randHex(t)
+	jp := shellSession(t, sshCmd(ctxT(t), "aiko", "aiko+db-jp-01").Args)
+	jp.send("echo jp-"+m, "Enter")
+	jp.waitScreen("jp-" + m + "\nprompt>")
+	sg := shellSession(t, sshCmd(ctxT(t), "aiko", "aiko+web-sg-01").Args)
+	sg.send("echo sg-"+m, "Enter")
+	sg.waitScreen("sg-" + m + "\nprompt>")
+	jpID := sessionOn(t, env.state.Config, "aiko", "db-jp-01", "jp-"+m, false).ID
+	sgID := sessionOn(t, env.state.Config, "aiko", "web-sg-01", "sg-"+m, false).ID
+
+	if r := run(t, sshCmd(ctxT(t), "sara", "sara", "watch", jpID), nil); r.code != 1 || !strings.Contains(r.stderr, "no session "+jpID) || strings.Contains(r.stdout, m) {
+		t.Errorf("sara watch of a JP session: exit %d, stdout %q, stderr %q; want 1 and no session", r.code, r.stdout, r.stderr)
+	}
+	out := &syncBuffer{}
+	w := sshCmd(ctxT(t), "sara", "sara", "watch", sgID)
+	w.Stdout = out
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Process.Kill(); w.Wait() })
+	sg.send("echo live-"+m, "Enter")
+	waitUntil(t, 10*time.Second, "sara's watch to show the SG session", func() bool { return strings.Contains(out.String(), "live-"+m) })
+	found := false
+	for _, e := range strings.Split(sekishoCLI(t, "audit", "--limit", "5000"), "\n") {
+		found = found || strings.Contains(e, `"refused"`) && strings.Contains(e, jpID) && strings.Contains(e, "outside the reviewer's residencies")
+	}
+	if !found {
+		t.Error("sara's refused watch of the JP session is not audited with the reason")
+	}
+}

@@ -518,7 +518,16 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 		c.errorf("sekisho: watch: %q is not a session ID (see sessions --live)\n", id)
 		return exitUsage
 	}
-	if _, err := recording.ReadMeta(root, id); err != nil {
+	meta, err := recording.ReadMeta(root, id)
+	if err == nil && !c.reviews(meta.Residency) {
+		// As in the web console: outside a reviewer's residencies a
+		// session is not found, and the audit log says why.
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
+			Source: c.source, Session: id, Detail: fmt.Sprintf("command \"watch\" refused: session of residency %s is outside the reviewer's residencies %v", meta.Residency, c.tech.ReviewResidency)})
+		c.errorf("sekisho: watch: no session %s on this node (see sessions --live)\n", id)
+		return exitRefused
+	}
+	if err != nil {
 		detail := fmt.Sprintf("command \"watch\" refused: %v", err)
 		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
 			Source: c.source, Session: id, Detail: detail})
@@ -535,7 +544,7 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go c.dropInput(stop)
-	err := recording.Watch(ctx, c.raw, root, id, recording.WatchOptions{FromStart: f.has("from-start")})
+	err = recording.Watch(ctx, c.raw, root, id, recording.WatchOptions{FromStart: f.has("from-start")})
 	switch {
 	case err == nil:
 		return exitOK
@@ -569,14 +578,18 @@ func (c *command) login(_ context.Context, f *flags) int {
 	return exitOK
 }
 
-// mayWatch reports whether the technician, as configured now, is an admin
-// or in a reviewer group.
-func (c *command) mayWatch() bool {
-	if c.srv.cfg.Access.IsAdmin(c.tech.Name) {
-		return true
-	}
+// reviews reports whether the technician, as configured now, may see
+// sessions to targets of residency: review_residency limits them, over
+// SSH as in the web console.
+func (c *command) reviews(residency string) bool {
 	t, ok := c.srv.cfg.Broker.Technician(c.tech.Name)
-	return ok && slices.ContainsFunc(t.Groups, func(g string) bool { return slices.Contains(c.srv.cfg.ReviewerGroups, g) })
+	return ok && (t.ReviewResidency == nil || slices.Contains(t.ReviewResidency, residency))
+}
+
+// mayWatch reports whether the technician, as configured now, is an admin
+// or a reviewer.
+func (c *command) mayWatch() bool {
+	return c.srv.cfg.Access.IsAdmin(c.tech.Name) || c.srv.cfg.Access.IsReviewer(c.tech.Name)
 }
 
 // dropInput reads the watcher's input and drops it: nothing a watcher

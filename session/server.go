@@ -57,6 +57,9 @@ type Access interface {
 	GrantUsed(ctx context.Context, g *broker.Grant, session string)
 	IsAdmin(technician string) bool
 	IsApprover(technician string) bool
+	// IsReviewer reports whether technician is in a reviewer group, as
+	// the config says now.
+	IsReviewer(technician string) bool
 	// CommandAllowed re-checks a command connection: the technician and
 	// key still registered, no lock on them or their affiliate.
 	CommandAllowed(technician string, key ssh.PublicKey) (bool, string)
@@ -130,10 +133,6 @@ type Config struct {
 	// PollEvery is how often a wait re-reads its request from the store,
 	// for changes made on other nodes; default 2s.
 	PollEvery time.Duration
-	// ReviewerGroups are the groups whose members, besides admins, may
-	// watch live sessions (ssh TECHNICIAN@bastion watch ID); default
-	// [reviewers].
-	ReviewerGroups []string
 	// Console issues the one-time links that `login` prints; nil when the
 	// web console is off.
 	Console Console
@@ -242,9 +241,6 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.PollEvery == 0 {
 		cfg.PollEvery = 2 * time.Second
-	}
-	if cfg.ReviewerGroups == nil {
-		cfg.ReviewerGroups = []string{"reviewers"}
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{},
 		preauth: newPreauth(cfg.MaxUnauthenticatedPerSource, cfg.MaxUnauthenticated, cfg.MaxAuthFailuresPerSource)}

@@ -365,7 +365,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		consoleIface = console
 	}
 	srv, err = session.NewServer(session.Config{
-		Access: brk, RecordingKey: recKey, Uploader: uploader, ReviewerGroups: cfg.ReviewerGroups, Console: consoleIface,
+		Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
