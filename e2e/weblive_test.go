@@ -84,3 +84,37 @@ func TestReviewerWatchFollowsResidency(t *testing.T) {
 		t.Error("sara's refused watch of the JP session is not audited with the reason")
 	}
 }
+
+// TestScopedAdminSeesAndEndsOnlyTheirResidencies: an admin limited to SG
+// lists and ends SG sessions over SSH; a JP session is not theirs to see
+// or end.
+func TestScopedAdminSeesAndEndsOnlyTheirResidencies(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "  - name: kenji\n    affiliate: operator-jp\n", "  - name: kenji\n    affiliate: operator-jp\n    review_residency: [SG]\n", 1)
+	})
+	m := randHex(t)
+	jp := shellSession(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01").Args)
+	jp.send("echo jp-"+m, "Enter")
+	jp.waitScreen("jp-" + m + "\nprompt>")
+	sg := shellSession(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01").Args)
+	sg.send("echo sg-"+m, "Enter")
+	sg.waitScreen("sg-" + m + "\nprompt>")
+	jpID := sessionOn(t, v.config, "aiko", "db-jp-01", "jp-"+m, false).ID
+	sgID := sessionOn(t, v.config, "aiko", "web-sg-01", "sg-"+m, false).ID
+
+	r := v.command(t, "kenji", "sessions", "--live")
+	if r.code != 0 || !strings.Contains(r.stdout, sgID) || strings.Contains(r.stdout, jpID) {
+		t.Errorf("kenji (SG) sessions --live: exit %d\n%s\nwant the SG session only", r.code, r.stdout)
+	}
+	if r := v.command(t, "kenji", "kill", jpID, "--reason", "not-mine"); r.code != 1 || !strings.Contains(r.stderr, "no live session "+jpID) {
+		t.Errorf("kenji (SG) kill of the JP session: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// Still running: the shell computes what the terminal would only echo.
+	jp.send("echo still-here-"+m+"-$((6*7))", "Enter")
+	jp.waitScreen("still-here-" + m + "-42")
+	if r := v.command(t, "kenji", "kill", sgID, "--reason", "scoped-"+m); r.code != 0 {
+		t.Errorf("kenji (SG) kill of the SG session: exit %d, stderr %q", r.code, r.stderr)
+	}
+	sg.waitScreen("ssh-exited-")
+}

@@ -27,6 +27,7 @@ type LiveSession struct {
 	Technician string    `json:"technician"`
 	Affiliate  string    `json:"affiliate"`
 	Target     string    `json:"target"`
+	Residency  string    `json:"residency"`
 	Source     string    `json:"source"`
 	Rule       string    `json:"rule"`
 	Request    int64     `json:"request,omitempty"` // the grant it runs under
@@ -42,7 +43,7 @@ func (s *Server) Live() []LiveSession {
 	out := make([]LiveSession, 0, len(s.live))
 	for c := range s.live {
 		l := LiveSession{ID: c.sessionID, Technician: c.id.tech.Name, Affiliate: c.id.tech.Affiliate.Name,
-			Target: c.id.target.Name, Source: c.source, Rule: c.id.decision.Rule, Started: c.started,
+			Target: c.id.target.Name, Residency: c.id.target.Residency, Source: c.source, Rule: c.id.decision.Rule, Started: c.started,
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load()}
 		if g := c.id.decision.Grant; g != nil {
 			l.Request = g.RequestID
@@ -451,7 +452,7 @@ func (c *command) sessions(_ context.Context, f *flags) int {
 	if !c.srv.cfg.Access.IsAdmin(c.tech.Name) {
 		return c.notAllowed("sessions --live", "admins")
 	}
-	live := c.srv.Live()
+	live := slices.DeleteFunc(c.srv.Live(), func(l LiveSession) bool { return !c.reviews(l.Residency) })
 	if f.has("json") {
 		b, _ := json.MarshalIndent(live, "", "  ")
 		c.printf("%s\n", b)
@@ -490,6 +491,13 @@ func (c *command) kill(_ context.Context, f *flags) int {
 			return exitUsage
 		}
 		why += ": " + r
+	}
+	live := c.srv.Live()
+	if i := slices.IndexFunc(live, func(l LiveSession) bool { return l.ID == f.args[0] }); i >= 0 && !c.reviews(live[i].Residency) {
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name, Source: c.source,
+			Session: f.args[0], Detail: "command \"kill\" refused: the session's residency is outside the admin's review_residency"})
+		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
+		return exitRefused
 	}
 	if !c.srv.Kill(f.args[0], why) {
 		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
