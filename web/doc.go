@@ -8,10 +8,12 @@
 // There is no password store. A person signs in with the SSH identity
 // they already have: `ssh -p 2222 kenji@bastion login` prints a one-time
 // link, valid for about a minute and usable once, that opens a browser
-// session bound to that technician. Their role (admin, approver,
-// reviewer) is read from the config on every request, so a change of
-// groups or a lock takes effect at once, and a technician with none of
-// those roles gets no link.
+// session bound to that technician and the SSH key that asked for it.
+// Their role (admin, approver, reviewer), their locks and their keys are
+// read from the config and the store on every request, so a change of
+// groups, a lock or a removed key takes effect at once (a live view
+// checks every second), and a technician with none of those roles gets
+// no link.
 //
 // # Guarantees
 //
@@ -32,6 +34,8 @@
 //     sees sessions, recordings, searches and reports of those residencies
 //     only, on pages and in the API alike; a session outside them answers
 //     404 as if it did not exist.
-//   - Every decision, lock change and session ended from the console is
-//     audited with the person who did it, as from SSH.
+//   - Every sign-in, refusal, decision, lock change, session viewed,
+//     replayed, searched, watched or ended from the console is audited
+//     with the person who did it, as from SSH; refused sign-ins, which
+//     anyone can send, once per source address per 10 s with a count.
 package web
