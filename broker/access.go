@@ -301,11 +301,14 @@ func checkReason(what, s string) (string, error) {
 	if len([]rune(s)) < minReason {
 		return "", refusef("%s is required: at least %d characters (a ticket reference and what you will do)", what, minReason)
 	}
-	return checkText(what, s)
+	return CheckText(what, s)
 }
 
-// checkText validates a comment or note a person typed.
-func checkText(what, s string) (string, error) {
+// CheckText validates a comment, note or reason a person typed, as
+// every way in (SSH commands, the console) takes it: not empty, at most
+// 500 bytes, no control, bidi or replacement characters, since it ends up
+// in audit lines and on other people's terminals. It returns s trimmed.
+func CheckText(what, s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", refusef("%s is empty", what)
@@ -479,7 +482,7 @@ func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment
 	}
 	comment = strings.TrimSpace(comment)
 	if comment != "" {
-		if comment, err = checkText("a comment", comment); err != nil {
+		if comment, err = CheckText("a comment", comment); err != nil {
 			return r, err
 		}
 	}
@@ -553,7 +556,7 @@ func (b *Broker) Cancel(ctx context.Context, technician string, id int64, note s
 	defer b.reqMu.Unlock()
 	defer func() { b.auditRefusal(ctx, err, technician, "cancel", id, r.Target, "") }()
 	if note = strings.TrimSpace(note); note != "" {
-		if note, err = checkText("a note", note); err != nil {
+		if note, err = CheckText("a note", note); err != nil {
 			return r, err
 		}
 	}

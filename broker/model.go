@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"slices"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -25,6 +26,12 @@ type Technician struct {
 	// recordings in the console to targets of these residencies; nil
 	// means all of them.
 	ReviewResidency []string
+}
+
+// MayReview reports whether the technician's review_residency lets them
+// see sessions to targets of residency: nil means every residency.
+func (t *Technician) MayReview(residency string) bool {
+	return t.ReviewResidency == nil || slices.Contains(t.ReviewResidency, residency)
 }
 
 // HasKey reports whether key is one of the technician's registered keys.

@@ -591,7 +591,7 @@ func (c *command) login(_ context.Context, f *flags) int {
 // SSH as in the web console.
 func (c *command) reviews(residency string) bool {
 	t, ok := c.srv.cfg.Broker.Technician(c.tech.Name)
-	return ok && (t.ReviewResidency == nil || slices.Contains(t.ReviewResidency, residency))
+	return ok && t.MayReview(residency)
 }
 
 // mayWatch reports whether the technician, as configured now, is an admin

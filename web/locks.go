@@ -69,7 +69,7 @@ func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
 	if !slices.Contains(known, name) {
 		return nil, errorf(http.StatusBadRequest, "no %s called %q is configured", kind, name)
 	}
-	if err := checkText("reason (the technicians whose sessions end see it)", reason, 500); err != nil {
+	if err := checkText("reason (the technicians whose sessions end see it)", reason); err != nil {
 		return nil, err
 	}
 	l := broker.Lock{Kind: kind, Name: name, Reason: reason, By: r.p.Name, Created: s.now().UTC()}
@@ -106,7 +106,7 @@ func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
 	if r.Method == http.MethodDelete {
 		reason = strings.TrimSpace(r.URL.Query().Get("reason"))
 	}
-	if err := checkText("reason", reason, 500); err != nil {
+	if err := checkText("reason", reason); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.Store.RemoveLock(r.Context(), id); errors.Is(err, broker.ErrNotFound) {

@@ -5,22 +5,19 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/sekisho/sekisho/broker"
 )
 
-// checkText refuses an empty text, one longer than max bytes, or one with
-// control or bidi characters: it ends up in audit lines and on other
-// people's terminals.
-func checkText(what, s string, max int) error {
-	switch {
-	case s == "":
-		return errorf(http.StatusBadRequest, "%s is required", what)
-	case len(s) > max:
-		return errorf(http.StatusBadRequest, "%s is too long: at most %d bytes", what, max)
-	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }):
-		return errorf(http.StatusBadRequest, "%s may not contain control characters", what)
+// checkText applies broker.CheckText, the rule for text people type, and
+// answers its refusal as a 400: the input was wrong.
+func checkText(what, text string) error {
+	if _, err := broker.CheckText(what, text); err != nil {
+		var rf *broker.Refusal
+		if errors.As(err, &rf) {
+			return &httpError{code: http.StatusBadRequest, msg: rf.Msg}
+		}
+		return err
 	}
 	return nil
 }
@@ -109,13 +106,13 @@ func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
 	switch r.PathValue("verb") {
 	case "approve":
 		if comment != "" {
-			if err := checkText("comment", comment, 500); err != nil {
+			if err := checkText("comment", comment); err != nil {
 				return nil, err
 			}
 		}
 		req, err = s.cfg.Broker.Approve(r.Context(), r.p.Name, id, comment)
 	case "deny":
-		if err := checkText("a reason for the denial", comment, 500); err != nil {
+		if err := checkText("a reason for the denial", comment); err != nil {
 			return nil, err
 		}
 		req, err = s.cfg.Broker.Deny(r.Context(), r.p.Name, id, comment)

@@ -335,7 +335,7 @@ func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
 	if why == "" {
 		return nil, errorf(http.StatusBadRequest, "give a reason: the technician sees it")
 	}
-	if err := checkText("reason", why, 500); err != nil {
+	if err := checkText("reason", why); err != nil {
 		return nil, err
 	}
 	msg := "ended by " + r.p.Name + ": " + why

@@ -173,6 +173,7 @@ const contentSecurityPolicy = "default-src 'none'; script-src 'self' 'wasm-unsaf
 // person is who a browser session belongs to, with their roles as the
 // config gives them now.
 type person struct {
+	tech     *broker.Technician // as configured when the request came
 	Name     string
 	Admin    bool
 	Approver bool
@@ -200,9 +201,7 @@ func (p *person) Roles() string {
 }
 
 // sees reports whether residency is within p's scope.
-func (p *person) sees(residency string) bool {
-	return p.Residencies == nil || slices.Contains(p.Residencies, residency)
-}
+func (p *person) sees(residency string) bool { return p.tech.MayReview(residency) }
 
 // Scope describes p's residency scope for display.
 func (p *person) Scope() string {
@@ -223,7 +222,7 @@ func (s *Server) personOf(name string) (*person, bool) {
 	if !ok {
 		return nil, false
 	}
-	p := &person{Name: name, Admin: s.cfg.Broker.IsAdmin(name), Approver: s.cfg.Broker.IsApprover(name)}
+	p := &person{tech: t, Name: name, Admin: s.cfg.Broker.IsAdmin(name), Approver: s.cfg.Broker.IsApprover(name)}
 	p.Reviewer = s.cfg.Broker.IsReviewer(name)
 	if t.ReviewResidency != nil {
 		p.Residencies = slices.Clone(t.ReviewResidency)
