@@ -216,14 +216,26 @@ func ctxT(t *testing.T) context.Context {
 // sekishoCLI runs a sekisho subcommand against the demo's config.
 func sekishoCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	full := append([]string{args[0], "--config", env.state.Config}, args[1:]...)
-	cmd := exec.CommandContext(ctxT(t), env.sekisho, full...)
+	out, err := sekishoOn(env.state.Config, args...)
+	if err != nil {
+		t.Fatalf("sekisho %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// sekishoOn runs a sekisho subcommand against config; a failure's error
+// carries what it said on stderr.
+func sekishoOn(config string, args ...string) (string, error) {
+	full := append([]string{args[0], "--config", config}, args[1:]...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	var so, se bytes.Buffer
+	cmd := exec.CommandContext(ctx, env.sekisho, full...)
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("sekisho %s: %v\n%s", strings.Join(full, " "), err, se.String())
+		return so.String(), fmt.Errorf("%w\n%s", err, se.String())
 	}
-	return so.String()
+	return so.String(), nil
 }
 
 type session struct {

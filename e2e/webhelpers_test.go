@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -232,13 +231,6 @@ func sessionOn(t *testing.T, config, tech, target, marker string, ended bool) se
 		return false
 	})
 	return found
-}
-
-// sekishoOn runs a sekisho subcommand against config.
-func sekishoOn(config string, args ...string) (string, error) {
-	full := append([]string{args[0], "--config", config}, args[1:]...)
-	out, err := exec.Command(env.sekisho, full...).Output()
-	return string(out), err
 }
 
 // waitSeen is webdriver.Wait for a condition whose last observation is
