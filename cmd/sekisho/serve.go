@@ -63,11 +63,6 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	pidFile := cfg.Path(cfg.State) + ".pid"
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
-		logger.Warn("pid file not written; `sekisho reload` will not find this server", "path", pidFile, "err", err)
-	}
-	defer os.Remove(pidFile)
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,6 +116,7 @@ type bastion struct {
 	uploader *recording.Uploader // nil without S3 recording stores
 
 	retention retentionJob
+	pidFile   string // removed on stop; empty if it could not be written
 }
 
 // retentionJob is what the retention job needs of the config at start.
@@ -423,6 +419,13 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones, key: recKey.Public().(ed25519.PublicKey)}
 	go b.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	go func() { b.done <- srv.Serve(ln) }()
+	// The pid file is whole before "listening" is logged: whoever waits
+	// for that line may read it at once.
+	b.pidFile = cfg.Path(cfg.State) + ".pid"
+	if err := writeFileAtomic(b.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		logger.Warn("pid file not written; `sekisho reload` will not find this server", "path", b.pidFile, "err", err)
+		b.pidFile = ""
+	}
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
 		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
 	return b, nil
@@ -496,6 +499,9 @@ func (b *bastion) stop() error {
 	}
 	if cerr := b.store.Close(); err == nil {
 		err = cerr
+	}
+	if b.pidFile != "" {
+		os.Remove(b.pidFile)
 	}
 	b.log.Info("sekisho stopped")
 	return err
@@ -712,4 +718,22 @@ func forwardResolver(server string) session.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, network, server)
 	}}
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames
+// it over path, so a reader sees the old content or the new, never a part.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
