@@ -238,7 +238,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		st.Keys[t.name] = d.path("keys", t.name)
 	}
 	sb, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.WriteFile(d.path("demo.json"), sb, 0o600); err != nil {
+	if err := writeFileAtomic(d.path("demo.json"), sb); err != nil {
 		b.stop()
 		return err
 	}
