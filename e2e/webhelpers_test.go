@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +155,14 @@ func playerText(b *webdriver.Browser) string {
 	got, _ := b.Exec(`const t = document.querySelector("#player pre.ap-term-text") || document.querySelector("#player .ap-term");
 return t ? t.textContent : "";`).(string)
 	return got
+}
+
+// playerCols is the number of columns of the player's terminal, or 0.
+func playerCols(b *webdriver.Browser) int {
+	got, _ := b.Exec(`const t = document.querySelector("#player .ap-term");
+return t ? getComputedStyle(t).getPropertyValue("--term-cols") : "";`).(string)
+	n, _ := strconv.Atoi(strings.TrimSpace(got))
+	return n
 }
 
 // waitPlayerText waits until the player's terminal shows want.

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/webdriver"
 )
 
 // TestWebWatchLiveAndEnd: an admin watches a technician's live shell in
@@ -28,6 +30,14 @@ func TestWebWatchLiveAndEnd(t *testing.T) {
 	waitPlayerText(t, b, "before-"+m+"-42")
 	tm.send("echo during-"+m+"-$((6*8))", "Enter")
 	waitPlayerText(t, b, "during-"+m+"-48")
+	if cols := playerCols(b); cols != 120 {
+		t.Errorf("the player shows %d columns; the technician's terminal has 120", cols)
+	}
+	// The technician widens the terminal: the player follows.
+	tm.run("resize-window", "-t", tm.name, "-x", "150", "-y", "35")
+	tm.send("echo cols-"+m+"-$(tput cols)", "Enter")
+	waitPlayerText(t, b, "cols-"+m+"-150")
+	webdriver.Wait(t, "the player to show 150 columns", func() bool { return playerCols(b) == 150 })
 	noSevere(t, b, "live")
 
 	reason := "INC-9 watched and stopped " + m

@@ -26,6 +26,11 @@ type WatchOptions struct {
 	// Poll is how often the recording is checked for growth; 0 means
 	// 100ms.
 	Poll time.Duration
+	// Resize, if set, is told the size of a terminal channel whenever it
+	// changes while shown, in order with its output; on joining at the
+	// live point, it is told the current size of the terminal shown. A
+	// watch in a terminal of its own leaves it nil.
+	Resize func(cols, rows int) error
 }
 
 // ErrNoRecording is returned by Watch when the session has no recording
@@ -64,7 +69,7 @@ func Watch(ctx context.Context, w io.Writer, root, id string, opt WatchOptions) 
 	if opt.Poll <= 0 {
 		opt.Poll = 100 * time.Millisecond
 	}
-	wt := &watcher{w: &lineWriter{w: w, atStart: true}, dir: dir, buf: make([]byte, 64<<10)}
+	wt := &watcher{w: &lineWriter{w: w, atStart: true}, dir: dir, buf: make([]byte, 64<<10), resize: opt.Resize}
 	defer wt.closeAll()
 	if _, err := fmt.Fprintf(wt.w, "\r\n[sekisho: watching session %s (%s@%s) read-only; Ctrl-C to stop]\r\n",
 		id, safeText(m.Technician), safeText(m.Target)); err != nil {
@@ -105,6 +110,8 @@ type watcher struct {
 	dir   string
 	chans []*followed
 	buf   []byte // read buffer
+
+	resize func(cols, rows int) error // nil: sizes are not followed
 }
 
 // followed is one channel file being followed.
@@ -121,6 +128,8 @@ type followed struct {
 	binary  int64  // binary output not yet reported
 	closed  bool   // x-close seen
 	done    bool   // closed and drained; f is closed
+
+	cols, rows int // the terminal's size: the header's, then the last "r"
 }
 
 // join reads the history of the channels open so far without showing it,
@@ -159,6 +168,11 @@ func (wt *watcher) join(ctx context.Context, names []string) error {
 				// character or an escape sequence.
 				if i := bytes.IndexByte(ctxt, '\n'); i >= 0 {
 					ctxt = ctxt[i+1:]
+				}
+			}
+			if wt.resize != nil && c.cols > 0 {
+				if err := wt.resize(c.cols, c.rows); err != nil {
+					return err
 				}
 			}
 			if _, err := c.san.Write(ctxt); err != nil {
@@ -272,6 +286,9 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 			return fmt.Errorf("%s: bad asciicast v2 header", c.name)
 		}
 		c.hdr, c.san = &h, NewSanitizer(wt.w)
+		if h.PTY {
+			c.cols, c.rows = h.Width, h.Height
+		}
 		if c.quiet {
 			return nil
 		}
@@ -287,6 +304,17 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 	if e.Code == "x-close" {
 		c.closed = true
 		return nil
+	}
+	if e.Code == "r" && c.hdr.PTY {
+		cols, rows, ok := parseSize(e.Data)
+		if !ok || (cols == c.cols && rows == c.rows) {
+			return nil
+		}
+		c.cols, c.rows = cols, rows
+		if c.quiet || wt.resize == nil {
+			return nil
+		}
+		return wt.resize(cols, rows)
 	}
 	if c.quiet {
 		if e.Code == "o" && c.hdr.PTY {
@@ -432,4 +460,18 @@ func safeText(s string) string {
 		s = strings.ToValidUTF8(s[:500], "") + "…"
 	}
 	return s
+}
+
+// parseSize reads a resize event's "COLSxROWS", each 1 to 10000.
+func parseSize(s string) (cols, rows int, ok bool) {
+	w, h, found := strings.Cut(s, "x")
+	if !found {
+		return 0, 0, false
+	}
+	cols, err1 := strconv.Atoi(w)
+	rows, err2 := strconv.Atoi(h)
+	if err1 != nil || err2 != nil || cols < 1 || rows < 1 || cols > 10000 || rows > 10000 {
+		return 0, 0, false
+	}
+	return cols, rows, true
 }

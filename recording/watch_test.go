@@ -266,3 +266,49 @@ func TestWatchWriteError(t *testing.T) {
 		t.Errorf("Watch = %v, want the write error", err)
 	}
 }
+
+// A watch with Resize set is told the size of the terminal it joins, as
+// last resized, and then every change in order with the output; a resize
+// to the same size, or to nonsense, is not passed on.
+func TestWatchFollowsResizes(t *testing.T) {
+	t.Parallel()
+	root, id := t.TempDir(), uuid.NewString()
+	sess, err := Create(root, Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err := sess.Channel(ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, shell.Stdout([]byte("before\r\n")))
+	must(t, shell.Resize(100, 30)) // in the history: only its result counts
+
+	out := &watchOutput{}
+	resize := func(cols, rows int) error {
+		fmt.Fprintf(out, "<%dx%d>", cols, rows)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Watch(ctx, out, root, id, WatchOptions{Resize: resize}) }()
+	waitOutput(t, out, "<100x30>")
+
+	must(t, shell.Stdout([]byte("small\r\n")))
+	must(t, shell.Resize(120, 40))
+	must(t, shell.Resize(120, 40))
+	must(t, shell.Stdout([]byte("wide\r\n")))
+	must(t, shell.Resize(0, 40))
+	must(t, shell.Resize(132, 43))
+	must(t, shell.Close())
+	must(t, sess.End(time.Now(), "client closed", 0, 0))
+	if err := waitDone(t, done); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	inOrder(t, got, "<100x30>", "before", "small", "<120x40>", "wide", "<132x43>", "session ended")
+	if n := strings.Count(got, "<"); n != 3 {
+		t.Errorf("%d sizes passed on, want 3 (the joined size, 120x40 once, 132x43):\n%q", n, got)
+	}
+}

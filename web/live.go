@@ -22,6 +22,7 @@ import (
 //
 //	data: {"cols":80,"rows":24}          first: the terminal's size
 //	data: [0.153,"o","text"]             output, seconds since the stream began
+//	data: [2.5,"r",{"cols":120,"rows":40}] the technician's terminal was resized
 //	: keep-alive                         a comment every liveKeepAlive
 //	data: {"state":"offline"}            no live recording of it on this node
 //	event: done                          last: the stream ended, do not reconnect
@@ -34,6 +35,9 @@ const (
 	liveKeepAlive    = 15 * time.Second
 	liveWriteTimeout = 30 * time.Second // a browser that reads nothing for this long is dropped
 )
+
+// maxLiveSize is the most columns or rows a live view passes to the player.
+const maxLiveSize = 1000
 
 // liveRecheck is how often a live view checks that its watcher may still
 // watch: signed in, not locked, key still registered, the session within
@@ -71,7 +75,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id stri
 			}
 		}
 	})
-	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{})
+	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{Resize: st.resize})
 	cancel()
 	wg.Wait()
 
@@ -139,6 +143,27 @@ func (st *liveStream) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// resize tells the player the terminal's new size. Sizes the player
+// could not draw (over maxLiveSize) are not passed on.
+func (st *liveStream) resize(cols, rows int) error {
+	if cols > maxLiveSize || rows > maxLiveSize {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.begin(); err != nil {
+		return err
+	}
+	if cols == st.cols && rows == st.rows {
+		return nil
+	}
+	st.cols, st.rows = cols, rows
+	t := math.Round(time.Since(st.start).Seconds()*1000) / 1000
+	// The eventsource driver hands the data to the terminal as it is: an
+	// object, not the "COLSxROWS" of a recording file.
+	return st.send(fmt.Sprintf("data: [%g,\"r\",{\"cols\":%d,\"rows\":%d}]\n\n", t, cols, rows))
 }
 
 // begin sends the response headers and the terminal's size, once.
@@ -250,7 +275,7 @@ func liveSize(root, id string) (cols, rows int) {
 	}
 	for _, name := range slices.Backward(m.Channels) {
 		h, ok := channelHeader(filepath.Join(dir, filepath.Base(name)))
-		if ok && h.PTY && h.Width > 0 && h.Height > 0 && h.Width <= 1000 && h.Height <= 1000 {
+		if ok && h.PTY && h.Width > 0 && h.Height > 0 && h.Width <= maxLiveSize && h.Height <= maxLiveSize {
 			return h.Width, h.Height
 		}
 	}

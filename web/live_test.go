@@ -337,3 +337,67 @@ func TestServeLiveEndsWhenTheWatcherMayNoLonger(t *testing.T) {
 		t.Errorf("an event after done: %+v", ev)
 	}
 }
+
+// A resize of the technician's terminal reaches the player as an "r"
+// event between the output before and after it; a size the player could
+// not draw is not passed on.
+func TestServeLiveResizes(t *testing.T) {
+	t.Parallel()
+	root, id := t.TempDir(), uuid.NewString()
+	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(shell.Stdout([]byte("before$ ")))
+	sse, _ := startLive(t, root, id)
+	if ev, _ := sse.next(); ev.data != `{"cols":80,"rows":24}` {
+		t.Fatalf("first event %+v, want the terminal size", ev)
+	}
+	must(shell.Resize(120, 40))
+	must(shell.Stdout([]byte("after$ ")))
+	must(shell.Resize(5000, 40))
+	must(shell.Close())
+	must(sess.End(time.Now(), "client closed", 0, 0))
+
+	var got []string // "o:text" and "r:size", in order
+	for {
+		ev, ok := sse.next()
+		if !ok || ev.name == "done" {
+			break
+		}
+		var e []any
+		if json.Unmarshal([]byte(ev.data), &e) != nil || len(e) != 3 {
+			t.Fatalf("event %+v is not [time, code, data]", ev)
+		}
+		if _, ok := e[0].(float64); !ok {
+			t.Fatalf("the time of %s is not a number", ev.data)
+		}
+		switch e[1] {
+		case "o":
+			got = append(got, "o:"+e[2].(string))
+		case "r":
+			size, _ := json.Marshal(e[2])
+			got = append(got, "r:"+string(size))
+		default:
+			t.Fatalf("event %s: want code o or r", ev.data)
+		}
+	}
+	all := strings.Join(got, "|")
+	b, r, a := strings.Index(all, "before$"), strings.Index(all, `r:{"cols":120,"rows":40}`), strings.Index(all, "after$")
+	if b < 0 || r < b || a < r {
+		t.Errorf("want before$, then a resize to 120x40, then after$; the stream was %q", all)
+	}
+	if strings.Count(all, "r:") != 1 {
+		t.Errorf("want one resize event; the stream was %q", all)
+	}
+}
