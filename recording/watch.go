@@ -31,6 +31,9 @@ type WatchOptions struct {
 	// live point, it is told the current size of the terminal shown. A
 	// watch in a terminal of its own leaves it nil.
 	Resize func(cols, rows int) error
+	// StopHint ends the banner: how the watcher stops watching. Empty
+	// means "Ctrl-C to stop", for a terminal.
+	StopHint string
 }
 
 // ErrNoRecording is returned by Watch when the session has no recording
@@ -71,8 +74,12 @@ func Watch(ctx context.Context, w io.Writer, root, id string, opt WatchOptions) 
 	}
 	wt := &watcher{w: &lineWriter{w: w, atStart: true}, dir: dir, buf: make([]byte, 64<<10), resize: opt.Resize}
 	defer wt.closeAll()
-	if _, err := fmt.Fprintf(wt.w, "\r\n[sekisho: watching session %s (%s@%s) read-only; Ctrl-C to stop]\r\n",
-		id, safeText(m.Technician), safeText(m.Target)); err != nil {
+	hint := opt.StopHint
+	if hint == "" {
+		hint = "Ctrl-C to stop"
+	}
+	if _, err := fmt.Fprintf(wt.w, "\r\n[sekisho: watching session %s (%s@%s) read-only; %s]\r\n",
+		id, safeText(m.Technician), safeText(m.Target), safeText(hint)); err != nil {
 		return err
 	}
 	if !opt.FromStart {

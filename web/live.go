@@ -75,7 +75,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id stri
 			}
 		}
 	})
-	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{Resize: st.resize})
+	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{Resize: st.resize, StopHint: "leave this page to stop watching"})
 	cancel()
 	wg.Wait()
 

@@ -161,6 +161,9 @@ func TestServeLiveFollowsSession(t *testing.T) {
 		t.Fatalf("the stream ended with %+v, want event done", last)
 	}
 	got := seen.String()
+	if !strings.Contains(got, "read-only; leave this page to stop watching]") || strings.Contains(got, "Ctrl-C") {
+		t.Errorf("the banner does not tell a browser how to stop watching: %q", got)
+	}
 	if !strings.Contains(got, "link héllo\r\n") || !strings.Contains(got, "[sekisho: session ended: client closed]") {
 		t.Errorf("the stream showed %q", got)
 	}
