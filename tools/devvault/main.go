@@ -1,13 +1,14 @@
 // Command devvault runs a real, single-process, in-memory Vault server on
 // loopback for sekisho's demo and end-to-end tests.
 //
-// It is built from Vault's own core with two plugins: the SSH secrets
-// engine and AppRole. It initialises and unseals itself, writes the root
-// token to -token-file (mode 0600) and serves the real Vault HTTP API until
-// it receives SIGINT or SIGTERM. Nothing is persisted: every start is a new
-// Vault. With -unseal-key-file it also writes its one unseal key, so that a
-// test can seal it (sys/seal) and unseal it again (sys/unseal). It is a
-// development tool and is never part of the sekisho binary.
+// It is built from Vault's own core with three plugins: the SSH and
+// transit secrets engines and AppRole. It initialises and unseals itself,
+// writes the root token to -token-file (mode 0600) and serves the real
+// Vault HTTP API until it receives SIGINT or SIGTERM. Nothing is
+// persisted: every start is a new Vault. With -unseal-key-file it also
+// writes its one unseal key, so that a test can seal it (sys/seal) and
+// unseal it again (sys/unseal). It is a development tool and is never
+// part of the sekisho binary.
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/builtin/credential/approle"
 	"github.com/hashicorp/vault/builtin/logical/ssh"
+	"github.com/hashicorp/vault/builtin/logical/transit"
 	vaulthttp "github.com/hashicorp/vault/http"
 	"github.com/hashicorp/vault/internalshared/configutil"
 	"github.com/hashicorp/vault/sdk/helper/consts"
@@ -68,7 +70,7 @@ func run(listen, tokenFile, addrFile, unsealKeyFile string) error {
 		Logger:             logger,
 		DisableMlock:       true,
 		BuiltinRegistry:    registry{},
-		LogicalBackends:    map[string]logical.Factory{"ssh": ssh.Factory},
+		LogicalBackends:    map[string]logical.Factory{"ssh": ssh.Factory, "transit": transit.Factory},
 		CredentialBackends: map[string]logical.Factory{"approle": approle.Factory},
 	})
 	if err != nil {
@@ -143,11 +145,11 @@ func run(listen, tokenFile, addrFile, unsealKeyFile string) error {
 }
 
 // registry is the plugin catalog's view of the built-in plugins: just the
-// SSH secrets engine and AppRole.
+// SSH and transit secrets engines and AppRole.
 type registry struct{}
 
 var builtins = map[consts.PluginType]map[string]logical.Factory{
-	consts.PluginTypeSecrets:    {"ssh": ssh.Factory},
+	consts.PluginTypeSecrets:    {"ssh": ssh.Factory, "transit": transit.Factory},
 	consts.PluginTypeCredential: {"approle": approle.Factory},
 }
 
