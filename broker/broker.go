@@ -43,6 +43,7 @@ type Broker struct {
 	rules  atomic.Pointer[ruleSet] // replaced whole on reload
 	locks  atomic.Pointer[[]Lock]  // the locks in force, refreshed from the store
 	issuer *Issuer
+	sealer Sealer // nil: no second factor can be enrolled
 	store  Store
 	log    *slog.Logger
 	now    func() time.Time
@@ -73,8 +74,11 @@ type Config struct {
 	Policy      *Policy
 	Geo         *Geo // locates source addresses; nil knows none
 	Issuer      *Issuer
-	Store       Store
-	Logger      *slog.Logger
+	// Sealer seals TOTP secrets at rest; nil means the Issuer. Without
+	// either, no second factor can be enrolled.
+	Sealer Sealer
+	Store  Store
+	Logger *slog.Logger
 	// Notifier is told of access request transitions (webhooks); nil
 	// tells nobody.
 	Notifier Notifier
@@ -88,7 +92,10 @@ type Config struct {
 
 // New returns a broker.
 func New(c Config) *Broker {
-	b := &Broker{issuer: c.Issuer, store: c.Store, log: c.Logger, now: time.Now, notifier: c.Notifier}
+	b := &Broker{issuer: c.Issuer, sealer: c.Sealer, store: c.Store, log: c.Logger, now: time.Now, notifier: c.Notifier}
+	if b.sealer == nil && c.Issuer != nil {
+		b.sealer = c.Issuer
+	}
 	if b.log == nil {
 		b.log = slog.Default()
 	}

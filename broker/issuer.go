@@ -27,6 +27,8 @@ type VaultConfig struct {
 	Mount        string // SSH secrets engine mount, default "ssh"
 	Role         string // signing role
 	TTL          time.Duration
+	TransitMount string // transit secrets engine mount, default "transit"
+	TOTPKey      string // transit key that seals TOTP secrets, default "sekisho-totp"
 	// Timeout bounds obtaining one certificate, every Vault call it
 	// takes included (a login, the CA, the signature, a retry), so that
 	// a slow, sealed or unreachable Vault refuses a new session within a
@@ -95,6 +97,12 @@ func NewIssuer(cfg VaultConfig) (*Issuer, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultVaultTimeout
+	}
+	if cfg.TransitMount == "" {
+		cfg.TransitMount = DefaultTransitMount
+	}
+	if cfg.TOTPKey == "" {
+		cfg.TOTPKey = DefaultTOTPKey
 	}
 	vc := vault.DefaultConfig()
 	if vc.Error != nil {
@@ -230,28 +238,12 @@ func (is *Issuer) issue(ctx context.Context, req CertRequest) (*Credential, erro
 		return nil, err
 	}
 
-	is.mu.Lock()
-	err = is.ensureLocked(ctx)
-	ca := is.ca
-	token := is.client.Token()
-	is.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	signed, err := is.sign(ctx, sshPub, req)
-	if isPermissionDenied(err) {
-		// The token may have been revoked: log in once more and retry,
-		// unless another request already did.
-		is.mu.Lock()
-		if is.client.Token() == token {
-			is.tokenExp = time.Time{}
-		}
-		err = is.ensureLocked(ctx)
-		is.mu.Unlock()
-		if err == nil {
-			signed, err = is.sign(ctx, sshPub, req)
-		}
-	}
+	var signed string
+	err = is.withToken(ctx, func(ctx context.Context) error {
+		var serr error
+		signed, serr = is.sign(ctx, sshPub, req)
+		return serr
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +251,7 @@ func (is *Issuer) issue(ctx context.Context, req CertRequest) (*Credential, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := is.checkCertificate(cert, sshPub, ca, req); err != nil {
+	if err := is.checkCertificate(cert, sshPub, is.CA(), req); err != nil {
 		return nil, fmt.Errorf("vault returned an unacceptable certificate: %w", err)
 	}
 	certSigner, err := ssh.NewCertSigner(cert, signer)
@@ -267,6 +259,33 @@ func (is *Issuer) issue(ctx context.Context, req CertRequest) (*Credential, erro
 		return nil, err
 	}
 	return &Credential{Certificate: cert, Signer: certSigner}, nil
+}
+
+// withToken runs call with a logged-in client. When Vault refuses the
+// token (it may have been revoked), it logs in once more and retries,
+// unless another call already did.
+func (is *Issuer) withToken(ctx context.Context, call func(context.Context) error) error {
+	is.mu.Lock()
+	err := is.ensureLocked(ctx)
+	token := is.client.Token()
+	is.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	err = call(ctx)
+	if !isPermissionDenied(err) {
+		return err
+	}
+	is.mu.Lock()
+	if is.client.Token() == token {
+		is.tokenExp = time.Time{}
+	}
+	err = is.ensureLocked(ctx)
+	is.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return call(ctx)
 }
 
 func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) (string, error) {

@@ -163,8 +163,15 @@ type Store interface {
 	RemoveLock(ctx context.Context, id int64) error
 	// Locks returns the locks not removed and not expired at now.
 	Locks(ctx context.Context, now time.Time) ([]Lock, error)
-	// SetTOTP stores a technician's TOTP secret, replacing any other.
+	// SetTOTP stores a technician's TOTP secret (sealed), replacing any
+	// other, and forgets which codes were used.
 	SetTOTP(ctx context.Context, technician, secret string) error
+	// ReplaceTOTPSecret stores secret in place of old, keeping which
+	// codes were used, and reports false if the stored secret is no
+	// longer old.
+	ReplaceTOTPSecret(ctx context.Context, technician, old, secret string) (bool, error)
+	// TOTPSecrets returns every stored secret by technician.
+	TOTPSecrets(ctx context.Context) (map[string]string, error)
 	// TOTP returns a technician's TOTP state; ErrNotFound if not enrolled.
 	TOTP(ctx context.Context, technician string) (TOTPState, error)
 	// ClaimTOTPStep records that the code of step was used, and reports

@@ -33,9 +33,15 @@ const (
 
 // TOTPState is a technician's enrolled second factor.
 type TOTPState struct {
-	Secret   string // base32
-	LastStep int64  // the last time step whose code was accepted
+	// Secret is the base32 secret sealed by a Sealer, or in the clear as
+	// a sekisho from before sealing stored it (see SealTOTPSecrets).
+	Secret   string
+	LastStep int64 // the last time step whose code was accepted
 }
+
+// ErrNoSealer is returned by EnrollTOTP when the broker has nothing to
+// seal the secret with.
+var ErrNoSealer = errors.New("second factors are sealed by Vault's transit engine, and this broker has no Vault")
 
 // throttle counts recent failures per key (technician, source address).
 type throttle struct {
@@ -105,7 +111,14 @@ func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, err
 	if err != nil {
 		return "", err
 	}
-	if err := b.store.SetTOTP(ctx, technician, key.Secret()); err != nil {
+	if b.sealer == nil {
+		return "", ErrNoSealer
+	}
+	sealed, err := b.sealer.Seal(ctx, technician, []byte(key.Secret()))
+	if err != nil {
+		return "", fmt.Errorf("seal the TOTP secret: %w", err)
+	}
+	if err := b.store.SetTOTP(ctx, technician, sealed); err != nil {
 		return "", err
 	}
 	b.Audit(ctx, AuditEvent{Kind: "mfa.enrolled", Technician: technician})
@@ -145,9 +158,13 @@ func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now tim
 	if err != nil {
 		return err
 	}
+	secret, err := b.openTOTP(ctx, technician, st.Secret)
+	if err != nil {
+		return err
+	}
 	step := now.Unix() / totpPeriod
 	for s := step - totpSkew; s <= step+totpSkew; s++ {
-		want, err := totp.GenerateCodeCustom(st.Secret, time.Unix(s*totpPeriod, 0), totp.ValidateOpts{
+		want, err := totp.GenerateCodeCustom(secret, time.Unix(s*totpPeriod, 0), totp.ValidateOpts{
 			Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 		if err != nil {
 			return err
@@ -165,4 +182,66 @@ func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now tim
 		return nil
 	}
 	return ErrWrongCode
+}
+
+// openTOTP returns the base32 secret of a stored one.
+func (b *Broker) openTOTP(ctx context.Context, technician, stored string) (string, error) {
+	if !IsSealed(stored) {
+		return stored, nil // stored before secrets were sealed; SealTOTPSecrets seals it
+	}
+	if b.sealer == nil {
+		return "", ErrNoSealer
+	}
+	secret, err := b.sealer.Open(ctx, technician, stored)
+	if err != nil {
+		return "", fmt.Errorf("open the TOTP secret: %w", err)
+	}
+	return string(secret), nil
+}
+
+// TOTPCode returns technician's current code. It is for the demo, which
+// shows the codes of its made-up technicians.
+func (b *Broker) TOTPCode(ctx context.Context, technician string, now time.Time) (string, error) {
+	st, err := b.store.TOTP(ctx, technician)
+	if err != nil {
+		return "", err
+	}
+	secret, err := b.openTOTP(ctx, technician, st.Secret)
+	if err != nil {
+		return "", err
+	}
+	return totp.GenerateCode(secret, now)
+}
+
+// SealTOTPSecrets seals the TOTP secrets stored in the clear by a sekisho
+// from before sealing, keeping which codes were used, and returns how
+// many it sealed. A server calls it at start; a secret in the clear keeps
+// working until it is sealed.
+func (b *Broker) SealTOTPSecrets(ctx context.Context) (int, error) {
+	all, err := b.store.TOTPSecrets(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for tech, stored := range all {
+		if IsSealed(stored) {
+			continue
+		}
+		if b.sealer == nil {
+			return n, ErrNoSealer
+		}
+		sealed, err := b.sealer.Seal(ctx, tech, []byte(stored))
+		if err != nil {
+			return n, fmt.Errorf("seal the TOTP secret of %s: %w", tech, err)
+		}
+		ok, err := b.store.ReplaceTOTPSecret(ctx, tech, stored, sealed)
+		if err != nil {
+			return n, err
+		}
+		if ok { // otherwise re-enrolled meanwhile, sealed
+			n++
+			b.Audit(ctx, AuditEvent{Kind: "mfa.sealed", Technician: tech})
+		}
+	}
+	return n, nil
 }

@@ -35,9 +35,10 @@ type SetupReport struct {
 }
 
 // PolicyHCL is sekisho's least-privilege Vault policy: it can sign with its
-// one role and read the CA's public key, nothing else. (Renewing and
-// looking up its own token come with Vault's default policy.)
-func PolicyHCL(mount, role string) string {
+// one role, read the CA's public key, and encrypt and decrypt with its one
+// transit key, nothing else. (Renewing and looking up its own token come
+// with Vault's default policy.)
+func PolicyHCL(v VaultConfig) string {
 	return fmt.Sprintf(`# sekisho: sign user certificates with one role, read the CA public key.
 path "%[1]s/sign/%[2]s" {
   capabilities = ["update"]
@@ -45,7 +46,14 @@ path "%[1]s/sign/%[2]s" {
 path "%[1]s/config/ca" {
   capabilities = ["read"]
 }
-`, mount, role)
+# sekisho: seal and open technicians' TOTP secrets with one transit key.
+path "%[3]s/encrypt/%[4]s" {
+  capabilities = ["update"]
+}
+path "%[3]s/decrypt/%[4]s" {
+  capabilities = ["update"]
+}
+`, v.Mount, v.Role, v.TransitMount, v.TOTPKey)
 }
 
 // Setup configures Vault for sekisho with an admin client: the SSH
@@ -61,6 +69,12 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 	}
 	if v.AppRoleMount == "" {
 		v.AppRoleMount = "approle"
+	}
+	if v.TransitMount == "" {
+		v.TransitMount = DefaultTransitMount
+	}
+	if v.TOTPKey == "" {
+		v.TOTPKey = DefaultTOTPKey
 	}
 	if s.Policy == "" {
 		s.Policy = "sekisho"
@@ -89,6 +103,33 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		rep.Changes = append(rep.Changes, "enabled ssh secrets engine at "+v.Mount)
 	} else if m.Type != "ssh" {
 		return nil, fmt.Errorf("mount %s exists with type %q, want ssh", v.Mount, m.Type)
+	}
+
+	if m, ok := mounts[v.TransitMount+"/"]; !ok {
+		if err := sys.MountWithContext(ctx, v.TransitMount, &vault.MountInput{Type: "transit", Description: "sekisho secrets at rest"}); err != nil {
+			return nil, fmt.Errorf("enable transit secrets engine at %s: %w", v.TransitMount, err)
+		}
+		rep.Changes = append(rep.Changes, "enabled transit secrets engine at "+v.TransitMount)
+	} else if m.Type != "transit" {
+		return nil, fmt.Errorf("mount %s exists with type %q, want transit", v.TransitMount, m.Type)
+	}
+	keyPath := v.TransitMount + "/keys/" + v.TOTPKey
+	key, err := logical.ReadWithContext(ctx, keyPath)
+	if err != nil && !isStatus(err, 404) {
+		return nil, fmt.Errorf("read transit key %s: %w", v.TOTPKey, err)
+	}
+	if key == nil {
+		// Derived: each technician's secret is sealed under a key of
+		// its own (the technician's name is the context). Not
+		// exportable, no plaintext backup: the key stays in Vault.
+		if _, err := logical.WriteWithContext(ctx, keyPath, map[string]any{
+			"type": "aes256-gcm96", "derived": true, "exportable": false, "allow_plaintext_backup": false,
+		}); err != nil {
+			return nil, fmt.Errorf("create transit key %s: %w", v.TOTPKey, err)
+		}
+		rep.Changes = append(rep.Changes, "created transit key "+v.TOTPKey+" for TOTP secrets")
+	} else if derived, _ := key.Data["derived"].(bool); !derived {
+		return nil, fmt.Errorf("transit key %s exists without key derivation; sekisho needs a derived key (name another with vault.totp_key)", v.TOTPKey)
 	}
 
 	auths, err := sys.ListAuthWithContext(ctx)
@@ -148,7 +189,7 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 	}
 	rep.Changes = append(rep.Changes, fmt.Sprintf("wrote signing role %s (principals %s)", v.Role, strings.Join(principals, ",")))
 
-	if err := sys.PutPolicyWithContext(ctx, s.Policy, PolicyHCL(v.Mount, v.Role)); err != nil {
+	if err := sys.PutPolicyWithContext(ctx, s.Policy, PolicyHCL(v)); err != nil {
 		return nil, fmt.Errorf("write policy %s: %w", s.Policy, err)
 	}
 	rep.Changes = append(rep.Changes, "wrote policy "+s.Policy)

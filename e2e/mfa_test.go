@@ -1,15 +1,18 @@
 package e2e
 
 import (
+	"database/sql"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pquerna/otp/totp"
+	_ "modernc.org/sqlite"
 
 	"github.com/sekisho/sekisho/internal/hardening"
 )
@@ -18,9 +21,15 @@ import (
 // with code, through SSH_ASKPASS as a person's terminal would.
 func withCode(t *testing.T, v *variant, login, code, remote string) result {
 	t.Helper()
+	return withCodeAs(t, v, "aiko", login, code, remote)
+}
+
+// withCodeAs is withCode with tech's key.
+func withCodeAs(t *testing.T, v *variant, tech, login, code, remote string) result {
+	t.Helper()
 	askpass := filepath.Join(t.TempDir(), "askpass")
 	os.WriteFile(askpass, []byte("#!/bin/sh\necho '"+code+"'\n"), 0o700)
-	cmd := v.ssh(ctxT(t), "aiko", login, remote)
+	cmd := v.ssh(ctxT(t), tech, login, remote)
 	cmd.Args = append(cmd.Args[:1], append([]string{"-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1"}, cmd.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
 	return run(t, cmd, nil)
@@ -77,4 +86,107 @@ func TestSecondFactor(t *testing.T) {
 		t.Errorf("after five failures: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	hardening.Report(t, "6", "key then code through OpenSSH: not enrolled refused, the right code accepted, the same code replayed refused, a wrong code refused, a rule without MFA unaffected; after 5 wrong codes even the next right, unused code refused")
+}
+
+// enrollSecret enrolls tech's second factor with the CLI and returns the
+// base32 secret of the otpauth URI it prints.
+func enrollSecret(t *testing.T, v *variant, tech string) string {
+	t.Helper()
+	out, err := v.cli(t, "technician", "enroll-totp", tech)
+	u, perr := url.Parse(regexp.MustCompile(`otpauth://\S+`).FindString(out))
+	if err != nil || perr != nil || u.Query().Get("secret") == "" {
+		t.Fatalf("enroll-totp %s: %v\n%s", tech, err, out)
+	}
+	return u.Query().Get("secret")
+}
+
+// TestSecondFactorSecretsAreSealed: the store holds TOTP secrets sealed
+// by Vault's transit engine, never in the clear; a sealed secret copied
+// onto another technician's row does not open for them; and a secret in
+// the clear, as an older sekisho stored it, is sealed at the next start
+// and keeps working, with the codes already used still used.
+func TestSecondFactorSecretsAreSealed(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    require_mfa: true\n", 1)
+	})
+	aikoSecret, liSecret := enrollSecret(t, v, "aiko"), enrollSecret(t, v, "li")
+	db, err := sql.Open("sqlite", filepath.Join(v.dir, "sekisho.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	stored := func(tech string) (secret string, lastStep int64) {
+		t.Helper()
+		if err := db.QueryRow(`SELECT secret, last_step FROM totp WHERE technician=?`, tech).Scan(&secret, &lastStep); err != nil {
+			t.Fatal(err)
+		}
+		return secret, lastStep
+	}
+	aikoSealed, _ := stored("aiko")
+	liSealed, _ := stored("li")
+	for tech, s := range map[string]string{"aiko": aikoSealed, "li": liSealed} {
+		if !strings.HasPrefix(s, "vault:v1:") {
+			t.Errorf("%s's secret is stored as %q, not sealed by Vault", tech, s)
+		}
+	}
+	// Nowhere in the database files, the write-ahead log included.
+	files, _ := filepath.Glob(filepath.Join(v.dir, "sekisho.db*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, secret := range []string{aikoSecret, liSecret} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("%s holds a TOTP secret in the clear", f)
+			}
+		}
+	}
+	code, _ := totp.GenerateCode(aikoSecret, time.Now())
+	if r := withCode(t, v, "aiko+web-sg-01", code, "echo sealed-ok"); r.code != 0 || r.stdout != "sealed-ok\n" {
+		t.Fatalf("aiko's right code: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// Someone who can write the database copies aiko's sealed secret,
+	// whose codes they know, onto li's row: it does not open for li.
+	if _, err := db.Exec(`UPDATE totp SET secret=? WHERE technician='li'`, aikoSealed); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := totp.GenerateCode(aikoSecret, time.Now().Add(30*time.Second))
+	r := withCodeAs(t, v, "li", "li+web-sg-01", next, "echo swapped")
+	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "could not be checked") {
+		t.Errorf("li with aiko's copied secret: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	waitUntil(t, 10*time.Second, "an auth.failed audit row saying li's secret does not open", func() bool {
+		for _, e := range v.audit(t) {
+			if e["kind"] == "auth.failed" && e["technician"] == "li" && strings.Contains(e["detail"], "does not open") {
+				return true
+			}
+		}
+		return false
+	})
+
+	// An older sekisho stored li's secret in the clear, and a code of
+	// step 1000 was used. At the next start it is sealed, and the step
+	// is kept.
+	v.kill(t, syscall.SIGTERM)
+	// Written as the CLI writes, on a connection closed before the
+	// server starts again.
+	if _, err := db.Exec(`UPDATE totp SET secret=?, last_step=1000 WHERE technician='li'`, liSecret); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	v.start(t)
+	waitFor(t, v.out, `"msg":"sealed TOTP secrets stored in the clear by an older sekisho","sealed":1`)
+	db, err = sql.Open("sqlite", filepath.Join(v.dir, "sekisho.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if s, step := stored("li"); !strings.HasPrefix(s, "vault:v1:") || step != 1000 {
+		t.Errorf("after the start li's row is %q, step %d; want sealed, step 1000", s, step)
+	}
+	code, _ = totp.GenerateCode(liSecret, time.Now())
+	if r := withCodeAs(t, v, "li", "li+web-sg-01", code, "echo resealed-ok"); r.code != 0 || r.stdout != "resealed-ok\n" {
+		t.Errorf("li's right code after sealing: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	hardening.Report(t, "6", "TOTP secrets stored sealed by Vault transit (vault:v1:), never in the clear in the database or its WAL; aiko's sealed secret copied onto li's row refused for li (audited: does not open); a secret in the clear from an older sekisho sealed at start, its used step kept, its codes still accepted")
 }

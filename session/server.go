@@ -371,8 +371,10 @@ func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteract
 	case errors.Is(err, broker.ErrWrongCode):
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: wrong verification code\n"}
 	}
+	// Vault did not answer, or the stored secret does not open: nothing
+	// the technician can fix by typing; the log and the audit say why.
 	s.log.Error("second factor check failed", "technician", id.tech.Name, "err", err)
-	return nil, errAuth
+	return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: your verification code could not be checked now; try again in a minute, or ask the operator (the server log says why)\n"}
 }
 
 // Serve accepts connections on ln until Shutdown is called.

@@ -440,6 +440,34 @@ func (s *Store) TOTP(ctx context.Context, technician string) (broker.TOTPState, 
 	return st, err
 }
 
+// ReplaceTOTPSecret replaces the secret old, keeping last_step.
+func (s *Store) ReplaceTOTPSecret(ctx context.Context, technician, old, secret string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE totp SET secret=? WHERE technician=? AND secret=?`, secret, technician, old)
+	if err != nil {
+		return false, fmt.Errorf("replace totp secret: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// TOTPSecrets returns every stored secret by technician.
+func (s *Store) TOTPSecrets(ctx context.Context) (map[string]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT technician, secret FROM totp`)
+	if err != nil {
+		return nil, fmt.Errorf("list totp secrets: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var tech, secret string
+		if err := rows.Scan(&tech, &secret); err != nil {
+			return nil, err
+		}
+		out[tech] = secret
+	}
+	return out, rows.Err()
+}
+
 // ClaimTOTPStep marks step used, atomically.
 func (s *Store) ClaimTOTPStep(ctx context.Context, technician string, step int64) (bool, error) {
 	res, err := s.db.ExecContext(ctx, `UPDATE totp SET last_step=? WHERE technician=? AND last_step < ?`, step, technician, step)

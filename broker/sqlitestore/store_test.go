@@ -361,3 +361,29 @@ func TestLocksExpireAndAreRemoved(t *testing.T) {
 		t.Errorf("locks after the removal: %v", got)
 	}
 }
+
+// A secret is replaced only while it is the one the caller read, and the
+// step of the last code used stays.
+func TestReplaceTOTPSecret(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.SetTOTP(ctx, "aiko", "PLAIN"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.ClaimTOTPStep(ctx, "aiko", 1000); !ok || err != nil {
+		t.Fatalf("claim step 1000: %v, %v", ok, err)
+	}
+	if ok, err := s.ReplaceTOTPSecret(ctx, "aiko", "OTHER", "vault:v1:x"); ok || err != nil {
+		t.Fatalf("replacing a secret that is not stored: %v, %v; want false", ok, err)
+	}
+	if ok, err := s.ReplaceTOTPSecret(ctx, "aiko", "PLAIN", "vault:v1:x"); !ok || err != nil {
+		t.Fatalf("replacing the stored secret: %v, %v; want true", ok, err)
+	}
+	all, err := s.TOTPSecrets(ctx)
+	if err != nil || len(all) != 1 || all["aiko"] != "vault:v1:x" {
+		t.Fatalf("TOTPSecrets = %v, %v", all, err)
+	}
+	if st, _ := s.TOTP(ctx, "aiko"); st.LastStep != 1000 {
+		t.Errorf("last step %d after the replacement, want 1000", st.LastStep)
+	}
+}

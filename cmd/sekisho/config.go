@@ -197,6 +197,8 @@ type VaultSection struct {
 	Role         string   `yaml:"role"`
 	CertTTL      Duration `yaml:"cert_ttl"`
 	Timeout      Duration `yaml:"timeout"`
+	TransitMount string   `yaml:"transit_mount"`
+	TOTPKey      string   `yaml:"totp_key"`
 }
 
 // SSHSection tunes the SSH server.
@@ -1150,6 +1152,7 @@ func (c *Config) vaultConfig() broker.VaultConfig {
 	return broker.VaultConfig{
 		Address: c.Vault.Address, RoleIDFile: c.Path(c.Vault.RoleIDFile), SecretIDFile: c.Path(c.Vault.SecretIDFile),
 		AppRoleMount: c.Vault.AppRoleMount, Mount: c.Vault.Mount, Role: c.Vault.Role,
+		TransitMount: c.Vault.TransitMount, TOTPKey: c.Vault.TOTPKey,
 		TTL: time.Duration(c.Vault.CertTTL), Timeout: time.Duration(c.Vault.Timeout),
 	}
 }

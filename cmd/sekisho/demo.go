@@ -26,8 +26,9 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sekisho/sekisho/broker"
 )
 
 // The demo runs everything on loopback: a dev Vault configured by sekisho
@@ -279,12 +280,17 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 		return err
 	}
 	defer store.Close()
-	st, err := store.TOTP(ctx, fs.Arg(0))
+	// The demo's secrets are sealed by its Vault, as a server's are.
+	issuer, err := broker.NewIssuer(cfg.vaultConfig())
 	if err != nil {
+		return err
+	}
+	b := broker.New(broker.Config{Issuer: issuer, Store: store, Logger: discardLogger()})
+	now := time.Now()
+	code, err := b.TOTPCode(ctx, fs.Arg(0), now)
+	if errors.Is(err, broker.ErrNotFound) {
 		return fmt.Errorf("no second factor for %q in the demo: %w", fs.Arg(0), err)
 	}
-	now := time.Now()
-	code, err := totp.GenerateCode(st.Secret, now)
 	if err != nil {
 		return err
 	}

@@ -305,6 +305,13 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups})
+	// Second-factor secrets stored in the clear by an older sekisho are
+	// sealed now. They keep working if Vault will not seal them yet.
+	if n, err := brk.SealTOTPSecrets(ctx); err != nil {
+		logger.Warn("TOTP secrets are still stored in the clear", "sealed", n, "err", err)
+	} else if n > 0 {
+		logger.Info("sealed TOTP secrets stored in the clear by an older sekisho", "sealed", n)
+	}
 	// Recordings left unsealed by a crash are sealed as incomplete first;
 	// a broken one does not stop the others, nor the server. One whose
 	// seal the register knows was stripped of it, and is not re-sealed.

@@ -36,8 +36,13 @@ func cmdEnrollTOTP(ctx context.Context, w io.Writer, args []string) error {
 		return err
 	}
 	defer store.Close()
+	// The secret is sealed by Vault's transit engine before it is stored.
+	issuer, err := broker.NewIssuer(cfg.vaultConfig())
+	if err != nil {
+		return err
+	}
 	techs, targets, policy := cfg.domain()
-	b := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Store: store, Logger: discardLogger()})
+	b := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Issuer: issuer, Store: store, Logger: discardLogger()})
 	uri, err := b.EnrollTOTP(ctx, name)
 	if err != nil {
 		return err
