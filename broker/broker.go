@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type Broker struct {
 	store  Store
 	log    *slog.Logger
 	now    func() time.Time
+
+	unsealedMu sync.Mutex
+	unsealed   map[string][sha256.Size]byte // technician: hash of the secret SealTOTPSecrets left in the clear
 
 	mfaThrottle throttle
 

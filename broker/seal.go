@@ -82,24 +82,41 @@ func (is *Issuer) transit(ctx context.Context, op string, data map[string]any) (
 	defer cancel()
 	path := is.cfg.TransitMount + "/" + op + "/" + is.cfg.TOTPKey
 	var sec *vault.Secret
+	var callErr error // the transit call's own error, not the login's
 	err := is.withToken(ctx, func(ctx context.Context) error {
-		var err error
-		sec, err = is.client.Logical().WriteWithContext(ctx, path, data)
-		return err
+		sec, callErr = is.client.Logical().WriteWithContext(ctx, path, data)
+		return callErr
 	})
 	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nil, fmt.Errorf("vault did not answer within %s: %w", is.cfg.Timeout, err)
+	case err != nil && err != callErr:
+		return nil, err // logging in failed; its error says so
+	case isStatus(err, 403, 404), isStatus(err, 400) && responseSays(err, "key not found"):
+		return nil, fmt.Errorf("%w (%s: %v)", ErrSealerDenied, path, err)
 	case isStatus(err, 400) && op == "decrypt":
 		// Transit says 400 for a ciphertext that does not open with
 		// this technician's key.
 		return nil, fmt.Errorf("vault transit decrypt: the sealed secret does not open for this technician: %w", err)
-	case isStatus(err, 400, 403, 404):
-		return nil, fmt.Errorf("%w (%s: %v)", ErrSealerDenied, path, err)
-	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return nil, fmt.Errorf("vault did not answer within %s: %w", is.cfg.Timeout, err)
 	case err != nil:
 		return nil, fmt.Errorf("vault transit %s: %w", op, err)
 	case sec == nil || sec.Data == nil:
 		return nil, fmt.Errorf("vault transit %s: empty response", op)
 	}
 	return sec, nil
+}
+
+// responseSays reports whether one of the errors in Vault's response
+// contains s.
+func responseSays(err error, s string) bool {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, s) {
+			return true
+		}
+	}
+	return false
 }

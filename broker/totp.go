@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -111,10 +112,7 @@ func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, err
 	if err != nil {
 		return "", err
 	}
-	if b.sealer == nil {
-		return "", ErrNoSealer
-	}
-	sealed, err := b.sealer.Seal(ctx, technician, []byte(key.Secret()))
+	sealed, err := b.seal(ctx, technician, key.Secret())
 	if err != nil {
 		return "", fmt.Errorf("seal the TOTP secret: %w", err)
 	}
@@ -141,10 +139,16 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 	case err == nil:
 		b.mfaThrottle.forgive(now, keys...)
 		return nil
+	case errors.Is(err, ErrWrongCode), errors.Is(err, ErrCodeReused):
+		// Counted: a guess was compared.
+		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
 	case errors.Is(err, ErrNotEnrolled):
 		b.mfaThrottle.forgive(now, keys...) // not the technician's fault
 		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa not enrolled"})
 	default:
+		// Vault or the store failed before any code was compared: no
+		// guess was made, so none is counted.
+		b.mfaThrottle.forgive(now, keys...)
 		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
 	}
 	return err
@@ -184,10 +188,23 @@ func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now tim
 	return ErrWrongCode
 }
 
-// openTOTP returns the base32 secret of a stored one.
+// ErrUnsealedSecret is returned for a TOTP secret stored in the clear that
+// this server did not find in the clear at its start: it was written into
+// the store behind sekisho's back.
+var ErrUnsealedSecret = errors.New("the stored TOTP secret is in the clear and was not at start: written behind sekisho's back; re-enroll the technician")
+
+// openTOTP returns the base32 secret of a stored one. A secret in the
+// clear is used only if SealTOTPSecrets found it so at start and Vault
+// would not seal it; any other is refused.
 func (b *Broker) openTOTP(ctx context.Context, technician, stored string) (string, error) {
 	if !IsSealed(stored) {
-		return stored, nil // stored before secrets were sealed; SealTOTPSecrets seals it
+		if !b.unsealedAtStart(technician, stored) {
+			b.Audit(ctx, AuditEvent{Kind: "mfa.tampered", Technician: technician,
+				Detail: "a TOTP secret in the clear that was not there at start was refused"})
+			return "", ErrUnsealedSecret
+		}
+		b.log.Warn("a TOTP secret stored in the clear was used; run `sekisho vault setup` again so that it is sealed at the next start", "technician", technician)
+		return stored, nil
 	}
 	if b.sealer == nil {
 		return "", ErrNoSealer
@@ -197,6 +214,16 @@ func (b *Broker) openTOTP(ctx context.Context, technician, stored string) (strin
 		return "", fmt.Errorf("open the TOTP secret: %w", err)
 	}
 	return string(secret), nil
+}
+
+// unsealedAtStart reports whether SealTOTPSecrets left stored, technician's
+// secret in the clear, because Vault would not seal it.
+func (b *Broker) unsealedAtStart(technician, stored string) bool {
+	b.unsealedMu.Lock()
+	defer b.unsealedMu.Unlock()
+	want, ok := b.unsealed[technician]
+	sum := sha256.Sum256([]byte(stored))
+	return ok && subtle.ConstantTimeCompare(want[:], sum[:]) == 1
 }
 
 // TOTPCode returns technician's current code. It is for the demo, which
@@ -215,33 +242,53 @@ func (b *Broker) TOTPCode(ctx context.Context, technician string, now time.Time)
 
 // SealTOTPSecrets seals the TOTP secrets stored in the clear by a sekisho
 // from before sealing, keeping which codes were used, and returns how
-// many it sealed. A server calls it at start; a secret in the clear keeps
-// working until it is sealed.
+// many it sealed. A server calls it once, at start. Those Vault will not
+// seal (sekisho's policy is from before sealing) keep working, and only
+// those: a secret in the clear written later is refused.
 func (b *Broker) SealTOTPSecrets(ctx context.Context) (int, error) {
 	all, err := b.store.TOTPSecrets(ctx)
 	if err != nil {
 		return 0, err
 	}
+	unsealed := map[string][sha256.Size]byte{}
+	defer func() {
+		b.unsealedMu.Lock()
+		b.unsealed = unsealed
+		b.unsealedMu.Unlock()
+	}()
 	n := 0
+	var errs []error
 	for tech, stored := range all {
 		if IsSealed(stored) {
 			continue
 		}
-		if b.sealer == nil {
-			return n, ErrNoSealer
-		}
-		sealed, err := b.sealer.Seal(ctx, tech, []byte(stored))
+		sealed, err := b.seal(ctx, tech, stored)
 		if err != nil {
-			return n, fmt.Errorf("seal the TOTP secret of %s: %w", tech, err)
+			unsealed[tech] = sha256.Sum256([]byte(stored))
+			errs = append(errs, fmt.Errorf("%s: %w", tech, err))
+			continue
 		}
 		ok, err := b.store.ReplaceTOTPSecret(ctx, tech, stored, sealed)
 		if err != nil {
-			return n, err
+			unsealed[tech] = sha256.Sum256([]byte(stored))
+			errs = append(errs, fmt.Errorf("%s: %w", tech, err))
+			continue
 		}
 		if ok { // otherwise re-enrolled meanwhile, sealed
 			n++
 			b.Audit(ctx, AuditEvent{Kind: "mfa.sealed", Technician: tech})
 		}
 	}
+	if len(errs) > 0 {
+		return n, fmt.Errorf("%d TOTP secrets left in the clear: %w", len(errs), errors.Join(errs...))
+	}
 	return n, nil
+}
+
+// seal seals a base32 secret for technician.
+func (b *Broker) seal(ctx context.Context, technician, secret string) (string, error) {
+	if b.sealer == nil {
+		return "", ErrNoSealer
+	}
+	return b.sealer.Seal(ctx, technician, []byte(secret))
 }

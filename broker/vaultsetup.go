@@ -128,8 +128,8 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 			return nil, fmt.Errorf("create transit key %s: %w", v.TOTPKey, err)
 		}
 		rep.Changes = append(rep.Changes, "created transit key "+v.TOTPKey+" for TOTP secrets")
-	} else if derived, _ := key.Data["derived"].(bool); !derived {
-		return nil, fmt.Errorf("transit key %s exists without key derivation; sekisho needs a derived key (name another with vault.totp_key)", v.TOTPKey)
+	} else if err := checkTransitKey(key.Data); err != nil {
+		return nil, fmt.Errorf("transit key %s exists, but %v; name another with vault.totp_key", v.TOTPKey, err)
 	}
 
 	auths, err := sys.ListAuthWithContext(ctx)
@@ -228,6 +228,26 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		}
 	}
 	return rep, nil
+}
+
+// checkTransitKey refuses a transit key that could let a secret out of
+// Vault, or seal one technician's secret so that it opens for another.
+func checkTransitKey(data map[string]any) error {
+	switch typ, _ := data["type"].(string); typ {
+	case "aes256-gcm96", "aes128-gcm96", "chacha20-poly1305":
+	default:
+		return fmt.Errorf("it is of type %q, not a symmetric encryption key", typ)
+	}
+	if derived, _ := data["derived"].(bool); !derived {
+		return errors.New("it is not derived (one key per technician)")
+	}
+	if exportable, _ := data["exportable"].(bool); exportable {
+		return errors.New("it is exportable")
+	}
+	if backup, _ := data["allow_plaintext_backup"].(bool); backup {
+		return errors.New("it allows a plaintext backup")
+	}
+	return nil
 }
 
 func writeSecretFile(path, value string) error {

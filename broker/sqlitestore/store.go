@@ -133,7 +133,10 @@ var _ broker.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path.
 func Open(ctx context.Context, path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	// secure_delete: what is deleted or overwritten (a TOTP secret
+	// sealed in place of one in the clear) is zeroed, not left in free
+	// space.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=secure_delete(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
@@ -440,14 +443,24 @@ func (s *Store) TOTP(ctx context.Context, technician string) (broker.TOTPState, 
 	return st, err
 }
 
-// ReplaceTOTPSecret replaces the secret old, keeping last_step.
+// ReplaceTOTPSecret replaces the secret old, keeping last_step, and
+// checkpoints the write-ahead log so that old is left in neither file
+// (secure_delete zeroes it in the page).
 func (s *Store) ReplaceTOTPSecret(ctx context.Context, technician, old, secret string) (bool, error) {
 	res, err := s.db.ExecContext(ctx, `UPDATE totp SET secret=? WHERE technician=? AND secret=?`, secret, technician, old)
 	if err != nil {
 		return false, fmt.Errorf("replace totp secret: %w", err)
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	if err != nil || n != 1 {
+		return false, err
+	}
+	// A reader may keep the log from being truncated now; later
+	// checkpoints write over it then.
+	if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return true, fmt.Errorf("checkpoint after replacing the totp secret: %w", err)
+	}
+	return true, nil
 }
 
 // TOTPSecrets returns every stored secret by technician.

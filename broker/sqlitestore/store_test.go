@@ -1,10 +1,12 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -366,7 +368,7 @@ func TestLocksExpireAndAreRemoved(t *testing.T) {
 // step of the last code used stays.
 func TestReplaceTOTPSecret(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTemp(t)
+	s, path := openTemp(t)
 	if err := s.SetTOTP(ctx, "aiko", "PLAIN"); err != nil {
 		t.Fatal(err)
 	}
@@ -385,5 +387,16 @@ func TestReplaceTOTPSecret(t *testing.T) {
 	}
 	if st, _ := s.TOTP(ctx, "aiko"); st.LastStep != 1000 {
 		t.Errorf("last step %d after the replacement, want 1000", st.LastStep)
+	}
+	// The secret replaced is in neither the database nor its log.
+	files, _ := filepath.Glob(path + "*")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("PLAIN")) {
+			t.Errorf("%s still holds the replaced secret", filepath.Base(f))
+		}
 	}
 }

@@ -306,9 +306,10 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups})
 	// Second-factor secrets stored in the clear by an older sekisho are
-	// sealed now. They keep working if Vault will not seal them yet.
+	// sealed now. Those Vault will not seal yet keep working, and only
+	// those.
 	if n, err := brk.SealTOTPSecrets(ctx); err != nil {
-		logger.Warn("TOTP secrets are still stored in the clear", "sealed", n, "err", err)
+		logger.Warn("some TOTP secrets are left in the clear; run `sekisho vault setup` again so that Vault seals them at the next start", "sealed", n, "err", err)
 	} else if n > 0 {
 		logger.Info("sealed TOTP secrets stored in the clear by an older sekisho", "sealed", n)
 	}
