@@ -49,6 +49,8 @@ type Broker struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	onAudit func(AuditEvent) // nil: nobody
+
 	unsealedMu sync.Mutex
 	unsealed   map[string][sha256.Size]byte // technician: hash of the secret SealTOTPSecrets left in the clear
 
@@ -92,11 +94,14 @@ type Config struct {
 	// ReviewerGroups are the groups whose members may see sessions and
 	// replay recordings in the web console.
 	ReviewerGroups []string
+	// OnAudit, if set, is told of every audit event once it is stored
+	// (metrics). It runs in the caller's goroutine and must be quick.
+	OnAudit func(AuditEvent)
 }
 
 // New returns a broker.
 func New(c Config) *Broker {
-	b := &Broker{issuer: c.Issuer, sealer: c.Sealer, store: c.Store, log: c.Logger, now: time.Now, notifier: c.Notifier}
+	b := &Broker{issuer: c.Issuer, sealer: c.Sealer, store: c.Store, log: c.Logger, now: time.Now, notifier: c.Notifier, onAudit: c.OnAudit}
 	if b.sealer == nil && c.Issuer != nil {
 		b.sealer = c.Issuer
 	}
@@ -356,12 +361,19 @@ func (b *Broker) Audit(ctx context.Context, e AuditEvent) {
 	}
 	b.log.Info("audit", "kind", e.Kind, "technician", e.Technician, "target", e.Target,
 		"source", e.Source, "session", e.Session, "detail", e.Detail)
-	if b.store == nil {
-		return
+	if b.store != nil {
+		if err := b.store.Audit(ctx, e); err != nil {
+			b.log.Error("audit store write failed", "kind", e.Kind, "err", err)
+		}
 	}
-	if err := b.store.Audit(ctx, e); err != nil {
-		b.log.Error("audit store write failed", "kind", e.Kind, "err", err)
+	if b.onAudit != nil {
+		b.onAudit(e)
 	}
+}
+
+// LocksInForce is the number of locks in force, as last refreshed.
+func (b *Broker) LocksInForce() int {
+	return len(*b.locks.Load())
 }
 
 // SessionStarted registers a session that is about to relay, and audits it.

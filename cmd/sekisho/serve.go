@@ -303,8 +303,10 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		store.Close()
 		return nil, err
 	}
+	counts := newBastionMetrics(reg)
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
-		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups})
+		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups, OnAudit: counts.observe})
+	counts.registerState(reg, brk, store)
 	// Second-factor secrets stored in the clear by an older sekisho are
 	// sealed now. Those Vault will not seal yet keep working, and only
 	// those.

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sekisho/sekisho/broker"
+)
+
+// bastionMetrics is what the server tells Prometheus of its sessions,
+// decisions, refusals and Vault. It is fed by the audit events, so a
+// metric counts exactly what the audit log holds.
+type bastionMetrics struct {
+	events    *prometheus.CounterVec
+	decisions *prometheus.CounterVec
+	started   *prometheus.CounterVec
+	active    *prometheus.GaugeVec
+	bytes     *prometheus.CounterVec
+	sign      prometheus.Histogram
+
+	mu   sync.Mutex
+	live map[string][]string // session ID: its labels of active
+}
+
+// sessionLabels name a session's affiliate, the residency of its target
+// and whether it crosses a border: the questions security asks first.
+var sessionLabels = []string{"affiliate", "residency", "cross_border"}
+
+func newBastionMetrics(reg prometheus.Registerer) *bastionMetrics {
+	m := &bastionMetrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_audit_events_total",
+			Help: "Audit events by kind, e.g. auth.failed, refused, cert.failed, recording.seal_failed, mfa.tampered.",
+		}, []string{"kind"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_decisions_total",
+			Help: "Access decisions by effect: allow, deny or approval.",
+		}, []string{"effect"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_sessions_started_total",
+			Help: "Sessions started.",
+		}, sessionLabels),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sekisho_sessions_active",
+			Help: "Sessions being relayed now.",
+		}, sessionLabels),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_relayed_bytes_total",
+			Help: "Bytes relayed by ended sessions: in is from the technician, out is to them.",
+		}, []string{"direction"}),
+		sign: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sekisho_vault_sign_seconds",
+			Help:    "Time Vault took to sign a session's certificate.",
+			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 3},
+		}),
+		live: map[string][]string{},
+	}
+	reg.MustRegister(m.events, m.decisions, m.started, m.active, m.bytes, m.sign)
+	return m
+}
+
+// registerState adds the gauges read from the broker when scraped: the
+// pending access requests and the locks in force.
+func (m *bastionMetrics) registerState(reg prometheus.Registerer, brk *broker.Broker, store broker.Store) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sekisho_requests_pending",
+		Help: "Access requests waiting for a decision.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		rs, err := store.Requests(ctx, broker.RequestFilter{States: []broker.RequestState{broker.RequestPending}})
+		if err != nil {
+			return -1 // the store did not answer; an alert on < 0 sees it
+		}
+		return float64(len(rs))
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sekisho_locks_in_force",
+		Help: "Locks of affiliates, technicians or targets in force.",
+	}, func() float64 { return float64(brk.LocksInForce()) }))
+}
+
+// observe counts one audit event.
+func (m *bastionMetrics) observe(e broker.AuditEvent) {
+	m.events.WithLabelValues(e.Kind).Inc()
+	switch e.Kind {
+	case broker.EventDecision:
+		var d struct {
+			Effect string `json:"effect"`
+		}
+		if json.Unmarshal([]byte(e.Detail), &d) == nil && d.Effect != "" {
+			m.decisions.WithLabelValues(d.Effect).Inc()
+		}
+	case broker.EventSessionStart:
+		var d struct {
+			Affiliate   string `json:"affiliate"`
+			Residency   string `json:"residency"`
+			CrossBorder bool   `json:"cross_border"`
+		}
+		if json.Unmarshal([]byte(e.Detail), &d) != nil {
+			return
+		}
+		labels := []string{d.Affiliate, d.Residency, strconv.FormatBool(d.CrossBorder)}
+		m.started.WithLabelValues(labels...).Inc()
+		m.mu.Lock()
+		if _, ok := m.live[e.Session]; !ok {
+			m.live[e.Session] = labels
+			m.active.WithLabelValues(labels...).Inc()
+		}
+		m.mu.Unlock()
+	case broker.EventSessionEnd:
+		var d struct {
+			BytesIn  int64 `json:"bytes_in"`
+			BytesOut int64 `json:"bytes_out"`
+		}
+		if json.Unmarshal([]byte(e.Detail), &d) == nil {
+			m.bytes.WithLabelValues("in").Add(float64(max(d.BytesIn, 0)))
+			m.bytes.WithLabelValues("out").Add(float64(max(d.BytesOut, 0)))
+		}
+		m.mu.Lock()
+		if labels, ok := m.live[e.Session]; ok {
+			delete(m.live, e.Session)
+			m.active.WithLabelValues(labels...).Dec()
+		}
+		m.mu.Unlock()
+	case broker.EventCertIssued:
+		var d struct {
+			SignMS float64 `json:"sign_ms"`
+		}
+		if json.Unmarshal([]byte(e.Detail), &d) == nil && d.SignMS > 0 {
+			m.sign.Observe(d.SignMS / 1000)
+		}
+	}
+}
