@@ -56,6 +56,32 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "down.bin")); err == nil {
 		t.Error("the download happened")
 	}
+	// Paths with a space or a quote, quoted as a person does for scp -O
+	// and escaped as rsync does, are still file transfers, checked as
+	// such.
+	spaced := remote + " dir"
+	os.Mkdir(spaced, 0o700)
+	t.Cleanup(func() { os.RemoveAll(spaced) })
+	if r := scp(src, "li+web-sg-01@127.0.0.1:'"+spaced+"/it is.bin'"); r.code != 0 {
+		t.Errorf("scp -O upload to a quoted path with spaces: exit %d: %s", r.code, r.stderr)
+	} else if got, _ := os.ReadFile(filepath.Join(spaced, "it is.bin")); !bytes.Equal(got, data) {
+		t.Error("the scp -O upload to a path with spaces did not arrive intact")
+	}
+	sshArgs := v.ssh(ctxT(t), "li", "x").Args
+	rshell := "ssh " + strings.Join(append(sshArgs[1:len(sshArgs)-3], "-p", v.port), " ") // without -p PORT and the destination
+	rsync := func(from, to string) result {
+		return run(t, exec.CommandContext(ctxT(t), "rsync", "-a", "-e", rshell, from, to), nil)
+	}
+	if r := rsync(src, "li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin"); r.code != 0 {
+		t.Errorf("rsync upload to a path with a space and a quote: exit %d: %s", r.code, r.stderr)
+	} else if got, _ := os.ReadFile(filepath.Join(spaced, "it's here.bin")); !bytes.Equal(got, data) {
+		t.Error("the rsync upload to a path with a space and a quote did not arrive intact")
+	}
+	r = rsync("li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin", filepath.Join(dir, "rsync-down.bin"))
+	if r.code == 0 || !strings.Contains(r.stderr, "only uploads to web-sg-01 are allowed "+rule) {
+		t.Errorf("rsync download from a path with a space: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	// sftp is checked request by request: uploads and listings pass,
 	// reading a file is refused by sekisho and never reaches the target.
 	opts := v.ssh(ctxT(t), "li", "x").Args[1:]

@@ -3,6 +3,8 @@ package session
 import (
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sekisho/sekisho/broker"
 )
@@ -12,9 +14,9 @@ import (
 // (scp -O, rsync), with its direction as seen from the technician.
 //
 // The target's shell interprets the command, so only commands that cannot
-// mean anything else count as file transfers: plain words (no quotes,
-// escapes, substitutions or separators), the real scp or rsync, and only
-// the flags they send for one transfer. Anything else is a command.
+// mean anything else count as file transfers: literal words (see
+// shellWords), the real scp or rsync, and only the flags they send for
+// one transfer, written without quotes. Anything else is a command.
 func channelKind(reqType, command string) (kind string, upload, download bool) {
 	switch reqType {
 	case "shell":
@@ -22,34 +24,101 @@ func channelKind(reqType, command string) (kind string, upload, download bool) {
 	case "subsystem":
 		return broker.ChannelSFTP, true, true
 	}
-	if !plainCommand(command) {
+	words, ok := shellWords(command)
+	if !ok || len(words) == 0 || !words[0].plain {
 		return broker.ChannelExec, false, false
 	}
-	fields := strings.Fields(command)
-	switch fields[0] {
+	for _, w := range words {
+		if !w.plain && strings.HasPrefix(w.text, "-") {
+			return broker.ChannelExec, false, false // a flag in quotes: not what scp or rsync send
+		}
+	}
+	args := texts(words[1:])
+	switch words[0].text {
 	case "scp", "/usr/bin/scp":
-		return scpKind(fields[1:])
+		return scpKind(args)
 	case "rsync", "/usr/bin/rsync":
-		return rsyncKind(fields[1:])
+		return rsyncKind(args)
 	}
 	return broker.ChannelExec, false, false
 }
 
-// plainCommand reports whether command is words of a safe alphabet.
-func plainCommand(command string) bool {
-	if strings.TrimSpace(command) == "" {
-		return false
-	}
-	for i := 0; i < len(command); i++ {
-		c := command[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte(" ._/=,:@+-", c) >= 0:
-		default:
-			return false
+// shellWord is one word of a command as the target's shell reads it.
+type shellWord struct {
+	text  string
+	plain bool // written without quotes or backslashes
+}
+
+// shellWords splits command into words as a POSIX shell (and csh and
+// fish) would, if it holds only forms that are literal text in all of
+// them: words of letters, digits and ._/=,:@+- (and printable
+// non-ASCII), a backslash before a printable ASCII character (rsync
+// writes a space or a quote in a path so), and single quotes around
+// printable text without ! (scp users quote so). Words are separated by
+// single or repeated spaces. Anything else (variables, substitutions,
+// globs, ~, separators, redirections, double quotes, tabs or control
+// characters) reports false.
+func shellWords(command string) ([]shellWord, bool) {
+	var words []shellWord
+	var cur strings.Builder
+	inWord, plain := false, true
+	end := func() {
+		if inWord {
+			words = append(words, shellWord{text: cur.String(), plain: plain})
 		}
+		cur.Reset()
+		inWord, plain = false, true
 	}
-	return true
+	for i := 0; i < len(command); {
+		r, size := utf8.DecodeRuneInString(command[i:])
+		switch {
+		case r == ' ':
+			end()
+		case r == '\\':
+			if i+1 >= len(command) || command[i+1] < 0x20 || command[i+1] > 0x7e {
+				return nil, false
+			}
+			cur.WriteByte(command[i+1])
+			inWord, plain = true, false
+			i += 2
+			continue
+		case r == '\'':
+			j := strings.IndexByte(command[i+1:], '\'')
+			if j < 0 {
+				return nil, false
+			}
+			quoted := command[i+1 : i+1+j]
+			for _, q := range quoted {
+				if q == '!' || q == utf8.RuneError || !unicode.IsPrint(q) {
+					return nil, false
+				}
+			}
+			cur.WriteString(quoted)
+			inWord, plain = true, false
+			i += j + 2
+			continue
+		case r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/=,:@+-", r)):
+			cur.WriteRune(r)
+			inWord = true
+		case r >= utf8.RuneSelf && r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r):
+			cur.WriteRune(r)
+			inWord = true
+		default:
+			return nil, false
+		}
+		i += size
+	}
+	end()
+	return words, len(words) > 0
+}
+
+// texts returns the text of each word.
+func texts(words []shellWord) []string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = w.text
+	}
+	return out
 }
 
 // scpKind accepts the remote side of one scp transfer: exactly one of -t

@@ -1,6 +1,9 @@
 package session
 
 import (
+	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -39,6 +42,26 @@ func TestChannelKind(t *testing.T) {
 		{"exec", "rsync --server --sender -vlogDtpre.iLsfxCIvu . /tmp/x/", "scp", false, true},
 		{"exec", "rsync -a /a /b", "exec", false, false},
 		{"exec", "", "exec", false, false},
+		// Paths quoted or escaped as scp users and rsync write them.
+		{"exec", "scp -t '/tmp/a b/'", "scp", true, false},
+		{"exec", `scp -f /tmp/a\ b.txt`, "scp", false, true},
+		{"exec", `rsync --server -logDtpre.iLsfxCIvu . /tmp/dir\ with\ space/`, "scp", true, false},
+		{"exec", `rsync --server --sender -logDtpre.iLsfxCIvu . /tmp/it\'s\ here.txt`, "scp", false, true},
+		{"exec", "scp -t /tmp/日本語/", "scp", true, false},
+		// Flags in quotes, and quoting that is not literal everywhere.
+		{"exec", `rsync --server \--sender . /x`, "exec", false, false},
+		{"exec", "'scp' -t /tmp/x", "exec", false, false},
+		{"exec", `scp -t "/tmp/a b"`, "exec", false, false},
+		{"exec", "scp -t '/tmp/$(id)'", "scp", true, false}, // literal in single quotes
+		{"exec", "scp -t '/tmp/a!b'", "exec", false, false},
+		{"exec", "scp -t '/tmp/x", "exec", false, false},
+		{"exec", `scp -t /tmp/x\`, "exec", false, false},
+		{"exec", "scp -t /tmp/x\\\n", "exec", false, false},
+		{"exec", "scp -t ~/x", "exec", false, false},
+		{"exec", "scp -t /tmp/*", "exec", false, false},
+		{"exec", "scp\t-t /tmp/x", "exec", false, false},
+		{"exec", "scp -t /tmp/x\u3000y", "exec", false, false},
+		{"exec", "scp -t '/tmp/\u202ex'", "exec", false, false},
 	}
 	for _, tt := range tests {
 		kind, up, down := channelKind(tt.typ, tt.cmd)
@@ -73,6 +96,61 @@ func TestCheckLimits(t *testing.T) {
 		got := checkLimits(d(tt.limits), "db", tt.typ, tt.cmd)
 		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 			t.Errorf("%+v %s %q: got %q, want %q", tt.limits, tt.typ, tt.cmd, got, tt.want)
+		}
+	}
+}
+
+// What shellWords accepts, real shells read as the same words: generated
+// commands from an alphabet of quotes, backslashes, globs, substitutions
+// and separators are run through printf in each shell found here.
+func TestShellWordsAgreeWithShells(t *testing.T) {
+	t.Parallel()
+	alphabet := []string{"a", "B", "7", "-", "/", ".", " ", "  ", `\`, `\ `, `\'`, `\$`, "'", "'x y'", "!", "$", "$(id)", "`id`",
+		"*", "?", "[", "~", `"`, ";", "&", "|", ">", "<", "#", "=", ",", ":", "@", "+", "{", "}", "(", ")", "日", "é", "\t", "%"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var cmds []string
+	var want []string
+	for len(cmds) < 3000 {
+		var b strings.Builder
+		b.WriteString("x ")
+		for n := rng.IntN(8); n >= 0; n-- {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		words, ok := shellWords(b.String())
+		if !ok {
+			continue
+		}
+		var w strings.Builder
+		for _, x := range words[1:] {
+			w.WriteString("[" + x.text + "]")
+		}
+		cmds, want = append(cmds, b.String()), append(want, w.String())
+	}
+	for _, shell := range []string{"/bin/sh", "/bin/bash", "/usr/bin/zsh", "/usr/bin/fish"} {
+		if _, err := os.Stat(shell); err != nil {
+			continue
+		}
+		var script strings.Builder
+		script.WriteString("x() { for a in \"$@\"; do printf '[%s]' \"$a\"; done; echo; }\n")
+		if strings.HasSuffix(shell, "fish") {
+			script.Reset()
+			script.WriteString("function x; for a in $argv; printf '[%s]' $a; end; echo; end\n")
+		}
+		for _, c := range cmds {
+			script.WriteString(c + "\n")
+		}
+		out, err := exec.Command(shell, "-c", script.String()).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", shell, err)
+		}
+		got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+		if len(got) != len(cmds) {
+			t.Fatalf("%s printed %d lines for %d commands", shell, len(got), len(cmds))
+		}
+		for i := range cmds {
+			if got[i] != want[i] {
+				t.Errorf("%s reads %q as %s; shellWords as %s", shell, cmds[i], got[i], want[i])
+			}
 		}
 	}
 }

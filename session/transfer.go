@@ -56,7 +56,8 @@ func newTransferObserver(reqType, command string, emit func(code, data string) e
 	default:
 		return nil, nil
 	}
-	fields := strings.Fields(command)
+	words, _ := shellWords(command) // channelKind found them literal
+	fields := texts(words)
 	if fields[0] == "rsync" || fields[0] == "/usr/bin/rsync" {
 		return nil, emitJSON(emit, "x-file", rsyncEvent{Protocol: "rsync", Direction: direction(upload),
 			Paths: rsyncPaths(fields[1:]), Content: "not parsed (rsync)"})

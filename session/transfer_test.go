@@ -387,7 +387,8 @@ func TestTransferObserverChoice(t *testing.T) {
 	}{
 		{"shell", "", false, ""},
 		{"exec", "ls -l", false, ""},
-		{"exec", "scp -t '/tmp/x'", false, ""}, // not plain words: a command
+		{"exec", "scp -t '/tmp/x'", true, ""}, // a quoted path is still a path
+		{"exec", "scp -t \"/tmp/x\"", false, ""}, // double quotes: a command
 		{"exec", "scp -t /tmp/x", true, ""},
 		{"exec", "/usr/bin/scp -v -f -- /tmp/x", true, ""},
 		{"subsystem", "sftp", true, ""},
@@ -395,6 +396,8 @@ func TestTransferObserverChoice(t *testing.T) {
 			`x-file {"protocol":"rsync","direction":"upload","paths":["/tmp/x/"],"content":"not parsed (rsync)"}`},
 		{"exec", "rsync --server --sender -logDtpre.iLsfxCIvu . /a /b", false,
 			`x-file {"protocol":"rsync","direction":"download","paths":["/a","/b"],"content":"not parsed (rsync)"}`},
+		{"exec", `rsync --server -logDtpre.iLsfxCIvu . /tmp/dir\ with\ space/it\'s`, false,
+			`x-file {"protocol":"rsync","direction":"upload","paths":["/tmp/dir with space/it's"],"content":"not parsed (rsync)"}`},
 	} {
 		var got events
 		o, err := newTransferObserver(tt.reqType, tt.command, got.emit)
