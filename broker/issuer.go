@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -78,6 +79,8 @@ type Issuer struct {
 	client *vault.Client
 	now    func() time.Time
 
+	onCall atomic.Pointer[func(op string, took time.Duration, err error)]
+
 	mu       sync.Mutex
 	tokenExp time.Time
 	ca       ssh.PublicKey
@@ -117,6 +120,18 @@ func NewIssuer(cfg VaultConfig) (*Issuer, error) {
 	}
 	client.ClearToken() // never pick up VAULT_TOKEN: sekisho uses its AppRole only
 	return &Issuer{cfg: cfg, client: client, now: time.Now}, nil
+}
+
+// OnCall has f told of every call the issuer makes to Vault: op is
+// "login", "ca", "sign", "encrypt" or "decrypt" (metrics).
+func (is *Issuer) OnCall(f func(op string, took time.Duration, err error)) {
+	is.onCall.Store(&f)
+}
+
+func (is *Issuer) observe(op string, began time.Time, err error) {
+	if f := is.onCall.Load(); f != nil {
+		(*f)(op, time.Since(began), err)
+	}
 }
 
 // Check logs in and fetches the CA public key, so that a misconfigured
@@ -169,10 +184,12 @@ func (is *Issuer) loginLocked(ctx context.Context) error {
 		return fmt.Errorf("vault approle login: %w", err)
 	}
 	login.ClearToken()
+	began := time.Now()
 	sec, err := login.Logical().WriteWithContext(ctx, "auth/"+is.cfg.AppRoleMount+"/login", map[string]any{
 		"role_id":   roleID,
 		"secret_id": secretID,
 	})
+	is.observe("login", began, err)
 	if err != nil {
 		return fmt.Errorf("vault approle login: %w", err)
 	}
@@ -191,7 +208,9 @@ func (is *Issuer) loginLocked(ctx context.Context) error {
 func (is *Issuer) fetchCA(ctx context.Context) (ssh.PublicKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
 	defer cancel()
+	began := time.Now()
 	sec, err := is.client.Logical().ReadWithContext(ctx, is.cfg.Mount+"/config/ca")
+	is.observe("ca", began, err)
 	if err != nil {
 		return nil, fmt.Errorf("vault read %s/config/ca: %w", is.cfg.Mount, err)
 	}
@@ -295,6 +314,7 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 	for _, e := range req.extensions() {
 		exts[e] = ""
 	}
+	began := time.Now()
 	sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
 		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
 		"cert_type":        "user",
@@ -303,6 +323,7 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 		"ttl":              is.cfg.TTL.String(),
 		"extensions":       exts,
 	})
+	is.observe("sign", began, err)
 	if err != nil {
 		return "", fmt.Errorf("vault sign: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -84,7 +85,9 @@ func (is *Issuer) transit(ctx context.Context, op string, data map[string]any) (
 	var sec *vault.Secret
 	var callErr error // the transit call's own error, not the login's
 	err := is.withToken(ctx, func(ctx context.Context) error {
+		began := time.Now()
 		sec, callErr = is.client.Logical().WriteWithContext(ctx, path, data)
+		is.observe(op, began, callErr)
 		return callErr
 	})
 	switch {

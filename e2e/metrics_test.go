@@ -51,8 +51,8 @@ func waitMetrics(t *testing.T, port string, want ...string) {
 
 // TestMetricsFollowSessions: what an operator's dashboard and alerts read
 // from /metrics follows what happens: a cross-border session from ops-cn
-// to SG is active while it runs, its certificate's signing time is
-// observed, a lock is counted in force and ends the session, and the
+// to SG is active while it runs, Vault's login and signature are counted
+// and timed, a lock is counted in force and ends the session, and the
 // audit events are counted by kind.
 func TestMetricsFollowSessions(t *testing.T) {
 	t.Parallel()
@@ -68,7 +68,9 @@ func TestMetricsFollowSessions(t *testing.T) {
 		"sekisho_sessions_active"+cn+" 1",
 		"sekisho_sessions_started_total"+cn+" 1",
 		`sekisho_decisions_total{effect="allow"} 1`,
-		"sekisho_vault_sign_seconds_count 1",
+		`sekisho_vault_requests_total{op="sign",result="ok"} 1`,
+		`sekisho_vault_request_seconds_count{op="sign"} 1`,
+		`sekisho_vault_requests_total{op="login",result="ok"} 1`,
 		`sekisho_audit_events_total{kind="cert.issued"} 1`,
 	)
 
@@ -88,5 +90,5 @@ func TestMetricsFollowSessions(t *testing.T) {
 	if got := scrape(t, port); !strings.Contains(got, `sekisho_relayed_bytes_total{direction="out"} `) || strings.Contains(got, `sekisho_relayed_bytes_total{direction="out"} 0`+"\n") {
 		t.Errorf("no bytes counted for the ended session:\n%s", grepLines(got, "sekisho_relayed"))
 	}
-	hardening.Report(t, "11", "/metrics: a cross-border session from ops-cn to SG counted active (1) while it ran and 0 after the lock ended it; the lock counted in force; decisions, certificate signing time and audit events by kind counted")
+	hardening.Report(t, "11", "/metrics: a cross-border session from ops-cn to SG counted active (1) while it ran and 0 after the lock ended it; the lock counted in force; decisions, Vault calls (login, sign) with their times, and audit events by kind counted")
 }

@@ -13,15 +13,17 @@ import (
 )
 
 // bastionMetrics is what the server tells Prometheus of its sessions,
-// decisions, refusals and Vault. It is fed by the audit events, so a
-// metric counts exactly what the audit log holds.
+// decisions, refusals and Vault. Sessions, decisions and refusals are
+// counted from the audit events, so a metric and the audit log agree;
+// Vault's calls are told by the issuer.
 type bastionMetrics struct {
 	events    *prometheus.CounterVec
 	decisions *prometheus.CounterVec
 	started   *prometheus.CounterVec
 	active    *prometheus.GaugeVec
 	bytes     *prometheus.CounterVec
-	sign      prometheus.Histogram
+	vault     *prometheus.CounterVec
+	vaultTook *prometheus.HistogramVec
 
 	mu   sync.Mutex
 	live map[string][]string // session ID: its labels of active
@@ -53,14 +55,18 @@ func newBastionMetrics(reg prometheus.Registerer) *bastionMetrics {
 			Name: "sekisho_relayed_bytes_total",
 			Help: "Bytes relayed by ended sessions: in is from the technician, out is to them.",
 		}, []string{"direction"}),
-		sign: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "sekisho_vault_sign_seconds",
-			Help:    "Time Vault took to sign a session's certificate.",
+		vault: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_vault_requests_total",
+			Help: "Calls to Vault by operation (login, ca, sign, encrypt, decrypt) and result (ok, error).",
+		}, []string{"op", "result"}),
+		vaultTook: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sekisho_vault_request_seconds",
+			Help:    "Time Vault took to answer, by operation.",
 			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 3},
-		}),
+		}, []string{"op"}),
 		live: map[string][]string{},
 	}
-	reg.MustRegister(m.events, m.decisions, m.started, m.active, m.bytes, m.sign)
+	reg.MustRegister(m.events, m.decisions, m.started, m.active, m.bytes, m.vault, m.vaultTook)
 	return m
 }
 
@@ -127,12 +133,15 @@ func (m *bastionMetrics) observe(e broker.AuditEvent) {
 			m.active.WithLabelValues(labels...).Dec()
 		}
 		m.mu.Unlock()
-	case broker.EventCertIssued:
-		var d struct {
-			SignMS float64 `json:"sign_ms"`
-		}
-		if json.Unmarshal([]byte(e.Detail), &d) == nil && d.SignMS > 0 {
-			m.sign.Observe(d.SignMS / 1000)
-		}
 	}
+}
+
+// vaultCall counts one call to Vault.
+func (m *bastionMetrics) vaultCall(op string, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.vault.WithLabelValues(op, result).Inc()
+	m.vaultTook.WithLabelValues(op).Observe(took.Seconds())
 }

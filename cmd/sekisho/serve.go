@@ -283,11 +283,15 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	if err != nil {
 		return nil, err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counts := newBastionMetrics(reg)
 	issuer, err := broker.NewIssuer(cfg.vaultConfig())
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	issuer.OnCall(counts.vaultCall)
 	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = issuer.Check(checkCtx)
 	cancel()
@@ -296,14 +300,11 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		return nil, fmt.Errorf("vault at %s: %w", cfg.Vault.Address, err)
 	}
 	techs, targets, policy := cfg.domain()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	notifier, err := notify.New(cfg.webhooks(), notify.Options{Logger: logger, Registerer: reg})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	counts := newBastionMetrics(reg)
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups, OnAudit: counts.observe})
 	counts.registerState(reg, brk, store)
