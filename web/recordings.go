@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/units"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -150,7 +151,7 @@ func (s *Server) verify(rec broker.SessionRecord) integrity {
 	case !v.Complete:
 		in.State, in.Detail = "incomplete", "signed, but incomplete: "+v.Reason
 	default:
-		in.State, in.Detail = "verified", strconv.Itoa(v.Chunks)+" chunks, "+byteCount(v.Bytes)+", seal signed by "+recording.KeyFingerprint(s.cfg.RecordingKey)
+		in.State, in.Detail = "verified", strconv.Itoa(v.Chunks)+" chunks, "+units.Bytes(v.Bytes)+", seal signed by "+recording.KeyFingerprint(s.cfg.RecordingKey)
 	}
 	return in
 }
@@ -201,7 +202,7 @@ func copyCast(w io.Writer, r io.Reader, limit int) error {
 		}
 		if len(line) > 0 {
 			if written+len(line) > limit && written > 0 {
-				note := fmt.Sprintf("[%s, \"o\", \"\\r\\n[sekisho: the recording goes on beyond %s; the browser player stops here. sekisho replay and sekisho export show all of it.]\\r\\n\"]\n", last, byteCount(int64(limit)))
+				note := fmt.Sprintf("[%s, \"o\", \"\\r\\n[sekisho: the recording goes on beyond %s; the browser player stops here. sekisho replay and sekisho export show all of it.]\\r\\n\"]\n", last, units.Bytes(int64(limit)))
 				_, werr := io.WriteString(w, note)
 				return werr
 			}

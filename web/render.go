@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/sekisho/sekisho/internal/units"
 )
 
 // pageTemplate is one page: the layout and the page's own blocks.
@@ -30,7 +32,7 @@ var funcs = template.FuncMap{
 		}
 		return b.Sub(a).Round(time.Second).String()
 	},
-	"bytes": byteCount,
+	"bytes": units.Bytes,
 	"join":  strings.Join,
 	"add":   func(a, b int) int { return a + b },
 	"seconds": func(f float64) string {
@@ -195,17 +197,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
-}
-
-func byteCount(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
