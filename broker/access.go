@@ -403,7 +403,7 @@ func (b *Broker) transition(ctx context.Context, kind string, r AccessRequest, b
 	b.Audit(ctx, AuditEvent{Kind: kind, Technician: r.Technician, Target: r.Target, Source: r.Source, Detail: string(detail)})
 	b.changed(r.ID)
 	if b.notifier != nil {
-		b.notifier.Notify(RequestEvent{Kind: kind, At: b.now().UTC(), Request: r, By: by, Note: note, Approvers: approvers})
+		b.notifier.Notify(Event{Kind: kind, At: b.now().UTC(), Request: &r, By: by, Note: note, Approvers: approvers})
 	}
 }
 

@@ -49,10 +49,10 @@ var (
 // recorder is a Notifier that keeps the events it is told of.
 type recorder struct {
 	mu     sync.Mutex
-	events []broker.RequestEvent
+	events []broker.Event
 }
 
-func (r *recorder) Notify(e broker.RequestEvent) {
+func (r *recorder) Notify(e broker.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
@@ -60,7 +60,7 @@ func (r *recorder) Notify(e broker.RequestEvent) {
 
 func (r *recorder) Names() []string { return []string{webhook} }
 
-func (r *recorder) Events() []broker.RequestEvent {
+func (r *recorder) Events() []broker.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.events)
@@ -70,7 +70,7 @@ func (r *recorder) Events() []broker.RequestEvent {
 func (r *recorder) kinds(id int64) []string {
 	var out []string
 	for _, e := range r.Events() {
-		if e.Request.ID == id {
+		if e.Request != nil && e.Request.ID == id {
 			out = append(out, e.Kind)
 		}
 	}
@@ -970,5 +970,37 @@ func TestSessionKeepsItsOwnGrant(t *testing.T) {
 	}
 	if ok, why := s.b.StillAllowed("li", dbJP, source, s.keys["li"], now); !ok {
 		t.Errorf("StillAllowed under the second grant = false (%s)", why)
+	}
+}
+
+// Security hears of every cross-border session as it starts and as it
+// ends, and of no other.
+func TestCrossBorderSessionsNotified(t *testing.T) {
+	s := newScenario(t, time.Hour)
+	start := time.Now().UTC()
+	for _, r := range []*broker.SessionRecord{
+		{ID: "cb", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Source: source, Target: webSG,
+			Residency: "SG", Login: "www", CrossBorder: true, Rule: "web-open", StartedAt: start},
+		{ID: "home", Technician: "aiko", Affiliate: "ops-jp", AffiliateCountry: "JP", Source: source, Target: dbJP,
+			Residency: "JP", Login: "dbadmin", Rule: "local", StartedAt: start},
+	} {
+		if err := s.b.SessionStarted(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"home", "cb"} {
+		if err := s.b.SessionEnded(t.Context(), id, broker.SessionEnd{At: start.Add(time.Minute), Reason: "client closed", BytesIn: 10, BytesOut: 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, e := range s.notes.Events() {
+		if e.Session != nil {
+			got = append(got, e.Kind+" "+e.Session.ID+" "+e.Session.EndReason)
+		}
+	}
+	want := []string{"session.cross_border cb ", "session.cross_border_ended cb client closed"}
+	if !slices.Equal(got, want) {
+		t.Errorf("session notifications %q, want %q", got, want)
 	}
 }

@@ -51,6 +51,8 @@ type Broker struct {
 
 	onAudit func(AuditEvent) // nil: nobody
 
+	crossBorder sync.Map // session ID: *SessionNotice of a live cross-border session, for its end
+
 	unsealedMu sync.Mutex
 	unsealed   map[string][sha256.Size]byte // technician: hash of the secret SealTOTPSecrets left in the clear
 
@@ -85,8 +87,9 @@ type Config struct {
 	Sealer Sealer
 	Store  Store
 	Logger *slog.Logger
-	// Notifier is told of access request transitions (webhooks); nil
-	// tells nobody.
+	// Notifier is told of access request transitions and of
+	// cross-border sessions starting and ending (webhooks); nil tells
+	// nobody.
 	Notifier Notifier
 	// AdminGroups are the groups whose members may list and end any live
 	// session and revoke any grant.
@@ -389,6 +392,13 @@ func (b *Broker) SessionStarted(ctx context.Context, r *SessionRecord) error {
 			Rule        string `json:"rule"`
 			Login       string `json:"login"`
 		}{r.Affiliate, r.Residency, r.CrossBorder, r.Rule, r.Login})})
+	if r.CrossBorder && b.notifier != nil {
+		n := &SessionNotice{ID: r.ID, Technician: r.Technician, Affiliate: r.Affiliate, AffiliateCountry: r.AffiliateCountry,
+			Source: r.Source, SourceCountry: r.SourceCountry, Target: r.Target, Residency: r.Residency, Login: r.Login,
+			Rule: r.Rule, Request: r.Request, StartedAt: r.StartedAt}
+		b.crossBorder.Store(r.ID, n)
+		b.notifier.Notify(Event{Kind: EventSessionCrossBorder, At: b.now().UTC(), Session: n})
+	}
 	return nil
 }
 
@@ -401,6 +411,11 @@ func (b *Broker) SessionEnded(ctx context.Context, id string, end SessionEnd) er
 			BytesIn  int64  `json:"bytes_in"`
 			BytesOut int64  `json:"bytes_out"`
 		}{end.Reason, end.BytesIn, end.BytesOut})})
+	if v, ok := b.crossBorder.LoadAndDelete(id); ok && b.notifier != nil {
+		n := *v.(*SessionNotice)
+		n.EndedAt, n.EndReason, n.BytesIn, n.BytesOut = end.At, end.Reason, end.BytesIn, end.BytesOut
+		b.notifier.Notify(Event{Kind: EventSessionCrossBorderEnded, At: b.now().UTC(), Session: &n})
+	}
 	return err
 }
 

@@ -147,11 +147,14 @@ type RequestFilter struct {
 	Limit      int
 }
 
-// RequestEvent is what notifications (webhooks) are told of a transition.
-type RequestEvent struct {
-	Kind    string        `json:"event"` // an EventRequest* kind
-	At      time.Time     `json:"at"`
-	Request AccessRequest `json:"request"`
+// Event is what notifications (webhooks) are told: a transition of an
+// access request (Request set), or a cross-border session starting or
+// ending (Session set).
+type Event struct {
+	Kind    string         `json:"event"` // an EventRequest* or EventSessionCrossBorder* kind
+	At      time.Time      `json:"at"`
+	Request *AccessRequest `json:"request,omitempty"`
+	Session *SessionNotice `json:"session,omitempty"`
 	// By is who caused the transition (the requester, an approver, or
 	// "sekisho" for an expiry); Note is their comment or reason.
 	By   string `json:"by,omitempty"`
@@ -160,9 +163,36 @@ type RequestEvent struct {
 	Approvers []string `json:"approvers,omitempty"`
 }
 
-// Notifier delivers request events (webhooks). Notify must not block.
+// Notification kinds of cross-border sessions: security hears of each
+// one as it starts and as it ends.
+const (
+	EventSessionCrossBorder      = "session.cross_border"
+	EventSessionCrossBorderEnded = "session.cross_border_ended"
+)
+
+// SessionNotice is what a notification tells of a session.
+type SessionNotice struct {
+	ID               string    `json:"id"`
+	Technician       string    `json:"technician"`
+	Affiliate        string    `json:"affiliate"`
+	AffiliateCountry string    `json:"affiliate_country"`
+	Source           string    `json:"source"`
+	SourceCountry    string    `json:"source_country"` // "" when unknown
+	Target           string    `json:"target"`
+	Residency        string    `json:"residency"`
+	Login            string    `json:"login"`
+	Rule             string    `json:"rule"`
+	Request          int64     `json:"request,omitempty"` // the grant it runs under
+	StartedAt        time.Time `json:"started_at"`
+	EndedAt          time.Time `json:"ended_at,omitzero"`
+	EndReason        string    `json:"end_reason,omitempty"`
+	BytesIn          int64     `json:"bytes_in,omitempty"`  // technician to target
+	BytesOut         int64     `json:"bytes_out,omitempty"` // target to technician
+}
+
+// Notifier delivers events (webhooks). Notify must not block.
 type Notifier interface {
-	Notify(RequestEvent)
+	Notify(Event)
 	// Names lists the configured destinations, for the technician's
 	// "notified" line.
 	Names() []string

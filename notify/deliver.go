@@ -21,7 +21,7 @@ import (
 type worker struct {
 	hook    Webhook
 	events  map[string]bool // kinds to send; empty means all
-	queue   chan broker.RequestEvent
+	queue   chan broker.Event
 	client  *http.Client
 	log     *slog.Logger
 	metrics *metrics
@@ -32,7 +32,7 @@ func newWorker(h Webhook, opt Options) *worker {
 	w := &worker{
 		hook:   h,
 		events: make(map[string]bool),
-		queue:  make(chan broker.RequestEvent, opt.QueueSize),
+		queue:  make(chan broker.Event, opt.QueueSize),
 		client: opt.Client,
 		log:    opt.Logger.With("webhook", h.Name),
 	}
@@ -63,14 +63,14 @@ func (w *worker) run(ctx context.Context) {
 
 // deliver tries e until it is delivered, fails for good or ctx ends. It
 // reports false only if ctx ended first, leaving e undelivered.
-func (w *worker) deliver(ctx context.Context, e broker.RequestEvent) bool {
+func (w *worker) deliver(ctx context.Context, e broker.Event) bool {
 	body, err := encode(w.hook.Format, e)
 	if err != nil {
-		w.log.Error("webhook event not encoded", "event", e.Kind, "request", e.Request.ID, "err", err)
+		w.log.Error("webhook event not encoded", append(about(e), "err", err)...)
 		w.metrics.deliveries.WithLabelValues(w.hook.Name, resultFailed).Inc()
 		return true
 	}
-	log := w.log.With("event", e.Kind, "request", e.Request.ID)
+	log := w.log.With(about(e)...)
 	for attempt := 1; ; attempt++ {
 		err := w.post(ctx, body)
 		if err == nil {

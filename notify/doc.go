@@ -1,5 +1,7 @@
 // Package notify tells webhooks about access-request events, so approvers
-// hear of a request without watching the bastion.
+// hear of a request without watching the bastion, and about every
+// cross-border session as it starts and ends, so security hears of it at
+// once.
 //
 // Invariants:
 //   - Notify never blocks or slows the broker: events go into a bounded

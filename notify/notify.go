@@ -23,7 +23,7 @@ type Format string
 
 // Body formats.
 const (
-	// FormatJSON posts the event as JSON: broker.RequestEvent plus a
+	// FormatJSON posts the event as JSON: broker.Event plus a
 	// "text" field with one human-readable line.
 	FormatJSON Format = "json"
 	// FormatSlack posts {"text": line}, which Slack incoming webhooks (and
@@ -42,7 +42,8 @@ const (
 	maxDelay = time.Minute
 )
 
-// Webhook is one destination of request events.
+// Webhook is one destination of events: access requests and
+// cross-border sessions.
 type Webhook struct {
 	// Name identifies the webhook in logs and metrics, and is shown to
 	// technicians as "notified: <name>".
@@ -52,8 +53,8 @@ type Webhook struct {
 	URL string
 	// Format is the body format; empty means FormatJSON.
 	Format Format
-	// Events lists the event kinds (broker.EventRequest*) to send; empty
-	// means all.
+	// Events lists the event kinds (broker.EventRequest*,
+	// broker.EventSessionCrossBorder*) to send; empty means all.
 	Events []string
 	// Headers are added to every request, e.g. Authorization. They are
 	// never logged. Content-Type and User-Agent are always sekisho's.
@@ -83,7 +84,7 @@ type Options struct {
 	Client *http.Client
 }
 
-// Notifier delivers request events to webhooks in the background. It
+// Notifier delivers events to webhooks in the background. It
 // implements broker.Notifier. Call Close to stop it.
 type Notifier struct {
 	log     *slog.Logger
@@ -137,7 +138,7 @@ func New(hooks []Webhook, opt Options) (*Notifier, error) {
 // Notify queues e for every webhook that wants its kind, and returns at
 // once. If a webhook's queue is full the event is dropped for that webhook,
 // with a warning and a count. After Close, events are ignored.
-func (n *Notifier) Notify(e broker.RequestEvent) {
+func (n *Notifier) Notify(e broker.Event) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if n.closed {
@@ -152,7 +153,7 @@ func (n *Notifier) Notify(e broker.RequestEvent) {
 		default:
 			n.metrics.deliveries.WithLabelValues(w.hook.Name, resultDropped).Inc()
 			n.log.Warn("webhook queue full; event dropped",
-				"webhook", w.hook.Name, "event", e.Kind, "request", e.Request.ID, "queue_size", cap(w.queue))
+				append([]any{"webhook", w.hook.Name, "queue_size", cap(w.queue)}, about(e)...)...)
 		}
 	}
 }
@@ -201,7 +202,8 @@ func knownEvent(kind string) bool {
 	switch kind {
 	case broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestDenied, broker.EventRequestExpired, broker.EventRequestCancelled,
-		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused:
+		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused,
+		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded:
 		return true
 	}
 	return false
@@ -236,7 +238,7 @@ func validate(hooks []Webhook, opt Options) error {
 		}
 		for _, k := range h.Events {
 			if !knownEvent(k) {
-				fail("event %q is unknown; use request.created, request.approval, request.approved, request.denied, request.expired, request.cancelled, request.revoked, request.used or request.refused, or none for all", k)
+				fail("event %q is unknown; use request.created, request.approval, request.approved, request.denied, request.expired, request.cancelled, request.revoked, request.used, request.refused, session.cross_border or session.cross_border_ended, or none for all", k)
 			}
 		}
 		for k := range h.Headers {
@@ -287,4 +289,17 @@ func cloneHook(h Webhook) Webhook {
 	h.Events = slices.Clone(h.Events)
 	h.Headers = maps.Clone(h.Headers)
 	return h
+}
+
+// about is what a log line says of e: its kind, and the request or the
+// session it is about.
+func about(e broker.Event) []any {
+	attrs := []any{"event", e.Kind}
+	if e.Request != nil {
+		attrs = append(attrs, "request", e.Request.ID)
+	}
+	if e.Session != nil {
+		attrs = append(attrs, "session", e.Session.ID)
+	}
+	return attrs
 }

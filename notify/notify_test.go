@@ -130,11 +130,11 @@ func metric(t *testing.T, reg *prometheus.Registry, name, webhook, label, value 
 	return 0
 }
 
-func event(kind string, id int64) broker.RequestEvent {
-	return broker.RequestEvent{
+func event(kind string, id int64) broker.Event {
+	return broker.Event{
 		Kind: kind,
 		At:   time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC),
-		Request: broker.AccessRequest{
+		Request: &broker.AccessRequest{
 			ID: id, Technician: "li", Affiliate: "affiliate-cn", AffiliateCountry: "CN",
 			Target: "db-jp-01", Rule: "db-with-approval", Reason: "INC-4711 disk full",
 			Duration: time.Hour, State: broker.RequestPending, Needed: 1,
@@ -359,7 +359,7 @@ func TestEventsFilter(t *testing.T) {
 		close(r.hits)
 		var kinds []string
 		for h := range r.hits {
-			var e broker.RequestEvent
+			var e broker.Event
 			if err := json.Unmarshal(h.body, &e); err != nil {
 				t.Fatal(err)
 			}
@@ -389,7 +389,7 @@ func TestCloseDeliversQueued(t *testing.T) {
 	close(r.hits)
 	var ids []int64
 	for h := range r.hits {
-		var e broker.RequestEvent
+		var e broker.Event
 		if err := json.Unmarshal(h.body, &e); err != nil {
 			t.Fatal(err)
 		}

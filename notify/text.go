@@ -7,17 +7,18 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/units"
 )
 
 // encode renders e as a request body in format f.
-func encode(f Format, e broker.RequestEvent) ([]byte, error) {
+func encode(f Format, e broker.Event) ([]byte, error) {
 	if f == FormatSlack {
 		return json.Marshal(struct {
 			Text string `json:"text"`
 		}{slackEscape(summary(e))})
 	}
 	return json.Marshal(struct {
-		broker.RequestEvent
+		broker.Event
 		Text string `json:"text"`
 	}{e, summary(e)})
 }
@@ -25,8 +26,14 @@ func encode(f Format, e broker.RequestEvent) ([]byte, error) {
 // summary says what happened in one line, from the facts in the event
 // only. The bastion's address is not known here, so the approve hint is
 // the command, not a full ssh line.
-func summary(e broker.RequestEvent) string {
-	r := e.Request
+func summary(e broker.Event) string {
+	if e.Session != nil {
+		return sessionSummary(e)
+	}
+	if e.Request == nil {
+		return "sekisho: " + e.Kind
+	}
+	r := *e.Request
 	about := fmt.Sprintf("request %d (%s → %s)", r.ID, r.Technician, r.Target)
 	var b strings.Builder
 	b.WriteString("sekisho: ")
@@ -75,7 +82,7 @@ func approvals(r broker.AccessRequest) string {
 }
 
 // writeByNote writes " by who: note", leaving out what is empty.
-func writeByNote(b *strings.Builder, e broker.RequestEvent) {
+func writeByNote(b *strings.Builder, e broker.Event) {
 	if e.By != "" {
 		b.WriteString(" by " + e.By)
 	}
@@ -85,9 +92,34 @@ func writeByNote(b *strings.Builder, e broker.RequestEvent) {
 }
 
 // writePending tells approvers of a pending request how to decide it.
-func writePending(b *strings.Builder, e broker.RequestEvent) {
+func writePending(b *strings.Builder, e broker.Event) {
 	if len(e.Approvers) > 0 {
 		b.WriteString("; approvers: " + strings.Join(e.Approvers, ", "))
 	}
 	fmt.Fprintf(b, ". approve with: approve %d", e.Request.ID)
+}
+
+// sessionSummary says in one line which cross-border session started or
+// ended, from where, to what and under which rule.
+func sessionSummary(e broker.Event) string {
+	n := e.Session
+	var b strings.Builder
+	from := n.SourceCountry
+	if from == "" {
+		from = "unknown country"
+	}
+	switch e.Kind {
+	case broker.EventSessionCrossBorderEnded:
+		fmt.Fprintf(&b, "sekisho: cross-border session of %s (%s, %s) on %s (%s) ended after %s: %s; %s in, %s out",
+			n.Technician, n.Affiliate, n.AffiliateCountry, n.Target, n.Residency,
+			n.EndedAt.Sub(n.StartedAt).Round(time.Second), n.EndReason, units.Bytes(n.BytesIn), units.Bytes(n.BytesOut))
+	default:
+		fmt.Fprintf(&b, "sekisho: %s (%s, %s) started a cross-border session on %s (%s) as %s from %s (%s) under rule %s",
+			n.Technician, n.Affiliate, n.AffiliateCountry, n.Target, n.Residency, n.Login, n.Source, from, n.Rule)
+		if n.Request != 0 {
+			fmt.Fprintf(&b, ", request %d", n.Request)
+		}
+	}
+	b.WriteString(" — session " + n.ID)
+	return b.String()
 }

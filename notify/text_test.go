@@ -1,7 +1,9 @@
 package notify
 
 import (
+	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +43,7 @@ func TestSummary(t *testing.T) {
 			e := event(c.kind, 42)
 			e.By, e.Note = c.by, c.note
 			if c.edit != nil {
-				c.edit(&e.Request)
+				c.edit(e.Request)
 			}
 			if got := summary(e); got != c.want {
 				t.Errorf("summary =\n%s\nwant\n%s", got, c.want)
@@ -88,5 +90,44 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(v); got != want {
 			t.Errorf("retryAfter(%q) = %v, want %v", v, got, want)
 		}
+	}
+}
+
+// A cross-border session is told as it starts and as it ends, in one
+// line each; the JSON body carries the session and no request.
+func TestSessionSummary(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC)
+	n := &broker.SessionNotice{ID: "7f3c", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN",
+		Source: "203.0.113.5:50000", SourceCountry: "CN", Target: "db-jp-01", Residency: "JP", Login: "dbadmin",
+		Rule: "pii-cross-border-dba-needs-approval", Request: 42, StartedAt: start}
+	e := broker.Event{Kind: broker.EventSessionCrossBorder, At: start, Session: n}
+	want := "sekisho: li (ops-cn, CN) started a cross-border session on db-jp-01 (JP) as dbadmin from 203.0.113.5:50000 (CN) under rule pii-cross-border-dba-needs-approval, request 42 — session 7f3c"
+	if got := summary(e); got != want {
+		t.Errorf("start:\n%s\nwant\n%s", got, want)
+	}
+	ended := *n
+	ended.EndedAt, ended.EndReason, ended.BytesIn, ended.BytesOut = start.Add(12*time.Minute+3*time.Second), "client closed", 1200, 3<<20
+	e = broker.Event{Kind: broker.EventSessionCrossBorderEnded, At: ended.EndedAt, Session: &ended}
+	want = "sekisho: cross-border session of li (ops-cn, CN) on db-jp-01 (JP) ended after 12m3s: client closed; 1.2 KiB in, 3.0 MiB out — session 7f3c"
+	if got := summary(e); got != want {
+		t.Errorf("end:\n%s\nwant\n%s", got, want)
+	}
+	body, err := encode(FormatJSON, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded map[string]any
+	if err := json.Unmarshal(body, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decoded["request"]; ok || decoded["session"] == nil || decoded["event"] != "session.cross_border_ended" {
+		t.Errorf("JSON body %s", body)
+	}
+	// A Slack body escapes what a name could carry.
+	n.Technician = "<!channel>"
+	body, _ = encode(FormatSlack, broker.Event{Kind: broker.EventSessionCrossBorder, Session: n})
+	if strings.Contains(string(body), "<!channel>") {
+		t.Errorf("Slack body %s", body)
 	}
 }
