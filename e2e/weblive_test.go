@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +28,7 @@ func TestWebWatchLiveAndEnd(t *testing.T) {
 	c.signIn(t, b, "kenji")
 	b.Go(c.url + "/")
 	b.WaitText(`#live-sessions tr[data-session="`+s.ID+`"]`, "aiko")
+	overviewFollowsCrossBorder(t, b)
 	b.Go(c.url + "/sessions/" + s.ID + "/live")
 	// The watch joins at the live point, with what is on the screen now,
 	// then follows.
@@ -127,4 +132,42 @@ func TestScopedAdminSeesAndEndsOnlyTheirResidencies(t *testing.T) {
 		t.Errorf("kenji (SG) kill of the SG session: exit %d, stderr %q", r.code, r.stderr)
 	}
 	sg.waitScreen("ssh-exited-")
+}
+
+// overviewFollowsCrossBorder checks that the overview open in b shows a
+// cross-border session that starts after it was loaded, without a
+// reload, and counts it in the page's title.
+func overviewFollowsCrossBorder(t *testing.T, b *webdriver.Browser) {
+	t.Helper()
+	rows := func() []string {
+		got, _ := b.Exec(`return Array.from(document.querySelectorAll("#live-sessions tr.cross-border")).map(r => r.dataset.session);`).([]any)
+		var ids []string
+		for _, id := range got {
+			ids = append(ids, fmt.Sprint(id))
+		}
+		return ids
+	}
+	before := rows()
+	ctx, cancel := context.WithCancel(context.Background())
+	li := sshCmd(ctx, "li", "li+web-sg-01", "echo started; sleep 120")
+	if err := li.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	defer func() { cancel(); li.Wait() }() // the client killed, its session ends
+	b.Exec(`window.sekishoNotReloaded = true;`)
+	webdriver.Wait(t, "li's cross-border session to appear on the overview without a reload", func() bool {
+		for _, id := range rows() {
+			if !slices.Contains(before, id) {
+				return true
+			}
+		}
+		return false
+	})
+	if marker, _ := b.Exec(`return window.sekishoNotReloaded === true;`).(bool); !marker {
+		t.Error("the overview was reloaded, not refreshed in place")
+	}
+	if title, _ := b.Exec(`return document.title;`).(string); !regexp.MustCompile(`^\(\d+ cross-border\) `).MatchString(title) {
+		t.Errorf("the title %q does not count the cross-border sessions", title)
+	}
 }

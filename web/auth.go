@@ -211,9 +211,16 @@ func (s *Server) session(r *http.Request) (*browserSession, string, bool) {
 		delete(s.sessions, k)
 		return nil, "", false
 	}
-	bs.seen = now
+	// A page refreshing itself is not the person at work: an unattended
+	// overview still signs out when idle.
+	if r.Header.Get(pollHeader) == "" {
+		bs.seen = now
+	}
 	return bs, k, true
 }
+
+// pollHeader marks a request a page's script makes by itself.
+const pollHeader = "X-Sekisho-Poll"
 
 // inForce reports whether the browser session with key is still signed
 // in and unexpired, without counting as activity.

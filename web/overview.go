@@ -24,6 +24,16 @@ type overviewAnswer struct {
 const chartDays = 30
 
 func (s *Server) overview(w http.ResponseWriter, r *request) (any, error) {
+	return s.overviewOf(w, r, true)
+}
+
+// overviewLive is the overview's live sessions and pending requests,
+// which its page refreshes every few seconds, without the chart.
+func (s *Server) overviewLive(w http.ResponseWriter, r *request) (any, error) {
+	return s.overviewOf(w, r, false)
+}
+
+func (s *Server) overviewOf(w http.ResponseWriter, r *request, withChart bool) (any, error) {
 	a := overviewAnswer{Live: []broker.SessionRecord{}, Pending: []requestRow{}, Daily: []broker.DailyCount{}, Scope: r.p.Scope()}
 	if r.p.Approver || r.p.Admin || r.p.Reviewer {
 		rl, err := s.requestList(w, r)
@@ -41,6 +51,9 @@ func (s *Server) overview(w http.ResponseWriter, r *request) (any, error) {
 	}
 	if live != nil {
 		a.Live = live
+	}
+	if !withChart {
+		return a, nil
 	}
 	now := s.now().UTC()
 	to := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1)

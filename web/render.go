@@ -88,12 +88,19 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, p *
 }
 
 func (s *Server) renderCSRF(w http.ResponseWriter, r *http.Request, name string, p *person, csrf string, data any) {
+	s.renderPart(w, r, name, "layout", p, csrf, data)
+}
+
+// renderPart writes the template part of page name: "layout" for the
+// whole page, or a part the page defines, which a page script fetches to
+// refresh itself.
+func (s *Server) renderPart(w http.ResponseWriter, r *http.Request, name, part string, p *person, csrf string, data any) {
 	pt, ok := s.pages[name]
 	if !ok {
 		panic("web: no page " + name)
 	}
 	var buf bytes.Buffer
-	if err := pt.t.ExecuteTemplate(&buf, "layout", pageData{Me: p, CSRF: csrf, Path: r.URL.Path, Data: data}); err != nil {
+	if err := pt.t.ExecuteTemplate(&buf, part, pageData{Me: p, CSRF: csrf, Path: r.URL.Path, Data: data}); err != nil {
 		s.log.Error("web: page failed", "page", name, "err", err)
 		http.Error(w, "the page could not be made; the error is in the server log", http.StatusInternalServerError)
 		return
@@ -133,6 +140,19 @@ func (s *Server) page(name string, v view) http.HandlerFunc {
 			return
 		}
 		s.renderCSRF(w, r.Request, name, r.p, r.csrf, data)
+	})
+}
+
+// pagePart serves a view as part of a page, for the page's script to
+// refresh that part with.
+func (s *Server) pagePart(name, part string, v view) http.HandlerFunc {
+	return s.authed(false, func(w http.ResponseWriter, r *request) {
+		data, err := v(w, r)
+		if err != nil {
+			s.fail(w, r, false, err)
+			return
+		}
+		s.renderPart(w, r.Request, name, part, r.p, r.csrf, data)
 	})
 }
 

@@ -16,6 +16,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /logout", s.authed(false, s.handleSignOut))
 
 	m.HandleFunc("GET /{$}", s.page("overview.html", s.overview))
+	m.HandleFunc("GET /overview/live", s.pagePart("overview.html", "overview-live", s.overviewLive))
 	m.HandleFunc("GET /sessions", s.page("sessions.html", s.sessionList))
 	m.HandleFunc("GET /sessions/{id}", s.page("session.html", s.sessionDetail))
 	m.HandleFunc("GET /sessions/{id}/live", s.page("live.html", s.sessionDetail))

@@ -634,3 +634,35 @@ func TestRequestsAndLocksFollowTheScope(t *testing.T) {
 		t.Errorf("kenji (admin) does not see the lock and the directory: %s", body)
 	}
 }
+
+// The overview refreshes its live part from /overview/live: the part
+// alone, in the person's scope; and its polling is not activity, so an
+// unattended overview still signs out when idle.
+func TestOverviewRefreshPart(t *testing.T) {
+	f := newFixture(t, "")
+	live := broker.SessionRecord{ID: "9b2f6c1e-1d7a-4a53-9d0e-2b8f1c3a4d5e", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN",
+		Source: "203.0.113.9", SourceCountry: "CN", Target: "db-jp-01", Residency: "JP", Login: "ops", CrossBorder: true,
+		Rule: "pii-needs-approval", Trace: "{}", StartedAt: f.clock.now(), Recording: "9b2f6c1e-1d7a-4a53-9d0e-2b8f1c3a4d5e"}
+	if err := f.store.StartSession(t.Context(), &live); err != nil {
+		t.Fatal(err)
+	}
+	rin := f.signIn(t, "rin")
+	resp, body := rin.do("GET", "/overview/live", nil, map[string]string{"X-Sekisho-Poll": "1"})
+	if resp.StatusCode != 200 || strings.Contains(body, "<html") || !strings.Contains(body, `data-session="`+live.ID+`"`) ||
+		!strings.Contains(body, `class="cross-border"`) {
+		t.Fatalf("rin's overview part: %d\n%s", resp.StatusCode, body)
+	}
+	sara := f.signIn(t, "sara")
+	if _, body := sara.do("GET", "/overview/live", nil, nil); strings.Contains(body, live.ID) || strings.Contains(body, "db-jp-01") {
+		t.Errorf("sara (SG only) sees the JP live session in the overview part:\n%s", body)
+	}
+
+	f.clock.add(20 * time.Minute)
+	if resp, _ := rin.do("GET", "/overview/live", nil, map[string]string{"X-Sekisho-Poll": "1"}); resp.StatusCode != 200 {
+		t.Fatalf("polling after 20 idle minutes: %d", resp.StatusCode)
+	}
+	f.clock.add(11 * time.Minute)
+	if resp, _ := rin.do("GET", "/overview/live", nil, map[string]string{"X-Sekisho-Poll": "1"}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("polling only, 31 minutes after the last click: %d, want 401 (idle)", resp.StatusCode)
+	}
+}
