@@ -387,7 +387,7 @@ func TestTransferObserverChoice(t *testing.T) {
 	}{
 		{"shell", "", false, ""},
 		{"exec", "ls -l", false, ""},
-		{"exec", "scp -t '/tmp/x'", true, ""}, // a quoted path is still a path
+		{"exec", "scp -t '/tmp/x'", true, ""},    // a quoted path is still a path
 		{"exec", "scp -t \"/tmp/x\"", false, ""}, // double quotes: a command
 		{"exec", "scp -t /tmp/x", true, ""},
 		{"exec", "/usr/bin/scp -v -f -- /tmp/x", true, ""},
