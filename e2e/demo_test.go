@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -71,5 +72,14 @@ func TestDemoShippedRules(t *testing.T) {
 	out, err := exec.Command(env.sekisho, "demo", "code", "--dir", env.dir, "li").CombinedOutput()
 	if err != nil || !regexp.MustCompile(`^\d{6} \(valid for \d+s; each code works once\)\n$`).Match(out) {
 		t.Errorf("sekisho demo code: %v %q", err, out)
+	}
+}
+
+// `sekisho reload` finds the demo by its pid file and reloads it, as it
+// does a `sekisho serve`.
+func TestReloadReachesTheDemo(t *testing.T) {
+	out := sekishoCLI(t, "reload")
+	if !strings.Contains(out, fmt.Sprintf("asked sekisho (pid %d) to reload", env.state.PID)) {
+		t.Errorf("sekisho reload against the demo said:\n%s", out)
 	}
 }

@@ -39,6 +39,7 @@ type demoState struct {
 	Config         string            `json:"config"`
 	Targets        []demoTarget      `json:"targets"`
 	Keys           map[string]string `json:"keys"`
+	PID            int               `json:"pid"`
 }
 
 // demoTarget is one of the demo's targets, as its state file gives it.

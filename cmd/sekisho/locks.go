@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -187,9 +189,10 @@ func cmdReload(args []string) error {
 		return fmt.Errorf("%s does not hold a process ID", pidFile)
 	}
 	// The pid file may be stale and the number reused: signal only a
-	// sekisho serving this config.
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), "sekisho") || !strings.Contains(string(cmdline), "serve") {
+	// sekisho serving (sekisho serve, or the demo, which serves too).
+	cmdline, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	argv := strings.Split(string(cmdline), "\x00")
+	if rerr != nil || len(argv) < 2 || !strings.Contains(filepath.Base(argv[0]), "sekisho") || (!slices.Contains(argv, "serve") && !slices.Contains(argv, "demo")) {
 		return fmt.Errorf("process %d from %s is not a running sekisho server (stale pid file?)", pid, pidFile)
 	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
