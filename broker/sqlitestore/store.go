@@ -8,6 +8,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -131,8 +133,15 @@ type Store struct {
 
 var _ broker.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the database at path.
+// Open opens (creating if needed) the database at path. The database
+// holds the audit log, what was typed and shown in sessions (the search
+// index) and sealed secrets: it and its -wal and -shm files are made
+// readable by their owner only, as SQLite gives the latter two the
+// database's mode.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := ownerOnly(path); err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
 	// secure_delete: what is deleted or overwritten (a TOTP secret
 	// sealed in place of one in the clear) is zeroed, not left in free
 	// space.
@@ -155,6 +164,32 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("state store %s: create text index: %w", path, err)
 	}
 	return &Store{db: db}, nil
+}
+
+// ownerOnly creates the database file with mode 0600 if it is missing,
+// and takes group and other access from it and its -wal and -shm files
+// if they have it (a store made by an older sekisho, or copied).
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the database.

@@ -400,3 +400,40 @@ func TestReplaceTOTPSecret(t *testing.T) {
 		}
 	}
 }
+
+// The database and its -wal and -shm files are the owner's only, when
+// made and when found readable by others.
+func TestStoreFilesAreOwnerOnly(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sekisho.db")
+	check := func(when string) {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+				t.Errorf("%s: %s has mode %o", when, filepath.Base(p), perm)
+			}
+		}
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTOTP(ctx, "aiko", "vault:v1:x"); err != nil {
+		t.Fatal(err)
+	}
+	check("made")
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		os.Chmod(p, 0o644)
+	}
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("found readable by others")
+	s2.Close()
+	s.Close()
+}
