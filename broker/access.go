@@ -295,6 +295,27 @@ func (b *Broker) grantGone(ctx context.Context, g *Grant) string {
 	return fmt.Sprintf("request %d no longer grants this session (%s)", r.ID, r.Status(b.now()))
 }
 
+// CheckReason validates the reason of an access request, as RequestAccess
+// does, so that a prompt can ask again for the reason alone. It returns
+// the reason trimmed.
+func CheckReason(s string) (string, error) {
+	return checkReason("a reason", s)
+}
+
+// CheckGrantDuration validates the duration asked for under rule, whose
+// grants last at most max, as RequestAccess does; 0 means max.
+func CheckGrantDuration(d time.Duration, rule string, max time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return max, nil
+	case d < time.Minute:
+		return 0, refusef("duration %s is too short: ask for at least 1m", d)
+	case d > max:
+		return 0, refusef("duration %s is longer than rule %q allows: ask for at most %s", d, rule, max)
+	}
+	return d, nil
+}
+
 // checkReason validates a reason a person typed.
 func checkReason(what, s string) (string, error) {
 	s = strings.TrimSpace(s)
@@ -367,16 +388,11 @@ func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, 
 			return p, true, nil
 		}
 	}
-	if reason, err = checkReason("a reason", reason); err != nil {
+	if reason, err = CheckReason(reason); err != nil {
 		return req, false, err
 	}
-	switch {
-	case duration == 0:
-		duration = spec.MaxGrant
-	case duration < time.Minute:
-		return req, false, refusef("duration %s is too short: ask for at least 1m", duration)
-	case duration > spec.MaxGrant:
-		return req, false, refusef("duration %s is longer than rule %q allows: ask for at most %s", duration, d.Rule, spec.MaxGrant)
+	if duration, err = CheckGrantDuration(duration, d.Rule, spec.MaxGrant); err != nil {
+		return req, false, err
 	}
 	now := b.now()
 	req, err = b.store.CreateRequest(ctx, AccessRequest{

@@ -141,6 +141,12 @@ func TestApprovalWhileWaitingInSSH(t *testing.T) {
 	tm.waitScreen("Reason (ticket and what you will do):")
 	tm.send("INC-4711 disk full", "Enter")
 	tm.waitScreen("Duration (at most 2h0m0s)")
+	// Too long: only the duration is asked again; the reason stays.
+	tm.send("3h", "Enter")
+	tm.waitScreen(`duration 3h0m0s is longer than rule "db-needs-approval" allows: ask for at most 2h0m0s`)
+	waitUntil(t, 30*time.Second, "the duration to be asked again", func() bool {
+		return strings.Count(tm.screen(), "Duration (at most 2h0m0s)") == 2 && strings.Count(tm.screen(), "Reason (ticket") == 1
+	})
 	tm.send("45m", "Enter")
 	tm.waitScreen("is waiting for 1 approval(s); notified: approvers aiko, kenji")
 	id := regexp.MustCompile(`request (\d+) is waiting`).FindStringSubmatch(tm.screen())[1]

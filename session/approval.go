@@ -462,41 +462,66 @@ func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool, bool) {
 	c := w.c
 	access := c.srv.cfg.Access
 	max := c.id.decision.Approval.MaxGrant
-	for attempt := 0; ; attempt++ {
-		if attempt == 3 {
-			w.end("no request filed")
-			return broker.AccessRequest{}, false, false
-		}
-		reason, err := w.readLine(ctx, "Reason (ticket and what you will do): ")
-		if err != nil {
-			w.leave(err)
-			return broker.AccessRequest{}, false, false
-		}
-		dur, err := w.readLine(ctx, fmt.Sprintf("Duration (at most %s) [%s]: ", max, max))
-		if err != nil {
-			w.leave(err)
-			return broker.AccessRequest{}, false, false
-		}
-		var d time.Duration
-		if s := strings.TrimSpace(dur); s != "" {
-			if d, err = time.ParseDuration(s); err != nil || d <= 0 {
-				w.say("duration %q: write it as 30m, 1h or 1h30m", s)
+	// Each answer is checked as it is given and only a wrong one is
+	// asked again, three times at most.
+	ask := func(prompt string, check func(string) error) (string, bool) {
+		for range 3 {
+			answer, err := w.readLine(ctx, prompt)
+			if err != nil {
+				w.leave(err)
+				return "", false
+			}
+			if err := check(answer); err != nil {
+				w.say("%s", refusalText(err))
 				continue
 			}
+			return answer, true
 		}
-		r, existing, err := access.RequestAccess(ctx, c.id.tech.Name, c.id.target.Name, c.source, reason, d)
-		var rf *broker.Refusal
-		switch {
-		case errors.As(err, &rf):
-			w.say("%s", rf.Msg)
-			continue
-		case err != nil:
-			c.srv.log.Error("access request not filed", append(c.logArgs(), "err", err)...)
-			w.end("the request could not be filed; try again later")
-			return broker.AccessRequest{}, false, false
-		}
-		return r, existing, true
+		w.end("no request filed")
+		return "", false
 	}
+	reason, ok := ask("Reason (ticket and what you will do): ", func(s string) error {
+		_, err := broker.CheckReason(s)
+		return err
+	})
+	if !ok {
+		return broker.AccessRequest{}, false, false
+	}
+	var d time.Duration
+	if _, ok := ask(fmt.Sprintf("Duration (at most %s) [%s]: ", max, max), func(s string) error {
+		d = 0
+		if s = strings.TrimSpace(s); s != "" {
+			var err error
+			if d, err = time.ParseDuration(s); err != nil || d <= 0 {
+				return fmt.Errorf("duration %q: write it as 30m, 1h or 1h30m", s)
+			}
+		}
+		_, err := broker.CheckGrantDuration(d, c.id.decision.Rule, max)
+		return err
+	}); !ok {
+		return broker.AccessRequest{}, false, false
+	}
+	r, existing, err := access.RequestAccess(ctx, c.id.tech.Name, c.id.target.Name, c.source, reason, d)
+	var rf *broker.Refusal
+	switch {
+	case errors.As(err, &rf):
+		w.end("%s", rf.Msg)
+		return broker.AccessRequest{}, false, false
+	case err != nil:
+		c.srv.log.Error("access request not filed", append(c.logArgs(), "err", err)...)
+		w.end("the request could not be filed; try again later")
+		return broker.AccessRequest{}, false, false
+	}
+	return r, existing, true
+}
+
+// refusalText is what the technician is told of a wrong answer.
+func refusalText(err error) string {
+	var rf *broker.Refusal
+	if errors.As(err, &rf) {
+		return rf.Msg
+	}
+	return err.Error()
 }
 
 func (w *waiter) leave(err error) {
