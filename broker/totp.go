@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,7 +31,19 @@ const (
 	totpSkew      = 1
 	maxFailures   = 5
 	failureWindow = 5 * time.Minute
+	// maxSourceFailures is the limit per source address. The key is
+	// checked before any code is asked, so a guesser needs a technician's
+	// key; many technicians share an office's address.
+	maxSourceFailures = 30
 )
+
+// failureLimit is the number of failures key may have in the window.
+func failureLimit(key string) int {
+	if strings.HasPrefix(key, "s:") {
+		return maxSourceFailures
+	}
+	return maxFailures
+}
 
 // TOTPState is a technician's enrolled second factor.
 type TOTPState struct {
@@ -61,7 +74,7 @@ func (t *throttle) begin(now time.Time, keys ...string) bool {
 		t.failures = map[string][]time.Time{}
 	}
 	for _, k := range keys {
-		if len(t.recent(now, k)) >= maxFailures {
+		if len(t.recent(now, k)) >= failureLimit(k) {
 			return false
 		}
 	}
@@ -139,8 +152,13 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 	case err == nil:
 		b.mfaThrottle.forgive(now, keys...)
 		return nil
-	case errors.Is(err, ErrWrongCode), errors.Is(err, ErrCodeReused):
+	case errors.Is(err, ErrWrongCode):
 		// Counted: a guess was compared.
+		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
+	case errors.Is(err, ErrCodeReused):
+		// Not a guess: the right code, too soon again (OpenSSH asks
+		// three times, a second scp comes within the 30 s).
+		b.mfaThrottle.forgive(now, keys...)
 		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
 	case errors.Is(err, ErrNotEnrolled):
 		b.mfaThrottle.forgive(now, keys...) // not the technician's fault
@@ -192,6 +210,15 @@ func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now tim
 // this server did not find in the clear at its start: it was written into
 // the store behind sekisho's back.
 var ErrUnsealedSecret = errors.New("the stored TOTP secret is in the clear and was not at start: written behind sekisho's back; re-enroll the technician")
+
+// TOTPEnrolled reports whether technician has a second factor.
+func (b *Broker) TOTPEnrolled(ctx context.Context, technician string) (bool, error) {
+	_, err := b.store.TOTP(ctx, technician)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // openTOTP returns the base32 secret of a stored one. A secret in the
 // clear is used only if SealTOTPSecrets found it so at start and Vault

@@ -57,11 +57,11 @@ func TestDemoShippedRules(t *testing.T) {
 	// And in force, through OpenSSH.
 	v := startVariantOf(t, shipped, nil)
 	r := run(t, v.ssh(ctxT(t), "li", "li+db-jp-01", "echo no-code"), nil)
-	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "keyboard-interactive") {
+	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "a second factor is required") {
 		t.Errorf("li to db-jp-01 without a second factor: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "echo no-code"), nil)
-	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "keyboard-interactive") {
+	if r.code != 255 || strings.Contains(r.stdout, "no-code") || !strings.Contains(r.stderr, "a second factor is required") {
 		t.Errorf("li to web-sg-01 without a second factor: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo domestic"), nil); r.code != 0 || r.stdout != "domestic\n" {

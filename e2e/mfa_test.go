@@ -45,6 +45,11 @@ func TestSecondFactor(t *testing.T) {
 		t.Fatalf("not enrolled: exit %d, stderr %q", r.code, r.stderr)
 	}
 
+	// Not enrolled: said at once, without asking for a code.
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo no"), nil); r.code != 255 || !strings.Contains(r.stderr, "has none enrolled") {
+		t.Fatalf("not enrolled, without a prompt: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	out, err := v.cli(t, "technician", "enroll-totp", "aiko")
 	uri := regexp.MustCompile(`otpauth://\S+`).FindString(out)
 	if err != nil || uri == "" {
@@ -59,14 +64,24 @@ func TestSecondFactor(t *testing.T) {
 		t.Errorf("no QR code printed:\n%s", out)
 	}
 
+	// A client that cannot answer a prompt is told why it is refused.
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo no"), nil); r.code != 255 ||
+		!strings.Contains(r.stderr, "sekisho: a second factor is required for web-sg-01 (rule any-affiliate-to-web); answer the Verification code prompt") {
+		t.Errorf("BatchMode: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	code, _ := totp.GenerateCode(secret, time.Now())
 	r = withCode(t, v, "aiko+web-sg-01", code, "echo second-factor-ok")
 	if r.code != 0 || r.stdout != "second-factor-ok\n" {
 		t.Fatalf("right code: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	r = withCode(t, v, "aiko+web-sg-01", code, "echo replayed")
-	if r.code != 255 || !strings.Contains(r.stderr, "that verification code was already used") {
-		t.Errorf("replayed code: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	// The same code again, as OpenSSH asks three times, and again: each
+	// refused as used, none counted as a wrong guess.
+	for range 3 {
+		r = withCode(t, v, "aiko+web-sg-01", code, "echo replayed")
+		if r.code != 255 || !strings.Contains(r.stderr, "that verification code was already used") {
+			t.Errorf("replayed code: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
 	}
 	r = withCode(t, v, "aiko+web-sg-01", "abcdef", "echo wrong")
 	if r.code != 255 || !strings.Contains(r.stderr, "wrong verification code") {

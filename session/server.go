@@ -35,6 +35,9 @@ type Broker interface {
 	StillAllowed(technician, target, source string, key ssh.PublicKey, prev broker.Decision) (bool, string)
 	// VerifyTOTP checks a second-factor code.
 	VerifyTOTP(ctx context.Context, technician, source, code string) error
+	// TOTPEnrolled reports whether technician has a second factor to
+	// ask a code of.
+	TOTPEnrolled(ctx context.Context, technician string) (bool, error)
 	// RecordingSealed records a recording's seal in the register.
 	RecordingSealed(ctx context.Context, s broker.RecordingSeal) error
 }
@@ -155,6 +158,10 @@ type Server struct {
 	// fingerprint of the last key refused and not yet counted as a
 	// failure.
 	refusedOffers sync.Map
+	// authing holds, per connection still authenticating (by its remote
+	// address), the connection as x/crypto gives it before
+	// authentication, to send banners on.
+	authing sync.Map
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -250,7 +257,10 @@ func NewServer(cfg Config) (*Server, error) {
 		MaxAuthTries:              cfg.MaxAuthTries,
 		PublicKeyCallback:         s.offeredKey,
 		VerifiedPublicKeyCallback: s.verifiedKey,
-		ServerVersion:             "SSH-2.0-sekisho",
+		PreAuthConnCallback: func(pc ssh.ServerPreAuthConn) {
+			s.authing.Store(pc.RemoteAddr().String(), pc)
+		},
+		ServerVersion: "SSH-2.0-sekisho",
 		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
 			// A key accepted with a second factor still to come is a
 			// partial success, not a failure.
@@ -318,41 +328,56 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 			return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + why + "\n"}
 		}
 		id := &identity{tech: tech, key: key, command: true, decision: broker.Decision{RequireMFA: tech.RequireMFA}}
-		return s.withSecondFactor(id)
+		return s.withSecondFactor(conn, id)
 	}
 	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
 	pending := err == nil && d.Effect == broker.Approval && s.cfg.Access != nil
 	if err != nil || (!d.Allowed() && !pending) {
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	return s.withSecondFactor(&identity{tech: tech, target: target, decision: d, key: key})
+	return s.withSecondFactor(conn, &identity{tech: tech, target: target, decision: d, key: key})
 }
 
 // withSecondFactor returns the permissions for id, asking for a TOTP code
-// first when the decision requires one.
-func (s *Server) withSecondFactor(id *identity) (*ssh.Permissions, error) {
+// first when the decision requires one. Why a code is asked goes out as
+// a banner, so that a client that cannot answer (ssh -o BatchMode=yes)
+// still tells its user.
+func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Permissions, error) {
 	d := id.decision
 	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
-	if d.RequireMFA {
-		// The key is proven; the session needs a TOTP code as well.
-		return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
-			KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-				return s.secondFactor(conn, client, id, perms)
-			},
-		}}
+	if !d.RequireMFA {
+		return perms, nil
 	}
-	return perms, nil
+	enrolled, err := s.cfg.Broker.TOTPEnrolled(s.ctx, id.tech.Name)
+	if err != nil {
+		s.log.Error("second factor check failed", "technician", id.tech.Name, "err", err)
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: your verification code could not be checked now; try again in a minute, or ask the operator (the server log says why)\n"}
+	}
+	if !enrolled {
+		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventAuthFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(), Detail: "mfa not enrolled"})
+		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
+			"sekisho: a second factor is required but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
+			id.tech.Name, id.tech.Name)}
+	}
+	what := "sekisho: a second factor is required for " + id.tech.Name
+	if id.target != nil {
+		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
+	}
+	if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
+		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "; answer the Verification code prompt (it cannot be answered with BatchMode=yes)\n")
+	}
+	// The key is proven; the session needs a TOTP code as well.
+	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+		KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+			return s.secondFactor(conn, client, id, perms)
+		},
+	}}
 }
 
 // secondFactor asks for a TOTP code over keyboard-interactive and returns
 // the permissions of the verified key once the code is right.
 func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge, id *identity, perms *ssh.Permissions) (*ssh.Permissions, error) {
-	what := "sekisho: a second factor is required for " + id.tech.Name
-	if id.target != nil {
-		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
-	}
-	answers, err := client("", what,
-		[]string{"Verification code: "}, []bool{false})
+	answers, err := client("", "", []string{"Verification code: "}, []bool{false})
 	if err != nil || len(answers) != 1 {
 		return nil, errAuth
 	}
@@ -365,9 +390,9 @@ func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteract
 			"sekisho: a second factor is required but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
 			id.tech.Name, id.tech.Name)}
 	case errors.Is(err, broker.ErrThrottled):
-		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: too many wrong verification codes; wait a few minutes\n"}
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: too many wrong verification codes for you or from your address; wait a few minutes\n"}
 	case errors.Is(err, broker.ErrCodeReused):
-		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: that verification code was already used; wait for the next one\n"}
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: that verification code was already used; wait for the next one (codes change every 30 s)\n"}
 	case errors.Is(err, broker.ErrWrongCode):
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: wrong verification code\n"}
 	}
@@ -539,6 +564,7 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	s.authing.Delete(source)
 	s.preauth.done(place)
 	offer, refused := s.refusedOffers.LoadAndDelete(source)
 	if err != nil {

@@ -79,6 +79,8 @@ func (f *fakeBroker) StillAllowed(string, string, string, ssh.PublicKey, broker.
 
 func (f *fakeBroker) VerifyTOTP(context.Context, string, string, string) error { return nil }
 
+func (f *fakeBroker) TOTPEnrolled(context.Context, string) (bool, error) { return true, nil }
+
 func (f *fakeBroker) RecordingSealed(context.Context, broker.RecordingSeal) error { return nil }
 
 func (f *fakeBroker) endReasons() []string {
