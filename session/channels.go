@@ -193,11 +193,11 @@ func checkLimits(d broker.Decision, target, reqType, command string) string {
 		}
 	case broker.FilesUpload:
 		if download && kind != broker.ChannelSFTP { // sftp requests are checked one by one
-			return fmt.Sprintf("only uploads to %s are allowed under rule %q; %s can download", target, d.Rule, kind)
+			return fmt.Sprintf("only uploads to %s are allowed under rule %q; this %s downloads", target, d.Rule, kind)
 		}
 	case broker.FilesDownload:
 		if upload && kind != broker.ChannelSFTP {
-			return fmt.Sprintf("only downloads from %s are allowed under rule %q; %s can upload", target, d.Rule, kind)
+			return fmt.Sprintf("only downloads from %s are allowed under rule %q; this %s uploads", target, d.Rule, kind)
 		}
 	}
 	return ""

@@ -336,10 +336,11 @@ func (c *command) requests(ctx context.Context, f *flags) int {
 		}
 		slices.SortFunc(out, func(a, b broker.AccessRequest) int { return int(b.ID - a.ID) })
 	}
-	return c.printRequests(out, f.has("json"))
+	return c.printRequests(out, f.has("json"), "no requests")
 }
 
-func (c *command) printRequests(list []broker.AccessRequest, asJSON bool) int {
+// printRequests lists requests (or grants), or says none in words.
+func (c *command) printRequests(list []broker.AccessRequest, asJSON bool, none string) int {
 	if asJSON {
 		if list == nil {
 			list = []broker.AccessRequest{}
@@ -349,7 +350,7 @@ func (c *command) printRequests(list []broker.AccessRequest, asJSON bool) int {
 		return exitOK
 	}
 	if len(list) == 0 {
-		c.printf("no requests\n")
+		c.printf("%s\n", none)
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
@@ -434,7 +435,7 @@ func (c *command) grants(ctx context.Context, f *flags) int {
 		c.printf("no grants in force\n")
 		return exitOK
 	}
-	return c.printRequests(active, f != nil && f.has("json"))
+	return c.printRequests(active, f != nil && f.has("json"), "no grants in force")
 }
 
 func (c *command) notAllowed(what, who string) int {

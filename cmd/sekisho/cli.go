@@ -27,7 +27,7 @@ func parseWithConfig(name string, args []string, define func(fs *flag.FlagSet)) 
 		define(fs)
 	}
 	if err := fs.Parse(reorder(args)); err != nil {
-		return nil, nil, usageError{err.Error()}
+		return nil, nil, flagError(err)
 	}
 	path, err := findConfig(*configPath)
 	if err != nil {
@@ -168,10 +168,10 @@ func cmdReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"replay: give exactly one session ID (see `sekisho sessions`)"}
+		return usageError{msg: "replay: give exactly one session ID (see `sekisho sessions`)"}
 	}
 	if opt.From < 0 {
-		return usageError{"replay: --from must not be negative"}
+		return usageError{msg: "replay: --from must not be negative"}
 	}
 	id := fs.Arg(0)
 	// In the spool, or fetched from the zone's object store.

@@ -78,7 +78,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at this host:port (metrics.listen; default: none)")
 	webListen := fs.String("web", "127.0.0.1:8080", "serve the web console at this host:port (web.listen; port 0 picks a free one)")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -263,10 +263,10 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo code", flag.ContinueOnError)
 	dir := fs.String("dir", ".demo", "the demo's directory")
 	if err := fs.Parse(reorder(args)); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	if fs.NArg() != 1 {
-		return usageError{"demo code: give a demo technician (aiko or li)"}
+		return usageError{msg: "demo code: give a demo technician (aiko or li)"}
 	}
 	if _, err := os.Stat(filepath.Join(*dir, "demo.json")); err != nil {
 		return fmt.Errorf("%s is not a running demo's directory (no demo.json): start `make demo` first", *dir)

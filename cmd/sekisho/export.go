@@ -28,13 +28,13 @@ func cmdExport(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"export: give exactly one session ID (see `sekisho sessions`)"}
+		return usageError{msg: "export: give exactly one session ID (see `sekisho sessions`)"}
 	}
 	if format != "cast" && format != "json" {
-		return usageError{fmt.Sprintf("export: --format is cast or json, not %q", format)}
+		return usageError{msg: fmt.Sprintf("export: --format is cast or json, not %q", format)}
 	}
 	if opt.Channel < 0 {
-		return usageError{"export: --channel must be 1 or more"}
+		return usageError{msg: "export: --channel must be 1 or more"}
 	}
 	id := fs.Arg(0)
 	// In the spool, or fetched from the zone's object store.

@@ -59,7 +59,7 @@ func cmdFetch(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"fetch: give one session ID"}
+		return usageError{msg: "fetch: give one session ID"}
 	}
 	root, cleanup, err := recordingRoot(ctx, cfg, fs.Arg(0))
 	if err != nil {

@@ -26,14 +26,14 @@ func cmdHold(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"hold: give one session ID"}
+		return usageError{msg: "hold: give one session ID"}
 	}
 	id := fs.Arg(0)
 	if _, err := recording.SessionDir("/", id); err != nil {
 		return fmt.Errorf("%w; session IDs are listed by `sekisho sessions`", err)
 	}
 	if reason = strings.TrimSpace(reason); reason == "" {
-		return usageError{"hold: --reason is required"}
+		return usageError{msg: "hold: --reason is required"}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
@@ -62,7 +62,7 @@ func cmdRelease(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"release: give one session ID"}
+		return usageError{msg: "release: give one session ID"}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {

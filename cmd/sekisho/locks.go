@@ -45,13 +45,13 @@ func cmdLock(ctx context.Context, args []string) error {
 		}
 	}
 	if set != 1 {
-		return usageError{"lock: give exactly one of --affiliate, --technician, --target"}
+		return usageError{msg: "lock: give exactly one of --affiliate, --technician, --target"}
 	}
 	if l.Reason == "" {
-		return usageError{"lock: --reason is required; it is shown to the technicians whose sessions end"}
+		return usageError{msg: "lock: --reason is required; it is shown to the technicians whose sessions end"}
 	}
 	if duration < 0 {
-		return usageError{"lock: --for must be positive"}
+		return usageError{msg: "lock: --for must be positive"}
 	}
 	if duration > 0 {
 		l.Expires = l.Created.Add(duration)
@@ -110,11 +110,11 @@ func cmdUnlock(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"unlock: give the lock ID (see `sekisho locks`)"}
+		return usageError{msg: "unlock: give the lock ID (see `sekisho locks`)"}
 	}
 	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
 	if err != nil {
-		return usageError{fmt.Sprintf("unlock: %q is not a lock ID (see `sekisho locks`)", fs.Arg(0))}
+		return usageError{msg: fmt.Sprintf("unlock: %q is not a lock ID (see `sekisho locks`)", fs.Arg(0))}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {

@@ -30,6 +30,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -88,7 +89,14 @@ func main() {
 	stop()
 	if err != nil {
 		var ue usageError
-		if errors.As(err, &ue) {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			os.Exit(0) // the command's flags are printed
+		case errors.As(err, &ue) && ue.flags:
+			// The flag package printed the command's flags.
+			fmt.Fprintf(os.Stderr, "sekisho: %v (`sekisho help` lists every command)\n", err)
+			os.Exit(2)
+		case errors.As(err, &ue):
 			fmt.Fprintf(os.Stderr, "sekisho: %v\n\n%s", err, usage)
 			os.Exit(2)
 		}
@@ -97,13 +105,25 @@ func main() {
 	}
 }
 
-type usageError struct{ msg string }
+// usageError is a command line that cannot be run: the usage follows.
+type usageError struct {
+	msg   string
+	flags bool // from a command's flags, which the flag package printed
+}
+
+// flagError is what a command returns when its flags do not parse.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{msg: err.Error(), flags: true}
+}
 
 func (e usageError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageError{"no command given"}
+		return usageError{msg: "no command given"}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -112,7 +132,7 @@ func run(ctx context.Context, args []string) error {
 	case "vault":
 		sub, rest := subcommand(rest)
 		if sub != "setup" {
-			return usageError{"vault: the only subcommand is setup"}
+			return usageError{msg: "vault: the only subcommand is setup"}
 		}
 		return cmdVaultSetup(ctx, rest)
 	case "sessions":
@@ -160,7 +180,7 @@ func run(ctx context.Context, args []string) error {
 	case "config":
 		sub, rest := subcommand(rest)
 		if sub != "check" {
-			return usageError{"config: the only subcommand is check"}
+			return usageError{msg: "config: the only subcommand is check"}
 		}
 		return cmdConfigCheck(rest)
 	case "demo":
@@ -172,7 +192,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Print(usage)
 		return nil
 	default:
-		return usageError{fmt.Sprintf("unknown command %q", cmd)}
+		return usageError{msg: fmt.Sprintf("unknown command %q", cmd)}
 	}
 }
 

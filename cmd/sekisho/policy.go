@@ -16,7 +16,7 @@ import (
 
 func cmdPolicy(args []string) error {
 	if len(args) == 0 || args[0] == "" {
-		return usageError{"policy: give test or check"}
+		return usageError{msg: "policy: give test or check"}
 	}
 	switch args[0] {
 	case "test":
@@ -24,7 +24,7 @@ func cmdPolicy(args []string) error {
 	case "check":
 		return cmdPolicyCheck(os.Stdout, args[1:])
 	}
-	return usageError{fmt.Sprintf("policy: unknown subcommand %q (use test or check)", args[0])}
+	return usageError{msg: fmt.Sprintf("policy: unknown subcommand %q (use test or check)", args[0])}
 }
 
 // offlineBroker is a broker for answering policy questions: no Vault, no
@@ -51,7 +51,7 @@ func cmdPolicyTest(w io.Writer, args []string) error {
 		return err
 	}
 	if tech == "" || target == "" || from == "" {
-		return usageError{"policy test: --technician, --target and --from are required"}
+		return usageError{msg: "policy test: --technician, --target and --from are required"}
 	}
 	now := time.Now()
 	if at != "" {

@@ -66,7 +66,7 @@ func parseRemoteArgs(args []string) (remoteOptions, []string, error) {
 		if p := o.field(name); p != nil {
 			if !hasVal {
 				if i+1 >= len(args) {
-					return o, nil, usageError{name + " needs a value"}
+					return o, nil, usageError{msg: name + " needs a value"}
 				}
 				i++
 				val = args[i]
@@ -117,7 +117,7 @@ func runRemote(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 	}
 	user := cmp.Or(opts.user, os.Getenv("SEKISHO_USER"), os.Getenv("USER"))
 	if user == "" {
-		return 0, usageError{"who logs in? pass --as NAME or set SEKISHO_USER"}
+		return 0, usageError{msg: "who logs in? pass --as NAME or set SEKISHO_USER"}
 	}
 	addr, hostKey, err := opts.endpoint()
 	if err != nil {

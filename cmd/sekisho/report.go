@@ -28,9 +28,9 @@ func cmdReport(ctx context.Context, args []string) error {
 	case "cross-border":
 		return cmdReportCrossBorder(ctx, os.Stdout, rest, time.Now())
 	case "":
-		return usageError{"report: give the report to make: cross-border"}
+		return usageError{msg: "report: give the report to make: cross-border"}
 	}
-	return usageError{fmt.Sprintf("report: unknown report %q (the only one is cross-border)", sub)}
+	return usageError{msg: fmt.Sprintf("report: unknown report %q (the only one is cross-border)", sub)}
 }
 
 // cmdReportCrossBorder prints who from which foreign affiliate reached
@@ -47,14 +47,14 @@ func cmdReportCrossBorder(ctx context.Context, w io.Writer, args []string, now t
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("report cross-border: unexpected argument %q; the period is given with --since and --until", fs.Arg(0))}
+		return usageError{msg: fmt.Sprintf("report cross-border: unexpected argument %q; the period is given with --since and --until", fs.Arg(0))}
 	}
 	if format != "table" && format != "csv" && format != "json" {
-		return usageError{fmt.Sprintf("report cross-border: --format %q: use table, csv or json", format)}
+		return usageError{msg: fmt.Sprintf("report cross-border: --format %q: use table, csv or json", format)}
 	}
 	from, to, err := reportPeriod(since, until, now)
 	if err != nil {
-		return usageError{"report cross-border: " + err.Error()}
+		return usageError{msg: "report cross-border: " + err.Error()}
 	}
 	var scope []string
 	if residency != "" {
@@ -64,7 +64,7 @@ func cmdReportCrossBorder(ctx context.Context, w io.Writer, args []string, now t
 			}
 		}
 		if len(scope) == 0 {
-			return usageError{"report cross-border: --residency lists no residency; give country codes such as JP,SG or leave it out for all"}
+			return usageError{msg: "report cross-border: --residency lists no residency; give country codes such as JP,SG or leave it out for all"}
 		}
 	}
 	_, targets, _ := cfg.domain()

@@ -15,7 +15,7 @@ import (
 func cmdTechnician(ctx context.Context, args []string) error {
 	sub, rest := subcommand(args)
 	if sub != "enroll-totp" {
-		return usageError{"technician: the only subcommand is enroll-totp NAME"}
+		return usageError{msg: "technician: the only subcommand is enroll-totp NAME"}
 	}
 	return cmdEnrollTOTP(ctx, os.Stdout, rest)
 }
@@ -28,7 +28,7 @@ func cmdEnrollTOTP(ctx context.Context, w io.Writer, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"technician enroll-totp: give the technician's name"}
+		return usageError{msg: "technician enroll-totp: give the technician's name"}
 	}
 	name := fs.Arg(0)
 	store, err := openStore(ctx, cfg)

@@ -33,10 +33,10 @@ func cmdVerify(ctx context.Context, args []string) error {
 	keyPath := fs.String("key", "", "the recording key's public half (authorized_keys line, from `sekisho recording-key`)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(reorder(args)); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	if fs.NArg() != 1 {
-		return usageError{"verify: give one session ID or recording directory"}
+		return usageError{msg: "verify: give one session ID or recording directory"}
 	}
 	arg := fs.Arg(0)
 	var cfg *Config

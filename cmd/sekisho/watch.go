@@ -22,7 +22,7 @@ func cmdWatch(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"watch: give exactly one session ID (live sessions: `sekisho sessions`, those without an end)"}
+		return usageError{msg: "watch: give exactly one session ID (live sessions: `sekisho sessions`, those without an end)"}
 	}
 	id := fs.Arg(0)
 	root := cfg.Path(cfg.Recordings)
