@@ -278,5 +278,10 @@ path "ssh/config/ca" { capabilities = ["read"] }
 		}
 		return false
 	})
+	// What an investigator asks of the audit log finds it.
+	if out, err := v.cli(t, "audit", "--kind", "mfa.*", "--technician", "li", "--since", "1h", "--format", "text"); err != nil ||
+		!strings.Contains(out, "mfa.tampered") || strings.Contains(out, "aiko") || !strings.HasPrefix(out, "TIME") {
+		t.Errorf("sekisho audit --kind mfa.* --technician li: %v\n%s", err, out)
+	}
 	hardening.Report(t, "6", "Vault policy from before sealing: enroll-totp refused with what to do; a TOTP secret in the clear from before the start still accepted, the log warning at start; one written in the clear after the start refused (told the code could not be checked) and audited as mfa.tampered")
 }

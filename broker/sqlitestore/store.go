@@ -96,6 +96,8 @@ CREATE TABLE IF NOT EXISTS audit (
 	session    TEXT NOT NULL,
 	detail     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_technician ON audit(technician);
+CREATE INDEX IF NOT EXISTS audit_session ON audit(session);
 `
 
 // columnsAdded are columns added after the first release of the schema;
@@ -378,13 +380,82 @@ func (s *Store) Audit(ctx context.Context, e broker.AuditEvent) error {
 
 // AuditEvents returns the newest audit events, oldest first.
 func (s *Store) AuditEvents(ctx context.Context, limit int) ([]broker.AuditEvent, error) {
-	if limit <= 0 {
-		limit = 100
+	return s.SearchAudit(ctx, AuditFilter{Limit: limit})
+}
+
+// AuditFilter narrows a search of the audit log; zero fields do not
+// filter, and the fields set must all hold.
+type AuditFilter struct {
+	// Kinds are event kinds; one ending in "." or "*" is a prefix
+	// ("mfa." or "mfa.*": every mfa event).
+	Kinds      []string
+	Technician string
+	Target     string
+	Session    string
+	// Source is an address, with or without its port.
+	Source       string
+	Since, Until time.Time
+	// Text is a substring of the detail.
+	Text string
+	// Limit is how many of the newest matching events; 0 means 100.
+	Limit int
+}
+
+// SearchAudit returns the newest events that match f, oldest first.
+func (s *Store) SearchAudit(ctx context.Context, f AuditFilter) ([]broker.AuditEvent, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
+	var where []string
+	var args []any
+	if len(f.Kinds) > 0 {
+		var or []string
+		for _, k := range f.Kinds {
+			if p, ok := strings.CutSuffix(k, "*"); ok || strings.HasSuffix(k, ".") {
+				if !ok {
+					p = k
+				}
+				or = append(or, `substr(kind, 1, ?) = ?`)
+				args = append(args, len(p), p)
+			} else {
+				or = append(or, `kind = ?`)
+				args = append(args, k)
+			}
+		}
+		where = append(where, "("+strings.Join(or, " OR ")+")")
+	}
+	for _, c := range []struct{ column, value string }{{"technician", f.Technician}, {"target", f.Target}, {"session", f.Session}} {
+		if c.value != "" {
+			where = append(where, c.column+" = ?")
+			args = append(args, c.value)
+		}
+	}
+	if f.Source != "" {
+		// An address matches itself and itself with any port.
+		where = append(where, "(source = ? OR substr(source, 1, ?) = ?)")
+		args = append(args, f.Source, len(f.Source)+1, f.Source+":")
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "at >= ?")
+		args = append(args, f.Since.UTC().Format(timeFormat))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "at < ?")
+		args = append(args, f.Until.UTC().Format(timeFormat))
+	}
+	if f.Text != "" {
+		where = append(where, "instr(detail, ?) > 0")
+		args = append(args, f.Text)
+	}
+	q := "SELECT * FROM audit"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit)
 	rows, err := s.db.QueryContext(ctx, `SELECT at, kind, technician, target, source, session, detail FROM
-		(SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq`, limit)
+		(`+q+` ORDER BY seq DESC LIMIT ?) ORDER BY seq`, args...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the audit log: %w", err)
 	}
 	defer rows.Close()
 	var out []broker.AuditEvent
@@ -397,10 +468,7 @@ func (s *Store) AuditEvents(ctx context.Context, limit int) ([]broker.AuditEvent
 		e.At, _ = time.Parse(timeFormat, at)
 		out = append(out, e)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // AddLock stores a lock.

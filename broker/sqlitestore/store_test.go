@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -436,4 +437,62 @@ func TestStoreFilesAreOwnerOnly(t *testing.T) {
 	check("found readable by others")
 	s2.Close()
 	s.Close()
+}
+
+// The audit log is searched by kind (or kind prefix), technician, target,
+// session, source address, period and detail text, newest N, oldest
+// first.
+func TestSearchAudit(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	at := base.UTC()
+	for i, e := range []broker.AuditEvent{
+		{Kind: "auth.failed", Technician: "li", Source: "203.0.113.5:40000", Detail: "mfa: wrong verification code"},
+		{Kind: "mfa.enrolled", Technician: "li"},
+		{Kind: "mfa.tampered", Technician: "wei", Detail: "a TOTP secret in the clear"},
+		{Kind: "session.start", Technician: "li", Target: "db-jp-01", Source: "203.0.113.50:41000", Session: "s1"},
+		{Kind: "session.end", Session: "s1", Detail: `{"reason":"client closed"}`},
+		{Kind: "mfaX", Technician: "li"},
+	} {
+		e.At = at.Add(time.Duration(i) * time.Hour)
+		if err := s.Audit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kinds := func(f AuditFilter) string {
+		t.Helper()
+		got, err := s.SearchAudit(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k []string
+		for _, e := range got {
+			k = append(k, e.Kind)
+		}
+		return strings.Join(k, " ")
+	}
+	for _, c := range []struct {
+		f    AuditFilter
+		want string
+	}{
+		{AuditFilter{}, "auth.failed mfa.enrolled mfa.tampered session.start session.end mfaX"},
+		{AuditFilter{Kinds: []string{"mfa.*"}}, "mfa.enrolled mfa.tampered"},
+		{AuditFilter{Kinds: []string{"mfa."}}, "mfa.enrolled mfa.tampered"},
+		{AuditFilter{Kinds: []string{"auth.failed", "session.end"}}, "auth.failed session.end"},
+		{AuditFilter{Technician: "li"}, "auth.failed mfa.enrolled session.start mfaX"},
+		{AuditFilter{Technician: "li", Kinds: []string{"mfa.*"}}, "mfa.enrolled"},
+		{AuditFilter{Session: "s1"}, "session.start session.end"},
+		{AuditFilter{Target: "db-jp-01"}, "session.start"},
+		{AuditFilter{Source: "203.0.113.5"}, "auth.failed"},
+		{AuditFilter{Source: "203.0.113.50:41000"}, "session.start"},
+		{AuditFilter{Since: at.Add(2 * time.Hour), Until: at.Add(4 * time.Hour)}, "mfa.tampered session.start"},
+		{AuditFilter{Text: "clear"}, "mfa.tampered"},
+		{AuditFilter{Text: "%"}, ""},
+		{AuditFilter{Limit: 2}, "session.end mfaX"},
+		{AuditFilter{Technician: "li' OR '1'='1"}, ""},
+	} {
+		if got := kinds(c.f); got != c.want {
+			t.Errorf("SearchAudit(%+v) = %q, want %q", c.f, got, c.want)
+		}
+	}
 }

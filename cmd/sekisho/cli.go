@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -192,21 +193,60 @@ func cmdReplay(ctx context.Context, args []string) error {
 }
 
 func cmdAudit(ctx context.Context, args []string) error {
-	var limit int
-	cfg, _, err := parseWithConfig("audit", args, func(fs *flag.FlagSet) {
-		fs.IntVar(&limit, "limit", 100, "the newest N events")
+	var f sqlitestore.AuditFilter
+	var kinds, since, until, format string
+	cfg, fs, err := parseWithConfig("audit", args, func(fs *flag.FlagSet) {
+		fs.IntVar(&f.Limit, "limit", 100, "the newest N matching events")
+		fs.StringVar(&kinds, "kind", "", "event kinds, comma-separated; mfa.* (or mfa.) is every mfa event")
+		fs.StringVar(&f.Technician, "technician", "", "events of this technician")
+		fs.StringVar(&f.Target, "target", "", "events about this target")
+		fs.StringVar(&f.Session, "session", "", "events of this session")
+		fs.StringVar(&f.Source, "source", "", "events from this address (any port)")
+		fs.StringVar(&since, "since", "", "from: a UTC date (2026-11-01), an RFC 3339 time, or an age (30d, 12h)")
+		fs.StringVar(&until, "until", "", "until, as --since; a date is included whole")
+		fs.StringVar(&f.Text, "grep", "", "events whose detail contains this text")
+		fs.StringVar(&format, "format", "json", "json (one event per line) or text (aligned, for people)")
 	})
 	if err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{msg: fmt.Sprintf("audit: unexpected argument %q; filter with --kind, --technician, --target, --session, --source, --since, --until or --grep", fs.Arg(0))}
+	}
+	if format != "json" && format != "text" {
+		return usageError{msg: fmt.Sprintf("audit: --format %q: use json or text", format)}
+	}
+	for _, k := range strings.Split(kinds, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			f.Kinds = append(f.Kinds, k)
+		}
+	}
+	now := time.Now()
+	if since != "" {
+		if f.Since, _, err = reportTime(since, now); err != nil {
+			return usageError{msg: fmt.Sprintf("audit: --since %q: %v", since, err)}
+		}
+	}
+	if until != "" {
+		var date bool
+		if f.Until, date, err = reportTime(until, now); err != nil {
+			return usageError{msg: fmt.Sprintf("audit: --until %q: %v", until, err)}
+		}
+		if date {
+			f.Until = f.Until.AddDate(0, 0, 1)
+		}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	events, err := store.AuditEvents(ctx, limit)
+	events, err := store.SearchAudit(ctx, f)
 	if err != nil {
 		return err
+	}
+	if format == "text" {
+		return writeAuditText(inertWriter{os.Stdout}, events)
 	}
 	enc := json.NewEncoder(inertWriter{os.Stdout})
 	for _, e := range events {
@@ -215,6 +255,24 @@ func cmdAudit(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// writeAuditText writes events for people: time, kind, who, what, from
+// where, the session, then the detail, with a JSON detail unquoted.
+func writeAuditText(w io.Writer, events []broker.AuditEvent) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tKIND\tTECHNICIAN\tTARGET\tSOURCE\tSESSION\tDETAIL")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, e := range events {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05"), e.Kind,
+			dash(e.Technician), dash(e.Target), dash(e.Source), dash(e.Session), dash(e.Detail))
+	}
+	return tw.Flush()
 }
 
 func cmdConfigCheck(args []string) error {

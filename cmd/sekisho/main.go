@@ -47,7 +47,8 @@ usage:
   sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--from D] [--events-inline] [--events] SESSION-ID
   sekisho export       [--config FILE] [--format cast|json] [--channel N] [--out FILE] [--raw] SESSION-ID
   sekisho watch        [--config FILE] [--from-start] SESSION-ID   follow a live session read-only
-  sekisho audit        [--config FILE] [--limit N]
+  sekisho audit        [--config FILE] [--kind K,mfa.*] [--technician NAME] [--target NAME] [--session ID] [--source IP]
+                       [--since 24h|DATE] [--until DATE] [--grep TEXT] [--limit N] [--format json|text]
   sekisho report cross-border [--config FILE] [--since 2026-11-01|30d] [--until DATE] [--residency JP,SG] [--format table|csv|json]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
