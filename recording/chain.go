@@ -342,7 +342,7 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 	if m, err := readMetaFile(dir); err != nil {
 		add(Problem{File: "session.json", What: "unreadable: " + err.Error()})
 	} else if m.ID != v.Session {
-		add(Problem{File: "session.json", What: fmt.Sprintf("names session %s, not %s: the recording was moved or replaced", m.ID, v.Session)})
+		add(Problem{File: "session.json", What: fmt.Sprintf("names session %s, not %s: the recording was moved or replaced (a copy keeps its directory named by the session ID)", m.ID, v.Session)})
 	}
 	for _, name := range order {
 		if id := headerSession(filepath.Join(dir, name)); id != v.Session {
@@ -375,7 +375,7 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 		}
 		v.Sealed, v.Complete, v.Reason, v.Head = true, s.Complete, s.Reason, s.Head
 		if s.Session != v.Session {
-			add(Problem{What: fmt.Sprintf("the seal is of session %s, not of %s: the recording was moved or replaced", s.Session, v.Session)})
+			add(Problem{What: fmt.Sprintf("the seal is of session %s, not of %s: the recording was moved or replaced (a copy keeps its directory named by the session ID)", s.Session, v.Session)})
 		}
 		if s.Head != prev || s.Chunks != len(recs) {
 			add(Problem{What: fmt.Sprintf("the seal names %d chunks ending in %.12s…, the chain has %d ending in %.12s…: chunks were added or removed after sealing", s.Chunks, s.Head, len(recs), prev)})

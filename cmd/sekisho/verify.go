@@ -39,6 +39,16 @@ func cmdVerify(ctx context.Context, args []string) error {
 		return usageError{msg: "verify: give one session ID or recording directory"}
 	}
 	arg := fs.Arg(0)
+	if fi, err := os.Stat(arg); err == nil && fi.IsDir() && !isRecordingDir(arg) {
+		// A folder that holds recordings, as sekisho fetch --out makes.
+		if inside, _ := filepath.Glob(filepath.Join(arg, "*", "session.json")); len(inside) > 0 {
+			return fmt.Errorf("%s is not a recording's directory but holds %s: give that one (sekisho fetch puts a recording in a folder named by its session)",
+				arg, filepath.Dir(inside[0]))
+		}
+		if !strings.ContainsRune(arg, os.PathSeparator) {
+			return fmt.Errorf("%s is a directory without session.json; to verify a recording's directory write it as ./%s", arg, arg)
+		}
+	}
 	var cfg *Config
 	if *configPath != "" || !isRecordingDir(arg) || *keyPath == "" {
 		path, err := findConfig(*configPath)
