@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -52,6 +53,9 @@ func cmdPolicyTest(w io.Writer, args []string) error {
 	}
 	if tech == "" || target == "" || from == "" {
 		return usageError{msg: "policy test: --technician, --target and --from are required"}
+	}
+	if _, err := netip.ParseAddr(from); err != nil {
+		return usageError{msg: fmt.Sprintf("policy test: --from %q is not an IP address; give the address the technician connects from, such as 203.0.113.7", from)}
 	}
 	now := time.Now()
 	if at != "" {

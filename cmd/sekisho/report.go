@@ -69,8 +69,17 @@ func cmdReportCrossBorder(ctx context.Context, w io.Writer, args []string, now t
 	}
 	_, targets, _ := cfg.domain()
 	byName := map[string]*broker.Target{}
+	known := map[string]bool{}
 	for _, t := range targets {
 		byName[t.Name] = t
+		known[t.Residency] = true
+	}
+	for _, z := range scope {
+		if !known[z] {
+			// Past sessions may have had targets there; say so rather
+			// than report nothing without a word.
+			fmt.Fprintf(os.Stderr, "sekisho: note: no configured target resides in %s (residencies: %s)\n", z, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+		}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
