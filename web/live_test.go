@@ -108,15 +108,7 @@ func startLiveAllowed(t *testing.T, root, id string, allowed func() bool) (*sseR
 // its terminal size first, then sanitized output, then done at its end.
 func TestServeLiveFollowsSession(t *testing.T) {
 	t.Parallel()
-	root, id := t.TempDir(), uuid.NewString()
-	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 132, Rows: 43})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, id, sess, shell := liveShell(t, 132, 43)
 	if err := shell.Stdout([]byte("prompt$ ")); err != nil {
 		t.Fatal(err)
 	}
@@ -201,14 +193,7 @@ func TestServeLiveOffline(t *testing.T) {
 // A browser that goes away ends the handler, though the session goes on.
 func TestServeLiveEndsWithBrowser(t *testing.T) {
 	t.Parallel()
-	root, id := t.TempDir(), uuid.NewString()
-	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24}); err != nil {
-		t.Fatal(err)
-	}
+	root, id, _, _ := liveShell(t, 80, 24)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	returned := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -287,15 +272,7 @@ func TestCompleteUTF8(t *testing.T) {
 // why, and nothing recorded after that reaches them.
 func TestServeLiveEndsWhenTheWatcherMayNoLonger(t *testing.T) {
 	t.Parallel()
-	root, id := t.TempDir(), uuid.NewString()
-	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, id, _, shell := liveShell(t, 80, 24)
 	if err := shell.Stdout([]byte("before-revocation ")); err != nil {
 		t.Fatal(err)
 	}
@@ -346,15 +323,7 @@ func TestServeLiveEndsWhenTheWatcherMayNoLonger(t *testing.T) {
 // not draw is not passed on.
 func TestServeLiveResizes(t *testing.T) {
 	t.Parallel()
-	root, id := t.TempDir(), uuid.NewString()
-	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shell, err := sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: 80, Rows: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, id, sess, shell := liveShell(t, 80, 24)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -403,4 +372,20 @@ func TestServeLiveResizes(t *testing.T) {
 	if strings.Count(all, "r:") != 1 {
 		t.Errorf("want one resize event; the stream was %q", all)
 	}
+}
+
+// liveShell starts the recording of a live session under a new root, with
+// one terminal channel of cols×rows.
+func liveShell(t *testing.T, cols, rows int) (root, id string, sess *recording.Session, shell *recording.Channel) {
+	t.Helper()
+	root, id = t.TempDir(), uuid.NewString()
+	sess, err := recording.Create(root, recording.Meta{ID: id, Technician: "alice", Target: "web1", Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err = sess.Channel(recording.ChannelInfo{PTY: true, Kind: "shell", Cols: cols, Rows: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, id, sess, shell
 }
