@@ -241,11 +241,12 @@ func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Fatal("prlimit (util-linux) is required")
 	}
-	// Files sekisho writes may not grow past 256 KiB: the recording of a
-	// large output hits the limit mid-session, as on a full disk.
-	const limit = 256 << 10
+	// Files sekisho writes may not grow past 2 MiB: the recording of a
+	// large output hits the limit mid-session, as on a full disk. (The
+	// state store is limited too; its write-ahead log stays well below.)
+	const limit = 2 << 20
 	v := startVariant(t, nil, "prlimit", fmt.Sprintf("--fsize=%d", limit), "--")
-	cmd := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "for i in $(seq 1 20000); do echo line-$i-padding-padding-padding-padding; done; echo finished")
+	cmd := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "for i in $(seq 1 100000); do echo line-$i-padding-padding-padding-padding; done; echo finished")
 	r := run(t, cmd, nil)
 	if r.code == 0 || strings.Contains(r.stdout, "finished") {
 		t.Fatalf("the session outlived its recording: exit %d, %d bytes of output", r.code, len(r.stdout))
@@ -281,7 +282,7 @@ func TestRecordingFailureMidSessionEndsIt(t *testing.T) {
 	if r.code != 0 || r.stdout != "still-serving\n" {
 		t.Errorf("after the failure: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	hardening.Report(t, "disk", "sekisho's files capped at 256 KiB, as on a disk filling mid-session, under 20,000 lines of output: the session ended with reason \"recording failed\", the technician told why; all %d bytes received are in the recording (%d recorded); the next session served", received, len(recorded))
+	hardening.Report(t, "disk", "sekisho's files capped at 2 MiB, as on a disk filling mid-session, under 100,000 lines of output: the session ended with reason \"recording failed\", the technician told why; all %d bytes received are in the recording (%d recorded); the next session served", received, len(recorded))
 }
 
 func TestVaultUnreachableRefusesSession(t *testing.T) {
