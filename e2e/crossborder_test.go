@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -81,6 +82,11 @@ rules:
 		if e, _ := b["session"].(map[string]any); e["technician"] == "aiko" {
 			t.Errorf("aiko's session at home was told: %v", b)
 		}
+	}
+	// The reviewer's question on the command line finds the same session.
+	out, err := v.cli(t, "sessions", "--affiliate", "ops-cn", "--cross-border", "--since", "1h", "--json")
+	if err != nil || !strings.Contains(out, fmt.Sprint(s["id"])) || strings.Contains(out, `"technician": "aiko"`) {
+		t.Errorf("sekisho sessions --affiliate ops-cn --cross-border --since 1h: %v\n%s", err, out)
 	}
 	hardening.Report(t, "11", "a webhook heard of li's cross-border session (ops-cn to SG) as it started, with affiliate, source, target, residency and rule, and again as it ended; aiko's session at home was not told")
 }

@@ -82,27 +82,50 @@ func openStore(ctx context.Context, cfg *Config) (*sqlitestore.Store, error) {
 
 func cmdSessions(ctx context.Context, args []string) error {
 	var (
-		tech, target string
-		limit        int
+		f            broker.SessionFilter
 		asJSON       bool
 		crossBorder  bool
+		since, until string
 	)
-	cfg, _, err := parseWithConfig("sessions", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&tech, "technician", "", "only this technician")
-		fs.StringVar(&target, "target", "", "only this target")
-		fs.IntVar(&limit, "limit", 50, "at most this many sessions, newest first")
+	cfg, fs, err := parseWithConfig("sessions", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&f.Technician, "technician", "", "only this technician")
+		fs.StringVar(&f.Target, "target", "", "only this target")
+		fs.StringVar(&f.Affiliate, "affiliate", "", "only technicians of this affiliate")
+		fs.StringVar(&f.Residency, "residency", "", "only targets resident in this country (JP)")
+		fs.BoolVar(&f.Live, "live", false, "only sessions not ended (by the register)")
+		fs.StringVar(&since, "since", "", "started from: a UTC date (2026-11-01), an RFC 3339 time, or an age (30d, 12h)")
+		fs.StringVar(&until, "until", "", "started before, as --since; a date is included whole")
+		fs.IntVar(&f.Limit, "limit", 50, "at most this many sessions, newest first")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		fs.BoolVar(&crossBorder, "cross-border", false, "only cross-border sessions")
 	})
 	if err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usageError{msg: fmt.Sprintf("sessions: unexpected argument %q; filter with --technician, --target, --affiliate, --residency, --cross-border, --live, --since or --until", fs.Arg(0))}
+	}
+	f.Residency = strings.ToUpper(f.Residency)
+	now := time.Now()
+	if since != "" {
+		if f.Since, _, err = reportTime(since, now); err != nil {
+			return usageError{msg: fmt.Sprintf("sessions: --since %q: %v", since, err)}
+		}
+	}
+	if until != "" {
+		var date bool
+		if f.Until, date, err = reportTime(until, now); err != nil {
+			return usageError{msg: fmt.Sprintf("sessions: --until %q: %v", until, err)}
+		}
+		if date {
+			f.Until = f.Until.AddDate(0, 0, 1)
+		}
+	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	f := broker.SessionFilter{Technician: tech, Target: target, Limit: limit}
 	if crossBorder {
 		f.CrossBorder = &crossBorder
 	}

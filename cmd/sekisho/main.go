@@ -43,7 +43,8 @@ const usage = `sekisho: SSH access broker for outsourced administrators
 usage:
   sekisho serve        [--config FILE]                 run the bastion
   sekisho vault setup  [--config FILE] [--ca-out FILE] configure Vault (needs VAULT_TOKEN; safe to run twice)
-  sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--limit N] [--json]
+  sekisho sessions     [--config FILE] [--technician NAME] [--target NAME] [--affiliate NAME] [--residency JP]
+                       [--cross-border] [--live] [--since 24h|DATE] [--until DATE] [--limit N] [--json]
   sekisho replay       [--config FILE] [--speed X] [--max-idle D] [--instant] [--from D] [--events-inline] [--events] SESSION-ID
   sekisho export       [--config FILE] [--format cast|json] [--channel N] [--out FILE] [--raw] SESSION-ID
   sekisho watch        [--config FILE] [--from-start] SESSION-ID   follow a live session read-only
