@@ -156,7 +156,8 @@ func overviewFollowsCrossBorder(t *testing.T, b *webdriver.Browser) {
 	}
 	defer func() { cancel(); li.Wait() }() // the client killed, its session ends
 	b.Exec(`window.sekishoNotReloaded = true;`)
-	webdriver.Wait(t, "li's cross-border session to appear on the overview without a reload", func() bool {
+	// The page refreshes every 5 s: allow a few rounds on a busy machine.
+	waitUntil(t, 30*time.Second, "li's cross-border session to appear on the overview without a reload", func() bool {
 		for _, id := range rows() {
 			if !slices.Contains(before, id) {
 				return true
