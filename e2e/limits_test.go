@@ -69,15 +69,29 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	}
 	sshArgs := v.ssh(ctxT(t), "li", "x").Args
 	rshell := "ssh " + strings.Join(append(sshArgs[1:len(sshArgs)-3], "-p", v.port), " ") // without -p PORT and the destination
-	rsync := func(from, to string) result {
-		return run(t, exec.CommandContext(ctxT(t), "rsync", "-a", "-e", rshell, from, to), nil)
+	rsync := func(args ...string) result {
+		return run(t, exec.CommandContext(ctxT(t), "rsync", append([]string{"-a", "-e", rshell}, args...)...), nil)
 	}
-	if r := rsync(src, "li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin"); r.code != 0 {
+	// Uploads only: rsync must copy whole files, or the target would send
+	// checksums of what it holds.
+	if r := rsync(src, "li+web-sg-01@127.0.0.1:"+spaced+"/partial.bin"); r.code == 0 || !strings.Contains(r.stderr, "run rsync with --whole-file (-W)") {
+		t.Errorf("rsync upload without -W under upload_only: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// An upload that has the target read a file of its own (its lines
+	// would come back as file names) is a command, refused.
+	secret := filepath.Join(dir, "target-secret.txt")
+	os.WriteFile(secret, []byte("TOPSECRET-line\n"), 0o600) // the target is this machine
+	empty := t.TempDir()
+	r = rsync("-W", "--files-from=:"+secret, empty+"/", "li+web-sg-01@127.0.0.1:"+spaced+"/")
+	if r.code == 0 || strings.Contains(r.stdout+r.stderr, "TOPSECRET") || !strings.Contains(r.stderr, "this rsync counts as a command") {
+		t.Errorf("rsync --files-from=:FILE upload: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := rsync("-W", src, "li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin"); r.code != 0 {
 		t.Errorf("rsync upload to a path with a space and a quote: exit %d: %s", r.code, r.stderr)
 	} else if got, _ := os.ReadFile(filepath.Join(spaced, "it's here.bin")); !bytes.Equal(got, data) {
 		t.Error("the rsync upload to a path with a space and a quote did not arrive intact")
 	}
-	r = rsync("li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin", filepath.Join(dir, "rsync-down.bin"))
+	r = rsync("-W", "li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin", filepath.Join(dir, "rsync-down.bin"))
 	if r.code == 0 || !strings.Contains(r.stderr, "only uploads to web-sg-01 are allowed "+rule) {
 		t.Errorf("rsync download from a path with a space: exit %d, stderr %q", r.code, r.stderr)
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -152,7 +153,12 @@ func scpKind(args []string) (string, bool, bool) {
 
 // rsyncKind accepts rsync's server side for one transfer; --sender means
 // files go to the technician. Daemon mode, a config file and removing
-// source files are commands.
+// source files are commands. So is an upload (the target receiving) with
+// an option that has the target read and send back something else than
+// what it receives: a list of files or rules from a file of its own
+// (--files-from, --include-from, --exclude-from, --filter), other
+// directories to compare with or copy from (--compare-dest, --copy-dest,
+// --link-dest, --fuzzy), or batch files.
 func rsyncKind(args []string) (string, bool, bool) {
 	if !contains(args, "--server") {
 		return broker.ChannelExec, false, false
@@ -166,7 +172,48 @@ func rsyncKind(args []string) (string, bool, bool) {
 	if contains(args, "--sender") {
 		return broker.ChannelSCP, false, true
 	}
+	for _, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		if slices.Contains(rsyncReadingOptions, name) || rsyncShortFlags(a, 'y') {
+			return broker.ChannelExec, false, false
+		}
+	}
 	return broker.ChannelSCP, true, false
+}
+
+// rsyncReadingOptions have a receiving rsync read, on the target, other
+// files than those it writes, and tell the technician of them.
+var rsyncReadingOptions = []string{"--files-from", "--include-from", "--exclude-from", "--filter",
+	"--compare-dest", "--copy-dest", "--link-dest", "--fuzzy", "--read-batch", "--write-batch", "--only-write-batch"}
+
+// rsyncShortFlags reports whether arg is rsync's cluster of short flags
+// (as -vlogDtpre.iLsfxCIvu; what follows the dot are capabilities) and
+// holds flag.
+func rsyncShortFlags(arg string, flag byte) bool {
+	if !strings.HasPrefix(arg, "-") || strings.HasPrefix(arg, "--") {
+		return false
+	}
+	flags, _, _ := strings.Cut(arg[1:], ".")
+	return strings.IndexByte(flags, flag) >= 0
+}
+
+// rsyncWholeFile reports whether an rsync server command copies whole
+// files (-W): a receiving target then sends no checksums of the files it
+// already holds.
+func rsyncWholeFile(command string) bool {
+	words, _ := shellWords(command)
+	for _, w := range words {
+		if w.text == "--whole-file" || rsyncShortFlags(w.text, 'W') {
+			return true
+		}
+	}
+	return false
+}
+
+// isRsync reports whether command runs rsync.
+func isRsync(command string) bool {
+	words, ok := shellWords(command)
+	return ok && len(words) > 0 && (words[0].text == "rsync" || words[0].text == "/usr/bin/rsync")
 }
 
 func contains(list []string, s string) bool {
@@ -184,6 +231,9 @@ func checkLimits(d broker.Decision, target, reqType, command string) string {
 	kind, upload, download := channelKind(reqType, command)
 	l := d.Limits
 	if !l.AllowsChannel(kind) {
+		if kind == broker.ChannelExec && isRsync(command) {
+			return fmt.Sprintf("this rsync counts as a command (an option such as --files-from, --compare-dest or --fuzzy has the target read other files, or its words are not literal), and commands are not allowed on %s under rule %q", target, d.Rule)
+		}
 		return fmt.Sprintf("%s is not allowed on %s under rule %q", kind, target, d.Rule)
 	}
 	switch l.Files {
@@ -194,6 +244,11 @@ func checkLimits(d broker.Decision, target, reqType, command string) string {
 	case broker.FilesUpload:
 		if download && kind != broker.ChannelSFTP { // sftp requests are checked one by one
 			return fmt.Sprintf("only uploads to %s are allowed under rule %q; this %s downloads", target, d.Rule, kind)
+		}
+		// A receiving rsync sends checksums of the files it already
+		// holds, which tell of their content; with -W it sends none.
+		if kind == broker.ChannelSCP && isRsync(command) && !rsyncWholeFile(command) {
+			return fmt.Sprintf("only uploads to %s are allowed under rule %q; run rsync with --whole-file (-W), so that the target sends nothing of the files it holds", target, d.Rule)
 		}
 	case broker.FilesDownload:
 		if upload && kind != broker.ChannelSFTP {

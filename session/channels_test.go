@@ -62,6 +62,17 @@ func TestChannelKind(t *testing.T) {
 		{"exec", "scp\t-t /tmp/x", "exec", false, false},
 		{"exec", "scp -t /tmp/x\u3000y", "exec", false, false},
 		{"exec", "scp -t '/tmp/\u202ex'", "exec", false, false},
+		// An rsync upload that has the target read other files is a command.
+		{"exec", "rsync --server -vlogDtpRe.LsfxCIvu --files-from /etc/hosts . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu --files-from=/etc/hosts . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu --compare-dest /etc . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=/root . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu --exclude-from /etc/shadow . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlyogDtpre.iLsfxCIvu . /tmp/x/", "exec", false, false},
+		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu --write-batch=/tmp/b . /tmp/x/", "exec", false, false},
+		// ... but a download may read a list of files on the target.
+		{"exec", "rsync --server --sender -vlogDtpRe.LsfxCIvu --files-from /tmp/list . /srv/", "scp", false, true},
+		{"exec", "rsync --server -vlWogDtpre.iLsfxCIvu . /tmp/x/", "scp", true, false},
 	}
 	for _, tt := range tests {
 		kind, up, down := channelKind(tt.typ, tt.cmd)
@@ -91,6 +102,13 @@ func TestCheckLimits(t *testing.T) {
 		{broker.Limits{Files: broker.FilesUpload}, "subsystem", "sftp", ""}, // checked request by request
 		{broker.Limits{Files: broker.FilesDownload}, "exec", "rsync --server --sender . /x", ""},
 		{broker.Limits{Files: broker.FilesDownload}, "exec", "rsync --server . /x", "only downloads"},
+		// A receiving rsync sends checksums of what the target holds
+		// unless it copies whole files.
+		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server -vlogDtpre.iLsfxCIvu . /x", "--whole-file (-W)"},
+		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server -vlWogDtpre.iLsfxCIvu . /x", ""},
+		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server --whole-file . /x", ""},
+		{broker.Limits{Channels: []string{"scp", "sftp"}, Files: broker.FilesUpload}, "exec",
+			"rsync --server -vlWogDtpRe.LsfxCIvu --files-from /etc/hosts . /x", "this rsync counts as a command"},
 	}
 	for _, tt := range tests {
 		got := checkLimits(d(tt.limits), "db", tt.typ, tt.cmd)
