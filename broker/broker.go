@@ -405,7 +405,7 @@ func (b *Broker) SessionStarted(ctx context.Context, r *SessionRecord) error {
 // SessionEnded records the end of a session, and audits it.
 func (b *Broker) SessionEnded(ctx context.Context, id string, end SessionEnd) error {
 	err := b.store.EndSession(ctx, id, end)
-	b.Audit(ctx, AuditEvent{Kind: EventSessionEnd, Session: id,
+	b.Audit(ctx, AuditEvent{Kind: EventSessionEnd, Session: id, Technician: end.Technician, Target: end.Target, Source: end.Source,
 		Detail: JSONDetail(struct {
 			Reason   string `json:"reason"`
 			BytesIn  int64  `json:"bytes_in"`
@@ -429,13 +429,17 @@ type RecordingSeal struct {
 	MetaSHA256 string `json:"meta_sha256"`
 	Key        string `json:"key"`
 	Signature  string `json:"signature"`
+	// Technician and Target name the session in the audit event; they
+	// are not part of the seal.
+	Technician string `json:"-"`
+	Target     string `json:"-"`
 }
 
 // RecordingSealed records a recording's seal in the register and the
 // audit log, so that a seal.json replaced or re-made later is found out.
 func (b *Broker) RecordingSealed(ctx context.Context, s RecordingSeal) error {
 	detail, _ := json.Marshal(s)
-	b.Audit(ctx, AuditEvent{Kind: "recording.sealed", Session: s.Session, Detail: string(detail)})
+	b.Audit(ctx, AuditEvent{Kind: "recording.sealed", Session: s.Session, Technician: s.Technician, Target: s.Target, Detail: string(detail)})
 	return b.store.SetRecordingSeal(ctx, s.Session, recording.RegisterHead(s.Head), s.Chunks, s.Complete)
 }
 

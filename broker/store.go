@@ -54,6 +54,9 @@ type SessionEnd struct {
 	BytesIn  int64
 	BytesOut int64
 	Reason   string
+	// Technician, Target and Source name the session in the audit
+	// event of its end, so that a search by them finds it.
+	Technician, Target, Source string
 }
 
 // SessionFilter narrows a session listing. Zero fields do not filter;

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -69,9 +70,12 @@ func TestDemoShippedRules(t *testing.T) {
 	}
 
 	// The demo enrolled its technicians and tells their current code.
-	out, err := exec.Command(env.sekisho, "demo", "code", "--dir", env.dir, "li").CombinedOutput()
-	if err != nil || !regexp.MustCompile(`^\d{6} \(valid for \d+s; each code works once\)\n$`).Match(out) {
-		t.Errorf("sekisho demo code: %v %q", err, out)
+	code := exec.Command(env.sekisho, "demo", "code", "--dir", env.dir, "li")
+	var stderr bytes.Buffer
+	code.Stderr = &stderr
+	out, err := code.Output()
+	if err != nil || !regexp.MustCompile(`^\d{6}\n$`).Match(out) || !regexp.MustCompile(`^\(valid for \d+s; each code works once\)\n$`).Match(stderr.Bytes()) {
+		t.Errorf("sekisho demo code: %v, stdout %q, stderr %q", err, out, stderr.String())
 	}
 }
 

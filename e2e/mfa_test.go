@@ -66,7 +66,7 @@ func TestSecondFactor(t *testing.T) {
 
 	// A client that cannot answer a prompt is told why it is refused.
 	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo no"), nil); r.code != 255 ||
-		!strings.Contains(r.stderr, "sekisho: a second factor is required for web-sg-01 (rule any-affiliate-to-web); answer the Verification code prompt") {
+		!strings.Contains(r.stderr, "sekisho: a second factor is required for web-sg-01 (rule any-affiliate-to-web)\n") {
 		t.Errorf("BatchMode: exit %d, stderr %q", r.code, r.stderr)
 	}
 

@@ -25,7 +25,7 @@ func newMetrics(ws []*worker) *metrics {
 	m := &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sekisho_webhook_deliveries_total",
-			Help: "Request events per webhook, by result: delivered, failed (given up) or dropped (queue full or abandoned at shutdown).",
+			Help: "Events per webhook, by result: delivered, failed (given up) or dropped (queue full or abandoned at shutdown).",
 		}, []string{"webhook", "result"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sekisho_webhook_attempts_total",
@@ -43,7 +43,7 @@ func newMetrics(ws []*worker) *metrics {
 		queue := w.queue
 		m.queues = append(m.queues, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "sekisho_webhook_queue_length",
-			Help:        "Request events waiting to be delivered to the webhook.",
+			Help:        "Events waiting to be delivered to the webhook.",
 			ConstLabels: prometheus.Labels{"webhook": w.hook.Name},
 		}, func() float64 { return float64(len(queue)) }))
 	}

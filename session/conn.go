@@ -477,7 +477,8 @@ func (c *conn) sealed(ctx context.Context) {
 	if seal.Head == "" {
 		return // not sealed: End failed, and said so
 	}
-	err := c.srv.cfg.Broker.RecordingSealed(ctx, broker.RecordingSeal{Session: c.sessionID, Complete: seal.Complete, Reason: seal.Reason,
+	err := c.srv.cfg.Broker.RecordingSealed(ctx, broker.RecordingSeal{Session: c.sessionID, Technician: c.id.tech.Name, Target: c.id.target.Name,
+		Complete: seal.Complete, Reason: seal.Reason,
 		Chunks: seal.Chunks, Head: seal.Head, MetaSHA256: seal.MetaSHA256, Key: seal.Key, Signature: seal.Signature})
 	if err != nil {
 		c.srv.log.Error("recording seal not registered", append(c.logArgs(), "err", err)...)
@@ -506,7 +507,8 @@ func (c *conn) finish() {
 	c.mu.Lock()
 	reason := c.endReason
 	c.mu.Unlock()
-	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason}
+	end := broker.SessionEnd{At: time.Now(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Reason: reason,
+		Technician: c.id.tech.Name, Target: c.id.target.Name, Source: c.source}
 	if err := c.rec.End(end.At, reason, end.BytesIn, end.BytesOut); err != nil {
 		// A full disk at the very end, say. The register says the
 		// recording failed, so the next start seals it as incomplete,

@@ -364,7 +364,7 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
 	}
 	if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
-		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "; answer the Verification code prompt (it cannot be answered with BatchMode=yes)\n")
+		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "\n")
 	}
 	// The key is proven; the session needs a TOTP code as well.
 	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{

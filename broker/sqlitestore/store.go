@@ -395,7 +395,7 @@ type AuditFilter struct {
 	// Source is an address, with or without its port.
 	Source       string
 	Since, Until time.Time
-	// Text is a substring of the detail.
+	// Text is a substring of the detail, in any case (of ASCII letters).
 	Text string
 	// Limit is how many of the newest matching events; 0 means 100.
 	Limit int
@@ -444,7 +444,7 @@ func (s *Store) SearchAudit(ctx context.Context, f AuditFilter) ([]broker.AuditE
 		args = append(args, f.Until.UTC().Format(timeFormat))
 	}
 	if f.Text != "" {
-		where = append(where, "instr(detail, ?) > 0")
+		where = append(where, "instr(lower(detail), lower(?)) > 0")
 		args = append(args, f.Text)
 	}
 	q := "SELECT * FROM audit"

@@ -487,6 +487,7 @@ func TestSearchAudit(t *testing.T) {
 		{AuditFilter{Source: "203.0.113.50:41000"}, "session.start"},
 		{AuditFilter{Since: at.Add(2 * time.Hour), Until: at.Add(4 * time.Hour)}, "mfa.tampered session.start"},
 		{AuditFilter{Text: "clear"}, "mfa.tampered"},
+		{AuditFilter{Text: "CLEAR"}, "mfa.tampered"},
 		{AuditFilter{Text: "%"}, ""},
 		{AuditFilter{Limit: 2}, "session.end mfaX"},
 		{AuditFilter{Technician: "li' OR '1'='1"}, ""},

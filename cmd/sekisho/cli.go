@@ -227,7 +227,7 @@ func cmdAudit(ctx context.Context, args []string) error {
 		fs.StringVar(&f.Source, "source", "", "events from this address (any port)")
 		fs.StringVar(&since, "since", "", "from: a UTC date (2026-11-01), an RFC 3339 time, or an age (30d, 12h)")
 		fs.StringVar(&until, "until", "", "until, as --since; a date is included whole")
-		fs.StringVar(&f.Text, "grep", "", "events whose detail contains this text")
+		fs.StringVar(&f.Text, "grep", "", "events whose detail contains this text (any case)")
 		fs.StringVar(&format, "format", "json", "json (one event per line) or text (aligned, for people)")
 	})
 	if err != nil {
@@ -238,6 +238,9 @@ func cmdAudit(ctx context.Context, args []string) error {
 	}
 	if format != "json" && format != "text" {
 		return usageError{msg: fmt.Sprintf("audit: --format %q: use json or text", format)}
+	}
+	if f.Limit < 0 {
+		return usageError{msg: fmt.Sprintf("audit: --limit %d: give a positive number of events", f.Limit)}
 	}
 	for _, k := range strings.Split(kinds, ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -258,6 +261,10 @@ func cmdAudit(ctx context.Context, args []string) error {
 		if date {
 			f.Until = f.Until.AddDate(0, 0, 1)
 		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return usageError{msg: fmt.Sprintf("audit: the period from %s to %s is empty; --since must come before --until",
+			f.Since.UTC().Format(time.RFC3339), f.Until.UTC().Format(time.RFC3339))}
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {

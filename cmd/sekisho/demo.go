@@ -294,7 +294,10 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s (valid for %ds; each code works once)\n", code, 30-now.Unix()%30)
+	// The code alone on stdout, for a script (SSH_ASKPASS); the note to
+	// people on stderr.
+	fmt.Println(code)
+	fmt.Fprintf(os.Stderr, "(valid for %ds; each code works once)\n", 30-now.Unix()%30)
 	return nil
 }
 
