@@ -144,5 +144,5 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	if !strings.Contains(stderr.String(), `sekisho: session ended: the session reached the 3s limit of rule "any-affiliate-to-web"`) {
 		t.Errorf("stderr %q", stderr.String())
 	}
-	hardening.Report(t, "14", "under a rule allowing only scp and sftp uploads: exec and a command starting like scp but chaining a shell refused, scp -O and sftp downloads refused by sekisho, %d-byte uploads intact; an upload left waiting ended after %.1f s at the rule's 3 s max_duration", len(data), lasted.Seconds())
+	hardening.Report(t, "14", "under a rule allowing only scp and sftp uploads: exec and a command starting like scp but chaining a shell refused, scp -O, rsync and sftp downloads refused by sekisho, %d-byte uploads intact (to quoted paths with spaces too); an rsync upload with --files-from=:FILE (the target would send FILE's lines back) refused with nothing of FILE shown, and one without -W (the target would send checksums of its files) refused; an upload left waiting ended after %.1f s at the rule's 3 s max_duration", len(data), lasted.Seconds())
 }
