@@ -335,14 +335,19 @@ func TestServeLiveResizes(t *testing.T) {
 	if ev, _ := sse.next(); ev.data != `{"cols":80,"rows":24}` {
 		t.Fatalf("first event %+v, want the terminal size", ev)
 	}
-	must(shell.Resize(120, 40))
-	must(shell.Stdout([]byte("after$ ")))
-	must(shell.Resize(5000, 40))
-	must(shell.Close())
-	must(sess.End(time.Now(), "client closed", 0, 0))
-
 	var got []string // "o:text" and "r:size", in order
+	wrote := false
 	for {
+		// Once the watch has joined (it showed before$), the terminal
+		// is resized and goes on: the watch follows that live.
+		if !wrote && strings.Contains(strings.Join(got, ""), "before$") {
+			wrote = true
+			must(shell.Resize(120, 40))
+			must(shell.Stdout([]byte("after$ ")))
+			must(shell.Resize(5000, 40))
+			must(shell.Close())
+			must(sess.End(time.Now(), "client closed", 0, 0))
+		}
 		ev, ok := sse.next()
 		if !ok || ev.name == "done" {
 			break
