@@ -106,20 +106,8 @@ func cmdSessions(ctx context.Context, args []string) error {
 		return usageError{msg: fmt.Sprintf("sessions: unexpected argument %q; filter with --technician, --target, --affiliate, --residency, --cross-border, --live, --since or --until", fs.Arg(0))}
 	}
 	f.Residency = strings.ToUpper(f.Residency)
-	now := time.Now()
-	if since != "" {
-		if f.Since, _, err = reportTime(since, now); err != nil {
-			return usageError{msg: fmt.Sprintf("sessions: --since %q: %v", since, err)}
-		}
-	}
-	if until != "" {
-		var date bool
-		if f.Until, date, err = reportTime(until, now); err != nil {
-			return usageError{msg: fmt.Sprintf("sessions: --until %q: %v", until, err)}
-		}
-		if date {
-			f.Until = f.Until.AddDate(0, 0, 1)
-		}
+	if f.Since, f.Until, err = optionalPeriod("sessions", since, until, time.Now()); err != nil {
+		return err
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
@@ -247,24 +235,8 @@ func cmdAudit(ctx context.Context, args []string) error {
 			f.Kinds = append(f.Kinds, k)
 		}
 	}
-	now := time.Now()
-	if since != "" {
-		if f.Since, _, err = reportTime(since, now); err != nil {
-			return usageError{msg: fmt.Sprintf("audit: --since %q: %v", since, err)}
-		}
-	}
-	if until != "" {
-		var date bool
-		if f.Until, date, err = reportTime(until, now); err != nil {
-			return usageError{msg: fmt.Sprintf("audit: --until %q: %v", until, err)}
-		}
-		if date {
-			f.Until = f.Until.AddDate(0, 0, 1)
-		}
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return usageError{msg: fmt.Sprintf("audit: the period from %s to %s is empty; --since must come before --until",
-			f.Since.UTC().Format(time.RFC3339), f.Until.UTC().Format(time.RFC3339))}
+	if f.Since, f.Until, err = optionalPeriod("audit", since, until, time.Now()); err != nil {
+		return err
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
@@ -285,6 +257,31 @@ func cmdAudit(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// optionalPeriod reads the --since and --until of command cmd, either of
+// which may be empty (no bound): a UTC date, an RFC 3339 time or an age;
+// a date given to --until is included whole.
+func optionalPeriod(cmd, since, until string, now time.Time) (from, to time.Time, err error) {
+	if since != "" {
+		if from, _, err = reportTime(since, now); err != nil {
+			return from, to, usageError{msg: fmt.Sprintf("%s: --since %q: %v", cmd, since, err)}
+		}
+	}
+	if until != "" {
+		var date bool
+		if to, date, err = reportTime(until, now); err != nil {
+			return from, to, usageError{msg: fmt.Sprintf("%s: --until %q: %v", cmd, until, err)}
+		}
+		if date {
+			to = to.AddDate(0, 0, 1)
+		}
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		return from, to, usageError{msg: fmt.Sprintf("%s: the period from %s to %s is empty; --since must come before --until",
+			cmd, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))}
+	}
+	return from, to, nil
 }
 
 // writeAuditText writes events for people: time, kind, who, what, from
