@@ -14,6 +14,13 @@ import (
 	"github.com/pquerna/otp/totp"
 )
 
+// Audit kinds of second-factor checks: a code refused (wrong, used, not
+// enrolled, or not checkable), and a technician or address throttled.
+const (
+	EventMFAFailed    = "mfa.failed"
+	EventMFAThrottled = "mfa.throttled"
+)
+
 // TOTP errors. The technician sees a short message for each; the audit log
 // gets the details.
 var (
@@ -144,7 +151,8 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 	now := b.now()
 	keys := []string{"t:" + technician, "s:" + sourceHost(source)}
 	if !b.mfaThrottle.begin(now, keys...) {
-		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa throttled"})
+		b.Audit(ctx, AuditEvent{Kind: EventMFAThrottled, Technician: technician, Source: source,
+			Detail: fmt.Sprintf("too many wrong verification codes for %s or from this address (%d in %s for a technician, %d for an address)", technician, maxFailures, failureWindow, maxSourceFailures)})
 		return ErrThrottled
 	}
 	err := b.checkTOTP(ctx, technician, code, now)
@@ -154,20 +162,20 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 		return nil
 	case errors.Is(err, ErrWrongCode):
 		// Counted: a guess was compared.
-		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
+		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
 	case errors.Is(err, ErrCodeReused):
 		// Not a guess: the right code, too soon again (OpenSSH asks
 		// three times, a second scp comes within the 30 s).
 		b.mfaThrottle.forgive(now, keys...)
-		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
+		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
 	case errors.Is(err, ErrNotEnrolled):
 		b.mfaThrottle.forgive(now, keys...) // not the technician's fault
-		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa not enrolled"})
+		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: ErrNotEnrolled.Error()})
 	default:
 		// Vault or the store failed before any code was compared: no
 		// guess was made, so none is counted.
 		b.mfaThrottle.forgive(now, keys...)
-		b.Audit(ctx, AuditEvent{Kind: EventAuthFailed, Technician: technician, Source: source, Detail: "mfa: " + err.Error()})
+		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
 	}
 	return err
 }

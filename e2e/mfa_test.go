@@ -170,9 +170,9 @@ func TestSecondFactorSecretsAreSealed(t *testing.T) {
 	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "could not be checked") {
 		t.Errorf("li with aiko's copied secret: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	waitUntil(t, 10*time.Second, "an auth.failed audit row saying li's secret does not open", func() bool {
+	waitUntil(t, 10*time.Second, "an mfa.failed audit row saying li's secret does not open", func() bool {
 		for _, e := range v.audit(t) {
-			if e["kind"] == "auth.failed" && e["technician"] == "li" && strings.Contains(e["detail"], "does not open") {
+			if e["kind"] == "mfa.failed" && e["technician"] == "li" && strings.Contains(e["detail"], "does not open") {
 				return true
 			}
 		}

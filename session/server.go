@@ -354,7 +354,7 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: your verification code could not be checked now; try again in a minute, or ask the operator (the server log says why)\n"}
 	}
 	if !enrolled {
-		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventAuthFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(), Detail: "mfa not enrolled"})
+		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventMFAFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(), Detail: broker.ErrNotEnrolled.Error()})
 		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
 			"sekisho: a second factor is required but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
 			id.tech.Name, id.tech.Name)}
