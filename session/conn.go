@@ -121,7 +121,13 @@ func (c *conn) tellAndClose(msg string) {
 		}()
 	}
 	done := make(chan struct{})
-	go func() { told.Wait(); close(done) }()
+	go func() {
+		told.Wait()
+		for _, r := range relays {
+			r.replying.Wait() // a reply on its way goes out before the close
+		}
+		close(done)
+	}()
 	t := time.NewTimer(time.Second)
 	select {
 	case <-done:

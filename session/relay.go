@@ -43,6 +43,12 @@ type relay struct {
 	// prelude are requests the technician made, and had answered, while
 	// the session waited for approval; they go to the target first.
 	prelude []*ssh.Request
+	// replying counts the technician's requests being handled, until
+	// their reply is sent: a connection ended meanwhile would leave the
+	// technician's client without it (an exec the target answered
+	// just before it went reads as a lost connection, not as the
+	// session ending with a word).
+	replying sync.WaitGroup
 
 	// mu guards rec and started. start holds it until the target answered
 	// and the pumps run, so that the target-side loop never sees a
@@ -152,10 +158,12 @@ func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
 		r.endRefused()
 	}
 	for req := range reqs {
+		r.replying.Add(1)
 		ok := r.handleRequest(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
 		}
+		r.replying.Done()
 		if r.refusal != "" {
 			r.endRefused()
 		}
