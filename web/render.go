@@ -130,6 +130,13 @@ type view func(w http.ResponseWriter, r *request) (any, error)
 
 // page serves a view as an HTML page.
 func (s *Server) page(name string, v view) http.HandlerFunc {
+	return s.pagePart(name, "layout", v)
+}
+
+// pagePart serves a view as part of page name: "layout" for the whole
+// page, or a part it defines, for the page's script to refresh that part
+// with.
+func (s *Server) pagePart(name, part string, v view) http.HandlerFunc {
 	return s.authed(false, func(w http.ResponseWriter, r *request) {
 		data, err := v(w, r)
 		if err != nil {
@@ -137,19 +144,6 @@ func (s *Server) page(name string, v view) http.HandlerFunc {
 			return
 		}
 		if data == nil { // the view answered itself (a redirect)
-			return
-		}
-		s.renderCSRF(w, r.Request, name, r.p, r.csrf, data)
-	})
-}
-
-// pagePart serves a view as part of a page, for the page's script to
-// refresh that part with.
-func (s *Server) pagePart(name, part string, v view) http.HandlerFunc {
-	return s.authed(false, func(w http.ResponseWriter, r *request) {
-		data, err := v(w, r)
-		if err != nil {
-			s.fail(w, r, false, err)
 			return
 		}
 		s.renderPart(w, r.Request, name, part, r.p, r.csrf, data)
