@@ -80,6 +80,41 @@ type Limits struct {
 	// ForwardTo lists the port-forward destinations, "host:port": host a
 	// name, an IP address or a prefix, port a number or "*".
 	ForwardTo []string `json:"forward_to,omitempty"`
+	// UploadTo lists the directories on the target that uploads may
+	// write into under files: upload_only: absolute and clean paths.
+	UploadTo []string `json:"upload_to,omitempty"`
+	// Legacy lists the transfers run as commands that a direction-limited
+	// rule lets through, each only in the forms sekisho follows
+	// completely: LegacySCP (scp -O) and LegacyRsync. Without them such a
+	// rule allows SFTP alone (which OpenSSH's scp speaks by default), and
+	// the target's sshd enforces that too (see TargetSFTPOnly).
+	Legacy []string `json:"legacy_transfers,omitempty"`
+}
+
+// Transfers run as commands that a direction-limited rule can opt in to.
+const (
+	LegacySCP   = "scp"
+	LegacyRsync = "rsync"
+)
+
+// Directional reports whether the limits allow files one way only.
+func (l Limits) Directional() bool {
+	return l.Files == FilesUpload || l.Files == FilesDownload
+}
+
+// AllowsLegacy reports whether a direction-limited rule lets the transfer
+// command kind (LegacySCP or LegacyRsync) through. Rules without a
+// direction limit allow both wherever they allow the scp channel.
+func (l Limits) AllowsLegacy(kind string) bool {
+	return !l.Directional() || slices.Contains(l.Legacy, kind)
+}
+
+// TargetSFTPOnly reports whether the certificate for a session under
+// these limits has the target's sshd serve SFTP alone (the force-command
+// critical option internal-sftp): a direction-limited rule that opts in
+// to no transfer run as a command.
+func (l Limits) TargetSFTPOnly() bool {
+	return l.Directional() && len(l.Legacy) == 0
 }
 
 // AllowsChannel reports whether kind is allowed.

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -275,6 +276,8 @@ type RuleEntry struct {
 	MaxDuration Duration          `yaml:"max_duration"`
 	RequireMFA  bool              `yaml:"require_mfa"`
 	ForwardTo   []string          `yaml:"forward_to"`
+	UploadTo    []string          `yaml:"upload_to"`
+	Legacy      []string          `yaml:"legacy_transfers"`
 	Approval    *ApprovalEntry    `yaml:"approval"`
 	line        int
 	whenLine    int
@@ -855,14 +858,18 @@ func (c *Config) validate() (err error) {
 		default:
 			return c.errf(r.line, "rule %s: files %q: use both, upload_only, download_only or none", r.Name, r.Files)
 		}
+		if err := c.validateTransfers(r); err != nil {
+			return err
+		}
 		if r.MaxDuration < 0 {
 			return c.errf(r.line, "rule %s: max_duration cannot be negative", r.Name)
 		}
 		if err := c.validateApproval(r, groups); err != nil {
 			return err
 		}
-		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "" || len(r.ForwardTo) > 0) {
-			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files, forward_to or max_duration", r.Name)
+		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "" ||
+			len(r.ForwardTo) > 0 || len(r.UploadTo) > 0 || len(r.Legacy) > 0) {
+			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files, forward_to, upload_to, legacy_transfers or max_duration", r.Name)
 		}
 	}
 	var compiled []broker.Rule
@@ -878,7 +885,7 @@ func (c *Config) validate() (err error) {
 		br := broker.Rule{
 			Name: r.Name, Effect: broker.Effect(r.Effect), When: r.When, Login: r.Login, Message: r.Message,
 			Limits: broker.Limits{Channels: r.Channels, Files: r.Files, MaxDuration: time.Duration(r.MaxDuration),
-				ForwardTo: r.ForwardTo},
+				ForwardTo: r.ForwardTo, UploadTo: cleanDirs(r.UploadTo), Legacy: r.Legacy},
 			RequireMFA: r.RequireMFA,
 			Approval:   r.approvalSpec(),
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
@@ -1155,4 +1162,48 @@ func (c *Config) vaultConfig() broker.VaultConfig {
 		TransitMount: c.Vault.TransitMount, TOTPKey: c.Vault.TOTPKey,
 		TTL: time.Duration(c.Vault.CertTTL), Timeout: time.Duration(c.Vault.Timeout),
 	}
+}
+
+// validateTransfers checks a rule's upload directories and the transfers
+// run as commands it opts in to, against its files limit.
+func (c *Config) validateTransfers(r RuleEntry) error {
+	lim := broker.Limits{Channels: r.Channels, Files: r.Files}
+	switch {
+	case r.Files == broker.FilesUpload && len(r.UploadTo) == 0:
+		return c.errf(r.line, "rule %s: files: upload_only needs upload_to: the directories on the target that uploads may write into, e.g. [/srv/incoming]", r.Name)
+	case r.Files != broker.FilesUpload && len(r.UploadTo) > 0:
+		return c.errf(r.line, "rule %s: upload_to applies to files: upload_only only", r.Name)
+	case !lim.Directional() && len(r.Legacy) > 0:
+		return c.errf(r.line, "rule %s: legacy_transfers applies to files: upload_only or download_only only (other rules allow scp -O and rsync with channel scp)", r.Name)
+	case len(r.Legacy) > 0 && !lim.AllowsChannel(broker.ChannelSCP):
+		return c.errf(r.line, "rule %s: legacy_transfers needs channel scp in channels", r.Name)
+	case lim.Directional() && lim.AllowsChannel(broker.ChannelPortForward):
+		return c.errf(r.line, "rule %s: files: %s only holds without port_forward: a forward carries any data either way", r.Name, r.Files)
+	}
+	for _, d := range r.UploadTo {
+		if !strings.HasPrefix(d, "/") || strings.ContainsRune(d, 0) {
+			return c.errf(r.line, "rule %s: upload_to %q: write an absolute directory on the target, e.g. /srv/incoming", r.Name, d)
+		}
+		if path.Clean(d) == "/" {
+			return c.errf(r.line, "rule %s: upload_to %q: the root is every directory; name the directories uploads go to", r.Name, d)
+		}
+	}
+	for _, l := range r.Legacy {
+		if l != broker.LegacySCP && l != broker.LegacyRsync {
+			return c.errf(r.line, "rule %s: legacy_transfers %q: use scp (scp -O) or rsync", r.Name, l)
+		}
+	}
+	return nil
+}
+
+// cleanDirs returns dirs as clean absolute paths.
+func cleanDirs(dirs []string) []string {
+	if len(dirs) == 0 {
+		return nil
+	}
+	out := make([]string, len(dirs))
+	for i, d := range dirs {
+		out[i] = path.Clean(d)
+	}
+	return out
 }
