@@ -658,6 +658,7 @@ rules:
     when: '"pii" in target.data && cross_border'
     channels: [sftp, scp]
     files: upload_only
+    upload_to: [/tmp]
     require_mfa: true
     max_duration: 1h
     approval:
