@@ -331,14 +331,25 @@ func lockReason(target string, l *Lock) string {
 
 // Certificate issues a short-lived certificate for one session. The key
 // ID names the technician, the affiliate and the session, so the target's
-// own sshd log says who connected.
-func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, target *Target, sessionID string) (*Credential, error) {
+// own sshd log says who connected. local is the address of sekisho's own
+// connection to the target: the certificate is accepted from there only,
+// unless sekisho's addresses are configured (vault.source_addresses).
+// Under a direction-limited rule without transfers run as commands, the
+// target's sshd serves SFTP and nothing else with it.
+func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, target *Target, sessionID string, local netip.Addr) (*Credential, error) {
 	if !d.Allowed() {
 		return nil, errors.New("certificate refused: access not allowed")
 	}
 	keyID := fmt.Sprintf("sekisho technician=%s affiliate=%s session=%s target=%s", tech.Name, tech.Affiliate.Name, sessionID, target.Name)
+	req := CertRequest{Principal: d.Login, KeyID: keyID,
+		PTY:            d.Limits.AllowsChannel(ChannelShell) || d.Limits.AllowsChannel(ChannelExec),
+		PortForwarding: d.Limits.AllowsChannel(ChannelPortForward),
+		SourceAddress:  b.issuer.sourceAddress(local)}
+	if d.Limits.TargetSFTPOnly() {
+		req.ForceCommand = ForceSFTP
+	}
 	began := time.Now()
-	cred, err := b.issuer.Issue(ctx, CertRequest{Principal: d.Login, KeyID: keyID, PortForwarding: d.Limits.AllowsChannel(ChannelPortForward)})
+	cred, err := b.issuer.Issue(ctx, req)
 	took := time.Since(began)
 	if err != nil {
 		b.Audit(ctx, AuditEvent{Kind: EventCertFailed, Technician: tech.Name, Target: target.Name, Session: sessionID, Detail: err.Error()})
@@ -346,13 +357,15 @@ func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, 
 	}
 	b.Audit(ctx, AuditEvent{Kind: EventCertIssued, Technician: tech.Name, Target: target.Name, Session: sessionID,
 		Detail: JSONDetail(struct {
-			Serial      uint64  `json:"serial"`
-			KeyID       string  `json:"key_id"`
-			Principal   string  `json:"principal"`
-			ValidBefore string  `json:"valid_before"`
-			SignMS      float64 `json:"sign_ms"`
+			Serial          uint64            `json:"serial"`
+			KeyID           string            `json:"key_id"`
+			Principal       string            `json:"principal"`
+			ValidBefore     string            `json:"valid_before"`
+			CriticalOptions map[string]string `json:"critical_options"`
+			Extensions      []string          `json:"extensions"`
+			SignMS          float64           `json:"sign_ms"`
 		}{cred.Certificate.Serial, keyID, d.Login, time.Unix(int64(cred.Certificate.ValidBefore), 0).UTC().Format(time.RFC3339),
-			float64(took.Microseconds()/10) / 100})})
+			req.criticalOptions(), req.extensions(), float64(took.Microseconds()/10) / 100})})
 	return cred, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -36,6 +38,11 @@ type VaultConfig struct {
 	// few seconds instead of keeping the technician waiting; default 3s.
 	// It also bounds each call Check makes.
 	Timeout time.Duration
+	// SourceAddresses are the addresses sekisho reaches targets from,
+	// written into every certificate's source-address option so that a
+	// certificate is useless from anywhere else. Empty means the local
+	// address of each session's own connection to its target.
+	SourceAddresses []netip.Prefix
 }
 
 // DefaultVaultTimeout is VaultConfig.Timeout when none is configured.
@@ -47,16 +54,49 @@ const DefaultVaultTimeout = 3 * time.Second
 type CertRequest struct {
 	Principal string // the login on the target
 	KeyID     string // names technician, affiliate and session
+	// PTY adds permit-pty: for sessions whose rule allows a shell or a
+	// command. File transfers get no terminal.
+	PTY bool
 	// PortForwarding adds permit-port-forwarding to the certificate.
 	PortForwarding bool
+	// ForceCommand, when set, is the force-command critical option: the
+	// target's sshd runs it whatever the client asks for
+	// (ForceSFTP: SFTP and nothing else).
+	ForceCommand string
+	// SourceAddress is the source-address critical option: the
+	// addresses, comma-separated CIDRs, the certificate is accepted from.
+	SourceAddress string
 }
+
+// ForceSFTP is the force-command for sessions that may only transfer
+// files over SFTP: sshd serves its own SFTP server on a subsystem
+// request and refuses a shell or a command ("This service allows sftp
+// connections only."), without running the login's shell or rc files.
+const ForceSFTP = "internal-sftp"
 
 // extensions returns the extensions the certificate for req carries.
 func (req CertRequest) extensions() []string {
-	if req.PortForwarding {
-		return []string{"permit-pty", "permit-port-forwarding"}
+	var exts []string
+	if req.PTY {
+		exts = append(exts, "permit-pty")
 	}
-	return []string{"permit-pty"}
+	if req.PortForwarding {
+		exts = append(exts, "permit-port-forwarding")
+	}
+	return exts
+}
+
+// criticalOptions returns the critical options the certificate for req
+// carries.
+func (req CertRequest) criticalOptions() map[string]string {
+	opts := map[string]string{}
+	if req.ForceCommand != "" {
+		opts["force-command"] = req.ForceCommand
+	}
+	if req.SourceAddress != "" {
+		opts["source-address"] = req.SourceAddress
+	}
+	return opts
 }
 
 // Credential is an ephemeral key pair with its Vault-signed certificate.
@@ -67,10 +107,15 @@ type Credential struct {
 }
 
 // allowedExtensions are the certificate extensions sekisho may ask Vault
-// for: a pty always, port forwarding only for sessions whose rule allows
-// it. Agent and X11 forwarding are refused by the relay, so no
-// certificate grants them either.
+// for: a pty for sessions whose rule allows a shell or a command, port
+// forwarding only for sessions whose rule allows it. Agent and X11
+// forwarding are refused by the relay, so no certificate grants them
+// either; nor does any grant user rc files.
 var allowedExtensions = []string{"permit-pty", "permit-port-forwarding"}
+
+// allowedCriticalOptions are the critical options sekisho asks Vault for:
+// force-command for SFTP-only sessions, and source-address always.
+var allowedCriticalOptions = []string{"force-command", "source-address"}
 
 // Issuer obtains short-lived user certificates from Vault. It logs in with
 // AppRole and logs in again before its token runs out.
@@ -132,6 +177,23 @@ func (is *Issuer) observe(op string, began time.Time, err error) {
 	if f := is.onCall.Load(); f != nil {
 		(*f)(op, time.Since(began), err)
 	}
+}
+
+// sourceAddress returns the source-address option for a certificate
+// used from local: the configured addresses, or local alone.
+func (is *Issuer) sourceAddress(local netip.Addr) string {
+	if len(is.cfg.SourceAddresses) == 0 {
+		if !local.IsValid() {
+			return ""
+		}
+		local = local.Unmap()
+		return netip.PrefixFrom(local, local.BitLen()).String()
+	}
+	list := make([]string, len(is.cfg.SourceAddresses))
+	for i, p := range is.cfg.SourceAddresses {
+		list[i] = p.Masked().String()
+	}
+	return strings.Join(list, ",")
 }
 
 // Check logs in and fetches the CA public key, so that a misconfigured
@@ -232,6 +294,9 @@ func (is *Issuer) Issue(ctx context.Context, req CertRequest) (*Credential, erro
 	if req.Principal == "" {
 		return nil, errors.New("certificate request without principal")
 	}
+	if req.SourceAddress == "" {
+		return nil, errors.New("certificate request without source address")
+	}
 	// One deadline for everything: a slow login followed by a slow
 	// signature must not add up to twice the timeout.
 	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
@@ -314,6 +379,10 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 	for _, e := range req.extensions() {
 		exts[e] = ""
 	}
+	opts := map[string]any{}
+	for k, v := range req.criticalOptions() {
+		opts[k] = v
+	}
 	began := time.Now()
 	sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
 		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
@@ -322,6 +391,7 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 		"key_id":           req.KeyID,
 		"ttl":              is.cfg.TTL.String(),
 		"extensions":       exts,
+		"critical_options": opts,
 	})
 	is.observe("sign", began, err)
 	if err != nil {
@@ -382,12 +452,20 @@ func (is *Issuer) checkCertificate(cert *ssh.Certificate, pub, ca ssh.PublicKey,
 	if cert.ValidAfter > math.MaxInt64 || now.Before(after.Add(-skew)) || !now.Before(before) {
 		return fmt.Errorf("not valid now (valid %s to %s)", after.UTC().Format(time.RFC3339), before.UTC().Format(time.RFC3339))
 	}
-	if len(cert.CriticalOptions) > 0 {
-		return fmt.Errorf("unexpected critical options %v", cert.CriticalOptions)
+	// Exactly the options asked for: a role that drops force-command or
+	// source-address, or adds anything, would widen what the
+	// certificate allows.
+	if want := req.criticalOptions(); !maps.Equal(cert.CriticalOptions, want) {
+		return fmt.Errorf("critical options %v, want exactly %v", cert.CriticalOptions, want)
 	}
 	for ext := range cert.Extensions {
 		if !slices.Contains(req.extensions(), ext) {
-			return fmt.Errorf("unexpected extension %q", ext)
+			return fmt.Errorf("unexpected extension %q (run `sekisho vault setup` to update the signing role)", ext)
+		}
+	}
+	for _, ext := range req.extensions() {
+		if _, ok := cert.Extensions[ext]; !ok {
+			return fmt.Errorf("extension %q missing", ext)
 		}
 	}
 	return nil

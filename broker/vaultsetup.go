@@ -171,15 +171,18 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		ttl = 5 * time.Minute
 	}
 	if _, err := logical.WriteWithContext(ctx, v.Mount+"/roles/"+v.Role, map[string]any{
-		"key_type":                 "ca",
-		"algorithm_signer":         "default",
-		"allow_user_certificates":  true,
-		"allow_host_certificates":  false,
-		"allowed_users":            strings.Join(principals, ","),
-		"allow_user_key_ids":       true,
-		"allowed_extensions":       strings.Join(allowedExtensions, ","),
-		"default_extensions":       map[string]string{"permit-pty": ""},
-		"allowed_critical_options": "",
+		"key_type":                "ca",
+		"algorithm_signer":        "default",
+		"allow_user_certificates": true,
+		"allow_host_certificates": false,
+		"allowed_users":           strings.Join(principals, ","),
+		"allow_user_key_ids":      true,
+		"allowed_extensions":      strings.Join(allowedExtensions, ","),
+		// No defaults: a certificate carries what sekisho asks for and
+		// nothing else (an SFTP-only one, not even a pty).
+		"default_extensions":       map[string]string{},
+		"allowed_critical_options": strings.Join(allowedCriticalOptions, ","),
+		"default_critical_options": map[string]string{},
 		"ttl":                      ttl.String(),
 		"max_ttl":                  (3 * ttl).String(),
 		"allow_empty_principals":   false,

@@ -342,13 +342,22 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 			return userErrorf("%s", why)
 		}
 	}
-	cred, err := b.Certificate(ctx, tech, d, tg, c.sessionID)
-	if err != nil {
-		c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)
-		return userErrorf("could not obtain a certificate for %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
+	// The connection comes first: the certificate is then bound to the
+	// address sekisho reaches the target from.
+	nc, err := dialTCP(ctx, tg, c.srv.cfg.DialTimeout)
+	var cred *broker.Credential
+	if err == nil {
+		cred, err = b.Certificate(ctx, tech, d, tg, c.sessionID, localAddr(nc))
+		if err != nil {
+			nc.Close()
+			c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)
+			return userErrorf("could not obtain a certificate for %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
+		}
 	}
-
-	up, err := dialTarget(ctx, tg, d.Login, cred.Signer, c.srv.cfg.DialTimeout)
+	var up *ssh.Client
+	if err == nil {
+		up, err = handshakeTarget(ctx, nc, tg, d.Login, cred.Signer, c.srv.cfg.DialTimeout)
+	}
 	if err != nil {
 		var hk *hostKeyError
 		if errors.As(err, &hk) {
@@ -369,11 +378,15 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	if err := rec.Certificate(r.CertSerial, r.CertKeyID); err != nil {
 		up.Close()
 		c.srv.log.Error("recording metadata not written, session refused", append(c.logArgs(), "err", err)...)
+		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+			Session: c.sessionID, Detail: "recording unavailable: " + err.Error()})
 		return userErrorf("the session cannot be recorded, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
 	}
 	if err := b.SessionStarted(ctx, r); err != nil {
 		up.Close()
 		c.srv.log.Error("session register unavailable, session refused", append(c.logArgs(), "err", err)...)
+		b.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: c.source,
+			Session: c.sessionID, Detail: "session register unavailable: " + err.Error()})
 		return userErrorf("the session cannot be registered, so it is refused; tell the sekisho operator (session %s)", c.sessionID)
 	}
 	return nil
@@ -578,7 +591,15 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 func (c *conn) openPending(pc *pendingChannel) {
 	upCh, upReqs, err := c.up.OpenChannel("session", nil)
 	if err != nil {
-		pc.fail(fmt.Sprintf("sekisho: %s refused the session: %v", c.id.target.Name, err))
+		// The target's own refusal is its sshd's word to the
+		// technician; anything else is sekisho's to log.
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			pc.fail(fmt.Sprintf("sekisho: %s refused the session: %s", c.id.target.Name, oce.Message))
+			return
+		}
+		c.srv.log.Error("target channel not opened", append(c.logArgs(), "err", err)...)
+		pc.fail(fmt.Sprintf("sekisho: the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
 		return
 	}
 	c.startRelay(&relay{conn: c, down: pc.ch, up: upCh, prelude: pc.prelude}, pc.reqs, upReqs)

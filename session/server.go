@@ -24,7 +24,7 @@ import (
 type Broker interface {
 	Technician(name string) (*broker.Technician, bool)
 	Authorize(ctx context.Context, technician, target, source string) (broker.Decision, *broker.Target, error)
-	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string) (*broker.Credential, error)
+	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string, local netip.Addr) (*broker.Credential, error)
 	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
 	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
 	// SessionRefused registers a session that was allowed but could not
@@ -88,10 +88,14 @@ type Config struct {
 	MaxAuthTries int
 	// MaxUnauthenticated bounds the connections still in their handshake
 	// or authentication, in all (default 1000) and from one source
-	// address (MaxUnauthenticatedPerSource, default 50). A connection
-	// over the per-source limit is closed at once; when all places are
-	// taken, the oldest pending connection of the source holding the most
-	// places gives way to a newcomer from a source holding fewer.
+	// address (MaxUnauthenticatedPerSource, default 50). When a source
+	// holds all its places, one of its pending connections gives way to
+	// its newcomer (an office behind one NAT address is not locked out
+	// by whoever floods from there); when all places are taken, one of
+	// the source holding the most places gives way to a newcomer from a
+	// source holding fewer. The one that gives way is the least advanced
+	// in its handshake, oldest first; one typing a second-factor code
+	// never does.
 	MaxUnauthenticated          int
 	MaxUnauthenticatedPerSource int
 	// MaxAuthFailuresPerSource is how many authentication attempts (a
@@ -162,6 +166,13 @@ type Server struct {
 	// address), the connection as x/crypto gives it before
 	// authentication, to send banners on.
 	authing sync.Map
+	// places holds, per connection still authenticating (by its remote
+	// address), its place in preauth, which advances as the handshake
+	// does.
+	places sync.Map
+	// flushing is set once Serve started the goroutine that audits the
+	// pre-auth refusals held back.
+	flushing bool
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -259,6 +270,7 @@ func NewServer(cfg Config) (*Server, error) {
 		VerifiedPublicKeyCallback: s.verifiedKey,
 		PreAuthConnCallback: func(pc ssh.ServerPreAuthConn) {
 			s.authing.Store(pc.RemoteAddr().String(), pc)
+			s.advance(pc.RemoteAddr().String(), stageKeyed) // called once the key exchange is done
 		},
 		ServerVersion: "SSH-2.0-sekisho",
 		AuthLogCallback: func(conn ssh.ConnMetadata, method string, err error) {
@@ -333,6 +345,12 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
 	pending := err == nil && d.Effect == broker.Approval && s.cfg.Access != nil
 	if err != nil || (!d.Allowed() && !pending) {
+		if d.Reason == "" {
+			// Not a decision the technician can read (the technician
+			// vanished from the config meanwhile, say).
+			s.log.Error("access not decided", "technician", tech.Name, "target", login.Target, "source", source, "err", err)
+			d.Reason = fmt.Sprintf("access to %s could not be decided now; try again in a minute, or tell the sekisho operator", login.Target)
+		}
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
 	return s.withSecondFactor(conn, &identity{tech: tech, target: target, decision: d, key: key})
@@ -351,6 +369,8 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 	enrolled, err := s.cfg.Broker.TOTPEnrolled(s.ctx, id.tech.Name)
 	if err != nil {
 		s.log.Error("second factor check failed", "technician", id.tech.Name, "err", err)
+		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventMFAFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(),
+			Detail: "second factor not checked: " + err.Error()})
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: your verification code could not be checked now; try again in a minute, or ask the operator (the server log says why)\n"}
 	}
 	if !enrolled {
@@ -366,6 +386,9 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 	if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
 		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "\n")
 	}
+	// A technician types the code now: no flood closes this connection
+	// to make room (preauth).
+	s.advance(conn.RemoteAddr().String(), stageProven)
 	// The key is proven; the session needs a TOTP code as well.
 	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
 		KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
@@ -411,6 +434,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		return net.ErrClosed
 	}
 	s.listener = ln
+	if !s.flushing {
+		s.flushing = true
+		s.wg.Add(1) // under the lock, so Shutdown's Wait counts it
+		go func() {
+			defer s.wg.Done()
+			s.auditHeldBack()
+		}()
+	}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -556,14 +587,20 @@ func (s *Server) handle(nc net.Conn) {
 		// here, counted with the source's refusals.
 		evicted.nc.Close()
 		if n := s.preauth.refusal(evicted.host); n > 0 {
-			s.log.Warn("unauthenticated connection closed to make room", "source", evicted.host, "refused", n)
+			limit := fmt.Sprintf("ssh.max_unauthenticated (%d) reached and %s held the most places", s.cfg.MaxUnauthenticated, evicted.host)
+			if why == gaveWayPerSource {
+				limit = fmt.Sprintf("ssh.max_unauthenticated_per_source (%d) reached for %s, so its least advanced, oldest pending connection gave way to its newest", s.cfg.MaxUnauthenticatedPerSource, evicted.host)
+			}
+			s.log.Warn("unauthenticated connection closed to make room", "source", evicted.host, "limit", why, "refused", n)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: evicted.host,
-				Detail: fmt.Sprintf("unauthenticated connection closed to make room for one from another source: ssh.max_unauthenticated (%d) reached and %s held the most places; %d refused or closed from %s in this window (audited at most once per %s per source)",
-					s.cfg.MaxUnauthenticated, evicted.host, n, evicted.host, auditEvery)})
+				Detail: fmt.Sprintf("unauthenticated connection closed to make room: %s; %d refused or closed from %s in this window (audited at most once per %s per source)",
+					limit, n, evicted.host, auditEvery)})
 		}
 	}
 	nc.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	s.places.Store(source, place)
+	sc, chans, reqs, err := ssh.NewServerConn(&progressConn{Conn: nc, pc: place}, s.sshCfg)
+	s.places.Delete(source)
 	s.authing.Delete(source)
 	s.preauth.done(place)
 	offer, refused := s.refusedOffers.LoadAndDelete(source)
@@ -607,6 +644,42 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	c := &conn{srv: s, sc: sc, id: id, source: source}
 	c.run(chans, reqs)
+}
+
+// advance notes that the connection from source, still authenticating,
+// reached st.
+func (s *Server) advance(source string, st stage) {
+	if pc, ok := s.places.Load(source); ok {
+		pc.(*pendingConn).advance(st)
+	}
+}
+
+// auditHeldBack audits, as each source's audit window ends, how many
+// pre-auth refusals and connections closed to make room were held back
+// in it, until Shutdown; then those of the windows still open.
+func (s *Server) auditHeldBack() {
+	t := time.NewTicker(auditEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.auditRefusals(s.ctx, s.preauth.heldBack(false))
+		case <-s.ctx.Done():
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.auditRefusals(ctx, s.preauth.heldBack(true))
+			return
+		}
+	}
+}
+
+func (s *Server) auditRefusals(ctx context.Context, held map[string]int) {
+	for host, n := range held {
+		s.log.Warn("connections refused or closed before authenticating, held back from the audit log", "source", host, "refused", n)
+		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: host,
+			Detail: fmt.Sprintf("%d more connections from %s refused before the handshake or closed to make room within %s of the last such event audited (audited at most once per %s per source)",
+				n, host, auditEvery, auditEvery)})
+	}
 }
 
 func (s *Server) envAllowed(name string) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -107,9 +108,8 @@ func hostKeyAlgorithms(tg *broker.Target) []string {
 	return algos
 }
 
-// dialTarget connects to the target and authenticates with the
-// certificate, all within timeout.
-func dialTarget(ctx context.Context, tg *broker.Target, login string, signer ssh.Signer, timeout time.Duration) (*ssh.Client, error) {
+// dialTCP opens the connection to the target, within timeout.
+func dialTCP(ctx context.Context, tg *broker.Target, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
@@ -117,8 +117,27 @@ func dialTarget(ctx context.Context, tg *broker.Target, login string, signer ssh
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", tg.Address, err)
 	}
+	return nc, nil
+}
+
+// localAddr is the address of sekisho's end of nc.
+func localAddr(nc net.Conn) netip.Addr {
+	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// handshakeTarget speaks SSH on nc, checks the target's host key and
+// authenticates with the certificate, all within timeout. It closes nc
+// when it fails.
+func handshakeTarget(ctx context.Context, nc net.Conn, tg *broker.Target, login string, signer ssh.Signer, timeout time.Duration) (*ssh.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	deadline, _ := ctx.Deadline()
 	nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	defer stop()
 	cfg := &ssh.ClientConfig{
 		User:              login,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
@@ -138,6 +157,10 @@ func dialTarget(ctx context.Context, tg *broker.Target, login string, signer ssh
 			return nil, &hostKeyError{target: tg.Name, offered: neg.RequestedAlgorithms}
 		}
 		return nil, fmt.Errorf("ssh %s: %w", tg.Address, err)
+	}
+	if !stop() {
+		sc.Close()
+		return nil, fmt.Errorf("ssh %s: %w", tg.Address, ctx.Err())
 	}
 	nc.SetDeadline(time.Time{})
 	return ssh.NewClient(sc, chans, reqs), nil

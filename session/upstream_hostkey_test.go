@@ -42,10 +42,14 @@ func TestHostKeyOfAnotherTypeIsAMismatch(t *testing.T) {
 	addr := ln.Addr().String()
 	pinned := newSigner().PublicKey() // ed25519
 	tg := &broker.Target{Name: "db-jp-01", Address: addr, HostKeys: []ssh.PublicKey{pinned}}
-	_, err = dialTarget(context.Background(), tg, "root", newSigner(), 5*time.Second)
+	nc, err := dialTCP(context.Background(), tg, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = handshakeTarget(context.Background(), nc, tg, "root", newSigner(), 5*time.Second)
 	var hk *hostKeyError
 	if !errors.As(err, &hk) {
-		t.Fatalf("dialTarget = %v, want a host key mismatch", err)
+		t.Fatalf("handshakeTarget = %v, want a host key mismatch", err)
 	}
 	if want := "offered only host keys of types ecdsa-sha2-nistp256"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q, want it to contain %q", err, want)

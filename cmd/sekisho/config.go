@@ -200,6 +200,14 @@ type VaultSection struct {
 	Timeout      Duration `yaml:"timeout"`
 	TransitMount string   `yaml:"transit_mount"`
 	TOTPKey      string   `yaml:"totp_key"`
+	// SourceAddresses are the addresses (or CIDR prefixes) sekisho
+	// reaches targets from, written into every certificate's
+	// source-address option; default: the local address of each
+	// session's own connection to its target. Set them when a NAT lies
+	// between sekisho and the targets.
+	SourceAddresses []string `yaml:"source_addresses"`
+
+	sourcePrefixes []netip.Prefix
 }
 
 // SSHSection tunes the SSH server.
@@ -620,15 +628,19 @@ func (c *Config) validate() (err error) {
 	if time.Duration(v.CertTTL) < time.Minute || time.Duration(v.CertTTL) > time.Hour {
 		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
 	}
+	v.sourcePrefixes = nil
+	for _, p := range v.SourceAddresses {
+		prefix, ok := parsePrefix(p)
+		if !ok {
+			return c.errf(0, "vault.source_addresses: %q is not an address or CIDR prefix", p)
+		}
+		v.sourcePrefixes = append(v.sourcePrefixes, prefix)
+	}
 
 	for _, p := range c.ProxyProtocol.Trusted {
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			addr, aerr := netip.ParseAddr(p)
-			if aerr != nil {
-				return c.errf(0, "proxy_protocol.trusted: %q is not an address or CIDR prefix", p)
-			}
-			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		prefix, ok := parsePrefix(p)
+		if !ok {
+			return c.errf(0, "proxy_protocol.trusted: %q is not an address or CIDR prefix", p)
 		}
 		c.proxies = append(c.proxies, prefix)
 	}
@@ -1161,6 +1173,7 @@ func (c *Config) vaultConfig() broker.VaultConfig {
 		AppRoleMount: c.Vault.AppRoleMount, Mount: c.Vault.Mount, Role: c.Vault.Role,
 		TransitMount: c.Vault.TransitMount, TOTPKey: c.Vault.TOTPKey,
 		TTL: time.Duration(c.Vault.CertTTL), Timeout: time.Duration(c.Vault.Timeout),
+		SourceAddresses: c.Vault.sourcePrefixes,
 	}
 }
 
@@ -1206,4 +1219,16 @@ func cleanDirs(dirs []string) []string {
 		out[i] = path.Clean(d)
 	}
 	return out
+}
+
+// parsePrefix reads an address or a CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, bool) {
+	if prefix, err := netip.ParsePrefix(s); err == nil {
+		return prefix, true
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(addr, addr.BitLen()), true
 }

@@ -173,7 +173,7 @@ func TestParseValidConfig(t *testing.T) {
 	vc := c.vaultConfig()
 	want := broker.VaultConfig{Address: "http://127.0.0.1:8200", RoleIDFile: filepath.Join(dir, "vault", "role-id"),
 		SecretIDFile: "/etc/sekisho/secret-id", Mount: "ssh", Role: "sekisho", TTL: 5 * time.Minute, Timeout: 10 * time.Second}
-	if vc != want {
+	if !reflect.DeepEqual(vc, want) {
 		t.Errorf("vaultConfig() = %+v, want %+v", vc, want)
 	}
 
