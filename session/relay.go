@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,11 +184,9 @@ func (r *relay) endRefused() {
 func (r *relay) handleRequest(req *ssh.Request) bool {
 	switch req.Type {
 	case "pty-req":
+		// Held until the channel starts: a file transfer gets none.
 		var p ptyRequest
 		if r.started || ssh.Unmarshal(req.Payload, &p) != nil {
-			return false
-		}
-		if !r.forward(req) {
 			return false
 		}
 		r.pty = &p
@@ -218,10 +217,14 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 		if ssh.Unmarshal(req.Payload, &w) != nil {
 			return false
 		}
-		if r.pty != nil && r.rec == nil {
-			r.pty.Cols, r.pty.Rows = w.Cols, w.Rows // the recording starts at this size
+		if r.pty == nil {
+			return false // no terminal (yet, or ever: a file transfer)
 		}
-		if r.rec != nil && !r.record(r.rec.Resize(int(w.Cols), int(w.Rows))) {
+		if r.rec == nil {
+			r.pty.Cols, r.pty.Rows, r.pty.WidthPx, r.pty.HeightPx = w.Cols, w.Rows, w.WidthPx, w.HeightPx
+			return true // the terminal starts at this size
+		}
+		if !r.record(r.rec.Resize(int(w.Cols), int(w.Rows))) {
 			return false
 		}
 		return r.forward(req)
@@ -301,6 +304,19 @@ func (r *relay) start(req *ssh.Request) bool {
 		r.refusal = why
 		return true
 	}
+	// A file transfer gets no terminal and no environment: on a
+	// terminal, the target's programs (a login shell reading its rc
+	// files first) behave otherwise than the transfer sekisho checked.
+	var withheld []string
+	if isTransfer(req.Type, info.Command) {
+		if r.pty != nil {
+			withheld = append(withheld, "pty")
+		}
+		for _, e := range r.env {
+			withheld = append(withheld, "env "+e.Name)
+		}
+		r.pty, r.env = nil, nil
+	}
 	if r.pty != nil {
 		info.PTY, info.Term, info.Cols, info.Rows = true, r.pty.Term, int(r.pty.Cols), int(r.pty.Rows)
 	}
@@ -310,6 +326,20 @@ func (r *relay) start(req *ssh.Request) bool {
 		return false
 	}
 	r.rec = rec
+	if len(withheld) > 0 && !r.record(rec.Event("x-withheld", strings.Join(withheld, ", ")+": not given to a file transfer")) {
+		return false
+	}
+	if r.pty != nil {
+		if ok, err := r.up.SendRequest("pty-req", true, ssh.Marshal(r.pty)); err != nil {
+			return false
+		} else if !ok {
+			r.pty = nil
+			if !r.record(rec.Event("x-pty-refused", r.conn.id.target.Name)) {
+				return false
+			}
+			fmt.Fprintf(r.down.Stderr(), "sekisho: %s refused a terminal for this session\r\n", r.conn.id.target.Name)
+		}
+	}
 	for _, e := range r.env {
 		if !r.record(rec.Event("x-env", e.Name+"="+e.Value)) {
 			return false
@@ -706,4 +736,11 @@ func (r *relay) sftpBroken(err error) {
 	r.record(r.rec.Event("x-sftp-error", err.Error()))
 	r.up.Close()
 	r.down.Close()
+}
+
+// isTransfer reports whether a channel started by a reqType request with
+// command is a file transfer: sftp, or scp -O or rsync run as commands.
+func isTransfer(reqType, command string) bool {
+	kind, _, _ := channelKind(reqType, command)
+	return kind == broker.ChannelSFTP || kind == broker.ChannelSCP
 }
