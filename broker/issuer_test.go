@@ -28,7 +28,8 @@ func newEd25519(t *testing.T) (ssh.PublicKey, ssh.Signer) {
 func TestCheckCertificate(t *testing.T) {
 	now := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 	is := &Issuer{cfg: VaultConfig{TTL: 5 * time.Minute}, now: func() time.Time { return now }}
-	req := CertRequest{Principal: "dbadmin", KeyID: "sekisho:aiko@ops-jp:sess-1"}
+	req := CertRequest{Principal: "dbadmin", KeyID: "sekisho:aiko@ops-jp:sess-1", PTY: true, SourceAddress: "192.0.2.10/32"}
+	sftpOnly := CertRequest{Principal: "dbadmin", KeyID: "sekisho:aiko@ops-jp:sess-1", ForceCommand: ForceSFTP, SourceAddress: "192.0.2.10/32"}
 
 	caPub, caSigner := newEd25519(t)
 	_, otherCA := newEd25519(t)
@@ -46,7 +47,8 @@ func TestCheckCertificate(t *testing.T) {
 			ValidPrincipals: []string{req.Principal},
 			ValidAfter:      unix(now.Add(-30 * time.Second)),
 			ValidBefore:     unix(now.Add(5 * time.Minute)),
-			Permissions:     ssh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+			Permissions: ssh.Permissions{Extensions: map[string]string{"permit-pty": ""},
+				CriticalOptions: map[string]string{"source-address": "192.0.2.10/32"}},
 		}
 	}
 
@@ -54,10 +56,28 @@ func TestCheckCertificate(t *testing.T) {
 		name   string
 		modify func(c *ssh.Certificate)
 		signer ssh.Signer
-		want   string // substring of the error; "" means accepted
+		req    *CertRequest // default req
+		want   string       // substring of the error; "" means accepted
 	}{
 		{name: "good", modify: func(c *ssh.Certificate) {}},
-		{name: "good without extensions", modify: func(c *ssh.Certificate) { c.Extensions = nil }},
+		{name: "good sftp only", req: &sftpOnly, modify: func(c *ssh.Certificate) {
+			c.Extensions = nil
+			c.CriticalOptions["force-command"] = "internal-sftp"
+		}},
+		{name: "sftp only without force-command", req: &sftpOnly, modify: func(c *ssh.Certificate) { c.Extensions = nil },
+			want: "critical options map[source-address:192.0.2.10/32], want exactly map[force-command:internal-sftp source-address:192.0.2.10/32]"},
+		{name: "sftp only with another force-command", req: &sftpOnly, modify: func(c *ssh.Certificate) {
+			c.Extensions = nil
+			c.CriticalOptions["force-command"] = "/bin/sh"
+		}, want: "want exactly map[force-command:internal-sftp"},
+		{name: "sftp only with a pty", req: &sftpOnly, modify: func(c *ssh.Certificate) {
+			c.CriticalOptions["force-command"] = "internal-sftp"
+		}, want: `unexpected extension "permit-pty"`},
+		{name: "pty missing", modify: func(c *ssh.Certificate) { c.Extensions = nil }, want: `extension "permit-pty" missing`},
+		{name: "without source-address", modify: func(c *ssh.Certificate) { c.CriticalOptions = nil },
+			want: "critical options map[], want exactly map[source-address:192.0.2.10/32]"},
+		{name: "source-address widened", modify: func(c *ssh.Certificate) { c.CriticalOptions["source-address"] = "0.0.0.0/0" },
+			want: "want exactly map[source-address:192.0.2.10/32]"},
 		{name: "good at the skew limits", modify: func(c *ssh.Certificate) {
 			c.ValidAfter = unix(now.Add(2 * time.Minute))
 			c.ValidBefore = unix(now.Add(5*time.Minute + 2*time.Minute))
@@ -103,11 +123,11 @@ func TestCheckCertificate(t *testing.T) {
 			c.ValidAfter = 1<<63 + 5
 		}, want: "not valid now"},
 		{name: "critical option force-command", modify: func(c *ssh.Certificate) {
-			c.CriticalOptions = map[string]string{"force-command": "/bin/true"}
-		}, want: "unexpected critical options map[force-command:/bin/true]"},
-		{name: "critical option source-address", modify: func(c *ssh.Certificate) {
-			c.CriticalOptions = map[string]string{"source-address": "0.0.0.0/0"}
-		}, want: "unexpected critical options"},
+			c.CriticalOptions["force-command"] = "/bin/true"
+		}, want: "critical options map[force-command:/bin/true source-address:192.0.2.10/32], want exactly"},
+		{name: "critical option verify-required", modify: func(c *ssh.Certificate) {
+			c.CriticalOptions["verify-required"] = ""
+		}, want: "want exactly"},
 		{name: "port forwarding extension", modify: func(c *ssh.Certificate) {
 			c.Extensions["permit-port-forwarding"] = ""
 		}, want: `unexpected extension "permit-port-forwarding"`},
@@ -131,7 +151,11 @@ func TestCheckCertificate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = is.checkCertificate(parsed, pub, caPub, req)
+			r := req
+			if tc.req != nil {
+				r = *tc.req
+			}
+			err = is.checkCertificate(parsed, pub, caPub, r)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused a good certificate: %v", err)
@@ -148,7 +172,7 @@ func TestCheckCertificate(t *testing.T) {
 			accepted++
 		}
 	}
-	hardening.Report(t, "4", "every certificate Vault returns is re-checked against what sekisho asked for: %d wrong ones (valid forever or a day, other or extra principals, other key ID, critical options, forwarding extensions, host certificate, other key or CA, expired) all refused, %d good ones accepted", len(tests)-accepted, accepted)
+	hardening.Report(t, "4", "every certificate Vault returns is re-checked against what sekisho asked for: %d wrong ones (valid forever or a day, other or extra principals, other key ID, critical options missing, changed or added, a pty or forwarding extension not asked for, host certificate, other key or CA, expired) all refused, %d good ones accepted", len(tests)-accepted, accepted)
 	hardening.Report(t, "5", "%d certificates through the wire format (expired, expiring this second, not yet valid, validity past int64, valid forever, host certificate, other key, other CA, wrong, two or look-alike principals, critical options): %d refused with the reason, the %d good ones accepted", len(tests), len(tests)-accepted, accepted)
 	hardening.Report(t, "12", "certificates for the look-alike principal \"dbadmin \" (trailing space), for \"root\" and for both \"dbadmin\" and \"root\": refused, exactly the one principal asked for is required")
 	hardening.Report(t, "clock", "certificates at the ±2 min skew limits accepted; 1 s beyond them (not yet valid for 2 min 1 s, valid 1 s longer than the TTL plus skew) refused; %d cases in all", len(tests))

@@ -346,6 +346,7 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 	)
 	pending, err := access.Requests(ctx, broker.RequestFilter{Technician: tech.Name, Target: tg.Name, States: []broker.RequestState{broker.RequestPending}})
 	if err != nil {
+		c.srv.log.Error("access requests unavailable", append(c.logArgs(), "err", err)...)
 		w.end("access requests are unavailable at the moment; try again later")
 		return nil, false
 	}
@@ -442,7 +443,7 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 				w.inBuf = nil
 				io.WriteString(w.ch, "^C\r\n")
 				if _, err := access.Cancel(ctx, tech.Name, req.ID, "cancelled by the technician (Ctrl-C)"); err != nil {
-					w.end("request %d could not be cancelled: %v", req.ID, err)
+					w.end("request %d could not be cancelled: %s", req.ID, c.refusalOrLogged("access request not cancelled", err))
 				} else {
 					w.end("request %d cancelled", req.ID)
 				}
@@ -515,6 +516,18 @@ func (w *waiter) file(ctx context.Context) (broker.AccessRequest, bool, bool) {
 	return r, existing, true
 }
 
+// refusalOrLogged is what the technician is told of err: a refusal's
+// own words, or, for anything else (the store failing, say), that it
+// failed, with the error in the log only.
+func (c *conn) refusalOrLogged(what string, err error) string {
+	var rf *broker.Refusal
+	if errors.As(err, &rf) {
+		return rf.Msg
+	}
+	c.srv.log.Error(what, append(c.logArgs(), "err", err)...)
+	return "try again in a minute, or tell the sekisho operator"
+}
+
 // refusalText is what the technician is told of a wrong answer.
 func refusalText(err error) string {
 	var rf *broker.Refusal
@@ -536,6 +549,10 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 	c := w.c
 	d, _, err := c.srv.cfg.Broker.Authorize(ctx, c.id.tech.Name, c.id.target.Name, c.source)
 	if err != nil || !d.Allowed() {
+		if d.Reason == "" {
+			c.srv.log.Error("access not decided after the approval", append(c.logArgs(), "request", req.ID, "err", err)...)
+			d.Reason = "access could not be decided now; connect again in a minute, or tell the sekisho operator"
+		}
 		w.end("request %d was approved, but %s", req.ID, d.Reason)
 		return nil, false
 	}

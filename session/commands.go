@@ -562,7 +562,7 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 		return exitOK
 	}
 	c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
-	c.errorf("sekisho: watch: %v\n", err)
+	c.errorf("sekisho: watch: the recording of session %s cannot be read; tell the sekisho operator\n", id)
 	return exitRefused
 }
 

@@ -6,22 +6,36 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // preauth bounds the connections that have not finished authenticating,
 // per source address and in all, so that banner-only or stalled
 // handshakes (slowloris) cannot exhaust the node while real technicians
-// log in. A connection over a limit is closed before sekisho sends its
-// banner.
+// log in.
 //
-// When all maxTotal places are taken, a newcomer does not simply wait for
-// a place: the oldest pending connection of the source holding the most
-// places is closed to make room, unless the newcomer's own source would
-// then hold the most. An attacker spread over many addresses therefore
-// keeps rotating its own connections out, and a technician's handshake,
-// which takes milliseconds, is not starved by connections that only wait
-// for the deadline.
+// A newcomer does not simply wait for a place. When its source holds
+// maxPerSource places, one of that source's pending connections is
+// closed to make room: an office behind one NAT address shares it with
+// whoever floods from there, so refusing the newcomer would lock the
+// office out for as long as the flood holds its places. When all
+// maxTotal places are taken, one of the source holding the most places
+// gives way, unless the newcomer's own source would then hold the most:
+// an attacker spread over many addresses keeps rotating its own
+// connections out.
+//
+// The one that gives way is the least advanced in its handshake, oldest
+// first among equals (see stage): a silent connection before one that
+// spoke, one that spoke before one that finished its key exchange. A
+// flood of connections that hold a place by saying nothing therefore
+// only ever closes its own, whatever its rate, while a technician's
+// handshake, which speaks within a round trip, is left to finish. A
+// connection whose technician has proven their key and is typing a
+// second-factor code never gives way: only a holder of a registered
+// key gets there, and ssh.auth_timeout still bounds it. A connection
+// that finished authenticating is no longer counted here at all, so no
+// flood can close it.
 type preauth struct {
 	maxPerSource, maxTotal int
 
@@ -35,12 +49,23 @@ type preauth struct {
 	maxFailures int
 	failures    map[string]*failWindowCount
 
-	// Refusals are audited at most once per source per auditEvery, with
-	// the count since the last one, so that a flood cannot fill the audit
-	// log.
+	// Refusals and connections closed to make room are audited at most
+	// once per source per auditEvery, with the count since the last
+	// one, so that a flood cannot fill the audit log; heldBack reports
+	// the counts of windows that ended.
 	refused map[string]*refusals
 	now     func() time.Time
 }
+
+// stage is how far a pending connection got in its handshake.
+type stage int32
+
+const (
+	stageSilent stage = iota // nothing received from the client yet
+	stageSpoke               // the client sent something (its version, a key exchange)
+	stageKeyed               // the key exchange is done; authentication goes on
+	stageProven              // a technician's key is proven and a second factor is asked: never closed to make room
+)
 
 // pendingConn is one admitted connection that has not authenticated yet.
 type pendingConn struct {
@@ -49,6 +74,32 @@ type pendingConn struct {
 	nc      io.Closer
 	elem    *list.Element
 	evicted bool
+	stage   atomic.Int32 // a stage; only ever goes up
+}
+
+// advance notes that the connection reached s.
+func (pc *pendingConn) advance(s stage) {
+	for {
+		old := pc.stage.Load()
+		if old >= int32(s) || pc.stage.CompareAndSwap(old, int32(s)) {
+			return
+		}
+	}
+}
+
+// progressConn advances its pending connection to stageSpoke once the
+// client has sent anything.
+type progressConn struct {
+	net.Conn
+	pc *pendingConn
+}
+
+func (c *progressConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.pc.advance(stageSpoke)
+	}
+	return n, err
 }
 
 type failWindowCount struct {
@@ -105,9 +156,17 @@ func sourceHost(source string) string {
 	return source
 }
 
+// Why a pending connection was closed to make room.
+const (
+	gaveWayPerSource = "per-source"
+	gaveWayTotal     = "total"
+)
+
 // admit counts a new connection nc from host. It returns the place
-// taken, and a pending connection that was closed to make room (whose
-// handshake will fail), or says which limit refused nc.
+// taken and, if a pending connection was closed to make room (its
+// handshake will fail), that one and which limit made it give way
+// (gaveWayPerSource or gaveWayTotal). When a limit refuses nc, pc is
+// nil and why says which.
 func (p *preauth) admit(host string, nc io.Closer) (pc, evicted *pendingConn, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -117,33 +176,37 @@ func (p *preauth) admit(host string, nc io.Closer) (pc, evicted *pendingConn, wh
 				f.n, host, failWindow, left.Round(time.Second))
 		}
 	}
-	mine := p.perSource[host]
 	n := 0
-	if mine != nil {
+	if mine := p.perSource[host]; mine != nil {
 		n = mine.Len()
 	}
-	if n >= p.maxPerSource {
-		return nil, nil, fmt.Sprintf("%d connections from %s are already authenticating (ssh.max_unauthenticated_per_source)", n, host)
-	}
-	if p.total >= p.maxTotal {
-		var heaviest *list.List
+	switch {
+	case n >= p.maxPerSource:
+		v := giveWay(p.perSource[host])
+		if v == nil {
+			return nil, nil, fmt.Sprintf("%d connections from %s are already authenticating (ssh.max_unauthenticated_per_source), each with a technician's key proven and a second factor asked", n, host)
+		}
+		p.evict(v)
+		evicted, why = v, gaveWayPerSource
+	case p.total >= p.maxTotal:
+		var from *list.List
+		var v *pendingConn
 		for h, l := range p.perSource {
 			if h == host {
 				continue
 			}
-			if heaviest == nil || l.Len() > heaviest.Len() ||
-				l.Len() == heaviest.Len() && l.Front().Value.(*pendingConn).seq < heaviest.Front().Value.(*pendingConn).seq {
-				heaviest = l
+			c := giveWay(l)
+			if c != nil && (from == nil || l.Len() > from.Len() || l.Len() == from.Len() && c.seq < v.seq) {
+				from, v = l, c
 			}
 		}
-		if heaviest == nil || heaviest.Len() < n+1 {
+		if from == nil || from.Len() < n+1 {
 			return nil, nil, fmt.Sprintf("%d connections are already authenticating (ssh.max_unauthenticated) and %s holds as many places as any other source", p.total, host)
 		}
-		old := heaviest.Front().Value.(*pendingConn)
-		p.release(old)
-		old.evicted = true
-		evicted = old
+		p.evict(v)
+		evicted, why = v, gaveWayTotal
 	}
+	mine := p.perSource[host] // evict may have removed an emptied list
 	if mine == nil {
 		mine = list.New()
 		p.perSource[host] = mine
@@ -152,7 +215,32 @@ func (p *preauth) admit(host string, nc io.Closer) (pc, evicted *pendingConn, wh
 	pc = &pendingConn{seq: p.seq, host: host, nc: nc}
 	pc.elem = mine.PushBack(pc)
 	p.total++
-	return pc, evicted, ""
+	return pc, evicted, why
+}
+
+// giveWay returns the pending connection of l that gives way to a
+// newcomer: the least advanced in its handshake, the oldest among
+// equals; nil if every one is past proving a key.
+func giveWay(l *list.List) *pendingConn {
+	var v *pendingConn
+	least := stageProven
+	for e := l.Front(); e != nil; e = e.Next() {
+		c := e.Value.(*pendingConn)
+		if s := stage(c.stage.Load()); s < least {
+			v, least = c, s
+			if s == stageSilent {
+				break
+			}
+		}
+	}
+	return v
+}
+
+// evict gives back pc's place for a newcomer; p.mu is held. The caller
+// closes pc's connection.
+func (p *preauth) evict(pc *pendingConn) {
+	p.release(pc)
+	pc.evicted = true
 }
 
 // release gives back pc's place; p.mu is held.
@@ -175,9 +263,9 @@ func (p *preauth) done(pc *pendingConn) {
 	}
 }
 
-// refusal notes a refused connection from host and returns how many to
-// report now (this one and those held back), or 0 while the source's
-// audit window is open.
+// refusal notes a refused connection, or one closed to make room, from
+// host and returns how many to report now (this one and those held
+// back), or 0 while the source's audit window is open.
 func (p *preauth) refusal(host string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -200,4 +288,25 @@ func (p *preauth) refusal(host string) int {
 	n := r.pending + 1
 	r.since, r.pending = now, 0
 	return n
+}
+
+// heldBack returns, per source, the refusals held back in audit windows
+// that have ended (all of them when all is set, at shutdown), and
+// forgets them: each burst is audited when it starts and, if more came
+// within its window, once more with their count when the window ends.
+func (p *preauth) heldBack(all bool) map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	var out map[string]int
+	for h, r := range p.refused {
+		if r.pending > 0 && (all || now.Sub(r.since) >= auditEvery) {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[h] = r.pending
+			r.pending = 0
+		}
+	}
+	return out
 }
