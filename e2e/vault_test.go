@@ -102,8 +102,15 @@ func TestVaultSetupIsIdempotentAndLeastPrivilege(t *testing.T) {
 		"public_key": string(pub), "key_id": "x"}); code == 200 {
 		t.Errorf("the role signed a certificate without a principal: %v", body)
 	}
-	// The role as written: user certificates only, named extensions, no
-	// critical options, no empty principals, minutes long.
+	// Nor one with a critical option other than sekisho's two.
+	if code, body := vaultRequest(t, "POST", "ssh/sign/sekisho", token, map[string]any{
+		"public_key": string(pub), "valid_principals": targetNamed(t, "db-jp-01").Login, "key_id": "x",
+		"critical_options": map[string]string{"verify-required": ""}}); code == 200 {
+		t.Errorf("the role signed a certificate with another critical option: %v", body)
+	}
+	// The role as written: user certificates only, named extensions and
+	// critical options and no defaults (a certificate carries what
+	// sekisho asks for), no empty principals, minutes long.
 	code, role := vaultRequest(t, "GET", "ssh/roles/sekisho", strings.TrimSpace(string(root)), nil)
 	if code != 200 {
 		t.Fatalf("read the role: %d %v", code, role)
@@ -114,13 +121,15 @@ func TestVaultSetupIsIdempotentAndLeastPrivilege(t *testing.T) {
 		"allow_host_certificates":  "false",
 		"allow_empty_principals":   "false",
 		"allowed_extensions":       "permit-pty,permit-port-forwarding",
-		"allowed_critical_options": "",
+		"allowed_critical_options": "force-command,source-address",
+		"default_critical_options": "map[]",
+		"default_extensions":       "map[]",
 	} {
 		if got := fmt.Sprint(data[k]); got != want {
 			t.Errorf("role %s = %q, want %q", k, got, want)
 		}
 	}
-	hardening.Report(t, "4", "sekisho's Vault token tried on 6 other paths (mounts, role and CA config, role ID, another role's signing, policies): all 403; the role refuses an arbitrary and an empty principal; read back: user certificates only, 2 named extensions, no critical options; a second setup changes nothing")
+	hardening.Report(t, "4", "sekisho's Vault token tried on 6 other paths (mounts, role and CA config, role ID, another role's signing, policies): all 403; the role refuses an arbitrary and an empty principal and a critical option other than force-command and source-address; read back: user certificates only, 2 named extensions, 2 named critical options, no default extensions or options; a second setup changes nothing")
 }
 
 func TestUnauthenticatedConnectionsAreDropped(t *testing.T) {
