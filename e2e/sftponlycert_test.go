@@ -144,5 +144,6 @@ func TestUploadOnlyCertificateServesOnlySFTP(t *testing.T) {
 	if _, ok := full.Certificate.Extensions["permit-pty"]; !ok {
 		t.Error("a shell rule's certificate has no permit-pty")
 	}
-	hardening.Report(t, "upload-only", "a certificate issued for an upload-only rule, used directly against the target's sshd: a shell, rsync --sender, cat, scp -f and an exec of internal-sftp all got only %q; a pty and a forward refused; SFTP served; the same certificate from 127.0.0.2 refused (source-address)", sftpOnly)
+	hardening.Report(t, "2", "a certificate for sekisho's address (127.0.0.1/32) used from 127.0.0.2 against the target's real sshd: refused; from 127.0.0.1 accepted")
+	hardening.Report(t, "32", "a certificate issued for an upload-only rule, used directly against the target's sshd: a shell, rsync --sender, cat, scp -f and an exec of internal-sftp all got only %q; a pty and a forward refused; SFTP served; the same certificate from 127.0.0.2 refused (source-address)", sftpOnly)
 }

@@ -84,5 +84,5 @@ func TestTransferChannelsGetNoPTYNorEnv(t *testing.T) {
 	if withheld != 3 {
 		t.Errorf("%d of %d recordings say what was withheld, want 3", withheld, len(casts))
 	}
-	hardening.Report(t, "upload-only", "pty-req and env before scp -t, rsync --server and sftp: none reached the target (recorded as withheld); a command got both")
+	hardening.Report(t, "32", "pty-req and env before scp -t, rsync --server and sftp: none reached the target (recorded as withheld); a command got both")
 }

@@ -62,6 +62,7 @@ var rows = []struct{ id, class string }{
 	{"29", "command, env and log injection"},
 	{"30", "target-in-username parsing"},
 	{"31", "residency check racing DNS"},
+	{"32", "a limited transfer re-interpreted by the target"},
 	{"vault", "fault: Vault unreachable, slow, sealed, token revoked"},
 	{"cert-lifetime", "fault: a certificate shorter than the session"},
 	{"clock", "fault: clock skew"},
