@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -353,6 +355,59 @@ func TestParseBrokenConfigs(t *testing.T) {
 		at    string // text on the line the error must name; "" for no line
 		words []string
 	}{
+		{
+			name:  "upload_only without upload_to",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp]\n    files: upload_only\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"files: upload_only needs upload_to", "/srv/incoming"},
+		},
+		{
+			name:  "upload_to a relative directory",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp]\n    files: upload_only\n    upload_to: [incoming]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{`upload_to "incoming"`, "absolute directory"},
+		},
+		{
+			name:  "upload_to the root",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp]\n    files: upload_only\n    upload_to: [/tmp/..]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"the root is every directory"},
+		},
+		{
+			name:  "upload_to without upload_only",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp]\n    files: download_only\n    upload_to: [/tmp]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"upload_to applies to files: upload_only only"},
+		},
+		{
+			name:  "legacy_transfers without a direction",
+			text:  replace("    login: deploy\n", "    login: deploy\n    legacy_transfers: [rsync]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"legacy_transfers applies to files: upload_only or download_only only"},
+		},
+		{
+			name:  "legacy_transfers without channel scp",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp]\n    files: download_only\n    legacy_transfers: [rsync]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"legacy_transfers needs channel scp"},
+		},
+		{
+			name:  "legacy_transfers of something else",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp, scp]\n    files: download_only\n    legacy_transfers: [ftp]\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{`legacy_transfers "ftp"`, "scp (scp -O) or rsync"},
+		},
+		{
+			name:  "a direction limit with port forwarding",
+			text:  replace("    login: deploy\n", "    login: deploy\n    channels: [sftp, port_forward]\n    forward_to: [\"db:5432\"]\n    files: download_only\n"),
+			at:    "- name: any-affiliate-to-web",
+			words: []string{"only holds without port_forward"},
+		},
+		{
+			name:  "vault source address that is none",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: 5m\n  source_addresses: [bastion.internal]\n"),
+			words: []string{`vault.source_addresses: "bastion.internal" is not an address or CIDR prefix`},
+		},
 		{
 			name:  "misspelt rule condition",
 			text:  replace("    cross_border: false\n", "    cross_boarder: false\n"),
@@ -731,5 +786,32 @@ func TestWebSection(t *testing.T) {
 	bad := strings.Replace(valid, "  - name: aiko\n", "  - name: aiko\n    review_residency: [Singapore]\n", 1)
 	if _, err := ParseConfig(strings.NewReader(bad), "sekisho.yaml"); err == nil || !strings.Contains(err.Error(), `review_residency "Singapore"`) {
 		t.Errorf("review_residency [Singapore]: %v", err)
+	}
+}
+
+func TestTransferLimitsAndSourceAddressesParse(t *testing.T) {
+	valid, _ := validConfig(t)
+	text := strings.Replace(valid, "    login: deploy\n",
+		"    login: deploy\n    channels: [sftp, scp]\n    files: upload_only\n    upload_to: [/srv/incoming/, /tmp//drop]\n    legacy_transfers: [scp]\n", 1)
+	text = strings.Replace(text, "  cert_ttl: 5m\n", "  cert_ttl: 5m\n  source_addresses: [10.0.0.5, 2001:db8::/64]\n", 1)
+	c, err := ParseConfig(strings.NewReader(text), filepath.Join(t.TempDir(), "sekisho.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim broker.Limits
+	for _, r := range c.policy.Rules {
+		if r.Name == "any-affiliate-to-web" {
+			lim = r.Limits
+		}
+	}
+	if !slices.Equal(lim.UploadTo, []string{"/srv/incoming", "/tmp/drop"}) || !slices.Equal(lim.Legacy, []string{"scp"}) {
+		t.Errorf("limits %+v", lim)
+	}
+	if lim.TargetSFTPOnly() || !lim.AllowsLegacy(broker.LegacySCP) || lim.AllowsLegacy(broker.LegacyRsync) {
+		t.Errorf("limits %+v: sftp only %v, scp %v, rsync %v", lim, lim.TargetSFTPOnly(), lim.AllowsLegacy(broker.LegacySCP), lim.AllowsLegacy(broker.LegacyRsync))
+	}
+	got := fmt.Sprint(c.vaultConfig().SourceAddresses)
+	if got != "[10.0.0.5/32 2001:db8::/64]" {
+		t.Errorf("source addresses %s", got)
 	}
 }
