@@ -34,7 +34,7 @@ func TestDemoShippedRules(t *testing.T) {
 		// no shell, no downloads, and a second factor.
 		{[]string{"--technician", "wei", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
 			"decision  APPROVAL", "rule      pii-cross-border-needs-approval",
-			"limits    channels sftp,scp; files upload_only; forward_to -; max_duration 1h0m0s; mfa true"}},
+			"limits    channels sftp,scp; files upload_only into /tmp (sftp only, forced by the certificate); forward_to -; max_duration 1h0m0s; mfa true"}},
 		// A DBA from the CN affiliate: a shell, once approved.
 		{[]string{"--technician", "li", "--target", "db-jp-01", "--from", "127.0.0.1"}, []string{
 			"decision  APPROVAL", "rule      pii-cross-border-dba-needs-approval",

@@ -121,8 +121,18 @@ func printDecision(w io.Writer, d broker.Decision) {
 			chans = broker.DefaultChannels
 		}
 		files := l.Files
-		if files == "" {
+		switch {
+		case files == "":
 			files = broker.FilesBoth
+		case files == broker.FilesUpload:
+			files += " into " + strings.Join(l.UploadTo, ",")
+		}
+		if l.Directional() {
+			if l.TargetSFTPOnly() {
+				files += " (sftp only, forced by the certificate)"
+			} else {
+				files += " (sftp, and " + strings.Join(l.Legacy, ",") + " checked by sekisho alone)"
+			}
 		}
 		max := "none"
 		if l.MaxDuration > 0 {
