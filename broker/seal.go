@@ -39,6 +39,13 @@ func IsSealed(stored string) bool {
 	return strings.HasPrefix(stored, "vault:v")
 }
 
+// ErrUnopenable wraps Vault's transit engine refusing to open a sealed
+// secret: it was sealed under another key (the transit key was lost or
+// replaced, as when Vault is restored empty or a new dev Vault starts) or
+// for another technician. Trying again does not help; only enrolling the
+// technician again does.
+var ErrUnopenable = errors.New("the sealed secret does not open for this technician")
+
 // ErrSealerDenied wraps Vault refusing to seal or open: sekisho's policy
 // lacks the transit paths, or the key is missing.
 var ErrSealerDenied = errors.New("vault refused to seal or open a secret; run `sekisho vault setup` again to give sekisho its transit key")
@@ -100,7 +107,7 @@ func (is *Issuer) transit(ctx context.Context, op string, data map[string]any) (
 	case isStatus(err, 400) && op == "decrypt":
 		// Transit says 400 for a ciphertext that does not open with
 		// this technician's key.
-		return nil, fmt.Errorf("vault transit decrypt: the sealed secret does not open for this technician: %w", err)
+		return nil, fmt.Errorf("vault transit decrypt: %w: %w", ErrUnopenable, err)
 	case err != nil:
 		return nil, fmt.Errorf("vault transit %s: %w", op, err)
 	case sec == nil || sec.Data == nil:

@@ -15,10 +15,13 @@ import (
 )
 
 // Audit kinds of second-factor checks: a code refused (wrong, used, not
-// enrolled, or not checkable), and a technician or address throttled.
+// enrolled, or not checkable), a technician or address throttled, and a
+// sealed secret that no longer opens (the operator must enroll the
+// technician again; no code of theirs can be checked until then).
 const (
-	EventMFAFailed    = "mfa.failed"
-	EventMFAThrottled = "mfa.throttled"
+	EventMFAFailed     = "mfa.failed"
+	EventMFAThrottled  = "mfa.throttled"
+	EventMFAUnopenable = "mfa.unopenable"
 )
 
 // TOTP errors. The technician sees a short message for each; the audit log
@@ -245,10 +248,24 @@ func (b *Broker) openTOTP(ctx context.Context, technician, stored string) (strin
 		return "", ErrNoSealer
 	}
 	secret, err := b.sealer.Open(ctx, technician, stored)
+	if errors.Is(err, ErrUnopenable) {
+		b.reportUnopenable(ctx, technician, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("open the TOTP secret: %w", err)
 	}
 	return string(secret), nil
+}
+
+// reportUnopenable tells the operator, by the audit log (and so the
+// metrics) and the server log, that technician's sealed secret no longer
+// opens and what to do: the technician sees only that their code could
+// not be checked, and nothing they do mends it.
+func (b *Broker) reportUnopenable(ctx context.Context, technician string, err error) {
+	enroll := "sekisho technician enroll-totp " + technician
+	b.log.Error("a sealed TOTP secret no longer opens with Vault's transit key; enroll the technician again", "technician", technician, "command", enroll, "err", err)
+	b.Audit(ctx, AuditEvent{Kind: EventMFAUnopenable, Technician: technician, Detail: fmt.Sprintf(
+		"the sealed TOTP secret of %s no longer opens with Vault's transit key (a new or restored Vault, or a secret copied from another technician); no code of theirs can be checked until the operator runs `%s`", technician, enroll)})
 }
 
 // unsealedAtStart reports whether SealTOTPSecrets left stored, technician's

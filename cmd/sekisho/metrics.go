@@ -24,6 +24,10 @@ type bastionMetrics struct {
 	bytes     *prometheus.CounterVec
 	vault     *prometheus.CounterVec
 	vaultTook *prometheus.HistogramVec
+	// unopenable counts second-factor checks that found a sealed secret
+	// no longer opening: an alert on it reaches the operator, who alone
+	// can mend it (by enrolling the technician again).
+	unopenable prometheus.Counter
 
 	mu   sync.Mutex
 	live map[string][]string // session ID: its labels of active
@@ -64,9 +68,13 @@ func newBastionMetrics(reg prometheus.Registerer) *bastionMetrics {
 			Help:    "Time Vault took to answer, by operation.",
 			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 3},
 		}, []string{"op"}),
+		unopenable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sekisho_mfa_unopenable_total",
+			Help: "Second-factor checks that found a technician's sealed TOTP secret no longer opens with Vault's transit key (a new or restored Vault): no code of theirs works until they are enrolled again with sekisho technician enroll-totp NAME; the audit event mfa.unopenable names them.",
+		}),
 		live: map[string][]string{},
 	}
-	reg.MustRegister(m.events, m.decisions, m.started, m.active, m.bytes, m.vault, m.vaultTook)
+	reg.MustRegister(m.events, m.decisions, m.started, m.active, m.bytes, m.vault, m.vaultTook, m.unopenable)
 	return m
 }
 
@@ -94,6 +102,8 @@ func (m *bastionMetrics) registerState(reg prometheus.Registerer, brk *broker.Br
 func (m *bastionMetrics) observe(e broker.AuditEvent) {
 	m.events.WithLabelValues(e.Kind).Inc()
 	switch e.Kind {
+	case broker.EventMFAUnopenable:
+		m.unopenable.Inc()
 	case broker.EventDecision:
 		var d struct {
 			Effect string `json:"effect"`
