@@ -91,9 +91,55 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if _, err := os.Stat(*sshd); err != nil {
 		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
 	}
+	lock, err := lockDemoDir(abs)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, web: *webListen, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	defer d.stopAll()
 	return d.run(ctx, *listen)
+}
+
+// lockDemoDir takes dir for this demo, creating it if need be, before
+// anything in it is written: two demos on one directory would overwrite
+// each other's Vault address, config and demo.json. The lock is a flock
+// on dir/demo.lock, which the kernel drops when the process ends, however
+// it ends: a demo killed with SIGKILL leaves nothing that blocks the next.
+// The file holds the holder's pid, for the message to the one refused.
+// The lock lasts until the returned file is closed.
+func lockDemoDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "demo.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock the demo directory: %w", err)
+		}
+		holder, stop := "another demo", "stop it (Ctrl-C where it runs)"
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				holder = fmt.Sprintf("another demo (pid %d)", pid)
+				stop = fmt.Sprintf("stop it (Ctrl-C where it runs, or kill %d)", pid)
+			}
+		}
+		return nil, fmt.Errorf("%s is in use by %s: %s, or start this one with --dir on another directory", dir, holder, stop)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func findDevVault(flagPath string) (string, error) {
@@ -214,10 +260,10 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if err != nil {
 		return err
 	}
+	// The secrets a previous run stored were sealed by its Vault, whose
+	// transit key died with it: none opens under this one. Every start
+	// enrolls the technicians anew (demo code prints the new codes).
 	for _, t := range demoTechnicians {
-		if _, err := b.store.TOTP(ctx, t.name); err == nil {
-			continue
-		}
 		if _, err := b.brk.EnrollTOTP(ctx, t.name); err != nil {
 			b.stop()
 			return fmt.Errorf("enroll the demo's second factor: %w", err)
