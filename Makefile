@@ -42,12 +42,19 @@ bin/minio:
 $(STATICCHECK):
 	GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-demo: build
+# What a fresh Debian machine lacks for the demo or for the tests
+# (OpenSSH, rsync, Node.js with npm, tmux, Chromium, ...), installed first
+# and only where missing: with everything present nothing runs.
+.PHONY: deps-demo deps-test
+deps-demo deps-test: deps-%:
+	GO=$(GO) tools/install-deps.sh $*
+
+demo: deps-demo build
 	bin/sekisho demo
 
 # Everything: formatting, vet, staticcheck, unit tests and the end-to-end
 # tests against real OpenSSH, a real sshd and the real dev Vault.
-test: build lint bin/minio
+test: deps-test build lint bin/minio
 	$(GO) test -race -count=1 ./...
 
 unit:
