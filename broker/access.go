@@ -206,10 +206,27 @@ func (b *Broker) CommandAllowed(technician string, key ssh.PublicKey) (bool, str
 	return true, ""
 }
 
+// mayAct returns why who may not do action on r whatever their role
+// (an admin's included), or "": they are locked, or r lies outside their
+// scope.
+func (b *Broker) mayAct(who *Technician, r *AccessRequest, action string) string {
+	if l := b.personLock(who); l != nil {
+		return lockedOut(l)
+	}
+	if rf, _ := b.scopeRefusal(who.Name, action, b.RequestConcern(r)); rf != nil {
+		return rf.Msg
+	}
+	return ""
+}
+
+func lockedOut(l *Lock) string {
+	return fmt.Sprintf("you may not decide requests: %s %s is locked (lock %d): %s", l.Kind, l.Name, l.ID, l.Reason)
+}
+
 // mayDecide returns why approver may not approve or deny r, or "".
 func (b *Broker) mayDecide(approver *Technician, r *AccessRequest) string {
 	if l := b.personLock(approver); l != nil {
-		return fmt.Sprintf("you may not decide requests: %s %s is locked (lock %d): %s", l.Kind, l.Name, l.ID, l.Reason)
+		return lockedOut(l)
 	}
 	spec, ok := b.approvalSpec(r.Rule)
 	if !ok {
@@ -217,6 +234,9 @@ func (b *Broker) mayDecide(approver *Technician, r *AccessRequest) string {
 	}
 	if approver.Name == r.Technician {
 		return fmt.Sprintf("request %d is your own; another approver must decide it", r.ID)
+	}
+	if why := b.mayAct(approver, r, "decide"); why != "" {
+		return why
 	}
 	if !inAnyGroup(approver, spec.From) {
 		return fmt.Sprintf("you are not in a group that may decide requests under rule %q (groups %s)", r.Rule, strings.Join(spec.From, ", "))
@@ -242,32 +262,47 @@ func (b *Broker) Approvers(r *AccessRequest) []string {
 }
 
 // activeGrant returns the grant in force for technician on target under
-// rule, or nil.
-func (b *Broker) activeGrant(ctx context.Context, technician, target, rule string) (*AccessRequest, error) {
+// rule that a connection from src may use, or nil; elsewhere is a grant
+// in force for another source, or nil.
+func (b *Broker) activeGrant(ctx context.Context, technician, target, rule string, src SourceInput) (usable, elsewhere *AccessRequest, err error) {
 	list, err := b.store.Requests(ctx, RequestFilter{Technician: technician, Target: target, States: []RequestState{RequestApproved}})
 	if err != nil {
-		return nil, fmt.Errorf("read grants: %w", err)
+		return nil, nil, fmt.Errorf("read grants: %w", err)
 	}
-	var best *AccessRequest
 	now := b.now()
 	for i := range list {
 		r := &list[i]
-		if r.Rule == rule && r.ActiveGrant(now) && (best == nil || r.GrantEnd.After(best.GrantEnd)) {
-			best = r
+		if r.Rule != rule || !r.ActiveGrant(now) {
+			continue
+		}
+		best := &elsewhere
+		if r.UsableFrom(src) {
+			best = &usable
+		}
+		if *best == nil || r.GrantEnd.After((*best).GrantEnd) {
+			*best = r
 		}
 	}
-	return best, nil
+	return usable, elsewhere, nil
 }
 
 // applyGrant turns an approval decision into an allowing one when the
-// technician holds a grant for the target under that rule.
+// technician holds a grant for the target under that rule, usable from
+// where they connect. A grant approved for another source does not
+// apply: the decision says so, and the technician files a new request.
 func (b *Broker) applyGrant(ctx context.Context, tech *Technician, tg *Target, d *Decision) error {
 	if d.Effect != Approval || b.store == nil {
 		return nil
 	}
-	g, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule)
-	if err != nil || g == nil {
+	g, other, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule, d.Inputs.Source)
+	if err != nil {
 		return err
+	}
+	if g == nil {
+		if other != nil {
+			d.Reason = other.elsewhere(d.Inputs.Source)
+		}
+		return nil
 	}
 	by := make([]string, 0, len(g.Approvals))
 	for _, a := range g.Approvals {
@@ -345,9 +380,11 @@ func CheckText(what, s string) (string, error) {
 	return s, nil
 }
 
-// RequestAccess files an access request of technician for target. When
-// the technician already has a pending request or an active grant for
-// the target under the same rule, it returns that one with existing set.
+// RequestAccess files an access request of technician for target, from
+// source: its grant will be used from source's country only (see
+// AccessRequest.UsableFrom). When the technician already has a pending
+// request or an active grant for the target under the same rule, usable
+// from source, it returns that one with existing set.
 func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, reason string, duration time.Duration) (req AccessRequest, existing bool, err error) {
 	// One request per technician and target: the check and the insert
 	// are not interleaved on this node.
@@ -374,7 +411,9 @@ func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, 
 		return req, false, &Refusal{Msg: d.Reason}
 	}
 	spec := *d.Approval
-	if g, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule); err != nil {
+	// A grant or a pending request for another source is not this
+	// source's: approvers decide where a grant is used from.
+	if g, _, err := b.activeGrant(ctx, tech.Name, tg.Name, d.Rule, d.Inputs.Source); err != nil {
 		return req, false, err
 	} else if g != nil {
 		return *g, true, nil
@@ -384,7 +423,7 @@ func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, 
 		return req, false, fmt.Errorf("read requests: %w", err)
 	}
 	for _, p := range pending {
-		if p.Rule == d.Rule && b.now().Before(p.Expires) {
+		if p.Rule == d.Rule && b.now().Before(p.Expires) && p.UsableFrom(d.Inputs.Source) {
 			return p, true, nil
 		}
 	}
@@ -397,7 +436,7 @@ func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, 
 	now := b.now()
 	req, err = b.store.CreateRequest(ctx, AccessRequest{
 		Technician: tech.Name, Affiliate: tech.Affiliate.Name, AffiliateCountry: tech.Affiliate.Country,
-		Target: tg.Name, Rule: d.Rule, Source: source, Reason: reason, Duration: duration,
+		Target: tg.Name, Rule: d.Rule, Source: source, SourceCountry: d.Inputs.Source.Country, Reason: reason, Duration: duration,
 		State: RequestPending, Needed: spec.Approvals, Created: now, Expires: now.Add(spec.PendingFor),
 	})
 	if err != nil {
@@ -552,7 +591,12 @@ func (b *Broker) Deny(ctx context.Context, approver string, id int64, reason str
 		if r.Technician == who.Name {
 			return refusef("request %d is your own: cancel it with `cancel %d`", r.ID, r.ID)
 		}
-		if why := b.mayDecide(who, r); why != "" && (!b.IsAdmin(who.Name) || b.personLock(who) != nil) {
+		// An admin may deny what they could not approve, within their
+		// scope.
+		if why := b.mayAct(who, r, "deny"); why != "" {
+			return &Refusal{Msg: why}
+		}
+		if why := b.mayDecide(who, r); why != "" && !b.IsAdmin(who.Name) {
 			return &Refusal{Msg: why}
 		}
 		r.State, r.DecidedBy, r.DecidedAt, r.Note = RequestDenied, who.Name, b.now(), reason
@@ -611,8 +655,11 @@ func (b *Broker) Revoke(ctx context.Context, by string, id int64, reason string)
 		if !r.ActiveGrant(b.now()) {
 			return refusef("request %d is not an active grant: %s", r.ID, r.Status(b.now()))
 		}
-		if r.Technician != who.Name && (!b.IsAdmin(who.Name) || b.personLock(who) != nil) {
-			if why := b.mayDecide(who, r); why != "" {
+		if r.Technician != who.Name {
+			if why := b.mayAct(who, r, "revoke"); why != "" {
+				return &Refusal{Msg: why}
+			}
+			if why := b.mayDecide(who, r); why != "" && !b.IsAdmin(who.Name) {
 				return &Refusal{Msg: why}
 			}
 		}
@@ -679,7 +726,17 @@ func (b *Broker) Request(ctx context.Context, id int64) (AccessRequest, error) {
 	return r, err
 }
 
-// Requests lists access requests, newest first.
+// Requests lists access requests, newest first; with f.Viewer, only
+// those within the viewer's scope.
 func (b *Broker) Requests(ctx context.Context, f RequestFilter) ([]AccessRequest, error) {
+	if f.Viewer != "" {
+		if sc := b.ScopeOf(f.Viewer); !sc.Unlimited() {
+			in := b.scopedTargets(sc)
+			if f.Targets != nil {
+				in = slices.DeleteFunc(in, func(t string) bool { return !slices.Contains(f.Targets, t) })
+			}
+			f.Targets = in
+		}
+	}
 	return b.store.Requests(ctx, f)
 }

@@ -22,16 +22,15 @@ type Technician struct {
 	Keys      []ssh.PublicKey
 	// RequireMFA asks this technician for a TOTP code on every session.
 	RequireMFA bool
-	// ReviewResidency limits what this person sees of sessions and
-	// recordings in the console to targets of these residencies; nil
-	// means all of them.
+	// ReviewResidency limits what this person sees and acts on, as an
+	// admin, approver or reviewer, to what concerns targets of these
+	// residencies; nil means all of them. See Scope.
 	ReviewResidency []string
 }
 
-// MayReview reports whether the technician's review_residency lets them
-// see sessions to targets of residency: nil means every residency.
-func (t *Technician) MayReview(residency string) bool {
-	return t.ReviewResidency == nil || slices.Contains(t.ReviewResidency, residency)
+// Scope returns the technician's scope, from review_residency.
+func (t *Technician) Scope() Scope {
+	return Scope{Residencies: slices.Clone(t.ReviewResidency)}
 }
 
 // HasKey reports whether key is one of the technician's registered keys.

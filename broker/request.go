@@ -2,6 +2,8 @@ package broker
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 )
 
@@ -87,6 +89,7 @@ type AccessRequest struct {
 	Target           string            `json:"target"`
 	Rule             string            `json:"rule"`
 	Source           string            `json:"source"`
+	SourceCountry    string            `json:"source_country"` // of Source when filed, "" if unknown: see UsableFrom
 	Reason           string            `json:"reason"`
 	Duration         time.Duration     `json:"duration"` // the grant asked for
 	State            RequestState      `json:"state"`
@@ -101,6 +104,55 @@ type AccessRequest struct {
 	Note       string    `json:"note,omitempty"`
 	GrantStart time.Time `json:"grant_start,omitzero"`
 	GrantEnd   time.Time `json:"grant_end,omitzero"`
+}
+
+// UsableFrom reports whether the request's grant may be used by a
+// connection from src: from the source country the approvers saw, or,
+// where none was known when the request was filed (and for requests
+// filed before sekisho kept it), from the very address it was filed from.
+// Another source needs a new request.
+func (r *AccessRequest) UsableFrom(src SourceInput) bool {
+	if r.SourceCountry != "" {
+		return src.Country == r.SourceCountry
+	}
+	return src.Address != "" && src.Address == sourceAddress(r.Source)
+}
+
+// elsewhere tells a technician at src why r's grant does not let them in.
+func (r *AccessRequest) elsewhere(src SourceInput) string {
+	return fmt.Sprintf("request %d was approved for connections from %s; you are connecting from %s: file a new request",
+		r.ID, describeSource(r.SourceCountry, sourceAddress(r.Source)), describeSource(src.Country, src.Address))
+}
+
+// From describes where the request was filed from, as approvers see it:
+// the country and the address.
+func (r *AccessRequest) From() string {
+	addr := sourceAddress(r.Source)
+	if r.SourceCountry == "" {
+		return addr + " (country unknown)"
+	}
+	return r.SourceCountry + " (" + addr + ")"
+}
+
+// describeSource is a source's country, or its address when the country
+// is unknown.
+func describeSource(country, addr string) string {
+	if country != "" {
+		return country
+	}
+	return addr + " (country unknown)"
+}
+
+// sourceAddress is the address of host:port, as the rules see it.
+func sourceAddress(source string) string {
+	host := source
+	if h, _, err := net.SplitHostPort(source); err == nil {
+		host = h
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
 }
 
 // ActiveGrant reports whether the request is a grant in force at t.
@@ -143,8 +195,15 @@ func (r *AccessRequest) ApprovedBy(name string) bool {
 type RequestFilter struct {
 	Technician string
 	Target     string
-	States     []RequestState
-	Limit      int
+	// Targets, when not nil, keeps only requests for one of these
+	// targets; a non-nil empty slice keeps none.
+	Targets []string
+	States  []RequestState
+	Limit   int
+	// Viewer, when set, keeps only the requests within that person's
+	// scope (their review_residency): Broker.Requests turns it into
+	// Targets; a Store does not read it.
+	Viewer string
 }
 
 // Event is what notifications (webhooks) are told: a transition of an

@@ -351,7 +351,7 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 		return nil, false
 	}
 	for _, p := range pending {
-		if p.Rule == d.Rule && time.Now().Before(p.Expires) {
+		if p.Rule == d.Rule && time.Now().Before(p.Expires) && p.UsableFrom(d.Inputs.Source) {
 			req = p
 			break
 		}

@@ -314,7 +314,7 @@ func (c *command) requests(ctx context.Context, f *flags) int {
 	}
 	var out []broker.AccessRequest
 	if all {
-		list, err := access.Requests(ctx, broker.RequestFilter{Limit: 500})
+		list, err := access.Requests(ctx, broker.RequestFilter{Limit: 500, Viewer: c.tech.Name})
 		if err != nil {
 			return c.refused("requests", err)
 		}
@@ -329,6 +329,8 @@ func (c *command) requests(ctx context.Context, f *flags) int {
 			return c.refused("requests", err)
 		}
 		out = mine
+		// Approvers are those who may decide a request: within their
+		// scope among other things.
 		for _, r := range pending {
 			if r.Technician != c.tech.Name && slices.Contains(access.Approvers(&r), c.tech.Name) {
 				out = append(out, r)
@@ -353,11 +355,13 @@ func (c *command) printRequests(list []broker.AccessRequest, asJSON bool, none s
 		c.printf("%s\n", none)
 		return exitOK
 	}
+	// FROM is where the request was filed from: its grant is used from
+	// that country only.
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID\tTECHNICIAN\tTARGET\tDURATION\tSTATE\tREASON\n")
+	fmt.Fprintf(tw, "ID\tTECHNICIAN\tTARGET\tDURATION\tSTATE\tREASON\tFROM\n")
 	now := time.Now()
 	for _, r := range list {
-		fmt.Fprintf(tw, "%d\t%s (%s)\t%s\t%s\t%s\t%s\n", r.ID, r.Technician, r.Affiliate, r.Target, r.Duration, r.Status(now), r.Reason)
+		fmt.Fprintf(tw, "%d\t%s (%s)\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Technician, r.Affiliate, r.Target, r.Duration, r.Status(now), r.Reason, r.From())
 	}
 	tw.Flush()
 	return exitOK
@@ -413,17 +417,26 @@ func (c *command) grants(ctx context.Context, f *flags) int {
 		}
 	}
 	access := c.srv.cfg.Access
-	filter := broker.RequestFilter{States: []broker.RequestState{broker.RequestApproved}}
-	admin := access.IsAdmin(c.tech.Name)
-	if !admin && !access.IsApprover(c.tech.Name) {
-		filter.Technician = c.tech.Name
-	}
-	list, err := access.Requests(ctx, filter)
+	approved := []broker.RequestState{broker.RequestApproved}
+	list, err := access.Requests(ctx, broker.RequestFilter{States: approved, Technician: c.tech.Name})
 	if err != nil {
 		return c.refused("grants", err)
 	}
-	// Admins see every grant; approvers their own and those they could
-	// have decided; technicians their own.
+	admin := access.IsAdmin(c.tech.Name)
+	if admin || access.IsApprover(c.tech.Name) {
+		others, err := access.Requests(ctx, broker.RequestFilter{States: approved, Viewer: c.tech.Name})
+		if err != nil {
+			return c.refused("grants", err)
+		}
+		for _, r := range others {
+			if r.Technician != c.tech.Name {
+				list = append(list, r)
+			}
+		}
+		slices.SortFunc(list, func(a, b broker.AccessRequest) int { return int(b.ID - a.ID) })
+	}
+	// Technicians see their own grants; admins every other one within
+	// their scope; approvers those they could have decided.
 	var active []broker.AccessRequest
 	now := time.Now()
 	for _, r := range list {
@@ -453,7 +466,8 @@ func (c *command) sessions(_ context.Context, f *flags) int {
 	if !c.srv.cfg.Access.IsAdmin(c.tech.Name) {
 		return c.notAllowed("sessions --live", "admins")
 	}
-	live := slices.DeleteFunc(c.srv.Live(), func(l LiveSession) bool { return !c.reviews(l.Residency) })
+	scope := c.scope()
+	live := slices.DeleteFunc(c.srv.Live(), func(l LiveSession) bool { return !scope.Covers(l.Residency) })
 	if f.has("json") {
 		b, _ := json.MarshalIndent(live, "", "  ")
 		c.printf("%s\n", b)
@@ -494,11 +508,14 @@ func (c *command) kill(_ context.Context, f *flags) int {
 		why += ": " + r
 	}
 	live := c.srv.Live()
-	if i := slices.IndexFunc(live, func(l LiveSession) bool { return l.ID == f.args[0] }); i >= 0 && !c.reviews(live[i].Residency) {
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name, Source: c.source,
-			Session: f.args[0], Detail: "command \"kill\" refused: the session's residency is outside the admin's review_residency"})
-		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
-		return exitRefused
+	if i := slices.IndexFunc(live, func(l LiveSession) bool { return l.ID == f.args[0] }); i >= 0 {
+		// Outside the admin's scope a session is not found, as in the
+		// console; the audit log says why.
+		l := live[i]
+		if c.srv.cfg.Access.CheckScope(context.Background(), c.tech.Name, "kill", c.source, broker.SessionConcern(l.ID, l.Target, l.Residency)) != nil {
+			c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
+			return exitRefused
+		}
 	}
 	if !c.srv.Kill(f.args[0], why) {
 		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
@@ -528,11 +545,9 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 		return exitUsage
 	}
 	meta, err := recording.ReadMeta(root, id)
-	if err == nil && !c.reviews(meta.Residency) {
-		// As in the web console: outside a reviewer's residencies a
-		// session is not found, and the audit log says why.
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
-			Source: c.source, Session: id, Detail: fmt.Sprintf("command \"watch\" refused: session of residency %s is outside the reviewer's residencies %v", meta.Residency, c.tech.ReviewResidency)})
+	if err == nil && c.srv.cfg.Access.CheckScope(context.Background(), c.tech.Name, "watch", c.source, broker.SessionConcern(id, meta.Target, meta.Residency)) != nil {
+		// As in the web console: outside a reviewer's scope a session
+		// is not found, and the audit log says why.
 		c.errorf("sekisho: watch: no session %s on this node (see sessions --live)\n", id)
 		return exitRefused
 	}
@@ -587,13 +602,9 @@ func (c *command) login(_ context.Context, f *flags) int {
 	return exitOK
 }
 
-// reviews reports whether the technician, as configured now, may see
-// sessions to targets of residency: review_residency limits them, over
-// SSH as in the web console.
-func (c *command) reviews(residency string) bool {
-	t, ok := c.srv.cfg.Broker.Technician(c.tech.Name)
-	return ok && t.MayReview(residency)
-}
+// scope is the technician's scope as configured now: review_residency
+// limits what they see and act on, over SSH as in the web console.
+func (c *command) scope() broker.Scope { return c.srv.cfg.Access.ScopeOf(c.tech.Name) }
 
 // mayWatch reports whether the technician, as configured now, is an admin
 // or a reviewer.

@@ -66,6 +66,10 @@ type Access interface {
 	// CommandAllowed re-checks a command connection: the technician and
 	// key still registered, no lock on them or their affiliate.
 	CommandAllowed(technician string, key ssh.PublicKey) (bool, string)
+	// ScopeOf is technician's scope (review_residency) as the config
+	// says now; CheckScope refuses, and audits, an action outside it.
+	ScopeOf(technician string) broker.Scope
+	CheckScope(ctx context.Context, actor, action, source string, c broker.Concern) error
 }
 
 // Config configures a Server.

@@ -307,12 +307,7 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, api bool) 
 
 // refuse answers a request the person may not make, and audits it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, p *person, api bool, code int, msg string) {
-	s.refuseAudited(w, r, p, api, code, msg, msg)
-}
-
-// refuseAudited is refuse with why, not msg, in the audit log.
-func (s *Server) refuseAudited(w http.ResponseWriter, r *http.Request, p *person, api bool, code int, msg, why string) {
-	s.audit(r.Context(), EventRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": why}))
+	s.audit(r.Context(), EventRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": msg}))
 	if api {
 		writeJSONError(w, code, msg)
 		return

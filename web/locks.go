@@ -13,10 +13,16 @@ import (
 
 // locksAnswer lists the locks in force, and what may be locked.
 type locksAnswer struct {
-	Locks       []broker.Lock `json:"locks"`
-	Affiliates  []string      `json:"affiliates"`
-	Technicians []string      `json:"technicians"`
-	Targets     []string      `json:"targets"`
+	Locks       []lockRow `json:"locks"`
+	Affiliates  []string  `json:"affiliates"`
+	Technicians []string  `json:"technicians"`
+	Targets     []string  `json:"targets"`
+}
+
+// lockRow is a lock with whether the viewer may remove it.
+type lockRow struct {
+	broker.Lock
+	MayRemove bool `json:"may_remove"`
 }
 
 func (s *Server) lockList(w http.ResponseWriter, r *request) (any, error) {
@@ -27,19 +33,29 @@ func (s *Server) lockList(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A reviewer limited to residencies does not see locks of targets
-	// outside them; only admins, who may lock, get the directory.
-	a := locksAnswer{Locks: []broker.Lock{}, Affiliates: []string{}, Technicians: []string{}, Targets: []string{}}
+	// A person limited to residencies does not see the locks of targets
+	// outside them; locks on affiliates and technicians stop them on
+	// every target and are shown to everyone, but only an admin whose
+	// scope is every residency adds or removes them. The directory is
+	// what the admin may lock.
+	a := locksAnswer{Locks: []lockRow{}, Affiliates: []string{}, Technicians: []string{}, Targets: []string{}}
 	for _, l := range locks {
-		if l.Kind == broker.LockTarget && r.p.Residencies != nil {
-			if tg, ok := s.cfg.Broker.Target(l.Name); !ok || !r.p.sees(tg.Residency) {
-				continue
-			}
+		in := r.p.sees(s.cfg.Broker.LockConcern(l.Kind, l.Name).Residency)
+		if l.Kind == broker.LockTarget && !in {
+			continue
 		}
-		a.Locks = append(a.Locks, l)
+		a.Locks = append(a.Locks, lockRow{Lock: l, MayRemove: r.p.Admin && in})
 	}
 	if r.p.Admin {
-		a.Affiliates, a.Technicians, a.Targets = s.cfg.Broker.Directory()
+		affiliates, technicians, targets := s.cfg.Broker.Directory()
+		if r.p.sees("") {
+			a.Affiliates, a.Technicians = affiliates, technicians
+		}
+		for _, name := range targets {
+			if r.p.sees(s.cfg.Broker.LockConcern(broker.LockTarget, name).Residency) {
+				a.Targets = append(a.Targets, name)
+			}
+		}
 	}
 	return a, nil
 }
@@ -70,6 +86,9 @@ func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
 		return nil, errorf(http.StatusBadRequest, "no %s called %q is configured", kind, name)
 	}
 	if err := checkText("reason (the technicians whose sessions end see it)", reason); err != nil {
+		return nil, err
+	}
+	if err := s.checkScope(r, "lock", s.cfg.Broker.LockConcern(kind, name)); err != nil {
 		return nil, err
 	}
 	l := broker.Lock{Kind: kind, Name: name, Reason: reason, By: r.p.Name, Created: s.now().UTC()}
@@ -109,6 +128,17 @@ func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
 	if err := checkText("reason", reason); err != nil {
 		return nil, err
 	}
+	locks, err := s.cfg.Store.Locks(r.Context(), s.now())
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(locks, func(l broker.Lock) bool { return l.ID == id })
+	if i < 0 {
+		return nil, errorf(http.StatusNotFound, "no lock %d in force", id)
+	}
+	if err := s.checkScope(r, "unlock", s.cfg.Broker.LockConcern(locks[i].Kind, locks[i].Name)); err != nil {
+		return nil, err
+	}
 	if err := s.cfg.Store.RemoveLock(r.Context(), id); errors.Is(err, broker.ErrNotFound) {
 		return nil, errorf(http.StatusNotFound, "no lock %d in force", id)
 	} else if err != nil {
@@ -121,4 +151,15 @@ func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
 	}
 	http.Redirect(w, r.Request, "/locks", http.StatusSeeOther)
 	return nil, nil
+}
+
+// checkScope refuses, as the broker's scope check says (and audits), an
+// action outside the person's scope: 403 with why.
+func (s *Server) checkScope(r *request, action string, c broker.Concern) error {
+	err := s.cfg.Broker.CheckScope(r.Context(), r.p.Name, action, "web", c)
+	var rf *broker.Refusal
+	if errors.As(err, &rf) {
+		return &httpError{code: http.StatusForbidden, msg: rf.Msg, audited: true}
+	}
+	return err
 }

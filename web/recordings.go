@@ -166,7 +166,7 @@ const maxCastBytes = 32 << 20
 // control sequences that could act on a viewer removed, and cut at
 // maxCastBytes.
 func (s *Server) cast(w http.ResponseWriter, r *request) {
-	rec, err := s.visibleSession(r, r.PathValue("id"))
+	rec, err := s.visibleSession(r, r.PathValue("id"), "replay")
 	if err != nil {
 		s.fail(w, r, true, err)
 		return
@@ -226,7 +226,7 @@ func copyCast(w io.Writer, r io.Reader, limit int) error {
 }
 
 func (s *Server) timeline(w http.ResponseWriter, r *request) (any, error) {
-	rec, err := s.visibleSession(r, r.PathValue("id"))
+	rec, err := s.visibleSession(r, r.PathValue("id"), "view")
 	if err != nil {
 		return nil, err
 	}

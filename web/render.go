@@ -2,7 +2,6 @@ package web
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,9 +113,9 @@ func (s *Server) renderPart(w http.ResponseWriter, r *http.Request, name, part s
 type httpError struct {
 	code int
 	msg  string
-	// audit, if set, is what the audit log gets instead of msg: the
-	// reason a refusal hides from the person (another residency).
-	audit string
+	// audited is set when the refusal is in the audit log already, with
+	// the reason it hides from the person (another residency).
+	audited bool
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -170,8 +169,8 @@ func (s *Server) api(v view) http.HandlerFunc {
 func (s *Server) fail(w http.ResponseWriter, r *request, api bool, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
-		if he.code == http.StatusForbidden || he.code == http.StatusNotFound || he.code == http.StatusConflict {
-			s.refuseAudited(w, r.Request, r.p, api, he.code, he.msg, cmp.Or(he.audit, he.msg))
+		if !he.audited && (he.code == http.StatusForbidden || he.code == http.StatusNotFound || he.code == http.StatusConflict) {
+			s.refuse(w, r.Request, r.p, api, he.code, he.msg)
 			return
 		}
 		if api {

@@ -37,7 +37,7 @@ type requestsAnswer struct {
 }
 
 func (s *Server) requestList(w http.ResponseWriter, r *request) (any, error) {
-	all, err := s.cfg.Broker.Requests(r.Context(), broker.RequestFilter{Limit: 200})
+	all, err := s.cfg.Broker.Requests(r.Context(), broker.RequestFilter{Limit: 200, Viewer: r.p.Name})
 	if err != nil {
 		return nil, err
 	}
@@ -61,16 +61,10 @@ func (s *Server) requestList(w http.ResponseWriter, r *request) (any, error) {
 	return a, nil
 }
 
-// requestVisible reports whether p sees request req: within their
-// residencies, if they are limited to some, admins and reviewers see
-// every request, an approver the requests they may decide or decided.
+// requestVisible reports whether p sees request req, one within their
+// scope (the broker lists only those): admins and reviewers see every
+// request, an approver the requests they may decide or decided.
 func (s *Server) requestVisible(p *person, req *broker.AccessRequest) bool {
-	if p.Residencies != nil {
-		tg, ok := s.cfg.Broker.Target(req.Target)
-		if !ok || !p.sees(tg.Residency) {
-			return false
-		}
-	}
 	if p.Admin || p.Reviewer {
 		return true
 	}
@@ -91,8 +85,8 @@ func containsName(list []string, name string) bool {
 
 // decide approves or denies a request, by the same rules as the SSH
 // commands: the broker refuses self-approval, approvers outside the
-// rule's groups or affiliate, and decisions on requests no longer
-// pending, and audits every refusal.
+// rule's groups or affiliate or outside their scope (review_residency),
+// and decisions on requests no longer pending, and audits every refusal.
 func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id < 1 {

@@ -31,10 +31,10 @@ func mayReview(r *request) error {
 	return nil
 }
 
-// visibleSession returns session id if p may see it. A session outside
-// p's residency scope is not found, as one that does not exist: its
-// existence is not revealed either.
-func (s *Server) visibleSession(r *request, id string) (broker.SessionRecord, error) {
+// visibleSession returns session id if p may do action on it. A session
+// outside p's residency scope is not found, as one that does not exist:
+// its existence is not revealed either; the broker audits why.
+func (s *Server) visibleSession(r *request, id, action string) (broker.SessionRecord, error) {
 	if err := mayReview(r); err != nil {
 		return broker.SessionRecord{}, err
 	}
@@ -42,11 +42,13 @@ func (s *Server) visibleSession(r *request, id string) (broker.SessionRecord, er
 	switch {
 	case errors.Is(err, broker.ErrNotFound):
 		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id}
-	case err == nil && !r.p.sees(rec.Residency):
-		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id,
-			audit: "session " + id + " of residency " + rec.Residency + " is outside the reviewer's scope (" + r.p.Scope() + ")"}
+	case err != nil:
+		return broker.SessionRecord{}, err
 	}
-	return rec, err
+	if s.cfg.Broker.CheckScope(r.Context(), r.p.Name, action, "web", broker.SessionConcern(rec.ID, rec.Target, rec.Residency)) != nil {
+		return broker.SessionRecord{}, &httpError{code: http.StatusNotFound, msg: "no session " + id, audited: true}
+	}
+	return rec, nil
 }
 
 // filterForm is the sessions list's filter, as the query string gives it.
@@ -230,7 +232,7 @@ func (a sessionAnswer) Events() []recording.TimelineEvent {
 }
 
 func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
-	rec, err := s.visibleSession(r, r.PathValue("id"))
+	rec, err := s.visibleSession(r, r.PathValue("id"), "view")
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +300,7 @@ func (s *Server) waitEnded(ctx context.Context, id string, d time.Duration) bool
 
 // live streams a live session's terminal to the player.
 func (s *Server) live(w http.ResponseWriter, r *request) {
-	rec, err := s.visibleSession(r, r.PathValue("id"))
+	rec, err := s.visibleSession(r, r.PathValue("id"), "watch")
 	if err != nil {
 		s.fail(w, r, true, err)
 		return
@@ -324,7 +326,7 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 // kill ends a live session (admins), with a reason the technician sees.
 func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
 	id := r.PathValue("id")
-	rec, err := s.visibleSession(r, id)
+	rec, err := s.visibleSession(r, id, "kill")
 	if err != nil {
 		return nil, err
 	}

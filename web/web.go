@@ -38,6 +38,11 @@ type Broker interface {
 	Directory() (affiliates, technicians, targets []string)
 	Locked(technician string) (why string, locked bool)
 	HasKeyFingerprint(technician, fingerprint string) bool
+	// CheckScope refuses, and audits, an action outside actor's scope
+	// (review_residency): the one scope check of every action, as over
+	// SSH. LockConcern is a lock as it sees it.
+	CheckScope(ctx context.Context, actor, action, source string, c broker.Concern) error
+	LockConcern(kind, name string) broker.Concern
 }
 
 // Store is the register the console reads: sessions, requests and locks,
@@ -201,18 +206,10 @@ func (p *person) Roles() string {
 }
 
 // sees reports whether residency is within p's scope.
-func (p *person) sees(residency string) bool { return p.tech.MayReview(residency) }
+func (p *person) sees(residency string) bool { return p.tech.Scope().Covers(residency) }
 
 // Scope describes p's residency scope for display.
-func (p *person) Scope() string {
-	if p.Residencies == nil {
-		return "all residencies"
-	}
-	if len(p.Residencies) == 0 {
-		return "no residency"
-	}
-	return strings.Join(p.Residencies, ", ")
-}
+func (p *person) Scope() string { return p.tech.Scope().String() }
 
 // personOf returns the technician called name with the roles the config
 // gives now; ok is false if they are no longer configured or have no role

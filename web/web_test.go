@@ -27,10 +27,10 @@ import (
 	"github.com/sekisho/sekisho/web"
 )
 
-// The scenario: kenji (operator-jp) is an admin and approver, sara a
-// reviewer of SG sessions only, rin a reviewer of everything, aiko a
-// technician with no console role, li (ops-cn) a DBA who asks for JP
-// personal data.
+// The scenario: kenji (operator-jp) is an admin and approver, mika an
+// admin and approver of SG only, sara a reviewer of SG sessions only, rin
+// a reviewer of everything, aiko a technician with no console role, li
+// (ops-cn) a DBA who asks for JP personal data.
 const (
 	jpSession = "0b1c6a9e-5d4f-4c39-9a53-1f7f3a0e9a01"
 	sgSession = "7e0c3b7a-2f1d-4a8e-8f5e-6b7d2c1e9b02"
@@ -77,6 +77,7 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 	operatorJP := broker.Affiliate{Name: "operator-jp", Country: "JP"}
 	techs := []*broker.Technician{
 		{Name: "kenji", Affiliate: operatorJP, Groups: []string{"approvers", "admins"}},
+		{Name: "mika", Affiliate: broker.Affiliate{Name: "operator-sg", Country: "SG"}, Groups: []string{"approvers", "admins"}, ReviewResidency: []string{"SG"}},
 		{Name: "sara", Affiliate: broker.Affiliate{Name: "operator-sg", Country: "SG"}, Groups: []string{"reviewers"}, ReviewResidency: []string{"SG"}},
 		{Name: "rin", Affiliate: operatorJP, Groups: []string{"reviewers"}},
 		{Name: "aya", Affiliate: operatorJP, Groups: []string{"approvers"}},
@@ -429,8 +430,8 @@ func TestReviewerScopeHidesOtherResidencies(t *testing.T) {
 	if resp, _ := sara.do("GET", "/api/sessions/"+sgSession, nil, nil); resp.StatusCode != 200 {
 		t.Errorf("sara GET her SG session: %d", resp.StatusCode)
 	}
-	if !audited(t, f.store, web.EventRefused, "outside the reviewer's scope") {
-		t.Error("out-of-scope access not audited")
+	if !audited(t, f.store, broker.EventRefused, "of residency JP is outside the reviewer's residencies (SG)") {
+		t.Error("out-of-scope access not audited with why")
 	}
 	_, rep := sara.do("GET", "/reports/cross-border.csv", nil, nil)
 	if strings.Contains(rep, jpSession) || !strings.Contains(rep, sgSession) {

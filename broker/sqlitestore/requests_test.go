@@ -21,7 +21,7 @@ func fullRequest() broker.AccessRequest {
 	return broker.AccessRequest{
 		ID:         99, // ignored by CreateRequest
 		Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Target: "db-jp-01", Rule: "pii-needs-approval",
-		Source: "198.51.100.9:40022", Reason: "INC-4711: replica lag", Duration: 45*time.Minute + 7,
+		Source: "198.51.100.9:40022", SourceCountry: "CN", Reason: "INC-4711: replica lag", Duration: 45*time.Minute + 7,
 		State: broker.RequestApproved, Needed: 2,
 		Approvals: []broker.RequestApproval{
 			{By: "aiko", Affiliate: "ops-jp", Comment: "ok for INC-4711", At: base.Add(time.Minute + 1)},
@@ -206,6 +206,10 @@ func TestRequestsFilter(t *testing.T) {
 		{"limit", broker.RequestFilter{Limit: 2}, []int64{6, 5}},
 		{"limit with filter", broker.RequestFilter{Target: "db-jp-01", Limit: 3}, []int64{6, 5, 2}},
 		{"limit over count", broker.RequestFilter{Technician: "aiko", Limit: 10}, []int64{5, 3, 1}},
+		{"targets", broker.RequestFilter{Targets: []string{"web-sg-01", "db-xx-99"}}, []int64{4, 3}},
+		{"targets and limit", broker.RequestFilter{Targets: []string{"db-jp-01"}, Limit: 2}, []int64{6, 5}},
+		{"no target", broker.RequestFilter{Targets: []string{}}, []int64{}},
+		{"a viewer is the broker's", broker.RequestFilter{Viewer: "nobody", Limit: 1}, []int64{6}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -465,5 +469,51 @@ func TestRequestsOnAnOlderFile(t *testing.T) {
 	}
 	if got, err := s.Requests(ctx, broker.RequestFilter{Technician: "aiko"}); err != nil || len(got) != 1 || got[0].ID != r.ID {
 		t.Errorf("Requests on a migrated file: %+v, %v", got, err)
+	}
+}
+
+// A requests table from before source countries were kept gets the
+// column on Open; its rows read back without a country (their grants are
+// then used from the address they were filed from only) and update.
+func TestRequestsWithoutSourceCountry(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE requests (
+	id INTEGER PRIMARY KEY AUTOINCREMENT, technician TEXT NOT NULL, affiliate TEXT NOT NULL, affiliate_country TEXT NOT NULL,
+	target TEXT NOT NULL, rule TEXT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL, duration INTEGER NOT NULL,
+	state TEXT NOT NULL, needed INTEGER NOT NULL, approvals TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL,
+	expires_at TEXT, decided_by TEXT NOT NULL DEFAULT '', decided_at TEXT, note TEXT NOT NULL DEFAULT '',
+	grant_start TEXT, grant_end TEXT);
+INSERT INTO requests (technician, affiliate, affiliate_country, target, rule, source, reason, duration, state, needed,
+	approvals, created_at, expires_at, decided_at, grant_start, grant_end)
+	VALUES ('li', 'ops-cn', 'CN', 'db-jp-01', 'r', '203.0.113.7:5000', 'INC-1 old grant', 3600000000000, 'approved', 1,
+	'[{"by":"kenji","affiliate":"operator-jp","at":"2026-11-26T05:00:00Z"}]', '2026-11-26T05:00:00.000000000Z',
+	'2026-11-26T05:15:00.000000000Z', '2026-11-26T05:01:00.000000000Z', '2026-11-26T05:01:00.000000000Z', '2026-11-26T06:01:00.000000000Z')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, err := s.Request(ctx, 1)
+	if err != nil || old.SourceCountry != "" || old.Source != "203.0.113.7:5000" || old.State != broker.RequestApproved {
+		t.Fatalf("the older grant: %+v, %v; want it approved, from 203.0.113.7:5000, without a country", old, err)
+	}
+	if r, err := s.UpdateRequest(ctx, 1, func(r *broker.AccessRequest) error { r.State = broker.RequestRevoked; return nil }); err != nil || r.SourceCountry != "" || r.State != broker.RequestRevoked {
+		t.Errorf("update of the older grant: %+v, %v", r, err)
+	}
+	r := pending("li", "db-jp-01")
+	r.SourceCountry = "SG"
+	if r, err = s.CreateRequest(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Request(ctx, r.ID); err != nil || got.SourceCountry != "SG" {
+		t.Errorf("a new request on the migrated file: source country %q, %v; want SG", got.SourceCountry, err)
 	}
 }

@@ -109,6 +109,9 @@ var columnsAdded = []struct{ table, column, decl string }{
 	{"sessions", "recording_chunks", "INTEGER NOT NULL DEFAULT 0"},
 	{"sessions", "recording_complete", "INTEGER NOT NULL DEFAULT 0"},
 	{"sessions", "request", "INTEGER NOT NULL DEFAULT 0"},
+	// A request filed before its source country was kept has none: its
+	// grant is then used from the address it was filed from only.
+	{"requests", "source_country", "TEXT NOT NULL DEFAULT ''"},
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
