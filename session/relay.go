@@ -371,7 +371,7 @@ func (r *relay) start(req *ssh.Request) bool {
 	files := r.conn.id.decision.Limits.Files
 	if req.Type == "subsystem" && (files == broker.FilesUpload || files == broker.FilesDownload) {
 		// The direction of sftp is in its requests: relay it packet by packet.
-		g := &sftpGuard{files: files}
+		g := newSFTPGuard(r.conn.id.decision.Limits)
 		go func() {
 			defer r.pumps.Done()
 			r.sftpRequests(g)
@@ -658,6 +658,7 @@ func parseExit(req *ssh.Request) (payload []byte, code, data string, ok bool) {
 // files limit refuses itself.
 func (r *relay) sftpRequests(g *sftpGuard) {
 	pr := &packetReader{r: bufio.NewReaderSize(r.down, sftpReadBuf)}
+	told := "" // the last reason written to the technician's stderr
 	for {
 		pkt, err := pr.next()
 		if errors.Is(err, io.EOF) {
@@ -672,7 +673,7 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 		if !r.record(r.rec.Stdin(pkt)) {
 			return
 		}
-		id, why := sftpVerdict(g.files, pkt)
+		id, why := g.request(pkt)
 		if why == "" {
 			if r.watch != nil && !r.record(r.watch.technician(pkt)) {
 				return
@@ -686,8 +687,25 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 		c := r.conn
 		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
 			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "sftp request refused: " + why})
+		if !r.record(r.rec.Event("x-sftp-refused", why)) {
+			return
+		}
+		if why != told {
+			// The status carries the reason, but OpenSSH's sftp and scp
+			// show it only for a realpath: it goes to stderr too, which
+			// they pass on to the terminal; once for the same reason
+			// twice in a row (ls asks stat, then opendir).
+			line := []byte("sekisho: " + why + "\n")
+			if !r.record(r.rec.Stderr(line)) {
+				return
+			}
+			if _, err := r.down.Stderr().Write(line); err != nil {
+				return
+			}
+			told = why
+		}
 		status := statusPacket(id, "sekisho: "+why)
-		if !r.record(r.rec.Event("x-sftp-refused", why)) || !r.record(r.rec.Stdout(status)) {
+		if !r.record(r.rec.Stdout(status)) {
 			return
 		}
 		if err := g.writeDown(r.down, status); err != nil {
@@ -713,6 +731,11 @@ func (r *relay) sftpReplies(g *sftpGuard) {
 				err = fmt.Errorf("%w: the target does not speak sftp version 3", errSFTPProtocol)
 			}
 			first = false
+		}
+		if err == nil {
+			// Before the technician sees the reply: their next request
+			// may use what it says (a handle, the home).
+			err = g.reply(pkt)
 		}
 		if err != nil {
 			r.sftpBroken(err)
