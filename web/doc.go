@@ -31,9 +31,13 @@
 //     recorded control sequences that could act on a viewer (OSC 8
 //     hyperlinks among them) are removed before the player sees them.
 //   - A person limited to residencies (review_residency in the config)
-//     sees sessions, recordings, searches and reports of those residencies
-//     only, on pages and in the API alike; a session outside them answers
-//     404 as if it did not exist.
+//     sees and acts on those residencies only, on pages and in the API
+//     alike, as over SSH: sessions, recordings, searches and reports,
+//     access requests they see and decide, locks they add and remove (a
+//     lock on an affiliate or a technician, which reaches every residency,
+//     is for admins of all of them). The broker's scope check decides and
+//     audits it; a session outside the scope answers 404 as if it did not
+//     exist, a decision or a lock outside it 403 with why.
 //   - Every sign-in, refusal, decision, lock change, session viewed,
 //     replayed, searched, watched or ended from the console is audited
 //     with the person who did it, as from SSH; refused sign-ins, which
