@@ -25,15 +25,27 @@ import (
 // an attacker spread over many addresses keeps rotating its own
 // connections out.
 //
-// The one that gives way is the least advanced in its handshake, oldest
-// first among equals (see stage): a silent connection before one that
-// spoke, one that spoke before one that finished its key exchange. A
-// flood of connections that hold a place by saying nothing therefore
-// only ever closes its own, whatever its rate, while a technician's
-// handshake, which speaks within a round trip, is left to finish. A
-// connection whose technician has proven their key and is typing a
-// second-factor code never gives way: only a holder of a registered
-// key gets there, and ssh.auth_timeout still bounds it. A connection
+// The one that gives way is a silent one if there is any (the one
+// silent longest), else the one that went longest without getting
+// further in its handshake (see stage). An SSH client sends its version
+// as soon as it is connected, in the same flight as the end of the TCP
+// handshake, so a technician's connection is silent for no longer than
+// it takes sekisho to read it: a flood of connections that say nothing
+// only ever closes its own, however fast it dials. A flood that speaks,
+// or stops after the key exchange, stops progressing, while a
+// technician's client takes the next step every round trip: such a
+// flood pushes out a login only if it dials again faster than its
+// address's places per round trip of the login (and every place it
+// takes is in the audit count). Only steps of the protocol count, not
+// bytes: a client that trickles bytes does not look busy. Neither the
+// oldest connection (a flood that dials reaches a slow login) nor the
+// least advanced (a flood that completes key exchanges closes every
+// newcomer before its own key exchange) would do.
+//
+// A connection whose technician has proven their key (the decision is
+// being made, or a second-factor code typed) never gives way: only a
+// holder of a registered key gets there, and ssh.auth_timeout still
+// bounds it. A connection
 // that finished authenticating is no longer counted here at all, so no
 // flood can close it.
 type preauth struct {
@@ -57,14 +69,15 @@ type preauth struct {
 	now     func() time.Time
 }
 
-// stage is how far a pending connection got in its handshake.
+// stage is how far a pending connection got in its handshake; reaching
+// the next is progress.
 type stage int32
 
 const (
 	stageSilent stage = iota // nothing received from the client yet
 	stageSpoke               // the client sent something (its version, a key exchange)
 	stageKeyed               // the key exchange is done; authentication goes on
-	stageProven              // a technician's key is proven and a second factor is asked: never closed to make room
+	stageProven              // a technician's key is proven (the decision, a second-factor code follow): never closed to make room
 )
 
 // pendingConn is one admitted connection that has not authenticated yet.
@@ -74,14 +87,20 @@ type pendingConn struct {
 	nc      io.Closer
 	elem    *list.Element
 	evicted bool
-	stage   atomic.Int32 // a stage; only ever goes up
+
+	stage      atomic.Int32 // a stage; only ever goes up
+	progressed atomic.Int64 // when it was admitted or last reached a stage, in Unix nanoseconds
 }
 
-// advance notes that the connection reached s.
-func (pc *pendingConn) advance(s stage) {
+// advance notes that the connection reached s at now, if it had not.
+func (pc *pendingConn) advance(s stage, now time.Time) {
 	for {
 		old := pc.stage.Load()
-		if old >= int32(s) || pc.stage.CompareAndSwap(old, int32(s)) {
+		if old >= int32(s) {
+			return
+		}
+		if pc.stage.CompareAndSwap(old, int32(s)) {
+			pc.progressed.Store(now.UnixNano())
 			return
 		}
 	}
@@ -96,8 +115,8 @@ type progressConn struct {
 
 func (c *progressConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.pc.advance(stageSpoke)
+	if n > 0 && stage(c.pc.stage.Load()) == stageSilent {
+		c.pc.advance(stageSpoke, time.Now())
 	}
 	return n, err
 }
@@ -213,24 +232,29 @@ func (p *preauth) admit(host string, nc io.Closer) (pc, evicted *pendingConn, wh
 	}
 	p.seq++
 	pc = &pendingConn{seq: p.seq, host: host, nc: nc}
+	pc.progressed.Store(p.now().UnixNano())
 	pc.elem = mine.PushBack(pc)
 	p.total++
 	return pc, evicted, why
 }
 
 // giveWay returns the pending connection of l that gives way to a
-// newcomer: the least advanced in its handshake, the oldest among
-// equals; nil if every one is past proving a key.
+// newcomer: the oldest silent one, else the one that went longest
+// without progress (the oldest among equals); nil if every one has a
+// technician's key proven.
 func giveWay(l *list.List) *pendingConn {
 	var v *pendingConn
-	least := stageProven
+	var since int64
 	for e := l.Front(); e != nil; e = e.Next() {
 		c := e.Value.(*pendingConn)
-		if s := stage(c.stage.Load()); s < least {
-			v, least = c, s
-			if s == stageSilent {
-				break
-			}
+		switch stage(c.stage.Load()) {
+		case stageSilent:
+			return c // the list is oldest first
+		case stageProven:
+			continue
+		}
+		if t := c.progressed.Load(); v == nil || t < since {
+			v, since = c, t
 		}
 	}
 	return v

@@ -97,9 +97,9 @@ type Config struct {
 	// its newcomer (an office behind one NAT address is not locked out
 	// by whoever floods from there); when all places are taken, one of
 	// the source holding the most places gives way to a newcomer from a
-	// source holding fewer. The one that gives way is the least advanced
-	// in its handshake, oldest first; one typing a second-factor code
-	// never does.
+	// source holding fewer. The one that gives way is the oldest that has
+	// sent nothing, else the one that went longest without a step of its
+	// handshake; one whose technician's key is proven never does.
 	MaxUnauthenticated          int
 	MaxUnauthenticatedPerSource int
 	// MaxAuthFailuresPerSource is how many authentication attempts (a
@@ -332,6 +332,10 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		return nil, &keyRefused{ssh.FingerprintSHA256(key)}
 	}
 	source := conn.RemoteAddr().String()
+	// A technician's key is proven: while the decision is made and a
+	// second-factor code typed, no flood closes this connection to make
+	// room (preauth).
+	s.advance(source, stageProven)
 	ctx := context.Background()
 	if errors.Is(err, ErrNoTarget) {
 		if s.cfg.Access == nil {
@@ -390,9 +394,6 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 	if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
 		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "\n")
 	}
-	// A technician types the code now: no flood closes this connection
-	// to make room (preauth).
-	s.advance(conn.RemoteAddr().String(), stageProven)
 	// The key is proven; the session needs a TOTP code as well.
 	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
 		KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
@@ -593,7 +594,7 @@ func (s *Server) handle(nc net.Conn) {
 		if n := s.preauth.refusal(evicted.host); n > 0 {
 			limit := fmt.Sprintf("ssh.max_unauthenticated (%d) reached and %s held the most places", s.cfg.MaxUnauthenticated, evicted.host)
 			if why == gaveWayPerSource {
-				limit = fmt.Sprintf("ssh.max_unauthenticated_per_source (%d) reached for %s, so its least advanced, oldest pending connection gave way to its newest", s.cfg.MaxUnauthenticatedPerSource, evicted.host)
+				limit = fmt.Sprintf("ssh.max_unauthenticated_per_source (%d) reached for %s, so one of its pending connections (the oldest silent one, else the one longest without a step of its handshake) gave way to a newer one", s.cfg.MaxUnauthenticatedPerSource, evicted.host)
 			}
 			s.log.Warn("unauthenticated connection closed to make room", "source", evicted.host, "limit", why, "refused", n)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: evicted.host,
@@ -654,7 +655,7 @@ func (s *Server) handle(nc net.Conn) {
 // reached st.
 func (s *Server) advance(source string, st stage) {
 	if pc, ok := s.places.Load(source); ok {
-		pc.(*pendingConn).advance(st)
+		pc.(*pendingConn).advance(st, time.Now())
 	}
 }
 
