@@ -682,7 +682,7 @@ func (s *Server) auditRefusals(ctx context.Context, held map[string]int) {
 	for host, n := range held {
 		s.log.Warn("connections refused or closed before authenticating, held back from the audit log", "source", host, "refused", n)
 		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: host,
-			Detail: fmt.Sprintf("%d more connections from %s refused before the handshake or closed to make room within %s of the last such event audited (audited at most once per %s per source)",
+			Detail: fmt.Sprintf("%d more connections from %s refused before the handshake or closed to make room in the %s after the last one audited (audited at most once per %s per source)",
 				n, host, auditEvery, auditEvery)})
 	}
 }
