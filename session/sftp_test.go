@@ -342,14 +342,21 @@ func TestStatusPacket(t *testing.T) {
 }
 
 // FuzzSFTPVerdict takes the input as one request for every files limit,
-// and as a stream of packets through an upload-only guard (types from
-// 101 on, and VERSION, are the target's replies): whatever the guard
-// lets through must name only paths an independent resolution puts
-// where the rule allows.
+// and as a stream of packets through an upload-only guard twice (types
+// from 101 on, and VERSION, are the target's):
+//   - as they are, replies included: whatever the guard lets through must
+//     name only paths that an independent resolution, against the home
+//     the guard holds, puts where the rule allows;
+//   - with the target played by an in-order sftp-server whose login
+//     starts in /home/li, which answers each request it gets (realpath
+//     as it resolves, open with a handle, the rest with a status) when a
+//     reply comes in the input: then the paths must be where the rule
+//     allows against the real home.
 func FuzzSFTPVerdict(f *testing.F) {
 	f.Add([]byte(sftpPacket(fxpOpen, 1, str("/x"), u32(1), u32(0))))
 	f.Add([]byte(sftpPacket(fxpExtended, 1, str("statvfs@openssh.com"))))
 	seed := func(pkts ...[]byte) { f.Add(bytes.Join(pkts, nil)) }
+	reply := sftpPacket(fxpStatus, 0)
 	seed(sftpPacket(fxpInit, 3), sftpPacket(fxpVersion, 3), sftpPacket(fxpRealpath, 1, str(".")), nameReply(1, "/home/li"),
 		sftpPacket(fxpOpen, 2, str("../../tmp/x"), u32(fxfWrite), u32(0)), sftpPacket(fxpHandle, 2, str("\x00\x00\x00\x00")),
 		sftpPacket(fxpFsetstat, 3, str("\x00\x00\x00\x00"), u32(0)))
@@ -359,6 +366,8 @@ func FuzzSFTPVerdict(f *testing.F) {
 		sftpPacket(fxpClose, 3, str("d")), sftpPacket(fxpReaddir, 4, str("d")))
 	seed(sftpPacket(fxpRename, 1, str("/tmp/a"), str("/tmp/../etc/a")), ext("hardlink@openssh.com", str("/etc/shadow"), str("/tmp/s")),
 		sftpPacket(fxpSymlink, 1, str("/etc"), str("/tmp/l")), ext("expand-path@openssh.com", str("~/x")))
+	seed(sftpPacket(fxpInit, 3), reply, sftpPacket(fxpRealpath, 1, str("/tmp/sub")), sftpPacket(fxpRealpath, 1, str(".")), reply, reply,
+		sftpPacket(fxpOpen, 2, str("x"), u32(fxfWrite), u32(0)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, files := range []string{broker.FilesUpload, broker.FilesDownload, broker.FilesNone} {
 			sftpVerdict(files, data)
@@ -366,26 +375,66 @@ func FuzzSFTPVerdict(f *testing.F) {
 		}
 		(&packetReader{r: bytes.NewReader(data)}).next()
 
-		g := newSFTPGuard(broker.Limits{Files: broker.FilesUpload, UploadTo: []string{"/tmp", "/srv/in"}})
-		pr := &packetReader{r: bytes.NewReader(data)}
-		for {
-			pkt, err := pr.next()
-			if err != nil {
-				return
-			}
-			if typ := pkt[4]; typ == fxpVersion || typ >= fxpStatus {
-				g.reply(pkt)
-				continue
-			}
-			home := g.home
-			if _, why := g.request(pkt); why == "" {
-				checkForwarded(t, pkt, home, g)
-			}
-			if n := len(g.awaiting) + len(g.handles); n > maxSFTPFollowed {
-				t.Fatalf("the guard follows %d handles and replies", n)
+		for _, played := range []bool{false, true} {
+			g := newSFTPGuard(broker.Limits{Files: broker.FilesUpload, UploadTo: []string{"/tmp", "/srv/in"}})
+			var answers [][]byte // the played target's, in order
+			handles := uint32(0)
+			pr := &packetReader{r: bytes.NewReader(data)}
+			for {
+				pkt, err := pr.next()
+				if err != nil {
+					break
+				}
+				if typ := pkt[4]; typ == fxpVersion || typ >= fxpStatus {
+					switch {
+					case !played:
+						g.reply(pkt)
+					case len(answers) > 0:
+						if err := g.reply(answers[0]); err != nil {
+							t.Fatalf("an in-order target's reply: %v", err)
+						}
+						answers = answers[1:]
+					}
+					continue
+				}
+				home := g.home
+				if played {
+					home = "/home/li"
+				}
+				if _, why := g.request(pkt); why == "" {
+					checkForwarded(t, pkt, home, g)
+					if played && len(pkt) >= 9 {
+						answers = append(answers, sftpServerReply(pkt, home, &handles))
+					}
+				}
+				if played && g.home != "" && g.home != home {
+					t.Fatalf("the guard takes %q for the home", g.home)
+				}
+				if n := len(g.awaiting) + len(g.handles); n > maxSFTPFollowed {
+					t.Fatalf("the guard follows %d handles and replies", n)
+				}
 			}
 		}
 	})
+}
+
+// sftpServerReply is what an in-order sftp-server whose login starts in
+// home answers to request pkt.
+func sftpServerReply(pkt []byte, home string, handles *uint32) []byte {
+	id := binary.BigEndian.Uint32(pkt[5:9])
+	c := sftpCursor{b: pkt[9:], ok: true}
+	switch pkt[4] {
+	case fxpInit:
+		return sftpPacket(fxpVersion, 3)
+	case fxpRealpath:
+		if segs := segments(home, c.str()); c.ok && segs != nil {
+			return nameReply(id, "/"+strings.Join(segs, "/"))
+		}
+	case fxpOpen, fxpOpendir:
+		*handles++
+		return sftpPacket(fxpHandle, id, str(string(u32(*handles))))
+	}
+	return sftpPacket(fxpStatus, id, u32(0), str(""), str(""))
 }
 
 // checkForwarded fails t unless pkt, which an upload-only guard let
