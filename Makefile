@@ -98,7 +98,7 @@ lint: $(STATICCHECK)
 # Every fuzz target, as package:Target. make fuzz runs each for FUZZTIME.
 FUZZ_TARGETS := \
 	session:FuzzParseLogin session:FuzzSFTPVerdict session:FuzzSFTPObserver \
-	session:FuzzSCPObserver session:FuzzSplitCommand \
+	session:FuzzSCPObserver session:FuzzSplitCommand session:FuzzTransferCommand \
 	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
 	recording:FuzzAppendJSONString recording:FuzzVerify cmd/sekisho:FuzzParseConfig \
 	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor \

@@ -16,7 +16,7 @@ import (
 func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	t.Parallel()
 	v := startVariant(t, func(cfg string) string {
-		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [scp, sftp]\n    files: upload_only\n    max_duration: 3s\n", 1)
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    channels: [scp, sftp]\n    files: upload_only\n    upload_to: [/tmp]\n    legacy_transfers: [scp, rsync]\n    max_duration: 3s\n", 1)
 	})
 	const rule = `under rule "any-affiliate-to-web"`
 
@@ -26,7 +26,7 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	}
 	// A command that starts like scp but chains a shell is a command.
 	r = run(t, v.ssh(ctxT(t), "li", "li+web-sg-01", "scp -t /tmp/x; echo pwned"), nil)
-	if r.code == 0 || strings.Contains(r.stdout, "pwned") || !strings.Contains(r.stderr, "exec is not allowed") {
+	if r.code == 0 || strings.Contains(r.stdout, "pwned") || !strings.Contains(r.stderr, "this scp -O command is refused "+rule) {
 		t.Errorf("scp chained with a shell: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 
@@ -70,11 +70,11 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	sshArgs := v.ssh(ctxT(t), "li", "x").Args
 	rshell := "ssh " + strings.Join(append(sshArgs[1:len(sshArgs)-3], "-p", v.port), " ") // without -p PORT and the destination
 	rsync := func(args ...string) result {
-		return run(t, exec.CommandContext(ctxT(t), "rsync", append([]string{"-a", "-e", rshell}, args...)...), nil)
+		return run(t, exec.CommandContext(ctxT(t), "rsync", append([]string{"-rt", "-e", rshell}, args...)...), nil)
 	}
 	// Uploads only: rsync must copy whole files, or the target would send
 	// checksums of what it holds.
-	if r := rsync(src, "li+web-sg-01@127.0.0.1:"+spaced+"/partial.bin"); r.code == 0 || !strings.Contains(r.stderr, "run rsync with --whole-file (-W)") {
+	if r := rsync(src, "li+web-sg-01@127.0.0.1:"+spaced+"/partial.bin"); r.code == 0 || !strings.Contains(r.stderr, "rsync without --whole-file (-W) is refused "+rule) {
 		t.Errorf("rsync upload without -W under upload_only: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// An upload that has the target read a file of its own (its lines
@@ -83,7 +83,7 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	os.WriteFile(secret, []byte("TOPSECRET-line\n"), 0o600) // the target is this machine
 	empty := t.TempDir()
 	r = rsync("-W", "--files-from=:"+secret, empty+"/", "li+web-sg-01@127.0.0.1:"+spaced+"/")
-	if r.code == 0 || strings.Contains(r.stdout+r.stderr, "TOPSECRET") || !strings.Contains(r.stderr, "this rsync counts as a command") {
+	if r.code == 0 || strings.Contains(r.stdout+r.stderr, "TOPSECRET") || !strings.Contains(r.stderr, "rsync option --files-from is refused "+rule) {
 		t.Errorf("rsync --files-from=:FILE upload: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if r := rsync("-W", src, "li+web-sg-01@127.0.0.1:"+spaced+"/it's here.bin"); r.code != 0 {
@@ -144,5 +144,5 @@ func TestRuleLimitsChannelsFilesAndDuration(t *testing.T) {
 	if !strings.Contains(stderr.String(), `sekisho: session ended: the session reached the 3s limit of rule "any-affiliate-to-web"`) {
 		t.Errorf("stderr %q", stderr.String())
 	}
-	hardening.Report(t, "14", "under a rule allowing only scp and sftp uploads: exec and a command starting like scp but chaining a shell refused, scp -O, rsync and sftp downloads refused by sekisho, %d-byte uploads intact (to quoted paths with spaces too); an rsync upload with --files-from=:FILE (the target would send FILE's lines back) refused with nothing of FILE shown, and one without -W (the target would send checksums of its files) refused; an upload left waiting ended after %.1f s at the rule's 3 s max_duration", len(data), lasted.Seconds())
+	hardening.Report(t, "14", "under a rule allowing only scp and sftp uploads into /tmp (scp -O and rsync opted in): exec and a command starting like scp but chaining a shell refused, scp -O, rsync and sftp downloads refused by sekisho, %d-byte uploads intact (to quoted paths with spaces too); an rsync upload with --files-from=:FILE (the target would send FILE's lines back) refused with nothing of FILE shown, and one without -W (the target would send checksums of its files) refused; an upload left waiting ended after %.1f s at the rule's 3 s max_duration", len(data), lasted.Seconds())
 }

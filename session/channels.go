@@ -53,7 +53,8 @@ type shellWord struct {
 // shellWords splits command into words as a POSIX shell (and csh and
 // fish) would, if it holds only forms that are literal text in all of
 // them: words of letters, digits and ._/=,:@+- (and printable
-// non-ASCII), a backslash before a printable ASCII character (rsync
+// non-ASCII), % after a word's first character (rsync -i sends
+// --log-format=%i), a backslash before a printable ASCII character (rsync
 // writes a space or a quote in a path so), and single quotes around
 // printable text without ! (scp users quote so). Words are separated by
 // single or repeated spaces. Anything else (variables, substitutions,
@@ -98,7 +99,8 @@ func shellWords(command string) ([]shellWord, bool) {
 			inWord, plain = true, false
 			i += j + 2
 			continue
-		case r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/=,:@+-", r)):
+		case r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/=,:@+-", r)),
+			r == '%' && inWord: // a job or process at a word's start only
 			cur.WriteRune(r)
 			inWord = true
 		case r >= utf8.RuneSelf && r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r):
@@ -197,19 +199,6 @@ func rsyncShortFlags(arg string, flag byte) bool {
 	return strings.IndexByte(flags, flag) >= 0
 }
 
-// rsyncWholeFile reports whether an rsync server command copies whole
-// files (-W): a receiving target then sends no checksums of the files it
-// already holds.
-func rsyncWholeFile(command string) bool {
-	words, _ := shellWords(command)
-	for _, w := range words {
-		if w.text == "--whole-file" || rsyncShortFlags(w.text, 'W') {
-			return true
-		}
-	}
-	return false
-}
-
 // isRsync reports whether command runs rsync.
 func isRsync(command string) bool {
 	words, ok := shellWords(command)
@@ -226,10 +215,16 @@ func contains(list []string, s string) bool {
 }
 
 // checkLimits returns why the rule that allowed the session refuses this
-// channel, or "" when it allows it.
+// channel, or "" when it allows it. Under a direction-limited rule, scp
+// -O and rsync pass only the positive lists of checkLegacyTransfer;
+// elsewhere they count as the scp channel when channelKind finds them
+// literal.
 func checkLimits(d broker.Decision, target, reqType, command string) string {
-	kind, upload, download := channelKind(reqType, command)
 	l := d.Limits
+	if program := legacyProgram(command); reqType == "exec" && program != "" && l.Directional() {
+		return checkLegacyTransfer(d, target, program, command)
+	}
+	kind, upload, download := channelKind(reqType, command)
 	if !l.AllowsChannel(kind) {
 		if kind == broker.ChannelExec && isRsync(command) {
 			return fmt.Sprintf("this rsync counts as a command (an option such as --files-from, --compare-dest or --fuzzy has the target read other files, or its words are not literal), and commands are not allowed on %s under rule %q", target, d.Rule)
@@ -244,11 +239,6 @@ func checkLimits(d broker.Decision, target, reqType, command string) string {
 	case broker.FilesUpload:
 		if download && kind != broker.ChannelSFTP { // sftp requests are checked one by one
 			return fmt.Sprintf("only uploads to %s are allowed under rule %q; this %s downloads", target, d.Rule, kind)
-		}
-		// A receiving rsync sends checksums of the files it already
-		// holds, which tell of their content; with -W it sends none.
-		if kind == broker.ChannelSCP && isRsync(command) && !rsyncWholeFile(command) {
-			return fmt.Sprintf("only uploads to %s are allowed under rule %q; run rsync with --whole-file (-W), so that the target sends nothing of the files it holds", target, d.Rule)
 		}
 	case broker.FilesDownload:
 		if upload && kind != broker.ChannelSFTP {

@@ -48,6 +48,8 @@ func TestChannelKind(t *testing.T) {
 		{"exec", `rsync --server -logDtpre.iLsfxCIvu . /tmp/dir\ with\ space/`, "scp", true, false},
 		{"exec", `rsync --server --sender -logDtpre.iLsfxCIvu . /tmp/it\'s\ here.txt`, "scp", false, true},
 		{"exec", "scp -t /tmp/日本語/", "scp", true, false},
+		{"exec", "rsync --server -vWtre.iLsfxCIvu --log-format=%i . /tmp/x/", "scp", true, false}, // rsync -i
+		{"exec", "scp -t %1", "exec", false, false},                                               // a job or process to csh and fish
 		// Flags in quotes, and quoting that is not literal everywhere.
 		{"exec", `rsync --server \--sender . /x`, "exec", false, false},
 		{"exec", "'scp' -t /tmp/x", "exec", false, false},
@@ -97,18 +99,25 @@ func TestCheckLimits(t *testing.T) {
 		{broker.Limits{Channels: []string{"shell"}}, "exec", "scp -t x; bash", "exec is not allowed"},
 		{broker.Limits{Channels: []string{"shell", "scp"}}, "exec", "scp -t /tmp/x", ""},
 		{broker.Limits{Files: broker.FilesNone}, "subsystem", "sftp", "file transfers are not allowed"},
-		{broker.Limits{Files: broker.FilesUpload}, "exec", "scp -t /tmp/x", ""},
 		{broker.Limits{Files: broker.FilesUpload}, "exec", "scp -f /etc/passwd", "only uploads"},
 		{broker.Limits{Files: broker.FilesUpload}, "subsystem", "sftp", ""}, // checked request by request
-		{broker.Limits{Files: broker.FilesDownload}, "exec", "rsync --server --sender . /x", ""},
 		{broker.Limits{Files: broker.FilesDownload}, "exec", "rsync --server . /x", "only downloads"},
-		// A receiving rsync sends checksums of what the target holds
-		// unless it copies whole files.
-		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server -vlogDtpre.iLsfxCIvu . /x", "--whole-file (-W)"},
-		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server -vlWogDtpre.iLsfxCIvu . /x", ""},
-		{broker.Limits{Files: broker.FilesUpload}, "exec", "rsync --server --whole-file . /x", ""},
-		{broker.Limits{Channels: []string{"scp", "sftp"}, Files: broker.FilesUpload}, "exec",
+		// Without a direction limit, scp -O and rsync are the scp channel
+		// when literal; a receiving rsync that reads other files is a
+		// command.
+		{broker.Limits{Channels: []string{"scp"}}, "exec", "rsync --server -vlogDtpre.iLsfxCIvu . /x", ""},
+		{broker.Limits{Channels: []string{"scp"}}, "exec", "rsync --server -sWRe.LsfxCIvu", ""},
+		{broker.Limits{Channels: []string{"scp"}}, "exec", "scp -q -T -t x", ""},
+		{broker.Limits{Channels: []string{"scp", "sftp"}}, "exec",
 			"rsync --server -vlWogDtpRe.LsfxCIvu --files-from /etc/hosts . /x", "this rsync counts as a command"},
+		// With one, they pass the positive lists (see
+		// TestCheckLegacyTransfer), if the rule opts in to them.
+		{broker.Limits{Channels: []string{"scp", "sftp"}, Files: broker.FilesUpload, UploadTo: []string{"/x"}}, "exec",
+			"rsync --server -vlWogDtpre.iLsfxCIvu . /x", "uploads there go over SFTP only"},
+		{broker.Limits{Channels: []string{"scp", "sftp"}, Files: broker.FilesUpload, UploadTo: []string{"/x"}, Legacy: []string{"rsync"}}, "exec",
+			"rsync --server -vlWogDtpre.iLsfxCIvu . /x", "rsync option -l (--links) is refused"},
+		{broker.Limits{Channels: []string{"scp", "sftp"}, Files: broker.FilesUpload, UploadTo: []string{"/x"}, Legacy: []string{"rsync"}}, "exec",
+			"rsync --server -vWtre.iLsfxCIvu . /x", ""},
 	}
 	for _, tt := range tests {
 		got := checkLimits(d(tt.limits), "db", tt.typ, tt.cmd)

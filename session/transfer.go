@@ -46,7 +46,12 @@ type transferObserver interface {
 // newTransferObserver returns the observer for a channel started by a
 // reqType request with command, or nil for a channel that carries no file
 // transfer it can follow. An rsync channel is recorded by its command
-// alone, here, because its protocol is not parsed.
+// alone, here, because its protocol is not parsed. Its direction is the
+// one checkLimits enforced: under a direction-limited rule, only rsync
+// commands that parseLegacyTransfer accepted start, and it reads their
+// direction as channelKind does. With -s, which only a rule without a
+// direction limit lets through, the options and paths went over the
+// connection: the direction is recorded as unknown.
 func newTransferObserver(reqType, command string, emit func(code, data string) error) (transferObserver, error) {
 	kind, upload, _ := channelKind(reqType, command)
 	switch kind {
@@ -59,8 +64,12 @@ func newTransferObserver(reqType, command string, emit func(code, data string) e
 	words, _ := shellWords(command) // channelKind found them literal
 	fields := texts(words)
 	if fields[0] == "rsync" || fields[0] == "/usr/bin/rsync" {
-		return nil, emitJSON(emit, "x-file", rsyncEvent{Protocol: "rsync", Direction: direction(upload),
-			Paths: rsyncPaths(fields[1:]), Content: "not parsed (rsync)"})
+		ev := rsyncEvent{Protocol: "rsync", Direction: direction(upload), Paths: rsyncPaths(fields[1:]), Content: "not parsed (rsync)"}
+		if s := rsyncSecluded(fields[1:]); s != "" {
+			ev.Direction, ev.Paths = "unknown", []string{}
+			ev.Content = "not parsed (rsync " + s + ": options and paths sent over the connection)"
+		}
+		return nil, emitJSON(emit, "x-file", ev)
 	}
 	return newSCPObserver(fields[1:], emit), nil
 }
