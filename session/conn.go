@@ -342,17 +342,20 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 			return userErrorf("%s", why)
 		}
 	}
-	// The connection comes first: the certificate is then bound to the
-	// address sekisho reaches the target from.
-	nc, err := dialTCP(ctx, tg, c.srv.cfg.DialTimeout)
+	// The certificate is bound to the address sekisho reaches the
+	// target from, which the route tells before anything is sent to it.
+	rt, err := routeTo(ctx, tg, c.srv.cfg.DialTimeout)
 	var cred *broker.Credential
 	if err == nil {
-		cred, err = b.Certificate(ctx, tech, d, tg, c.sessionID, localAddr(nc))
+		cred, err = b.Certificate(ctx, tech, d, tg, c.sessionID, rt.local)
 		if err != nil {
-			nc.Close()
 			c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)
 			return userErrorf("could not obtain a certificate for %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
 		}
+	}
+	var nc net.Conn
+	if err == nil {
+		nc, err = dialTCP(ctx, rt, c.srv.cfg.DialTimeout)
 	}
 	var up *ssh.Client
 	if err == nil {

@@ -108,24 +108,54 @@ func hostKeyAlgorithms(tg *broker.Target) []string {
 	return algos
 }
 
-// dialTCP opens the connection to the target, within timeout.
-func dialTCP(ctx context.Context, tg *broker.Target, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", tg.Address)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", tg.Address, err)
-	}
-	return nc, nil
+// route is how sekisho reaches a target: the address it resolved to and
+// sekisho's own address on the way there.
+type route struct {
+	remote netip.AddrPort
+	local  netip.Addr
 }
 
-// localAddr is the address of sekisho's end of nc.
-func localAddr(nc net.Conn) netip.Addr {
-	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
+// routeTo resolves the target's address once and asks the kernel which
+// local address it would connect from, without sending anything: the
+// certificate is bound to that address before the target is contacted,
+// and the connection is then made from it to the address resolved here.
+func routeTo(ctx context.Context, tg *broker.Target, timeout time.Duration) (route, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	host, port, err := net.SplitHostPort(tg.Address)
+	if err != nil {
+		return route{}, fmt.Errorf("target address %s: %w", tg.Address, err)
 	}
-	return netip.Addr{}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return route{}, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	p, err := net.DefaultResolver.LookupPort(ctx, "tcp", port)
+	if err != nil {
+		return route{}, fmt.Errorf("target address %s: %w", tg.Address, err)
+	}
+	remote := netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+	// A UDP socket "connected" to the target picks the local address
+	// by the routing table; no packet leaves.
+	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
+	if err != nil {
+		return route{}, fmt.Errorf("no route to %s: %w", tg.Address, err)
+	}
+	local := uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	uc.Close()
+	return route{remote: remote, local: local}, nil
+}
+
+// dialTCP opens the connection to the target along rt, within timeout.
+func dialTCP(ctx context.Context, rt route, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(rt.local, 0))}
+	nc, err := d.DialContext(ctx, "tcp", rt.remote.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", rt.remote, err)
+	}
+	return nc, nil
 }
 
 // handshakeTarget speaks SSH on nc, checks the target's host key and

@@ -42,7 +42,11 @@ func TestHostKeyOfAnotherTypeIsAMismatch(t *testing.T) {
 	addr := ln.Addr().String()
 	pinned := newSigner().PublicKey() // ed25519
 	tg := &broker.Target{Name: "db-jp-01", Address: addr, HostKeys: []ssh.PublicKey{pinned}}
-	nc, err := dialTCP(context.Background(), tg, 5*time.Second)
+	rt, err := routeTo(context.Background(), tg, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := dialTCP(context.Background(), rt, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
