@@ -30,6 +30,10 @@ const relayBufSize = 4 << 10
 // channels keep the small buffer.
 const relayBufMax = 256 << 10
 
+// maxAuditedRefusals is how many refused sftp requests of one channel
+// are audited one by one; the rest are counted in one row at its end.
+const maxAuditedRefusals = 100
+
 // sftpReadBuf buffers the SFTP streams: packets are read in two parts
 // (length, then body), and every read of an ssh channel costs a window
 // adjustment, so unbuffered a 32 KiB write took several.
@@ -659,6 +663,18 @@ func parseExit(req *ssh.Request) (payload []byte, code, data string, ok bool) {
 func (r *relay) sftpRequests(g *sftpGuard) {
 	pr := &packetReader{r: bufio.NewReaderSize(r.down, sftpReadBuf)}
 	told := "" // the last reason written to the technician's stderr
+	refused := 0
+	defer func() {
+		// A client can send refused requests as fast as it likes: past
+		// maxAuditedRefusals the audit log gets their count, once, and
+		// the recording still has each.
+		if n := refused - maxAuditedRefusals; n > 0 {
+			c := r.conn
+			c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
+				Target: c.id.target.Name, Source: c.source, Session: c.sessionID,
+				Detail: fmt.Sprintf("sftp requests refused: %d more on this channel, each in the recording", n)})
+		}
+	}()
 	for {
 		pkt, err := pr.next()
 		if errors.Is(err, io.EOF) {
@@ -684,9 +700,11 @@ func (r *relay) sftpRequests(g *sftpGuard) {
 			r.conn.bytesIn.Add(int64(len(pkt)))
 			continue
 		}
-		c := r.conn
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
-			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "sftp request refused: " + why})
+		if refused++; refused <= maxAuditedRefusals {
+			c := r.conn
+			c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.id.tech.Name,
+				Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "sftp request refused: " + why})
+		}
 		if !r.record(r.rec.Event("x-sftp-refused", why)) {
 			return
 		}

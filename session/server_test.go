@@ -32,6 +32,7 @@ type fakeBroker struct {
 	ca   ssh.Signer
 
 	decision *broker.Decision // what Authorize returns; nil: allow
+	onAudit  func(broker.AuditEvent)
 
 	mu   sync.Mutex
 	ends []string
@@ -68,7 +69,11 @@ func (f *fakeBroker) SessionEnded(_ context.Context, _ string, end broker.Sessio
 	return nil
 }
 
-func (f *fakeBroker) Audit(context.Context, broker.AuditEvent) {}
+func (f *fakeBroker) Audit(_ context.Context, e broker.AuditEvent) {
+	if f.onAudit != nil {
+		f.onAudit(e)
+	}
+}
 
 func (f *fakeBroker) SessionRefused(context.Context, *broker.SessionRecord, time.Time, string) error {
 	return nil

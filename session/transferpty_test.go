@@ -1,6 +1,9 @@
 package session
 
 import (
+	"encoding/binary"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/internal/hardening"
 )
 
@@ -85,4 +89,89 @@ func TestTransferChannelsGetNoPTYNorEnv(t *testing.T) {
 		t.Errorf("%d of %d recordings say what was withheld, want 3", withheld, len(casts))
 	}
 	hardening.Report(t, "32", "pty-req and env before scp -t, rsync --server and sftp: none reached the target (recorded as withheld); a command got both")
+}
+
+// A client sending refused sftp requests as fast as it can fills the
+// recording (bounded by the traffic) but not the audit log: the first
+// maxAuditedRefusals are audited one by one, the rest counted once.
+func TestRefusedSFTPRequestsAuditedBounded(t *testing.T) {
+	d := &broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "uploads",
+		Limits: broker.Limits{Channels: []string{broker.ChannelSFTP}, Files: broker.FilesUpload, UploadTo: []string{"/tmp"}}}
+	h := newHarnessWith(t, d, nil, func(ch ssh.Channel, r *ssh.Request) {
+		if r.Type != "subsystem" {
+			replyAll(ch, r)
+			return
+		}
+		r.Reply(true, nil)
+		go func() {
+			var init [9]byte
+			if _, err := io.ReadFull(ch, init[:]); err != nil {
+				return
+			}
+			ch.Write([]byte{0, 0, 0, 5, fxpVersion, 0, 0, 0, 3})
+			io.Copy(io.Discard, ch)
+			ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{0}))
+			ch.Close()
+		}()
+	})
+	var mu sync.Mutex
+	var details []string
+	h.broker.onAudit = func(e broker.AuditEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Kind == broker.EventRefused {
+			details = append(details, e.Detail)
+		}
+	}
+	c := h.dial(t)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.StdinPipe()
+	out, _ := s.StdoutPipe()
+	if err := s.RequestSubsystem("sftp"); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte{0, 0, 0, 5, fxpInit, 0, 0, 0, 3})
+	var version [9]byte
+	if _, err := io.ReadFull(out, version[:]); err != nil {
+		t.Fatal(err)
+	}
+	const sent = 250
+	go func() {
+		for id := uint32(1); id <= sent; id++ {
+			path := "/etc/shadow"
+			body := binary.BigEndian.AppendUint32([]byte{fxpStat}, id)
+			body = binary.BigEndian.AppendUint32(body, uint32(len(path)))
+			body = append(body, path...)
+			in.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...))
+		}
+	}()
+	pr := &packetReader{r: out}
+	for i := 0; i < sent; i++ {
+		pkt, err := pr.next()
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if pkt[4] != fxpStatus {
+			t.Fatalf("reply %d of type %d, want a status", i, pkt[4])
+		}
+	}
+	in.Close()
+	s.Close()
+	c.Close()
+	waitFor(t, "the summary row", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(details) > 0 && strings.Contains(details[len(details)-1], "more on this channel")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(details) != maxAuditedRefusals+1 || !strings.Contains(details[0], "/etc/shadow is outside it") ||
+		details[len(details)-1] != fmt.Sprintf("sftp requests refused: %d more on this channel, each in the recording", sent-maxAuditedRefusals) {
+		t.Errorf("%d audit rows for %d refused requests; first %q, last %q", len(details), sent, details[0], details[len(details)-1])
+	}
+	hardening.Report(t, "24", "%d refused sftp requests on one channel: %d audit rows (%d one by one, then one counting the rest); each refusal answered and recorded", sent, len(details), maxAuditedRefusals)
 }
