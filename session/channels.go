@@ -50,14 +50,16 @@ type shellWord struct {
 	plain bool // written without quotes or backslashes
 }
 
-// shellWords splits command into words as a POSIX shell (and csh and
-// fish) would, if it holds only forms that are literal text in all of
-// them: words of letters, digits and ._/=,:@+- (and printable
-// non-ASCII), % after a word's first character (rsync -i sends
-// --log-format=%i), a backslash before a printable ASCII character (rsync
-// writes a space or a quote in a path so), and single quotes around
-// printable text without ! (scp users quote so). Words are separated by
-// single or repeated spaces. Anything else (variables, substitutions,
+// shellWords splits command into words as a POSIX shell (and bash, zsh,
+// csh and fish) would, if it holds only forms that are literal text in
+// all of them: words of letters, digits and ._/=,:@+- (and printable
+// non-ASCII), = and % after a word's first character (zsh expands a
+// leading =; rsync -i sends --log-format=%i), a backslash before
+// printable ASCII punctuation or a space (rsync writes a space or a quote
+// in a path so; fish reads \x2e, \n and the like as escapes), and single
+// quotes around printable text without ! or a backslash (scp users quote
+// so; fish reads \' inside single quotes as a quote). Words are separated
+// by single or repeated spaces. Anything else (variables, substitutions,
 // globs, ~, separators, redirections, double quotes, tabs or control
 // characters) reports false.
 func shellWords(command string) ([]shellWord, bool) {
@@ -77,7 +79,7 @@ func shellWords(command string) ([]shellWord, bool) {
 		case r == ' ':
 			end()
 		case r == '\\':
-			if i+1 >= len(command) || command[i+1] < 0x20 || command[i+1] > 0x7e {
+			if i+1 >= len(command) || command[i+1] < 0x20 || command[i+1] > 0x7e || isAlnum(command[i+1]) {
 				return nil, false
 			}
 			cur.WriteByte(command[i+1])
@@ -91,7 +93,7 @@ func shellWords(command string) ([]shellWord, bool) {
 			}
 			quoted := command[i+1 : i+1+j]
 			for _, q := range quoted {
-				if q == '!' || q == utf8.RuneError || !unicode.IsPrint(q) {
+				if q == '!' || q == '\\' || q == utf8.RuneError || !unicode.IsPrint(q) {
 					return nil, false
 				}
 			}
@@ -99,8 +101,8 @@ func shellWords(command string) ([]shellWord, bool) {
 			inWord, plain = true, false
 			i += j + 2
 			continue
-		case r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/=,:@+-", r)),
-			r == '%' && inWord: // a job or process at a word's start only
+		case r < utf8.RuneSelf && (isAlnum(byte(r)) || strings.ContainsRune("._/,:@+-", r)),
+			(r == '%' || r == '=') && inWord: // a job, a process or a command's path at a word's start only
 			cur.WriteRune(r)
 			inWord = true
 		case r >= utf8.RuneSelf && r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r):
@@ -113,6 +115,10 @@ func shellWords(command string) ([]shellWord, bool) {
 	}
 	end()
 	return words, len(words) > 0
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // texts returns the text of each word.

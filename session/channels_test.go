@@ -36,6 +36,13 @@ func TestChannelKind(t *testing.T) {
 		{"exec", "rsync --server --config=/tmp/r.conf . /x", "exec", false, false},
 		{"exec", "rsync --server '--sender' . /x", "exec", false, false},
 		{"exec", "scp -t /tmp/x; bash", "exec", false, false},
+		// fish reads \' inside single quotes as a quote and \x2e as a dot.
+		{"exec", `scp -t '/tmp/x\'a' ; cat /etc/shadow #'`, "exec", false, false},
+		{"exec", `scp -t /tmp/\x2e\x2e/etc/cron.d/x`, "exec", false, false},
+		{"exec", `scp -t /tmp/\n`, "exec", false, false},
+		{"exec", `scp -t /tmp/a\ b`, "scp", true, false},
+		// zsh expands a word starting with = to a command's path.
+		{"exec", "scp -t =scp", "exec", false, false},
 		{"exec", "scp -f $(cat /etc/shadow)", "exec", false, false},
 		{"exec", "scp -t x && curl evil", "exec", false, false},
 		{"exec", "rsync --server -vlogDtpre.iLsfxCIvu . /tmp/x/", "scp", true, false},
@@ -133,7 +140,8 @@ func TestCheckLimits(t *testing.T) {
 func TestShellWordsAgreeWithShells(t *testing.T) {
 	t.Parallel()
 	alphabet := []string{"a", "B", "7", "-", "/", ".", " ", "  ", `\`, `\ `, `\'`, `\$`, "'", "'x y'", "!", "$", "$(id)", "`id`",
-		"*", "?", "[", "~", `"`, ";", "&", "|", ">", "<", "#", "=", ",", ":", "@", "+", "{", "}", "(", ")", "日", "é", "\t", "%"}
+		"*", "?", "[", "~", `"`, ";", "&", "|", ">", "<", "#", "=", ",", ":", "@", "+", "{", "}", "(", ")", "日", "é", "\t", "%",
+		`\x2e`, `\n`, `'\'`, `\\`}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var cmds []string
 	var want []string

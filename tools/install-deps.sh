@@ -22,11 +22,13 @@ demo=(
 )
 # The end-to-end tests drive terminals through tmux, record with
 # asciinema, limit descriptors with prlimit, and test the web console in
-# Chromium through ChromeDriver.
+# Chromium through ChromeDriver; zsh and fish are among the login shells
+# whose reading of a command sekisho's must match.
 test=(
 	"${demo[@]}" make:/usr/bin/make tmux:/usr/bin/tmux asciinema:/usr/bin/asciinema
 	procps:/usr/bin/pgrep util-linux:/usr/bin/prlimit bsdutils:/usr/bin/script
 	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
+	zsh:/usr/bin/zsh fish:/usr/bin/fish
 )
 case $set in
 demo) want=("${demo[@]}") ;;
