@@ -391,8 +391,12 @@ func (g *sftpGuard) uploadVerdict(pkt []byte) (id uint32, why string, follow sft
 // c at its fields.
 func (g *sftpGuard) extendedVerdict(name string, c *sftpCursor) string {
 	switch name {
-	case "limits@openssh.com", "users-groups-by-id@openssh.com":
+	case "limits@openssh.com":
 		return ""
+	case "users-groups-by-id@openssh.com":
+		// It names any user and group id asked for: a listing of the
+		// target's accounts. sftp's ls -l then shows numbers.
+		return "only uploads are allowed: the target's user and group names are not listed"
 	case "posix-rename@openssh.com", "hardlink@openssh.com":
 		return g.changesBoth(c)
 	case "lsetstat@openssh.com":
