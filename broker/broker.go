@@ -331,12 +331,12 @@ func lockReason(target string, l *Lock) string {
 
 // Certificate issues a short-lived certificate for one session. The key
 // ID names the technician, the affiliate and the session, so the target's
-// own sshd log says who connected. local is the address of sekisho's own
-// connection to the target: the certificate is accepted from there only,
+// own sshd log says who connected. local are sekisho's own addresses
+// towards the target: the certificate is accepted from there only,
 // unless sekisho's addresses are configured (vault.source_addresses).
 // Under a direction-limited rule without transfers run as commands, the
 // target's sshd serves SFTP and nothing else with it.
-func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, target *Target, sessionID string, local netip.Addr) (*Credential, error) {
+func (b *Broker) Certificate(ctx context.Context, tech *Technician, d Decision, target *Target, sessionID string, local []netip.Addr) (*Credential, error) {
 	if !d.Allowed() {
 		return nil, errors.New("certificate refused: access not allowed")
 	}

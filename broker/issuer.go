@@ -180,18 +180,19 @@ func (is *Issuer) observe(op string, began time.Time, err error) {
 }
 
 // sourceAddress returns the source-address option for a certificate
-// used from local: the configured addresses, or local alone.
-func (is *Issuer) sourceAddress(local netip.Addr) string {
+// used from local: the configured addresses, or local.
+func (is *Issuer) sourceAddress(local []netip.Addr) string {
+	var list []string
 	if len(is.cfg.SourceAddresses) == 0 {
-		if !local.IsValid() {
-			return ""
+		for _, a := range local {
+			if a.IsValid() {
+				a = a.Unmap()
+				list = append(list, netip.PrefixFrom(a, a.BitLen()).String())
+			}
 		}
-		local = local.Unmap()
-		return netip.PrefixFrom(local, local.BitLen()).String()
 	}
-	list := make([]string, len(is.cfg.SourceAddresses))
-	for i, p := range is.cfg.SourceAddresses {
-		list[i] = p.Masked().String()
+	for _, p := range is.cfg.SourceAddresses {
+		list = append(list, p.Masked().String())
 	}
 	return strings.Join(list, ",")
 }

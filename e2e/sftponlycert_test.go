@@ -45,7 +45,7 @@ func TestUploadOnlyCertificateServesOnlySFTP(t *testing.T) {
 	issue := func(lim broker.Limits) *broker.Credential {
 		t.Helper()
 		d := broker.Decision{Effect: broker.Allow, Rule: "uploads-only", Login: tg.Login, Limits: lim}
-		cred, err := b.Certificate(ctxT(t), tech, d, target, "e2e-"+randHex(t), netip.MustParseAddr("127.0.0.1"))
+		cred, err := b.Certificate(ctxT(t), tech, d, target, "e2e-"+randHex(t), []netip.Addr{netip.MustParseAddr("127.0.0.1")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -347,7 +347,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	rt, err := routeTo(ctx, tg, c.srv.cfg.DialTimeout)
 	var cred *broker.Credential
 	if err == nil {
-		cred, err = b.Certificate(ctx, tech, d, tg, c.sessionID, rt.local)
+		cred, err = b.Certificate(ctx, tech, d, tg, c.sessionID, rt.sources())
 		if err != nil {
 			c.srv.log.Error("certificate refused", append(c.logArgs(), "err", err)...)
 			return userErrorf("could not obtain a certificate for %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)

@@ -64,6 +64,7 @@ type relay struct {
 	startTried bool         // one shell, exec or subsystem attempt per channel
 	pty        *ptyRequest  // request loop only
 	env        []envRequest // request loop only: env received before start
+	transfer   bool         // request loop only: the channel is a file transfer
 	refusal    string       // request loop only: why the rule refused the start
 	// watch follows the file transfers of an sftp, scp or rsync channel
 	// (nil for others); set before the pumps start.
@@ -212,6 +213,9 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 			r.env = append(r.env, e)
 			return true
 		}
+		if r.transfer {
+			return false // a file transfer gets no environment
+		}
 		if !r.record(r.rec.Event("x-env", e.Name+"="+e.Value)) {
 			return false
 		}
@@ -312,7 +316,7 @@ func (r *relay) start(req *ssh.Request) bool {
 	// terminal, the target's programs (a login shell reading its rc
 	// files first) behave otherwise than the transfer sekisho checked.
 	var withheld []string
-	if isTransfer(req.Type, info.Command) {
+	if r.transfer = isTransfer(req.Type, info.Command); r.transfer {
 		if r.pty != nil {
 			withheld = append(withheld, "pty")
 		}

@@ -24,7 +24,7 @@ import (
 type Broker interface {
 	Technician(name string) (*broker.Technician, bool)
 	Authorize(ctx context.Context, technician, target, source string) (broker.Decision, *broker.Target, error)
-	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string, local netip.Addr) (*broker.Credential, error)
+	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string, local []netip.Addr) (*broker.Credential, error)
 	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
 	SessionEnded(ctx context.Context, id string, end broker.SessionEnd) error
 	// SessionRefused registers a session that was allowed but could not

@@ -49,7 +49,7 @@ func (f *fakeBroker) Authorize(context.Context, string, string, string) (broker.
 	return broker.Decision{Effect: broker.Allow, Login: "ops", Rule: "test"}, f.tg, nil
 }
 
-func (f *fakeBroker) Certificate(_ context.Context, _ *broker.Technician, _ broker.Decision, _ *broker.Target, _ string, _ netip.Addr) (*broker.Credential, error) {
+func (f *fakeBroker) Certificate(_ context.Context, _ *broker.Technician, _ broker.Decision, _ *broker.Target, _ string, _ []netip.Addr) (*broker.Credential, error) {
 	key := newSigner()
 	cert := &ssh.Certificate{Key: key.PublicKey(), CertType: ssh.UserCert, ValidPrincipals: []string{"ops"},
 		ValidBefore: uint64(time.Now().Add(5 * time.Minute).Unix()), KeyId: "test"}

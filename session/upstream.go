@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,17 +109,30 @@ func hostKeyAlgorithms(tg *broker.Target) []string {
 	return algos
 }
 
-// route is how sekisho reaches a target: the address it resolved to and
-// sekisho's own address on the way there.
+// route is how sekisho reaches a target: the addresses its name
+// resolved to, in the resolver's order, each with sekisho's own address
+// on the way there.
 type route struct {
-	remote netip.AddrPort
-	local  netip.Addr
+	remotes []netip.AddrPort
+	locals  []netip.Addr // locals[i] is the way to remotes[i]
+}
+
+// sources returns the distinct local addresses of the route.
+func (rt route) sources() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range rt.locals {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // routeTo resolves the target's address once and asks the kernel which
-// local address it would connect from, without sending anything: the
-// certificate is bound to that address before the target is contacted,
-// and the connection is then made from it to the address resolved here.
+// local address it would connect from to each answer, without sending
+// anything: the certificate is bound to those addresses before the
+// target is contacted, and the connection is then made from them to the
+// addresses resolved here.
 func routeTo(ctx context.Context, tg *broker.Target, timeout time.Duration) (route, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -134,28 +148,48 @@ func routeTo(ctx context.Context, tg *broker.Target, timeout time.Duration) (rou
 	if err != nil {
 		return route{}, fmt.Errorf("target address %s: %w", tg.Address, err)
 	}
-	remote := netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
-	// A UDP socket "connected" to the target picks the local address
-	// by the routing table; no packet leaves.
-	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
-	if err != nil {
-		return route{}, fmt.Errorf("no route to %s: %w", tg.Address, err)
+	var rt route
+	var lastErr error
+	for _, ip := range ips {
+		remote := netip.AddrPortFrom(ip.Unmap(), uint16(p))
+		// A UDP socket "connected" to the target picks the local
+		// address by the routing table; no packet leaves.
+		uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		rt.remotes = append(rt.remotes, remote)
+		rt.locals = append(rt.locals, uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap())
+		uc.Close()
 	}
-	local := uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	uc.Close()
-	return route{remote: remote, local: local}, nil
+	if len(rt.remotes) == 0 {
+		return route{}, fmt.Errorf("no route to %s: %w", tg.Address, lastErr)
+	}
+	return rt, nil
 }
 
-// dialTCP opens the connection to the target along rt, within timeout.
+// dialTCP opens the connection to the target along rt, trying its
+// addresses in turn, all within timeout.
 func dialTCP(ctx context.Context, rt route, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(rt.local, 0))}
-	nc, err := d.DialContext(ctx, "tcp", rt.remote.String())
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", rt.remote, err)
+	var errs []error
+	for i, remote := range rt.remotes {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(rt.locals[i], 0))}
+		if n := len(rt.remotes) - i; n > 1 {
+			// Leave the later addresses a share of the time.
+			if deadline, ok := ctx.Deadline(); ok {
+				d.Deadline = time.Now().Add(time.Until(deadline) / time.Duration(n))
+			}
+		}
+		nc, err := d.DialContext(ctx, "tcp", remote.String())
+		if err == nil {
+			return nc, nil
+		}
+		errs = append(errs, fmt.Errorf("dial %s: %w", remote, err))
 	}
-	return nc, nil
+	return nil, errors.Join(errs...)
 }
 
 // handshakeTarget speaks SSH on nc, checks the target's host key and

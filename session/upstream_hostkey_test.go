@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +65,32 @@ func TestHostKeyOfAnotherTypeIsAMismatch(t *testing.T) {
 		t.Error("a key was offered to the target")
 	default:
 	}
+}
+
+// A name with several addresses: the certificate names the way to each,
+// and the connection falls through to one that answers.
+func TestRouteTriesEveryAddress(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	tg := &broker.Target{Name: "db", Address: net.JoinHostPort("localhost", port)}
+	rt, err := routeTo(context.Background(), tg, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rt.sources(), netip.MustParseAddr("127.0.0.1")) {
+		t.Fatalf("sources %v lack 127.0.0.1", rt.sources())
+	}
+	// Whatever order the resolver gave, an address that refuses first
+	// is passed over.
+	rt.remotes = append([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}, rt.remotes...)
+	rt.locals = append([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, rt.locals...)
+	nc, err := dialTCP(context.Background(), rt, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %v: %v", rt.remotes, err)
+	}
+	nc.Close()
 }
