@@ -67,7 +67,7 @@ func TestLegacyTransferRealCommands(t *testing.T) {
 			t.Errorf("%s (%s) under %s: got %q, want a refusal naming %q", r.client, r.command, r.rule, got, r.verdict)
 		}
 	}
-	hardening.Report(t, "direction", "%d remote commands of stock rsync 3.5.0 and OpenSSH 9.2 scp -O clients under upload_only and download_only rules opting in to both: %d plain transfers accepted, %d refused naming the option or path (-s in every spelling, --files-from, --delete*, dry runs and listings, --remove-source-files, checksums, links and devices, other directories, destinations outside upload_to, with .. or relative)",
+	hardening.Report(t, "32", "%d remote commands of stock rsync 3.5.0 and OpenSSH 9.2 scp -O clients under upload_only and download_only rules opting in to both: %d plain transfers accepted, %d refused naming the option or path (-s in every spelling, --files-from, --delete*, dry runs and listings, --remove-source-files, checksums, links and devices, other directories, destinations outside upload_to, with .. or relative)",
 		len(rows), accepted, len(rows)-accepted)
 }
 
