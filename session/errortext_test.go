@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -41,8 +42,11 @@ type failingBroker struct {
 }
 
 func (f *failingBroker) err(call string) error {
-	if f.fail == call {
+	switch f.fail {
+	case call:
 		return errors.New(internalDetail)
+	case call + " unopenable":
+		return fmt.Errorf("%w: %s", broker.ErrUnopenable, internalDetail)
 	}
 	return nil
 }
@@ -96,6 +100,7 @@ func TestTechnicianSeesNoInternalErrors(t *testing.T) {
 		{fail: "Authorize", told: "sekisho: access to db could not be decided now; try again in a minute, or tell the sekisho operator"},
 		{fail: "TOTPEnrolled", mfa: true, told: "sekisho: your verification code could not be checked now; try again in a minute", audit: true},
 		{fail: "VerifyTOTP", mfa: true, told: "sekisho: your verification code could not be checked now; try again in a minute"},
+		{fail: "VerifyTOTP unopenable", mfa: true, told: "sekisho: your second factor must be enrolled again; ask the operator to run `sekisho technician enroll-totp li`"},
 		{fail: "SessionStarted", told: "sekisho: the session cannot be registered, so it is refused; tell the sekisho operator (session ", audit: true},
 	} {
 		t.Run(tc.fail, func(t *testing.T) {

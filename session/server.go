@@ -423,6 +423,11 @@ func (s *Server) secondFactor(conn ssh.ConnMetadata, client ssh.KeyboardInteract
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: that verification code was already used; wait for the next one (codes change every 30 s)\n"}
 	case errors.Is(err, broker.ErrWrongCode):
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: wrong verification code\n"}
+	case errors.Is(err, broker.ErrUnopenable):
+		// Waiting does not help: the operator enrols the technician again.
+		s.log.Error("second factor check failed", "technician", id.tech.Name, "err", err)
+		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
+			"sekisho: your second factor must be enrolled again; ask the operator to run `sekisho technician enroll-totp %s`\n", id.tech.Name)}
 	}
 	// Vault did not answer, or the stored secret does not open: nothing
 	// the technician can fix by typing; the log and the audit say why.
