@@ -167,7 +167,7 @@ func TestSecondFactorSecretsAreSealed(t *testing.T) {
 	}
 	next, _ := totp.GenerateCode(aikoSecret, time.Now().Add(30*time.Second))
 	r := withCodeAs(t, v, "li", "li+web-sg-01", next, "echo swapped")
-	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "could not be checked") {
+	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "your second factor must be enrolled again; ask the operator to run `sekisho technician enroll-totp li`") {
 		t.Errorf("li with aiko's copied secret: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	waitUntil(t, 10*time.Second, "an mfa.failed audit row saying li's secret does not open", func() bool {
