@@ -116,37 +116,31 @@ const uploadFile = "upload.json"
 
 // Uploader streams recordings from the spool to their zone's store.
 type Uploader struct {
-	root  string
-	zones map[string]*S3Store // residency (upper case) -> store; "*" for any other
-	log   *slog.Logger
-	poll  time.Duration
+	root   string
+	routes *Routes
+	log    *slog.Logger
+	poll   time.Duration
 
 	mu     sync.Mutex
 	active map[string]context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// NewUploader returns an uploader for the spool at root. zones maps a
-// residency country code to its store ("*": every other zone); a zone
-// without a store keeps its recordings in the spool.
-func NewUploader(root string, zones map[string]*S3Store, log *slog.Logger) *Uploader {
+// NewUploader returns an uploader for the spool at root that streams
+// each recording to the object store routes give its residency zone; a
+// zone routed to the local spool keeps its recordings here.
+func NewUploader(root string, routes *Routes, log *slog.Logger) *Uploader {
 	if log == nil {
 		log = slog.Default()
 	}
-	z := map[string]*S3Store{}
-	for k, v := range zones {
-		z[strings.ToUpper(k)] = v
-	}
-	return &Uploader{root: root, zones: z, log: log, poll: 250 * time.Millisecond, active: map[string]context.CancelFunc{}}
+	return &Uploader{root: root, routes: routes, log: log, poll: 250 * time.Millisecond, active: map[string]context.CancelFunc{}}
 }
 
-// StoreFor returns the store of residency, or nil for the spool only.
-func (u *Uploader) StoreFor(residency string) *S3Store {
-	if s, ok := u.zones[strings.ToUpper(residency)]; ok {
-		return s
-	}
-	return u.zones["*"]
-}
+// Route returns the route of residency's recordings.
+func (u *Uploader) Route(residency string) Route { return u.routes.For(residency) }
+
+// StoreFor returns the object store of residency, or nil for the spool.
+func (u *Uploader) StoreFor(residency string) *S3Store { return u.routes.For(residency).S3 }
 
 // Start checks the store of the session's zone and starts streaming its
 // recording there. An unreachable store refuses the session. onFail is

@@ -209,7 +209,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	}
 	// A lock or rule change between the decision and now is not missed;
 	// nothing new starts once it is found.
-	if ok, why := c.srv.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
+	if ok, why := c.stillAllowed(); !ok {
 		c.ending.Store(true)
 		go c.terminate(why)
 	}

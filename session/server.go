@@ -23,6 +23,8 @@ import (
 // Broker is what the SSH side asks of the domain.
 type Broker interface {
 	Technician(name string) (*broker.Technician, bool)
+	// Target returns the target called name as the config in force has it.
+	Target(name string) (*broker.Target, bool)
 	Authorize(ctx context.Context, technician, target, source string) (broker.Decision, *broker.Target, error)
 	Certificate(ctx context.Context, tech *broker.Technician, d broker.Decision, target *broker.Target, sessionID string, local []netip.Addr) (*broker.Credential, error)
 	SessionStarted(ctx context.Context, r *broker.SessionRecord) error
@@ -536,7 +538,7 @@ func (s *Server) revalidate(grantsOnly bool) int {
 		if c.ending.Load() {
 			continue
 		}
-		if ok, why := s.cfg.Broker.StillAllowed(c.id.tech.Name, c.id.target.Name, c.source, c.id.key, c.id.decision); !ok {
+		if ok, why := c.stillAllowed(); !ok {
 			n++
 			c.ending.Store(true)
 			go c.terminate(why)

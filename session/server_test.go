@@ -42,6 +42,10 @@ func (f *fakeBroker) Technician(name string) (*broker.Technician, bool) {
 	return f.tech, name == f.tech.Name
 }
 
+func (f *fakeBroker) Target(name string) (*broker.Target, bool) {
+	return f.tg, f.tg != nil && name == f.tg.Name
+}
+
 func (f *fakeBroker) Authorize(context.Context, string, string, string) (broker.Decision, *broker.Target, error) {
 	if f.decision != nil {
 		return *f.decision, f.tg, nil

@@ -309,7 +309,7 @@ func cmdConfigCheck(args []string) error {
 	}
 	fmt.Printf("%s: ok (%d affiliates, %d technicians, %d targets, %d rules)\n",
 		cfg.path, len(cfg.Affiliates), len(cfg.Techs), len(cfg.Targets), len(cfg.Rules))
-	return nil
+	return cfg.writeStoreTable(os.Stdout)
 }
 
 func cmdVaultSetup(ctx context.Context, args []string) error {

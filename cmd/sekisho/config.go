@@ -25,7 +25,6 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/notify"
-	"github.com/sekisho/sekisho/recording"
 )
 
 // Config is sekisho's configuration file. Relative paths in it are
@@ -148,6 +147,9 @@ type S3Entry struct {
 	SecretKeyFile string `yaml:"secret_key_file"`
 	Insecure      bool   `yaml:"insecure"`   // plain http (a store on loopback)
 	KeepLocal     bool   `yaml:"keep_local"` // keep the spool copy once uploaded
+	// PlainHTTPOffLoopback lets insecure reach a store off loopback: the
+	// operator says the network between them is trusted with recordings.
+	PlainHTTPOffLoopback bool `yaml:"plain_http_off_loopback"`
 	// StallTimeout ends a live session whose chunks the store has not
 	// taken for this long; default 30s.
 	StallTimeout Duration `yaml:"stall_timeout"`
@@ -1064,46 +1066,14 @@ func (c *Config) validateStores() error {
 				return c.errf(st.line, "recording store %s: s3.endpoint %q: write host:port (set insecure: true for plain http)", st.Name, s3.Endpoint)
 			}
 		}
+		if err := c.checkStoreTransport(st); err != nil {
+			return err
+		}
 	}
 	if c.RetentionInterval < 0 {
 		return c.errf(0, "retention_interval cannot be negative")
 	}
 	return nil
-}
-
-// s3Stores builds the S3 stores by residency zone, reading their keys.
-func (c *Config) s3Stores() (map[string]*recording.S3Store, error) {
-	zones := map[string]*recording.S3Store{}
-	for _, st := range c.RecordingStores {
-		if st.S3 == nil {
-			continue
-		}
-		key := func(path string) (string, error) {
-			b, err := os.ReadFile(c.Path(path))
-			if err != nil {
-				return "", fmt.Errorf("recording store %s: %w", st.Name, err)
-			}
-			return strings.TrimSpace(string(b)), nil
-		}
-		ak, err := key(st.S3.AccessKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		sk, err := key(st.S3.SecretKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		store, err := recording.NewS3Store(recording.S3Config{Name: st.Name, Endpoint: st.S3.Endpoint, Bucket: st.S3.Bucket,
-			Region: st.S3.Region, AccessKey: ak, SecretKey: sk, Insecure: st.S3.Insecure, KeepLocal: st.S3.KeepLocal,
-			StallTimeout: time.Duration(st.S3.StallTimeout)})
-		if err != nil {
-			return nil, err
-		}
-		for _, z := range st.Residency {
-			zones[strings.ToUpper(z)] = store
-		}
-	}
-	return zones, nil
 }
 
 // retentionFor returns the retention of recordings of residency zone,

@@ -22,16 +22,11 @@ func recordingRoot(ctx context.Context, cfg *Config, id string) (root string, cl
 	if _, err := os.Stat(dir); err == nil {
 		return spool, func() {}, nil
 	}
-	zones, err := cfg.s3Stores()
+	routes, err := cfg.recordingRoutes()
 	if err != nil {
 		return "", nil, err
 	}
-	seen := map[*recording.S3Store]bool{}
-	for _, st := range zones {
-		if seen[st] {
-			continue
-		}
-		seen[st] = true
+	for _, st := range routes.ObjectStores() {
 		if !st.Has(ctx, id) {
 			continue
 		}

@@ -113,7 +113,7 @@ type bastion struct {
 	metrics  *http.Server        // nil without metrics.listen
 	web      *http.Server        // nil without web.listen
 	indexer  chan struct{}       // closed when the console's indexer has ended
-	uploader *recording.Uploader // nil without S3 recording stores
+	uploader *recording.Uploader // nil without recording stores
 
 	retention retentionJob
 	pidFile   string // removed on stop; empty if it could not be written
@@ -123,7 +123,7 @@ type bastion struct {
 type retentionJob struct {
 	cfg    *Config
 	recDir string
-	zones  map[string]*recording.S3Store
+	routes *recording.Routes
 	key    ed25519.PublicKey
 }
 
@@ -160,12 +160,7 @@ func (b *bastion) expireRecordings(ctx context.Context) {
 	p := recording.RetentionPolicy{For: j.cfg.retentionFor, Held: func(id string) bool { return held[id] }, Key: j.key}
 	now := time.Now()
 	deleted, errs := recording.ExpireLocal(j.recDir, p, now)
-	seen := map[*recording.S3Store]bool{}
-	for _, st := range j.zones {
-		if seen[st] {
-			continue
-		}
-		seen[st] = true
+	for _, st := range j.routes.ObjectStores() {
 		d, e := st.Expire(ctx, p, now)
 		deleted, errs = append(deleted, d...), append(errs, e...)
 	}
@@ -341,14 +336,14 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	}
 	recoverSessions(ctx, brk, store, sealed, logger)
 	finishRegistrations(ctx, brk, store, recDir, logger)
-	zones, err := cfg.s3Stores()
+	routes, err := cfg.recordingRoutes()
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
 	var uploader *recording.Uploader
-	if len(zones) > 0 {
-		uploader = recording.NewUploader(recDir, zones, logger)
+	if len(cfg.RecordingStores) > 0 {
+		uploader = recording.NewUploader(recDir, routes, logger)
 		// Uploads a crash or a stop interrupted, to the store they started
 		// to and for the zone the register gives.
 		uploader.Resume(func(id string) (string, error) {
@@ -427,7 +422,7 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		}
 	}
 	go b.watchLocks(wctx)
-	b.retention = retentionJob{cfg: cfg, recDir: recDir, zones: zones, key: recKey.Public().(ed25519.PublicKey)}
+	b.retention = retentionJob{cfg: cfg, recDir: recDir, routes: routes, key: recKey.Public().(ed25519.PublicKey)}
 	go b.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	go func() { b.done <- srv.Serve(ln) }()
 	// The pid file is whole before "listening" is logged: whoever waits
