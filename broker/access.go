@@ -324,6 +324,8 @@ func (b *Broker) grantGone(ctx context.Context, g *Grant) string {
 	switch {
 	case r.State == RequestRevoked:
 		return fmt.Sprintf("request %d was revoked by %s: %s", r.ID, r.DecidedBy, r.Note)
+	case !b.now().Before(r.GrantEnd) && r.GrantEnd.Before(r.GrantStart.Add(r.Duration)) && r.Revised != "":
+		return fmt.Sprintf("the grant of request %d was cut to end at %s: %s", r.ID, r.GrantEnd.UTC().Format(time.RFC3339), r.Revised)
 	case !b.now().Before(r.GrantEnd):
 		return fmt.Sprintf("the grant of request %d ended at %s", r.ID, r.GrantEnd.UTC().Format(time.RFC3339))
 	}
@@ -541,9 +543,29 @@ func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment
 			return r, err
 		}
 	}
+	// The decision is made on the rule as it is now and on the stored
+	// approvals that still count (see revise); what that changes is kept
+	// and told even when this approval is not the last one needed.
+	var (
+		ended   bool
+		revised *AccessRequest // as revised, before this approval
+	)
 	r, err = b.update(ctx, id, func(r *AccessRequest) error {
+		ended, revised = false, nil
 		if r.State != RequestPending {
 			return notPending(r, b.now())
+		}
+		now := b.now()
+		spec, why := b.ruleNow(r)
+		if why != "" {
+			endUnder(r, now, why)
+			ended = true
+			return nil
+		}
+		if changes := b.holdPending(r, spec); len(changes) > 0 {
+			r.Revised = strings.Join(changes, "; ")
+			revised = &AccessRequest{}
+			*revised = *r
 		}
 		if r.ApprovedBy(who.Name) {
 			return refusef("you already approved request %d; it needs another approver (%d of %d)", r.ID, len(r.Approvals), r.Needed)
@@ -551,17 +573,21 @@ func (b *Broker) Approve(ctx context.Context, approver string, id int64, comment
 		if why := b.mayDecide(who, r); why != "" {
 			return &Refusal{Msg: why}
 		}
-		now := b.now()
-		r.Approvals = append(r.Approvals, RequestApproval{By: who.Name, Affiliate: who.Affiliate.Name, Comment: comment, At: now})
+		r.Approvals = append(slices.Clip(r.Approvals), RequestApproval{By: who.Name, Affiliate: who.Affiliate.Name, Comment: comment, At: now})
 		if len(r.Approvals) >= r.Needed {
-			r.State = RequestApproved
-			r.DecidedAt = now
-			r.GrantStart, r.GrantEnd = now, now.Add(r.Duration)
+			grantFrom(r, now)
 		}
 		return nil
 	})
 	if err != nil {
 		return r, err
+	}
+	if ended {
+		b.transition(ctx, EventRequestDenied, r, "sekisho", r.Note)
+		return r, notPending(&r, b.now())
+	}
+	if revised != nil {
+		b.transition(ctx, EventRequestRevised, *revised, "sekisho", revised.Revised)
 	}
 	kind := EventRequestApproval
 	if r.State == RequestApproved {

@@ -120,7 +120,9 @@ func New(c Config) *Broker {
 
 // Replace puts new technicians, targets, rules and networks in force, as
 // on a config reload. Decisions made from then on use them; live sessions
-// are re-checked by the caller with StillAllowed.
+// are re-checked by the caller with StillAllowed. Pending requests and
+// grants in force are held to them by ReviseRequests, which the caller
+// runs next.
 func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy, geo *Geo) {
 	rs := &ruleSet{technicians: map[string]*Technician{}, targets: map[string]*Target{}, policy: policy, geo: geo}
 	if rs.policy == nil {

@@ -32,7 +32,10 @@ const (
 	EventRequestCancelled = "request.cancelled"
 	EventRequestRevoked   = "request.revoked"
 	EventRequestUsed      = "request.used" // a session started under the grant
-	EventRequestRefused   = "request.refused"
+	// EventRequestRevised: the rules in force changed a pending request
+	// or a grant (a reload, an approval that no longer counts).
+	EventRequestRevised = "request.revised"
+	EventRequestRefused = "request.refused"
 )
 
 // RequestApproval is one approver's yes.
@@ -104,6 +107,11 @@ type AccessRequest struct {
 	Note       string    `json:"note,omitempty"`
 	GrantStart time.Time `json:"grant_start,omitzero"`
 	GrantEnd   time.Time `json:"grant_end,omitzero"`
+	// Revised says what the rules in force last changed of the request
+	// after it was filed (see Broker.ReviseRequests), as its technician
+	// is told: a count raised, approvals that no longer count, a
+	// duration or a grant cut.
+	Revised string `json:"revised,omitempty"`
 }
 
 // UsableFrom reports whether the request's grant may be used by a

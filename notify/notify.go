@@ -202,7 +202,7 @@ func knownEvent(kind string) bool {
 	switch kind {
 	case broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestDenied, broker.EventRequestExpired, broker.EventRequestCancelled,
-		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused,
+		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused, broker.EventRequestRevised,
 		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded:
 		return true
 	}
@@ -238,7 +238,7 @@ func validate(hooks []Webhook, opt Options) error {
 		}
 		for _, k := range h.Events {
 			if !knownEvent(k) {
-				fail("event %q is unknown; use request.created, request.approval, request.approved, request.denied, request.expired, request.cancelled, request.revoked, request.used, request.refused, session.cross_border or session.cross_border_ended, or none for all", k)
+				fail("event %q is unknown; use request.created, request.approval, request.approved, request.denied, request.expired, request.cancelled, request.revoked, request.used, request.refused, request.revised, session.cross_border or session.cross_border_ended, or none for all", k)
 			}
 		}
 		for k := range h.Headers {

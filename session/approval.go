@@ -398,13 +398,19 @@ func (w *waiter) run(ctx context.Context) (*pendingChannel, bool) {
 	poll := time.NewTicker(c.srv.cfg.PollEvery)
 	defer poll.Stop()
 	waitStart := time.Now()
-	lastStatus := ""
+	lastStatus, lastRevised := "", ""
 	for {
 		if req.State == broker.RequestPending && !time.Now().Before(req.Expires) {
 			access.ExpireRequests(ctx)
 			if r, err := access.Request(ctx, req.ID); err == nil {
 				req = r
 			}
+		}
+		// A reload or an approval that no longer counts changed the
+		// request: the technician hears what and why.
+		if req.Revised != lastRevised {
+			lastRevised = req.Revised
+			w.say("request %d changed: %s", req.ID, req.Revised)
 		}
 		switch req.State {
 		case broker.RequestApproved:

@@ -49,6 +49,8 @@ type conn struct {
 	revoked   sync.Once
 	lost      sync.Once
 	ending    atomic.Bool // set when the session is being revoked: nothing new starts
+	// grant is the clock of a session under a grant, once it runs.
+	grant atomic.Pointer[grantClock]
 	// upEnded is closed once the target's connection has ended and the
 	// technician was told (when it was the target that went).
 	upEnded chan struct{}
@@ -406,30 +408,6 @@ func (c *conn) recordingLost(err error) {
 			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: "recording failed: " + err.Error()})
 		c.tellAndClose(fmt.Sprintf("the session can no longer be recorded, so it is ended (session %s)", c.sessionID))
 	})
-}
-
-// grantTimers warns the technician before the grant ends and ends the
-// session when it does. It returns a function that stops them.
-func (c *conn) grantTimers(g *broker.Grant) func() {
-	var timers []*time.Timer
-	left := time.Until(g.Until)
-	for _, before := range c.srv.cfg.GrantWarnings {
-		if before >= left {
-			continue
-		}
-		timers = append(timers, time.AfterFunc(left-before, func() {
-			c.warn(fmt.Sprintf("the grant of request %d ends in %s (at %s); the session will end then",
-				g.RequestID, time.Until(g.Until).Round(time.Second), g.Until.UTC().Format("15:04:05 UTC")))
-		}))
-	}
-	timers = append(timers, time.AfterFunc(left, func() {
-		c.terminate(fmt.Sprintf("the grant of request %d ended at %s", g.RequestID, g.Until.UTC().Format("15:04:05 UTC")))
-	}))
-	return func() {
-		for _, t := range timers {
-			t.Stop()
-		}
-	}
 }
 
 // warn writes msg to the technician on every open channel, without

@@ -535,6 +535,7 @@ func (s *Server) revalidate(grantsOnly bool) int {
 		s.mu.Unlock()
 	}
 	for _, c := range live {
+		c.followGrant()
 		if c.ending.Load() {
 			continue
 		}

@@ -34,7 +34,7 @@ func parseNullTime(s sql.NullString) (time.Time, error) {
 }
 
 const requestColumns = `id, technician, affiliate, affiliate_country, target, rule, source, reason, duration, state, needed,
-	approvals, created_at, expires_at, decided_by, decided_at, note, grant_start, grant_end, source_country`
+	approvals, created_at, expires_at, decided_by, decided_at, note, grant_start, grant_end, source_country, revised`
 
 // requestValues are the values of the columns of requestColumns after id.
 func requestValues(r *broker.AccessRequest) ([]any, error) {
@@ -49,7 +49,7 @@ func requestValues(r *broker.AccessRequest) ([]any, error) {
 	}
 	return []any{r.Technician, r.Affiliate, r.AffiliateCountry, r.Target, r.Rule, r.Source, r.Reason,
 		int64(r.Duration), string(r.State), r.Needed, string(js), formatTime(r.Created), nullTime(r.Expires),
-		r.DecidedBy, nullTime(r.DecidedAt), r.Note, nullTime(r.GrantStart), nullTime(r.GrantEnd), r.SourceCountry}, nil
+		r.DecidedBy, nullTime(r.DecidedAt), r.Note, nullTime(r.GrantStart), nullTime(r.GrantEnd), r.SourceCountry, r.Revised}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -63,7 +63,7 @@ func scanRequest(row scanner) (broker.AccessRequest, error) {
 	)
 	if err := row.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Target, &r.Rule, &r.Source, &r.Reason,
 		&duration, &state, &r.Needed, &approvals, &created, &expires, &r.DecidedBy, &decidedAt, &r.Note,
-		&grantStart, &grant, &r.SourceCountry); err != nil {
+		&grantStart, &grant, &r.SourceCountry, &r.Revised); err != nil {
 		return r, err
 	}
 	r.Duration = time.Duration(duration)
@@ -103,7 +103,7 @@ func (s *Store) CreateRequest(ctx context.Context, r broker.AccessRequest) (brok
 		return r, fmt.Errorf("store access request: %w", err)
 	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO requests (`+strings.TrimPrefix(requestColumns, "id, ")+`)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, vals...)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, vals...)
 	if err != nil {
 		return r, fmt.Errorf("store access request: %w", err)
 	}
@@ -234,7 +234,7 @@ func (s *Store) UpdateRequest(ctx context.Context, id int64, fn func(*broker.Acc
 	}
 	if _, err := conn.ExecContext(ctx, `UPDATE requests SET technician=?, affiliate=?, affiliate_country=?, target=?, rule=?,
 		source=?, reason=?, duration=?, state=?, needed=?, approvals=?, created_at=?, expires_at=?, decided_by=?,
-		decided_at=?, note=?, grant_start=?, grant_end=?, source_country=? WHERE id=?`, append(vals, id)...); err != nil {
+		decided_at=?, note=?, grant_start=?, grant_end=?, source_country=?, revised=? WHERE id=?`, append(vals, id)...); err != nil {
 		return broker.AccessRequest{}, fmt.Errorf("update access request %d: %w", id, err)
 	}
 	stored, err := getRequest(ctx, conn, id)

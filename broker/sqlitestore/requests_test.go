@@ -34,6 +34,7 @@ func fullRequest() broker.AccessRequest {
 		Note:       "second approval",
 		GrantStart: base.Add(2*time.Minute + 4),
 		GrantEnd:   base.Add(47*time.Minute + 5),
+		Revised:    `rule "pii-needs-approval" now grants at most 45m0s`,
 	}
 }
 

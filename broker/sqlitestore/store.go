@@ -112,6 +112,9 @@ var columnsAdded = []struct{ table, column, decl string }{
 	// A request filed before its source country was kept has none: its
 	// grant is then used from the address it was filed from only.
 	{"requests", "source_country", "TEXT NOT NULL DEFAULT ''"},
+	// What the rules in force last changed of a request after it was
+	// filed; an older request was changed by none.
+	{"requests", "revised", "TEXT NOT NULL DEFAULT ''"},
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -246,6 +246,13 @@ func (b *bastion) reload(path string) error {
 	b.brk.Replace(techs, targets, policy, cfg.geo)
 	b.brk.SetAdminGroups(cfg.AdminGroups)
 	b.brk.SetReviewerGroups(cfg.ReviewerGroups)
+	// What is filed follows the new rules before live sessions are
+	// checked against them: a grant cut or revoked ends its sessions.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.brk.ReviseRequests(ctx); err != nil {
+		b.log.Error("pending requests and grants not all held to the new rules; each is when next decided", "err", err)
+	}
 	n := b.srv.Revalidate()
 	b.log.Info("config reloaded (listen, host key, vault, state, recordings, webhooks and metrics need a restart)",
 		"technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules), "sessions_ended", n)
@@ -393,6 +400,10 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 	if _, err := brk.RefreshLocks(ctx); err != nil {
 		store.Close()
 		return nil, err
+	}
+	// The config may have changed while the server was stopped.
+	if _, err := brk.ReviseRequests(ctx); err != nil {
+		logger.Error("pending requests and grants not all held to the rules; each is when next decided", "err", err)
 	}
 	brk.OnGrantsChanged(func() {
 		if n := srv.Revalidate(); n > 0 {
