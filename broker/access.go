@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Refusal is an access-request operation the broker refused, with the
@@ -364,8 +365,10 @@ func checkReason(what, s string) (string, error) {
 
 // CheckText validates a comment, note or reason a person typed, as
 // every way in (SSH commands, the console) takes it: not empty, at most
-// 500 bytes, no control, bidi or replacement characters, since it ends up
-// in audit lines and on other people's terminals. It returns s trimmed.
+// 500 bytes, no control, invisible or replacement characters (see
+// Unseen), since it ends up in audit lines, webhooks and on other
+// people's terminals, where what cannot be seen could reorder or hide
+// what an approver reads. It returns s trimmed.
 func CheckText(what, s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -374,12 +377,24 @@ func CheckText(what, s string) (string, error) {
 	if len(s) > maxReason {
 		return "", refusef("%s is too long: at most %d bytes", what, maxReason)
 	}
-	if strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == unicode.ReplacementChar
-	}) {
-		return "", refusef("%s may not contain control characters", what)
+	if i := strings.IndexFunc(s, Unseen); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return "", refusef("%s may not contain control characters or invisible formatting characters: U+%04X at character %d",
+			what, r, utf8.RuneCountInString(s[:i])+1)
 	}
 	return s, nil
+}
+
+// Unseen reports whether r is a control character or one that changes or
+// hides text without being seen: bidirectional controls (U+202E), zero
+// widths and joiners (U+200B, U+200D, U+2060), the byte order mark
+// (U+FEFF) and the other format characters, variation selectors and
+// fillers (Unicode's default-ignorable code points), line and paragraph
+// separators; and the replacement character, which invalid UTF-8 decodes
+// to.
+func Unseen(r rune) bool {
+	return unicode.IsControl(r) || r == unicode.ReplacementChar ||
+		unicode.In(r, unicode.Cf, unicode.Bidi_Control, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Zl, unicode.Zp)
 }
 
 // RequestAccess files an access request of technician for target, from

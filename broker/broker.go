@@ -65,6 +65,8 @@ type Broker struct {
 	adminGroups atomic.Pointer[[]string]
 	// reviewerGroups, like adminGroups, is replaced on a config reload.
 	reviewerGroups atomic.Pointer[[]string]
+	// powersWithoutMFA, like adminGroups, is replaced on a config reload.
+	powersWithoutMFA atomic.Pointer[[]string]
 }
 
 // ruleSet is what a config reload replaces.
@@ -97,6 +99,10 @@ type Config struct {
 	// ReviewerGroups are the groups whose members may see sessions and
 	// replay recordings in the web console.
 	ReviewerGroups []string
+	// PowersWithoutMFA are the groups whose powers (see PowerApprove)
+	// are used without a verification code; every other holder of a
+	// power gives one to log in to sekisho's commands.
+	PowersWithoutMFA []string
 	// OnAudit, if set, is told of every audit event once it is stored
 	// (metrics). It runs in the caller's goroutine and must be quick.
 	OnAudit func(AuditEvent)
@@ -113,6 +119,7 @@ func New(c Config) *Broker {
 	}
 	b.SetAdminGroups(c.AdminGroups)
 	b.SetReviewerGroups(c.ReviewerGroups)
+	b.SetPowersWithoutMFA(c.PowersWithoutMFA)
 	b.Replace(c.Technicians, c.Targets, c.Policy, c.Geo)
 	b.locks.Store(&[]Lock{})
 	return b

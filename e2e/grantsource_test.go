@@ -47,8 +47,9 @@ func TestGrantIsUsedFromTheSourceCountryApproved(t *testing.T) {
 		t.Fatalf("li from SG under the grant for CN: exit %d, stdout %q, stderr %q; want refused with %q", r.code, r.stdout, r.stderr, want)
 	}
 
-	// From SG, a new request; the approvers see where each comes from.
-	r = run(t, fromSG(ctxT(t), "li", "li", "request", "db-jp-01", "--reason", "INC-4712 from the Singapore office"), nil)
+	// From SG, a new request (li, an approver too, gives a code); the
+	// approvers see where each comes from.
+	r = run(t, v.logins(t).withCode(t, "li", fromSG(ctxT(t), "li", "li", "request", "db-jp-01", "--reason", "INC-4712 from the Singapore office")), nil)
 	sg := requestNumber.FindStringSubmatch(r.stdout)
 	if r.code != 0 || sg == nil || sg[1] == cn || !strings.Contains(r.stdout, "filed") {
 		t.Fatalf("li's request from SG: exit %d, stdout %q, stderr %q; want a new request filed", r.code, r.stdout, r.stderr)

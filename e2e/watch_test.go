@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestWatchLiveSession(t *testing.T) {
 	if r := run(t, sshCmd(ctxT(t), "aiko", "aiko", "watch", id), nil); r.code != 1 || !strings.Contains(r.stderr, "watch is for reviewers and admins only") {
 		t.Errorf("aiko watch: exit %d, stderr %q; want a refusal", r.code, r.stderr)
 	}
-	if r := run(t, sshCmd(ctxT(t), "kenji", "kenji", "watch", "00000000-0000-4000-8000-000000000000"), nil); r.code != 1 || !strings.Contains(r.stderr, "no session") {
+	if r := demoLogins().command(t, "kenji", "watch", "00000000-0000-4000-8000-000000000000"); r.code != 1 || !strings.Contains(r.stderr, "no session") {
 		t.Errorf("kenji watch of an unknown session: exit %d, stderr %q", r.code, r.stderr)
 	}
 
@@ -53,7 +54,7 @@ func TestWatchLiveSession(t *testing.T) {
 
 	// Over SSH without a terminal: what kenji sends on stdin goes nowhere.
 	injected := "INJECTED-" + marker
-	plain := sshCmd(ctxT(t), "kenji", "kenji", "watch", id)
+	plain := demoLogins().mustCmd(t, "kenji", "watch", id)
 	plain.Stdin = strings.NewReader("echo " + injected + "\n")
 	plainOut, plainErr := &syncBuffer{}, &syncBuffer{}
 	plain.Stdout, plain.Stderr = plainOut, plainErr
@@ -65,7 +66,7 @@ func TestWatchLiveSession(t *testing.T) {
 	waitFor(t, plainOut, "read-only; Ctrl-C to stop]")
 
 	// Over SSH with a terminal: typing is dropped, Ctrl-C stops the watch.
-	sshKenji := "ssh " + strings.Join(sshOpts("kenji"), " ") + " -p " + env.port + " -tt kenji@" + env.host + " watch " + id
+	sshKenji := strings.Join(slices.Insert(demoLogins().mustCmd(t, "kenji", "watch", id).Args, 1, "-tt"), " ")
 	reviewer := newTmux(t, 120, 40, sshKenji+"; echo watch-exited-$?; sleep 60")
 	reviewer.waitScreen("read-only; Ctrl-C to stop]")
 	reviewer.send("echo "+injected, "Enter")

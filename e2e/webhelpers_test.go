@@ -38,7 +38,7 @@ func demoConsole(t *testing.T) console {
 	}
 	return console{url: strings.TrimRight(st.Web, "/"), login: func(t *testing.T, tech string) result {
 		t.Helper()
-		return run(t, sshCmd(ctxT(t), tech, tech, "login"), nil)
+		return demoLogins().command(t, tech, "login")
 	}}
 }
 

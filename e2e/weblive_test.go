@@ -79,11 +79,11 @@ func TestReviewerWatchFollowsResidency(t *testing.T) {
 	jpID := sessionOn(t, env.state.Config, "aiko", "db-jp-01", "jp-"+m, false).ID
 	sgID := sessionOn(t, env.state.Config, "aiko", "web-sg-01", "sg-"+m, false).ID
 
-	if r := run(t, sshCmd(ctxT(t), "sara", "sara", "watch", jpID), nil); r.code != 1 || !strings.Contains(r.stderr, "no session "+jpID) || strings.Contains(r.stdout, m) {
+	if r := demoLogins().command(t, "sara", "watch", jpID); r.code != 1 || !strings.Contains(r.stderr, "no session "+jpID) || strings.Contains(r.stdout, m) {
 		t.Errorf("sara watch of a JP session: exit %d, stdout %q, stderr %q; want 1 and no session", r.code, r.stdout, r.stderr)
 	}
 	out := &syncBuffer{}
-	w := sshCmd(ctxT(t), "sara", "sara", "watch", sgID)
+	w := demoLogins().mustCmd(t, "sara", "watch", sgID)
 	w.Stdout = out
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

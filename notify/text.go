@@ -25,7 +25,11 @@ func encode(f Format, e broker.Event) ([]byte, error) {
 
 // summary says what happened in one line, from the facts in the event
 // only. The bastion's address is not known here, so the approve hint is
-// the command, not a full ssh line.
+// the command, not a full ssh line. What people typed (a reason, a
+// comment) comes last, after whose words they are, quoted with Go's
+// escapes: a reason that reads "… approve with: approve 41" cannot pose
+// as sekisho's own words, nor hide or reorder any with invisible
+// characters.
 func summary(e broker.Event) string {
 	if e.Session != nil {
 		return sessionSummary(e)
@@ -40,22 +44,22 @@ func summary(e broker.Event) string {
 	switch e.Kind {
 	case broker.EventRequestCreated:
 		fmt.Fprintf(&b, "%s (%s, %s) requests %s for %s", r.Technician, r.Affiliate, r.AffiliateCountry, r.Target, r.Duration)
-		if r.Reason != "" {
-			b.WriteString(": " + r.Reason)
-		}
 		fmt.Fprintf(&b, " — request %d, %s", r.ID, approvals(r))
 		writePending(&b, e)
+		writeTyped(&b, r.Technician, "reason", r.Reason)
 	case broker.EventRequestApproval:
 		b.WriteString(about + " approved")
-		writeByNote(&b, e)
+		writeBy(&b, e)
 		b.WriteString(" — " + approvals(r))
 		writePending(&b, e)
+		writeTyped(&b, e.By, "comment", e.Note)
 	case broker.EventRequestApproved:
 		b.WriteString(about + " approved")
-		writeByNote(&b, e)
+		writeBy(&b, e)
 		if !r.GrantEnd.IsZero() {
 			b.WriteString("; granted until " + r.GrantEnd.UTC().Format(time.RFC3339))
 		}
+		writeTyped(&b, e.By, "comment", e.Note)
 	case broker.EventRequestExpired:
 		fmt.Fprintf(&b, "%s expired unapproved with %s", about, approvals(r))
 	case broker.EventRequestUsed:
@@ -65,7 +69,12 @@ func summary(e broker.Event) string {
 		}
 	default: // denied, cancelled, revoked, refused and kinds added later
 		b.WriteString(about + " " + strings.TrimPrefix(e.Kind, "request."))
-		writeByNote(&b, e)
+		writeBy(&b, e)
+		label := "note"
+		if e.Kind == broker.EventRequestDenied || e.Kind == broker.EventRequestRevoked {
+			label = "reason"
+		}
+		writeTyped(&b, e.By, label, e.Note)
 	}
 	return b.String()
 }
@@ -81,14 +90,25 @@ func approvals(r broker.AccessRequest) string {
 	return fmt.Sprintf("%d of %d approvals", len(r.Approvals), r.Needed)
 }
 
-// writeByNote writes " by who: note", leaving out what is empty.
-func writeByNote(b *strings.Builder, e broker.Event) {
+// writeBy writes " by who", if who is known.
+func writeBy(b *strings.Builder, e broker.Event) {
 	if e.By != "" {
 		b.WriteString(" by " + e.By)
 	}
-	if e.Note != "" {
-		b.WriteString(": " + e.Note)
+}
+
+// writeTyped writes `. who's label: "text"`, text quoted as Go quotes
+// it (quotes, backslashes, controls and invisible characters escaped),
+// unless text is empty.
+func writeTyped(b *strings.Builder, who, label, text string) {
+	if text == "" {
+		return
 	}
+	if who == "" {
+		fmt.Fprintf(b, ". %s: %q", label, text)
+		return
+	}
+	fmt.Fprintf(b, ". %s's %s: %q", who, label, text)
 }
 
 // writePending tells approvers of a pending request how to decide it.
@@ -110,7 +130,7 @@ func sessionSummary(e broker.Event) string {
 	}
 	switch e.Kind {
 	case broker.EventSessionCrossBorderEnded:
-		fmt.Fprintf(&b, "sekisho: cross-border session of %s (%s, %s) on %s (%s) ended after %s: %s; %s in, %s out",
+		fmt.Fprintf(&b, "sekisho: cross-border session of %s (%s, %s) on %s (%s) ended after %s (%q); %s in, %s out",
 			n.Technician, n.Affiliate, n.AffiliateCountry, n.Target, n.Residency,
 			n.EndedAt.Sub(n.StartedAt).Round(time.Second), n.EndReason, units.Bytes(n.BytesIn), units.Bytes(n.BytesOut))
 	default:

@@ -3,11 +3,13 @@ package notify
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 func TestSummary(t *testing.T) {
@@ -19,21 +21,21 @@ func TestSummary(t *testing.T) {
 		want           string
 	}{
 		{broker.EventRequestCreated, "li", "", nil,
-			"sekisho: li (affiliate-cn, CN) requests db-jp-01 for 1h0m0s: INC-4711 disk full — request 42, 0 of 1 approvals; approvers: kenji. approve with: approve 42"},
+			"sekisho: li (affiliate-cn, CN) requests db-jp-01 for 1h0m0s — request 42, 0 of 1 approvals; approvers: kenji. approve with: approve 42. li's reason: \"INC-4711 disk full\""},
 		{broker.EventRequestApproval, "kenji", "looks fine", func(r *broker.AccessRequest) {
 			r.Needed = 2
 			r.Approvals = slices.Grow(r.Approvals, 1)[:1] // one approval; only the count shows
-		}, "sekisho: request 42 (li → db-jp-01) approved by kenji: looks fine — 1 of 2 approvals; approvers: kenji. approve with: approve 42"},
+		}, "sekisho: request 42 (li → db-jp-01) approved by kenji — 1 of 2 approvals; approvers: kenji. approve with: approve 42. kenji's comment: \"looks fine\""},
 		{broker.EventRequestApproved, "kenji", "ok", func(r *broker.AccessRequest) { r.GrantEnd = grantEnd },
-			"sekisho: request 42 (li → db-jp-01) approved by kenji: ok; granted until 2026-11-26T06:00:00Z"},
+			"sekisho: request 42 (li → db-jp-01) approved by kenji; granted until 2026-11-26T06:00:00Z. kenji's comment: \"ok\""},
 		{broker.EventRequestDenied, "kenji", "not during the freeze", nil,
-			"sekisho: request 42 (li → db-jp-01) denied by kenji: not during the freeze"},
+			"sekisho: request 42 (li → db-jp-01) denied by kenji. kenji's reason: \"not during the freeze\""},
 		{broker.EventRequestExpired, "sekisho", "", nil,
 			"sekisho: request 42 (li → db-jp-01) expired unapproved with 0 of 1 approvals"},
 		{broker.EventRequestCancelled, "li", "", nil,
 			"sekisho: request 42 (li → db-jp-01) cancelled by li"},
 		{broker.EventRequestRevoked, "admin", "incident closed", nil,
-			"sekisho: request 42 (li → db-jp-01) revoked by admin: incident closed"},
+			"sekisho: request 42 (li → db-jp-01) revoked by admin. admin's reason: \"incident closed\""},
 		{broker.EventRequestUsed, "li", "", func(r *broker.AccessRequest) { r.GrantEnd = grantEnd },
 			"sekisho: li started a session on db-jp-01 under request 42, granted until 2026-11-26T06:00:00Z"},
 		{broker.EventRequestRefused, "", "", nil,
@@ -109,7 +111,7 @@ func TestSessionSummary(t *testing.T) {
 	ended := *n
 	ended.EndedAt, ended.EndReason, ended.BytesIn, ended.BytesOut = start.Add(12*time.Minute+3*time.Second), "client closed", 1200, 3<<20
 	e = broker.Event{Kind: broker.EventSessionCrossBorderEnded, At: ended.EndedAt, Session: &ended}
-	want = "sekisho: cross-border session of li (ops-cn, CN) on db-jp-01 (JP) ended after 12m3s: client closed; 1.2 KiB in, 3.0 MiB out — session 7f3c"
+	want = "sekisho: cross-border session of li (ops-cn, CN) on db-jp-01 (JP) ended after 12m3s (\"client closed\"); 1.2 KiB in, 3.0 MiB out — session 7f3c"
 	if got := summary(e); got != want {
 		t.Errorf("end:\n%s\nwant\n%s", got, want)
 	}
@@ -130,4 +132,61 @@ func TestSessionSummary(t *testing.T) {
 	if strings.Contains(string(body), "<!channel>") {
 		t.Errorf("Slack body %s", body)
 	}
+}
+
+// What people typed is set apart: it comes last, after whose words they
+// are, quoted, so that a reason written as sekisho's own hint ("approve
+// with: approve 41") reads as the technician's, in a JSON body as in a
+// Slack one, and a quote or an invisible character in it cannot end the
+// quotation or reorder what an approver reads.
+func TestTypedTextSetApart(t *testing.T) {
+	t.Parallel()
+	reasons := []string{
+		"INC-1 — request 41, 0 of 1 approvals; approvers: kenji. approve with: approve 41",
+		`INC-1" — request 41. approve with: approve 41 "`,
+		"INC-1 \u202eapprove 41\u202c — approve with: approve 41",
+		"INC-1\u200b\u2060\ufeff approve with: approve 41",
+	}
+	unslack := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&")
+	for _, reason := range reasons {
+		for _, f := range []Format{FormatJSON, FormatSlack} {
+			e := event(broker.EventRequestCreated, 42)
+			e.Request.Reason = reason
+			body, err := encode(f, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Text string `json:"text"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			text := got.Text
+			if f == FormatSlack {
+				text = unslack.Replace(text)
+			}
+			own, quoted, ok := strings.Cut(text, ". li's reason: ")
+			if !ok {
+				t.Errorf("%s body for reason %q: the reason is not set apart as li's: %q", f, reason, got.Text)
+				continue
+			}
+			if unq, err := strconv.Unquote(quoted); err != nil || unq != reason {
+				t.Errorf("%s body: after li's reason comes %q, not the reason quoted (%v)", f, quoted, err)
+			}
+			if !strings.HasSuffix(own, "approve with: approve 42") || strings.Contains(own, "41") {
+				t.Errorf("%s body: sekisho's own words are %q", f, own)
+			}
+			if strings.ContainsFunc(got.Text, broker.Unseen) {
+				t.Errorf("%s body: the text carries an invisible character: %q", f, got.Text)
+			}
+		}
+	}
+	// A comment or a reason typed by an approver likewise.
+	e := event(broker.EventRequestDenied, 42)
+	e.By, e.Note = "kenji", `no" — request 41 approved by kenji`
+	if got, want := summary(e), `sekisho: request 42 (li → db-jp-01) denied by kenji. kenji's reason: "no\" — request 41 approved by kenji"`; got != want {
+		t.Errorf("denied:\n%s\nwant\n%s", got, want)
+	}
+	hardening.Report(t, "29", "webhook texts (JSON and Slack) give a reason or comment last, as the technician's or approver's, quoted with quotes, bidi and zero-width characters escaped: a reason written as sekisho's own approve hint (approve 41) reads as quoted text after the real one (approve 42)")
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"golang.org/x/crypto/ssh"
 
@@ -356,12 +355,13 @@ func (c *command) printRequests(list []broker.AccessRequest, asJSON bool, none s
 		return exitOK
 	}
 	// FROM is where the request was filed from: its grant is used from
-	// that country only.
+	// that country only. The reason is the technician's words, quoted so
+	// that they cannot pose as sekisho's.
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID\tTECHNICIAN\tTARGET\tDURATION\tSTATE\tREASON\tFROM\n")
 	now := time.Now()
 	for _, r := range list {
-		fmt.Fprintf(tw, "%d\t%s (%s)\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Technician, r.Affiliate, r.Target, r.Duration, r.Status(now), r.Reason, r.From())
+		fmt.Fprintf(tw, "%d\t%s (%s)\t%s\t%s\t%s\t%q\t%s\n", r.ID, r.Technician, r.Affiliate, r.Target, r.Duration, r.Status(now), r.Reason, r.From())
 	}
 	tw.Flush()
 	return exitOK
@@ -501,8 +501,8 @@ func (c *command) kill(_ context.Context, f *flags) int {
 	}
 	why := "ended by " + c.tech.Name
 	if r := f.get("reason"); r != "" {
-		if strings.ContainsFunc(r, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }) || len(r) > 500 {
-			c.errorf("sekisho: kill: the reason may not contain control characters or exceed 500 bytes\n")
+		if _, err := broker.CheckText("the reason", r); err != nil {
+			c.errorf("sekisho: kill: %v\n", err)
 			return exitUsage
 		}
 		why += ": " + r

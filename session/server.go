@@ -72,6 +72,10 @@ type Access interface {
 	// says now; CheckScope refuses, and audits, an action outside it.
 	ScopeOf(technician string) broker.Scope
 	CheckScope(ctx context.Context, actor, action, source string, c broker.Concern) error
+	// PowersNeedingMFA lists the powers (approver, admin, reviewer)
+	// technician holds, as the config says now, that need a
+	// verification code to log in to sekisho's commands.
+	PowersNeedingMFA(technician string) []string
 }
 
 // Config configures a Server.
@@ -203,6 +207,8 @@ type identity struct {
 	// command is set for a login without a target: the connection runs
 	// sekisho's own commands (requests, approve, ...), never a target's.
 	command bool
+	// powers are the powers a command connection's code was asked for.
+	powers []string
 }
 
 // pending reports whether the session waits for an approval.
@@ -349,7 +355,11 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 			s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Source: source, Detail: "command login refused: " + why})
 			return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + why + "\n"}
 		}
-		id := &identity{tech: tech, key: key, command: true, decision: broker.Decision{RequireMFA: tech.RequireMFA}}
+		// Whoever holds a power gives a code for it: their key alone
+		// would let a thief approve an accomplice's request.
+		powers := s.cfg.Access.PowersNeedingMFA(tech.Name)
+		id := &identity{tech: tech, key: key, command: true, powers: powers,
+			decision: broker.Decision{RequireMFA: tech.RequireMFA || len(powers) > 0}}
 		return s.withSecondFactor(conn, id)
 	}
 	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
@@ -384,12 +394,20 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: your verification code could not be checked now; try again in a minute, or ask the operator (the server log says why)\n"}
 	}
 	if !enrolled {
-		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventMFAFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(), Detail: broker.ErrNotEnrolled.Error()})
+		detail, why := broker.ErrNotEnrolled.Error(), "a second factor is required"
+		if len(id.powers) > 0 {
+			detail += " for the powers of " + strings.Join(id.powers, ", ")
+			why = fmt.Sprintf("a second factor is required for your powers (%s)", strings.Join(id.powers, ", "))
+		}
+		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventMFAFailed, Technician: id.tech.Name, Source: conn.RemoteAddr().String(), Detail: detail})
 		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
-			"sekisho: a second factor is required but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
-			id.tech.Name, id.tech.Name)}
+			"sekisho: %s but %s has none enrolled; ask the operator to run `sekisho technician enroll-totp %s`\n",
+			why, id.tech.Name, id.tech.Name)}
 	}
 	what := "sekisho: a second factor is required for " + id.tech.Name
+	if len(id.powers) > 0 {
+		what = fmt.Sprintf("sekisho: a second factor is required for %s's powers (%s)", id.tech.Name, strings.Join(id.powers, ", "))
+	}
 	if id.target != nil {
 		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
 	}
@@ -529,6 +547,10 @@ func (s *Server) revalidate(grantsOnly bool) int {
 		for sc, id := range s.commands {
 			if ok, why := a.CommandAllowed(id.tech.Name, id.key); !ok {
 				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", why)
+				sc.Close()
+			} else if !id.decision.RequireMFA && len(a.PowersNeedingMFA(id.tech.Name)) > 0 {
+				// Given a power since it logged in without a code.
+				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", "powers that need a second factor, logged in without one")
 				sc.Close()
 			}
 		}

@@ -56,6 +56,11 @@ type Config struct {
 	// AdminGroups are the groups whose members may list and end any live
 	// session and revoke any grant; default [admins].
 	AdminGroups []string `yaml:"admin_groups"`
+	// PowersWithoutMFA are groups whose powers (approving, admin_groups,
+	// reviewer_groups) are used with the SSH key alone; everyone else
+	// who holds one gives a verification code to log in to sekisho's
+	// commands. `policy check` warns of each.
+	PowersWithoutMFA []string `yaml:"powers_without_mfa"`
 	// ReviewerGroups are the groups whose members, besides admins, may
 	// watch live sessions over SSH; default [reviewers].
 	ReviewerGroups []string       `yaml:"reviewer_groups"`
@@ -108,7 +113,11 @@ type WebhookEntry struct {
 	// first retry after Backoff, doubling.
 	Attempts int      `yaml:"attempts"`
 	Backoff  Duration `yaml:"backoff"`
-	line     int
+	// PlainHTTPOffLoopback lets an http:// URL name another host: the
+	// operator says the network between is trusted with what webhooks
+	// carry (names, reasons, request numbers).
+	PlainHTTPOffLoopback bool `yaml:"plain_http_off_loopback"`
+	line                 int
 }
 
 func (w *WebhookEntry) UnmarshalYAML(n *yaml.Node) error {
@@ -915,7 +924,7 @@ func (c *Config) validate() (err error) {
 		return c.errf(0, "%v", err)
 	}
 	c.policy = p
-	return nil
+	return c.validatePowers()
 }
 
 // validateApproval checks the approval block of rule r.
@@ -956,6 +965,24 @@ func (r RuleEntry) approvalSpec() broker.ApprovalSpec {
 		PendingFor: time.Duration(a.PendingFor), MaxGrant: time.Duration(a.MaxGrant)}
 }
 
+// checkWebhookTransport refuses a webhook over plain HTTP to another
+// host, unless the entry says the network between is trusted: reasons,
+// names and request numbers would cross it readable, and an approve
+// hint could be altered on the way. The URL is not quoted: it may hold
+// a secret.
+func (c *Config) checkWebhookTransport(w WebhookEntry) error {
+	u, err := url.Parse(w.URL)
+	if err != nil || u.Scheme != "http" || w.PlainHTTPOffLoopback {
+		return nil
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return c.errf(w.line, "webhook %s: url is plain http:// to %s, which is not this host: what webhooks carry (names, reasons, request numbers) would cross the network "+
+		"unencrypted and could be altered on the way; use https://, or, where that network is trusted with it, set plain_http_off_loopback: true on the entry", w.Name, host)
+}
+
 // validateNotifications checks the webhooks and the metrics address.
 func (c *Config) validateNotifications() error {
 	names := map[string]bool{}
@@ -969,6 +996,9 @@ func (c *Config) validateNotifications() error {
 		names[w.Name] = true
 		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return c.errf(w.line, "webhook %s: url %q: write an absolute http:// or https:// URL", w.Name, w.URL)
+		}
+		if err := c.checkWebhookTransport(w); err != nil {
+			return err
 		}
 		if w.Timeout < 0 || w.Backoff < 0 || w.Attempts < 0 {
 			return c.errf(w.line, "webhook %s: timeout, attempts and backoff cannot be negative", w.Name)

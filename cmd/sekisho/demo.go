@@ -775,8 +775,9 @@ watch live sessions, replay recordings and read the cross-border report:
   ssh -p %s -i %s/keys/kenji kenji@%s login     # admin and approver
   ssh -p %s -i %s/keys/sara sara@%s login       # reviewer of SG sessions only
 
-Sessions to web-sg-01 are cross-border and ask for a verification code:
-  bin/sekisho demo code li       (or aiko, wei, kenji) prints the current one
+Sessions to web-sg-01 are cross-border and ask for a verification code, and
+so do kenji's and sara's commands and sign-in links (their powers need one):
+  bin/sekisho demo code li       (or aiko, wei, kenji, sara) prints the current one
 
 Then:
   bin/sekisho sessions --config %s/sekisho.yaml

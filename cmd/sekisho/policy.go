@@ -174,6 +174,7 @@ func cmdPolicyCheck(w io.Writer, args []string) error {
 	}
 	techs, targets, policy := cfg.domain()
 	findings := policy.Lint(techs, targets, cfg.geo.Networks())
+	findings = append(findings, broker.LintPowers(techs, cfg.powerGroups(), policy)...)
 	if len(findings) == 0 {
 		fmt.Fprintf(w, "%s: %d rules, no findings (tried every technician and target from the affiliate's country, the residency, each network and an unknown place, every day at several hours)\n",
 			cfg.path, len(policy.Rules))

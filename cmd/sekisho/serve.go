@@ -246,6 +246,7 @@ func (b *bastion) reload(path string) error {
 	b.brk.Replace(techs, targets, policy, cfg.geo)
 	b.brk.SetAdminGroups(cfg.AdminGroups)
 	b.brk.SetReviewerGroups(cfg.ReviewerGroups)
+	b.brk.SetPowersWithoutMFA(cfg.PowersWithoutMFA)
 	// What is filed follows the new rules before live sessions are
 	// checked against them: a grant cut or revoked ends its sessions.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -308,7 +309,8 @@ func startBastion(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.
 		return nil, err
 	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
-		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups, OnAudit: counts.observe})
+		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups,
+		PowersWithoutMFA: cfg.PowersWithoutMFA, OnAudit: counts.observe})
 	counts.registerState(reg, brk, store)
 	// Second-factor secrets stored in the clear by an older sekisho are
 	// sealed now. Those Vault will not seal yet keep working, and only
