@@ -121,6 +121,24 @@ type AuditEvent struct {
 	Detail     string    `json:"detail,omitempty"`
 }
 
+// AuditFilter narrows a search of the audit log; zero fields do not
+// filter, and the fields set must all hold.
+type AuditFilter struct {
+	// Kinds are event kinds; one ending in "." or "*" is a prefix
+	// ("mfa." or "mfa.*": every mfa event).
+	Kinds      []string
+	Technician string
+	Target     string
+	Session    string
+	// Source is an address, with or without its port.
+	Source       string
+	Since, Until time.Time
+	// Text is a substring of the detail, in any case (of ASCII letters).
+	Text string
+	// Limit is how many of the newest matching events; 0 means 100.
+	Limit int
+}
+
 // LegalHold keeps a session's recording past its retention.
 type LegalHold struct {
 	Session string    `json:"session"`
@@ -160,6 +178,8 @@ type Store interface {
 	Sessions(ctx context.Context, f SessionFilter) ([]SessionRecord, error)
 	Audit(ctx context.Context, e AuditEvent) error
 	AuditEvents(ctx context.Context, limit int) ([]AuditEvent, error)
+	// SearchAudit returns the newest events that match f, oldest first.
+	SearchAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 	// AddLock stores a lock and returns it with its ID.
 	AddLock(ctx context.Context, l Lock) (Lock, error)
 	// RemoveLock removes a lock; ErrNotFound if there is none with that ID.

@@ -386,29 +386,11 @@ func (s *Store) Audit(ctx context.Context, e broker.AuditEvent) error {
 
 // AuditEvents returns the newest audit events, oldest first.
 func (s *Store) AuditEvents(ctx context.Context, limit int) ([]broker.AuditEvent, error) {
-	return s.SearchAudit(ctx, AuditFilter{Limit: limit})
-}
-
-// AuditFilter narrows a search of the audit log; zero fields do not
-// filter, and the fields set must all hold.
-type AuditFilter struct {
-	// Kinds are event kinds; one ending in "." or "*" is a prefix
-	// ("mfa." or "mfa.*": every mfa event).
-	Kinds      []string
-	Technician string
-	Target     string
-	Session    string
-	// Source is an address, with or without its port.
-	Source       string
-	Since, Until time.Time
-	// Text is a substring of the detail, in any case (of ASCII letters).
-	Text string
-	// Limit is how many of the newest matching events; 0 means 100.
-	Limit int
+	return s.SearchAudit(ctx, broker.AuditFilter{Limit: limit})
 }
 
 // SearchAudit returns the newest events that match f, oldest first.
-func (s *Store) SearchAudit(ctx context.Context, f AuditFilter) ([]broker.AuditEvent, error) {
+func (s *Store) SearchAudit(ctx context.Context, f broker.AuditFilter) ([]broker.AuditEvent, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}

@@ -475,22 +475,22 @@ func TestSearchAudit(t *testing.T) {
 		f    AuditFilter
 		want string
 	}{
-		{AuditFilter{}, "auth.failed mfa.enrolled mfa.tampered session.start session.end mfaX"},
-		{AuditFilter{Kinds: []string{"mfa.*"}}, "mfa.enrolled mfa.tampered"},
-		{AuditFilter{Kinds: []string{"mfa."}}, "mfa.enrolled mfa.tampered"},
-		{AuditFilter{Kinds: []string{"auth.failed", "session.end"}}, "auth.failed session.end"},
-		{AuditFilter{Technician: "li"}, "auth.failed mfa.enrolled session.start mfaX"},
-		{AuditFilter{Technician: "li", Kinds: []string{"mfa.*"}}, "mfa.enrolled"},
-		{AuditFilter{Session: "s1"}, "session.start session.end"},
-		{AuditFilter{Target: "db-jp-01"}, "session.start"},
-		{AuditFilter{Source: "203.0.113.5"}, "auth.failed"},
-		{AuditFilter{Source: "203.0.113.50:41000"}, "session.start"},
-		{AuditFilter{Since: at.Add(2 * time.Hour), Until: at.Add(4 * time.Hour)}, "mfa.tampered session.start"},
-		{AuditFilter{Text: "clear"}, "mfa.tampered"},
-		{AuditFilter{Text: "CLEAR"}, "mfa.tampered"},
-		{AuditFilter{Text: "%"}, ""},
-		{AuditFilter{Limit: 2}, "session.end mfaX"},
-		{AuditFilter{Technician: "li' OR '1'='1"}, ""},
+		{broker.AuditFilter{}, "auth.failed mfa.enrolled mfa.tampered session.start session.end mfaX"},
+		{broker.AuditFilter{Kinds: []string{"mfa.*"}}, "mfa.enrolled mfa.tampered"},
+		{broker.AuditFilter{Kinds: []string{"mfa."}}, "mfa.enrolled mfa.tampered"},
+		{broker.AuditFilter{Kinds: []string{"auth.failed", "session.end"}}, "auth.failed session.end"},
+		{broker.AuditFilter{Technician: "li"}, "auth.failed mfa.enrolled session.start mfaX"},
+		{broker.AuditFilter{Technician: "li", Kinds: []string{"mfa.*"}}, "mfa.enrolled"},
+		{broker.AuditFilter{Session: "s1"}, "session.start session.end"},
+		{broker.AuditFilter{Target: "db-jp-01"}, "session.start"},
+		{broker.AuditFilter{Source: "203.0.113.5"}, "auth.failed"},
+		{broker.AuditFilter{Source: "203.0.113.50:41000"}, "session.start"},
+		{broker.AuditFilter{Since: at.Add(2 * time.Hour), Until: at.Add(4 * time.Hour)}, "mfa.tampered session.start"},
+		{broker.AuditFilter{Text: "clear"}, "mfa.tampered"},
+		{broker.AuditFilter{Text: "CLEAR"}, "mfa.tampered"},
+		{broker.AuditFilter{Text: "%"}, ""},
+		{broker.AuditFilter{Limit: 2}, "session.end mfaX"},
+		{broker.AuditFilter{Technician: "li' OR '1'='1"}, ""},
 	} {
 		if got := kinds(c.f); got != c.want {
 			t.Errorf("SearchAudit(%+v) = %q, want %q", c.f, got, c.want)

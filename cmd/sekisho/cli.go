@@ -204,7 +204,7 @@ func cmdReplay(ctx context.Context, args []string) error {
 }
 
 func cmdAudit(ctx context.Context, args []string) error {
-	var f sqlitestore.AuditFilter
+	var f broker.AuditFilter
 	var kinds, since, until, format string
 	cfg, fs, err := parseWithConfig("audit", args, func(fs *flag.FlagSet) {
 		fs.IntVar(&f.Limit, "limit", 100, "the newest N matching events")
