@@ -459,7 +459,7 @@ func TestSearchAudit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kinds := func(f AuditFilter) string {
+	kinds := func(f broker.AuditFilter) string {
 		t.Helper()
 		got, err := s.SearchAudit(ctx, f)
 		if err != nil {
