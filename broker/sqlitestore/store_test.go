@@ -472,7 +472,7 @@ func TestSearchAudit(t *testing.T) {
 		return strings.Join(k, " ")
 	}
 	for _, c := range []struct {
-		f    AuditFilter
+		f    broker.AuditFilter
 		want string
 	}{
 		{broker.AuditFilter{}, "auth.failed mfa.enrolled mfa.tampered session.start session.end mfaX"},
