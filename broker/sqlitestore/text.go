@@ -34,13 +34,11 @@ CREATE TABLE IF NOT EXISTS session_text (
 CREATE VIRTUAL TABLE IF NOT EXISTS session_fts USING fts5(typed, shown, tokenize='trigram');
 `
 
-// MaxIndexedText is how much of a session's typed text, and separately of
-// its shown text, the index keeps: the first 2 MiB of each. A search does
-// not see past it; the recording itself keeps everything.
-const MaxIndexedText = 2 << 20
+// MaxIndexedText is broker.MaxIndexedText.
+const MaxIndexedText = broker.MaxIndexedText
 
 // snippetBytes bounds an excerpt of TextSnippets.
-const snippetBytes = 200
+const snippetBytes = broker.SnippetBytes
 
 // IndexSessionText stores the searchable text of a session, replacing any
 // earlier index of it, in one transaction: a search sees the old text or
@@ -237,16 +235,7 @@ type textQuery struct {
 // parseTextQuery reads q as whitespace-separated words that must all
 // occur, or, when q is in double quotes, as one phrase.
 func parseTextQuery(q string) textQuery {
-	// A NUL would end an FTS5 string early; the index holds none.
-	q = strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(q, "\uFFFD"), "\x00", ""))
-	var words []string
-	if len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' {
-		if p := q[1 : len(q)-1]; strings.TrimSpace(p) != "" {
-			words = []string{p}
-		}
-	} else {
-		words = strings.Fields(q)
-	}
+	words := broker.SearchWords(q)
 	var t textQuery
 	for _, w := range words {
 		if utf8.RuneCountInString(w) >= 3 {
@@ -292,41 +281,6 @@ func (t textQuery) condition() (string, []any) {
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
-// clipText makes s valid UTF-8 without NULs and cuts it to at most max
-// bytes at a character boundary.
-func clipText(s string, max int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
-}
+func clipText(s string, max int) string { return broker.ClipText(s, max) }
 
-// plainExcerpt makes runs of white space, control and format characters
-// (among them bidirectional overrides, which could reorder what a reviewer
-// reads) one space and cuts the result to at most max bytes, ending it with "…" if cut.
-func plainExcerpt(s string, max int) string {
-	var b strings.Builder
-	space := false
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			space = true
-			continue
-		}
-		if space && b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		space = false
-		b.WriteRune(r)
-	}
-	out := b.String()
-	if len(out) <= max {
-		return out
-	}
-	const ellipsis = "…"
-	return strings.TrimRight(clipText(out, max-len(ellipsis)), " ") + ellipsis
-}
+func plainExcerpt(s string, max int) string { return broker.PlainExcerpt(s, max) }
