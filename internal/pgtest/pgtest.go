@@ -1,0 +1,217 @@
+// Package pgtest starts a real PostgreSQL server for tests: Debian's
+// package, a fresh data directory in a temporary directory, a free port on
+// loopback, run as an unprivileged user (PostgreSQL refuses root). A test
+// package starts one server (Shared) and gives each test a database of its
+// own (Database).
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is a running PostgreSQL cluster of its own.
+type Server struct {
+	Dir  string // holds data/, the socket and log
+	Port int
+	bin  string
+	user string // the unprivileged user it runs as; "" when not root
+
+	mu sync.Mutex
+	n  int // databases made
+}
+
+// Bin returns the directory of PostgreSQL's server programs (initdb,
+// pg_ctl, postgres), or an error that says what to install.
+func Bin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("PostgreSQL's server programs are not installed (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql, or run tools/install-deps.sh test")
+}
+
+func version(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// Start initialises and starts a cluster in a new temporary directory.
+// Whoever starts it stops it (Stop), which also removes the directory.
+func Start(ctx context.Context) (*Server, error) {
+	bin, err := Bin()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sekisho-pg-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, bin: bin}
+	if os.Geteuid() == 0 {
+		s.user = "postgres"
+		if _, err := user.Lookup(s.user); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("PostgreSQL will not run as root and there is no user %q to run it as: %w", s.user, err)
+		}
+		if out, err := exec.CommandContext(ctx, "chown", s.user, dir).CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("chown %s: %v: %s", dir, err, out)
+		}
+	}
+	if err := s.run(ctx, "initdb", "-D", filepath.Join(dir, "data"), "-A", "trust", "-U", "sekisho", "-E", "UTF8", "--no-sync"); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if s.Port, err = freePort(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if err = s.Restart(ctx); err == nil {
+			return s, nil
+		}
+		if attempt == 4 {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+}
+
+// Restart starts the cluster again after StopServer (or for the first time).
+func (s *Server) Restart(ctx context.Context) error {
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300", s.Port, s.Dir)
+	return s.run(ctx, "pg_ctl", "-D", filepath.Join(s.Dir, "data"), "-o", opts, "-l", filepath.Join(s.Dir, "log"), "-w", "start")
+}
+
+// StopServer stops the cluster quickly (pg_ctl -m fast), keeping its data,
+// so that a test can see what sekisho does while PostgreSQL is down.
+func (s *Server) StopServer(ctx context.Context) error {
+	return s.run(ctx, "pg_ctl", "-D", filepath.Join(s.Dir, "data"), "-m", "fast", "-w", "stop")
+}
+
+// Stop stops the cluster and removes its directory.
+func (s *Server) Stop() error {
+	err := s.StopServer(context.Background())
+	if rerr := os.RemoveAll(s.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+func (s *Server) run(ctx context.Context, prog string, args ...string) error {
+	path := filepath.Join(s.bin, prog)
+	cmd := exec.CommandContext(ctx, path, args...)
+	if s.user != "" {
+		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", s.user, "--", path}, args...)...)
+	}
+	cmd.Dir = s.Dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.Dir, "log"))
+		return fmt.Errorf("%s %s: %v\n%s\n%s", prog, strings.Join(args, " "), err, out, tail(string(log), 2000))
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// DSN is the connection string of database name on the server.
+func (s *Server) DSN(name string) string {
+	return fmt.Sprintf("postgres://sekisho@127.0.0.1:%d/%s?sslmode=disable", s.Port, name)
+}
+
+// Database creates a new empty database and returns its DSN.
+func (s *Server) Database(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	s.n++
+	name := fmt.Sprintf("t%d", s.n)
+	s.mu.Unlock()
+	conn, err := pgx.Connect(ctx, s.DSN("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return s.DSN(name), nil
+}
+
+var (
+	shared    *Server
+	sharedErr error
+	sharedMu  sync.Mutex
+)
+
+// Shared returns the test binary's server, starting it on first use; the
+// package's TestMain stops it with Main. A machine without PostgreSQL
+// fails the test with what to install: the store tests are not optional.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if shared == nil && sharedErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		shared, sharedErr = Start(ctx)
+	}
+	if sharedErr != nil {
+		t.Fatalf("start PostgreSQL: %v", sharedErr)
+	}
+	return shared
+}
+
+// NewDatabase is Shared(t).Database with the test's context and failure.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	dsn, err := Shared(t).Database(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// Main runs the tests and stops the shared server, if one was started.
+func Main(m *testing.M) {
+	code := m.Run()
+	sharedMu.Lock()
+	if shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: stop PostgreSQL:", err)
+		}
+	}
+	sharedMu.Unlock()
+	os.Exit(code)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
