@@ -5,6 +5,7 @@
 #
 #   tools/install-deps.sh demo   what make demo needs
 #   tools/install-deps.sh test   what make test needs (the default)
+#   tools/install-deps.sh ha     what make demo-ha needs
 #
 # A package is installed only when the file that shows it is absent; with
 # everything present nothing runs, apt-get included. Installing needs
@@ -20,6 +21,10 @@ demo=(
 	openssh-server:/usr/sbin/sshd openssh-client:/usr/bin/ssh rsync:/usr/bin/rsync
 	ca-certificates:/etc/ssl/certs/ca-certificates.crt nodejs:/usr/bin/node npm:/usr/bin/npm
 )
+# Several nodes share PostgreSQL (Debian 12's is 15) behind HAProxy.
+ha=(
+	"${demo[@]}" postgresql:/usr/lib/postgresql/15/bin/initdb haproxy:/usr/sbin/haproxy
+)
 # The end-to-end tests drive terminals through tmux, record with
 # asciinema, limit descriptors with prlimit, and test the web console in
 # Chromium through ChromeDriver; zsh and fish are among the login shells
@@ -29,12 +34,14 @@ test=(
 	procps:/usr/bin/pgrep util-linux:/usr/bin/prlimit bsdutils:/usr/bin/script
 	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 	zsh:/usr/bin/zsh fish:/usr/bin/fish
+	postgresql:/usr/lib/postgresql/15/bin/initdb haproxy:/usr/sbin/haproxy
 )
 case $set in
 demo) want=("${demo[@]}") ;;
 test) want=("${test[@]}") ;;
+ha) want=("${ha[@]}") ;;
 *)
-	echo "usage: $0 [demo|test]" >&2
+	echo "usage: $0 [demo|test|ha]" >&2
 	exit 2
 	;;
 esac
