@@ -29,7 +29,8 @@ const (
 )
 
 // requestHub wakes whoever waits on a request when it changes, on this
-// node. Other nodes' changes are found by polling the store.
+// node. Other nodes' changes arrive through ChangedElsewhere (the store's
+// notifications), or are found by polling the store.
 type requestHub struct {
 	mu   sync.Mutex
 	subs map[int64]map[chan struct{}]struct{}
@@ -69,6 +70,29 @@ func (b *Broker) changed(id int64) {
 		default: // a wake-up is already pending
 		}
 	}
+}
+
+// ChangedElsewhere tells the broker that another node changed access
+// request id, or, with id 0, that changes may have been missed (the
+// store's notifications were interrupted): whoever waits on it here
+// re-reads it at once, and live sessions re-check their grants.
+func (b *Broker) ChangedElsewhere(id int64) {
+	if id != 0 {
+		b.changed(id)
+	} else {
+		h := &b.hub
+		h.mu.Lock()
+		for _, subs := range h.subs {
+			for ch := range subs {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+		h.mu.Unlock()
+	}
+	b.grantsChanged()
 }
 
 // OnGrantsChanged registers f, called (in its own goroutine) whenever a

@@ -1004,3 +1004,36 @@ func TestCrossBorderSessionsNotified(t *testing.T) {
 		t.Errorf("session notifications %q, want %q", got, want)
 	}
 }
+
+func TestChangedElsewhereWakesWaiters(t *testing.T) {
+	b := &broker.Broker{}
+	one, stop1 := b.Subscribe(1)
+	defer stop1()
+	two, stop2 := b.Subscribe(2)
+	defer stop2()
+	hooked := make(chan struct{}, 4)
+	b.OnGrantsChanged(func() { hooked <- struct{}{} })
+	woken := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	b.ChangedElsewhere(2)
+	if woken(one) || !woken(two) {
+		t.Fatal("a change of request 2 elsewhere must wake its waiters only")
+	}
+	b.ChangedElsewhere(0)
+	if !woken(one) || !woken(two) {
+		t.Fatal("missed changes must wake every waiter")
+	}
+	for range 2 {
+		select {
+		case <-hooked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("live sessions were not told to re-check their grants")
+		}
+	}
+}
