@@ -1,7 +1,7 @@
 # sekisho — `make demo` runs the demo on loopback, `make test` runs every test.
 GO          ?= go
 STATICCHECK := bin/staticcheck
-SRC         := $(shell find cmd broker session recording notify web -name '*.go' -not -name '*_test.go') go.mod go.sum \
+SRC         := $(shell find cmd internal broker session recording notify web -name '*.go' -not -name '*_test.go') go.mod go.sum \
 	$(shell find web/templates web/assets -type f -not -path 'web/assets/vendor/*' 2>/dev/null)
 # The web console's front-end packages come from npm at build time, pinned
 # by web/package-lock.json, and only their built files are copied into
@@ -91,7 +91,7 @@ bench-go:
 	$(GO) test -run=NONE -bench='Relay|CopyRecorded' -benchmem $(BENCH_GO_FLAGS) ./session/
 
 lint: $(STATICCHECK)
-	@fmt=$$(gofmt -l cmd broker session recording notify web e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	@fmt=$$(gofmt -l cmd internal broker session recording notify web e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
@@ -100,8 +100,8 @@ FUZZ_TARGETS := \
 	session:FuzzParseLogin session:FuzzSFTPVerdict session:FuzzSFTPObserver \
 	session:FuzzSCPObserver session:FuzzSplitCommand session:FuzzTransferCommand \
 	recording:FuzzSanitizer recording:FuzzCastReader recording:FuzzSeekIndex \
-	recording:FuzzAppendJSONString recording:FuzzVerify cmd/sekisho:FuzzParseConfig \
-	cmd/sekisho:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor \
+	recording:FuzzAppendJSONString recording:FuzzVerify internal/node:FuzzParseConfig \
+	internal/node:FuzzProxyHeader session:FuzzAuthKeys session:FuzzSecondFactor \
 	recording:FuzzSessionText broker/sqlitestore:FuzzTextQuery
 FUZZTIME ?= 30s
 fuzz:

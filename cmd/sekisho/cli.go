@@ -16,12 +16,12 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/sekisho/sekisho/broker"
-	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/internal/node"
 	"github.com/sekisho/sekisho/recording"
 )
 
 // commonFlags parses --config plus the command's own flags.
-func parseWithConfig(name string, args []string, define func(fs *flag.FlagSet)) (*Config, *flag.FlagSet, error) {
+func parseWithConfig(name string, args []string, define func(fs *flag.FlagSet)) (*node.Config, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	configPath := fs.String("config", "", "config file")
 	if define != nil {
@@ -34,11 +34,31 @@ func parseWithConfig(name string, args []string, define func(fs *flag.FlagSet)) 
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, err := LoadConfig(path)
+	cfg, err := node.LoadConfig(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	return cfg, fs, nil
+}
+
+// defaultConfigPaths are tried in order when --config is not given.
+var defaultConfigPaths = []string{"sekisho.yaml", "/etc/sekisho/sekisho.yaml"}
+
+// findConfig returns the config file to use: flag, then $SEKISHO_CONFIG,
+// then the default paths.
+func findConfig(flagPath string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	if p := os.Getenv("SEKISHO_CONFIG"); p != "" {
+		return p, nil
+	}
+	for _, p := range defaultConfigPaths {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no config file: pass --config FILE, set SEKISHO_CONFIG, or create %s", strings.Join(defaultConfigPaths, " or "))
 }
 
 // reorder moves positional arguments after the flags, so that
@@ -72,12 +92,14 @@ func isBoolFlag(a string) bool {
 	return false
 }
 
-func openStore(ctx context.Context, cfg *Config) (*sqlitestore.Store, error) {
+// openStore opens the state store of a server that has run: a command
+// never makes an empty one.
+func openStore(ctx context.Context, cfg *node.Config) (node.Store, error) {
 	path := cfg.Path(cfg.State)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("state store %s: %w (has `sekisho serve` run with this config?)", path, err)
 	}
-	return sqlitestore.Open(ctx, path)
+	return node.OpenStore(ctx, cfg)
 }
 
 func cmdSessions(ctx context.Context, args []string) error {
@@ -308,8 +330,8 @@ func cmdConfigCheck(args []string) error {
 		return err
 	}
 	fmt.Printf("%s: ok (%d affiliates, %d technicians, %d targets, %d rules)\n",
-		cfg.path, len(cfg.Affiliates), len(cfg.Techs), len(cfg.Targets), len(cfg.Rules))
-	return cfg.writeStoreTable(os.Stdout)
+		cfg.File(), len(cfg.Affiliates), len(cfg.Techs), len(cfg.Targets), len(cfg.Rules))
+	return cfg.WriteStoreTable(os.Stdout)
 }
 
 func cmdVaultSetup(ctx context.Context, args []string) error {
@@ -336,7 +358,7 @@ func cmdVaultSetup(ctx context.Context, args []string) error {
 	return nil
 }
 
-func vaultSetup(ctx context.Context, cfg *Config, token, caOut string) (*broker.SetupReport, error) {
+func vaultSetup(ctx context.Context, cfg *node.Config, token, caOut string) (*broker.SetupReport, error) {
 	vc := vault.DefaultConfig()
 	vc.Address = cfg.Vault.Address
 	vc.Timeout = 30 * time.Second
@@ -359,5 +381,5 @@ func vaultSetup(ctx context.Context, cfg *Config, token, caOut string) (*broker.
 			principals = append(principals, r.Login)
 		}
 	}
-	return broker.Setup(ctx, client, broker.VaultSetup{Vault: cfg.vaultConfig(), Principals: principals, CAPublicKeyFile: caOut})
+	return broker.Setup(ctx, client, broker.VaultSetup{Vault: cfg.VaultConfig(), Principals: principals, CAPublicKeyFile: caOut})
 }

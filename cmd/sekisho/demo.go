@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/node"
 )
 
 // The demo runs everything on loopback: a dev Vault configured by sekisho
@@ -231,7 +232,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if err := writeDemoConfig(cfgPath, listen, d.metrics, d.web, vaultAddr, keys, targets); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(cfgPath)
+	cfg, err := node.LoadConfig(cfgPath)
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
@@ -256,7 +257,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	}
 	defer logFile.Close()
 	logger := newLogger(cfg, logFile)
-	b, err := startBastion(ctx, cfg, logger, nil)
+	n, err := node.Start(ctx, cfg, logger, nil)
 	if err != nil {
 		return err
 	}
@@ -264,14 +265,14 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	// transit key died with it: none opens under this one. Every start
 	// enrolls the technicians anew (demo code prints the new codes).
 	for _, t := range demoTechnicians {
-		if _, err := b.brk.EnrollTOTP(ctx, t.name); err != nil {
-			b.stop()
+		if _, err := n.Broker().EnrollTOTP(ctx, t.name); err != nil {
+			n.Stop()
 			return fmt.Errorf("enroll the demo's second factor: %w", err)
 		}
 	}
-	hostKeyLine, err := bastionKnownHosts(cfg, b.Addr().String(), d.path("known_hosts"))
+	hostKeyLine, err := bastionKnownHosts(cfg, n.Addr().String(), d.path("known_hosts"))
 	if err != nil {
-		b.stop()
+		n.Stop()
 		return err
 	}
 	// Reloads on SIGHUP; ask for the signal before demo.json tells anyone
@@ -279,14 +280,14 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	st := demoState{Bastion: b.Addr().String(), Web: cfg.Web.URL, BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
+	st := demoState{Bastion: n.Addr().String(), Web: cfg.Web.URL, BastionHostKey: hostKeyLine, Vault: vaultAddr, VaultTokenFile: tokenFile,
 		Config: cfgPath, Targets: targets, Keys: map[string]string{}, PID: os.Getpid()}
 	for _, t := range demoTechnicians {
 		st.Keys[t.name] = d.path("keys", t.name)
 	}
 	sb, _ := json.MarshalIndent(st, "", "  ")
 	if err := writeFileAtomic(d.path("demo.json"), sb); err != nil {
-		b.stop()
+		n.Stop()
 		return err
 	}
 	printDemoReady(os.Stdout, st, d.dir)
@@ -294,10 +295,10 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	for {
 		select {
 		case <-hup:
-			b.reload(cfgPath)
+			n.Reload(cfgPath)
 		case <-ctx.Done():
 			fmt.Println("\nsekisho demo: stopping")
-			return b.stop()
+			return n.Stop()
 		}
 	}
 }
@@ -317,7 +318,7 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	if _, err := os.Stat(filepath.Join(*dir, "demo.json")); err != nil {
 		return fmt.Errorf("%s is not a running demo's directory (no demo.json): start `make demo` first", *dir)
 	}
-	cfg, err := LoadConfig(filepath.Join(*dir, "sekisho.yaml"))
+	cfg, err := node.LoadConfig(filepath.Join(*dir, "sekisho.yaml"))
 	if err != nil {
 		return err
 	}
@@ -327,7 +328,7 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	}
 	defer store.Close()
 	// The demo's secrets are sealed by its Vault, as a server's are.
-	issuer, err := broker.NewIssuer(cfg.vaultConfig())
+	issuer, err := broker.NewIssuer(cfg.VaultConfig())
 	if err != nil {
 		return err
 	}
@@ -560,7 +561,7 @@ func ensureKey(path, comment string) (string, error) {
 	return line, nil
 }
 
-func bastionKnownHosts(cfg *Config, addr, path string) (string, error) {
+func bastionKnownHosts(cfg *node.Config, addr, path string) (string, error) {
 	b, err := os.ReadFile(cfg.Path(cfg.HostKey))
 	if err != nil {
 		return "", err
@@ -788,4 +789,22 @@ Ctrl-C stops everything.
 		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host,
 		port, rel, host, port, rel, host, port, rel, host, port, rel, host,
 		st.Web, port, rel, host, port, rel, host, rel, rel)
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames
+// it over path, so a reader sees the old content or the new, never a part.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

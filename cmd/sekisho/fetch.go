@@ -8,12 +8,14 @@ import (
 	"os"
 
 	"github.com/sekisho/sekisho/recording"
+
+	"github.com/sekisho/sekisho/internal/node"
 )
 
 // recordingRoot returns a directory holding recording id: the spool
 // when it is there, else a temporary copy fetched from the object store
 // that has it. cleanup removes the copy.
-func recordingRoot(ctx context.Context, cfg *Config, id string) (root string, cleanup func(), err error) {
+func recordingRoot(ctx context.Context, cfg *node.Config, id string) (root string, cleanup func(), err error) {
 	spool := cfg.Path(cfg.Recordings)
 	dir, err := recording.SessionDir(spool, id)
 	if err != nil {
@@ -22,7 +24,7 @@ func recordingRoot(ctx context.Context, cfg *Config, id string) (root string, cl
 	if _, err := os.Stat(dir); err == nil {
 		return spool, func() {}, nil
 	}
-	routes, err := cfg.recordingRoutes()
+	routes, err := cfg.RecordingRoutes()
 	if err != nil {
 		return "", nil, err
 	}

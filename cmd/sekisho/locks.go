@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/node"
 )
 
 // cmdLock adds a lock. Running servers on the same state store pick it up
@@ -57,7 +58,7 @@ func cmdLock(ctx context.Context, args []string) error {
 		l.Expires = l.Created.Add(duration)
 	}
 	if !configured(cfg, l.Kind, l.Name) {
-		return fmt.Errorf("no %s %q in %s", l.Kind, l.Name, cfg.path)
+		return fmt.Errorf("no %s %q in %s", l.Kind, l.Name, cfg.File())
 	}
 	store, err := openStore(ctx, cfg)
 	if err != nil {
@@ -80,7 +81,7 @@ func cmdLock(ctx context.Context, args []string) error {
 	return nil
 }
 
-func configured(cfg *Config, kind, name string) bool {
+func configured(cfg *node.Config, kind, name string) bool {
 	switch kind {
 	case broker.LockAffiliate:
 		for _, a := range cfg.Affiliates {
@@ -182,7 +183,7 @@ func cmdReload(args []string) error {
 	pidFile := cfg.Path(cfg.State) + ".pid"
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return fmt.Errorf("no running server found for %s (%v)", cfg.path, err)
+		return fmt.Errorf("no running server found for %s (%v)", cfg.File(), err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
@@ -198,7 +199,7 @@ func cmdReload(args []string) error {
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("signal server %d: %w", pid, err)
 	}
-	fmt.Printf("asked sekisho (pid %d) to reload %s; its log says whether the new config is in force\n", pid, cfg.path)
+	fmt.Printf("asked sekisho (pid %d) to reload %s; its log says whether the new config is in force\n", pid, cfg.File())
 	return nil
 }
 

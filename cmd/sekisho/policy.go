@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/node"
 )
 
 func cmdPolicy(args []string) error {
@@ -30,9 +31,9 @@ func cmdPolicy(args []string) error {
 
 // offlineBroker is a broker for answering policy questions: no Vault, no
 // store, nothing connected.
-func offlineBroker(cfg *Config) *broker.Broker {
-	techs, targets, policy := cfg.domain()
-	return broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo,
+func offlineBroker(cfg *node.Config) *broker.Broker {
+	techs, targets, policy := cfg.Domain()
+	return broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.Geo(),
 		Logger: discardLogger()})
 }
 
@@ -66,11 +67,11 @@ func cmdPolicyTest(w io.Writer, args []string) error {
 	b := offlineBroker(cfg)
 	t, ok := b.Technician(tech)
 	if !ok {
-		return fmt.Errorf("no technician %q in %s (technicians: %s)", tech, cfg.path, names(cfg.Techs, func(t Technician) string { return t.Name }))
+		return fmt.Errorf("no technician %q in %s (technicians: %s)", tech, cfg.File(), names(cfg.Techs, func(t node.Technician) string { return t.Name }))
 	}
 	tg, ok := b.Target(target)
 	if !ok {
-		return fmt.Errorf("no target %q in %s (targets: %s)", target, cfg.path, names(cfg.Targets, func(t TargetEntry) string { return t.Name }))
+		return fmt.Errorf("no target %q in %s (targets: %s)", target, cfg.File(), names(cfg.Targets, func(t node.TargetEntry) string { return t.Name }))
 	}
 	d := b.Decide(t, tg, from, now)
 	if asJSON {
@@ -172,18 +173,18 @@ func cmdPolicyCheck(w io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	techs, targets, policy := cfg.domain()
-	findings := policy.Lint(techs, targets, cfg.geo.Networks())
-	findings = append(findings, broker.LintPowers(techs, cfg.powerGroups(), policy)...)
+	techs, targets, policy := cfg.Domain()
+	findings := policy.Lint(techs, targets, cfg.Geo().Networks())
+	findings = append(findings, broker.LintPowers(techs, cfg.PowerGroups(), policy)...)
 	if len(findings) == 0 {
 		fmt.Fprintf(w, "%s: %d rules, no findings (tried every technician and target from the affiliate's country, the residency, each network and an unknown place, every day at several hours)\n",
-			cfg.path, len(policy.Rules))
+			cfg.File(), len(policy.Rules))
 		return nil
 	}
 	for _, f := range findings {
-		fmt.Fprintf(w, "%s: warning: %s\n", cfg.path, f)
+		fmt.Fprintf(w, "%s: warning: %s\n", cfg.File(), f)
 	}
-	return fmt.Errorf("%d finding(s) in %s", len(findings), cfg.path)
+	return fmt.Errorf("%d finding(s) in %s", len(findings), cfg.File())
 }
 
 func names[T any](list []T, name func(T) string) string {

@@ -2,26 +2,12 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// writeConfig writes the valid test config with edit applied and returns
-// its path.
-func writeConfig(t *testing.T, edit func(string) string) string {
-	t.Helper()
-	cfg, _ := validConfig(t)
-	if edit != nil {
-		cfg = edit(cfg)
-	}
-	path := filepath.Join(t.TempDir(), "sekisho.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+	"github.com/sekisho/sekisho/internal/node"
+	"github.com/sekisho/sekisho/internal/node/nodetest"
+)
 
 const officeNetwork = `networks:
   - name: tokyo-office
@@ -31,7 +17,7 @@ const officeNetwork = `networks:
 affiliates:`
 
 func TestPolicyTestExplainsDecision(t *testing.T) {
-	path := writeConfig(t, func(c string) string { return strings.Replace(c, "affiliates:", officeNetwork, 1) })
+	path := nodetest.WriteConfig(t, func(c string) string { return strings.Replace(c, "affiliates:", officeNetwork, 1) })
 	tests := []struct {
 		args []string
 		want []string
@@ -77,10 +63,10 @@ func TestPolicyTestExplainsDecision(t *testing.T) {
 
 func TestPolicyCheck(t *testing.T) {
 	var out bytes.Buffer
-	if err := cmdPolicyCheck(&out, []string{"--config", writeConfig(t, nil)}); err != nil {
+	if err := cmdPolicyCheck(&out, []string{"--config", nodetest.WriteConfig(t, nil)}); err != nil {
 		t.Fatalf("the valid config has findings: %v\n%s", err, out.String())
 	}
-	path := writeConfig(t, func(c string) string {
+	path := nodetest.WriteConfig(t, func(c string) string {
 		c = strings.Replace(c, `  - name: pii-stays-in-residency
     effect: deny
     data: [pii]
@@ -120,7 +106,7 @@ func TestPolicyCheck(t *testing.T) {
 }
 
 func TestConfigRefusesAKeyOfTwoTechnicians(t *testing.T) {
-	cfg, _ := validConfig(t)
+	cfg, _ := nodetest.Config(t)
 	// li gets aiko's key line as well.
 	start := strings.Index(cfg, "  - name: aiko")
 	keyLine := cfg[strings.Index(cfg[start:], "      - ssh-")+start:]
@@ -128,7 +114,7 @@ func TestConfigRefusesAKeyOfTwoTechnicians(t *testing.T) {
 	liStart := strings.Index(cfg, "  - name: li")
 	liKeys := strings.Index(cfg[liStart:], "    keys:\n") + liStart + len("    keys:\n")
 	cfg = cfg[:liKeys] + keyLine + "\n" + cfg[liKeys:]
-	_, err := ParseConfig(strings.NewReader(cfg), "dup.yaml")
+	_, err := node.ParseConfig(strings.NewReader(cfg), "dup.yaml")
 	if err == nil || !strings.Contains(err.Error(), "is also registered for aiko; each key must belong to one technician") {
 		t.Errorf("error %v", err)
 	}

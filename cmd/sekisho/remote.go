@@ -18,6 +18,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/sekisho/sekisho/internal/node"
 )
 
 // The remote commands (request, approve, sessions --live, ...) run on the
@@ -142,10 +144,10 @@ func runRemote(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 // pinned to the config's host key when it is readable, else checked
 // against a known_hosts file. It never skips the check.
 func (o remoteOptions) endpoint() (string, ssh.HostKeyCallback, error) {
-	var cfg *Config
+	var cfg *node.Config
 	path, err := findConfig(o.config)
 	if err == nil {
-		if cfg, err = LoadConfig(path); err != nil {
+		if cfg, err = node.LoadConfig(path); err != nil {
 			return "", nil, err
 		}
 	} else if o.server == "" {

@@ -19,6 +19,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/sekisho/sekisho/internal/node/nodetest"
 )
 
 func TestRemoteArgs(t *testing.T) {
@@ -213,7 +215,7 @@ func newRemoteEnv(t *testing.T) *remoteEnv {
 // key file holds hostKey, and returns its path.
 func (e *remoteEnv) writeConfig(t *testing.T, addr string, hostKey ed25519.PrivateKey) string {
 	t.Helper()
-	text, _ := validConfig(t)
+	text, _ := nodetest.Config(t)
 	text = regexp.MustCompile(`(?m)^listen: .*$`).ReplaceAllString(text, "listen: "+addr)
 	text = regexp.MustCompile(`(?m)^host_key: .*$`).ReplaceAllString(text, "host_key: bastion_host_key")
 	writeRemoteFile(t, filepath.Join(e.dir, "bastion_host_key"), remoteKeyPEM(t, hostKey))

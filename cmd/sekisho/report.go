@@ -67,7 +67,7 @@ func cmdReportCrossBorder(ctx context.Context, w io.Writer, args []string, now t
 			return usageError{msg: "report cross-border: --residency lists no residency; give country codes such as JP,SG or leave it out for all"}
 		}
 	}
-	_, targets, _ := cfg.domain()
+	_, targets, _ := cfg.Domain()
 	byName := map[string]*broker.Target{}
 	known := map[string]bool{}
 	for _, t := range targets {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
+	"github.com/sekisho/sekisho/internal/node/nodetest"
 )
 
 func TestReportPeriod(t *testing.T) {
@@ -64,7 +65,7 @@ func TestReportPeriod(t *testing.T) {
 // request, li's to a target since removed, and aiko's domestic one.
 func reportConfig(t *testing.T) string {
 	t.Helper()
-	path := writeConfig(t, nil)
+	path := nodetest.WriteConfig(t, nil)
 	ctx := context.Background()
 	dir := filepath.Join(filepath.Dir(path), "state")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -179,7 +180,7 @@ func TestReportCrossBorderJSON(t *testing.T) {
 
 func TestReportCommandErrors(t *testing.T) {
 	t.Parallel()
-	config := writeConfig(t, nil)
+	config := nodetest.WriteConfig(t, nil)
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		args  []string

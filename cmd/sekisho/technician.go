@@ -37,11 +37,11 @@ func cmdEnrollTOTP(ctx context.Context, w io.Writer, args []string) error {
 	}
 	defer store.Close()
 	// The secret is sealed by Vault's transit engine before it is stored.
-	issuer, err := broker.NewIssuer(cfg.vaultConfig())
+	issuer, err := broker.NewIssuer(cfg.VaultConfig())
 	if err != nil {
 		return err
 	}
-	techs, targets, policy := cfg.domain()
+	techs, targets, policy := cfg.Domain()
 	b := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Issuer: issuer, Store: store, Logger: discardLogger()})
 	uri, err := b.EnrollTOTP(ctx, name)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/node"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -49,11 +50,11 @@ func cmdVerify(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s is a directory without session.json; to verify a recording's directory write it as ./%s", arg, arg)
 		}
 	}
-	var cfg *Config
+	var cfg *node.Config
 	if *configPath != "" || !isRecordingDir(arg) || *keyPath == "" {
 		path, err := findConfig(*configPath)
 		if err == nil {
-			cfg, err = LoadConfig(path)
+			cfg, err = node.LoadConfig(path)
 		}
 		if err != nil && (!isRecordingDir(arg) || *keyPath == "") {
 			return fmt.Errorf("%w (offline, give the recording directory and --key FILE)", err)
@@ -173,7 +174,7 @@ func readPublicKey(path string) (ed25519.PublicKey, error) {
 }
 
 // configRecordingKey is the public half of the config's recording key.
-func configRecordingKey(cfg *Config) (ed25519.PublicKey, error) {
+func configRecordingKey(cfg *node.Config) (ed25519.PublicKey, error) {
 	path := cfg.Path(cfg.RecordingKey)
 	b, err := os.ReadFile(path)
 	if err != nil {

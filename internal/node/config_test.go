@@ -1,15 +1,13 @@
-package main
+package node
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,125 +16,11 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/internal/hardening"
+	"github.com/sekisho/sekisho/internal/node/nodetest"
 )
 
-// testKey returns a deterministic ed25519 key: its authorized_keys line
-// (without newline), its public key and a signer.
-func testKey(t testing.TB, seed byte, comment string) (string, ssh.PublicKey, ssh.Signer) {
-	t.Helper()
-	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
-	pub, err := ssh.NewPublicKey(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
-	if comment != "" {
-		line += " " + comment
-	}
-	return line, pub, signer
-}
-
-const validTmpl = `# sekisho test configuration
-listen: 127.0.0.1:2222
-host_key: host_key
-state: state/sekisho.db
-recordings: recordings
-log_format: json
-log_level: info
-
-vault:
-  address: http://127.0.0.1:8200
-  role_id_file: vault/role-id
-  secret_id_file: /etc/sekisho/secret-id
-  mount: ssh
-  role: sekisho
-  cert_ttl: 5m
-  timeout: 10s
-
-ssh:
-  auth_timeout: 30s
-  max_auth_tries: 3
-  dial_timeout: 5s
-  env_allow: [LANG, LC_ALL]
-
-affiliates:
-  - name: ops-jp
-    country: JP
-  - name: ops-cn
-    country: CN
-
-technicians:
-  - name: aiko
-    affiliate: ops-jp
-    groups: [dba]
-    keys:
-      - AIKO_KEY
-  - name: li
-    affiliate: ops-cn
-    keys:
-      - LI_KEY
-
-targets:
-  - name: db-jp-01
-    address: 10.0.0.1:22
-    login: dbadmin
-    residency: JP
-    data: [pii, messages]
-    labels:
-      env: prod
-    host_keys:
-      - DB_HOST_KEY
-  - name: web-sg-01
-    address: 10.0.1.1
-    login: www
-    residency: SG
-    host_cas:
-      - HOST_CA_KEY
-
-# An explicit deny beats every allow.
-rules:
-  - name: pii-stays-in-residency
-    effect: deny
-    data: [pii]
-    cross_border: true
-    message: personal data stays with technicians of its residency country
-  - name: pii-in-residency
-    effect: allow
-    data: [pii]
-    cross_border: false
-  - name: any-affiliate-to-web
-    effect: allow
-    targets: [web-*]
-    login: deploy
-`
-
-type testKeys struct {
-	aiko, li, dbHost, hostCA ssh.PublicKey
-	caSigner                 ssh.Signer
-}
-
-// validConfig returns the valid configuration with real keys spliced in.
-func validConfig(t testing.TB) (string, testKeys) {
-	t.Helper()
-	var k testKeys
-	aiko, pub, _ := testKey(t, 1, "aiko@laptop")
-	k.aiko = pub
-	li, pub, _ := testKey(t, 2, "")
-	k.li = pub
-	db, pub, _ := testKey(t, 3, "")
-	k.dbHost = pub
-	ca, pub, signer := testKey(t, 4, "host-ca")
-	k.hostCA, k.caSigner = pub, signer
-	cfg := strings.NewReplacer("AIKO_KEY", aiko, "LI_KEY", li, "DB_HOST_KEY", db, "HOST_CA_KEY", ca).Replace(validTmpl)
-	return cfg, k
-}
-
 func TestParseValidConfig(t *testing.T) {
-	text, keys := validConfig(t)
+	text, keys := nodetest.Config(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sekisho.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -172,7 +56,7 @@ func TestParseValidConfig(t *testing.T) {
 			t.Errorf("Path(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	vc := c.vaultConfig()
+	vc := c.VaultConfig()
 	want := broker.VaultConfig{Address: "http://127.0.0.1:8200", RoleIDFile: filepath.Join(dir, "vault", "role-id"),
 		SecretIDFile: "/etc/sekisho/secret-id", Mount: "ssh", Role: "sekisho", TTL: 5 * time.Minute, Timeout: 10 * time.Second}
 	if !reflect.DeepEqual(vc, want) {
@@ -189,12 +73,12 @@ func TestParseValidConfig(t *testing.T) {
 	}
 
 	// The domain objects.
-	techs, targets, policy := c.domain()
+	techs, targets, policy := c.Domain()
 	if len(techs) != 2 || techs[0].Name != "aiko" || techs[0].Affiliate != (broker.Affiliate{Name: "ops-jp", Country: "JP"}) ||
 		!reflect.DeepEqual(techs[0].Groups, []string{"dba"}) || techs[1].Affiliate.Country != "CN" {
 		t.Fatalf("technicians = %+v", techs)
 	}
-	if !techs[0].HasKey(keys.aiko) || techs[0].HasKey(keys.li) || !techs[1].HasKey(keys.li) {
+	if !techs[0].HasKey(keys.Aiko) || techs[0].HasKey(keys.Li) || !techs[1].HasKey(keys.Li) {
 		t.Error("technician keys not parsed from the config")
 	}
 	if len(targets) != 2 {
@@ -203,13 +87,13 @@ func TestParseValidConfig(t *testing.T) {
 	db, web := targets[0], targets[1]
 	if db.Name != "db-jp-01" || db.Address != "10.0.0.1:22" || db.Login != "dbadmin" || db.Residency != "JP" ||
 		!reflect.DeepEqual(db.Data, []string{"pii", "messages"}) || db.Labels["env"] != "prod" ||
-		len(db.HostKeys) != 1 || !bytes.Equal(db.HostKeys[0].Marshal(), keys.dbHost.Marshal()) || len(db.HostCAs) != 0 {
+		len(db.HostKeys) != 1 || !bytes.Equal(db.HostKeys[0].Marshal(), keys.DBHost.Marshal()) || len(db.HostCAs) != 0 {
 		t.Errorf("db-jp-01 = %+v", db)
 	}
 	if web.Address != "10.0.1.1:22" {
 		t.Errorf("address without port = %q, want 10.0.1.1:22", web.Address)
 	}
-	if len(web.HostKeys) != 0 || len(web.HostCAs) != 1 || !bytes.Equal(web.HostCAs[0].Marshal(), keys.hostCA.Marshal()) {
+	if len(web.HostKeys) != 0 || len(web.HostCAs) != 1 || !bytes.Equal(web.HostCAs[0].Marshal(), keys.HostCA.Marshal()) {
 		t.Errorf("web-sg-01 host keys %v, CAs %v", web.HostKeys, web.HostCAs)
 	}
 	if len(policy.Rules) != 3 || policy.Rules[0].Effect != broker.Deny || *policy.Rules[0].Match.CrossBorder != true ||
@@ -251,7 +135,7 @@ vault: {address: "http://v:8200", role: r, role_id_file: a, secret_id_file: b}
 }
 
 func TestParseConfigAnchors(t *testing.T) {
-	text, _ := validConfig(t)
+	text, _ := nodetest.Config(t)
 	// A rule built from an anchored mapping with a merge key.
 	text = strings.Replace(text, "  - name: pii-in-residency\n    effect: allow\n    data: [pii]\n",
 		"  - &resident\n    name: pii-in-residency\n    effect: allow\n    data: [pii]\n", 1)
@@ -272,11 +156,11 @@ func TestParseConfigAnchors(t *testing.T) {
 	// A misspelt field inside the anchored mapping is refused where it is.
 	bad := strings.Replace(text, "    cross_border: false\n", "    cross_boarder: false\n", 1)
 	_, err = ParseConfig(strings.NewReader(bad), "anchors.yaml")
-	wantErr(t, err, "anchors.yaml", lineOf(t, bad, "cross_boarder"), `unknown field "cross_boarder"`)
+	nodetest.WantErr(t, err, "anchors.yaml", lineOf(t, bad, "cross_boarder"), `unknown field "cross_boarder"`)
 }
 
 func TestParseConfigEmptyTrailingDocuments(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	for _, tail := range []string{"---\n", "...\n", "---\n# only a comment\n", "--- ~\n", "---\n---\n"} {
 		if _, err := ParseConfig(strings.NewReader(valid+tail), "tail.yaml"); err != nil {
 			t.Errorf("config followed by %q: %v", tail, err)
@@ -305,33 +189,11 @@ func lineOf(t testing.TB, text, s string) int {
 	return found
 }
 
-// wantErr checks that err names file (and line, unless 0) first and
-// contains every one of words.
-func wantErr(t *testing.T, err error, file string, line int, words ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("accepted; want an error containing %q", words)
-	}
-	msg := err.Error()
-	prefix := file + ": "
-	if line > 0 {
-		prefix = file + ":" + strconv.Itoa(line) + ": "
-	}
-	if !strings.HasPrefix(msg, prefix) {
-		t.Errorf("error %q does not start with %q", msg, prefix)
-	}
-	for _, w := range words {
-		if !strings.Contains(msg, w) {
-			t.Errorf("error %q does not contain %q", msg, w)
-		}
-	}
-}
-
 func TestParseBrokenConfigs(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	certLine := func() string {
-		_, pub, _ := testKey(t, 1, "")
-		_, _, ca := testKey(t, 9, "")
+		_, pub, _ := nodetest.Key(t, 1, "")
+		_, _, ca := nodetest.Key(t, 9, "")
 		cert := &ssh.Certificate{Key: pub, CertType: ssh.UserCert, KeyId: "aiko", ValidPrincipals: []string{"aiko"},
 			ValidBefore: ssh.CertTimeInfinity}
 		if err := cert.SignCert(rand.Reader, ca); err != nil {
@@ -339,7 +201,7 @@ func TestParseBrokenConfigs(t *testing.T) {
 		}
 		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
 	}()
-	aikoKey, _, _ := testKey(t, 1, "aiko@laptop")
+	aikoKey, _, _ := nodetest.Key(t, 1, "aiko@laptop")
 
 	// replace returns valid with old replaced by new, which must occur once.
 	replace := func(old, new string) string {
@@ -699,14 +561,14 @@ func TestParseBrokenConfigs(t *testing.T) {
 				}
 				return
 			}
-			wantErr(t, err, "broken.yaml", line, tc.words...)
+			nodetest.WantErr(t, err, "broken.yaml", line, tc.words...)
 		})
 	}
 	hardening.Report(t, "2", "%d broken configurations, among them a technician key that is a certificate, trust_on_first_use on a target and cert_ttl outside 1m–1h: all %d refused with an error naming the problem", len(tests), len(tests))
 }
 
 func FuzzParseConfig(f *testing.F) {
-	valid, _ := validConfig(f)
+	valid, _ := nodetest.Config(f)
 	f.Add([]byte(valid))
 	f.Add([]byte(strings.Replace(valid, "cross_border: false", "cross_boarder: false", 1)))
 	f.Add([]byte(strings.Replace(valid, "country: JP", "country: Japan", 1)))
@@ -727,7 +589,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		// What validated must build without surprises.
-		techs, targets, policy := c.domain()
+		techs, targets, policy := c.Domain()
 		for _, tech := range techs {
 			if len(tech.Keys) == 0 {
 				t.Fatalf("technician %s accepted without keys", tech.Name)
@@ -751,12 +613,12 @@ func FuzzParseConfig(f *testing.F) {
 				policy.Decide(broker.Request{Technician: tech, Target: tg, SourceCountry: tech.Affiliate.Country})
 			}
 		}
-		_ = c.vaultConfig()
+		_ = c.VaultConfig()
 	})
 }
 
 func TestWebSection(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	for _, tc := range []struct {
 		web, url, err string
 	}{
@@ -790,7 +652,7 @@ func TestWebSection(t *testing.T) {
 }
 
 func TestTransferLimitsAndSourceAddressesParse(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	text := strings.Replace(valid, "    login: deploy\n",
 		"    login: deploy\n    channels: [sftp, scp]\n    files: upload_only\n    upload_to: [/srv/incoming/, /tmp//drop]\n    legacy_transfers: [scp]\n", 1)
 	text = strings.Replace(text, "  cert_ttl: 5m\n", "  cert_ttl: 5m\n  source_addresses: [10.0.0.5, 2001:db8::/64]\n", 1)
@@ -810,7 +672,7 @@ func TestTransferLimitsAndSourceAddressesParse(t *testing.T) {
 	if lim.TargetSFTPOnly() || !lim.AllowsLegacy(broker.LegacySCP) || lim.AllowsLegacy(broker.LegacyRsync) {
 		t.Errorf("limits %+v: sftp only %v, scp %v, rsync %v", lim, lim.TargetSFTPOnly(), lim.AllowsLegacy(broker.LegacySCP), lim.AllowsLegacy(broker.LegacyRsync))
 	}
-	got := fmt.Sprint(c.vaultConfig().SourceAddresses)
+	got := fmt.Sprint(c.VaultConfig().SourceAddresses)
 	if got != "[10.0.0.5/32 2001:db8::/64]" {
 		t.Errorf("source addresses %s", got)
 	}

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"fmt"
@@ -13,10 +13,10 @@ import (
 	"github.com/sekisho/sekisho/recording"
 )
 
-// recordingRoutes builds the routing table of the recording stores,
+// RecordingRoutes builds the routing table of the recording stores,
 // reading the object stores' keys: every store, local or not, keeps the
 // zones it names.
-func (c *Config) recordingRoutes() (*recording.Routes, error) {
+func (c *Config) RecordingRoutes() (*recording.Routes, error) {
 	stores := map[string]*recording.S3Store{}
 	for _, st := range c.RecordingStores {
 		if st.S3 == nil {
@@ -93,9 +93,9 @@ func loopbackEndpoint(endpoint string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// writeStoreTable writes which store keeps the recordings of each
+// WriteStoreTable writes which store keeps the recordings of each
 // residency the targets have, and where that store is.
-func (c *Config) writeStoreTable(w io.Writer) error {
+func (c *Config) WriteStoreTable(w io.Writer) error {
 	rs, err := c.routes(nil)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sekisho/sekisho/internal/hardening"
+	"github.com/sekisho/sekisho/internal/node/nodetest"
 )
 
 // swappedStores is the README's example with its two stores swapped: JP
@@ -26,7 +27,7 @@ recording_stores:
 `
 
 func TestRecordingRoutesKeepLocalZonesHere(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "s3-access"), []byte("AK\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "s3-secret"), []byte("SK\n"), 0o600)
@@ -38,7 +39,7 @@ func TestRecordingRoutesKeepLocalZonesHere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := cfg.recordingRoutes()
+	rs, err := cfg.RecordingRoutes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestRecordingRoutesKeepLocalZonesHere(t *testing.T) {
 }
 
 func TestConfigCheckPrintsStoreOfEachResidency(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	for _, tc := range []struct {
 		name, stores, want string
 	}{
@@ -87,7 +88,7 @@ recording_stores:
 				t.Fatal(err)
 			}
 			var out bytes.Buffer
-			if err := cfg.writeStoreTable(&out); err != nil {
+			if err := cfg.WriteStoreTable(&out); err != nil {
 				t.Fatal(err)
 			}
 			if out.String() != tc.want {
@@ -98,7 +99,7 @@ recording_stores:
 }
 
 func TestObjectStoreOverPlainHTTPOffLoopback(t *testing.T) {
-	valid, _ := validConfig(t)
+	valid, _ := nodetest.Config(t)
 	store := func(endpoint, extra string) string {
 		return valid + `
 recording_stores:
@@ -139,7 +140,7 @@ recording_stores:
 			if strings.Contains(err.Error(), "is not on loopback") {
 				refused++
 			}
-			wantErr(t, err, "sekisho.yaml", strings.Count(valid, "\n")+3, "recording store sg-s3")
+			nodetest.WantErr(t, err, "sekisho.yaml", strings.Count(valid, "\n")+3, "recording store sg-s3")
 		}
 	}
 	hardening.Report(t, "13", "%d recording stores over plain http to an address off loopback (a private address, a name, 0.0.0.0, a name that starts like loopback) refused by config check, told to give the store TLS or to say plain_http_off_loopback: true; loopback, localhost, TLS and the explicit opt-in accepted", refused)

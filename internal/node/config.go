@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -481,26 +481,6 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// defaultConfigPaths are tried in order when --config is not given.
-var defaultConfigPaths = []string{"sekisho.yaml", "/etc/sekisho/sekisho.yaml"}
-
-// findConfig returns the config file to use: flag, then $SEKISHO_CONFIG,
-// then the default paths.
-func findConfig(flagPath string) (string, error) {
-	if flagPath != "" {
-		return flagPath, nil
-	}
-	if p := os.Getenv("SEKISHO_CONFIG"); p != "" {
-		return p, nil
-	}
-	for _, p := range defaultConfigPaths {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no config file: pass --config FILE, set SEKISHO_CONFIG, or create %s", strings.Join(defaultConfigPaths, " or "))
-}
-
 // LoadConfig reads and validates the config file at path.
 func LoadConfig(path string) (*Config, error) {
 	f, err := os.Open(path)
@@ -559,6 +539,14 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// File returns the name of the config file, as given to LoadConfig or
+// ParseConfig: what messages about the config name.
+func (c *Config) File() string { return c.path }
+
+// Geo returns the networks and country database the config names, built
+// when it was validated.
+func (c *Config) Geo() *broker.Geo { return c.geo }
 
 // Path resolves p relative to the config file's directory.
 func (c *Config) Path(p string) string {
@@ -1133,8 +1121,9 @@ func (c *Config) webhooks() []notify.Webhook {
 	return out
 }
 
-// Broker builds the domain objects from the config.
-func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Policy) {
+// Domain builds the broker's technicians, targets and policy from the
+// config.
+func (c *Config) Domain() ([]*broker.Technician, []*broker.Target, *broker.Policy) {
 	affs := map[string]broker.Affiliate{}
 	for _, a := range c.Affiliates {
 		affs[a.Name] = broker.Affiliate{Name: a.Name, Country: a.Country}
@@ -1166,8 +1155,8 @@ func (c *Config) domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	return techs, targets, c.policy
 }
 
-// vaultConfig returns the issuer's view of the vault section.
-func (c *Config) vaultConfig() broker.VaultConfig {
+// VaultConfig returns the issuer's view of the vault section.
+func (c *Config) VaultConfig() broker.VaultConfig {
 	return broker.VaultConfig{
 		Address: c.Vault.Address, RoleIDFile: c.Path(c.Vault.RoleIDFile), SecretIDFile: c.Path(c.Vault.SecretIDFile),
 		AppRoleMount: c.Vault.AppRoleMount, Mount: c.Vault.Mount, Role: c.Vault.Role,
