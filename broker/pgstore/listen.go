@@ -35,18 +35,20 @@ func (s *Store) Listen(ctx context.Context, retry time.Duration, fn func(Change)
 }
 
 func (s *Store) listenOnce(ctx context.Context, fn func(Change)) {
-	conn, err := s.pool.Acquire(ctx)
+	pooled, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return
 	}
-	// The connection has LISTEN on it: it never goes back to the pool.
-	defer conn.Hijack().Close(context.WithoutCancel(ctx))
+	// The connection will have LISTEN on it: it never goes back to the
+	// pool. After Hijack the pool's handle is spent; only conn is used.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return
 	}
 	fn(Change{})
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
+		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return
 		}
