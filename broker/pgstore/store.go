@@ -5,11 +5,14 @@
 // under an advisory lock or by hand (sekisho db migrate).
 //
 // It gives the same answers as the embedded SQLite store; the store tests
-// run against both. Two differences are the engine's: times keep
-// microseconds, not nanoseconds, and text that is not valid UTF-8, or
-// holds NUL, which PostgreSQL refuses, is stored with U+FFFD in place of
-// the bad bytes, so that an audit event is never lost for a technician's
-// odd input.
+// (broker/storetest) run against both. Two differences are the engine's:
+// times keep microseconds, not nanoseconds, and text that is not valid
+// UTF-8, or holds NUL, which PostgreSQL refuses, is stored with U+FFFD in
+// place of the bad bytes, so that an audit event is never lost for a
+// technician's odd input. A third is the database's: the console's text
+// search folds case as the database's LC_CTYPE does, all letters under a
+// UTF-8 locale (C.UTF-8, en_US.UTF-8), as SQLite's index does, but only
+// ASCII ones under the C locale; create the database with a UTF-8 locale.
 package pgstore
 
 import (
@@ -19,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -100,13 +104,11 @@ func (s *Store) Close() error { s.pool.Close(); return nil }
 
 // text makes a string storable: PostgreSQL refuses invalid UTF-8 and NUL.
 func text(v string) string {
-	if !strings.ContainsRune(v, 0) && isValid(v) {
+	if !strings.ContainsRune(v, 0) && utf8.ValidString(v) {
 		return v
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "\uFFFD")
 }
-
-func isValid(s string) bool { return strings.ToValidUTF8(s, "") == s }
 
 // args makes every string argument storable.
 func args(in ...any) []any {
@@ -263,7 +265,7 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		q.and("residency = ANY(" + q.arg(texts(f.Residencies)) + ")")
 	}
 	if f.EndReason != "" {
-		q.and("strpos(lower(end_reason), lower(" + q.arg(f.EndReason) + "))>0")
+		q.and(containsASCIIFold("end_reason", q.arg(f.EndReason)))
 	}
 	if f.HasFiles != nil {
 		op := "IN"
@@ -288,6 +290,14 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return out, nil
+}
+
+// containsASCIIFold is the SQL condition that column contains the text of
+// placeholder p, ignoring the case of ASCII letters only, as the filters
+// promise and SQLite does: lower() under the "C" collation folds A-Z and
+// nothing else, whatever the database's locale.
+func containsASCIIFold(column, p string) string {
+	return `strpos(lower(` + column + ` COLLATE "C"), lower(` + p + ` COLLATE "C")) > 0`
 }
 
 func texts(in []string) []string {
@@ -349,7 +359,7 @@ func (s *Store) SearchAudit(ctx context.Context, f broker.AuditFilter) ([]broker
 		q.and("at < " + q.arg(f.Until.UTC()))
 	}
 	if f.Text != "" {
-		q.and("strpos(lower(detail), lower(" + q.arg(f.Text) + ")) > 0")
+		q.and(containsASCIIFold("detail", q.arg(f.Text)))
 	}
 	limit := q.arg(f.Limit)
 	rows, _ := s.pool.Query(ctx, `SELECT at, kind, technician, target, source, session, detail FROM

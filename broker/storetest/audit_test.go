@@ -76,7 +76,7 @@ func TestSearchAudit(t *testing.T) {
 			{Kind: "mfa.enrolled", Technician: "li"},
 			{Kind: "mfa.tampered", Technician: "wei", Detail: "a TOTP secret in the clear"},
 			{Kind: "session.start", Technician: "li", Target: "db-jp-01", Source: "203.0.113.50:41000", Session: "s1"},
-			{Kind: "session.end", Session: "s1", Detail: `{"reason":"client closed"}`},
+			{Kind: "session.end", Session: "s1", Detail: `{"reason":"client closed","at":"ÉCOLE"}`},
 			{Kind: "mfaX", Technician: "li"},
 		} {
 			ev.At = at.Add(time.Duration(i) * time.Hour)
@@ -115,6 +115,8 @@ func TestSearchAudit(t *testing.T) {
 			{broker.AuditFilter{Since: at.Add(2 * time.Hour), Until: at.Add(4 * time.Hour)}, "mfa.tampered session.start"},
 			{broker.AuditFilter{Text: "clear"}, "mfa.tampered"},
 			{broker.AuditFilter{Text: "CLEAR"}, "mfa.tampered"},
+			{broker.AuditFilter{Text: "ÉcOlE"}, "session.end"},
+			{broker.AuditFilter{Text: "école"}, ""}, // ASCII letters only
 			{broker.AuditFilter{Text: "%"}, ""},
 			{broker.AuditFilter{Text: "_"}, ""},
 			{broker.AuditFilter{Limit: 2}, "session.end mfaX"},

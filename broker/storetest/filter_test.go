@@ -24,7 +24,7 @@ func TestSessionsFilters(t *testing.T) {
 		}{
 			{"s1", fields{"ops-jp", "JP", "JP", "technician logged out", 2}},
 			{"s2", fields{"ops-sg", "SG", "SG", "Target Closed The Connection", 0}},
-			{"s3", fields{"ops-jp", "CN", "SG", "locked by admin", -1}},
+			{"s3", fields{"ops-jp", "CN", "SG", "locked by ÉCOLE admin", -1}},
 			{"s4", fields{"ops-cn", "", "DE", "", 1}},
 			{"s5", fields{"ops-jp", "JP", "JP", "grant ended", 0}},
 		}
@@ -64,6 +64,8 @@ func TestSessionsFilters(t *testing.T) {
 			{"residencies and residency", broker.SessionFilter{Residencies: []string{"JP"}, Residency: "SG"}, nil},
 			{"residencies is exact", broker.SessionFilter{Residencies: []string{"jp", "J%"}}, nil},
 			{"end reason ignores case", broker.SessionFilter{EndReason: "target closed"}, []string{"s2"}},
+			{"end reason ignores ASCII case", broker.SessionFilter{EndReason: "ÉcOlE"}, []string{"s3"}},
+			{"end reason ignores ASCII case only", broker.SessionFilter{EndReason: "école"}, nil},
 			{"end reason substring", broker.SessionFilter{EndReason: "ED"}, []string{"s5", "s3", "s2", "s1"}},
 			{"end reason percent is literal", broker.SessionFilter{EndReason: "%"}, nil},
 			{"end reason underscore is literal", broker.SessionFilter{EndReason: "_"}, nil},
