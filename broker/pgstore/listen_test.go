@@ -104,3 +104,30 @@ func TestListen(t *testing.T) {
 		}
 	}
 }
+
+// A listener whose connection is lost connects again, says that anything
+// may have changed meanwhile, and hears changes again.
+func TestListenReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	listener, writer := open(t, dsn), open(t, dsn)
+	changes := listen(t, listener)
+	await(t, changes, "connection", func(c pgstore.Change) bool { return c == pgstore.Change{} })
+
+	// The server ends the listener's session, as a restart or a failover
+	// would.
+	var ended int
+	if err := writer.Pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN '||$1`, pgstore.Channel).Scan(&ended); err != nil {
+		t.Fatal(err)
+	}
+	if ended != 1 {
+		t.Fatalf("ended %d listening sessions, want 1", ended)
+	}
+	await(t, changes, "reconnection", func(c pgstore.Change) bool { return c == pgstore.Change{} })
+	if _, err := writer.AddLock(ctx, broker.Lock{Kind: broker.LockTarget, Name: "db-jp-01", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, changes, "lock added after the reconnection", func(c pgstore.Change) bool { return c.Kind == "lock" })
+}

@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,31 @@ func TestInvalidTextIsStored(t *testing.T) {
 	}
 	if all, err := s.TOTPSecrets(ctx); err != nil || all[good] != "vault:v1:y" {
 		t.Errorf("TOTPSecrets = %q, %v; want %q stored under %q", all, err, "vault:v1:y", good)
+	}
+}
+
+// An address that is wrong, or a server that does not answer, is
+// reported without the password of the connection string.
+func TestOpenErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, dsn := range []string{
+		"postgres://sekisho:hunter2secret@127.0.0.1:notaport/sekisho",
+		"postgres://sekisho:hunter2secret@127.0.0.1:1/sekisho?sslmode=disable&connect_timeout=2",
+		"host=127.0.0.1 port=1 user=sekisho password=hunter2secret sslmode=disable connect_timeout=2",
+	} {
+		s, err := pgstore.Open(ctx, dsn, pgstore.Options{})
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", dsn)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2secret") {
+			t.Errorf("Open err = %q names the password", err)
+		}
+		if !strings.Contains(err.Error(), "state store") {
+			t.Errorf("Open err = %q does not say what failed", err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,6 +123,47 @@ func TestTOTP(t *testing.T) {
 		all, err := s.TOTPSecrets(ctx)
 		if want := map[string]string{"aiko": "vault:v1:b", "li": "vault:v1:l"}; err != nil || !reflect.DeepEqual(all, want) {
 			t.Errorf("TOTPSecrets = %v, %v; want %v", all, err, want)
+		}
+	})
+}
+
+// A code is used once: of claims of one step at once, from two handles
+// (two nodes), one wins.
+func TestClaimTOTPStepConcurrent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		s, other := e.open(t), e.open(t)
+		if err := s.SetTOTP(ctx, "aiko", "vault:v1:a"); err != nil {
+			t.Fatal(err)
+		}
+		const n = 16
+		var wg sync.WaitGroup
+		won := make(chan bool, n)
+		for i := range n {
+			st := s
+			if i%2 == 1 {
+				st = other
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := st.ClaimTOTPStep(ctx, "aiko", 1000)
+				if err != nil {
+					t.Error(err)
+				}
+				won <- ok
+			}()
+		}
+		wg.Wait()
+		close(won)
+		wins := 0
+		for ok := range won {
+			if ok {
+				wins++
+			}
+		}
+		if wins != 1 {
+			t.Errorf("%d of %d claims of one step won, want 1", wins, n)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -153,6 +154,9 @@ func TestTextSnippets(t *testing.T) {
 			{"control process", []string{"web"}, map[string]string{ // only shown matches
 				"web": "…ob for nginx.service failed because the control process exited with error code (a \"quoted\" word). filler line of output…",
 			}},
+			{"shadow", manyIDs("db"), map[string]string{ // more than SQLite binds at once
+				"db": "ls -l /etc/shadow psql -c 'DROP TABLE customers;'",
+			}},
 			{"shadow", []string{"web"}, map[string]string{}},
 			{"shadow", nil, map[string]string{}},
 			{"", []string{"db"}, map[string]string{}},
@@ -178,6 +182,15 @@ func TestTextSnippets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// manyIDs is 1,200 session IDs not registered, with id last.
+func manyIDs(id string) []string {
+	var out []string
+	for i := range 1200 {
+		out = append(out, fmt.Sprintf("nope-%d", i))
+	}
+	return append(out, id)
 }
 
 func TestIndexSessionText(t *testing.T) {
