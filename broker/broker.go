@@ -56,8 +56,6 @@ type Broker struct {
 	unsealedMu sync.Mutex
 	unsealed   map[string][sha256.Size]byte // technician: hash of the secret SealTOTPSecrets left in the clear
 
-	mfaThrottle throttle
-
 	notifier    Notifier
 	hub         requestHub
 	reqMu       sync.Mutex // orders request transitions on this node

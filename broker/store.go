@@ -222,4 +222,40 @@ type Store interface {
 	// atomically: no other update of the same request interleaves, on any
 	// node. An error from fn aborts the update and is returned as is.
 	UpdateRequest(ctx context.Context, id int64, fn func(*AccessRequest) error) (AccessRequest, error)
+
+	// BeginAttempt counts an attempt at now as a failure under the key of
+	// every limit, unless one of the keys already has its Max failures
+	// within window before now: then it counts none and reports false.
+	// The check and the count are one step on every node, so that
+	// parallel attempts on several nodes cannot all pass the limit.
+	// Failures older than window are dropped.
+	BeginAttempt(ctx context.Context, limits []FailureLimit, now time.Time, window time.Duration) (bool, error)
+	// ForgiveAttempt removes, under each of keys, one failure that
+	// BeginAttempt counted at at: the attempt succeeded, or was no guess.
+	ForgiveAttempt(ctx context.Context, keys []string, at time.Time) error
+
+	// PutConsoleLink stores an unused sign-in link and drops the expired
+	// ones; if its technician then has more than max unused links, the
+	// oldest go, in the same step on every node.
+	PutConsoleLink(ctx context.Context, l ConsoleLink, max int, now time.Time) error
+	// PeekConsoleLink returns the link whose token hashes to tokenHash,
+	// without using it; ErrNotFound if there is none valid at now.
+	PeekConsoleLink(ctx context.Context, tokenHash string, now time.Time) (ConsoleLink, error)
+	// TakeConsoleLink uses a link up and returns it; ErrNotFound if there
+	// is none valid at now. Of takes of one link at once, on any nodes,
+	// one gets it.
+	TakeConsoleLink(ctx context.Context, tokenHash string, now time.Time) (ConsoleLink, error)
+	// PutConsoleSession stores a signed-in browser and drops the sessions
+	// not in force at now; if its technician then has more than max, the
+	// oldest go, in the same step on every node.
+	PutConsoleSession(ctx context.Context, s ConsoleSession, max int, now time.Time) error
+	// ConsoleSession returns the browser session whose cookie hashes to
+	// tokenHash, in force or not; ErrNotFound if there is none.
+	ConsoleSession(ctx context.Context, tokenHash string) (ConsoleSession, error)
+	// TouchConsoleSession moves a session's Seen forward to seen (never
+	// back), and so its idle end; a session that is gone is no error.
+	TouchConsoleSession(ctx context.Context, tokenHash string, seen time.Time) error
+	// DeleteConsoleSession signs a browser out on every node; a session
+	// that is gone is no error.
+	DeleteConsoleSession(ctx context.Context, tokenHash string) error
 }

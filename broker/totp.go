@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pquerna/otp"
@@ -47,12 +46,16 @@ const (
 	maxSourceFailures = 30
 )
 
-// failureLimit is the number of failures key may have in the window.
-func failureLimit(key string) int {
-	if strings.HasPrefix(key, "s:") {
-		return maxSourceFailures
-	}
-	return maxFailures
+// FailureLimit is a key under which failed attempts are counted (a
+// technician, "t:NAME", or a source address, "s:HOST") and how many it may
+// have within the window before further attempts are refused.
+//
+// The count lives in the store, not in a node's memory: a guesser who
+// spreads attempts over several nodes behind the load balancer gets no
+// more of them than on one.
+type FailureLimit struct {
+	Key string
+	Max int
 }
 
 // TOTPState is a technician's enrolled second factor.
@@ -66,63 +69,6 @@ type TOTPState struct {
 // ErrNoSealer is returned by EnrollTOTP when the broker has nothing to
 // seal the secret with.
 var ErrNoSealer = errors.New("second factors are sealed by Vault's transit engine, and this broker has no Vault")
-
-// throttle counts recent failures per key (technician, source address).
-type throttle struct {
-	mu       sync.Mutex
-	failures map[string][]time.Time
-}
-
-// begin counts an attempt as a failure before it is checked, in the same
-// critical section as the check of the limit, so that parallel attempts
-// cannot all pass the limit at once. It reports false when the limit is
-// reached; otherwise forgive undoes the count if the attempt succeeds.
-func (t *throttle) begin(now time.Time, keys ...string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.failures == nil {
-		t.failures = map[string][]time.Time{}
-	}
-	for _, k := range keys {
-		if len(t.recent(now, k)) >= failureLimit(k) {
-			return false
-		}
-	}
-	for _, k := range keys {
-		t.failures[k] = append(t.recent(now, k), now)
-	}
-	return true
-}
-
-// forgive removes the failure begin counted at now.
-func (t *throttle) forgive(now time.Time, keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, k := range keys {
-		list := t.failures[k]
-		for i := len(list) - 1; i >= 0; i-- {
-			if list[i].Equal(now) {
-				t.failures[k] = append(list[:i:i], list[i+1:]...)
-				break
-			}
-		}
-	}
-}
-
-// recent returns the failures of k within the window, dropping older ones.
-func (t *throttle) recent(now time.Time, k string) []time.Time {
-	list := t.failures[k]
-	i := 0
-	for i < len(list) && now.Sub(list[i]) > failureWindow {
-		i++
-	}
-	if i == len(list) {
-		delete(t.failures, k)
-		return nil
-	}
-	t.failures[k] = list[i:]
-	return list[i:]
-}
 
 // EnrollTOTP makes a new TOTP secret for technician, replacing any old one,
 // and returns the otpauth URI to load into an authenticator app.
@@ -149,19 +95,29 @@ func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, err
 // VerifyTOTP checks a verification code of technician connecting from
 // source. A code is accepted once: the time step it belongs to is claimed
 // in the store, so it cannot be replayed, not even on another node. Wrong
-// codes are counted per technician and per source address.
+// codes are counted per technician and per source address, in the store
+// too: the limits hold over all nodes together.
 func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string) error {
 	now := b.now()
-	keys := []string{"t:" + technician, "s:" + sourceHost(source)}
-	if !b.mfaThrottle.begin(now, keys...) {
+	limits := []FailureLimit{{"t:" + technician, maxFailures}, {"s:" + sourceHost(source), maxSourceFailures}}
+	keys := []string{limits[0].Key, limits[1].Key}
+	ok, err := b.store.BeginAttempt(ctx, limits, now, failureWindow)
+	if err != nil {
+		// Without the count no code is compared: a guesser must not gain
+		// tries from a store that does not answer.
+		err = fmt.Errorf("count the attempt: %w", err)
+		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
+		return err
+	}
+	if !ok {
 		b.Audit(ctx, AuditEvent{Kind: EventMFAThrottled, Technician: technician, Source: source,
 			Detail: fmt.Sprintf("too many wrong verification codes for %s or from this address (%d in %s for a technician, %d for an address)", technician, maxFailures, failureWindow, maxSourceFailures)})
 		return ErrThrottled
 	}
-	err := b.checkTOTP(ctx, technician, code, now)
+	err = b.checkTOTP(ctx, technician, code, now)
 	switch {
 	case err == nil:
-		b.mfaThrottle.forgive(now, keys...)
+		b.forgive(ctx, keys, now)
 		return nil
 	case errors.Is(err, ErrWrongCode):
 		// Counted: a guess was compared.
@@ -169,18 +125,30 @@ func (b *Broker) VerifyTOTP(ctx context.Context, technician, source, code string
 	case errors.Is(err, ErrCodeReused):
 		// Not a guess: the right code, too soon again (OpenSSH asks
 		// three times, a second scp comes within the 30 s).
-		b.mfaThrottle.forgive(now, keys...)
+		b.forgive(ctx, keys, now)
 		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
 	case errors.Is(err, ErrNotEnrolled):
-		b.mfaThrottle.forgive(now, keys...) // not the technician's fault
+		b.forgive(ctx, keys, now) // not the technician's fault
 		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: ErrNotEnrolled.Error()})
 	default:
 		// Vault or the store failed before any code was compared: no
 		// guess was made, so none is counted.
-		b.mfaThrottle.forgive(now, keys...)
+		b.forgive(ctx, keys, now)
 		b.Audit(ctx, AuditEvent{Kind: EventMFAFailed, Technician: technician, Source: source, Detail: err.Error()})
 	}
 	return err
+}
+
+// forgive undoes the failure VerifyTOTP counted at now. If the store
+// fails, the failure stays counted until the window passes: the
+// technician may be throttled early, never a guesser late.
+func (b *Broker) forgive(ctx context.Context, keys []string, now time.Time) {
+	// Forgiven even if the connection went meanwhile.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := b.store.ForgiveAttempt(ctx, keys, now); err != nil {
+		b.log.Warn("a second-factor attempt that was no wrong guess stays counted", "technician", strings.TrimPrefix(keys[0], "t:"), "err", err)
+	}
 }
 
 func (b *Broker) checkTOTP(ctx context.Context, technician, code string, now time.Time) error {

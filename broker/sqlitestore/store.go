@@ -171,6 +171,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: create text index: %w", path, err)
 	}
+	if _, err := db.ExecContext(ctx, consoleSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state store %s: create console and throttle tables: %w", path, err)
+	}
 	return &Store{db: db}, nil
 }
 
