@@ -31,24 +31,9 @@ const (
 // technician who is neither admin, approver nor reviewer.
 var ErrNoConsoleRole = errors.New("the console is for admins, approvers and reviewers; you are none of them")
 
-// link is an unused sign-in link.
-type link struct {
-	technician string
-	key        string // SHA256 fingerprint of the SSH key that asked for it
-	seq        uint64 // order of issue: the oldest goes first
-	expires    time.Time
-}
-
-// browserSession is a signed-in browser, bound to the technician and the
-// SSH key whose link made it.
-type browserSession struct {
-	technician string
-	key        string
-	seq        uint64 // order of sign-in: the oldest goes first
-	csrf       string
-	created    time.Time
-	seen       time.Time
-}
+// errLinkNotStored is what a technician sees when the state store does
+// not take their sign-in link; the log has why.
+var errLinkNotStored = errors.New("the sign-in link could not be stored; try again in a moment, or tell the sekisho operator")
 
 // Caps per technician: unused links (a new one drops the oldest) and
 // browser sessions (a new sign-in ends the oldest).
@@ -56,6 +41,16 @@ const (
 	maxLinksPerTechnician    = 3
 	maxSessionsPerTechnician = 5
 )
+
+// touchEvery is how stale a browser session's stored "seen" may be
+// before a request writes it again. A write on every request would put a
+// write to the shared store on every page, script and poll; so a
+// session may sign out for idleness up to touchEvery sooner than
+// IdleTimeout after the last click, a difference nobody notices.
+const touchEvery = 5 * time.Second
+
+// storeTimeout bounds a call to the store made outside a request.
+const storeTimeout = 10 * time.Second
 
 // newToken returns 256 random bits, URL-safe.
 func newToken() string {
@@ -65,7 +60,7 @@ func newToken() string {
 }
 
 // tokenKey is what the server keeps of a token: its hash, so that the
-// maps hold nothing a browser could present.
+// store holds nothing a browser could present.
 func tokenKey(token string) string {
 	h := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(h[:])
@@ -86,27 +81,14 @@ func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Tim
 	tok := newToken()
 	now := s.now()
 	exp := now.Add(s.cfg.LinkTTL)
-	s.mu.Lock()
-	var oldest string
-	n := 0
-	for k, l := range s.links {
-		switch {
-		case now.After(l.expires):
-			delete(s.links, k)
-		case l.technician == p.Name:
-			n++
-			if oldest == "" || l.seq < s.links[oldest].seq {
-				oldest = k
-			}
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	l := broker.ConsoleLink{TokenHash: tokenKey(tok), Technician: p.Name, KeyFingerprint: keyFingerprint, Created: now, Expires: exp}
+	if err := s.cfg.Store.PutConsoleLink(ctx, l, maxLinksPerTechnician, now); err != nil {
+		s.log.Error("console sign-in link", "technician", p.Name, "err", err)
+		return "", time.Time{}, errLinkNotStored
 	}
-	if n >= maxLinksPerTechnician {
-		delete(s.links, oldest)
-	}
-	s.seq++
-	s.links[tokenKey(tok)] = link{technician: p.Name, key: keyFingerprint, seq: s.seq, expires: exp}
-	s.mu.Unlock()
-	s.audit(context.Background(), EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
+	s.audit(ctx, EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
 	return s.origin + "/login/" + tok, exp, nil
 }
 
@@ -127,28 +109,15 @@ func (s *Server) check(technician, keyFingerprint string) (*person, string, bool
 	return p, "", true
 }
 
-// peekLink reports who an unused, unexpired link is for, without using it.
-func (s *Server) peekLink(tok string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, ok := s.links[tokenKey(tok)]
-	if !ok || s.now().After(l.expires) {
-		return "", false
-	}
-	return l.technician, true
+// peekLink returns the unused, unexpired link tok, without using it;
+// broker.ErrNotFound if there is none.
+func (s *Server) peekLink(ctx context.Context, tok string) (broker.ConsoleLink, error) {
+	return s.cfg.Store.PeekConsoleLink(ctx, tokenKey(tok), s.now())
 }
 
-// useLink uses a link up: it works once.
-func (s *Server) useLink(tok string) (link, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k := tokenKey(tok)
-	l, ok := s.links[k]
-	delete(s.links, k)
-	if !ok || s.now().After(l.expires) {
-		return link{}, false
-	}
-	return l, true
+// useLink uses a link up: it works once, on whichever node.
+func (s *Server) useLink(ctx context.Context, tok string) (broker.ConsoleLink, error) {
+	return s.cfg.Store.TakeConsoleLink(ctx, tokenKey(tok), s.now())
 }
 
 // cookieName is the session cookie's name; over TLS the __Host- prefix
@@ -162,85 +131,78 @@ func (s *Server) cookieName() string {
 
 // startSession signs the link's technician in on this browser, ending
 // the technician's oldest browser session if they have too many.
-func (s *Server) startSession(w http.ResponseWriter, l link) {
+func (s *Server) startSession(ctx context.Context, w http.ResponseWriter, l broker.ConsoleLink) error {
 	tok := newToken()
 	now := s.now()
-	s.mu.Lock()
-	var oldest string
-	n := 0
-	for k, bs := range s.sessions {
-		switch {
-		case s.expired(bs, now):
-			delete(s.sessions, k)
-		case bs.technician == l.technician:
-			n++
-			if oldest == "" || bs.seq < s.sessions[oldest].seq {
-				oldest = k
-			}
-		}
+	bs := broker.ConsoleSession{TokenHash: tokenKey(tok), Technician: l.Technician, KeyFingerprint: l.KeyFingerprint,
+		CSRF: newToken(), Created: now, Seen: now, IdleTimeout: s.cfg.IdleTimeout, Expires: now.Add(s.cfg.SessionTTL)}
+	if err := s.cfg.Store.PutConsoleSession(ctx, bs, maxSessionsPerTechnician, now); err != nil {
+		return err
 	}
-	if n >= maxSessionsPerTechnician {
-		delete(s.sessions, oldest)
-	}
-	s.seq++
-	s.sessions[tokenKey(tok)] = &browserSession{technician: l.technician, key: l.key, seq: s.seq, csrf: newToken(), created: now, seen: now}
-	s.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: tok, Path: "/", HttpOnly: true, Secure: s.secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.SessionTTL / time.Second)})
+	return nil
 }
 
-func (s *Server) expired(bs *browserSession, now time.Time) bool {
-	return now.Sub(bs.seen) > s.cfg.IdleTimeout || now.Sub(bs.created) > s.cfg.SessionTTL
-}
-
-// session returns the browser session of r, if it has one in force.
-func (s *Server) session(r *http.Request) (*browserSession, string, bool) {
+// session returns the browser session of r and its key, if it has one
+// in force; an error only if the store failed.
+func (s *Server) session(r *http.Request) (broker.ConsoleSession, string, bool, error) {
 	c, err := r.Cookie(s.cookieName())
 	if err != nil {
-		return nil, "", false
+		return broker.ConsoleSession{}, "", false, nil
 	}
 	k := tokenKey(c.Value)
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	bs, ok := s.sessions[k]
-	if !ok {
-		return nil, "", false
-	}
-	if s.expired(bs, now) {
-		delete(s.sessions, k)
-		return nil, "", false
+	bs, ok, err := s.inForce(r.Context(), k)
+	if !ok || err != nil {
+		return bs, "", false, err
 	}
 	// A page refreshing itself is not the person at work: an unattended
-	// overview still signs out when idle.
-	if r.Header.Get(pollHeader) == "" {
-		bs.seen = now
+	// overview still signs out when idle. See touchEvery for why a
+	// request within a few seconds of the last written one writes
+	// nothing.
+	if r.Header.Get(pollHeader) == "" && now.Sub(bs.Seen) >= touchEvery {
+		if err := s.cfg.Store.TouchConsoleSession(r.Context(), k, now); err != nil {
+			// The request is served; the session's idle end is where the
+			// last touch put it.
+			s.log.Warn("console session activity not stored", "technician", bs.Technician, "err", err)
+		}
+		bs.Seen = now
 	}
-	return bs, k, true
+	return bs, k, true, nil
 }
 
 // pollHeader marks a request a page's script makes by itself.
 const pollHeader = "X-Sekisho-Poll"
 
 // inForce reports whether the browser session with key is still signed
-// in and unexpired, without counting as activity.
-func (s *Server) inForce(key string) (*browserSession, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	bs, ok := s.sessions[key]
-	if !ok || s.expired(bs, s.now()) {
-		return nil, false
+// in and unexpired, without counting as activity; one found expired is
+// deleted.
+func (s *Server) inForce(ctx context.Context, key string) (broker.ConsoleSession, bool, error) {
+	bs, err := s.cfg.Store.ConsoleSession(ctx, key)
+	if errors.Is(err, broker.ErrNotFound) {
+		return broker.ConsoleSession{}, false, nil
 	}
-	return bs, true
+	if err != nil {
+		return broker.ConsoleSession{}, false, err
+	}
+	if !bs.InForce(s.now()) {
+		if err := s.cfg.Store.DeleteConsoleSession(ctx, key); err != nil {
+			s.log.Warn("expired console session not deleted", "technician", bs.Technician, "err", err)
+		}
+		return broker.ConsoleSession{}, false, nil
+	}
+	return bs, true, nil
 }
 
-// endSession signs the browser out.
-func (s *Server) endSession(w http.ResponseWriter, key string) {
-	s.mu.Lock()
-	delete(s.sessions, key)
-	s.mu.Unlock()
+// endSession signs the browser out, on every node. The cookie is
+// cleared even if the store fails; the error says the session may
+// still be in force elsewhere.
+func (s *Server) endSession(ctx context.Context, w http.ResponseWriter, key string) error {
+	err := s.cfg.Store.DeleteConsoleSession(ctx, key)
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", HttpOnly: true, Secure: s.secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	return err
 }
 
 // request is one authenticated request: who, and the CSRF token pages
@@ -258,15 +220,21 @@ type request struct {
 // the console's own origin.
 func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		bs, key, ok := s.session(r)
+		bs, key, ok, err := s.session(r)
+		if err != nil {
+			s.storeFailed(w, r, api, err)
+			return
+		}
 		if !ok {
 			s.unauthorized(w, r, api)
 			return
 		}
-		p, why, ok := s.check(bs.technician, bs.key)
+		p, why, ok := s.check(bs.Technician, bs.KeyFingerprint)
 		if !ok {
-			s.endSession(w, key)
-			s.audit(r.Context(), EventRefused, bs.technician, "", "signed out: "+why)
+			if err := s.endSession(r.Context(), w, key); err != nil {
+				s.log.Error("console sign-out", "technician", bs.Technician, "err", err)
+			}
+			s.audit(r.Context(), EventRefused, bs.Technician, "", "signed out: "+why)
 			s.unauthorized(w, r, api)
 			return
 		}
@@ -279,12 +247,12 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 			if got == "" {
 				got = r.PostFormValue("csrf")
 			}
-			if subtle.ConstantTimeCompare([]byte(got), []byte(bs.csrf)) != 1 {
+			if subtle.ConstantTimeCompare([]byte(got), []byte(bs.CSRF)) != 1 {
 				s.refuse(w, r, p, api, http.StatusForbidden, "missing or wrong CSRF token: reload the page and try again")
 				return
 			}
 		}
-		h(w, &request{Request: r, p: p, csrf: bs.csrf, key: key})
+		h(w, &request{Request: r, p: p, csrf: bs.CSRF, key: key})
 	}
 }
 
@@ -303,6 +271,19 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, api bool) 
 	}
 	w.WriteHeader(http.StatusUnauthorized)
 	s.render(w, r, "signin.html", nil, map[string]any{"Next": strings.TrimPrefix(r.URL.Path, "/")})
+}
+
+// storeFailed answers a request the console cannot serve because the
+// state store, which holds who is signed in, did not answer.
+func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, api bool, err error) {
+	s.log.Error("console: the state store failed", "path", r.URL.Path, "err", err)
+	const msg = "the console cannot reach its state store; try again in a moment, or tell the sekisho operator"
+	if api {
+		writeJSONError(w, http.StatusServiceUnavailable, msg)
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	s.render(w, r, "error.html", nil, map[string]any{"Code": http.StatusServiceUnavailable, "Message": msg})
 }
 
 // refuse answers a request the person may not make, and audits it.
@@ -325,7 +306,9 @@ func (s *Server) audit(ctx context.Context, kind, technician, session, detail st
 const signInWindow = 10 * time.Second
 
 // signInThrottle keeps, per source address, the window of refused
-// sign-ins being counted.
+// sign-ins being counted. It stays in each node's memory: it bounds the
+// audit rows a prober makes, not the prober's chances (a link's token is
+// 256 random bits), so several nodes only make a row per node per window.
 type signInThrottle struct {
 	mu sync.Mutex
 	m  map[string]*refusedWindow
@@ -376,14 +359,18 @@ func (s *Server) signInRefused(r *http.Request, technician, why string) {
 // up.
 func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
 	tok := r.PathValue("token")
-	tech, ok := s.peekLink(tok)
-	if !ok {
+	l, err := s.peekLink(r.Context(), tok)
+	if err != nil && !errors.Is(err, broker.ErrNotFound) {
+		s.storeFailed(w, r, false, err)
+		return
+	}
+	if err != nil {
 		s.signInRefused(r, "", "unknown, used or expired sign-in link")
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "signin.html", nil, map[string]any{"Expired": true})
 		return
 	}
-	s.render(w, r, "link.html", nil, map[string]any{"Technician": tech, "Token": tok})
+	s.render(w, r, "link.html", nil, map[string]any{"Technician": l.Technician, "Token": tok})
 }
 
 // handleSignIn uses a sign-in link and starts the browser session.
@@ -393,33 +380,45 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sign-in from another site refused", http.StatusForbidden)
 		return
 	}
-	l, ok := s.useLink(r.PostFormValue("token"))
-	if !ok {
+	l, err := s.useLink(r.Context(), r.PostFormValue("token"))
+	if err != nil && !errors.Is(err, broker.ErrNotFound) {
+		s.storeFailed(w, r, false, err)
+		return
+	}
+	if err != nil {
 		s.signInRefused(r, "", "unknown, used or expired sign-in link")
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "signin.html", nil, map[string]any{"Expired": true})
 		return
 	}
-	p, why, ok := s.check(l.technician, l.key)
+	p, why, ok := s.check(l.Technician, l.KeyFingerprint)
 	if !ok {
-		s.signInRefused(r, l.technician, why)
+		s.signInRefused(r, l.Technician, why)
 		w.WriteHeader(http.StatusForbidden)
 		s.render(w, r, "signin.html", nil, map[string]any{"NoRole": true})
 		return
 	}
 	if c, err := r.Cookie(s.cookieName()); err == nil {
-		s.mu.Lock()
-		delete(s.sessions, tokenKey(c.Value)) // a sign-in replaces the browser's earlier one
-		s.mu.Unlock()
+		// A sign-in replaces the browser's earlier one.
+		if err := s.cfg.Store.DeleteConsoleSession(r.Context(), tokenKey(c.Value)); err != nil {
+			s.storeFailed(w, r, false, err)
+			return
+		}
 	}
-	s.startSession(w, l)
+	if err := s.startSession(r.Context(), w, l); err != nil {
+		s.storeFailed(w, r, false, err)
+		return
+	}
 	s.audit(r.Context(), EventSignIn, p.Name, "", broker.JSONDetail(map[string]string{"roles": p.Roles(), "scope": p.Scope(), "from": r.RemoteAddr}))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // handleSignOut ends the browser session.
 func (s *Server) handleSignOut(w http.ResponseWriter, r *request) {
-	s.endSession(w, r.key)
+	if err := s.endSession(r.Context(), w, r.key); err != nil {
+		s.storeFailed(w, r.Request, false, err)
+		return
+	}
 	s.audit(r.Context(), EventSignOut, r.p.Name, "", "")
 	w.WriteHeader(http.StatusOK)
 	s.render(w, r.Request, "signin.html", nil, map[string]any{"SignedOut": true})

@@ -15,6 +15,12 @@
 // checks every second), and a technician with none of those roles gets
 // no link.
 //
+// Links and browser sessions are kept in the state store, under the
+// hashes of their tokens: a link printed by one node signs in through
+// any, a browser stays signed in whichever node the load balancer sends
+// it to, and signing out through one node ends the session on all. Of
+// several uses of one link at once, on any nodes, one signs in.
+//
 // # Guarantees
 //
 //   - Every page and API call except the sign-in page needs a browser

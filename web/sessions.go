@@ -307,16 +307,21 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 	}
 	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.watched", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
 	s.serveLive(w, r.Request, s.cfg.RecordingDir, rec.ID, func() bool {
-		bs, ok := s.inForce(r.key)
+		bs, ok, err := s.inForce(r.Context(), r.key)
+		if err != nil {
+			// Not known to be signed in: the view ends, the page
+			// reconnects by itself.
+			s.log.Warn("live view: the state store failed", "session", rec.ID, "err", err)
+		}
 		if !ok {
 			return false
 		}
-		p, why, ok := s.check(bs.technician, bs.key)
+		p, why, ok := s.check(bs.Technician, bs.KeyFingerprint)
 		if !ok || !p.mayReview() || !p.sees(rec.Residency) {
 			if why == "" {
 				why = "no longer a reviewer of " + rec.Residency
 			}
-			s.audit(context.Background(), EventRefused, bs.technician, rec.ID, "live view ended: "+why)
+			s.audit(context.Background(), EventRefused, bs.Technician, rec.ID, "live view ended: "+why)
 			return false
 		}
 		return true

@@ -46,7 +46,8 @@ type Broker interface {
 }
 
 // Store is the register the console reads: sessions, requests and locks,
-// and the text index of recordings for search.
+// and the text index of recordings for search. It also keeps the
+// console's sign-in links and browser sessions, which every node shares.
 type Store interface {
 	broker.Store
 	// IndexSessionText stores what a session's recording holds as text.
@@ -100,11 +101,6 @@ type Server struct {
 	secure bool
 	origin string // scheme://host[:port] of cfg.URL
 
-	mu       sync.Mutex
-	links    map[string]link            // by hash of the token
-	sessions map[string]*browserSession // by hash of the cookie value
-	seq      uint64                     // orders links and sessions
-
 	throttle signInThrottle
 
 	factsMu sync.Mutex
@@ -131,8 +127,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.SessionTTL = 8 * time.Hour
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, secure: u.Scheme == "https",
-		origin: u.Scheme + "://" + u.Host, links: map[string]link{}, sessions: map[string]*browserSession{},
-		facts: map[string]recordingFacts{}, heavy: make(chan struct{}, 2)}
+		origin: u.Scheme + "://" + u.Host, facts: map[string]recordingFacts{}, heavy: make(chan struct{}, 2)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

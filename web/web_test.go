@@ -40,6 +40,7 @@ type fixture struct {
 	srv   *web.Server
 	ts    *httptest.Server
 	store *sqlitestore.Store
+	path  string // of the store's file
 	brk   *broker.Broker
 	clock *clock
 	keys  map[string]string // technician: fingerprint of their key
@@ -69,7 +70,8 @@ func (c *clock) add(d time.Duration) {
 
 func newFixture(t *testing.T, consoleURL string) *fixture {
 	t.Helper()
-	store, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "state.db"))
+	path := filepath.Join(t.TempDir(), "state.db")
+	store, err := sqlitestore.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +134,7 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 			t.Fatal(err)
 		}
 	}
-	return &fixture{srv: srv, ts: ts, store: store, brk: brk, clock: c, keys: keys, techs: techs, targets: targets, policy: policy}
+	return &fixture{srv: srv, ts: ts, store: store, path: path, brk: brk, clock: c, keys: keys, techs: techs, targets: targets, policy: policy}
 }
 
 // browser is an HTTP client with a cookie jar that does not follow
