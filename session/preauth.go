@@ -58,6 +58,16 @@ type preauth struct {
 
 	// Sources with maxFailures failed authentication attempts within
 	// failWindow are refused before the handshake until that window ends.
+	//
+	// This count stays in the node's memory, unlike the second-factor
+	// throttle (broker.Store.BeginAttempt): it sheds load, it does not
+	// bound guessing. A failure here is a key that is not registered, or
+	// a refusal, and no number of tries makes a key registered; the
+	// guesses that could succeed, verification codes, are counted in the
+	// shared store per technician and per address. Asking the store
+	// before every handshake would instead turn a flood of connections
+	// into a flood of queries to the database every node depends on. So
+	// a source spread over n nodes is refused after n times the limit.
 	maxFailures int
 	failures    map[string]*failWindowCount
 
