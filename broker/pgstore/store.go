@@ -40,6 +40,12 @@ type Options struct {
 	// MaxConns caps the pool (0: pgx's default, the larger of 4 and the
 	// number of CPUs).
 	MaxConns int32
+	// Password, when set, is used instead of any in the connection
+	// string (which a config should not hold).
+	Password string
+	// OnlyConnect opens the pool without checking or applying
+	// migrations: for Migrate itself.
+	OnlyConnect bool
 }
 
 // Store is a broker.Store on PostgreSQL.
@@ -59,6 +65,9 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if opt.MaxConns > 0 {
 		cfg.MaxConns = opt.MaxConns
 	}
+	if opt.Password != "" {
+		cfg.ConnConfig.Password = opt.Password
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("state store: %w", redact(err))
@@ -67,6 +76,9 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("state store: PostgreSQL at %s does not answer: %w", where, redact(err))
+	}
+	if opt.OnlyConnect {
+		return &Store{pool: pool}, nil
 	}
 	if opt.ManualMigrations {
 		missing, err := pending(ctx, pool)

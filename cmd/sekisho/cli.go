@@ -95,9 +95,11 @@ func isBoolFlag(a string) bool {
 // openStore opens the state store of a server that has run: a command
 // never makes an empty one.
 func openStore(ctx context.Context, cfg *node.Config) (node.Store, error) {
-	path := cfg.Path(cfg.State)
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("state store %s: %w (has `sekisho serve` run with this config?)", path, err)
+	if !cfg.Postgres() {
+		path := cfg.Path(cfg.State)
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("state store %s: %w (has `sekisho serve` run with this config?)", path, err)
+		}
 	}
 	return node.OpenStore(ctx, cfg)
 }

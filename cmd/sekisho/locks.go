@@ -180,7 +180,7 @@ func cmdReload(args []string) error {
 	if err != nil {
 		return err
 	}
-	pidFile := cfg.Path(cfg.State) + ".pid"
+	pidFile := cfg.PidFile()
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return fmt.Errorf("no running server found for %s (%v)", cfg.File(), err)

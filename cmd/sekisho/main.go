@@ -18,6 +18,7 @@
 //	sekisho lock / unlock / locks              stop an affiliate, technician or target at once
 //	sekisho reload       [--config FILE]       reload the running server's config
 //	sekisho config check [--config FILE]       validate the config file
+//	sekisho db migrate / copy                  PostgreSQL schema migrations; SQLite state into PostgreSQL
 //	sekisho request / requests / cancel        access requests, on the running server over SSH
 //	sekisho approve / deny / revoke            decide requests and end grants, likewise
 //	sekisho grants / kill / sessions --live    grants in force, live sessions, likewise
@@ -65,6 +66,8 @@ usage:
   sekisho reload       [--config FILE]                 reload the config of the running server (or send it SIGHUP)
   sekisho technician enroll-totp [--config FILE] NAME  make a second factor (TOTP) for a technician
   sekisho config check [--config FILE]
+  sekisho db migrate   [--config FILE]                 apply the PostgreSQL schema migrations (database.migrations: manual)
+  sekisho db copy      [--config FILE] --from FILE     move a node's SQLite state into the config's empty PostgreSQL database
   sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
   sekisho version
 
@@ -179,6 +182,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdReload(rest)
 	case "technician":
 		return cmdTechnician(ctx, rest)
+	case "db":
+		return cmdDB(ctx, rest)
 	case "config":
 		sub, rest := subcommand(rest)
 		if sub != "check" {

@@ -34,13 +34,20 @@ type Config struct {
 	HostKey string `yaml:"host_key"`
 	// RecordingKey is the ed25519 key that signs recordings; default
 	// recording_key next to the host key. Generated on first start.
-	RecordingKey string       `yaml:"recording_key"`
-	State        string       `yaml:"state"`
-	Recordings   string       `yaml:"recordings"`
-	LogLevel     string       `yaml:"log_level"`
-	LogFormat    string       `yaml:"log_format"`
-	Vault        VaultSection `yaml:"vault"`
-	SSH          SSHSection   `yaml:"ssh"`
+	RecordingKey string `yaml:"recording_key"`
+	// State is the SQLite file of one node's state; Database puts it on
+	// PostgreSQL instead, shared by several nodes. One of them is set.
+	State    string          `yaml:"state"`
+	Database DatabaseSection `yaml:"database"`
+	// NodeName names this node in a cluster: in the session register
+	// (which node served each session) and the nodes' heartbeats;
+	// default the machine's host name.
+	NodeName   string       `yaml:"node_name"`
+	Recordings string       `yaml:"recordings"`
+	LogLevel   string       `yaml:"log_level"`
+	LogFormat  string       `yaml:"log_format"`
+	Vault      VaultSection `yaml:"vault"`
+	SSH        SSHSection   `yaml:"ssh"`
 	// ProxyProtocol trusts PROXY protocol v1/v2 headers from these peers
 	// (load balancers) for the client's address; others may not send one.
 	ProxyProtocol ProxySection `yaml:"proxy_protocol"`
@@ -78,6 +85,34 @@ type Config struct {
 	policy  *broker.Policy // compiled from Rules by validate
 	proxies []netip.Prefix // ProxyProtocol.Trusted, parsed
 	geo     *broker.Geo    // built from Networks by validate
+}
+
+// DatabaseSection puts the state on PostgreSQL, shared by every node
+// that names the same database.
+type DatabaseSection struct {
+	// URL is postgres://user@host:port/database?sslmode=…, without a
+	// password: that goes in PasswordFile (or PGPASSWORD, or ~/.pgpass).
+	URL          string `yaml:"url"`
+	PasswordFile string `yaml:"password_file"`
+	// Migrations is auto (the default: a node applies missing schema
+	// migrations at start, under a lock) or manual (a node refuses to
+	// start on an older schema; the operator runs sekisho db migrate).
+	Migrations string `yaml:"migrations"`
+	// MaxConnections caps the node's connections (default: pgx's, the
+	// larger of 4 and the number of CPUs).
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// Postgres reports whether the state is on PostgreSQL.
+func (c *Config) Postgres() bool { return c.Database.URL != "" }
+
+// PidFile is where a running node writes its process ID: beside the
+// SQLite state file, or beside the config when the state is on PostgreSQL.
+func (c *Config) PidFile() string {
+	if c.Postgres() {
+		return filepath.Join(filepath.Dir(c.path), "sekisho.pid")
+	}
+	return c.Path(c.State) + ".pid"
 }
 
 // WebSection configures the web console; it is off without listen.
@@ -581,8 +616,18 @@ func (c *Config) validate() (err error) {
 	if c.RecordingKey == "" {
 		c.RecordingKey = filepath.Join(filepath.Dir(c.HostKey), "recording_key")
 	}
-	if c.State == "" {
-		return c.errf(0, "state is required (path of the SQLite state file)")
+	if err := c.validateDatabase(); err != nil {
+		return err
+	}
+	if c.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return c.errf(0, "node_name is required: the host name cannot be read (%v)", err)
+		}
+		c.NodeName = strings.ToLower(host)
+	}
+	if !nameRe.MatchString(c.NodeName) {
+		return c.errf(0, "node_name %q: use lower-case letters, digits, '.', '_' and '-'", c.NodeName)
 	}
 	if c.Recordings == "" {
 		return c.errf(0, "recordings is required (directory for session recordings)")
@@ -1220,4 +1265,40 @@ func parsePrefix(s string) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(addr, addr.BitLen()), true
+}
+
+// validateDatabase checks that the state is in one place, and that a
+// PostgreSQL address holds no password.
+func (c *Config) validateDatabase() error {
+	d := &c.Database
+	if d.URL == "" {
+		if c.State == "" {
+			return c.errf(0, "state is required (path of the SQLite state file), or database.url for PostgreSQL")
+		}
+		if d.PasswordFile != "" || d.Migrations != "" || d.MaxConnections != 0 {
+			return c.errf(0, "database: url is required with password_file, migrations or max_connections")
+		}
+		return nil
+	}
+	if c.State != "" {
+		return c.errf(0, "state and database.url are both set: the state is in one place; remove state (sekisho db copy --from %s moves what it holds to PostgreSQL)", c.State)
+	}
+	u, err := url.Parse(d.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return c.errf(0, "database.url: want postgres://user@host:port/database")
+	}
+	if _, has := u.User.Password(); has {
+		return c.errf(0, "database.url holds a password: put it in database.password_file (mode 0600), PGPASSWORD or ~/.pgpass, never in the config")
+	}
+	switch d.Migrations {
+	case "":
+		d.Migrations = "auto"
+	case "auto", "manual":
+	default:
+		return c.errf(0, "database.migrations %q: use auto or manual", d.Migrations)
+	}
+	if d.MaxConnections < 0 {
+		return c.errf(0, "database.max_connections must be positive")
+	}
+	return nil
 }

@@ -277,7 +277,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	}()
 	// The pid file is whole before "listening" is logged: whoever waits
 	// for that line may read it at once.
-	n.pidFile = cfg.Path(cfg.State) + ".pid"
+	n.pidFile = cfg.PidFile()
 	if err := writeFileAtomic(n.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
 		logger.Warn("pid file not written; `sekisho reload` will not find this server", "path", n.pidFile, "err", err)
 		n.pidFile = ""
