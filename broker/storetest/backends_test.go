@@ -119,10 +119,11 @@ func newPostgres(t *testing.T, b backend) env {
 	}
 }
 
-// forEachBackend runs test as a subtest per backend, in parallel, each
-// with data of its own.
+// forEachBackend runs test as a subtest per backend, each with data of
+// its own, in parallel with each other and with the other tests.
 func forEachBackend(t *testing.T, test func(t *testing.T, e env)) {
 	t.Helper()
+	t.Parallel()
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
