@@ -71,14 +71,27 @@ const migrateLock = 0x5e_15_80_01
 // and automatic migration is off.
 var ErrSchemaBehind = errors.New("the database schema is older than this sekisho")
 
-// applied returns the versions applied, creating the table that records
-// them if it is missing.
-func applied(ctx context.Context, tx pgx.Tx) (map[int]bool, error) {
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+// applied returns the versions applied. A database without the table
+// that records them has none; create makes the table then. The table is
+// looked for before it is made: CREATE TABLE IF NOT EXISTS needs the
+// right to create in the schema even when the table exists, which the
+// role of nodes whose operators migrate by hand does not have.
+func applied(ctx context.Context, tx pgx.Tx, create bool) (map[int]bool, error) {
+	out := map[int]bool{}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
 		return nil, err
+	}
+	if !exists {
+		if !create {
+			return out, nil
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return nil, err
+		}
 	}
 	rows, err := tx.Query(ctx, `SELECT version FROM schema_migrations`)
 	if err != nil {
@@ -88,7 +101,6 @@ func applied(ctx context.Context, tx pgx.Tx) (map[int]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]bool{}
 	for _, v := range vs {
 		out[v] = true
 	}
@@ -128,7 +140,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, apply bool) ([]string, err
 		if err != nil {
 			return done, err
 		}
-		have, err := applied(ctx, tx)
+		have, err := applied(ctx, tx, apply)
 		if err != nil {
 			tx.Rollback(ctx)
 			return done, fmt.Errorf("read the applied migrations: %w", err)

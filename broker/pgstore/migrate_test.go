@@ -3,14 +3,17 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/pgstore"
 	"github.com/sekisho/sekisho/internal/pgtest"
 )
@@ -152,5 +155,58 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	}
 	if got := appliedVersions(t, dsn); !slices.Equal(got, append(allVersions(), newer)) {
 		t.Errorf("schema_migrations = %v after the refusals, want it untouched", got)
+	}
+}
+
+// Operators who migrate by hand run nodes as a role that may read and
+// write the tables but not create any: such a node opens a current
+// database, and is told what to run on one that lacks migrations.
+func TestManualMigrationsWithoutCreatePrivilege(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	owner := open(t, dsn)
+	// The role's name is the database's, so that parallel tests do not
+	// share one (roles are the server's, not the database's).
+	var db string
+	if err := owner.Pool().QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	role := "node_" + db
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if _, err := owner.Pool().Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	nodeDSN := strings.Replace(dsn, "//sekisho@", "//"+role+"@", 1)
+	node, err := pgstore.Open(ctx, nodeDSN, pgstore.Options{ManualMigrations: true})
+	if err != nil {
+		t.Fatalf("Open as a role without CREATE of a current database: %v", err)
+	}
+	defer node.Close()
+	if _, err := node.CreateRequest(ctx, broker.AccessRequest{Technician: "li", Target: "db-jp-01", State: broker.RequestPending,
+		Needed: 1, Duration: time.Hour, Created: time.Now()}); err != nil {
+		t.Errorf("CreateRequest as the node's role: %v", err)
+	}
+
+	// A database this sekisho has not migrated yet (another fresh one,
+	// where the role may not create either).
+	fresh := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `REVOKE CREATE ON SCHEMA public FROM PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgstore.Open(ctx, strings.Replace(fresh, "//sekisho@", "//"+role+"@", 1), pgstore.Options{ManualMigrations: true})
+	if !errors.Is(err, pgstore.ErrSchemaBehind) || !strings.Contains(fmt.Sprint(err), "sekisho db migrate") {
+		t.Errorf("Open as a role without CREATE of a fresh database: %v; want ErrSchemaBehind and what to run", err)
 	}
 }
