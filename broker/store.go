@@ -43,6 +43,8 @@ type SessionRecord struct {
 	// under, so that a reviewer can go from a session to who asked for it,
 	// why, and who approved it; 0 when the rules let it through without one.
 	Request int64 `json:"request,omitempty"`
+	// Node is the sekisho node that served the session (its node_name).
+	Node string `json:"node,omitempty"`
 }
 
 // Ended reports whether the session has finished.

@@ -88,6 +88,8 @@ type Console interface {
 }
 
 type Config struct {
+	// NodeName names this node in the session register.
+	NodeName     string
 	HostKey      ssh.Signer
 	Broker       Broker
 	RecordingDir string

@@ -154,7 +154,18 @@ func cmdSessions(ctx context.Context, args []string) error {
 		return enc.Encode(list)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tTECHNICIAN\tAFFILIATE\tSOURCE\tFROM\tTARGET\tRESIDENCY\tSTART\tEND\tIN\tOUT\tEND REASON")
+	// Several nodes share a PostgreSQL store: say which served each.
+	nodes := cfg.Postgres()
+	node := func(name string) string {
+		if !nodes {
+			return ""
+		}
+		if name == "" {
+			name = "-"
+		}
+		return name + "\t"
+	}
+	fmt.Fprintln(tw, "SESSION\tTECHNICIAN\tAFFILIATE\tSOURCE\tFROM\tTARGET\tRESIDENCY\t"+node("NODE")+"START\tEND\tIN\tOUT\tEND REASON")
 	for _, s := range list {
 		end := "live"
 		if s.Ended() {
@@ -168,7 +179,7 @@ func cmdSessions(ctx context.Context, args []string) error {
 		if from == "" {
 			from = "?"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Technician, aff, s.Source, from, s.Target, s.Residency,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\n", s.ID, s.Technician, aff, s.Source, from, s.Target, s.Residency, node(s.Node),
 			s.StartedAt.Local().Format("2006-01-02 15:04:05"), end, byteCount(s.BytesIn), byteCount(s.BytesOut), s.EndReason)
 	}
 	return tw.Flush()

@@ -105,6 +105,7 @@ func (n *Node) watchLocks(ctx context.Context) {
 			}
 			continue
 		case <-t.C:
+		case <-n.lockKick:
 		}
 		changed, err := n.brk.RefreshLocks(ctx)
 		if err != nil {

@@ -38,6 +38,7 @@ type Node struct {
 	log      *slog.Logger
 	cancel   context.CancelFunc // ends the lock watcher
 	watcher  chan struct{}      // closed when the lock watcher has ended
+	lockKick chan struct{}      // has the lock watcher re-read locks at once
 
 	notifier *notify.Notifier
 	metrics  *http.Server        // nil without metrics.listen
@@ -210,7 +211,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		consoleIface = console
 	}
 	srv, err = session.NewServer(session.Config{
-		Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface,
+		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface,
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -246,7 +247,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 			logger.Warn("grants revoked: live sessions ended", "sessions", ended)
 		}
 	})
-	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), notifier: notifier, uploader: uploader}
+	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader}
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -269,6 +270,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 	}
 	go n.watchLocks(wctx)
+	go n.listenForChanges(wctx)
 	n.retention = retentionJob{cfg: cfg, recDir: recDir, routes: routes, key: recKey.Public().(ed25519.PublicKey)}
 	go n.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	go func() {
