@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sekisho/sekisho/internal/pgtest"
 	"net"
 	"os"
 	"os/exec"
@@ -139,6 +140,7 @@ func runMain(m *testing.M) int {
 	}
 	code := m.Run()
 	stop()
+	pgtest.StopShared()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "e2e: demo output:\n%s\n", out.String())
 		if b, err := os.ReadFile(filepath.Join(dir, "sekisho.log")); err == nil {

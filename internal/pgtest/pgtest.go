@@ -197,14 +197,21 @@ func NewDatabase(t testing.TB) string {
 // Main runs the tests and stops the shared server, if one was started.
 func Main(m *testing.M) {
 	code := m.Run()
+	StopShared()
+	os.Exit(code)
+}
+
+// StopShared stops the shared server, if one was started: for a
+// TestMain that does more than Main.
+func StopShared() {
 	sharedMu.Lock()
+	defer sharedMu.Unlock()
 	if shared != nil {
 		if err := shared.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stop PostgreSQL:", err)
 		}
+		shared = nil
 	}
-	sharedMu.Unlock()
-	os.Exit(code)
 }
 
 func freePort() (int, error) {
