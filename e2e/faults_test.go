@@ -41,7 +41,7 @@ type variant struct {
 // accepts SSH; the process is stopped when the test ends.
 func (v *variant) start(t testing.TB) {
 	t.Helper()
-	os.Remove(filepath.Join(v.dir, "sekisho.db.pid"))
+	os.Remove(v.pidPath())
 	out := &syncBuffer{}
 	v.out = out
 	args := append(append([]string{}, v.wrap...), env.sekisho, "serve", "--config", v.config)
@@ -71,9 +71,18 @@ func (v *variant) start(t testing.TB) {
 			t.Fatalf("variant sekisho exited:\n%s", out.String())
 		default:
 		}
-		_, pidErr := os.Stat(filepath.Join(v.dir, "sekisho.db.pid")) // written once serving
+		_, pidErr := os.Stat(v.pidPath()) // written once serving
 		return strings.Contains(out.String(), `"msg":"sekisho listening"`) && pidErr == nil
 	})
+}
+
+// pidPath is where the variant's server writes its process ID: beside
+// its SQLite state, or beside its config when the state is on PostgreSQL.
+func (v *variant) pidPath() string {
+	if b, err := os.ReadFile(v.config); err == nil && strings.Contains(string(b), "\ndatabase:\n") {
+		return filepath.Join(v.dir, "sekisho.pid")
+	}
+	return filepath.Join(v.dir, "sekisho.db.pid")
 }
 
 // startVariant writes the demo config with edit applied into a new

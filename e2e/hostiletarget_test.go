@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,7 +113,7 @@ func authorizedLine(k ssh.PublicKey) string {
 
 func variantPID(t testing.TB, v *variant) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(v.dir, "sekisho.db.pid"))
+	b, err := os.ReadFile(v.pidPath())
 	if err != nil {
 		t.Fatal(err)
 	}
