@@ -221,6 +221,13 @@ func checkProxyInput(t *testing.T, peer *net.TCPAddr, trusted bool, data []byte)
 		if o.source.String() != peer.String() {
 			t.Fatalf("peer %s (trusted %v), %q: refused (%v) but the source is %s", peer, trusted, data, o.readErr, o.source)
 		}
+		if trusted && len(data) == 0 {
+			// Closed before a byte: a balancer's plain TCP health check.
+			if !errors.Is(o.readErr, errBalancerCheck) {
+				t.Fatalf("trusted peer %s closed without a byte: refused with %v, want errBalancerCheck (quiet)", peer, o.readErr)
+			}
+			return o
+		}
 		if trusted && !signature && !errors.Is(o.readErr, proxyproto.ErrNoProxyProtocol) {
 			t.Fatalf("trusted peer %s, %q without a header: refused with %v, want ErrNoProxyProtocol (audited)", peer, data, o.readErr)
 		}
@@ -446,5 +453,35 @@ func TestProxyHeaderSlowBalancerIsCut(t *testing.T) {
 		if took > 5*time.Second {
 			t.Errorf("peer %s, %q then silence: ended after %s, want the header timeout", proxyPeers[tc.peer].addr, tc.data, took)
 		}
+	}
+}
+
+// TestProxyHealthChecksAreQuiet: what a trusted balancer's health checks
+// send (a LOCAL header, or nothing at all) ends the connection with
+// errBalancerCheck, which the session server neither warns of nor
+// audits; from any other peer the same is refused as before.
+func TestProxyHealthChecksAreQuiet(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"LOCAL header", proxyV2(0x20, 0x00, nil)},
+		{"LOCAL header with addresses", proxyV2(0x20, 0x11, v4Addrs)},
+		{"nothing", nil},
+	} {
+		for _, p := range proxyPeers {
+			o := proxyConnect(t, p.addr, tc.data)
+			check := errors.Is(o.readErr, errBalancerCheck)
+			if p.trusted != check {
+				t.Errorf("%s from %s (trusted %v): read error %v", tc.name, p.addr, p.trusted, o.readErr)
+			}
+			if check && (errors.Is(o.readErr, proxyproto.ErrNoProxyProtocol) || errors.Is(o.readErr, proxyproto.ErrInvalidUpstream)) {
+				t.Errorf("%s from %s: %v would be audited as an attack", tc.name, p.addr, o.readErr)
+			}
+		}
+	}
+	// A trusted peer that sends a byte then closes is no check.
+	if o := proxyConnect(t, proxyPeers[0].addr, []byte("S")); !errors.Is(o.readErr, proxyproto.ErrNoProxyProtocol) {
+		t.Errorf("one byte then close from a trusted peer: %v, want ErrNoProxyProtocol (audited)", o.readErr)
 	}
 }
