@@ -63,6 +63,7 @@ var rows = []struct{ id, class string }{
 	{"30", "target-in-username parsing"},
 	{"31", "residency check racing DNS"},
 	{"32", "a limited transfer re-interpreted by the target"},
+	{"33", "state shared by several nodes"},
 	{"vault", "fault: Vault unreachable, slow, sealed, token revoked"},
 	{"cert-lifetime", "fault: a certificate shorter than the session"},
 	{"clock", "fault: clock skew"},
