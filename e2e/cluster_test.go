@@ -182,6 +182,30 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		b.WaitText("#signin-error", "unknown, used or expired")
 	})
 
+	// A verification code used through node 1 is refused through node 2.
+	t.Run("code", func(t *testing.T) {
+		l := c.nodes[0].logins(t)
+		code := l.freshCode(t, "kenji")
+		askpass := filepath.Join(t.TempDir(), "askpass")
+		if err := os.WriteFile(askpass, []byte("#!/bin/sh\necho '"+code+"'\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		withCode := func(v *variant) result {
+			cmd := v.ssh(ctxT(t), "kenji", "kenji", "requests")
+			cmd.Args = append(cmd.Args[:1], append([]string{"-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1"}, cmd.Args[1:]...)...)
+			cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+			return run(t, cmd, nil)
+		}
+		if r := withCode(c.nodes[0]); r.code != 0 {
+			t.Fatalf("kenji's code through node 1: exit %d, %q", r.code, r.stderr)
+		}
+		r := withCode(c.nodes[1])
+		if r.code != 255 || !strings.Contains(r.stderr, "that verification code was already used") {
+			t.Fatalf("the same code through node 2: exit %d, stderr %q; want it refused as used", r.code, r.stderr)
+		}
+		hardening.Report(t, "33", "a verification code used through node 1 refused through node 2: %q", "that verification code was already used")
+	})
+
 	if !other.running() {
 		t.Errorf("aiko's session to db-jp-01 on node 3 ended though nothing stopped it: %q", other.stderr.String())
 	}
