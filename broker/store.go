@@ -260,4 +260,20 @@ type Store interface {
 	// DeleteConsoleSession signs a browser out on every node; a session
 	// that is gone is no error.
 	DeleteConsoleSession(ctx context.Context, tokenHash string) error
+
+	// Heartbeat records that node, serving at address since started,
+	// is alive now, by the store's clock.
+	Heartbeat(ctx context.Context, node, address string, started time.Time) error
+	// Nodes lists the nodes that beat; a store of one node lists none.
+	Nodes(ctx context.Context) ([]NodeBeat, error)
+	// ClaimLostSessions ends, with reason, the live sessions of every
+	// node that has not beaten for longer than lostAfter, and returns
+	// them ended. It is one step on every node: a session
+	// is returned once, and a node that beats before the claim keeps
+	// its sessions. A store of one node claims none.
+	ClaimLostSessions(ctx context.Context, lostAfter time.Duration, reason string) ([]SessionRecord, error)
+	// RunJob runs fn unless another node is running the job called name,
+	// or (every > 0) ran it less than every ago; it reports whether fn
+	// ran, and returns its error. A store of one node always runs it.
+	RunJob(ctx context.Context, name string, every time.Duration, fn func(context.Context) error) (bool, error)
 }

@@ -106,6 +106,13 @@ type uploadState struct {
 	Residency string `json:"residency"`
 	Uploaded  int    `json:"uploaded"` // chunks uploaded, in chain order
 	Done      bool   `json:"done"`
+	// ChainShipped is how many chain records were shipped live, and
+	// LiveMeta the SHA-256 of the metadata shipped live.
+	ChainShipped int    `json:"chain_shipped,omitempty"`
+	LiveMeta     string `json:"live_meta,omitempty"`
+	// SealedElsewhere: another node sealed the recording in the store
+	// first (this node was taken for lost); the spool copy is kept.
+	SealedElsewhere bool `json:"sealed_elsewhere,omitempty"`
 }
 
 func (s *S3Store) same(st uploadState) bool {
@@ -206,7 +213,7 @@ func (u *Uploader) Resume(residencyOf func(id string) (string, error)) {
 		if err != nil {
 			continue // its zone had no store when it started: it stays here
 		}
-		if json.Unmarshal(b, &st) != nil || st.Done {
+		if json.Unmarshal(b, &st) != nil || st.Done || st.SealedElsewhere {
 			continue
 		}
 		zone, err := residencyOf(e.Name())
@@ -260,6 +267,12 @@ func (u *Uploader) follow(ctx context.Context, id string, st *S3Store, onFail fu
 		case err == nil:
 			failingSince = time.Time{}
 		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrSealedElsewhere):
+			state.SealedElsewhere = true
+			u.saveState(dir, &state)
+			u.log.Error("another node sealed this recording in the store first, taking this node for lost: the spool copy is kept, the store's recording is the one of record",
+				"session", id, "store", st.Name())
 			return
 		default:
 			if failingSince.IsZero() {
@@ -335,14 +348,25 @@ func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state 
 			return err
 		}
 	}
+	if err := u.shipLive(ctx, dir, id, st, state, recs); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(dir, sealFile)); err != nil {
 		return nil // live: more chunks to come
 	}
 	if recs2, _, _ := readChain(dir); len(recs2) != state.Uploaded {
 		return nil // chained while we uploaded
 	}
-	// session.json last: its presence in the store means the rest is there.
-	for _, name := range []string{chainFile, sealFile, "session.json"} {
+	// The seal first, unless another node's is there; session.json
+	// last: its presence in the store means the rest is there.
+	seal, err := os.ReadFile(filepath.Join(dir, sealFile))
+	if err != nil {
+		return err
+	}
+	if err := st.putIfAbsent(ctx, id+"/"+sealFile, seal); err != nil {
+		return err
+	}
+	for _, name := range []string{chainFile, "session.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return err
@@ -352,7 +376,11 @@ func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state 
 		}
 	}
 	state.Done = true
-	return u.saveState(dir, state)
+	if err := u.saveState(dir, state); err != nil {
+		return err
+	}
+	st.dropLive(ctx, id)
+	return nil
 }
 
 func (u *Uploader) saveState(dir string, st *uploadState) error {
