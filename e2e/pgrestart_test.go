@@ -69,17 +69,34 @@ func TestPostgreSQLRestartUnderLoad(t *testing.T) {
 		}
 	}
 	echo("before")
+	// A second session, which ends while PostgreSQL is down.
+	short := v.ssh(ctx, "aiko", "aiko+db-jp-01", "read l; echo bye-$l")
+	shortIn, _ := short.StdinPipe()
+	shortOut := &syncBuffer{}
+	short.Stdout, short.Stderr = shortOut, &syncBuffer{}
+	if err := short.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the second session to be registered", func() bool {
+		list, _ := v.cli(t, "sessions", "--json", "--technician", "aiko")
+		return strings.Count(list, `"id"`) == 2
+	})
 
 	if err := pg.StopServer(ctx); err != nil {
 		t.Fatal(err)
 	}
 	echo("during")
+	io.WriteString(shortIn, "outage\n")
+	if err := short.Wait(); err != nil || shortOut.String() != "bye-outage\n" {
+		t.Errorf("a session ending while PostgreSQL is down: %v, %q", err, shortOut.String())
+	}
 	down := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo during-outage"), nil)
 	if down.code != 255 || strings.Contains(down.stdout, "during-outage") || !strings.Contains(down.stderr, "sekisho:") ||
 		strings.Contains(down.stderr, "127.0.0.1:"+strings.Split(strings.TrimPrefix(dsn, "postgres://sekisho@127.0.0.1:"), "/")[0]) {
 		t.Errorf("a login while PostgreSQL is down: exit %d, stdout %q, stderr %q; want a short refusal without internals", down.code, down.stdout, down.stderr)
 	}
 	t.Logf("a login while PostgreSQL is down was told: %q", strings.TrimSpace(down.stderr))
+	refused := regexp.MustCompile(`\(session ([0-9a-f-]{36})\)`).FindStringSubmatch(down.stderr)
 
 	if err := pg.Restart(ctx); err != nil {
 		t.Fatal(err)
@@ -94,6 +111,25 @@ func TestPostgreSQLRestartUnderLoad(t *testing.T) {
 	in.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the session that lived through the outage: %v (stderr %q)", err, stderr.String())
+	}
+
+	// What happened while it was down reached the register and the audit
+	// log once it was back: the refused login, the end of the session that
+	// ended meanwhile.
+	waitUntil(t, 30*time.Second, "the writes kept during the outage to reach PostgreSQL: no session left live", func() bool {
+		out, _ := v.cli(t, "sessions", "--json", "--technician", "aiko")
+		return strings.Count(out, `"id"`) == 3 && strings.Count(out, `"ended_at"`) == 3
+	})
+	if refused == nil {
+		t.Errorf("the refusal names no session: %q", down.stderr)
+	} else {
+		found := false
+		for _, e := range v.audit(t) {
+			found = found || e["session"] == refused[1]
+		}
+		if !found {
+			t.Errorf("the login refused during the outage (session %s) is not in the audit log", refused[1])
+		}
 	}
 
 	// The register knows it ended, and its recording verifies.

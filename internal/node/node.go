@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -143,7 +144,10 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		store.Close()
 		return nil, err
 	}
-	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: store,
+	// The broker's writes that cannot wait go to a local spool while the
+	// store does not take them.
+	spool := newWriteSpool(store, filepath.Join(filepath.Dir(recDir), "register-spool.jsonl"), logger)
+	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: spool,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups,
 		PowersWithoutMFA: cfg.PowersWithoutMFA, OnAudit: counts.observe})
 	counts.registerState(reg, brk, store)
@@ -270,6 +274,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 	}
 	go n.watchLocks(wctx)
+	go spool.run(wctx, time.Second)
 	go n.listenForChanges(wctx)
 	n.retention = retentionJob{cfg: cfg, recDir: recDir, routes: routes, key: recKey.Public().(ed25519.PublicKey)}
 	go n.runRetention(wctx, time.Duration(cfg.RetentionInterval))
