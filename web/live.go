@@ -5,15 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -24,12 +24,14 @@ import (
 //	data: [0.153,"o","text"]             output, seconds since the stream began
 //	data: [2.5,"r",{"cols":120,"rows":40}] the technician's terminal was resized
 //	: keep-alive                         a comment every liveKeepAlive
-//	data: {"state":"offline"}            no live recording of it on this node
+//	data: {"state":"offline"}            no live recording of it here, nor on the node that serves it
 //	event: done                          last: the stream ended, do not reconnect
 //	data: ended
 //
 // The output is what recording.Watch shows: sanitized terminal output of
-// the session from its live point, read-only by construction. A browser
+// the session from its live point, read-only by construction. A session
+// another node serves is relayed from that node (Config.Peers), which
+// runs the same watch on its recording. A browser
 // that loses the connection reconnects by itself and gets a fresh stream.
 const (
 	liveKeepAlive    = 15 * time.Second
@@ -44,14 +46,27 @@ const maxLiveSize = 1000
 // their residencies.
 const liveRecheck = time.Second
 
-// serveLive streams the terminal of live session id, recorded under root,
-// until the session ends, the browser goes away, or allowed reports that
-// the person may no longer watch it (checked every liveRecheck). The
-// caller has checked that the person may watch it now.
-func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id string, allowed func() bool) {
+// liveWatch follows a live session and writes its terminal to w, as
+// recording.Watch does: from this node's recordings, or relayed from the
+// node that serves it.
+type liveWatch func(ctx context.Context, w io.Writer, opt recording.WatchOptions) error
+
+// Peers follows live sessions that other nodes serve, over the cluster's
+// node-to-node link. A session the node does not serve (any more) is
+// recording.ErrNoRecording.
+type Peers interface {
+	Watch(ctx context.Context, node, id, watcher string, w io.Writer, opt recording.WatchOptions) error
+}
+
+// serveLive streams the terminal of live session id until the session
+// ends, the browser goes away, or allowed reports that the person may no
+// longer watch it (checked every liveRecheck). watch follows it; cols
+// and rows are the terminal's size as far as known, which a size the
+// watch reports before any output replaces. The caller has checked that
+// the person may watch it now.
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, id string, watch liveWatch, cols, rows int, allowed func() bool) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	cols, rows := liveSize(root, id)
 	st := &liveStream{w: w, rc: http.NewResponseController(w), cols: cols, rows: rows}
 	// A live view outlasts the request's read deadline.
 	_ = st.rc.SetReadDeadline(time.Time{})
@@ -75,7 +90,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, root, id stri
 			}
 		}
 	})
-	err := recording.Watch(ctx, st, root, id, recording.WatchOptions{Resize: st.resize, StopHint: "leave this page to stop watching"})
+	err := watch(ctx, st, recording.WatchOptions{Resize: st.resize, StopHint: "leave this page to stop watching"})
 	cancel()
 	wg.Wait()
 
@@ -153,6 +168,11 @@ func (st *liveStream) resize(cols, rows int) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if !st.started && st.err == nil {
+		// Told before any output: the size to start with.
+		st.cols, st.rows = cols, rows
+		return st.begin()
+	}
 	if err := st.begin(); err != nil {
 		return err
 	}
@@ -262,36 +282,35 @@ func completeUTF8(b []byte) int {
 }
 
 // liveSize returns the terminal size of the session's most recent
-// terminal channel, the one a watch joins, or 80x24 before it has one.
+// terminal channel in root, the one a watch joins, or 80x24 before it has
+// one or when the player could not draw it.
 func liveSize(root, id string) (cols, rows int) {
-	cols, rows = 80, 24
-	dir, err := recording.SessionDir(root, id)
-	if err != nil {
-		return
+	cols, rows, ok := recording.TerminalSize(root, id)
+	if !ok || cols > maxLiveSize || rows > maxLiveSize {
+		return 80, 24
 	}
-	m, err := recording.ReadMeta(root, id)
-	if err != nil {
-		return
-	}
-	for _, name := range slices.Backward(m.Channels) {
-		h, ok := channelHeader(filepath.Join(dir, filepath.Base(name)))
-		if ok && h.PTY && h.Width > 0 && h.Height > 0 && h.Width <= maxLiveSize && h.Height <= maxLiveSize {
-			return h.Width, h.Height
-		}
-	}
-	return
+	return cols, rows
 }
 
-// channelHeader reads the header of a channel recording.
-func channelHeader(path string) (recording.Header, bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return recording.Header{}, false
+// liveSource says where the live view of rec comes from: this node's
+// recordings, or, for a live session another node serves, that node over
+// the cluster's link; detail says which, for the audit log.
+func (s *Server) liveSource(rec broker.SessionRecord, watcher string) (watch liveWatch, cols, rows int, detail string) {
+	if rec.Node != "" && rec.Node != s.cfg.NodeName && !rec.Ended() && s.cfg.Peers != nil {
+		return func(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
+			return s.cfg.Peers.Watch(ctx, rec.Node, rec.ID, watcher, w, opt)
+		}, 80, 24, "served by node " + rec.Node
 	}
-	defer f.Close()
-	cr, err := recording.NewCastReader(f, filepath.Base(path))
-	if err != nil {
-		return recording.Header{}, false
+	cols, rows = liveSize(s.cfg.RecordingDir, rec.ID)
+	if rec.Node != "" {
+		detail = "served by node " + rec.Node
 	}
-	return cr.Header(), true
+	return localWatch(s.cfg.RecordingDir, rec.ID), cols, rows, detail
+}
+
+// localWatch follows session id in this node's recordings under root.
+func localWatch(root, id string) liveWatch {
+	return func(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
+		return recording.Watch(ctx, w, root, id, opt)
+	}
 }

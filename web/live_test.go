@@ -86,7 +86,8 @@ func startLiveAllowed(t *testing.T, root, id string, allowed func() bool) (*sseR
 	t.Helper()
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serveLive(w, r, root, id, allowed)
+		cols, rows := liveSize(root, id)
+		s.serveLive(w, r, id, localWatch(root, id), cols, rows, allowed)
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -198,7 +199,8 @@ func TestServeLiveEndsWithBrowser(t *testing.T) {
 	returned := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(returned)
-		s.serveLive(w, r, root, id, func() bool { return true })
+		cols, rows := liveSize(root, id)
+		s.serveLive(w, r, id, localWatch(root, id), cols, rows, func() bool { return true })
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(t.Context())

@@ -305,8 +305,9 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 		s.fail(w, r, true, err)
 		return
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.watched", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
-	s.serveLive(w, r.Request, s.cfg.RecordingDir, rec.ID, func() bool {
+	watch, cols, rows, detail := s.liveSource(rec, r.p.Name)
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.watched", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID, Detail: detail})
+	s.serveLive(w, r.Request, rec.ID, watch, cols, rows, func() bool {
 		bs, ok, err := s.inForce(r.Context(), r.key)
 		if err != nil {
 			// Not known to be signed in: the view ends, the page

@@ -69,6 +69,11 @@ type Config struct {
 	Broker Broker
 	Store  Store
 	Live   LiveSessions
+	// NodeName is this node's name in a cluster; Peers, if set, relays
+	// the live view of a session another node serves (the register
+	// names the node), over the node-to-node link.
+	NodeName string
+	Peers    Peers
 	// RecordingDir is the local recording directory; RecordingKey the
 	// public key that signs recordings, to verify them.
 	RecordingDir string
