@@ -73,3 +73,28 @@ func TestOpenStorePostgresErrors(t *testing.T) {
 		t.Errorf("db migrate with PostgreSQL down: %v", err)
 	}
 }
+
+// On PostgreSQL a zone kept in the local spool is named: other nodes
+// cannot replay its recordings.
+func TestStoreTableWarnsOfLocalZonesOnPostgres(t *testing.T) {
+	valid, _ := nodetest.Config(t)
+	for _, tc := range []struct {
+		cfg  string
+		warn bool
+	}{
+		{valid, false},
+		{strings.Replace(valid, "state: state/sekisho.db\n", "", 1) + "\ndatabase:\n  url: postgres://sekisho@db/s\n", true},
+	} {
+		cfg, err := ParseConfig(strings.NewReader(tc.cfg), "sekisho.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		if err := cfg.WriteStoreTable(&b); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(b.String(), "stay on the disk of the node that made them"); got != tc.warn {
+			t.Errorf("postgres %v: warning %v, want %v:\n%s", cfg.Postgres(), got, tc.warn, b.String())
+		}
+	}
+}

@@ -111,6 +111,7 @@ func (c *Config) WriteStoreTable(w io.Writer) error {
 		}
 	}
 	slices.Sort(zones)
+	var local []string // zones kept on this node's disk only
 	fmt.Fprintln(w, "recordings by residency:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  RESIDENCY\tSTORE\tKEPT IN")
@@ -130,7 +131,18 @@ func (c *Config) WriteStoreTable(w io.Writer) error {
 		if ok && !slices.ContainsFunc(st.Residency, func(s string) bool { return strings.EqualFold(s, z) }) {
 			store += ` (as "*")`
 		}
+		if !ok || st.S3 == nil {
+			local = append(local, z)
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", z, store, where)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if c.Postgres() && len(local) > 0 {
+		// Several nodes share the register, not their disks.
+		_, err = fmt.Fprintf(w, "warning: with the state on PostgreSQL, the recordings of %s stay on the disk of the node that made them: other nodes list those sessions but cannot replay, verify or watch them, and a lost node takes them with it; give those zones an s3 store\n",
+			strings.Join(local, ", "))
+	}
+	return err
 }
