@@ -1,4 +1,5 @@
-# sekisho — `make demo` runs the demo on loopback, `make test` runs every test.
+# sekisho — `make demo` runs the demo on loopback, `make demo-ha` the same as
+# three nodes behind HAProxy, `make test` runs every test.
 GO          ?= go
 STATICCHECK := bin/staticcheck
 SRC         := $(shell find cmd internal broker session recording notify web -name '*.go' -not -name '*_test.go') go.mod go.sum \
@@ -8,7 +9,7 @@ SRC         := $(shell find cmd internal broker session recording notify web -na
 # web/assets/vendor (git-ignored), which the binary embeds.
 VENDOR      := $(addprefix web/assets/vendor/,asciinema-player.min.js asciinema-player.css asciinema-player.LICENSE)
 
-.PHONY: all build demo test unit e2e bench bench-go lint fuzz hardening clean web-vendor screenshots
+.PHONY: all build demo demo-ha test unit e2e bench bench-go lint fuzz hardening clean web-vendor screenshots
 
 all: build
 
@@ -45,12 +46,18 @@ $(STATICCHECK):
 # What a fresh Debian machine lacks for the demo or for the tests
 # (OpenSSH, rsync, Node.js with npm, tmux, Chromium, ...), installed first
 # and only where missing: with everything present nothing runs.
-.PHONY: deps-demo deps-test
-deps-demo deps-test: deps-%:
+.PHONY: deps-demo deps-test deps-ha
+deps-demo deps-test deps-ha: deps-%:
 	GO=$(GO) tools/install-deps.sh $*
 
 demo: deps-demo build
 	bin/sekisho demo
+
+# Three equal nodes on PostgreSQL (Debian's, a fresh cluster run as the
+# postgres user), recordings in MinIO, behind HAProxy (PROXY protocol v2)
+# on 127.0.0.1:2222; files under .demo-ha/.
+demo-ha: deps-ha build bin/minio
+	bin/sekisho demo --ha
 
 # Everything: formatting, vet, staticcheck, unit tests and the end-to-end
 # tests against real OpenSSH, a real sshd and the real dev Vault.
@@ -125,4 +132,4 @@ hardening: build bin/minio
 	$(GO) run ./tools/hardening-table -security SECURITY.md .hardening/tests.json .hardening/fuzz.json
 
 clean:
-	rm -rf bin .demo .hardening web/assets/vendor web/node_modules
+	rm -rf bin .demo .demo-ha .hardening web/assets/vendor web/node_modules

@@ -60,6 +60,12 @@ type demoState struct {
 	Targets        []demoTarget      `json:"targets"`
 	Keys           map[string]string `json:"keys"`
 	PID            int               `json:"pid"`
+	// A cluster demo's (--ha): its nodes behind the balancer at Bastion
+	// and Web, and what they share.
+	Nodes       []demoNode `json:"nodes,omitempty"`
+	Postgres    string     `json:"postgres,omitempty"`     // database.url
+	PostgresDir string     `json:"postgres_dir,omitempty"` // its data, log and socket
+	MinIO       string     `json:"minio,omitempty"`        // host:port
 }
 
 // demoTechnicians: aiko works for a JP affiliate, li (a DBA) and wei for
@@ -72,14 +78,24 @@ func cmdDemo(ctx context.Context, args []string) error {
 		return cmdDemoCode(ctx, args[1:])
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	dir := fs.String("dir", ".demo", "directory for the demo's keys, config, database and recordings")
-	listen := fs.String("listen", "127.0.0.1:2222", "bastion address")
+	dir := fs.String("dir", "", "directory for the demo's keys, config, database and recordings (default .demo, with --ha .demo-ha)")
+	listen := fs.String("listen", "127.0.0.1:2222", "bastion address (with --ha: HAProxy's; port 0 picks a free one)")
+	ha := fs.Bool("ha", false, "several nodes: PostgreSQL, MinIO, HAProxy and --nodes sekisho nodes behind it")
+	nodes := fs.Int("nodes", 3, "with --ha: how many sekisho nodes")
+	minioBin := fs.String("minio", "", "with --ha: MinIO binary (default: minio next to this binary, then bin/minio)")
+	haproxy := fs.String("haproxy", "/usr/sbin/haproxy", "with --ha: HAProxy binary")
 	devvault := fs.String("devvault", "", "dev Vault binary (default: devvault next to this binary, then bin/devvault)")
 	sshd := fs.String("sshd", "/usr/sbin/sshd", "OpenSSH sshd binary for the targets")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at this host:port (metrics.listen; default: none)")
-	webListen := fs.String("web", "127.0.0.1:8080", "serve the web console at this host:port (web.listen; port 0 picks a free one)")
+	webListen := fs.String("web", "127.0.0.1:8080", "serve the web console at this host:port (web.listen, with --ha HAProxy's; port 0 picks a free one)")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if *dir == "" {
+		*dir = ".demo"
+		if *ha {
+			*dir = ".demo-ha"
+		}
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -92,6 +108,15 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if _, err := os.Stat(*sshd); err != nil {
 		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
 	}
+	var cl *demoCluster
+	if *ha && *metrics != "" {
+		return usageError{msg: "demo: --metrics is for the single node; with --ha each node is its own sekisho serve"}
+	}
+	if *ha {
+		if cl, err = newDemoCluster(*nodes, *minioBin, *haproxy); err != nil {
+			return err
+		}
+	}
 	lock, err := lockDemoDir(abs)
 	if err != nil {
 		return err
@@ -99,6 +124,9 @@ func cmdDemo(ctx context.Context, args []string) error {
 	defer lock.Close()
 	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, web: *webListen, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	defer d.stopAll()
+	if cl != nil {
+		return d.runCluster(ctx, *listen, cl)
+	}
 	return d.run(ctx, *listen)
 }
 
@@ -144,22 +172,29 @@ func lockDemoDir(dir string) (*os.File, error) {
 }
 
 func findDevVault(flagPath string) (string, error) {
+	return findBuilt("devvault", "dev Vault", "make demo", flagPath)
+}
+
+// findBuilt finds a binary the Makefile builds into bin/: flagPath if
+// given, else name next to this binary, else bin/name.
+func findBuilt(name, what, target, flagPath string) (string, error) {
 	if flagPath != "" {
 		return flagPath, nil
 	}
 	var tried []string
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "devvault")
+		p := filepath.Join(filepath.Dir(exe), name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 		tried = append(tried, p)
 	}
-	if _, err := os.Stat("bin/devvault"); err == nil {
-		return "bin/devvault", nil
+	p := filepath.Join("bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
 	}
-	tried = append(tried, "bin/devvault")
-	return "", fmt.Errorf("dev Vault binary not found (tried %s): run `make demo`, which builds it, or pass --devvault", strings.Join(tried, ", "))
+	tried = append(tried, p)
+	return "", fmt.Errorf("%s binary not found (tried %s): run `%s`, which builds it, or pass --%s", what, strings.Join(tried, ", "), target, name)
 }
 
 type demo struct {
@@ -169,33 +204,44 @@ type demo struct {
 	metrics  string // metrics.listen, empty for none
 	web      string // web.listen
 	log      *slog.Logger
-	procs    []*proc
+	// stops end what the demo started, last first: HAProxy before the
+	// nodes, the nodes before PostgreSQL and Vault.
+	stops []func()
 }
 
 func (d *demo) path(p ...string) string { return filepath.Join(append([]string{d.dir}, p...)...) }
 
-func (d *demo) run(ctx context.Context, listen string) error {
+// demoBase is what every demo has before its bastion starts: the dev
+// Vault, the technicians' keys, and the targets with their ports and host
+// keys (started by startTargets, once Vault has the CA they trust).
+type demoBase struct {
+	vaultAddr, tokenFile string
+	keys                 map[string]string // technician: public key line
+	targets              []demoTarget
+}
+
+func (d *demo) prepare(ctx context.Context) (*demoBase, error) {
 	for _, sub := range []string{"keys", "targets", "recordings"} {
 		if err := os.MkdirAll(d.path(sub), 0o700); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Vault is in memory: its AppRole credentials and CA are new each run.
 	os.RemoveAll(d.path("vault"))
 	if err := os.MkdirAll(d.path("vault"), 0o700); err != nil {
-		return err
+		return nil, err
 	}
 
 	vaultAddr, tokenFile, err := d.startVault(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	keys := map[string]string{}
 	for _, t := range demoTechnicians {
 		pub, err := ensureKey(d.path("keys", t.name), t.name+"@sekisho-demo")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		keys[t.name] = pub
 	}
@@ -211,32 +257,22 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	for i := range targets {
 		port, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		targets[i].Address = fmt.Sprintf("127.0.0.1:%d", port)
 		hk, err := ensureKey(d.path("targets", targets[i].Name, "ssh_host_ed25519_key"), targets[i].Name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		targets[i].HostKey = hk
 	}
+	return &demoBase{vaultAddr: vaultAddr, tokenFile: tokenFile, keys: keys, targets: targets}, nil
+}
 
-	if host, port, err := net.SplitHostPort(d.web); err == nil && port == "0" {
-		p, err := freePort()
-		if err != nil {
-			return err
-		}
-		d.web = net.JoinHostPort(host, strconv.Itoa(p))
-	}
-	cfgPath := d.path("sekisho.yaml")
-	if err := writeDemoConfig(cfgPath, listen, d.metrics, d.web, vaultAddr, keys, targets); err != nil {
-		return err
-	}
-	cfg, err := node.LoadConfig(cfgPath)
-	if err != nil {
-		return fmt.Errorf("demo config: %w", err)
-	}
-	token, err := os.ReadFile(tokenFile)
+// startTargets configures Vault for cfg (the CA, the role, sekisho's
+// AppRole login) and starts the targets, which trust that CA.
+func (d *demo) startTargets(ctx context.Context, cfg *node.Config, b *demoBase) error {
+	token, err := os.ReadFile(b.tokenFile)
 	if err != nil {
 		return err
 	}
@@ -244,11 +280,46 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if _, err := vaultSetup(ctx, cfg, strings.TrimSpace(string(token)), caFile); err != nil {
 		return fmt.Errorf("vault setup: %w", err)
 	}
-
-	for i := range targets {
-		if err := d.startTarget(ctx, &targets[i], caFile); err != nil {
+	for i := range b.targets {
+		if err := d.startTarget(ctx, &b.targets[i], caFile); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// pickPort returns addr with a free port in place of port 0.
+func pickPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, err
+	}
+	p, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
+}
+
+func (d *demo) run(ctx context.Context, listen string) error {
+	b, err := d.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	vaultAddr, tokenFile, keys, targets := b.vaultAddr, b.tokenFile, b.keys, b.targets
+	if d.web, err = pickPort(d.web); err != nil {
+		return err
+	}
+	cfgPath := d.path("sekisho.yaml")
+	if err := writeDemoConfig(cfgPath, demoConfig{Listen: listen, Metrics: d.metrics, Web: d.web, Vault: vaultAddr, Keys: keys, Targets: targets}); err != nil {
+		return err
+	}
+	cfg, err := node.LoadConfig(cfgPath)
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	if err := d.startTargets(ctx, cfg, b); err != nil {
+		return err
 	}
 
 	logFile, err := os.OpenFile(d.path("sekisho.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -315,24 +386,25 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return usageError{msg: "demo code: give a demo technician (aiko or li)"}
 	}
-	if _, err := os.Stat(filepath.Join(*dir, "demo.json")); err != nil {
+	sb, err := os.ReadFile(filepath.Join(*dir, "demo.json"))
+	if err != nil {
 		return fmt.Errorf("%s is not a running demo's directory (no demo.json): start `make demo` first", *dir)
 	}
-	cfg, err := node.LoadConfig(filepath.Join(*dir, "sekisho.yaml"))
+	// The config demo.json names: a cluster demo's is its first node's.
+	cfgPath := filepath.Join(*dir, "sekisho.yaml")
+	var st demoState
+	if json.Unmarshal(sb, &st) == nil && st.Config != "" {
+		cfgPath = st.Config
+	}
+	cfg, err := node.LoadConfig(cfgPath)
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, cfg)
+	b, closeStore, err := demoBroker(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	// The demo's secrets are sealed by its Vault, as a server's are.
-	issuer, err := broker.NewIssuer(cfg.VaultConfig())
-	if err != nil {
-		return err
-	}
-	b := broker.New(broker.Config{Issuer: issuer, Store: store, Logger: discardLogger()})
+	defer closeStore()
 	now := time.Now()
 	code, err := b.TOTPCode(ctx, fs.Arg(0), now)
 	if errors.Is(err, broker.ErrNotFound) {
@@ -348,6 +420,23 @@ func cmdDemoCode(ctx context.Context, args []string) error {
 	return nil
 }
 
+// demoBroker is a broker on cfg's state store and Vault, enough to read
+// and make the technicians' second factors: the demo's secrets are sealed
+// by its Vault, as a server's are.
+func demoBroker(ctx context.Context, cfg *node.Config) (*broker.Broker, func(), error) {
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	issuer, err := broker.NewIssuer(cfg.VaultConfig())
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	techs, _, _ := cfg.Domain()
+	return broker.New(broker.Config{Technicians: techs, Issuer: issuer, Store: store, Logger: discardLogger()}), func() { store.Close() }, nil
+}
+
 // proc is a child process of the demo; exited is closed once it has been
 // waited for.
 type proc struct {
@@ -356,7 +445,12 @@ type proc struct {
 }
 
 func (d *demo) start(name string, logPath string, args ...string) (*proc, error) {
-	cmd := exec.Command(name, args...)
+	return d.startCmd(exec.Command(name, args...), logPath)
+}
+
+// startCmd starts cmd with its output in logPath; stopAll ends it.
+func (d *demo) startCmd(cmd *exec.Cmd, logPath string) (*proc, error) {
+	name := cmd.Path
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -371,9 +465,12 @@ func (d *demo) start(name string, logPath string, args ...string) (*proc, error)
 	}
 	p := &proc{cmd: cmd, exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
-	d.procs = append(d.procs, p)
+	d.onStop(p.stop)
 	return p, nil
 }
+
+// onStop has stopAll call stop, before whatever was started earlier.
+func (d *demo) onStop(stop func()) { d.stops = append(d.stops, stop) }
 
 // alive reports whether p is still running.
 func (p *proc) alive() bool {
@@ -385,16 +482,21 @@ func (p *proc) alive() bool {
 	}
 }
 
+// stop ends p with SIGTERM, or SIGKILL after 5 s; one already gone
+// (a node killed with kill -9) is only waited for.
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
 func (d *demo) stopAll() {
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
 	}
 }
 
@@ -577,8 +679,19 @@ func bastionKnownHosts(cfg *node.Config, addr, path string) (string, error) {
 
 const demoConfigTmpl = `# sekisho demo configuration, written by ` + "`sekisho demo`" + `; paths are relative to this file.
 listen: {{.Listen}}
+{{- if .Database}}
+node_name: {{.Node}}
+# Every node has the same host key (clients see one bastion behind the
+# balancer) and the same recording key (any node verifies any recording).
+host_key: ../keys/host_key
+recording_key: ../keys/recording_key
+# The state every node shares.
+database:
+  url: {{.Database}}
+{{- else}}
 host_key: host_key
 state: sekisho.db
+{{- end}}
 recordings: recordings
 log_format: json
 log_level: info
@@ -590,14 +703,41 @@ metrics:
 # The web console: sign in with ssh -p PORT kenji@BASTION login.
 web:
   listen: {{.Web}}
+{{- if .WebURL}}
+  url: {{.WebURL}}
+{{- end}}
 
 vault:
   address: {{.Vault}}
-  role_id_file: vault/role-id
-  secret_id_file: vault/secret-id
+  role_id_file: {{.Shared}}vault/role-id
+  secret_id_file: {{.Shared}}vault/secret-id
   mount: ssh
   role: sekisho
   cert_ttl: 5m
+{{- if .ProxyTrusted}}
+
+# The node sits behind HAProxy, which sends the PROXY protocol v2: a
+# client's address comes from its header, and only from this balancer.
+proxy_protocol:
+  trusted: [{{.ProxyTrusted}}]
+{{- end}}
+{{- if .Stores}}
+
+# Each zone's recordings go to its bucket in MinIO as they are written:
+# the nodes share nothing local, and any node replays and verifies any
+# session.
+recording_stores:
+{{- range .Stores}}
+  - name: {{.Name}}
+    residency: [{{.Residency}}]
+    s3:
+      endpoint: {{.Endpoint}}
+      bucket: {{.Bucket}}
+      access_key_file: ../minio/access-key
+      secret_key_file: ../minio/secret-key
+      insecure: true
+{{- end}}
+{{- end}}
 
 # Where connections come from: a source address in no network (and unknown
 # to a GeoIP database) counts as another country than any residency.
@@ -729,13 +869,31 @@ rules:
     require_mfa: true
 `
 
-func writeDemoConfig(path, listen, metrics, webListen, vaultAddr string, keys map[string]string, targets []demoTarget) error {
+// demoConfig fills demoConfigTmpl. The fields after Targets are those of
+// a node among several (sekisho demo --ha).
+type demoConfig struct {
+	Listen, Metrics, Web, Vault string
+	Keys                        map[string]string // technician: public key line
+	Targets                     []demoTarget
+
+	Node         string // node_name
+	Database     string // database.url
+	WebURL       string // web.url: the balanced console
+	Shared       string // what the nodes share (Vault's credentials) is here, relative to the config
+	ProxyTrusted string // proxy_protocol.trusted
+	Stores       []demoStore
+}
+
+// demoStore is a recording store of the cluster demo: a MinIO bucket.
+type demoStore struct{ Name, Residency, Endpoint, Bucket string }
+
+func writeDemoConfig(path string, c demoConfig) error {
 	t := template.Must(template.New("cfg").Funcs(template.FuncMap{"join": strings.Join}).Parse(demoConfigTmpl))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	err = t.Execute(f, map[string]any{"Listen": listen, "Metrics": metrics, "Web": webListen, "Vault": vaultAddr, "Keys": keys, "Targets": targets})
+	err = t.Execute(f, c)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

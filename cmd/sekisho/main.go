@@ -22,7 +22,7 @@
 //	sekisho request / requests / cancel        access requests, on the running server over SSH
 //	sekisho approve / deny / revoke            decide requests and end grants, likewise
 //	sekisho grants / kill / sessions --live    grants in force, live sessions, likewise
-//	sekisho demo                               run the demo on loopback
+//	sekisho demo [--ha]                        run the demo on loopback (--ha: three nodes behind HAProxy)
 //
 // Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml,
 // then /etc/sekisho/sekisho.yaml.
@@ -68,7 +68,9 @@ usage:
   sekisho config check [--config FILE]
   sekisho db migrate   [--config FILE]                 apply the PostgreSQL schema migrations (database.migrations: manual)
   sekisho db copy      [--config FILE] --from FILE     move a node's SQLite state into the config's empty PostgreSQL database
-  sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222]
+  sekisho demo         [--dir .demo] [--listen 127.0.0.1:2222] [--web 127.0.0.1:8080]
+  sekisho demo --ha    [--dir .demo-ha] [--nodes 3] [--listen 127.0.0.1:2222] [--web 127.0.0.1:8080]
+                       three nodes on PostgreSQL and MinIO behind HAProxy
   sekisho version
 
 On the running server, over SSH as technician NAME with your SSH key (and TOTP code if required);

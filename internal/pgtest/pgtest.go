@@ -2,7 +2,8 @@
 // package, a fresh data directory in a temporary directory, a free port on
 // loopback, run as an unprivileged user (PostgreSQL refuses root). A test
 // package starts one server (Shared) and gives each test a database of its
-// own (Database).
+// own (Database). `sekisho demo --ha` starts its cluster's state the same
+// way (Start, CreateDatabase).
 package pgtest
 
 import (
@@ -149,6 +150,12 @@ func (s *Server) Database(ctx context.Context) (string, error) {
 	s.n++
 	name := fmt.Sprintf("t%d", s.n)
 	s.mu.Unlock()
+	return s.CreateDatabase(ctx, name)
+}
+
+// CreateDatabase creates the empty database name, an SQL identifier of
+// the caller's (never a user's) choosing, and returns its DSN.
+func (s *Server) CreateDatabase(ctx context.Context, name string) (string, error) {
 	conn, err := pgx.Connect(ctx, s.DSN("postgres"))
 	if err != nil {
 		return "", err
