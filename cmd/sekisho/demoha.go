@@ -90,9 +90,24 @@ func (d *demo) runCluster(ctx context.Context, listen string, cl *demoCluster) e
 		}
 	}
 
+	// A demo killed with SIGKILL took its children along, but not
+	// PostgreSQL, which pg_ctl starts as a daemon: postgres.dir says
+	// where the last one is.
+	pgMark := d.path("postgres.dir")
+	if b, err := os.ReadFile(pgMark); err == nil {
+		if last := strings.TrimSpace(string(b)); last != "" {
+			if err := pgtest.StopLeftover(ctx, last); err != nil {
+				fmt.Fprintf(os.Stderr, "sekisho demo: the last run's PostgreSQL in %s: %v\n", last, err)
+			}
+		}
+	}
 	pg, err := pgtest.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("PostgreSQL: %w", err)
+	}
+	if err := os.WriteFile(pgMark, []byte(pg.Dir+"\n"), 0o600); err != nil {
+		pg.Stop()
+		return err
 	}
 	d.onStop(func() {
 		if err := pg.Stop(); err != nil {

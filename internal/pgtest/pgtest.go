@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +117,39 @@ func (s *Server) Stop() error {
 		err = rerr
 	}
 	return err
+}
+
+// StopLeftover stops the server in dir (a Server.Dir) that a process
+// killed before it could stop it left running, and removes dir. It
+// touches only a directory named as Start names them.
+func StopLeftover(ctx context.Context, dir string) error {
+	if filepath.Dir(dir) != filepath.Clean(os.TempDir()) || !strings.HasPrefix(filepath.Base(dir), "sekisho-pg-") {
+		return fmt.Errorf("%s is not a directory of pgtest.Start", dir)
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	bin, err := Bin()
+	if err != nil {
+		return err
+	}
+	s := &Server{Dir: dir, bin: bin}
+	if os.Geteuid() == 0 {
+		s.user = "postgres"
+	}
+	pidFile := filepath.Join(dir, "data", "postmaster.pid")
+	if _, err := os.Stat(pidFile); err == nil {
+		if err := s.run(ctx, "pg_ctl", "-D", filepath.Join(dir, "data"), "-m", "immediate", "-w", "stop"); err != nil {
+			// A server that died with its owner leaves postmaster.pid
+			// naming no process: nothing to stop.
+			b, _ := os.ReadFile(pidFile)
+			pid, _ := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+			if pid <= 0 || syscall.Kill(pid, 0) == nil {
+				return err
+			}
+		}
+	}
+	return os.RemoveAll(dir)
 }
 
 func (s *Server) run(ctx context.Context, prog string, args ...string) error {
