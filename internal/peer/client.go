@@ -111,8 +111,10 @@ func Watch(ctx context.Context, addr string, key ssh.Signer, req WatchRequest, w
 		return ctx.Err()
 	case code == exitEnded:
 		return nil
+	case code == exitNotServed && (msg == "" || msg == ErrNotServed.Error()):
+		return fmt.Errorf("node at %s: %w", addr, ErrNotServed)
 	case code == exitNotServed:
-		return fmt.Errorf("node at %s: %w (%s)", addr, ErrNotServed, msg)
+		return fmt.Errorf("node at %s: %w (%s)", addr, ErrNotServed, strings.TrimPrefix(msg, ErrNotServed.Error()+": "))
 	case code < 0:
 		return fmt.Errorf("node at %s ended the stream without an exit status (it may be stopping)", addr)
 	case msg == "":

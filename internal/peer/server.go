@@ -346,7 +346,7 @@ func (s *Server) run(ctx context.Context, ch ssh.Channel, req WatchRequest, comm
 		log.Info("stream ended with the session")
 		return exitEnded, ""
 	case errors.Is(err, ErrNotServed):
-		return exitNotServed, fmt.Sprintf("sekisho: session %s: %v", req.Session, err)
+		return exitNotServed, "sekisho: " + err.Error()
 	case s.ctx.Err() != nil:
 		return exitFailed, "sekisho: the serving node is stopping"
 	case ctx.Err() != nil:
