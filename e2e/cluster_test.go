@@ -46,6 +46,7 @@ func startCluster(t *testing.T, n int) *cluster {
 			cfg = regexp.MustCompile(`(?m)^state: .*$`).ReplaceAllString(cfg,
 				"database:\n  url: "+c.dsn+"\nnode_name: "+name)
 			cfg = regexp.MustCompile(`(?m)^host_key: .*$`).ReplaceAllString(cfg, "host_key: "+filepath.Join(keys, "host_key"))
+			cfg = withClusterListen(cfg, freePort(t))
 			return strings.Replace(cfg, "\nrules:\n", fmt.Sprintf(`
 recording_stores:
   - name: cluster-store
@@ -210,4 +211,3 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		t.Errorf("aiko's session to db-jp-01 on node 3 ended though nothing stopped it: %q", other.stderr.String())
 	}
 }
-
