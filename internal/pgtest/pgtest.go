@@ -34,8 +34,10 @@ type Server struct {
 	bin  string
 	user string // the unprivileged user it runs as; "" when not root
 
-	mu sync.Mutex
-	n  int // databases made
+	mu     sync.Mutex
+	n      int           // databases made
+	proc   *os.Process   // the running server; nil when stopped
+	exited chan struct{} // closed when it has exited
 }
 
 // Bin returns the directory of PostgreSQL's server programs (initdb,
@@ -98,16 +100,89 @@ func Start(ctx context.Context) (*Server, error) {
 	}
 }
 
-// Restart starts the cluster again after StopServer (or for the first time).
+// Restart starts the cluster again after StopServer (or for the first
+// time). The server runs in the foreground as a child of this process,
+// killed if this process dies (a test binary that times out or panics
+// leaves no PostgreSQL behind), and is ready when Restart returns.
 func (s *Server) Restart(ctx context.Context) error {
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300", s.Port, s.Dir)
-	return s.run(ctx, "pg_ctl", "-D", filepath.Join(s.Dir, "data"), "-o", opts, "-l", filepath.Join(s.Dir, "log"), "-w", "start")
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.Dir, "data"),
+		"-p", strconv.Itoa(s.Port), "-k", s.Dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300")
+	cmd.Dir = s.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if s.user != "" {
+		u, err := user.Lookup(s.user)
+		if err != nil {
+			logf.Close()
+			return err
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(cctx, s.DSN("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(ctx)
+			break
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "log"))
+			return fmt.Errorf("postgres exited at start:\n%s", tail(string(log), 2000))
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("postgres did not answer within 60s: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.proc, s.exited = cmd.Process, exited
+	s.mu.Unlock()
+	return nil
 }
 
-// StopServer stops the cluster quickly (pg_ctl -m fast), keeping its data,
-// so that a test can see what sekisho does while PostgreSQL is down.
+// StopServer stops the cluster quickly (a fast shutdown), keeping its
+// data, so that a test can see what sekisho does while PostgreSQL is down.
 func (s *Server) StopServer(ctx context.Context) error {
-	return s.run(ctx, "pg_ctl", "-D", filepath.Join(s.Dir, "data"), "-m", "fast", "-w", "stop")
+	s.mu.Lock()
+	proc, exited := s.proc, s.exited
+	s.proc, s.exited = nil, nil
+	s.mu.Unlock()
+	if proc == nil {
+		return nil
+	}
+	proc.Signal(syscall.SIGINT) // fast shutdown
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		proc.Kill()
+		<-exited
+		return errors.New("postgres did not stop within 30s of a fast shutdown; killed")
+	case <-ctx.Done():
+		proc.Kill()
+		<-exited
+		return ctx.Err()
+	}
 }
 
 // Stop stops the cluster and removes its directory.
