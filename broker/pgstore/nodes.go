@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -70,8 +69,8 @@ func (s *Store) ClaimLostSessions(ctx context.Context, lostAfter time.Duration, 
 const jobLockClass = 0x5e_15
 
 // RunJob runs fn under the job's session-level advisory lock, unless
-// another node holds it or ran the job less than every ago (every 0: the
-// lock alone decides). It reports whether fn ran. The lock lives on a
+// another node holds it or started the job less than every ago (every 0:
+// the lock alone decides). It reports whether fn ran. The lock lives on a
 // connection of its own: if the node dies, PostgreSQL releases it.
 func (s *Store) RunJob(ctx context.Context, name string, every time.Duration, fn func(context.Context) error) (bool, error) {
 	h := fnv.New32a()
@@ -110,15 +109,13 @@ func (s *Store) RunJob(ctx context.Context, name string, every time.Duration, fn
 		if !due {
 			return false, nil
 		}
-	}
-	if err := fn(ctx); err != nil {
-		return true, err
-	}
-	if every > 0 {
-		_, err := conn.Exec(ctx, `INSERT INTO jobs (name, ran_at) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET ran_at = now()`, text(name))
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return true, fmt.Errorf("job %s ran, but its time was not recorded: %w", name, err)
+		// When it started: the next run is due every after this one
+		// began, however long it takes, and a run that fails is not
+		// tried again before then.
+		_, err = conn.Exec(ctx, `INSERT INTO jobs (name, ran_at) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET ran_at = now()`, text(name))
+		if err != nil {
+			return false, fmt.Errorf("job %s: %w", name, err)
 		}
 	}
-	return true, nil
+	return true, fn(ctx)
 }

@@ -11,7 +11,9 @@ import (
 // beat for, to lose, or to share a job with.
 
 // Heartbeat records nothing: no other node reads it.
-func (s *Store) Heartbeat(ctx context.Context, node, address string, started time.Time) error { return nil }
+func (s *Store) Heartbeat(ctx context.Context, node, address string, started time.Time) error {
+	return nil
+}
 
 // Nodes returns no node: the one node of a SQLite state is not listed.
 func (s *Store) Nodes(ctx context.Context) ([]broker.NodeBeat, error) { return nil, nil }

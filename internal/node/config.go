@@ -80,6 +80,9 @@ type Config struct {
 	// RetentionInterval is how often recordings past their retention are
 	// deleted; default 1h.
 	RetentionInterval Duration `yaml:"retention_interval"`
+	// Cluster tunes heartbeats and how soon a silent node is taken for
+	// lost, when several nodes share a PostgreSQL state.
+	Cluster ClusterSection `yaml:"cluster"`
 
 	path    string
 	policy  *broker.Policy // compiled from Rules by validate
@@ -617,6 +620,9 @@ func (c *Config) validate() (err error) {
 		c.RecordingKey = filepath.Join(filepath.Dir(c.HostKey), "recording_key")
 	}
 	if err := c.validateDatabase(); err != nil {
+		return err
+	}
+	if err := c.validateCluster(); err != nil {
 		return err
 	}
 	if c.NodeName == "" {

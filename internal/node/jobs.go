@@ -19,7 +19,9 @@ type retentionJob struct {
 
 // runRetention deletes recordings past their zone's retention every
 // interval (default 1h), keeping those under a legal hold, and audits
-// every deletion.
+// every deletion. The node's own spool is its own to clear; the object
+// stores are shared, and cleared once per interval for the whole cluster,
+// by whichever node takes the job first.
 func (n *Node) runRetention(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = time.Hour
@@ -32,11 +34,21 @@ func (n *Node) runRetention(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		n.expireRecordings(ctx)
+		n.expireRecordings(ctx, false)
+		// A little less than the interval: the nodes' tickers drift.
+		_, err := n.store.RunJob(ctx, "retention", interval-interval/10, func(ctx context.Context) error {
+			n.expireRecordings(ctx, true)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			n.log.Error("retention of the recording stores not run", "err", err)
+		}
 	}
 }
 
-func (n *Node) expireRecordings(ctx context.Context) {
+// expireRecordings deletes the recordings past retention in the node's
+// spool, or (stores) in the object stores.
+func (n *Node) expireRecordings(ctx context.Context, stores bool) {
 	j := n.retention
 	holds, err := n.store.Holds(ctx)
 	if err != nil {
@@ -49,10 +61,18 @@ func (n *Node) expireRecordings(ctx context.Context) {
 	}
 	p := recording.RetentionPolicy{For: j.cfg.retentionFor, Held: func(id string) bool { return held[id] }, Key: j.key}
 	now := time.Now()
-	deleted, errs := recording.ExpireLocal(j.recDir, p, now)
-	for _, st := range j.routes.ObjectStores() {
-		d, e := st.Expire(ctx, p, now)
-		deleted, errs = append(deleted, d...), append(errs, e...)
+	var (
+		deleted []recording.Meta
+		errs    []error
+	)
+	if !stores {
+		deleted, errs = recording.ExpireLocal(j.recDir, p, now)
+	}
+	if stores {
+		for _, st := range j.routes.ObjectStores() {
+			d, e := st.Expire(ctx, p, now)
+			deleted, errs = append(deleted, d...), append(errs, e...)
+		}
 	}
 	for _, err := range errs {
 		n.log.Error("retention: recording not deleted", "err", err)
@@ -91,10 +111,17 @@ func (n *Node) watchLocks(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-second.C:
-			if _, err := n.brk.ExpireRequests(ctx); err != nil && ctx.Err() == nil {
+			// Once for the cluster: the node that holds the job's lock
+			// expires every node's requests.
+			_, err := n.store.RunJob(ctx, "request-expiry", 0, func(ctx context.Context) error {
+				_, err := n.brk.ExpireRequests(ctx)
+				return err
+			})
+			if err != nil && ctx.Err() == nil {
 				n.log.Error("pending access requests cannot be expired", "err", err)
 			}
-			// Grants revoked elsewhere (another node) end sessions here.
+			// Grants revoked elsewhere (another node) end sessions here:
+			// each node re-checks its own live sessions.
 			if ended := n.srv.RevalidateGrants(); ended > 0 {
 				n.log.Warn("grants no longer in force: live sessions ended", "sessions", ended)
 			}

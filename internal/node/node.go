@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,15 @@ type Node struct {
 
 	retention retentionJob
 	pidFile   string // removed on stop; empty if it could not be written
+
+	// The node's place in a cluster (PostgreSQL state): its name and
+	// start in the nodes' register, the door it closes when it cannot
+	// write its heartbeat, and the recovery of lost nodes' sessions.
+	name    string
+	started time.Time
+	fence   *fenceListener
+	lost    lostNodeJob
+	jobs    sync.WaitGroup // the heartbeat and the lost-node watch
 }
 
 // Reload reads the config at path again and puts its technicians,
@@ -151,6 +161,24 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups,
 		PowersWithoutMFA: cfg.PowersWithoutMFA, OnAudit: counts.observe})
 	counts.registerState(reg, brk, store)
+	// A node of a cluster beats before it recovers anything, and goes on
+	// beating meanwhile: a survivor that took it for lost has claimed its
+	// sessions already, and none does once it beats.
+	started := time.Now()
+	if cfg.Postgres() {
+		if err := store.Heartbeat(ctx, cfg.NodeName, cfg.Listen, started); err != nil {
+			store.Close()
+			return nil, err
+		}
+		stopBeats := beatMeanwhile(store, cfg.NodeName, cfg.Listen, started, time.Duration(cfg.Cluster.Heartbeat))
+		defer stopBeats()
+		routes, err := cfg.RecordingRoutes()
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		setAsideSuperseded(ctx, store, recDir, routes, logger)
+	}
 	// Second-factor secrets stored in the clear by an older sekisho are
 	// sealed now. Those Vault will not seal yet keep working, and only
 	// those.
@@ -171,6 +199,9 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 			return err
 		case r.RecordingHead != "":
 			return fmt.Errorf("the register holds its seal but seal.json is gone: it was removed, not lost in a crash; %w (check it with sekisho verify)", recording.ErrNotRecoverable)
+		case r.Ended() && r.EndReason == broker.EndNodeLost:
+			// Another node took this one for lost; the recording of a zone
+			// kept in the spool never left here, and is sealed here.
 		case r.Ended() && r.EndReason != session.EndRecordingFailed:
 			return fmt.Errorf("the session ended (%s) but its recording was never sealed; %w", r.EndReason, recording.ErrNotRecoverable)
 		}
@@ -238,6 +269,8 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	if len(cfg.proxies) > 0 {
 		ln = proxyListener(ln, cfg.proxies)
 	}
+	fence := &fenceListener{Listener: ln}
+	ln = fence
 	if _, err := brk.RefreshLocks(ctx); err != nil {
 		store.Close()
 		return nil, err
@@ -251,7 +284,8 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 			logger.Warn("grants revoked: live sessions ended", "sessions", ended)
 		}
 	})
-	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader}
+	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader,
+		name: cfg.NodeName, started: started, fence: fence}
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -278,6 +312,18 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	go n.listenForChanges(wctx)
 	n.retention = retentionJob{cfg: cfg, recDir: recDir, routes: routes, key: recKey.Public().(ed25519.PublicKey)}
 	go n.runRetention(wctx, time.Duration(cfg.RetentionInterval))
+	if cfg.Postgres() {
+		n.lost = lostNodeJob{lostAfter: time.Duration(cfg.Cluster.NodeLostAfter), routes: routes, key: recKey}
+		n.jobs.Add(2)
+		go func() {
+			defer n.jobs.Done()
+			n.heartbeat(wctx, time.Duration(cfg.Cluster.Heartbeat), time.Duration(cfg.Cluster.NodeLostAfter), time.Now(), n.endLive)
+		}()
+		go func() {
+			defer n.jobs.Done()
+			n.watchLostNodes(wctx, time.Duration(cfg.Cluster.Heartbeat))
+		}()
+	}
 	go func() {
 		n.serveErr = srv.Serve(ln)
 		close(n.served)
@@ -301,6 +347,7 @@ func (n *Node) Stop() error {
 	defer cancel()
 	n.cancel()
 	<-n.watcher
+	n.jobs.Wait()
 	err := n.srv.Shutdown(ctx)
 	<-n.served
 	if n.serveErr != nil && err == nil {
