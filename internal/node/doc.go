@@ -19,4 +19,12 @@
 //     session.
 //   - Stop ends the node's sessions, listeners and lock watch, then
 //     closes the store.
+//   - On PostgreSQL a node is never taken for lost while it records: it
+//     stops taking sessions and ends its live ones after half of
+//     cluster.node_lost_after without a heartbeat. A lost node's sessions
+//     are claimed once, by one survivor, and a node started again under
+//     its name leaves what a survivor took over.
+//   - Jobs that concern the whole cluster (retention of the object stores,
+//     request expiry, lost nodes) run under an advisory lock, on one node
+//     at a time; each node re-checks only its own live sessions.
 package node
