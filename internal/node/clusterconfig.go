@@ -14,6 +14,12 @@ type ClusterSection struct {
 	// sessions and ends its live ones, so that nothing is still being
 	// recorded on it when a survivor seals.
 	NodeLostAfter Duration `yaml:"node_lost_after"`
+	// Listen and Advertise open the node to the other nodes (see
+	// validatePeer): the address it takes their connections on
+	// (host:port; none when empty), and the one they dial, written in
+	// its heartbeat (default Listen).
+	Listen    string `yaml:"listen"`
+	Advertise string `yaml:"advertise"`
 }
 
 // validateCluster sets the defaults and checks that a node has time to
@@ -33,5 +39,5 @@ func (c *Config) validateCluster() error {
 		return c.errf(0, "cluster.node_lost_after %s: use at least three heartbeats (%s), so that a node that loses the database steps back before it can be taken for lost",
 			time.Duration(k.NodeLostAfter), 3*time.Duration(k.Heartbeat))
 	}
-	return nil
+	return c.validatePeer()
 }

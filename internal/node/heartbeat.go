@@ -55,7 +55,7 @@ func (n *Node) heartbeat(ctx context.Context, every, lostAfter time.Duration, la
 		case <-t.C:
 		}
 		bctx, cancel := context.WithTimeout(ctx, every)
-		err := n.store.Heartbeat(bctx, n.name, n.ln.Addr().String(), n.started)
+		err := n.store.Heartbeat(bctx, n.name, n.peerAddress(), n.started)
 		cancel()
 		if ctx.Err() != nil {
 			return

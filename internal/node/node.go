@@ -49,7 +49,8 @@ type Node struct {
 	uploader *recording.Uploader // nil without recording stores
 
 	retention retentionJob
-	pidFile   string // removed on stop; empty if it could not be written
+	pidFile   string        // removed on stop; empty if it could not be written
+	peer      *peerListener // nil without cluster.listen
 
 	// The node's place in a cluster (PostgreSQL state): its name and
 	// start in the nodes' register, the door it closes when it cannot
@@ -166,11 +167,11 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	// sessions already, and none does once it beats.
 	started := time.Now()
 	if cfg.Postgres() {
-		if err := store.Heartbeat(ctx, cfg.NodeName, cfg.Listen, started); err != nil {
+		if err := store.Heartbeat(ctx, cfg.NodeName, cfg.PeerAddress(), started); err != nil {
 			store.Close()
 			return nil, err
 		}
-		stopBeats := beatMeanwhile(store, cfg.NodeName, cfg.Listen, started, time.Duration(cfg.Cluster.Heartbeat))
+		stopBeats := beatMeanwhile(store, cfg.NodeName, cfg.PeerAddress(), started, time.Duration(cfg.Cluster.Heartbeat))
 		defer stopBeats()
 		routes, err := cfg.RecordingRoutes()
 		if err != nil {
@@ -236,8 +237,12 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	var console *web.Server
 	var consoleIface session.Console
 	if cfg.Web.Listen != "" {
+		var peers web.Peers // a live session another node serves is relayed from it
+		if cfg.Postgres() {
+			peers = newPeers(cfg, store, hostKey)
+		}
 		console, err = web.New(web.Config{Broker: brk, Store: store, RecordingDir: recDir, RecordingKey: recKey.Public().(ed25519.PublicKey),
-			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), URL: cfg.Web.URL,
+			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), NodeName: cfg.NodeName, Peers: peers, URL: cfg.Web.URL,
 			IdleTimeout: time.Duration(cfg.Web.IdleTimeout), SessionTTL: time.Duration(cfg.Web.SessionTTL), Logger: logger})
 		if err != nil {
 			store.Close()
@@ -286,6 +291,10 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	})
 	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader,
 		name: cfg.NodeName, started: started, fence: fence}
+	if err := n.startPeer(cfg, hostKey, recDir); err != nil {
+		store.Close()
+		return nil, err
+	}
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -350,6 +359,7 @@ func (n *Node) Stop() error {
 	n.jobs.Wait()
 	err := n.srv.Shutdown(ctx)
 	<-n.served
+	n.stopPeer()
 	if n.serveErr != nil && err == nil {
 		err = n.serveErr
 	}
