@@ -688,6 +688,9 @@ recording_key: ../keys/recording_key
 # The state every node shares.
 database:
   url: {{.Database}}
+# Other nodes reach this one here to watch a live session it serves.
+cluster:
+  listen: {{.Peer}}
 {{- else}}
 host_key: host_key
 state: sekisho.db
@@ -877,6 +880,7 @@ type demoConfig struct {
 	Targets                     []demoTarget
 
 	Node         string // node_name
+	Peer         string // cluster.listen
 	Database     string // database.url
 	WebURL       string // web.url: the balanced console
 	Shared       string // what the nodes share (Vault's credentials) is here, relative to the config

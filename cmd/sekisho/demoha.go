@@ -43,6 +43,7 @@ type demoNode struct {
 	Name    string `json:"name"`
 	SSH     string `json:"ssh"` // its own listener, behind HAProxy
 	Web     string `json:"web"`
+	Peer    string `json:"peer"` // its node-to-node listener (cluster.listen)
 	Config  string `json:"config"`
 	PidFile string `json:"pid_file"`
 	Log     string `json:"log"`
@@ -137,13 +138,16 @@ func (d *demo) runCluster(ctx context.Context, listen string, cl *demoCluster) e
 		if n.Web, err = pickPort("127.0.0.1:0"); err != nil {
 			return err
 		}
+		if n.Peer, err = pickPort("127.0.0.1:0"); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(d.path(n.Name), 0o700); err != nil {
 			return err
 		}
 		n.Config = d.path(n.Name, "sekisho.yaml")
 		n.Log = d.path(n.Name, "sekisho.log")
 		err := writeDemoConfig(n.Config, demoConfig{Listen: n.SSH, Web: n.Web, Vault: b.vaultAddr, Keys: b.keys, Targets: b.targets,
-			Node: n.Name, Database: dsn, WebURL: "http://" + d.web, Shared: "../", ProxyTrusted: "127.0.0.1/32", Stores: stores})
+			Node: n.Name, Peer: n.Peer, Database: dsn, WebURL: "http://" + d.web, Shared: "../", ProxyTrusted: "127.0.0.1/32", Stores: stores})
 		if err != nil {
 			return err
 		}
