@@ -161,6 +161,6 @@ func TestKilledNodeSessionsEndedByASurvivor(t *testing.T) {
 	if out, err := a.cli(t, "verify", id); err != nil || !strings.Contains(out, "OK, INCOMPLETE") {
 		t.Errorf("verify on node-a after its restart: %v\n%s", err, out)
 	}
-	hardening.Report(t, "node lost", "sekisho serve killed with SIGKILL mid-session in a two-node cluster: the other node ended the session \"node lost\" %.1f s later (node_lost_after 3s) and sealed its recording from the %d chunks in S3; verify passes on both nodes as incomplete, the restarted node leaves it so",
+	hardening.Report(t, "33", "sekisho serve killed with SIGKILL mid-session in a two-node cluster: the other node ended the session \"node lost\" %.1f s later (node_lost_after 3s) and sealed its recording from the %d chunks in S3; verify passes on both nodes as incomplete, the restarted node leaves it so",
 		endedAfter.Seconds(), shipped)
 }

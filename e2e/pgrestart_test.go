@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sekisho/sekisho/internal/hardening"
 	"github.com/sekisho/sekisho/internal/pgtest"
 )
 
@@ -106,7 +107,8 @@ func TestPostgreSQLRestartUnderLoad(t *testing.T) {
 		r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo after-outage"), nil)
 		return r.code == 0 && r.stdout == "after-outage\n"
 	})
-	t.Logf("logins resumed %s after PostgreSQL came back", time.Since(back).Round(time.Millisecond))
+	resumed := time.Since(back)
+	t.Logf("logins resumed %s after PostgreSQL came back", resumed.Round(time.Millisecond))
 	echo("after")
 	in.Close()
 	if err := cmd.Wait(); err != nil {
@@ -159,6 +161,7 @@ func TestPostgreSQLRestartUnderLoad(t *testing.T) {
 	if r, _ := v.cli(t, "replay", "--instant", id); !strings.Contains(r, "got-before") || !strings.Contains(r, "got-after") {
 		t.Errorf("the recording lacks what was sent before or after the outage:\n%s", r)
 	}
+	hardening.Report(t, "33", "PostgreSQL stopped and started under a live session: the session went on, a login meanwhile was refused and audited once it was back, a session that ended meanwhile is ended in the register, logins resumed %d ms after it came back", resumed.Milliseconds())
 }
 
 // A node whose PostgreSQL does not answer at start says so and exits.
