@@ -13,14 +13,18 @@
 // process: concurrent interactive sessions on B and D (echo latency,
 // sekisho's memory, goroutines and CPU per session), idle authenticated
 // connections held to sekisho, and certificate issuance (connections per
-// second through B, Vault sign latency from the audit log). It prints
-// Markdown tables and writes the results as JSON. `make bench` runs it;
+// second through B, Vault sign latency from the audit log). Last, several
+// nodes: the same short sessions through one node on SQLite, one node on
+// PostgreSQL and three nodes sharing PostgreSQL, with the three-node
+// cluster's setup time and a check of the register. It prints Markdown
+// tables and writes the results as JSON. `make bench` runs it;
 // docs/BENCHMARKS.md describes the method and the last results.
 //
 // Usage, from the repository root after `make build`:
 //
 //	go run ./bench/cmd/sekisho-bench [-setup-runs 50] [-reps 3] [-bytes 1073741824] [-out bench/results/latest.json]
 //	    [-concurrency 100,1000] [-echo-window 10s] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 15s]
+//	    [-cluster-sessions 1000] [-cluster-rounds 5] [-cluster-workers 4] [-cluster-only]
 //
 // BENCH_BYTES sets the default of -bytes, for quick runs.
 package main
@@ -77,6 +81,11 @@ func run(ctx context.Context, args []string) error {
 	cpsList := fs.String("cps-workers", "4,16", "concurrent workers of the certificate-issuance runs, comma-separated (empty: none)")
 	cpsWindow := fs.Duration("cps-window", 15*time.Second, "how long each certificate-issuance run connects")
 	cpsCommand := fs.String("cps-command", "true", "the command each certificate-issuance connection runs (empty: open the session channel only)")
+	clusterSessions := fs.Int("cluster-sessions", 1000, "sessions per run of the several-nodes part: one node on SQLite, one and three nodes on PostgreSQL (0: none)")
+	clusterRounds := fs.Int("cluster-rounds", 5, "rounds in which the several-nodes runs take turns")
+	clusterWorkers := fs.Int("cluster-workers", 4, "concurrent workers of the several-nodes runs")
+	clusterCommand := fs.String("cluster-command", "", "the command each session of the several-nodes runs executes (empty: open the session channel only)")
+	clusterOnly := fs.Bool("cluster-only", false, "set up the demo and run only the several-nodes part")
 	sekishoNice := fs.Int("sekisho-nice", 0, "nice value for sekisho's scheduler autogroup in the load parts, e.g. -19 to give it the CPU share of a host of its own (0: as is)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,6 +98,13 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	ciphers := strings.Split(*cipherList, ",")
+	cluster := clusterOptions{Sessions: *clusterSessions, Rounds: *clusterRounds, Workers: *clusterWorkers, Command: *clusterCommand}
+	if *clusterOnly && cluster.Sessions < 1 {
+		return fmt.Errorf("-cluster-only needs -cluster-sessions above 0")
+	}
+	if cluster.Sessions > 0 && (cluster.Workers < 1 || cluster.Rounds < 1 || cluster.Rounds > cluster.Sessions) {
+		return fmt.Errorf("-cluster-workers and -cluster-rounds must be at least 1, and -cluster-rounds at most -cluster-sessions")
+	}
 	load := loadOptions{EchoWindow: *echoWindow, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand, SekishoNice: *sekishoNice}
 	if load.Echo, err = intList(*echoList); err != nil {
 		return fmt.Errorf("-concurrency %w", err)
@@ -131,7 +147,52 @@ func run(ctx context.Context, args []string) error {
 		<-ctx.Done()
 		return nil
 	}
-	upload, err := makeUploadFile(dir, *nBytes)
+	if !*clusterOnly {
+		if err := e.comparison(ctx, res, load); err != nil {
+			return err
+		}
+	}
+	var clusterErr error
+	if cluster.Sessions > 0 {
+		res.Settings.Cluster = &cluster
+		res.Cluster, clusterErr = e.clusterPart(ctx, cluster)
+		if clusterErr != nil {
+			if ctx.Err() != nil {
+				return clusterErr
+			}
+			res.Cluster.Error = clusterErr.Error()
+			logf("several nodes: %v", clusterErr)
+		}
+	}
+
+	res.computeBars()
+	res.Machine.LoadEnd = loadavg()
+	res.Elapsed = time.Since(began).Round(time.Second).String()
+	fmt.Println()
+	res.printTables(os.Stdout)
+	if *out != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s", *out)
+	}
+	// A several-nodes part whose sessions failed, or that the register
+	// contradicts, fails the run once its results are written.
+	return clusterErr
+}
+
+// comparison compares the three paths (connection setup, throughput,
+// the recording's size), then runs the load parts.
+func (e *env) comparison(ctx context.Context, res *results, load loadOptions) error {
+	st := res.Settings
+	upload, err := makeUploadFile(e.dir, st.Bytes)
 	if err != nil {
 		return err
 	}
@@ -144,16 +205,16 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	logf("connection setup: %d × 3 paths, interleaved, OpenSSH's default key exchange", *setupRuns)
-	res.Setup, err = e.setupSeries(ctx, *setupRuns, "")
+	logf("connection setup: %d × 3 paths, interleaved, OpenSSH's default key exchange", st.SetupRuns)
+	res.Setup, err = e.setupSeries(ctx, st.SetupRuns, "")
 	if err != nil {
 		return err
 	}
 	res.SetupRatioBA = ratio(res.Setup[pathB].Summary.Median, res.Setup[pathA].Summary.Median)
 	res.SetupRatioBD = ratio(res.Setup[pathB].Summary.Median, res.Setup[pathD].Summary.Median)
-	if *sameKex != "" {
-		logf("connection setup: %d × 3 paths, interleaved, every leg with %s", *setupRuns, *sameKex)
-		res.SetupSameKex, err = e.setupSeries(ctx, *setupRuns, "kex:"+*sameKex)
+	if st.SameKex != "" {
+		logf("connection setup: %d × 3 paths, interleaved, every leg with %s", st.SetupRuns, st.SameKex)
+		res.SetupSameKex, err = e.setupSeries(ctx, st.SetupRuns, "kex:"+st.SameKex)
 		if err != nil {
 			return err
 		}
@@ -161,10 +222,10 @@ func run(ctx context.Context, args []string) error {
 		res.SameKexRatioBD = ratio(res.SetupSameKex[pathB].Summary.Median, res.SetupSameKex[pathD].Summary.Median)
 	}
 
-	logf("throughput: %s × %d runs × %d ciphers × 2 directions × 3 paths, interleaved", sizeString(*nBytes), *reps, len(ciphers))
+	logf("throughput: %s × %d runs × %d ciphers × 2 directions × 3 paths, interleaved", sizeString(st.Bytes), st.Reps, len(st.Ciphers))
 	rows := map[string]*throughputRow{}
 	for _, dirn := range []string{"download", "upload"} {
-		for _, c := range ciphers {
+		for _, c := range st.Ciphers {
 			row := &throughputRow{Direction: dirn, Cipher: c, Paths: map[path]*transferSet{}}
 			for _, p := range paths {
 				row.Paths[p] = &transferSet{}
@@ -175,14 +236,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	var recExec, recSFTP []*diskUse
 	round := 0
-	for range *reps {
-		for _, c := range ciphers {
+	for range st.Reps {
+		for _, c := range st.Ciphers {
 			for _, dirn := range []string{"download", "upload"} {
 				for _, p := range rotation(round) {
 					if err := ctx.Err(); err != nil {
 						return err
 					}
-					t, err := e.timedTransfer(ctx, p, dirn, c, upload, *nBytes, res.Setup[p].Summary.Median)
+					t, err := e.timedTransfer(ctx, p, dirn, c, upload, st.Bytes, res.Setup[p].Summary.Median)
 					rows[dirn+c].Paths[p].add(t, err)
 					if err != nil {
 						logf("  %s %s %s: %v", dirn, shortCipher(c), p, err)
@@ -212,12 +273,12 @@ func run(ctx context.Context, args []string) error {
 		row.RatioBD = ratio(row.Paths[pathB].MiBps.Median, row.Paths[pathD].MiBps.Median)
 	}
 
-	logf("recording: a terminal printing %s through sekisho", sizeString(*ptyBytes))
+	logf("recording: a terminal printing %s through sekisho", sizeString(st.PTYBytes))
 	before, err := e.listSessions()
 	if err != nil {
 		return err
 	}
-	term, wall, err := e.ptyOnce(ctx, *ptyBytes)
+	term, wall, err := e.ptyOnce(ctx, st.PTYBytes)
 	if err != nil {
 		logf("  %v", err)
 	} else if u, err := e.newRecording(ctx, before, false); err != nil {
@@ -226,32 +287,10 @@ func run(ctx context.Context, args []string) error {
 		res.Recording = append(res.Recording, recordingRow{Channel: "terminal (pty) output, base64 text", PayloadBytes: term,
 			Apparent: u.Apparent, Disk: u.Disk, PerPayload: float64(u.Disk) / float64(term), MBps: float64(term) / (1 << 20) / wall.Seconds()})
 	}
-	res.Recording = appendRecording(res.Recording, "exec stdout (the downloads), exact bytes", recExec, *nBytes)
-	res.Recording = appendRecording(res.Recording, "sftp upload (scp), exact bytes", recSFTP, *nBytes)
+	res.Recording = appendRecording(res.Recording, "exec stdout (the downloads), exact bytes", recExec, st.Bytes)
+	res.Recording = appendRecording(res.Recording, "sftp upload (scp), exact bytes", recSFTP, st.Bytes)
 
-	if err := e.loadParts(ctx, res, load); err != nil {
-		return err
-	}
-
-	res.computeBars()
-	res.Machine.LoadEnd = loadavg()
-	res.Elapsed = time.Since(began).Round(time.Second).String()
-	fmt.Println()
-	res.printTables(os.Stdout)
-	if *out != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
-		logf("wrote %s", *out)
-	}
-	return nil
+	return e.loadParts(ctx, res, load)
 }
 
 // setupSeries times runs connection setups per path with a client

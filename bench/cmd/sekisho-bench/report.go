@@ -37,6 +37,9 @@ type results struct {
 	LoadTimes []partTime   `json:"load_part_times,omitempty"`
 	// LoadErrors are the parts 3 and 4 that could not finish, and why.
 	LoadErrors []string `json:"load_errors,omitempty"`
+
+	// Cluster is the several-nodes part (cluster.go).
+	Cluster *clusterResult `json:"several_nodes,omitempty"`
 }
 
 type settings struct {
@@ -51,7 +54,8 @@ type settings struct {
 	Target        string   `json:"target"`
 	SekishoCommit string   `json:"sekisho_commit"`
 
-	Load *loadOptions `json:"load,omitempty"`
+	Load    *loadOptions    `json:"load,omitempty"`
+	Cluster *clusterOptions `json:"several_nodes,omitempty"`
 }
 
 type machine struct {
@@ -189,6 +193,9 @@ func gitCommit(ctx context.Context) string {
 // throughput through sekisho with recording on ≥ 1.0 × ProxyJump for both
 // ciphers (both directions here).
 func (r *results) computeBars() {
+	if r.Setup == nil { // -cluster-only
+		return
+	}
 	a, b := r.Setup[pathA].Summary.Median, r.Setup[pathB].Summary.Median
 	got := ratio(b, a)
 	sb := bar{Name: "connection setup", Want: "B/A median ≤ 0.80", Got: got, Met: got > 0 && got <= 0.8}
@@ -245,7 +252,17 @@ func (r *results) computeBars() {
 func (r *results) printTables(w io.Writer) {
 	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s; sekisho %s; %s\n\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.OpenSSH, r.Machine.Go, r.Settings.SekishoCommit, r.Date)
+	if r.Setup != nil {
+		r.printComparison(w)
+	}
+	if r.Cluster != nil {
+		r.Cluster.printCluster(w, r.Machine.CPUs)
+	}
+	fmt.Fprintf(w, "\nRun took %s; load average %s at the start, %s at the end.\n", r.Elapsed, r.Machine.LoadStart, r.Machine.LoadEnd)
+}
 
+// printComparison writes the tables of parts 1 to 4 and the bars.
+func (r *results) printComparison(w io.Writer) {
 	fmt.Fprintf(w, "Connection setup: `ssh HOST true`, a fresh connection each time, OpenSSH's defaults, ms\n\n")
 	printSetup(w, r.Setup)
 	fmt.Fprintf(w, "\nB/A = %s, B/D = %s (medians)\n\n", fmtRatio(r.SetupRatioBA), fmtRatio(r.SetupRatioBD))
@@ -302,7 +319,6 @@ func (r *results) printTables(w io.Writer) {
 		}
 		fmt.Fprintf(w, "- %s (%s): **%s** — %s\n", b.Name, b.Want, mark, b.Detail)
 	}
-	fmt.Fprintf(w, "\nRun took %s; load average %s at the start, %s at the end.\n", r.Elapsed, r.Machine.LoadStart, r.Machine.LoadEnd)
 }
 
 func printSetup(w io.Writer, m map[path]*setupResult) {
