@@ -76,10 +76,13 @@ screenshots: build
 	SEKISHO_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestWeb[A-Z]' ./e2e/
 
 # Benchmarks: speed targets live here, never in timed tests. The last
-# step compares sekisho with ssh -J and a direct connection on this machine
-# (docs/BENCHMARKS.md) and writes bench/results/latest.json; it takes about
-# ten minutes on two cores. Quick run: make bench BENCH_BYTES=67108864
-# BENCH_FLAGS='-setup-runs 10 -reps 1 -out /tmp/bench.json'.
+# step compares sekisho with ssh -J and a direct connection on this machine,
+# then logins through one node on SQLite, one on PostgreSQL and three
+# sharing PostgreSQL (docs/BENCHMARKS.md), and writes
+# bench/results/latest.json; it takes about twelve minutes on two cores.
+# Quick run: make bench BENCH_BYTES=67108864
+# BENCH_FLAGS='-setup-runs 10 -reps 1 -cluster-sessions 100 -out /tmp/bench.json';
+# the several nodes alone: go run ./bench/cmd/sekisho-bench -cluster-only.
 # The replay start is measured on a 1 GiB recording (REPLAY_BENCH_BYTES).
 # make bench-go runs only the micro-benchmarks of the recorder and the
 # relay (allocations included); compare runs with benchstat, e.g.
