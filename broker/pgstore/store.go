@@ -193,26 +193,45 @@ func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error
 
 // EndSession records how a session ended.
 func (s *Store) EndSession(ctx context.Context, id string, e broker.SessionEnd) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET ended_at=$1, bytes_in=$2, bytes_out=$3, end_reason=$4 WHERE id=$5`,
-		args(e.At.UTC(), e.BytesIn, e.BytesOut, e.Reason, id)...)
+	// A session a survivor ended "node lost" keeps that end: the node
+	// that served it is back too late to say otherwise.
+	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET ended_at=$1, bytes_in=$2, bytes_out=$3, end_reason=$4
+		WHERE id=$5 AND (ended_at IS NULL OR end_reason <> $6)`,
+		args(e.At.UTC(), e.BytesIn, e.BytesOut, e.Reason, id, broker.EndNodeLost)...)
 	if err != nil {
 		return fmt.Errorf("end session %s: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("end session %s: %w", id, broker.ErrNotFound)
+		return s.notUpdated(ctx, "end session", id)
 	}
 	return nil
 }
 
+// notUpdated says why an update of session id changed nothing: there is
+// no such session, or a survivor took it over.
+func (s *Store) notUpdated(ctx context.Context, what, id string) error {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE id=$1`, text(id)).Scan(&n); err != nil {
+		return fmt.Errorf("%s %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s %s: %w", what, id, broker.ErrNotFound)
+	}
+	return fmt.Errorf("%s %s: %w", what, id, broker.ErrTakenOver)
+}
+
 // SetRecordingSeal records the seal of a session's recording.
 func (s *Store) SetRecordingSeal(ctx context.Context, id, head string, chunks int, complete bool) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET recording_head=$1, recording_chunks=$2, recording_complete=$3 WHERE id=$4`,
-		args(head, chunks, complete, id)...)
+	// The seal a survivor recorded for a session it took over stays: it
+	// is the one in the object store.
+	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET recording_head=$1, recording_chunks=$2, recording_complete=$3
+		WHERE id=$4 AND NOT (end_reason = $5 AND recording_head <> '' AND recording_head <> $1)`,
+		args(head, chunks, complete, id, broker.EndNodeLost)...)
 	if err != nil {
 		return fmt.Errorf("record the seal of %s: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("record the seal of %s: %w", id, broker.ErrNotFound)
+		return s.notUpdated(ctx, "record the seal of", id)
 	}
 	return nil
 }

@@ -35,9 +35,13 @@ func (c *Config) validateCluster() error {
 	switch {
 	case k.Heartbeat < Duration(100*time.Millisecond):
 		return c.errf(0, "cluster.heartbeat %s: use at least 100ms (default 2s)", time.Duration(k.Heartbeat))
-	case k.NodeLostAfter < 3*k.Heartbeat:
-		return c.errf(0, "cluster.node_lost_after %s: use at least three heartbeats (%s), so that a node that loses the database steps back before it can be taken for lost",
-			time.Duration(k.NodeLostAfter), 3*time.Duration(k.Heartbeat))
+	case k.NodeLostAfter < 6*k.Heartbeat:
+		// A node stands back half of node_lost_after after its last
+		// heartbeat was asked for, noticed when a failing one returns (up
+		// to a heartbeat later); it then ends its sessions and ships their
+		// seals before a survivor may claim them.
+		return c.errf(0, "cluster.node_lost_after %s: use at least six heartbeats (%s), so that a node that loses the database steps back before it can be taken for lost",
+			time.Duration(k.NodeLostAfter), 6*time.Duration(k.Heartbeat))
 	}
 	return c.validatePeer()
 }

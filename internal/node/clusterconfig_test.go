@@ -14,8 +14,8 @@ func TestClusterHeartbeatSettings(t *testing.T) {
 		heartbeat, lostAfter time.Duration
 	}{
 		{name: "defaults", heartbeat: 2 * time.Second, lostAfter: 15 * time.Second},
-		{name: "set", section: "cluster:\n  heartbeat: 1s\n  node_lost_after: 5s\n", heartbeat: time.Second, lostAfter: 5 * time.Second},
-		{name: "lost after too few beats", section: "cluster:\n  heartbeat: 2s\n  node_lost_after: 5s\n", err: "cluster.node_lost_after 5s: use at least three heartbeats (6s)"},
+		{name: "set", section: "cluster:\n  heartbeat: 1s\n  node_lost_after: 6s\n", heartbeat: time.Second, lostAfter: 6 * time.Second},
+		{name: "lost after too few beats", section: "cluster:\n  heartbeat: 2s\n  node_lost_after: 11s\n", err: "cluster.node_lost_after 11s: use at least six heartbeats (12s)"},
 		{name: "heartbeat too fast", section: "cluster:\n  heartbeat: 10ms\n", err: "cluster.heartbeat 10ms: use at least 100ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,6 +40,12 @@ func (l *fenceListener) Accept() (net.Conn, error) {
 // cannot write its heartbeat.
 const standBackReason = "this node lost the shared database: sessions end here before another node takes it for lost; connect again"
 
+// silentReason is the end reason of the sessions a node ends when it
+// finds, on writing a heartbeat, that it went without one for so long
+// (frozen, suspended, starved) that another node may have taken it for
+// lost and sealed their recordings.
+const silentReason = "this node went silent too long (another node may have taken its sessions over): connect again"
+
 // heartbeat writes the node's heartbeat until ctx ends, standing back
 // while it cannot: its door closed, and its live sessions ended by
 // endLive, which returns how many.
@@ -54,6 +60,9 @@ func (n *Node) heartbeat(ctx context.Context, every, lostAfter time.Duration, la
 			return
 		case <-t.C:
 		}
+		// The heartbeat is as old as the moment it was asked for: the
+		// database may record it that late.
+		start := time.Now()
 		bctx, cancel := context.WithTimeout(ctx, every)
 		err := n.store.Heartbeat(bctx, n.name, n.peerAddress(), n.started)
 		cancel()
@@ -61,7 +70,15 @@ func (n *Node) heartbeat(ctx context.Context, every, lostAfter time.Duration, la
 			return
 		}
 		if err == nil {
-			lastOK = time.Now()
+			if gap := start.Sub(lastOK); gap >= lostAfter/2 && !standing {
+				// Frozen or starved past the point where it should have
+				// stood back: what it still relays may have been taken
+				// over and sealed elsewhere.
+				ended := endLive(silentReason)
+				n.log.Error("this node went without a heartbeat for half of cluster.node_lost_after or more; it ended its live sessions, which another node may have taken for lost",
+					"node", n.name, "gap", gap, "sessions_ended", ended)
+			}
+			lastOK = start
 			if failing {
 				n.log.Info("heartbeat written again", "node", n.name)
 			}

@@ -185,7 +185,7 @@ func TestLostNodeSessionEndedOnceAndSealedFromStore(t *testing.T) {
 	if again.RecordingHead != got.RecordingHead || again.EndedAt != got.EndedAt {
 		t.Errorf("the register changed after the seal: %+v, was %+v", again, got)
 	}
-	hardening.Report(t, "node lost", "a node stopped beating with a session live: of two survivors one ended it \"node lost\" %.1f s after its last heartbeat (node_lost_after %s), audited once; its recording sealed from the %d of %d chunks in S3 verifies as incomplete against the register; a node that beats kept its session",
+	hardening.Report(t, "33", "a node stopped beating with a session live: of two survivors one ended it \"node lost\" %.1f s after its last heartbeat (node_lost_after %s), audited once; its recording sealed from the %d of %d chunks in S3 verifies as incomplete against the register; a node that beats kept its session",
 		endedAfter.Seconds(), lostAfter, v.Chunks, shipped)
 }
 
@@ -327,5 +327,46 @@ func TestNodeWithoutDatabaseStandsBack(t *testing.T) {
 	waitFor(t, 30*time.Second, "the node to take sessions again", func() bool { return !fence.closed.Load() })
 	if ended.Load() != 1 {
 		t.Errorf("live sessions ended %d times, want once", ended.Load())
+	}
+}
+
+// A node frozen past half of node_lost_after (suspended, starved) finds
+// out at its next heartbeat and ends what it still relays: another node
+// may have taken those sessions for lost and sealed their recordings.
+func TestNodeFrozenEndsItsSessionsWhenItWakes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openPG(t, pgtest.NewDatabase(t))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence := &fenceListener{Listener: ln}
+	defer fence.Close()
+	n := &Node{store: s, log: log, name: "node-f", started: time.Now(), fence: fence, ln: fence}
+	const lostAfter, beat = 3 * time.Second, 100 * time.Millisecond
+	why := make(chan string, 4)
+	wctx, cancel := context.WithCancel(ctx)
+	hb := make(chan struct{})
+	go func() {
+		defer close(hb)
+		// Its last heartbeat was asked for a node_lost_after ago.
+		n.heartbeat(wctx, beat, lostAfter, time.Now().Add(-lostAfter), func(w string) int { why <- w; return 1 })
+	}()
+	defer func() { cancel(); <-hb }()
+	select {
+	case w := <-why:
+		if w != silentReason {
+			t.Errorf("ended its sessions because %q, want %q", w, silentReason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a node that woke after a long silence kept its live sessions")
+	}
+	// Beating on time afterwards, it ends nothing more.
+	select {
+	case w := <-why:
+		t.Errorf("ended sessions again while beating on time: %q", w)
+	case <-time.After(5 * beat):
 	}
 }

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sekisho/sekisho/broker"
 )
@@ -77,7 +80,7 @@ func (w *writeSpool) write(ctx context.Context, sw spooledWrite, direct func() e
 	w.mu.Unlock()
 	if !pending {
 		err := direct()
-		if err == nil || errors.Is(err, broker.ErrNotFound) {
+		if settled(err) {
 			return err
 		}
 		w.log.Error("the state store does not take a write; it is kept in the local spool until it does", "op", sw.Op, "spool", w.path, "err", err)
@@ -159,14 +162,11 @@ func (w *writeSpool) flush(ctx context.Context) {
 		var sw spooledWrite
 		if err := json.Unmarshal(line, &sw); err != nil {
 			w.log.Error("a line of the local spool of register writes is not one; dropped", "spool", w.path, "err", err)
-		} else if err := w.apply(ctx, sw); err != nil && !errors.Is(err, broker.ErrNotFound) {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, probe := w.Store.Locks(pctx, time.Now())
-			cancel()
-			if probe != nil {
-				break // still an outage: this write and the ones after it wait
+		} else if err := w.apply(ctx, sw); !settled(err) {
+			if !refusedForEver(err) {
+				break // an outage: this write and the ones after it wait
 			}
-			w.log.Error("the state store refuses a spooled write; dropped", "op", sw.Op, "session", sw.ID, "err", err)
+			w.log.Error("the state store refuses a spooled write for what it holds; dropped", "op", sw.Op, "session", sw.ID, "err", err)
 		}
 		done += len(line) + 1
 		n++
@@ -195,6 +195,26 @@ func (w *writeSpool) flush(ctx context.Context) {
 	w.log.Info("the state store took the writes kept while it was unavailable", "writes", n)
 }
 
+// settled reports whether a write needs no more trying: it is in, its
+// session is unknown, or a survivor took its session over.
+func settled(err error) bool {
+	return err == nil || errors.Is(err, broker.ErrNotFound) || errors.Is(err, broker.ErrTakenOver)
+}
+
+// refusedForEver reports whether the store refused a write for what it
+// holds (a data or constraint error), which no retry changes. Anything
+// else (a connection refused, a timeout, a read-only standby during a
+// failover) is an outage: the write waits.
+func refusedForEver(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23")
+	}
+	return errors.Is(err, errUnknownWrite)
+}
+
+var errUnknownWrite = errors.New("unknown spooled write")
+
 func (w *writeSpool) apply(ctx context.Context, sw spooledWrite) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -210,5 +230,5 @@ func (w *writeSpool) apply(ctx context.Context, sw spooledWrite) error {
 	case "seal":
 		return w.Store.SetRecordingSeal(ctx, sw.ID, sw.Head, sw.N, sw.Done)
 	}
-	return fmt.Errorf("unknown spooled write %q", sw.Op)
+	return fmt.Errorf("%w %q", errUnknownWrite, sw.Op)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/broker/sqlitestore"
 )
@@ -18,7 +20,8 @@ import (
 // flaky is a store that an outage can take down.
 type flaky struct {
 	broker.Store
-	down atomic.Bool
+	down    atomic.Bool
+	writeOf atomic.Pointer[error] // when set, audit writes fail with it
 }
 
 var errOutage = errors.New("connection refused")
@@ -26,6 +29,9 @@ var errOutage = errors.New("connection refused")
 func (f *flaky) Audit(ctx context.Context, e broker.AuditEvent) error {
 	if f.down.Load() {
 		return errOutage
+	}
+	if err := f.writeOf.Load(); err != nil {
+		return *err
 	}
 	return f.Store.Audit(ctx, e)
 }
@@ -91,6 +97,23 @@ func TestWriteSpoolKeepsWritesThroughAnOutage(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the spool is still there after the flush: %v", err)
 	}
+	// A standby that reads but refuses writes (a failover) is an outage:
+	// the events wait; a write refused for what it holds does not.
+	var readOnly error = &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}
+	f.writeOf.Store(&readOnly)
+	w.Audit(ctx, broker.AuditEvent{At: at, Kind: "failover"})
+	w.flush(ctx)
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "failover") {
+		t.Errorf("an audit event refused by a read-only standby was dropped: spool %q", b)
+	}
+	var constraint error = &pgconn.PgError{Code: "23505", Message: "duplicate key"}
+	f.writeOf.Store(&constraint)
+	w.flush(ctx)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a write refused for ever blocks the spool: %v", err)
+	}
+	f.writeOf.Store(nil)
+
 	// A write the store refuses while it answers is not kept for ever.
 	f.down.Store(true)
 	w.EndSession(ctx, "s1", broker.SessionEnd{At: at.Add(time.Minute), Reason: "x"})
