@@ -138,6 +138,15 @@ func SQLiteToPostgres(ctx context.Context, path string, pool *pgxpool.Pool) (Cou
 			return nil, fmt.Errorf("the PostgreSQL database already holds %d %s: copy into an empty database, never over one in use", n, t.label)
 		}
 	}
+	// A node that started on the database beats there before it writes
+	// anything else: it would write beside the copy.
+	var beating int64
+	if err := wtx.QueryRow(ctx, `SELECT count(*) FROM nodes`).Scan(&beating); err != nil {
+		return nil, fmt.Errorf("PostgreSQL: %w (run sekisho db migrate first?)", err)
+	}
+	if beating > 0 {
+		return nil, fmt.Errorf("sekisho nodes have run on this PostgreSQL database (%d in its nodes table): copy into an empty database, with no node started on it", beating)
+	}
 	counts := Counts{}
 	for _, t := range tables {
 		n, err := copyTable(ctx, rtx, wtx, t)

@@ -190,6 +190,19 @@ func TestSQLiteToPostgres(t *testing.T) {
 		t.Errorf("a code used on SQLite was accepted again on PostgreSQL (%v, %v)", ok, err)
 	}
 
+	// Never into a database a node has started on.
+	other, err := pgstore.Open(ctx, pgtest.NewDatabase(t), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Heartbeat(ctx, "n1", "", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storecopy.SQLiteToPostgres(ctx, path, other.Pool()); err == nil || !strings.Contains(err.Error(), "nodes have run on this PostgreSQL database") {
+		t.Errorf("a copy into a database a node started on: %v, want a refusal", err)
+	}
+
 	// Never over a database in use.
 	_, err = storecopy.SQLiteToPostgres(ctx, path, dst.Pool())
 	if err == nil || !strings.Contains(err.Error(), "already holds") {

@@ -1303,8 +1303,10 @@ func (c *Config) validateDatabase() error {
 	default:
 		return c.errf(0, "database.migrations %q: use auto or manual", d.Migrations)
 	}
-	if d.MaxConnections < 0 {
-		return c.errf(0, "database.max_connections must be positive")
+	if d.MaxConnections != 0 && d.MaxConnections < 4 {
+		// A cluster job holds one connection while it works with
+		// another, beside the heartbeat and the sessions.
+		return c.errf(0, "database.max_connections %d: use at least 4", d.MaxConnections)
 	}
 	return nil
 }

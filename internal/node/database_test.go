@@ -29,6 +29,7 @@ func TestDatabaseSection(t *testing.T) {
 		{name: "migrations", cfg: noState + "\ndatabase:\n  url: postgres://sekisho@db/s\n  migrations: sometimes\n", err: `database.migrations "sometimes": use auto or manual`},
 		{name: "options without url", cfg: valid + "\ndatabase:\n  migrations: manual\n", err: "database: url is required"},
 		{name: "node name", cfg: valid + "\nnode_name: Node 1\n", err: `node_name "Node 1"`},
+		{name: "too few connections", cfg: noState + "\ndatabase:\n  url: postgres://sekisho@db/s\n  max_connections: 2\n", err: "database.max_connections 2: use at least 4"},
 	} {
 		cfg, err := ParseConfig(strings.NewReader(tc.cfg), "sekisho.yaml")
 		switch {

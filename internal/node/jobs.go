@@ -113,10 +113,14 @@ func (n *Node) watchLocks(ctx context.Context) {
 		case <-second.C:
 			// Once for the cluster: the node that holds the job's lock
 			// expires every node's requests.
-			_, err := n.store.RunJob(ctx, "request-expiry", 0, func(ctx context.Context) error {
+			// Bounded: this loop also applies locks, which must not wait
+			// on a slow database.
+			jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := n.store.RunJob(jctx, "request-expiry", 0, func(ctx context.Context) error {
 				_, err := n.brk.ExpireRequests(ctx)
 				return err
 			})
+			cancel()
 			if err != nil && ctx.Err() == nil {
 				n.log.Error("pending access requests cannot be expired", "err", err)
 			}

@@ -60,7 +60,10 @@ func (n *Node) watchLostNodes(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if _, err := n.store.RunJob(ctx, "node-lost", 0, n.recoverLostNodes); err != nil && ctx.Err() == nil {
+		jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err := n.store.RunJob(jctx, "node-lost", 0, n.recoverLostNodes)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			n.log.Error("sessions of lost nodes not all recovered; tried again shortly", "err", err)
 		}
 	}
