@@ -55,11 +55,12 @@ type Node struct {
 	// The node's place in a cluster (PostgreSQL state): its name and
 	// start in the nodes' register, the door it closes when it cannot
 	// write its heartbeat, and the recovery of lost nodes' sessions.
-	name    string
-	started time.Time
-	fence   *fenceListener
-	lost    lostNodeJob
-	jobs    sync.WaitGroup // the heartbeat and the lost-node watch
+	name      string
+	started   time.Time
+	fence     *fenceListener
+	lost      lostNodeJob
+	jobs      sync.WaitGroup     // the heartbeat, the lost-node watch, the write spool, the listener for changes
+	stopBeats context.CancelFunc // ends the heartbeat, after the sessions
 }
 
 // Reload reads the config at path again and puts its technicians,
@@ -317,16 +318,21 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 	}
 	go n.watchLocks(wctx)
-	go spool.run(wctx, time.Second)
-	go n.listenForChanges(wctx)
+	n.jobs.Add(2)
+	go func() { defer n.jobs.Done(); spool.run(wctx, time.Second) }()
+	go func() { defer n.jobs.Done(); n.listenForChanges(wctx) }()
 	n.retention = retentionJob{cfg: cfg, recDir: recDir, routes: routes, key: recKey.Public().(ed25519.PublicKey)}
 	go n.runRetention(wctx, time.Duration(cfg.RetentionInterval))
 	if cfg.Postgres() {
 		n.lost = lostNodeJob{lostAfter: time.Duration(cfg.Cluster.NodeLostAfter), routes: routes, key: recKey}
+		// The heartbeat goes on until the node's sessions have ended
+		// (Stop), or a survivor could take them for lost meanwhile.
+		var hctx context.Context
+		hctx, n.stopBeats = context.WithCancel(context.Background())
 		n.jobs.Add(2)
 		go func() {
 			defer n.jobs.Done()
-			n.heartbeat(wctx, time.Duration(cfg.Cluster.Heartbeat), time.Duration(cfg.Cluster.NodeLostAfter), time.Now(), n.endLive)
+			n.heartbeat(hctx, time.Duration(cfg.Cluster.Heartbeat), time.Duration(cfg.Cluster.NodeLostAfter), time.Now(), n.endLive)
 		}()
 		go func() {
 			defer n.jobs.Done()
@@ -356,9 +362,12 @@ func (n *Node) Stop() error {
 	defer cancel()
 	n.cancel()
 	<-n.watcher
-	n.jobs.Wait()
 	err := n.srv.Shutdown(ctx)
 	<-n.served
+	if n.stopBeats != nil { // a node on PostgreSQL
+		n.stopBeats()
+	}
+	n.jobs.Wait()
 	n.stopPeer()
 	if n.serveErr != nil && err == nil {
 		err = n.serveErr
