@@ -92,6 +92,16 @@ func (m *minioServer) objects(t *testing.T, bucket, prefix string) []string {
 	return keys
 }
 
+// shipped reports whether recording id is in bucket whole: its seal, chain
+// and metadata, and none of the objects it is shipped through while live
+// (the seal goes first, so that the first node to seal wins).
+func (m *minioServer) shipped(t *testing.T, bucket, id string) bool {
+	t.Helper()
+	keys := " " + strings.Join(m.objects(t, bucket, id+"/"), " ") + " "
+	return strings.Contains(keys, " "+id+"/seal.json ") && strings.Contains(keys, " "+id+"/chain.jsonl ") &&
+		strings.Contains(keys, " "+id+"/session.json ") && !strings.Contains(keys, " "+id+"/live/")
+}
+
 // s3Variant starts a server whose JP recordings go to bucket on m.
 func s3Variant(t *testing.T, m *minioServer, bucket string) *variant {
 	t.Helper()
@@ -137,7 +147,7 @@ func TestRecordingsStoredInTheirZone(t *testing.T) {
 		for _, k := range m.objects(t, "sekisho-jp", "") {
 			if strings.HasSuffix(k, "/seal.json") {
 				id = strings.TrimSuffix(k, "/seal.json")
-				return true
+				return m.shipped(t, "sekisho-jp", id)
 			}
 		}
 		return false

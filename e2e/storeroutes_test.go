@@ -118,7 +118,7 @@ func TestRecordingsOfALocalZoneStayOffTheOtherZonesBucket(t *testing.T) {
 	// The SG session, started after the JP one ended, is in the bucket
 	// whole: the JP one would be there by now if it were uploaded.
 	waitUntil(t, 30*time.Second, "the SG recording sealed in the bucket", func() bool {
-		return len(m.objects(t, "sekisho-sg", sg+"/seal.json")) == 1
+		return m.shipped(t, "sekisho-sg", sg)
 	})
 	if keys := m.objects(t, "sekisho-sg", jp+"/"); len(keys) > 0 {
 		t.Errorf("the JP session reached the SG bucket: %s", strings.Join(keys, " "))
