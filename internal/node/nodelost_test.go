@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,8 +83,15 @@ func liveRecording(t *testing.T, s broker.Store, m *miniotest.Server, bucket str
 	if err := ch.Stdout(bytes.Repeat([]byte("row 42 of the customer table\r\n"), 90000)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "chunks and chain records in the store", func() bool {
-		return len(m.Objects(t, bucket, r.ID+"/chunks/")) >= 2 && len(m.Objects(t, bucket, r.ID+"/live/chain/")) >= 1
+	// Two chunks with their chain records: the records go in batches
+	// after the chunks, named by the last chunk they cover.
+	waitFor(t, 30*time.Second, "two chunks and their chain records in the store", func() bool {
+		covered := 0
+		for _, k := range m.Objects(t, bucket, r.ID+"/live/chain/") {
+			n, _ := strconv.Atoi(strings.TrimLeft(path.Base(k), "0"))
+			covered = max(covered, n)
+		}
+		return len(m.Objects(t, bucket, r.ID+"/chunks/")) >= 2 && covered >= 2
 	})
 	u.Close()
 	return r
