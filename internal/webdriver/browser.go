@@ -74,27 +74,39 @@ func Start(t testing.TB) *Browser {
 
 	// --port=0 lets chromedriver bind a free port itself and print it, so no
 	// other test can take the port between choosing it and listening on it.
-	out := &portWriter{found: make(chan int, 1)}
-	cmd := exec.Command(chromedriverPath, "--port=0")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = time.Second // Chromium may hold the output pipe open
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start chromedriver: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	b := &Browser{t: t, client: &http.Client{}, profile: profile, pid: cmd.Process.Pid}
-	t.Cleanup(func() { b.stop(exited) })
-
-	var port int
-	select {
-	case port = <-out.found:
-	case err := <-exited:
-		exited <- err // for stop
-		t.Fatalf("chromedriver exited before listening: %v\n%s", err, out.String())
-	case <-time.After(Timeout()):
-		t.Fatalf("chromedriver did not report its port within %s:\n%s", Timeout(), out.String())
+	// It picks the port on one address family and binds it on the other
+	// too, which another process may hold: then it exits, and is started
+	// again.
+	var (
+		b    *Browser
+		port int
+		out  *portWriter
+	)
+	for attempt := 1; ; attempt++ {
+		out = &portWriter{found: make(chan int, 1)}
+		cmd := exec.Command(chromedriverPath, "--port=0")
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.WaitDelay = time.Second // Chromium may hold the output pipe open
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start chromedriver: %v", err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case port = <-out.found:
+			b = &Browser{t: t, client: &http.Client{}, profile: profile, pid: cmd.Process.Pid}
+			t.Cleanup(func() { b.stop(exited) })
+		case err := <-exited:
+			if attempt < 5 && strings.Contains(out.String(), "Address already in use") {
+				continue
+			}
+			t.Fatalf("chromedriver exited before listening: %v\n%s", err, out.String())
+		case <-time.After(Timeout()):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Fatalf("chromedriver did not report its port within %s:\n%s", Timeout(), out.String())
+		}
+		break
 	}
 	server := fmt.Sprintf("http://127.0.0.1:%d", port)
 	Wait(t, "chromedriver /status ready", func() bool {
