@@ -92,8 +92,35 @@ func TestClusterWatchAcrossNodes(t *testing.T) {
 	}
 	noSevere(t, b, "live through node 2")
 
-	// The session ends on node 1: the watch on node 2 ends with it.
+	// Over SSH, as a reviewer would: `ssh kenji@bastion watch ID` landing
+	// on node 3.
+	sshWatch := c.nodes[2].logins(t).mustCmd(t, "kenji", "watch", id)
+	var sshOut syncBuffer
+	sshWatch.Stdout, sshWatch.Stderr = &sshOut, &sshOut
+	if err := sshWatch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sshExited := make(chan error, 1)
+	go func() { sshExited <- sshWatch.Wait() }()
+	waitUntil(t, 30*time.Second, "ssh … watch on node 3 to join", func() bool {
+		return strings.Contains(sshOut.String(), "browser-"+m+"-54")
+	})
+	tm.send("echo ssh-"+m+"-$((6*10))", "Enter")
+	waitUntil(t, 10*time.Second, "ssh … watch on node 3 to show what is typed on node 1", func() bool {
+		return strings.Contains(sshOut.String(), "ssh-"+m+"-60")
+	})
+
+	// The session ends on node 1: the watches through nodes 2 and 3 end
+	// with it.
 	tm.send("exit", "Enter")
+	select {
+	case err := <-sshExited:
+		if err != nil || !strings.Contains(sshOut.String(), "[sekisho: session ended") {
+			t.Errorf("ssh … watch on node 3: %v\n%s", err, sshOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ssh … watch on node 3 went on after the session ended on node 1:\n%s", sshOut.String())
+	}
 	select {
 	case err := <-exited:
 		if err != nil {

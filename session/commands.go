@@ -545,6 +545,11 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 		return exitUsage
 	}
 	meta, err := recording.ReadMeta(root, id)
+	if errors.Is(err, fs.ErrNotExist) {
+		if r, ok := c.servedElsewhere(id); ok {
+			return c.watchElsewhere(ctx, f, r)
+		}
+	}
 	if err == nil && c.srv.cfg.Access.CheckScope(context.Background(), c.tech.Name, "watch", c.source, broker.SessionConcern(id, meta.Target, meta.Residency)) != nil {
 		// As in the web console: outside a reviewer's scope a session
 		// is not found, and the audit log says why.
@@ -578,6 +583,50 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 	}
 	c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
 	c.errorf("sekisho: watch: the recording of session %s cannot be read; tell the sekisho operator\n", id)
+	return exitRefused
+}
+
+// servedElsewhere returns the register's entry of session id if it is
+// live on another node of the cluster.
+func (c *command) servedElsewhere(id string) (broker.SessionRecord, bool) {
+	if c.srv.cfg.Register == nil || c.srv.cfg.Peers == nil {
+		return broker.SessionRecord{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.srv.cfg.Register.Session(ctx, id)
+	if err != nil || r.Ended() || r.Node == "" || r.Node == c.srv.cfg.NodeName {
+		return broker.SessionRecord{}, false
+	}
+	return r, true
+}
+
+// watchElsewhere follows session r, which another node serves, over the
+// node-to-node link; who may watch what is decided here, as for a
+// session of this node.
+func (c *command) watchElsewhere(ctx context.Context, f *flags, r broker.SessionRecord) int {
+	if c.srv.cfg.Access.CheckScope(context.Background(), c.tech.Name, "watch", c.source, broker.SessionConcern(r.ID, r.Target, r.Residency)) != nil {
+		c.errorf("sekisho: watch: no session %s on this node (see sessions --live)\n", r.ID)
+		return exitRefused
+	}
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.watched", Technician: c.tech.Name,
+		Source: c.source, Session: r.ID, Target: r.Target, Detail: "served by node " + r.Node})
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go c.dropInput(stop)
+	err := c.srv.cfg.Peers.Watch(ctx, r.Node, r.ID, c.tech.Name, c.raw, recording.WatchOptions{FromStart: f.has("from-start")})
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		io.WriteString(c.raw, "\r\n[sekisho: stopped watching]\r\n")
+		return exitOK
+	case errors.Is(err, recording.ErrNoRecording):
+		c.errorf("sekisho: watch: session %s is no longer live\n", r.ID)
+		return exitRefused
+	}
+	c.srv.log.Error("watch through another node failed", "technician", c.tech.Name, "session", r.ID, "node", r.Node, "err", err)
+	c.errorf("sekisho: watch: session %s is served by node %s, which cannot be reached now; try again, or tell the sekisho operator\n", r.ID, r.Node)
 	return exitRefused
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -79,6 +80,17 @@ type Access interface {
 }
 
 // Config configures a Server.
+// Register is the session register, as far as watch needs it.
+type Register interface {
+	Session(ctx context.Context, id string) (broker.SessionRecord, error)
+}
+
+// Peers relays, over the node-to-node link, a live session another node
+// serves, as recording.Watch would show it there.
+type Peers interface {
+	Watch(ctx context.Context, node, id, watcher string, w io.Writer, opt recording.WatchOptions) error
+}
+
 // Console is the web console, as far as SSH needs it: sign-in links
 // bound to the technician and the key (its SHA256 fingerprint) that
 // signed the connection; the browser session ends when that key is no
@@ -89,7 +101,12 @@ type Console interface {
 
 type Config struct {
 	// NodeName names this node in the session register.
-	NodeName     string
+	NodeName string
+	// Register and Peers let watch follow a live session another node
+	// serves: the register says which node, Peers relays it from there.
+	// Both nil when the node is alone.
+	Register     Register
+	Peers        Peers
 	HostKey      ssh.Signer
 	Broker       Broker
 	RecordingDir string

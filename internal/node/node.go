@@ -237,13 +237,19 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	var srv *session.Server
 	var console *web.Server
 	var consoleIface session.Console
+	// A live session another node serves is relayed from it, to the
+	// console and to watch over SSH.
+	var peers *Peers
+	if cfg.Postgres() {
+		peers = newPeers(cfg, store, hostKey)
+	}
 	if cfg.Web.Listen != "" {
-		var peers web.Peers // a live session another node serves is relayed from it
-		if cfg.Postgres() {
-			peers = newPeers(cfg, store, hostKey)
+		var webPeers web.Peers // nil, not a nil *Peers, when alone
+		if peers != nil {
+			webPeers = peers
 		}
 		console, err = web.New(web.Config{Broker: brk, Store: store, RecordingDir: recDir, RecordingKey: recKey.Public().(ed25519.PublicKey),
-			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), NodeName: cfg.NodeName, Peers: peers, URL: cfg.Web.URL,
+			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), NodeName: cfg.NodeName, Peers: webPeers, URL: cfg.Web.URL,
 			IdleTimeout: time.Duration(cfg.Web.IdleTimeout), SessionTTL: time.Duration(cfg.Web.SessionTTL), Logger: logger})
 		if err != nil {
 			store.Close()
@@ -253,6 +259,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	}
 	srv, err = session.NewServer(session.Config{
 		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface,
+		Register: store, Peers: sessionPeers(peers),
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
 		AuthTimeout: time.Duration(cfg.SSH.AuthTimeout), MaxAuthTries: cfg.SSH.MaxAuthTries,
@@ -353,6 +360,15 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	logger.Info("sekisho listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()),
 		"vault", cfg.Vault.Address, "technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules))
 	return n, nil
+}
+
+// sessionPeers is p for the SSH side, or nil (not a nil *Peers) when the
+// node is alone.
+func sessionPeers(p *Peers) session.Peers {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // Stop shuts the node down, ending its sessions and closing their
