@@ -97,6 +97,8 @@ type SessionFilter struct {
 	Text string
 	// Live keeps only sessions not ended in the register.
 	Live bool
+	// Node keeps the sessions the node of that name served.
+	Node string
 	// Limit caps the number of sessions returned (0: no cap); Offset skips
 	// that many of the newest first, for paging.
 	Limit  int

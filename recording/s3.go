@@ -357,6 +357,11 @@ func (u *Uploader) step(ctx context.Context, dir, id string, st *S3Store, state 
 	if recs2, _, _ := readChain(dir); len(recs2) != state.Uploaded {
 		return nil // chained while we uploaded
 	}
+	// The metadata as sealed goes live before the seal: a node cut off
+	// after the seal leaves what it vouches for in the live objects.
+	if err := u.shipLive(ctx, dir, id, st, state, recs); err != nil {
+		return err
+	}
 	// The seal first, unless another node's is there; session.json
 	// last: its presence in the store means the rest is there.
 	seal, err := os.ReadFile(filepath.Join(dir, sealFile))

@@ -34,7 +34,10 @@ import (
 // seal.json is put before chain.jsonl and session.json, and only if the
 // store holds none yet: of the node that made the recording and a node
 // that seals it after the first was lost, the first seal in the store
-// wins, and the other learns it (ErrSealedElsewhere).
+// wins, and the other learns it (ErrSealedElsewhere). The live objects
+// hold the chain records and the metadata as sealed before the seal goes:
+// of a node cut off between its seal and the rest, a survivor stores the
+// rest from them (SealShipped).
 
 // ErrSealedElsewhere is returned (wrapped) when the store already holds
 // another seal of the recording: another node sealed it first.
@@ -168,7 +171,9 @@ func (s *S3Store) shippedChain(ctx context.Context, id string) ([]ChainRecord, e
 //
 // A recording the store holds sealed already (its node sealed and shipped
 // it before it was lost, or another node sealed it first) is not sealed
-// again: its own seal is returned once it verifies with key.
+// again: its own seal is returned once it verifies with key. One whose
+// seal reached the store without its chain and metadata is finished from
+// the live objects, if they are what the seal vouches for.
 func (s *S3Store) SealShipped(ctx context.Context, meta Meta, work string, key ed25519.PrivateKey, reason string) (Seal, error) {
 	id := meta.ID
 	dir, err := SessionDir(work, id)
@@ -177,6 +182,12 @@ func (s *S3Store) SealShipped(ctx context.Context, meta Meta, work string, key e
 	}
 	if s.Has(ctx, id) {
 		if seal, err := s.sealedThere(ctx, id, work, key); err == nil {
+			return seal, nil
+		}
+		// Sealed there by its node, cut off before the rest was stored:
+		// the rest is in the live objects.
+		os.RemoveAll(dir)
+		if seal, err := s.finishSealed(ctx, id, work, key); err == nil {
 			return seal, nil
 		}
 		// Sealed there by an earlier try of ours cut off before the rest
@@ -341,4 +352,98 @@ func (s *S3Store) sameSeal(ctx context.Context, id string, ours Seal, key ed2551
 		there.Chunks == ours.Chunks && there.Head == ours.Head && there.MetaSHA256 == ours.MetaSHA256 &&
 		ed25519.Verify(key.Public().(ed25519.PublicKey), there.payload(), sig)
 	return there, same
+}
+
+// finishSealed stores the chain and metadata of a recording whose seal
+// (signed with key) reached the store without them: the node that sealed
+// it was cut off between the seal and the rest. Both are rebuilt from the
+// live objects, and stored only if they are what the seal vouches for:
+// the chain records up to its head, the metadata of its hash. The
+// recording must then verify as fetched from the store.
+func (s *S3Store) finishSealed(ctx context.Context, id, work string, key ed25519.PrivateKey) (Seal, error) {
+	seal, err := s.StoredSeal(ctx, id)
+	if err != nil {
+		return Seal{}, err
+	}
+	sig, _ := base64.StdEncoding.DecodeString(seal.Signature)
+	if seal.Session != id || !ed25519.Verify(key.Public().(ed25519.PublicKey), seal.payload(), sig) {
+		return Seal{}, fmt.Errorf("recording store %s: the seal of %s is not signed with the recording key", s.cfg.Name, id)
+	}
+	// session.json goes last: there, the rest was stored and is not
+	// replaced.
+	if _, err := s.client.StatObject(ctx, s.cfg.Bucket, id+"/session.json", minio.StatObjectOptions{}); err == nil {
+		return Seal{}, fmt.Errorf("recording store %s: %s holds its metadata already", s.cfg.Name, id)
+	}
+	recs, err := s.shippedChain(ctx, id)
+	if err != nil {
+		return Seal{}, err
+	}
+	if len(recs) < seal.Chunks {
+		return Seal{}, fmt.Errorf("recording store %s: %d chain records of %s shipped, its seal vouches for %d", s.cfg.Name, len(recs), id, seal.Chunks)
+	}
+	var chain bytes.Buffer
+	prev := ""
+	for _, r := range recs[:seal.Chunks] {
+		if r.Prev != prev || r.hash() != r.Hash {
+			return Seal{}, fmt.Errorf("recording store %s: the shipped chain of %s breaks at chunk %d", s.cfg.Name, id, r.Seq)
+		}
+		j, _ := json.Marshal(r)
+		chain.Write(append(j, '\n'))
+		prev = r.Hash
+	}
+	if prev != seal.Head {
+		return Seal{}, fmt.Errorf("recording store %s: the shipped chain of %s does not end at its seal's head", s.cfg.Name, id)
+	}
+	meta, err := s.get(ctx, liveMetaKey(id))
+	if err != nil {
+		return Seal{}, fmt.Errorf("recording store %s: shipped metadata of %s: %w", s.cfg.Name, id, err)
+	}
+	if sum := sha256.Sum256(meta); hex.EncodeToString(sum[:]) != seal.MetaSHA256 {
+		return Seal{}, fmt.Errorf("recording store %s: the shipped metadata of %s is not the one sealed", s.cfg.Name, id)
+	}
+	if err := s.put(ctx, id+"/"+chainFile, chain.Bytes()); err != nil {
+		return Seal{}, err
+	}
+	if err := s.put(ctx, id+"/session.json", meta); err != nil {
+		return Seal{}, err
+	}
+	there, err := s.sealedThere(ctx, id, work, key)
+	if err != nil {
+		return Seal{}, err
+	}
+	s.dropLive(ctx, id)
+	return there, nil
+}
+
+// StoredSeal returns the seal the store holds of recording id.
+func (s *S3Store) StoredSeal(ctx context.Context, id string) (Seal, error) {
+	b, err := s.get(ctx, id+"/"+sealFile)
+	if err != nil {
+		return Seal{}, fmt.Errorf("recording store %s: seal of %s: %w", s.cfg.Name, id, err)
+	}
+	var seal Seal
+	if err := json.Unmarshal(b, &seal); err != nil {
+		return Seal{}, fmt.Errorf("recording store %s: seal of %s: %w", s.cfg.Name, id, err)
+	}
+	return seal, nil
+}
+
+// Unfinished reports whether the store holds a recording that is not
+// whole: objects of it reached the store (chunks, live objects, its
+// seal) but not its session.json, which goes last.
+func (s *S3Store) Unfinished(ctx context.Context, id string) (bool, error) {
+	_, err := s.client.StatObject(ctx, s.cfg.Bucket, id+"/session.json", minio.StatObjectOptions{})
+	if err == nil {
+		return false, nil
+	}
+	if code := minio.ToErrorResponse(err).Code; code != "NoSuchKey" {
+		return false, fmt.Errorf("recording store %s: %s/session.json: %w", s.cfg.Name, id, err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the listing once one object is seen
+	obj, ok := <-s.client.ListObjects(lctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: id + "/", Recursive: true, MaxKeys: 1})
+	if ok && obj.Err != nil {
+		return false, fmt.Errorf("recording store %s: list %s: %w", s.cfg.Name, id, obj.Err)
+	}
+	return ok, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,5 +148,87 @@ func TestSealShippedFromWhatReachedTheStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(spool, id)); errors.Is(err, os.ErrNotExist) {
 		t.Error("the spool copy of a recording sealed elsewhere was removed")
+	}
+}
+
+// A node ships a recording's seal and is cut off before its chain and
+// metadata: the store holds a seal that nothing there vouches for. A
+// survivor stores the chain and metadata from the live objects, as the
+// seal vouches for them, and the recording verifies complete; sealing it
+// again gives the same seal.
+func TestSealShippedFinishesASealCutOffFromTheRest(t *testing.T) {
+	ctx := context.Background()
+	m := miniotest.Start(t)
+	st := m.Bucket(t, "rec-cut")
+	// The node's store takes everything but the chain: it is cut off
+	// right after the seal.
+	cut := m.RefusingStore(t, "rec-cut", func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/chain.jsonl")
+	})
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	pub := key.Public().(ed25519.PublicKey)
+	spool := t.TempDir()
+	routes, err := recording.NewRoutes([]recording.Route{{Store: "rec-cut", Zones: []string{"*"}, S3: cut}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := recording.NewUploader(spool, routes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	id := uuid.NewString()
+	start := time.Now().UTC().Truncate(time.Second)
+	rec, err := recording.CreateSigned(spool, recording.Meta{ID: id, Technician: "aiko", Target: "web-sg-01", Residency: "SG", Start: start}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Start(ctx, id, "SG", nil); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := rec.Channel(recording.ChannelInfo{PTY: true, Term: "xterm", Cols: 80, Rows: 24, Kind: "shell"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Stdout(bytes.Repeat([]byte("sekisho records before it forwards\r\n"), 75000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.End(time.Now(), "client closed", 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	local, err := recording.ReadSeal(spool, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the node's seal in the store", func() bool { return st.Has(ctx, id) })
+	u.Close() // the node dies
+	if got := append(m.Objects(t, "rec-cut", id+"/chain.jsonl"), m.Objects(t, "rec-cut", id+"/session.json")...); len(got) != 0 {
+		t.Fatalf("the store holds %v; want the seal without the rest", got)
+	}
+
+	seal, err := st.SealShipped(ctx, recording.Meta{ID: id, Residency: "SG", Start: start}, t.TempDir(), key, "node lost")
+	if err != nil {
+		t.Fatalf("sealing a recording whose node was cut off after its seal: %v", err)
+	}
+	if seal != local {
+		t.Fatalf("seal %+v, want the node's own %+v", seal, local)
+	}
+	dir, err := st.Fetch(ctx, id, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := recording.Verify(dir, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.CheckRegister(true, true, recording.RegisterHead(local.Head), local.Chunks)
+	if !v.OK || !v.Complete || !v.Signed || v.Chunks != local.Chunks {
+		t.Fatalf("verify: ok %v complete %v signed %v chunks %d (problems %v); want ok, complete, signed, %d chunks", v.OK, v.Complete, v.Signed, v.Chunks, v.Problems, local.Chunks)
+	}
+	if live := m.Objects(t, "rec-cut", id+"/live/"); len(live) != 0 {
+		t.Errorf("live objects left after the recording was finished: %v", live)
+	}
+	again, err := st.SealShipped(ctx, recording.Meta{ID: id, Residency: "SG", Start: start}, t.TempDir(), key, "node lost")
+	if err != nil || again != local {
+		t.Fatalf("sealed again: %+v, %v; want the node's seal", again, err)
 	}
 }

@@ -271,7 +271,7 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 	var q query
 	for _, eq := range []struct{ column, value string }{
 		{"technician", f.Technician}, {"target", f.Target},
-		{"affiliate", f.Affiliate}, {"source_country", f.SourceCountry}, {"residency", f.Residency},
+		{"affiliate", f.Affiliate}, {"source_country", f.SourceCountry}, {"residency", f.Residency}, {"node", f.Node},
 	} {
 		if eq.value != "" {
 			q.and(eq.column + "=" + q.arg(eq.value))

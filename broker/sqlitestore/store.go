@@ -300,7 +300,7 @@ func (s *Store) Sessions(ctx context.Context, f broker.SessionFilter) ([]broker.
 		args = append(args, f.Until.UTC().Format(timeFormat))
 	}
 	for _, eq := range []struct{ column, value string }{
-		{"affiliate", f.Affiliate}, {"source_country", f.SourceCountry}, {"residency", f.Residency},
+		{"affiliate", f.Affiliate}, {"source_country", f.SourceCountry}, {"residency", f.Residency}, {"node", f.Node},
 	} {
 		if eq.value != "" {
 			where = append(where, eq.column+"=?")

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ func TestSessionsFilters(t *testing.T) {
 		for i, c := range sessions {
 			r := record(c.id, "aiko", "db-jp-01", base.Add(time.Duration(i+1)*time.Minute))
 			r.Affiliate, r.SourceCountry, r.Residency = c.affiliate, c.country, c.residency
+			r.Node = "node-" + strings.ToLower(c.residency)
 			if err := s.StartSession(ctx, r); err != nil {
 				t.Fatal(err)
 			}
@@ -58,6 +60,8 @@ func TestSessionsFilters(t *testing.T) {
 			{"affiliate is exact", broker.SessionFilter{Affiliate: "ops"}, nil},
 			{"source country", broker.SessionFilter{SourceCountry: "JP"}, []string{"s5", "s1"}},
 			{"residency", broker.SessionFilter{Residency: "SG"}, []string{"s3", "s2"}},
+			{"node", broker.SessionFilter{Node: "node-sg"}, []string{"s3", "s2"}},
+			{"node is exact", broker.SessionFilter{Node: "node"}, nil},
 			{"residencies nil is any", broker.SessionFilter{Residencies: nil}, []string{"s5", "s4", "s3", "s2", "s1"}},
 			{"residencies empty is none", broker.SessionFilter{Residencies: []string{}}, nil},
 			{"residencies", broker.SessionFilter{Residencies: []string{"JP", "DE"}}, []string{"s5", "s4", "s1"}},

@@ -8,6 +8,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +95,31 @@ func (s *Server) Bucket(t testing.TB, name string) *recording.S3Store {
 		t.Fatal(err)
 	}
 	st, err := recording.NewS3Store(recording.S3Config{Name: name, Endpoint: s.Addr, Bucket: name, AccessKey: User, SecretKey: Password, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// RefusingStore returns a recording store on bucket, which must exist,
+// reached through a proxy that refuses (403 AccessDenied) the requests
+// refuse picks and passes the others on: a store that stops taking some
+// objects, as when a node is cut off between them.
+func (s *Server) RefusingStore(t testing.TB, bucket string, refuse func(*http.Request) bool) *recording.S3Store {
+	t.Helper()
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: s.Addr})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse(r) {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, "<Error><Code>AccessDenied</Code><Message>refused by the test</Message><Resource>%s</Resource></Error>", r.URL.Path)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	st, err := recording.NewS3Store(recording.S3Config{Name: bucket, Endpoint: srv.Listener.Addr().String(), Bucket: bucket,
+		AccessKey: User, SecretKey: Password, Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
