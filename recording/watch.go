@@ -105,9 +105,19 @@ func Watch(ctx context.Context, w io.Writer, root, id string, opt WatchOptions) 
 			return ctx.Err()
 		case <-tick.C:
 		}
-		if m, err = ReadMeta(root, id); err != nil {
+		next, err := ReadMeta(root, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The session ended and its spool copy went to its store
+			// between two looks: the files open here still hold the rest.
+			if err := wt.follow(ctx, nil); err != nil {
+				return err
+			}
+			return wt.end("ended; its recording went to its store")
+		}
+		if err != nil {
 			return err
 		}
+		m = next
 	}
 }
 

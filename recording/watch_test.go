@@ -312,3 +312,27 @@ func TestWatchFollowsResizes(t *testing.T) {
 		t.Errorf("%d sizes passed on, want 3 (the joined size, 120x40 once, 132x43):\n%q", n, got)
 	}
 }
+
+// The spool copy of a session that just ended goes to its store between
+// two looks of the watcher: what the files it holds open still have is
+// shown, and the watch ends saying so, rather than failing.
+func TestWatchEndsWhenTheSpoolCopyGoes(t *testing.T) {
+	t.Parallel()
+	root, id, s := newSession(t)
+	shell := newChannel(t, s, ChannelInfo{PTY: true, Kind: "shell", Cols: 100, Rows: 30})
+	must(t, shell.Stdout([]byte("prompt$ ")))
+	out, done := startWatch(t, root, id, WatchOptions{Poll: 5 * time.Millisecond})
+	waitOutput(t, out, "prompt$ ")
+	// The last output and the removal land between two polls: the watcher
+	// holds the file open and reads the rest from it.
+	must(t, shell.Stdout([]byte("last-words\r\n")))
+	dir, err := SessionDir(root, id)
+	must(t, err)
+	must(t, os.RemoveAll(dir))
+	if err := waitDone(t, done); err != nil {
+		t.Fatalf("Watch = %v, want nil when the spool copy goes", err)
+	}
+	if got := out.String(); !strings.Contains(got, "[sekisho: session ended: ended; its recording went to its store]") {
+		t.Errorf("the watcher saw:\n%q", got)
+	}
+}
