@@ -15,7 +15,11 @@ import (
 // node compares heartbeats with the same clock, so the nodes' own clocks
 // may differ.
 func (s *Store) Heartbeat(ctx context.Context, node, address string, started time.Time) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO nodes (name, address, started_at, heartbeat_at) VALUES ($1, $2, $3, now())
+	pool := s.beat
+	if pool == nil {
+		pool = s.pool
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO nodes (name, address, started_at, heartbeat_at) VALUES ($1, $2, $3, now())
 		ON CONFLICT (name) DO UPDATE SET address = excluded.address, started_at = excluded.started_at, heartbeat_at = now()`,
 		args(node, address, started.UTC())...)
 	if err != nil {

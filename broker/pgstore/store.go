@@ -51,6 +51,7 @@ type Options struct {
 // Store is a broker.Store on PostgreSQL.
 type Store struct {
 	pool *pgxpool.Pool
+	beat *pgxpool.Pool // the heartbeat's own; nil for OnlyConnect
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -94,7 +95,17 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("state store %s: %w", where, err)
 	}
-	return &Store{pool: pool}, nil
+	// The heartbeat has a connection of its own: sessions and console
+	// searches that take every other cannot make a healthy node look
+	// silent, and stand back.
+	beatCfg := cfg.Copy()
+	beatCfg.MaxConns, beatCfg.MinConns = 1, 0
+	beat, err := pgxpool.NewWithConfig(ctx, beatCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("state store: %w", redact(err))
+	}
+	return &Store{pool: pool, beat: beat}, nil
 }
 
 // redact drops the password from an error that quotes a connection
@@ -112,7 +123,13 @@ func redact(err error) error {
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close closes the pool.
-func (s *Store) Close() error { s.pool.Close(); return nil }
+func (s *Store) Close() error {
+	if s.beat != nil {
+		s.beat.Close()
+	}
+	s.pool.Close()
+	return nil
+}
 
 // text makes a string storable: PostgreSQL refuses invalid UTF-8 and NUL.
 func text(v string) string {
