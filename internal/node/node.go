@@ -180,6 +180,20 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 			return nil, err
 		}
 		setAsideSuperseded(ctx, store, recDir, routes, logger)
+		// The first node to put a seal wins: a store that does not
+		// refuse the second put cannot hold several nodes' recordings.
+		for _, st := range routes.ObjectStores() {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := st.CheckConditionalWrites(pctx)
+			cancel()
+			if errors.Is(err, recording.ErrNoConditionalWrites) {
+				store.Close()
+				return nil, err
+			}
+			if err != nil {
+				logger.Warn("a recording store could not be probed for conditional writes; sessions of its zones are refused while it does not answer", "err", err)
+			}
+		}
 	}
 	// Second-factor secrets stored in the clear by an older sekisho are
 	// sealed now. Those Vault will not seal yet keep working, and only
