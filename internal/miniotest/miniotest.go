@@ -14,8 +14,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -187,4 +189,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// LiveChainCovers returns the last chunk of recording id whose chain
+// record reached bucket while it was live: the records go in batches
+// after their chunks, named by the last chunk they cover.
+func (s *Server) LiveChainCovers(t testing.TB, bucket, id string) int {
+	t.Helper()
+	covered := 0
+	for _, k := range s.Objects(t, bucket, id+"/live/chain/") {
+		n, _ := strconv.Atoi(strings.TrimLeft(path.Base(k), "0"))
+		covered = max(covered, n)
+	}
+	return covered
 }

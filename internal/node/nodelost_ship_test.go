@@ -217,7 +217,7 @@ func TestLostNodeEndedSessionSealedFromStore(t *testing.T) {
 	u := recording.NewUploader(spool, routes, log)
 	r, rec, ch := recordOn(t, s, u, spool, key, "node-b")
 	waitFor(t, 30*time.Second, "two chunks and their chain records in the store", func() bool {
-		return len(m.Objects(t, "ended-sg", r.ID+"/chunks/")) >= 2 && len(m.Objects(t, "ended-sg", r.ID+"/live/chain/")) >= 1
+		return len(m.Objects(t, "ended-sg", r.ID+"/chunks/")) >= 2 && m.LiveChainCovers(t, "ended-sg", r.ID) >= 2
 	})
 	u.Close() // what it had not shipped yet never is
 	if err := ch.Stdout(bytes.Repeat([]byte("row 43 of the customer table\r\n"), 90000)); err != nil {

@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,12 +84,7 @@ func liveRecording(t *testing.T, s broker.Store, m *miniotest.Server, bucket str
 	// Two chunks with their chain records: the records go in batches
 	// after the chunks, named by the last chunk they cover.
 	waitFor(t, 30*time.Second, "two chunks and their chain records in the store", func() bool {
-		covered := 0
-		for _, k := range m.Objects(t, bucket, r.ID+"/live/chain/") {
-			n, _ := strconv.Atoi(strings.TrimLeft(path.Base(k), "0"))
-			covered = max(covered, n)
-		}
-		return len(m.Objects(t, bucket, r.ID+"/chunks/")) >= 2 && covered >= 2
+		return len(m.Objects(t, bucket, r.ID+"/chunks/")) >= 2 && m.LiveChainCovers(t, bucket, r.ID) >= 2
 	})
 	u.Close()
 	return r
