@@ -56,8 +56,9 @@ demo: deps-demo build
 # Three equal nodes on PostgreSQL (Debian's, a fresh cluster run as the
 # postgres user), recordings in MinIO, behind HAProxy (PROXY protocol v2)
 # on 127.0.0.1:2222; files under .demo-ha/.
+# DEMO_HA_FLAGS adds flags (.ci/run: other ports and directory).
 demo-ha: deps-ha build bin/minio
-	bin/sekisho demo --ha
+	bin/sekisho demo --ha $(DEMO_HA_FLAGS)
 
 # Everything: formatting, vet, staticcheck, unit tests and the end-to-end
 # tests against real OpenSSH, a real sshd and the real dev Vault.
