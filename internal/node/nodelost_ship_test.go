@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,8 +17,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sekisho/sekisho/broker"
-	"github.com/sekisho/sekisho/internal/miniotest"
-	"github.com/sekisho/sekisho/internal/pgtest"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -110,9 +107,8 @@ func verifyStored(t *testing.T, s broker.Store, st *recording.S3Store, id string
 func TestLostNodeCutOffAfterItsSealsFinishesThem(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	m := miniotest.Start(t)
-	st := m.Bucket(t, "cut-sg")
+	c := newLostNodeCluster(t, "cut-sg")
+	dsn, m, st, routes, key, pub, s := c.dsn, c.m, c.st, c.routes, c.key, c.pub, c.s
 	var cutOff atomic.Bool
 	cutOff.Store(true)
 	nodeStore := m.RefusingStore(t, "cut-sg", func(r *http.Request) bool {
@@ -122,14 +118,7 @@ func TestLostNodeCutOffAfterItsSealsFinishesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes, err := recording.NewRoutes([]recording.Route{{Store: "cut-sg", Zones: []string{"*"}, S3: st}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	pub := key.Public().(ed25519.PublicKey)
 	const lostAfter = time.Second
-	s := openPG(t, dsn)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	if err := s.Heartbeat(ctx, "node-b", "127.0.0.1:2222", time.Now()); err != nil {
@@ -197,17 +186,9 @@ func TestLostNodeCutOffAfterItsSealsFinishesThem(t *testing.T) {
 func TestLostNodeEndedSessionSealedFromStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	m := miniotest.Start(t)
-	st := m.Bucket(t, "ended-sg")
-	routes, err := recording.NewRoutes([]recording.Route{{Store: "ended-sg", Zones: []string{"*"}, S3: st}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	pub := key.Public().(ed25519.PublicKey)
+	c := newLostNodeCluster(t, "ended-sg")
+	dsn, m, st, routes, key, pub, s := c.dsn, c.m, c.st, c.routes, c.key, c.pub, c.s
 	const lostAfter = time.Second
-	s := openPG(t, dsn)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	if err := s.Heartbeat(ctx, "node-b", "127.0.0.1:2222", time.Now()); err != nil {

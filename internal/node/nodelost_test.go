@@ -54,6 +54,33 @@ func survivor(t *testing.T, dsn, name string, lostAfter time.Duration, routes *r
 		lost: lostNodeJob{lostAfter: lostAfter, routes: routes, key: key}}
 }
 
+// lostNodeCluster is what the lost-node tests share: a database, a
+// bucket of a real MinIO that every zone's recordings go to, the
+// cluster's recording key, and a handle on the database.
+type lostNodeCluster struct {
+	dsn    string
+	m      *miniotest.Server
+	st     *recording.S3Store
+	routes *recording.Routes
+	key    ed25519.PrivateKey
+	pub    ed25519.PublicKey
+	s      *pgstore.Store
+}
+
+func newLostNodeCluster(t *testing.T, bucket string) lostNodeCluster {
+	t.Helper()
+	c := lostNodeCluster{dsn: pgtest.NewDatabase(t), m: miniotest.Start(t)}
+	c.st = c.m.Bucket(t, bucket)
+	var err error
+	if c.routes, err = recording.NewRoutes([]recording.Route{{Store: bucket, Zones: []string{"*"}, S3: c.st}}); err != nil {
+		t.Fatal(err)
+	}
+	_, c.key, _ = ed25519.GenerateKey(rand.Reader)
+	c.pub = c.key.Public().(ed25519.PublicKey)
+	c.s = openPG(t, c.dsn)
+	return c
+}
+
 // liveRecording registers a live session of node and streams its
 // recording to st until at least two chunks and their chain records are
 // there; then its uploader stops, as when the node dies.
@@ -98,17 +125,9 @@ func liveRecording(t *testing.T, s broker.Store, m *miniotest.Server, bucket str
 func TestLostNodeSessionEndedOnceAndSealedFromStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	m := miniotest.Start(t)
-	st := m.Bucket(t, "node-lost-sg")
-	routes, err := recording.NewRoutes([]recording.Route{{Store: "node-lost-sg", Zones: []string{"*"}, S3: st}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	pub := key.Public().(ed25519.PublicKey)
+	c := newLostNodeCluster(t, "node-lost-sg")
+	dsn, m, st, routes, key, pub, s := c.dsn, c.m, c.st, c.routes, c.key, c.pub, c.s
 	const lostAfter, beat = 2 * time.Second, 200 * time.Millisecond
-	s := openPG(t, dsn)
 
 	// node-b beats, serves a session, and dies; node-c beats on.
 	if err := s.Heartbeat(ctx, "node-b", "127.0.0.1:2222", time.Now()); err != nil {
@@ -146,6 +165,7 @@ func TestLostNodeSessionEndedOnceAndSealedFromStore(t *testing.T) {
 
 	var got broker.SessionRecord
 	waitFor(t, lostAfter+10*time.Second, "the dead node's session ended and its seal registered", func() bool {
+		var err error
 		got, err = s.Session(ctx, dead.ID)
 		return err == nil && got.Ended() && got.RecordingHead != ""
 	})
