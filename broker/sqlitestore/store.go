@@ -135,7 +135,11 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+// TimeFormat is how times are stored, as TEXT in UTC, so that they sort
+// as strings and keep their nanoseconds.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+const timeFormat = TimeFormat
 
 // Store is a broker.Store on SQLite.
 type Store struct {

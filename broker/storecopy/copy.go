@@ -232,9 +232,6 @@ func (r *rowSource) Values() ([]any, error) {
 
 func (r *rowSource) Err() error { return r.err }
 
-// timeFormat is sqlitestore's.
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
-
 func convert(v any, k kind) (any, error) {
 	if b, ok := v.([]byte); ok {
 		v = string(b)
@@ -248,7 +245,7 @@ func convert(v any, k kind) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("a time stored as %T", v)
 		}
-		t, err := time.Parse(timeFormat, s)
+		t, err := time.Parse(sqlitestore.TimeFormat, s)
 		if err != nil {
 			return nil, err
 		}
