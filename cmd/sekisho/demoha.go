@@ -249,7 +249,7 @@ func (d *demo) startNodes(ctx context.Context, nodes []demoNode) ([]*proc, error
 			return !p.alive() || (err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(n.PID))
 		})
 		if err == nil && !p.alive() {
-			err = fmt.Errorf("%s exited at start; see %s", n.Name, n.Log)
+			err = fmt.Errorf("%s exited at start; the end of %s:\n%s", n.Name, n.Log, logTail(n.Log, 10))
 		}
 		if err != nil {
 			return nil, err
@@ -441,4 +441,15 @@ func relTo(rel, dir, path string) string {
 		return filepath.Join(rel, r)
 	}
 	return path
+}
+
+// logTail returns the last n lines of the log at path, for an error that
+// says why a process the demo started exited.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
