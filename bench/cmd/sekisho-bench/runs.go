@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,7 +224,7 @@ func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); retur
 // diskUse is the size of a session's recording directory.
 type diskUse struct {
 	Dir      string `json:"dir"`
-	Apparent int64  `json:"apparent_bytes"` // sum of file sizes
+	Apparent int64  `json:"apparent_bytes"` // sum of sizes, as du --apparent-size
 	Disk     int64  `json:"disk_bytes"`     // allocated blocks, as du counts
 }
 
@@ -272,20 +273,9 @@ func (e *env) newRecording(ctx context.Context, before map[string]bool, remove b
 	if err != nil {
 		return nil, err
 	}
-	u := &diskUse{Dir: filepath.Base(dir)}
-	ents, err := os.ReadDir(dir)
+	u, err := measureDir(dir)
 	if err != nil {
 		return nil, err
-	}
-	for _, de := range ents {
-		fi, err := de.Info()
-		if err != nil {
-			return nil, err
-		}
-		u.Apparent += fi.Size()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			u.Disk += st.Blocks * 512
-		}
 	}
 	if remove {
 		if err := os.RemoveAll(dir); err != nil {
@@ -293,6 +283,29 @@ func (e *env) newRecording(ctx context.Context, before map[string]bool, remove b
 		}
 	}
 	return u, nil
+}
+
+// measureDir sums what dir takes, as du does: the directory and
+// everything in it at any depth, whatever the files' names, so that a
+// recording's .cast chunks, any raw-bytes files beside them (<n>.raw),
+// the chain, the metadata and the seal all count.
+func measureDir(dir string) (*diskUse, error) {
+	u := &diskUse{Dir: filepath.Base(dir)}
+	err := filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		u.Apparent += fi.Size()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			u.Disk += st.Blocks * 512
+		}
+		return nil
+	})
+	return u, err
 }
 
 // makeUploadFile creates the n-byte file scp uploads: sparse, so it reads
