@@ -110,15 +110,25 @@ func openChain(dir string) (*chain, error) {
 // add appends a record for file[off:off+len] with the given digest and
 // syncs it.
 func (c *chain) add(file string, off, n int64, sum []byte, recovered bool) (ChainRecord, error) {
+	r, err := c.write(file, off, n, sum, recovered)
+	if err != nil {
+		return r, err
+	}
+	if err := c.f.Sync(); err != nil {
+		return r, fmt.Errorf("recording chain sync: %w", err)
+	}
+	return r, nil
+}
+
+// write appends a record for file[off:off+len] with the given digest; the
+// caller syncs it (add, or the sync pass for many chains at once).
+func (c *chain) write(file string, off, n int64, sum []byte, recovered bool) (ChainRecord, error) {
 	r := ChainRecord{Seq: c.seq + 1, File: file, Off: off, Len: n, SHA256: hex.EncodeToString(sum), Prev: c.head,
 		At: time.Now().UTC().Format(time.RFC3339Nano), Recovered: recovered}
 	r.Hash = r.hash()
 	b, _ := json.Marshal(r)
 	if _, err := c.f.Write(append(b, '\n')); err != nil {
 		return r, fmt.Errorf("recording chain write: %w", err)
-	}
-	if err := c.f.Sync(); err != nil {
-		return r, fmt.Errorf("recording chain sync: %w", err)
 	}
 	c.seq, c.head = r.Seq, r.Hash
 	return r, nil
@@ -175,7 +185,7 @@ func syncDir(dir string) error {
 
 // channelFileRe is the name of a channel file: nothing else is read or
 // uploaded on the word of chain.jsonl.
-var channelFileRe = regexp.MustCompile(`^[1-9][0-9]{0,8}\.cast$`)
+var channelFileRe = regexp.MustCompile(`^[1-9][0-9]{0,8}\.(cast|raw)$`)
 
 // readChain reads chain.jsonl; a last line cut short by a crash is
 // ignored (and reported by partial).
@@ -345,6 +355,9 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 		add(Problem{File: "session.json", What: fmt.Sprintf("names session %s, not %s: the recording was moved or replaced (a copy keeps its directory named by the session ID)", m.ID, v.Session)})
 	}
 	for _, name := range order {
+		if filepath.Ext(name) != ".cast" {
+			continue // a data file has no header; its channel's names the session
+		}
 		if id := headerSession(filepath.Join(dir, name)); id != v.Session {
 			add(Problem{File: name, What: fmt.Sprintf("its header names session %q, not %s", id, v.Session)})
 		}
@@ -352,7 +365,7 @@ func Verify(dir string, pub ed25519.PublicKey) (Verification, error) {
 	// Channel files the chain does not know of.
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
-			if filepath.Ext(e.Name()) == ".cast" && byFile[e.Name()] == nil {
+			if channelFileRe.MatchString(e.Name()) && byFile[e.Name()] == nil {
 				if fi, err := e.Info(); err == nil && fi.Size() > 0 {
 					add(Problem{File: e.Name(), What: "channel file is not in the chain"})
 				}

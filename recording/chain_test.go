@@ -49,7 +49,7 @@ func signedSession(t *testing.T) (dir string, pub ed25519.PublicKey) {
 // the current one while a sync is running).
 func settle(c *Channel) {
 	c.mu.Lock()
-	c.waitSyncLocked()
+	c.waitSyncsLocked()
 	c.mu.Unlock()
 }
 
@@ -77,20 +77,23 @@ func TestVerifyIntactRecording(t *testing.T) {
 	}
 }
 
-// chunkRange returns the byte range of chunk seq of 1.cast.
-func chunkRange(t *testing.T, dir string, seq int) (int64, int64) {
+// chunkRange returns the byte range and the sequence number of the nth
+// chunk (from 1) of 1.raw, the channel's exact bytes.
+func chunkRange(t *testing.T, dir string, nth int) (from, to int64, seq int) {
 	t.Helper()
 	recs, _, err := readChain(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range recs {
-		if r.Seq == seq {
-			return r.Off, r.Off + r.Len
+		if r.File == "1.raw" {
+			if nth--; nth == 0 {
+				return r.Off, r.Off + r.Len, r.Seq
+			}
 		}
 	}
-	t.Fatalf("no chunk %d", seq)
-	return 0, 0
+	t.Fatalf("no such chunk of 1.raw")
+	return 0, 0, 0
 }
 
 func TestVerifyNamesTampering(t *testing.T) {
@@ -100,33 +103,33 @@ func TestVerifyNamesTampering(t *testing.T) {
 		want   string
 	}{
 		{"a byte edited", func(t *testing.T, dir string, data []byte) []byte {
-			from, _ := chunkRange(t, dir, 3)
+			from, _, _ := chunkRange(t, dir, 3)
 			data[from+100] ^= 1
 			return data
 		}, "was modified"},
 		{"a chunk dropped", func(t *testing.T, dir string, data []byte) []byte {
-			from, to := chunkRange(t, dir, 3)
+			from, to, _ := chunkRange(t, dir, 3)
 			return append(data[:from:from], data[to:]...)
 		}, "was removed"},
 		{"two chunks swapped", func(t *testing.T, dir string, data []byte) []byte {
-			f2, t2 := chunkRange(t, dir, 2)
-			_, t3 := chunkRange(t, dir, 3)
+			f2, t2, _ := chunkRange(t, dir, 2)
+			_, t3, _ := chunkRange(t, dir, 3)
 			out := append([]byte{}, data[:f2]...)
 			out = append(out, data[t2:t3]...)
 			out = append(out, data[f2:t2]...)
 			return append(out, data[t3:]...)
-		}, "chunks 2 and 3 were swapped"},
+		}, "were swapped"},
 		{"truncated", func(t *testing.T, dir string, data []byte) []byte {
-			from, _ := chunkRange(t, dir, 4)
+			from, _, _ := chunkRange(t, dir, 4)
 			return data[:from+10]
 		}, "file truncated at byte"},
 		{"bytes appended", func(t *testing.T, dir string, data []byte) []byte {
-			return append(data, []byte("[9.0,\"o\",\"forged\"]\n")...)
+			return append(data, []byte("forged")...)
 		}, "bytes after the last chunk are not in the chain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, pub := signedSession(t)
-			path := filepath.Join(dir, "1.cast")
+			path := filepath.Join(dir, "1.raw")
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -139,10 +142,15 @@ func TestVerifyNamesTampering(t *testing.T) {
 			if v.OK || !strings.Contains(problems(v), tc.want) || (tc.name != "bytes appended" && !strings.Contains(problems(v), "chunk")) {
 				t.Errorf("problems %q, want one containing %q", problems(v), tc.want)
 			}
+			_, _, seq2 := chunkRange(t, dir, 2)
+			_, _, seq3 := chunkRange(t, dir, 3)
 			if tc.name == "a byte edited" || tc.name == "a chunk dropped" {
-				if !strings.Contains(problems(v), "chunk 3 (bytes") {
-					t.Errorf("problems %q do not name chunk 3", problems(v))
+				if want := fmt.Sprintf("chunk %d (bytes", seq3); !strings.Contains(problems(v), want) {
+					t.Errorf("problems %q do not name the third chunk of 1.raw: %q", problems(v), want)
 				}
+			}
+			if want := fmt.Sprintf("chunks %d and %d were swapped", seq2, seq3); tc.name == "two chunks swapped" && !strings.Contains(problems(v), want) {
+				t.Errorf("problems %q, want %q", problems(v), want)
 			}
 		})
 	}
@@ -330,7 +338,7 @@ func TestFailedRecordingIsSealedIncomplete(t *testing.T) {
 	}
 	must(t, c.Stdout([]byte("before")))
 	c.mu.Lock()
-	c.f.Close() // the next write fails, as on a dead disk
+	c.data.f.Close() // the next write fails, as on a dead disk
 	c.mu.Unlock()
 	if err := c.Stdout([]byte("after")); err == nil {
 		t.Fatal("write to a closed file succeeded")

@@ -65,15 +65,11 @@ func ExportCast(w io.Writer, root, id string, opt CastOptions) (int, error) {
 		return 0, fmt.Errorf("session %s has no channel %d (it has %d)", id, n, len(chans))
 	}
 	ch := chans[n-1]
-	f, err := os.Open(ch.Path)
+	cr, err := OpenChannel(ch)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	cr, err := NewCastReader(f, ch.Name)
-	if err != nil {
-		return 0, err
-	}
+	defer cr.Close()
 	h := cr.Header()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	b, err := json.Marshal(castHeader{Version: 2, Width: h.Width, Height: h.Height, Timestamp: h.Timestamp,
@@ -221,15 +217,11 @@ type jsonEvent struct {
 }
 
 func exportJSONChannel(bw *bufio.Writer, n int, ch ChannelFile) error {
-	f, err := os.Open(ch.Path)
+	cr, err := OpenChannel(ch)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cr, err := NewCastReader(f, ch.Name)
-	if err != nil {
-		return err
-	}
+	defer cr.Close()
 	h, err := json.Marshal(cr.Header())
 	if err != nil {
 		return err

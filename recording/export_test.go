@@ -233,10 +233,9 @@ func TestExportJSONRoundTrip(t *testing.T) {
 		if dc.Channel != i+1 || dc.File != ch.Name || dc.Truncated != (i == 0) {
 			t.Errorf("channel %d: number %d, file %q, truncated %v", i+1, dc.Channel, dc.File, dc.Truncated)
 		}
-		f, err := os.Open(ch.Path)
+		cr, err := OpenChannel(ch)
 		must(t, err)
-		cr, err := NewCastReader(f, ch.Name)
-		must(t, err)
+		defer cr.Close()
 		if !reflect.DeepEqual(dc.Header, cr.Header()) {
 			t.Errorf("channel %d header %+v, want %+v", i+1, dc.Header, cr.Header())
 		}

@@ -85,7 +85,7 @@ func (c *Channel) indexLocked(off int64, b []byte) {
 	if !ok {
 		return
 	}
-	f, err := openIndex(indexPath(filepath.Join(c.sess.dir, c.name)), os.O_WRONLY|os.O_CREATE|os.O_APPEND)
+	f, err := openIndex(indexPath(filepath.Join(c.sess.dir, c.ev.name)), os.O_WRONLY|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -41,12 +42,21 @@ type Header = header
 type Event struct {
 	Time float64
 	Code string
+	// Data is the event's data as recorded: for the exact bytes of a
+	// channel with a data file (format 2), a reference "OFFSET+LENGTH".
 	Data string
+	// raw holds the bytes a reference refers to, read by the CastReader.
+	raw    []byte
+	hasRaw bool
 }
 
-// Bytes returns the event's payload: the decoded bytes for the base64
-// extension codes, the text itself otherwise.
+// Bytes returns the event's payload: the exact bytes for the codes that
+// carry them (read from the channel's data file, or decoded from base64),
+// the text itself otherwise.
 func (e Event) Bytes() ([]byte, error) {
+	if e.hasRaw {
+		return e.raw, nil
+	}
 	switch e.Code {
 	case "x-stdout", "x-stderr", "x-stdin", "x-o-bytes", "x-i-bytes":
 		return base64.StdEncoding.DecodeString(e.Data)
@@ -64,6 +74,8 @@ var ErrTruncated = errors.New("the recording ends with a truncated event")
 // of any size are read in bounded memory.
 type CastReader struct {
 	src    io.Reader
+	data   io.ReaderAt // the channel's data file (format 2); nil when it has none
+	closer []io.Closer
 	br     *bufio.Reader
 	header header
 	line   int   // lines read, counted from base
@@ -137,7 +149,51 @@ func NewCastReader(r io.Reader, name string) (*CastReader, error) {
 	if cr.header.Version != 2 {
 		return nil, fmt.Errorf("%s:1: asciicast version %d, want 2", name, cr.header.Version)
 	}
+	if d := cr.header.Data; d != "" && d != dataFileName(filepath.Base(name)) {
+		return nil, fmt.Errorf("%s:1: the header names data file %q, not %q", name, d, dataFileName(filepath.Base(name)))
+	}
 	return cr, nil
+}
+
+// OpenChannel opens a channel recording for reading, with its data file
+// when it has one (format 2). Close it when done.
+func OpenChannel(ch ChannelFile) (*CastReader, error) {
+	f, err := os.Open(ch.Path)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := NewCastReader(f, ch.Name)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	cr.closer = append(cr.closer, f)
+	if d := cr.header.Data; d != "" {
+		df, err := os.Open(filepath.Join(filepath.Dir(ch.Path), d))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: its data file: %w", ch.Name, err)
+		}
+		cr.data = df
+		cr.closer = append(cr.closer, df)
+	}
+	return cr, nil
+}
+
+// SetData gives a reader made by NewCastReader the channel's data file,
+// for a channel whose header names one.
+func (cr *CastReader) SetData(r io.ReaderAt) { cr.data = r }
+
+// Close closes the files OpenChannel opened.
+func (cr *CastReader) Close() error {
+	var err error
+	for _, c := range cr.closer {
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+	}
+	cr.closer = nil
+	return err
 }
 
 // Header returns the channel's header.
@@ -162,8 +218,55 @@ func (cr *CastReader) Next() (Event, error) {
 			}
 			return Event{}, fmt.Errorf("%s: not an event [time, code, data]", cr.where(cr.line))
 		}
+		if cr.header.Data != "" && isDataCode(e.Code) {
+			if cr.data == nil {
+				return Event{}, fmt.Errorf("%s: the channel's data file %s was not opened", cr.name, cr.header.Data)
+			}
+			b, err := readRef(cr.data, e.Data)
+			if err != nil {
+				return Event{}, fmt.Errorf("%s: %s %s: %w", cr.where(cr.line), e.Code, cr.header.Data, err)
+			}
+			e.raw, e.hasRaw = b, true
+		}
 		return e, nil
 	}
+}
+
+// isDataCode reports whether events of code carry a channel's exact
+// bytes: in format 2 their data refers to the channel's data file.
+func isDataCode(code string) bool {
+	return code == "x-stdout" || code == "x-stderr" || code == "x-stdin"
+}
+
+// parseRef parses a reference to a data file, "OFFSET+LENGTH".
+func parseRef(s string) (off, n int64, ok bool) {
+	a, b, found := strings.Cut(s, "+")
+	if !found {
+		return 0, 0, false
+	}
+	off, err1 := strconv.ParseInt(a, 10, 64)
+	n, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > maxLine {
+		return 0, 0, false
+	}
+	return off, n, true
+}
+
+// readRef returns the bytes of data that ref refers to.
+func readRef(data io.ReaderAt, ref string) ([]byte, error) {
+	off, n, ok := parseRef(ref)
+	if !ok {
+		return nil, fmt.Errorf("bad reference %q", ref)
+	}
+	b := make([]byte, n)
+	k, err := data.ReadAt(b, off)
+	if k == len(b) {
+		return b, nil
+	}
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("refers to bytes %d-%d, past the end of the file", off, off+n)
+	}
+	return nil, err
 }
 
 func parseEvent(line []byte) (Event, bool) {

@@ -29,11 +29,11 @@ func TestCastReader(t *testing.T) {
 		t.Errorf("header %+v, want %+v", h, wantH)
 	}
 	want := []Event{
-		{0.0001, "i", "ls\r"},
-		{0.25, "o", "café 東\r\n\x1b[31mred\x1b[0m"},
-		{1.5, "r", "100x30"},
-		{2, "x-stdout", "AAEC/w=="},
-		{2.5, "x-exit-status", "0"},
+		{Time: 0.0001, Code: "i", Data: "ls\r"},
+		{Time: 0.25, Code: "o", Data: "café 東\r\n\x1b[31mred\x1b[0m"},
+		{Time: 1.5, Code: "r", Data: "100x30"},
+		{Time: 2, Code: "x-stdout", Data: "AAEC/w=="},
+		{Time: 2.5, Code: "x-exit-status", Data: "0"},
 	}
 	var got []Event
 	for {
@@ -123,7 +123,7 @@ func TestCastReaderNoFinalNewline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, err := cr.Next(); err != nil || e != (Event{1, "o", "a"}) {
+	if e, err := cr.Next(); err != nil || !reflect.DeepEqual(e, Event{Time: 1, Code: "o", Data: "a"}) {
 		t.Fatalf("Next = %+v, %v", e, err)
 	}
 	if _, err := cr.Next(); err != io.EOF {

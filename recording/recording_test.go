@@ -57,15 +57,11 @@ type ev struct {
 // checking that times are non-negative and never go back.
 func readCast(t *testing.T, path string) (Header, []ev) {
 	t.Helper()
-	f, err := os.Open(path)
+	cr, err := OpenChannel(ChannelFile{Name: filepath.Base(path), Path: path})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("OpenChannel: %v", err)
 	}
-	defer f.Close()
-	cr, err := NewCastReader(f, filepath.Base(path))
-	if err != nil {
-		t.Fatalf("NewCastReader: %v", err)
-	}
+	defer cr.Close()
 	var evs []ev
 	last := 0.0
 	for {
@@ -183,7 +179,7 @@ func TestRoundTrip(t *testing.T) {
 
 	h, evs = readCast(t, chans[1].Path)
 	wantH = Header{Version: 2, Width: 80, Height: 24, Timestamp: h.Timestamp, Command: "tar cf - /etc",
-		Title: "alice@web1 exec: tar cf - /etc", Session: id, Channel: 2, Kind: "exec", PTY: false}
+		Title: "alice@web1 exec: tar cf - /etc", Session: id, Channel: 2, Kind: "exec", PTY: false, Data: "2.raw"}
 	if !reflect.DeepEqual(h, wantH) {
 		t.Errorf("exec header = %+v\nwant %+v", h, wantH)
 	}
@@ -527,11 +523,15 @@ func TestWriteErrorSticky(t *testing.T) {
 			// Hold back half a character: it must not be flushed by Close
 			// once the channel failed.
 			must(t, c.Stdin([]byte("\xc3")))
-			orig := c.f
+			fl := &c.ev
+			if !pty {
+				fl = c.data // exact bytes are written there first
+			}
+			orig := fl.f
 			t.Cleanup(func() { orig.Close() })
 			ro, err := os.Open(orig.Name())
 			must(t, err)
-			c.f = ro
+			fl.f = ro
 
 			err = c.Stdout([]byte("lost"))
 			if err == nil {

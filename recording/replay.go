@@ -74,15 +74,12 @@ func Replay(ctx context.Context, w io.Writer, root, id string, opt ReplayOptions
 }
 
 func replayChannel(ctx context.Context, w io.Writer, ch ChannelFile, opt ReplayOptions) error {
-	f, err := os.Open(ch.Path)
+	cr, err := OpenChannel(ch)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cr, err := NewCastReader(f, ch.Name)
-	if err != nil {
-		return err
-	}
+	defer cr.Close()
+	f := cr.src.(*os.File)
 	h := cr.Header()
 	from := ""
 	if opt.From > 0 {
@@ -286,13 +283,8 @@ func WriteEvents(w io.Writer, root, id string) error {
 		return err
 	}
 	for i, ch := range chans {
-		f, err := os.Open(ch.Path)
+		cr, err := OpenChannel(ch)
 		if err != nil {
-			return err
-		}
-		cr, err := NewCastReader(f, ch.Name)
-		if err != nil {
-			f.Close()
 			return err
 		}
 		h := cr.Header()
@@ -307,7 +299,7 @@ func WriteEvents(w io.Writer, root, id string) error {
 				break
 			}
 			if err != nil {
-				f.Close()
+				cr.Close()
 				return err
 			}
 			data := e.Data
@@ -316,7 +308,7 @@ func WriteEvents(w io.Writer, root, id string) error {
 			}
 			fmt.Fprintf(w, "%10.3f %d %-13s %s\n", e.Time, i+1, e.Code, strconv.Quote(data))
 		}
-		f.Close()
+		cr.Close()
 	}
 	return nil
 }

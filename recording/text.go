@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -134,15 +133,11 @@ func (x *extractor) run(root, id string) error {
 }
 
 func (x *extractor) channel(n int, ch ChannelFile) error {
-	f, err := os.Open(ch.Path)
+	cr, err := OpenChannel(ch)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cr, err := NewCastReader(f, ch.Name)
-	if err != nil {
-		return err
-	}
+	defer cr.Close()
 	h := cr.Header()
 	c := &channelText{x: x, n: n, start: time.Unix(h.Timestamp, 0).UTC(), pty: h.PTY, kind: h.Kind}
 	if h.Kind == "forward" {

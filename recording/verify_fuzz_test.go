@@ -40,7 +40,7 @@ func smallSignedSession(t testing.TB) (dir string, pub ed25519.PublicKey) {
 			c.mu.Lock() // a chunk per round, as the once-a-second flush makes
 			err := c.flushLocked()
 			if err == nil {
-				err = c.waitSyncLocked()
+				err = c.waitSyncsLocked()
 			}
 			c.mu.Unlock()
 			if err != nil {

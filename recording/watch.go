@@ -136,8 +136,9 @@ type followed struct {
 	n       int // 1-based channel number
 	name    string
 	f       *os.File
-	pending []byte  // read but not yet a complete line
-	hdr     *header // nil until the header line is read
+	data    *os.File // the channel's data file (format 2), opened when first referred to
+	pending []byte   // read but not yet a complete line
+	hdr     *header  // nil until the header line is read
 	san     *Sanitizer
 	quiet   bool   // reading history that is not shown
 	context []byte // while quiet: the last output of a terminal channel
@@ -302,6 +303,9 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 		if err := json.Unmarshal(line, &h); err != nil || h.Version != 2 {
 			return fmt.Errorf("%s: bad asciicast v2 header", c.name)
 		}
+		if h.Data != "" && h.Data != dataFileName(c.name) {
+			return fmt.Errorf("%s: the header names data file %q", c.name, h.Data)
+		}
 		c.hdr, c.san = &h, NewSanitizer(wt.w)
 		if h.PTY {
 			c.cols, c.rows = h.Width, h.Height
@@ -321,6 +325,25 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 	if e.Code == "x-close" {
 		c.closed = true
 		return nil
+	}
+	if c.hdr.Data != "" && isDataCode(e.Code) {
+		if c.quiet || (e.Code != "x-stdout" && e.Code != "x-stderr") || c.hdr.Kind == "subsystem" {
+			return nil // not shown: not read
+		}
+		// The writer writes the bytes before the event that refers to
+		// them: they are in the file.
+		if c.data == nil {
+			f, err := os.Open(filepath.Join(wt.dir, c.hdr.Data))
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			c.data = f
+		}
+		b, err := readRef(c.data, e.Data)
+		if err != nil {
+			return wt.note(c, "an unreadable "+e.Code+" event was skipped")
+		}
+		e.raw, e.hasRaw = b, true
 	}
 	if e.Code == "r" && c.hdr.PTY {
 		cols, rows, ok := parseSize(e.Data)
@@ -415,6 +438,10 @@ func (wt *watcher) finish(c *followed) error {
 		c.f.Close()
 		c.f = nil
 	}
+	if c.data != nil {
+		c.data.Close()
+		c.data = nil
+	}
 	if err := wt.flushBinary(c); err != nil {
 		return err
 	}
@@ -445,6 +472,10 @@ func (wt *watcher) closeAll() {
 		if c.f != nil {
 			c.f.Close()
 			c.f = nil
+		}
+		if c.data != nil {
+			c.data.Close()
+			c.data = nil
 		}
 	}
 }

@@ -7,10 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -41,7 +42,14 @@ type Meta struct {
 	BytesIn          int64     `json:"bytes_in"`
 	BytesOut         int64     `json:"bytes_out"`
 	Channels         []string  `json:"channels"` // file names of the channel recordings
+	// Format is the recording format (see doc.go): 2 when channels without
+	// a terminal keep their exact bytes in <n>.raw; absent (0) in
+	// recordings of format 1, which keep them in base64 in the events.
+	Format int `json:"format,omitempty"`
 }
+
+// Format is the recording format the writer makes.
+const Format = 2
 
 // ErrBadID is returned for a session ID that is not a UUID. Recording
 // paths are built only from validated IDs, never from raw user input.
@@ -124,6 +132,7 @@ func CreateSigned(root string, meta Meta, key ed25519.PrivateKey) (*Session, err
 		return nil, fmt.Errorf("recording directory: %w", err)
 	}
 	s := &Session{dir: dir, meta: meta, key: key}
+	s.meta.Format = Format
 	if s.meta.Channels == nil {
 		s.meta.Channels = []string{}
 	}
@@ -185,7 +194,9 @@ type ChannelInfo struct {
 	Command string
 }
 
-// Channel opens the recording of the next session channel.
+// Channel opens the recording of the next session channel. A channel
+// without a terminal gets a second file, <n>.raw, for its exact bytes
+// (format 2, see doc.go).
 func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	s.mu.Lock()
 	s.channels++
@@ -197,18 +208,26 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("recording channel: %w", err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("recording channel: %w", err)
-	}
 	now := time.Now()
-	c := &Channel{f: f, start: now, pty: info.PTY, sess: s, name: name, hash: sha256.New()}
+	c := &Channel{start: now, pty: info.PTY, sess: s, ev: file{name: name}}
 	h := header{Version: 2, Width: info.Cols, Height: info.Rows, Timestamp: now.Unix(), Command: info.Command,
 		Kind: info.Kind, Channel: n, Session: s.meta.ID}
+	if !info.PTY {
+		c.data = &file{name: dataFileName(name)}
+		h.Data = c.data.name
+	}
+	for _, fl := range c.files() {
+		f, err := os.OpenFile(filepath.Join(s.dir, fl.name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			c.closeFiles()
+			return nil, fmt.Errorf("recording channel: %w", err)
+		}
+		fl.f = f
+	}
+	if err := syncDir(s.dir); err != nil {
+		c.closeFiles()
+		return nil, fmt.Errorf("recording channel: %w", err)
+	}
 	if h.Width <= 0 || h.Height <= 0 {
 		h.Width, h.Height = 80, 24
 	}
@@ -223,11 +242,11 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	}
 	b, err := json.Marshal(h)
 	if err != nil {
-		f.Close()
+		c.closeFiles()
 		return nil, err
 	}
 	c.mu.Lock()
-	err = c.appendLocked(append(b, '\n'))
+	err = c.appendLocked(&c.ev, append(b, '\n'))
 	if err == nil {
 		// The header is made durable at once: a channel exists on disk
 		// before anything of it is relayed.
@@ -235,10 +254,16 @@ func (s *Session) Channel(info ChannelInfo) (*Channel, error) {
 	}
 	c.mu.Unlock()
 	if err != nil {
-		f.Close()
+		c.closeFiles()
 		return nil, fmt.Errorf("recording channel: %w", err)
 	}
 	return c, nil
+}
+
+// dataFileName returns the name of the exact-bytes file of the channel
+// whose event stream is castName: 3.cast, 3.raw.
+func dataFileName(castName string) string {
+	return strings.TrimSuffix(castName, ".cast") + ".raw"
 }
 
 // Certificate records the certificate the session uses on the target.
@@ -301,6 +326,9 @@ type header struct {
 	Channel   int               `json:"x_channel"`
 	Kind      string            `json:"x_kind"`
 	PTY       bool              `json:"x_pty"`
+	// Data names the file that holds the channel's exact bytes (format
+	// 2): its x-stdout, x-stderr and x-stdin events refer to them.
+	Data string `json:"x_data,omitempty"`
 }
 
 // Channel records one session channel. Its methods are safe for use by
@@ -309,33 +337,57 @@ type Channel struct {
 	start time.Time
 	pty   bool
 	sess  *Session
-	name  string // file name in the session directory
 
 	mu     sync.Mutex
-	f      *os.File
-	err    error  // sticky: once a write failed, the channel stays failed
+	ev     file  // the event stream, <n>.cast
+	data   *file // the exact bytes, <n>.raw; nil on a terminal channel
+	err    error // sticky: once a write failed, the channel stays failed
+	closed bool
+	dirty  bool   // waiting for the node's sync pass
 	carryO []byte // an incomplete UTF-8 sequence at the end of the last output
 	carryI []byte
 	buf    []byte
-	b64    []byte // the quoted base64 of the last exact-bytes event
+	b64    []byte // the quoted base64 of the last exact-bytes event of a terminal
 	text8  []byte // the JSON string of the last terminal text event
+}
 
-	off      int64     // bytes written to f
-	chunkOff int64     // where the current chunk starts
-	hash     hash.Hash // of the current chunk
-	timer    *time.Timer
+// file is one file of a channel recording being written: written at once
+// (a crash of the process loses nothing written), then cut into chunks
+// that are hashed, synced and chained off the relay's path.
+type file struct {
+	f        *os.File
+	name     string
+	off      int64 // bytes written to f
+	chunkOff int64 // where the current chunk starts
 
-	// A full chunk is synced and chained in the background while the
+	// A chunk is hashed, synced and chained in the background while the
 	// relay goes on writing the next one; syncing is closed when that is
-	// done, and syncErr (written before the close) says how it went.
+	// done, and syncErr (written before the close) says how it went. One
+	// chunk at most is in flight per file.
 	syncing chan struct{}
 	syncErr error
 }
 
-// chunk is a byte range of a channel file and the SHA-256 of its bytes.
+// files returns the channel's files, the exact bytes first: their chunk
+// is chained before the events that refer to it.
+func (c *Channel) files() []*file {
+	if c.data != nil {
+		return []*file{c.data, &c.ev}
+	}
+	return []*file{&c.ev}
+}
+
+func (c *Channel) closeFiles() {
+	for _, fl := range c.files() {
+		if fl.f != nil {
+			fl.f.Close()
+		}
+	}
+}
+
+// chunk is a byte range of a channel file.
 type chunk struct {
 	off, n int64
-	sum    []byte
 }
 
 // Stdout records output from the target; Stderr records its extended data.
@@ -411,7 +463,24 @@ func (c *Channel) raw(code string, p []byte) error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	return c.writeEncodedLocked(code, c.quotedBase64Locked(p))
+	if c.data == nil {
+		return c.writeEncodedLocked(code, c.quotedBase64Locked(p))
+	}
+	// The bytes first, then the event that refers to them: an event
+	// never refers to bytes that are not in the file. Both are written
+	// before the caller forwards p.
+	off := c.data.off
+	if err := c.appendLocked(c.data, p); err != nil {
+		return err
+	}
+	ref := c.b64[:0]
+	ref = append(ref, '"')
+	ref = strconv.AppendInt(ref, off, 10)
+	ref = append(ref, '+')
+	ref = strconv.AppendInt(ref, int64(len(p)), 10)
+	ref = append(ref, '"')
+	c.b64 = ref
+	return c.writeEncodedLocked(code, ref)
 }
 
 // quotedBase64Locked returns p in base64 as a JSON string. Base64 needs
@@ -447,7 +516,7 @@ func (c *Channel) failed() error {
 	if c.err != nil {
 		return c.err
 	}
-	if c.f == nil {
+	if c.closed {
 		return errClosed
 	}
 	return nil
@@ -475,8 +544,8 @@ func (c *Channel) writeEncodedLocked(code string, enc []byte) error {
 	b = append(b, ']', '\n')
 	c.buf = b
 	// --- seek index (index.go): never part of the chain, never fails the recording.
-	off := c.off
-	if err := c.appendLocked(b); err != nil {
+	off := c.ev.off
+	if err := c.appendLocked(&c.ev, b); err != nil {
 		return err
 	}
 	c.indexLocked(off, b)
@@ -484,127 +553,108 @@ func (c *Channel) writeEncodedLocked(code string, enc []byte) error {
 	return nil
 }
 
-// appendLocked writes b to the file at once (a crash of the process
-// loses nothing written) and makes a chunk of what was written since the
-// last one when it reaches chunkBytes; otherwise within chunkInterval.
-func (c *Channel) appendLocked(b []byte) error {
-	n, err := c.f.Write(b)
-	c.hash.Write(b[:n]) // what did reach the file is chained at Close
-	c.off += int64(n)
+// appendLocked writes b to fl at once (a crash of the process loses
+// nothing written) and makes a chunk of what was written since the last
+// one when it reaches chunkBytes; otherwise the node's sync pass does,
+// within chunkInterval.
+func (c *Channel) appendLocked(fl *file, b []byte) error {
+	n, err := fl.f.Write(b)
+	fl.off += int64(n) // what did reach the file is chained at Close
 	if err != nil {
 		c.err = fmt.Errorf("recording write: %w", err)
 		c.sess.fail(c.err)
 		return c.err
 	}
-	if n := c.off - c.chunkOff; n >= chunkBytes && (n >= chunkBytesMax || !c.syncBusyLocked()) {
-		return c.chainInBackgroundLocked()
+	if n := fl.off - fl.chunkOff; n >= chunkBytes && (n >= chunkBytesMax || !fl.busy()) {
+		return c.chainInBackgroundLocked(fl)
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(chunkInterval, c.timedFlush)
+	if !c.dirty {
+		c.dirty = true
+		passes.add(c)
 	}
 	return nil
 }
 
-func (c *Channel) timedFlush() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.timer = nil
-	if c.f != nil && c.err == nil && c.off > c.chunkOff {
-		// In the background too: an interactive channel's writers do not
-		// wait for the disk once a second. A failure fails the session
-		// and is sticky: the next write reports it.
-		c.chainInBackgroundLocked()
+// flushLocked chains what was written since the last chunk of each file,
+// and waits until it is synced.
+func (c *Channel) flushLocked() error {
+	for _, fl := range c.files() {
+		if err := c.chainLocked(fl); err != nil {
+			if c.err == nil {
+				c.err = err
+			}
+			c.sess.fail(err)
+			return err
+		}
 	}
+	return nil
 }
 
-// flushLocked syncs the file and chains the bytes written since the last
-// chunk.
-func (c *Channel) flushLocked() error {
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
+// chainLocked hashes, syncs and chains the bytes of fl since its last
+// chunk, after the chunk in flight, if any.
+func (c *Channel) chainLocked(fl *file) error {
+	if err := c.waitSyncLocked(fl); err != nil {
+		return err
 	}
-	if c.off == c.chunkOff {
+	if fl.off == fl.chunkOff {
 		return nil
 	}
-	if err := c.chainLocked(); err != nil {
-		if c.err == nil {
-			c.err = err
-		}
-		c.sess.fail(err)
+	if err := c.sess.chainChunk(fl.f, fl.name, chunk{off: fl.chunkOff, n: fl.off - fl.chunkOff}); err != nil {
 		return err
 	}
+	fl.chunkOff = fl.off
 	return nil
 }
 
-// chainLocked syncs the file and chains the bytes since the last chunk,
-// after the chunk being synced in the background, if any.
-func (c *Channel) chainLocked() error {
-	if err := c.waitSyncLocked(); err != nil {
+// chainInBackgroundLocked makes a chunk of the bytes of fl since the
+// last one, and hashes, syncs and chains it in the background, so that
+// forwarding goes on while the disk catches up. One chunk at most is in
+// flight per file: the next waits for it. So what has been written but
+// is not yet durable stays under two chunks of at most chunkBytesMax (or
+// a second, the sync pass's bound); the bytes themselves are in the file
+// before they are relayed. A failed sync fails the session at once,
+// which ends it.
+func (c *Channel) chainInBackgroundLocked(fl *file) error {
+	if err := c.waitSyncLocked(fl); err != nil {
 		return err
 	}
-	if err := c.sess.chainChunk(c.f, c.name, chunk{off: c.chunkOff, n: c.off - c.chunkOff, sum: c.hash.Sum(nil)}); err != nil {
-		return err
-	}
-	c.chunkOff = c.off
-	c.hash.Reset()
-	return nil
-}
-
-// chainInBackgroundLocked makes a chunk of the bytes since the last one
-// and syncs and chains it in the background, so that forwarding goes on
-// while the disk catches up. One chunk at most is in flight per channel:
-// the next waits for it. So what has been written but is not yet durable
-// stays under two chunks of at most chunkBytesMax (or a second, the
-// timer's bound); the bytes themselves are in the file before they are
-// relayed, as before. A failed sync fails the session at once, which
-// ends it.
-func (c *Channel) chainInBackgroundLocked() error {
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
-	}
-	if err := c.waitSyncLocked(); err != nil {
-		return err
-	}
-	ck := chunk{off: c.chunkOff, n: c.off - c.chunkOff, sum: c.hash.Sum(nil)}
-	c.chunkOff = c.off
-	c.hash.Reset()
-	done, f := make(chan struct{}), c.f
-	c.syncing = done
+	ck := chunk{off: fl.chunkOff, n: fl.off - fl.chunkOff}
+	fl.chunkOff = fl.off
+	done, f := make(chan struct{}), fl.f
+	fl.syncing = done
 	go func() {
 		defer close(done)
-		if err := c.sess.chainChunk(f, c.name, ck); err != nil {
-			c.syncErr = err
+		if err := c.sess.chainChunk(f, fl.name, ck); err != nil {
+			fl.syncErr = err
 			c.sess.fail(err)
 		}
 	}()
 	return nil
 }
 
-// syncBusyLocked reports whether the previous chunk is still being synced;
-// the current one then grows (up to chunkBytesMax) rather than wait.
-func (c *Channel) syncBusyLocked() bool {
-	if c.syncing == nil {
+// busy reports whether fl's previous chunk is still being synced; the
+// current one then grows (up to chunkBytesMax) rather than wait.
+func (fl *file) busy() bool {
+	if fl.syncing == nil {
 		return false
 	}
 	select {
-	case <-c.syncing:
+	case <-fl.syncing:
 		return false
 	default:
 		return true
 	}
 }
 
-// waitSyncLocked waits for the chunk being synced in the background and
-// makes its failure the channel's.
-func (c *Channel) waitSyncLocked() error {
-	if c.syncing == nil {
+// waitSyncLocked waits for fl's chunk in flight and makes its failure the
+// channel's.
+func (c *Channel) waitSyncLocked(fl *file) error {
+	if fl.syncing == nil {
 		return nil
 	}
-	<-c.syncing
-	c.syncing = nil
-	if err := c.syncErr; err != nil {
+	<-fl.syncing
+	fl.syncing = nil
+	if err := fl.syncErr; err != nil {
 		if c.err == nil {
 			c.err = err
 		}
@@ -613,31 +663,74 @@ func (c *Channel) waitSyncLocked() error {
 	return nil
 }
 
-// chainChunk syncs f and appends the chunk's record to the chain.
+// waitSyncsLocked waits for the chunks in flight of all the channel's files.
+func (c *Channel) waitSyncsLocked() error {
+	var first error
+	for _, fl := range c.files() {
+		if err := c.waitSyncLocked(fl); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// chainChunk hashes the chunk as it is in f, syncs f and appends the
+// chunk's record to the chain.
 func (s *Session) chainChunk(f *os.File, name string, ck chunk) error {
+	sum, err := hashChunk(f, ck)
+	if err != nil {
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("recording sync: %w", err)
 	}
 	s.chainMu.Lock()
 	defer s.chainMu.Unlock()
-	switch {
-	case s.chainErr != nil:
-		return s.chainErr
-	case s.chain == nil || s.chain.f == nil:
-		return errors.New("recording already sealed")
+	if err := s.chainableLocked(); err != nil {
+		return err
 	}
-	if _, err := s.chain.add(name, ck.off, ck.n, ck.sum, false); err != nil {
+	if _, err := s.chain.add(name, ck.off, ck.n, sum, false); err != nil {
 		s.chainErr = err // a half-written line: nothing may follow it
 		return err
 	}
 	return nil
 }
 
+func (s *Session) chainableLocked() error {
+	switch {
+	case s.chainErr != nil:
+		return s.chainErr
+	case s.chain == nil || s.chain.f == nil:
+		return errors.New("recording already sealed")
+	}
+	return nil
+}
+
+// readBack holds the buffers chunks are read back into for hashing.
+var readBack = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// hashChunk returns the SHA-256 of the chunk as it is in f. The relay
+// writes and goes on; the chunk is read back from the page cache and
+// hashed off its path, by the goroutine that syncs it.
+func hashChunk(f *os.File, ck chunk) ([]byte, error) {
+	bp := readBack.Get().(*[]byte)
+	defer readBack.Put(bp)
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, io.NewSectionReader(f, ck.off, ck.n), *bp)
+	if err == nil && n != ck.n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording read back: %w", err)
+	}
+	return h.Sum(nil), nil
+}
+
 // Close flushes held-back bytes, syncs and closes the channel recording.
 func (c *Channel) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.f == nil {
+	if c.closed {
 		return c.err
 	}
 	if c.err == nil && len(c.carryO) > 0 {
@@ -646,22 +739,21 @@ func (c *Channel) Close() error {
 	if c.err == nil && len(c.carryI) > 0 {
 		c.writeLocked("i", string(c.carryI))
 	}
-	if c.err == nil {
-		c.flushLocked()
-	} else if c.off > c.chunkOff {
-		// After a failed write, what did reach the file is chained if it
-		// can be, so that verify holds everything that was relayed.
-		c.chainLocked()
+	// Also after a failed write, what did reach the files is chained if it
+	// can be, so that verify holds everything that was relayed.
+	for _, fl := range c.files() {
+		if err := c.chainLocked(fl); err != nil && c.err == nil {
+			c.err = err
+			c.sess.fail(err)
+		}
 	}
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
+	c.closed = true
+	for _, fl := range c.files() {
+		c.waitSyncLocked(fl) // a file stays open until its last sync is done
+		if err := fl.f.Close(); err != nil && c.err == nil {
+			c.err = fmt.Errorf("recording close: %w", err)
+		}
 	}
-	c.waitSyncLocked() // the file stays open until its last sync is done
-	if err := c.f.Close(); err != nil && c.err == nil {
-		c.err = fmt.Errorf("recording close: %w", err)
-	}
-	c.f = nil
 	return c.err
 }
 
