@@ -36,11 +36,12 @@ func vmRSS(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// castBytes is the size of every channel recording under dir.
+// castBytes is the size of every channel recording under dir: event
+// streams and exact bytes.
 func castBytes(dir string) int64 {
 	var n int64
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".cast") {
+		if err == nil && (strings.HasSuffix(p, ".cast") || strings.HasSuffix(p, ".raw")) {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
 			}

@@ -47,18 +47,19 @@ func TestRecordingVerifiesAndTamperingIsNamed(t *testing.T) {
 		t.Fatalf("offline verify: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 
-	// One byte of the output changed in the copy.
-	cast := filepath.Join(copyDir, "1.cast")
-	b, _ := os.ReadFile(cast)
-	i := strings.Index(string(b), `"x-stdout"`)
+	// One byte of the output changed in the copy: an exec channel keeps
+	// its exact bytes in 1.raw.
+	raw := filepath.Join(copyDir, "1.raw")
+	b, _ := os.ReadFile(raw)
+	i := strings.Index(string(b), marker)
 	if i < 0 {
-		t.Fatalf("no output event in %s", b)
+		t.Fatalf("the output is not in 1.raw: %q", b)
 	}
-	b[i+len(`"x-stdout","`)] ^= 1
-	os.WriteFile(cast, b, 0o600)
+	b[i] ^= 1
+	os.WriteFile(raw, b, 0o600)
 	cmd = exec.CommandContext(ctxT(t), env.sekisho, "verify", "--key", key, copyDir)
 	cmd.Env = append(os.Environ(), "SEKISHO_CONFIG=/nonexistent")
-	if r := run(t, cmd, nil); r.code != 1 || !strings.Contains(r.stdout, "FAILED") || !strings.Contains(r.stdout, "1.cast: chunk") || !strings.Contains(r.stdout, "was modified") {
+	if r := run(t, cmd, nil); r.code != 1 || !strings.Contains(r.stdout, "FAILED") || !strings.Contains(r.stdout, "1.raw: chunk") || !strings.Contains(r.stdout, "was modified") {
 		t.Errorf("verify of a tampered copy: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 }
@@ -130,12 +131,12 @@ func TestVerifyNamesDroppedAndSwappedChunks(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		var c chunk
 		json.Unmarshal([]byte(line), &c)
-		if c.File == "1.cast" {
+		if c.File == "1.raw" {
 			chunks = append(chunks, c)
 		}
 	}
 	if len(chunks) < 5 {
-		t.Fatalf("%d chunks of 1.cast, want 5 or more", len(chunks))
+		t.Fatalf("%d chunks of 1.raw, want 5 or more", len(chunks))
 	}
 	c2, c3 := chunks[2], chunks[3]
 	for _, tc := range []struct {
@@ -157,8 +158,8 @@ func TestVerifyNamesDroppedAndSwappedChunks(t *testing.T) {
 		if err := exec.Command("cp", "-r", src, dir).Run(); err != nil {
 			t.Fatal(err)
 		}
-		data, _ := os.ReadFile(filepath.Join(dir, "1.cast"))
-		os.WriteFile(filepath.Join(dir, "1.cast"), tc.edit(data), 0o600)
+		data, _ := os.ReadFile(filepath.Join(dir, "1.raw"))
+		os.WriteFile(filepath.Join(dir, "1.raw"), tc.edit(data), 0o600)
 		out, err := exec.Command(env.sekisho, "verify", "--config", env.state.Config, dir).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("%s: verify said (%v):\n%s\nwant %q", tc.name, err, out, tc.want)

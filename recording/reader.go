@@ -45,17 +45,23 @@ type Event struct {
 	// Data is the event's data as recorded: for the exact bytes of a
 	// channel with a data file (format 2), a reference "OFFSET+LENGTH".
 	Data string
-	// raw holds the bytes a reference refers to, read by the CastReader.
-	raw    []byte
-	hasRaw bool
+	// ref is set for a reference to the channel's data file: Bytes reads
+	// what it refers to, so that a reader that skips the event does not.
+	ref *dataRef
+}
+
+// dataRef is a reference to bytes of a channel's data file.
+type dataRef struct {
+	data   io.ReaderAt
+	off, n int64
 }
 
 // Bytes returns the event's payload: the exact bytes for the codes that
 // carry them (read from the channel's data file, or decoded from base64),
 // the text itself otherwise.
 func (e Event) Bytes() ([]byte, error) {
-	if e.hasRaw {
-		return e.raw, nil
+	if e.ref != nil {
+		return e.ref.read()
 	}
 	switch e.Code {
 	case "x-stdout", "x-stderr", "x-stdin", "x-o-bytes", "x-i-bytes":
@@ -222,11 +228,11 @@ func (cr *CastReader) Next() (Event, error) {
 			if cr.data == nil {
 				return Event{}, fmt.Errorf("%s: the channel's data file %s was not opened", cr.name, cr.header.Data)
 			}
-			b, err := readRef(cr.data, e.Data)
-			if err != nil {
-				return Event{}, fmt.Errorf("%s: %s %s: %w", cr.where(cr.line), e.Code, cr.header.Data, err)
+			off, n, ok := parseRef(e.Data)
+			if !ok {
+				return Event{}, fmt.Errorf("%s: %s: bad reference %q to %s", cr.where(cr.line), e.Code, e.Data, cr.header.Data)
 			}
-			e.raw, e.hasRaw = b, true
+			e.ref = &dataRef{data: cr.data, off: off, n: n}
 		}
 		return e, nil
 	}
@@ -252,19 +258,15 @@ func parseRef(s string) (off, n int64, ok bool) {
 	return off, n, true
 }
 
-// readRef returns the bytes of data that ref refers to.
-func readRef(data io.ReaderAt, ref string) ([]byte, error) {
-	off, n, ok := parseRef(ref)
-	if !ok {
-		return nil, fmt.Errorf("bad reference %q", ref)
-	}
-	b := make([]byte, n)
-	k, err := data.ReadAt(b, off)
+// read returns the bytes r refers to.
+func (r *dataRef) read() ([]byte, error) {
+	b := make([]byte, r.n)
+	k, err := r.data.ReadAt(b, r.off)
 	if k == len(b) {
 		return b, nil
 	}
 	if errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("refers to bytes %d-%d, past the end of the file", off, off+n)
+		return nil, fmt.Errorf("the data file ends before bytes %d-%d that an event refers to", r.off, r.off+r.n)
 	}
 	return nil, err
 }

@@ -339,11 +339,11 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 			}
 			c.data = f
 		}
-		b, err := readRef(c.data, e.Data)
-		if err != nil {
+		off, n, ok := parseRef(e.Data)
+		if !ok {
 			return wt.note(c, "an unreadable "+e.Code+" event was skipped")
 		}
-		e.raw, e.hasRaw = b, true
+		e.ref = &dataRef{data: c.data, off: off, n: n}
 	}
 	if e.Code == "r" && c.hdr.PTY {
 		cols, rows, ok := parseSize(e.Data)
