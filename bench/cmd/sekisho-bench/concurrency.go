@@ -98,6 +98,9 @@ type echoPath struct {
 	Open       *procSnapshot `json:"sekisho_open,omitempty"`
 	End        *procSnapshot `json:"sekisho_end,omitempty"`
 	SekishoCPU float64       `json:"sekisho_cpu_s,omitempty"`
+	// Affinity is what /proc showed of the parties' CPUs once the
+	// sessions were open, in the run with sekisho on a CPU of its own.
+	Affinity *affinityCheck `json:"affinity,omitempty"`
 }
 
 // echoRow is the echo test at one N.
@@ -148,8 +151,10 @@ func growth(from, to *procSnapshot, n int) *perSession {
 	}
 }
 
-// echoTest runs the echo test at each N (ascending) on D, then B.
-func (e *env) echoTest(ctx context.Context, g *goClients, ns []int, window time.Duration) ([]*echoRow, error) {
+// echoTest runs the echo test at each N (ascending) on D, then B. With
+// pin, the parties are pinned to their CPUs again once each step's
+// sessions are open (pin.apply), and checked.
+func (e *env) echoTest(ctx context.Context, g *goClients, ns []int, window time.Duration, pin *cpuPinning) ([]*echoRow, error) {
 	ns = slices.Sorted(slices.Values(ns))
 	if typed := len(ns) * int(window/keystrokeEvery); typed > maxTyped {
 		return nil, fmt.Errorf("%d windows of %s type %d keystrokes per session, more than a terminal line holds (%d): shorten -echo-window", len(ns), window, typed, maxTyped)
@@ -162,7 +167,7 @@ func (e *env) echoTest(ctx context.Context, g *goClients, ns []int, window time.
 		rows = append(rows, &echoRow{Sessions: n, WindowS: window.Seconds(), Paths: map[path]*echoPath{}})
 	}
 	for _, p := range []path{pathD, pathB} {
-		if err := e.echoPath(ctx, g, p, rows, window); err != nil {
+		if err := e.echoPath(ctx, g, p, rows, window, pin); err != nil {
 			return rows, err
 		}
 	}
@@ -359,7 +364,7 @@ func cmpErr(first, err error) error {
 // them all type for the window at each, then closes them and waits until
 // the target (and for B sekisho, whose recordings must be sealed) is done
 // with them.
-func (e *env) echoPath(ctx context.Context, g *goClients, p path, rows []*echoRow, window time.Duration) error {
+func (e *env) echoPath(ctx context.Context, g *goClients, p path, rows []*echoRow, window time.Duration, pin *cpuPinning) error {
 	var before map[string]bool
 	var base *procSnapshot
 	if p == pathB {
@@ -406,6 +411,14 @@ func (e *env) echoPath(ctx context.Context, g *goClients, p path, rows []*echoRo
 		logf("  %s: %d sessions open (%d more in %.1f s), %d failed %s", p, r.Opened, len(more), took.Seconds(), r.Failed, r.FirstError)
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if pin != nil {
+			if err := pin.apply(); err != nil {
+				return err
+			}
+			c := pin.check(ctx, e, &pin.sekisho, &pin.others)
+			r.Affinity = &c
+			logf("  %s, %d sessions: %s", p, r.Opened, r.Affinity)
 		}
 		if err := e.typeWindow(ctx, p, sessions, window, r); err != nil {
 			return err

@@ -13,6 +13,9 @@ import (
 type loadOptions struct {
 	Echo       []int         `json:"echo_sessions"` // empty: no echo test
 	EchoWindow time.Duration `json:"echo_window_ns"`
+	// EchoPinned runs the echo test again with sekisho on a CPU of its
+	// own (affinity.go).
+	EchoPinned bool          `json:"echo_pinned"`
 	Idle       int           `json:"idle_connections"` // 0: no idle test
 	IdleHold   time.Duration `json:"idle_hold_ns"`
 	IdleSetups int           `json:"idle_setups"`
@@ -64,11 +67,23 @@ func (e *env) loadParts(ctx context.Context, res *results, o loadOptions) error 
 	if len(o.Echo) > 0 {
 		t := time.Now()
 		logf("concurrency: %v pty sessions per path (D, then B), a keystroke each every %s for %s", o.Echo, keystrokeEvery, o.EchoWindow)
-		res.Echo, err = e.echoTest(ctx, g, o.Echo, o.EchoWindow)
+		res.Echo, err = e.echoTest(ctx, g, o.Echo, o.EchoWindow, nil)
 		if err := res.loadFailed(ctx, "echo test", err); err != nil {
 			return err
 		}
 		res.LoadTimes = append(res.LoadTimes, partTime{"echo", time.Since(t).Round(time.Second).String()})
+		if o.EchoPinned {
+			t := time.Now()
+			logf("concurrency again, sekisho on a CPU of its own and everything else on the others")
+			res.EchoPinned, err = e.echoPinnedTest(ctx, g, o.Echo, o.EchoWindow)
+			if err := res.loadFailed(ctx, "echo test, sekisho on its own CPU", err); err != nil {
+				return err
+			}
+			if p := res.EchoPinned; p != nil && p.Skipped != "" {
+				logf("  skipped: %s", p.Skipped)
+			}
+			res.LoadTimes = append(res.LoadTimes, partTime{"echo with sekisho on its own CPU", time.Since(t).Round(time.Second).String()})
+		}
 	}
 	if o.Idle > 0 {
 		t := time.Now()

@@ -11,19 +11,21 @@
 // runs of the three paths interleaved so that noise hits all of them.
 // Then, with many connections from an x/crypto/ssh load generator in this
 // process: concurrent interactive sessions on B and D (echo latency,
-// sekisho's memory, goroutines and CPU per session), idle authenticated
-// connections held to sekisho, and certificate issuance (connections per
-// second through B, Vault sign latency from the audit log). Last, several
-// nodes: the same short sessions through one node on SQLite, one node on
-// PostgreSQL and three nodes sharing PostgreSQL, with the three-node
-// cluster's setup time and a check of the register. It prints Markdown
+// sekisho's memory, goroutines and CPU per session; then the echo again
+// with sekisho alone on one CPU and the other parties on the others),
+// idle authenticated connections held to sekisho, and certificate
+// issuance (connections per second through B, Vault sign latency from the
+// audit log). Last, several nodes: the same short sessions through one
+// node on SQLite, one node on PostgreSQL and three nodes sharing
+// PostgreSQL, with the three-node cluster's setup time and a check of the
+// register. It prints Markdown
 // tables and writes the results as JSON. `make bench` runs it;
 // docs/BENCHMARKS.md describes the method and the last results.
 //
 // Usage, from the repository root after `make build`:
 //
 //	go run ./bench/cmd/sekisho-bench [-setup-runs 50] [-reps 3] [-bytes 1073741824] [-out bench/results/latest.json]
-//	    [-concurrency 100,1000] [-echo-window 10s] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 15s]
+//	    [-concurrency 100,1000] [-echo-window 10s] [-echo-pinned=true] [-idle 10000] [-idle-hold 60s] [-cps-workers 4,16] [-cps-window 15s]
 //	    [-cluster-sessions 1000] [-cluster-rounds 5] [-cluster-workers 4] [-cluster-only]
 //
 // BENCH_BYTES sets the default of -bytes, for quick runs.
@@ -76,6 +78,7 @@ func run(ctx context.Context, args []string) error {
 	hold := fs.Bool("hold", false, "set up, print how to reach each path, and wait for Ctrl-C without measuring")
 	echoList := fs.String("concurrency", "100,1000", "concurrent pty sessions per path for the echo test, comma-separated (empty: none)")
 	echoWindow := fs.Duration("echo-window", 10*time.Second, "how long the concurrent sessions type, at each number of sessions")
+	echoPinned := fs.Bool("echo-pinned", true, "run the echo test again with sekisho alone on one CPU and the load generator, target sshd and Vault on the others (needs 2 CPUs)")
 	idle := fs.Int("idle", 10000, "idle authenticated connections to sekisho to hold (0: none)")
 	idleHold := fs.Duration("idle-hold", 60*time.Second, "how long the idle connections are held")
 	cpsList := fs.String("cps-workers", "4,16", "concurrent workers of the certificate-issuance runs, comma-separated (empty: none)")
@@ -105,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 	if cluster.Sessions > 0 && (cluster.Workers < 1 || cluster.Rounds < 1 || cluster.Rounds > cluster.Sessions) {
 		return fmt.Errorf("-cluster-workers and -cluster-rounds must be at least 1, and -cluster-rounds at most -cluster-sessions")
 	}
-	load := loadOptions{EchoWindow: *echoWindow, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand, SekishoNice: *sekishoNice}
+	load := loadOptions{EchoWindow: *echoWindow, EchoPinned: *echoPinned, Idle: *idle, IdleHold: *idleHold, IdleSetups: 20, CPSWindow: *cpsWindow, CPSCommand: *cpsCommand, SekishoNice: *sekishoNice}
 	if load.Echo, err = intList(*echoList); err != nil {
 		return fmt.Errorf("-concurrency %w", err)
 	}

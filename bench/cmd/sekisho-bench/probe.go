@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,7 @@ type procSnapshot struct {
 	HeapInuse  int64         `json:"heap_inuse_bytes"`  // go_memstats_heap_inuse_bytes
 	StackInuse int64         `json:"stack_inuse_bytes"` // go_memstats_stack_inuse_bytes
 	GoSys      int64         `json:"go_sys_bytes"`      // go_memstats_sys_bytes: all the runtime got from the OS
+	GOMAXPROCS int           `json:"gomaxprocs"`        // go_sched_gomaxprocs_threads
 }
 
 // snapshot reads sekisho's process state and runtime metrics. A failed
@@ -59,6 +61,7 @@ func (e *env) snapshot(ctx context.Context) (procSnapshot, error) {
 	s.HeapInuse = int64(m["go_memstats_heap_inuse_bytes"])
 	s.StackInuse = int64(m["go_memstats_stack_inuse_bytes"])
 	s.GoSys = int64(m["go_memstats_sys_bytes"])
+	s.GOMAXPROCS = int(m["go_sched_gomaxprocs_threads"])
 	return s, nil
 }
 
@@ -311,25 +314,56 @@ func runQueueWait(pid int) time.Duration {
 	return time.Duration(sum)
 }
 
-// children returns the processes whose parent is pid.
-func children(pid int) []int {
+// parents maps every process alive now to its parent.
+func parents() map[int]int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var out []int
+	m := map[int]int{}
 	for _, de := range ents {
-		c, err := strconv.Atoi(de.Name())
+		pid, err := strconv.Atoi(de.Name())
 		if err != nil {
 			continue
 		}
-		if b, err := os.ReadFile(filepath.Join("/proc", de.Name(), "stat")); err == nil {
-			if i := bytes.LastIndexByte(b, ')'); i >= 0 {
-				if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-					out = append(out, c)
-				}
+		b, err := os.ReadFile(filepath.Join("/proc", de.Name(), "stat"))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				m[pid], _ = strconv.Atoi(f[1])
 			}
 		}
+	}
+	return m
+}
+
+// children returns the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	for c, parent := range parents() {
+		if parent == pid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// descendants returns the processes below root alive now: its children,
+// theirs, and so on.
+func descendants(root int) []int {
+	kids := map[int][]int{}
+	for pid, parent := range parents() {
+		kids[parent] = append(kids[parent], pid)
+	}
+	var out []int
+	todo := slices.Clone(kids[root])
+	for len(todo) > 0 {
+		pid := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		out = append(out, pid)
+		todo = append(todo, kids[pid]...)
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,10 +33,12 @@ type results struct {
 	Elapsed        string                `json:"elapsed"`
 
 	// Parts 3 and 4 (concurrency.go, certs.go), and how long each took.
-	Echo      []*echoRow   `json:"concurrency_echo,omitempty"`
-	Idle      *idleResult  `json:"idle_connections,omitempty"`
-	Certs     *certResults `json:"certificate_issuance,omitempty"`
-	LoadTimes []partTime   `json:"load_part_times,omitempty"`
+	Echo []*echoRow `json:"concurrency_echo,omitempty"`
+	// EchoPinned is the echo test again with sekisho on a CPU of its own.
+	EchoPinned *pinnedEcho  `json:"concurrency_echo_pinned,omitempty"`
+	Idle       *idleResult  `json:"idle_connections,omitempty"`
+	Certs      *certResults `json:"certificate_issuance,omitempty"`
+	LoadTimes  []partTime   `json:"load_part_times,omitempty"`
 	// LoadErrors are the parts 3 and 4 that could not finish, and why.
 	LoadErrors []string `json:"load_errors,omitempty"`
 
@@ -357,18 +361,7 @@ func (r *results) printLoad(w io.Writer) {
 	if len(r.Echo) > 0 {
 		fmt.Fprintf(w, "\nConcurrent interactive sessions: a pty running cat per session, one keystroke each every %s (random offsets) for %.0f s; echo latency from writing the byte to reading its echo, ms. CPUs used and waiting for a CPU are CPU seconds per second (the machine has %d CPUs); other is the kernel's own work and any other process\n\n",
 			keystrokeEvery, r.Echo[0].WindowS, r.Machine.CPUs)
-		fmt.Fprintf(w, "| sessions | path | open (failed) | opened per s | keystrokes (lost) | p50 | p90 | p99 | p99.9 | max | CPUs used: load generator, sekisho, target sshd, other | waiting for a CPU: load generator, sekisho |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-		for _, row := range r.Echo {
-			for _, p := range []path{pathD, pathB} {
-				e := row.Paths[p]
-				if e == nil {
-					continue
-				}
-				l := e.LatencyMS
-				fmt.Fprintf(w, "| %d | %s | %d (%d) | %.1f | %d (%d) | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %.2f, %.2f |\n", row.Sessions, p, e.Opened, e.Failed,
-					e.OpenRate, e.Keystrokes, e.Lost, l.P50, l.P90, l.P99, l.P999, l.Max, e.CPU.cells(), e.CPU.ClientWait, e.CPU.SekishoWait)
-			}
-		}
+		printEchoTable(w, r.Echo)
 		fmt.Fprintf(w, "\nAdded by sekisho (B − D):")
 		for i, row := range r.Echo {
 			sep := ";"
@@ -388,6 +381,7 @@ func (r *results) printLoad(w io.Writer) {
 				sizeString(c.FromRSS), sizeString(c.ToRSS), c.RSS/1024, c.HeapStack/1024, c.Goroutines, c.Threads, c.CPUPerKeystrokeUS, 100*c.CPUPerSession, b.Disk.cell())
 		}
 	}
+	r.printEchoPinned(w)
 	if i := r.Idle; i != nil {
 		fmt.Fprintf(w, "\nIdle connections: %d command logins to sekisho (authenticated, no target, no channel) held for %.0f s; per connection: the growth from half of them open to all, per connection\n\n", i.Connections, i.HoldS)
 		fmt.Fprintf(w, "| opened (failed) | open in | alive at the end | RSS before → held → end | RSS per connection | heap + stacks per connection | goroutines per connection | threads | fds (limit) | CPU in the hold |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -432,6 +426,101 @@ func (r *results) printLoad(w io.Writer) {
 	}
 }
 
+// printEchoTable writes the echo latency and who used the CPUs, per N
+// and path.
+func printEchoTable(w io.Writer, rows []*echoRow) {
+	fmt.Fprintf(w, "| sessions | path | open (failed) | opened per s | keystrokes (lost) | p50 | p90 | p99 | p99.9 | max | CPUs used: load generator, sekisho, target sshd, other | waiting for a CPU: load generator, sekisho |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		for _, p := range []path{pathD, pathB} {
+			e := row.Paths[p]
+			if e == nil {
+				continue
+			}
+			l := e.LatencyMS
+			fmt.Fprintf(w, "| %d | %s | %d (%d) | %.1f | %d (%d) | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %.2f, %.2f |\n", row.Sessions, p, e.Opened, e.Failed,
+				e.OpenRate, e.Keystrokes, e.Lost, l.P50, l.P90, l.P99, l.P999, l.Max, e.CPU.cells(), e.CPU.ClientWait, e.CPU.SekishoWait)
+		}
+	}
+}
+
+// printEchoPinned writes the echo test with sekisho on a CPU of its own
+// next to the one where all share the CPUs, and what /proc showed of
+// the pinning.
+func (r *results) printEchoPinned(w io.Writer) {
+	pe := r.EchoPinned
+	switch {
+	case pe == nil:
+		return
+	case pe.Skipped != "":
+		fmt.Fprintf(w, "\nThe echo test with sekisho on a CPU of its own did not run: %s.\n", pe.Skipped)
+		return
+	case len(pe.Rows) == 0:
+		return
+	}
+	fmt.Fprintf(w, "\nThe same with **sekisho alone on CPU %s; the load generator, the target sshd (listener and sessions), Vault and the jump sshd on CPU %s** "+
+		"(sched_setaffinity on every thread, set before the first session and again once each step's sessions were open; other processes on the machine were not pinned). D ran pinned the same way, so that B − D compares like with like. "+
+		"sekisho's GOMAXPROCS during B's windows (go_sched_gomaxprocs_threads): %s (with GOMAXPROCS not set, the Go runtime follows the CPUs its affinity allows, looking about once a second).\n\n",
+		pe.SekishoCPUs, pe.OtherCPUs, intsString(pinnedGOMAXPROCS(pe.Rows)))
+	printEchoTable(w, pe.Rows)
+	fmt.Fprintf(w, "\nAdded by sekisho (B − D), ms, with all sharing the CPUs and with sekisho on CPU %s alone:\n\n", pe.SekishoCPUs)
+	fmt.Fprintf(w, "| sessions | shared: p50 | shared: p99 | sekisho alone: p50 | sekisho alone: p99 |\n|--:|--:|--:|--:|--:|\n")
+	for _, pr := range pe.Rows {
+		shared := "n/a | n/a"
+		for _, sr := range r.Echo {
+			if sr.Sessions == pr.Sessions {
+				shared = fmt.Sprintf("%+.2f | %+.2f", sr.AddedP50MS, sr.AddedP99MS)
+			}
+		}
+		fmt.Fprintf(w, "| %d | %s | %+.2f | %+.2f |\n", pr.Sessions, shared, pr.AddedP50MS, pr.AddedP99MS)
+	}
+	fmt.Fprintf(w, "\nThe pinning as /proc showed it once each step's sessions were open (Cpus_allowed_list: threads):\n\n")
+	for _, row := range pe.Rows {
+		for _, p := range []path{pathD, pathB} {
+			if e := row.Paths[p]; e != nil && e.Affinity != nil {
+				verdict := "as planned"
+				if !e.Affinity.AsPlanned {
+					verdict = "**not as planned**"
+				}
+				fmt.Fprintf(w, "- %s, %d sessions: %s; %s\n", p, row.Sessions, e.Affinity, verdict)
+			}
+		}
+	}
+	if c := pe.Restored; c != nil {
+		verdict := "every party on every CPU again"
+		if !c.AsPlanned {
+			verdict = "**not every party on every CPU again**"
+		}
+		fmt.Fprintf(w, "- at the end, CPUs given back: %s; %s\n", c, verdict)
+	}
+}
+
+// pinnedGOMAXPROCS returns the values of sekisho's GOMAXPROCS seen in B's
+// windows.
+func pinnedGOMAXPROCS(rows []*echoRow) []int {
+	var out []int
+	for _, row := range rows {
+		if b := row.Paths[pathB]; b != nil {
+			for _, s := range []*procSnapshot{b.Open, b.End} {
+				if s != nil && s.GOMAXPROCS > 0 && !slices.Contains(out, s.GOMAXPROCS) {
+					out = append(out, s.GOMAXPROCS)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func intsString(xs []int) string {
+	if len(xs) == 0 {
+		return "not known"
+	}
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, strconv.Itoa(x))
+	}
+	return strings.Join(parts, ", then ")
+}
+
 // loadBars checks the targets of parts 3 and 4: with 1,000 concurrent
 // recorded sessions, echo p99 through sekisho at most 5 ms above direct
 // and sekisho's memory under 200 KB per session; 10,000 idle connections
@@ -439,35 +528,12 @@ func (r *results) printLoad(w io.Writer) {
 // reading.
 func (r *results) loadBars() []bar {
 	var bars []bar
-	var row *echoRow
-	for _, er := range r.Echo {
-		if row == nil || er.Sessions == 1000 || (row.Sessions != 1000 && er.Sessions > row.Sessions) {
-			row = er
-		}
-	}
-	if row != nil {
-		at := ""
-		if row.Sessions != 1000 {
-			at = fmt.Sprintf(" (measured at %d sessions, not the bar's 1,000)", row.Sessions)
-		}
-		b, d := row.Paths[pathB], row.Paths[pathD]
-		complete := b != nil && d != nil && b.Opened == row.Sessions && d.Opened == row.Sessions && b.LatencyMS.N > 0 && d.LatencyMS.N > 0
-		eb := bar{Name: "concurrent sessions: echo latency", Want: "B − D echo p99 < 5 ms with 1,000 recorded sessions", Got: row.AddedP99MS}
-		switch {
-		case !complete:
-			eb.Detail = "not measured: not every session opened on both paths" + at
-		default:
-			eb.Met = row.AddedP99MS < 5 && row.Sessions >= 1000
-			verdict := "missed"
-			if eb.Met {
-				verdict = "met"
-			}
-			eb.Detail = fmt.Sprintf("%s: p99 B %.2f ms vs D %.2f ms, %+.2f ms (p50 %+.2f ms)%s; %d of %d keystrokes lost through B",
-				verdict, b.LatencyMS.P99, d.LatencyMS.P99, row.AddedP99MS, row.AddedP50MS, at, b.Lost, b.Keystrokes)
-		}
-		bars = append(bars, eb)
+	if row := barRow(r.Echo); row != nil {
+		bars = append(bars, echoBar("concurrent sessions: echo latency", row))
+		at := row.at()
+		b := row.Paths[pathB]
 		mb := bar{Name: "concurrent sessions: memory", Want: "sekisho RSS growth < 200 KB (200,000 bytes) per session with 1,000 sessions"}
-		if c := row.Sekisho; c != nil && complete {
+		if c := row.Sekisho; c != nil && row.complete() {
 			mb.Got = c.RSS
 			mb.Met = c.RSS < 200e3 && row.Sessions >= 1000
 			verdict := "missed"
@@ -480,6 +546,11 @@ func (r *results) loadBars() []bar {
 			mb.Detail = "not measured" + at
 		}
 		bars = append(bars, mb)
+	}
+	if pe := r.EchoPinned; pe != nil {
+		if row := barRow(pe.Rows); row != nil {
+			bars = append(bars, echoBar(fmt.Sprintf("concurrent sessions: echo latency, sekisho alone on CPU %s, the others on CPU %s", pe.SekishoCPUs, pe.OtherCPUs), row))
+		}
 	}
 	if i := r.Idle; i != nil {
 		ib := bar{Name: "idle connections: memory", Want: "sekisho RSS < 2 GB (2·10⁹ bytes) with 10,000 idle connections", Got: float64(i.End.RSS)}
@@ -502,6 +573,51 @@ func (r *results) loadBars() []bar {
 		bars = append(bars, ib)
 	}
 	return bars
+}
+
+// barRow is the row of the echo test the bars judge: 1,000 sessions, or
+// the most measured if there is none.
+func barRow(rows []*echoRow) *echoRow {
+	var row *echoRow
+	for _, er := range rows {
+		if row == nil || er.Sessions == 1000 || (row.Sessions != 1000 && er.Sessions > row.Sessions) {
+			row = er
+		}
+	}
+	return row
+}
+
+// at says that a row is not the bars' 1,000 sessions.
+func (row *echoRow) at() string {
+	if row.Sessions == 1000 {
+		return ""
+	}
+	return fmt.Sprintf(" (measured at %d sessions, not the bar's 1,000)", row.Sessions)
+}
+
+// complete reports whether every session opened on both paths and typed.
+func (row *echoRow) complete() bool {
+	b, d := row.Paths[pathB], row.Paths[pathD]
+	return b != nil && d != nil && b.Opened == row.Sessions && d.Opened == row.Sessions && b.LatencyMS.N > 0 && d.LatencyMS.N > 0
+}
+
+// echoBar judges a row of the echo test: B − D echo p99 below 5 ms with
+// 1,000 recorded sessions.
+func echoBar(name string, row *echoRow) bar {
+	eb := bar{Name: name, Want: "B − D echo p99 < 5 ms with 1,000 recorded sessions", Got: row.AddedP99MS}
+	if !row.complete() {
+		eb.Detail = "not measured: not every session opened on both paths" + row.at()
+		return eb
+	}
+	b, d := row.Paths[pathB], row.Paths[pathD]
+	eb.Met = row.AddedP99MS < 5 && row.Sessions >= 1000
+	verdict := "missed"
+	if eb.Met {
+		verdict = "met"
+	}
+	eb.Detail = fmt.Sprintf("%s: p99 B %.2f ms vs D %.2f ms, %+.2f ms (p50 %+.2f ms)%s; %d of %d keystrokes lost through B",
+		verdict, b.LatencyMS.P99, d.LatencyMS.P99, row.AddedP99MS, row.AddedP50MS, row.at(), b.Lost, b.Keystrokes)
+	return eb
 }
 
 // cell shows the disk's writes and flushes per second.
