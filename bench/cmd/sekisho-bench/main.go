@@ -169,6 +169,7 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	res.computeBars()
+	res.computeTargets()
 	res.Machine.LoadEnd = loadavg()
 	res.Elapsed = time.Since(began).Round(time.Second).String()
 	fmt.Println()
@@ -354,6 +355,8 @@ func (e *env) timedTransfer(ctx context.Context, p path, dirn, cipher, upload st
 	return t, err
 }
 
+// appendRecording adds a row for the recordings of a channel recorded as
+// exact bytes: their mean size, and the bytes on disk per payload byte.
 func appendRecording(rows []recordingRow, channel string, uses []*diskUse, payload int64) []recordingRow {
 	if len(uses) == 0 {
 		return rows
@@ -365,7 +368,7 @@ func appendRecording(rows []recordingRow, channel string, uses []*diskUse, paylo
 	}
 	k := int64(len(uses))
 	return append(rows, recordingRow{Channel: channel, PayloadBytes: payload, Apparent: app / k, Disk: disk / k,
-		PerPayload: float64(disk) / float64(payload*k)})
+		PerPayload: float64(disk) / float64(payload*k), Exact: true})
 }
 
 func logf(format string, args ...any) {

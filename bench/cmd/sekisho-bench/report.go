@@ -30,6 +30,7 @@ type results struct {
 	Throughput     []*throughputRow      `json:"throughput"`
 	Recording      []recordingRow        `json:"recording"`
 	Bars           []bar                 `json:"bars"`
+	Targets        []target              `json:"targets,omitempty"`
 	Elapsed        string                `json:"elapsed"`
 
 	// Parts 3 and 4 (concurrency.go, certs.go), and how long each took.
@@ -102,6 +103,23 @@ type throughputRow struct {
 	RatioBD   float64               `json:"median_ratio_b_d"`
 }
 
+// sekishoCPU returns sekisho's CPU time over B's transfers of the row:
+// CPU seconds per GiB moved and per second of wall time; ok is false if
+// no transfer of B succeeded.
+func (row *throughputRow) sekishoCPU() (perGiB, perWall float64, ok bool) {
+	var cpu, wall time.Duration
+	var n int64
+	for _, t := range row.Paths[pathB].Runs {
+		cpu += t.SekishoCPU
+		wall += t.Wall
+		n += t.Bytes
+	}
+	if n == 0 {
+		return 0, 0, false
+	}
+	return cpu.Seconds() / (float64(n) / (1 << 30)), cpu.Seconds() / wall.Seconds(), true
+}
+
 type transferSet struct {
 	Runs       []transfer `json:"runs"`
 	MiBps      summary    `json:"mib_per_s"`
@@ -127,6 +145,9 @@ type recordingRow struct {
 	Disk         int64   `json:"disk_bytes"`
 	PerPayload   float64 `json:"disk_bytes_per_payload_byte"`
 	MBps         float64 `json:"mib_per_s,omitempty"`
+	// Exact is set for the channels recorded as exact bytes (the
+	// downloads' exec stdout, the uploads' SFTP), not as terminal text.
+	Exact bool `json:"exact_bytes"`
 }
 
 // bar is one of the issue's targets and whether this run met it.
@@ -295,17 +316,9 @@ func (r *results) printComparison(w io.Writer) {
 	fmt.Fprintf(w, "\nsekisho's own CPU time during B's transfers (the bastion process; 2 CPUs = 2 s per second):\n\n")
 	fmt.Fprintf(w, "| transfer | cipher | CPU s per GiB | CPU s per wall s |\n|---|---|--:|--:|\n")
 	for _, row := range r.Throughput {
-		var cpu, wall time.Duration
-		var n int64
-		for _, t := range row.Paths[pathB].Runs {
-			cpu += t.SekishoCPU
-			wall += t.Wall
-			n += t.Bytes
+		if perGiB, perWall, ok := row.sekishoCPU(); ok {
+			fmt.Fprintf(w, "| %s | %s | %.1f | %.2f |\n", row.Direction, shortCipher(row.Cipher), perGiB, perWall)
 		}
-		if n == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %.2f |\n", row.Direction, shortCipher(row.Cipher), cpu.Seconds()/(float64(n)/(1<<30)), cpu.Seconds()/wall.Seconds())
 	}
 
 	fmt.Fprintf(w, "\nRecording on disk (B):\n\n| channel | payload | on disk (du) | on disk per payload byte |\n|---|--:|--:|--:|\n")
@@ -323,6 +336,7 @@ func (r *results) printComparison(w io.Writer) {
 		}
 		fmt.Fprintf(w, "- %s (%s): **%s** — %s\n", b.Name, b.Want, mark, b.Detail)
 	}
+	r.printTargets(w)
 }
 
 func printSetup(w io.Writer, m map[path]*setupResult) {
