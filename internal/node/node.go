@@ -339,6 +339,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 	}
 	go n.watchLocks(wctx)
+	go keepGCHeadroom(wctx)
 	n.jobs.Add(2)
 	go func() { defer n.jobs.Done(); spool.run(wctx, time.Second) }()
 	go func() { defer n.jobs.Done(); n.listenForChanges(wctx) }()
