@@ -103,7 +103,8 @@ type cpuPinning struct {
 	all, sekisho, others unix.CPUSet
 	sekishoPID           int
 	// rest returns the processes whose trees run on the other CPUs:
-	// every child of the demo but sekisho itself, and the jump sshd.
+	// every child of the demo (Vault, the sshd targets; sekisho is the
+	// demo process itself), and the jump sshd.
 	rest func() []int
 	// target and vault find the processes the checks report on.
 	target, vault func() int
