@@ -61,9 +61,7 @@ type waiter struct {
 // filing one if needed. It returns the first channel to relay, or false
 // when the session ends (after telling the technician why).
 func (c *conn) awaitApproval(ctx context.Context, chans <-chan ssh.NewChannel) (*pendingChannel, bool) {
-	gone := make(chan struct{})
-	go func() { c.sc.Wait(); close(gone) }()
-	w := &waiter{c: c, chans: chans, gone: gone, stopped: make(chan struct{})}
+	w := &waiter{c: c, chans: chans, gone: c.techGone, stopped: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {

@@ -36,7 +36,7 @@ type conn struct {
 	sessionID string
 	started   time.Time
 	rec       *recording.Session
-	up        *ssh.Client
+	up        ssh.Conn
 
 	bytesIn  atomic.Int64 // technician to target
 	bytesOut atomic.Int64 // target to technician
@@ -54,6 +54,14 @@ type conn struct {
 	// upEnded is closed once the target's connection has ended and the
 	// technician was told (when it was the target that went).
 	upEnded chan struct{}
+	// techGone is closed once the technician's connection has ended.
+	techGone chan struct{}
+	// settled is closed once run decided whether the session relays
+	// (relaying, set before): from then on, either connection ending
+	// ends the other (serveTarget, globalRequests).
+	settled  chan struct{}
+	relaying bool
+	decided  sync.Once
 }
 
 // EndTargetClosed is the end reason of a session whose target's
@@ -150,9 +158,12 @@ func (c *conn) logArgs() []any {
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.sessionID = uuid.NewString()
 	c.upEnded = make(chan struct{})
+	c.techGone = make(chan struct{})
+	c.settled = make(chan struct{})
+	defer c.decide(false) // refused, or left while waiting
 	defer c.auditRefusedBeyond(context.Background())
-	go c.globalRequests(reqs)
 	ctx := c.srv.ctx // cancelled by Shutdown
+	go c.globalRequests(ctx, reqs)
 	defer keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		// The technician's client is gone or stuck: ending that leg ends
 		// the target's too.
@@ -216,53 +227,15 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		go c.terminate(why)
 	}
 
-	// A target has no business opening channels towards the technician
-	// (sekisho grants no -R, no agent and no X11): refused and audited
-	// like a technician's refused channels, by the goroutine that waits
-	// for the target's connection to end (the channels close with it).
-	refuseTargetChannels := c.targetChannels(ctx)
 	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
 		c.tellAndClose("session ended: " + c.id.target.Name + " stopped answering")
 	})()
-	go func() {
-		// The target's connection ending ends the technician's too,
-		// with a word on every open channel when it was the target
-		// that went (its sshd killed, the host down): the relays wait
-		// for upEnded before closing a channel the target left
-		// without an exit status, so the word is not lost.
-		defer close(c.upEnded)
-		refuseTargetChannels()
-		reason := EndTargetClosed
-		if err := c.up.Wait(); broken(err) {
-			reason = EndTargetFailed + err.Error() // a corrupted packet, say
-		}
-		c.setEnd(reason)
-		c.mu.Lock()
-		targetWent := c.endReason == reason
-		c.mu.Unlock()
-		if targetWent && !c.ending.Load() {
-			c.tellAndClose(fmt.Sprintf("the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
-			return
-		}
-		c.sc.Close()
-	}()
-	go func() {
-		// And the technician leaving ends the target's, which also
-		// unblocks a relay still waiting for the target to answer.
-		// Why it ended is set before the target's side sees the close,
-		// which would otherwise read as the target going away.
-		switch err := c.sc.Wait(); {
-		case broken(err):
-			c.setEnd(EndTechnicianFailed + err.Error())
-		case ctx.Err() != nil:
-			c.setEnd(EndShutdown)
-		default:
-			c.setEnd(EndClientClosed)
-		}
-		c.up.Close()
-	}()
+	// From here on, the target's connection ending ends the
+	// technician's (serveTarget) and the other way round
+	// (globalRequests).
+	c.decide(true)
 	if pc != nil {
 		c.openPending(pc)
 	}
@@ -282,9 +255,22 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.finish()
 }
 
-// globalRequests refuses every global request; port forwarding requests
-// (ssh -R) are audited.
-func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
+// decide records whether the session relays, once: the goroutines that
+// wait for either connection to end act on it only if it does.
+func (c *conn) decide(relaying bool) {
+	c.decided.Do(func() {
+		c.relaying = relaying
+		close(c.settled)
+	})
+}
+
+// globalRequests refuses every global request of the technician's
+// connection (port forwarding requests, ssh -R, are audited) until it
+// ends. Then, when the session relays, it ends the target's connection
+// too, which also unblocks a relay still waiting for the target to
+// answer. This is the technician's connection's one goroutine of
+// sekisho's besides run, which may be blocked opening a channel.
+func (c *conn) globalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 	for req := range reqs {
 		switch req.Type {
 		case "tcpip-forward", "streamlocal-forward@openssh.com":
@@ -296,6 +282,24 @@ func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
 			req.Reply(false, nil)
 		}
 	}
+	// x/crypto closes reqs as the connection ends, just before Wait
+	// has the error that ended it.
+	err := c.sc.Wait()
+	close(c.techGone)
+	if <-c.settled; !c.relaying {
+		return
+	}
+	// Why it ended is set before the target's side sees the close,
+	// which would otherwise read as the target going away.
+	switch {
+	case broken(err):
+		c.setEnd(EndTechnicianFailed + err.Error())
+	case ctx.Err() != nil:
+		c.setEnd(EndShutdown)
+	default:
+		c.setEnd(EndClientClosed)
+	}
+	c.up.Close()
 }
 
 // connect creates the recording, obtains the certificate and dials the
@@ -359,7 +363,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	if err == nil {
 		nc, err = dialTCP(ctx, rt, c.srv.cfg.DialTimeout)
 	}
-	var up *ssh.Client
+	var up *targetConn
 	if err == nil {
 		up, err = handshakeTarget(ctx, nc, tg, d.Login, cred.Signer, c.srv.cfg.DialTimeout)
 	}
@@ -377,7 +381,8 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 		// The details (addresses, methods) stay in the audit log.
 		return userErrorf("cannot connect to %s; tell the sekisho operator (session %s)", tg.Name, c.sessionID)
 	}
-	c.up = up
+	c.up = up.Conn
+	go c.serveTarget(ctx, up.chans, up.reqs)
 
 	r.CertSerial, r.CertKeyID = cred.Certificate.Serial, cred.Certificate.KeyId
 	if err := rec.Certificate(r.CertSerial, r.CertKeyID); err != nil {
@@ -620,33 +625,60 @@ func (c *conn) refuseChannel(ctx context.Context, nch ssh.NewChannel, reason ssh
 		Source: c.source, Session: c.sessionID, Detail: fmt.Sprintf("channel %q refused: %s", nch.ChannelType(), msg)})
 }
 
-// targetChannels takes the channels the target opens (at once, so that
-// none is missed) and returns the loop that refuses them until the
-// target's connection closes.
-func (c *conn) targetChannels(ctx context.Context) func() {
-	x11, agent := c.up.HandleChannelOpen("x11"), c.up.HandleChannelOpen("auth-agent@openssh.com")
-	fwd, local := c.up.HandleChannelOpen("forwarded-tcpip"), c.up.HandleChannelOpen("forwarded-streamlocal@openssh.com")
-	sess, direct := c.up.HandleChannelOpen("session"), c.up.HandleChannelOpen("direct-tcpip")
-	return func() { c.refuseEach(ctx, x11, agent, fwd, local, sess, direct) }
-}
-
-func (c *conn) refuseEach(ctx context.Context, x11, agent, fwd, local, sess, direct <-chan ssh.NewChannel) {
-	for {
-		var nch ssh.NewChannel
-		var ok bool
+// serveTarget is the target's connection's one goroutine of sekisho's,
+// from the handshake until the connection ends. A target has no business
+// opening channels towards the technician (sekisho grants no -R, no agent
+// and no X11): they are refused, and audited like a technician's refused
+// channels; one of a type no technician could ask for is rejected as
+// x/crypto's client rejects it. Global requests (keepalives, host keys)
+// are answered no, as OpenSSH's client does.
+//
+// Then, when the session relays, the target's connection ending ends the
+// technician's too, with a word on every open channel when it was the
+// target that went (its sshd killed, the host down): the relays wait for
+// upEnded before closing a channel the target left without an exit
+// status, so the word is not lost.
+func (c *conn) serveTarget(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	defer close(c.upEnded)
+	for chans != nil || reqs != nil {
 		select {
-		case nch, ok = <-x11:
-		case nch, ok = <-agent:
-		case nch, ok = <-fwd:
-		case nch, ok = <-local:
-		case nch, ok = <-sess:
-		case nch, ok = <-direct:
+		case nch, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			switch nch.ChannelType() {
+			case "x11", "auth-agent@openssh.com", "forwarded-tcpip", "forwarded-streamlocal@openssh.com", "session", "direct-tcpip":
+				c.refuseChannel(ctx, nch, ssh.Prohibited, "opened by the target towards the technician; sekisho relays no channels that way")
+			default:
+				nch.Reject(ssh.UnknownChannelType, fmt.Sprintf("unknown channel type: %v", nch.ChannelType()))
+			}
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
 		}
-		if !ok {
-			return // all of them close with the connection
-		}
-		c.refuseChannel(ctx, nch, ssh.Prohibited, "opened by the target towards the technician; sekisho relays no channels that way")
 	}
+	if <-c.settled; !c.relaying {
+		return // refused after the handshake: run tells the technician
+	}
+	reason := EndTargetClosed
+	if err := c.up.Wait(); broken(err) {
+		reason = EndTargetFailed + err.Error() // a corrupted packet, say
+	}
+	c.setEnd(reason)
+	c.mu.Lock()
+	targetWent := c.endReason == reason
+	c.mu.Unlock()
+	if targetWent && !c.ending.Load() {
+		c.tellAndClose(fmt.Sprintf("the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
+		return
+	}
+	c.sc.Close()
 }
 
 // auditRefusedBeyond audits how many refused channels were not audited

@@ -192,10 +192,21 @@ func dialTCP(ctx context.Context, rt route, timeout time.Duration) (net.Conn, er
 	return nil, errors.Join(errs...)
 }
 
+// targetConn is the connection to the target with what the target sends
+// unasked: the channels it opens and its global requests. Both must be
+// read from the handshake on, or the connection stalls (conn.serveTarget
+// does). It is not an ssh.Client, whose three goroutines per connection
+// would only hand these on.
+type targetConn struct {
+	ssh.Conn
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
+}
+
 // handshakeTarget speaks SSH on nc, checks the target's host key and
 // authenticates with the certificate, all within timeout. It closes nc
 // when it fails.
-func handshakeTarget(ctx context.Context, nc net.Conn, tg *broker.Target, login string, signer ssh.Signer, timeout time.Duration) (*ssh.Client, error) {
+func handshakeTarget(ctx context.Context, nc net.Conn, tg *broker.Target, login string, signer ssh.Signer, timeout time.Duration) (*targetConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -227,5 +238,5 @@ func handshakeTarget(ctx context.Context, nc net.Conn, tg *broker.Target, login 
 		return nil, fmt.Errorf("ssh %s: %w", tg.Address, ctx.Err())
 	}
 	nc.SetDeadline(time.Time{})
-	return ssh.NewClient(sc, chans, reqs), nil
+	return &targetConn{Conn: sc, chans: chans, reqs: reqs}, nil
 }
