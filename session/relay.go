@@ -374,8 +374,16 @@ func (r *relay) start(req *ssh.Request) bool {
 	r.watch = watch
 	r.started = true
 	r.pumps.Add(3)
-	var outs sync.WaitGroup
-	outs.Add(2)
+	// The last of the two pumps of the target's output to end finishes
+	// it (outputEnded) on its goroutine, rather than one more goroutine
+	// per channel waiting for both.
+	var outs atomic.Int32
+	outs.Store(2)
+	outEnded := func() {
+		if outs.Add(-1) == 0 {
+			r.outputEnded()
+		}
+	}
 	files := r.conn.id.decision.Limits.Files
 	if req.Type == "subsystem" && (files == broker.FilesUpload || files == broker.FilesDownload) {
 		// The direction of sftp is in its requests: relay it packet by packet.
@@ -386,7 +394,7 @@ func (r *relay) start(req *ssh.Request) bool {
 		}()
 		go func() {
 			defer r.pumps.Done()
-			defer outs.Done()
+			defer outEnded()
 			r.sftpReplies(g)
 		}()
 	} else {
@@ -403,26 +411,29 @@ func (r *relay) start(req *ssh.Request) bool {
 		}()
 		go func() {
 			defer r.pumps.Done()
-			defer outs.Done()
+			defer outEnded()
 			r.pump(r.up, r.down, stdout, &r.conn.bytesOut, nil)
 		}()
 	}
 	go func() {
 		defer r.pumps.Done()
-		defer outs.Done()
+		defer outEnded()
 		r.pump(r.up.Stderr(), r.down.Stderr(), r.rec.Stderr, &r.conn.bytesOut, nil)
 	}()
-	go func() {
-		outs.Wait()
-		select {
-		case <-r.exitSent:
-		case <-r.upClosed:
-			r.awaitTargetWord()
-		}
-		r.down.CloseWrite()
-		close(r.outDone)
-	}()
 	return true
+}
+
+// outputEnded is called once the target's output (stdout and stderr) is
+// fully relayed. EOF goes to the technician only after the exit status,
+// or once the target closed the channel (see exitSent).
+func (r *relay) outputEnded() {
+	select {
+	case <-r.exitSent:
+	case <-r.upClosed:
+		r.awaitTargetWord()
+	}
+	r.down.CloseWrite()
+	close(r.outDone)
 }
 
 type counter interface{ Add(int64) int64 }
