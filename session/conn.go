@@ -155,6 +155,12 @@ func (c *conn) logArgs() []any {
 		"target", c.id.target.Name, "residency", c.id.target.Residency, "source", c.source}
 }
 
+// run serves an authenticated session until it ends: approval if the
+// rule asks for one, the target's connection, then the relay of the
+// technician's channels. The goroutine of a connection spends the
+// session's life here, waiting for the next channel: run's own frame is
+// kept small (each step in a function of its own), so that once idle its
+// stack shrinks back to 4 KiB.
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.sessionID = uuid.NewString()
 	c.upEnded = make(chan struct{})
@@ -164,61 +170,104 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	defer c.auditRefusedBeyond(context.Background())
 	ctx := c.srv.ctx // cancelled by Shutdown
 	go c.globalRequests(ctx, reqs)
-	defer keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
+	defer c.keepTechnicianAlive()()
+
+	pc, ok := c.approve(ctx, chans)
+	if !ok {
+		return
+	}
+	if pc != nil {
+		defer pc.stop()
+	}
+	if !c.connectOrRefuse(ctx, chans, pc) {
+		return
+	}
+	defer c.goLive(ctx)()
+	if pc != nil {
+		c.openPending(pc)
+	}
+	for nch := range chans {
+		c.openChannel(ctx, nch)
+	}
+	c.end(ctx)
+}
+
+// keepTechnicianAlive starts the keepalives of the technician's
+// connection and returns what stops them.
+func (c *conn) keepTechnicianAlive() (stop func()) {
+	return keepAlive(c.sc, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		// The technician's client is gone or stuck: ending that leg ends
 		// the target's too.
 		c.setEnd(EndTechnicianUnresponsive + why)
 		c.srv.log.Warn("technician unresponsive: ending the session", append(c.logArgs(), "why", why)...)
 		c.sc.Close()
-	})()
+	})
+}
 
-	var pc *pendingChannel
-	if c.id.pending() {
-		// Nothing reaches the target, and no recording or certificate
-		// exists, until the access request is approved.
-		var ok bool
-		if pc, ok = c.awaitApproval(ctx, chans); !ok {
-			// The client leaves once its channel closed with the
-			// reason; closing first could lose the exit status.
-			t := time.AfterFunc(10*time.Second, func() { c.sc.Close() })
-			defer t.Stop()
-			defer c.sc.Close()
-			for nch := range chans {
-				nch.Reject(ssh.ConnectionFailed, "sekisho: the session ended")
-			}
-			return
-		}
-		defer pc.stop()
+// approve holds a session whose rule asks for an approval until it has
+// one, and returns the channel that waited for it; false when the session
+// ended unapproved (the technician was told why).
+func (c *conn) approve(ctx context.Context, chans <-chan ssh.NewChannel) (*pendingChannel, bool) {
+	if !c.id.pending() {
+		return nil, true
 	}
+	// Nothing reaches the target, and no recording or certificate
+	// exists, until the access request is approved.
+	pc, ok := c.awaitApproval(ctx, chans)
+	if ok {
+		return pc, true
+	}
+	// The client leaves once its channel closed with the reason; closing
+	// first could lose the exit status.
+	t := time.AfterFunc(10*time.Second, func() { c.sc.Close() })
+	defer t.Stop()
+	defer c.sc.Close()
+	for nch := range chans {
+		nch.Reject(ssh.ConnectionFailed, "sekisho: the session ended")
+	}
+	return nil, false
+}
 
+// connectOrRefuse connects to the target (connect), or, when that fails,
+// tells the technician why, registers the refusal and reports false.
+func (c *conn) connectOrRefuse(ctx context.Context, chans <-chan ssh.NewChannel, pc *pendingChannel) bool {
 	start := time.Now()
 	c.started = start
-	if err := c.connect(ctx, start); err != nil {
-		if pc != nil {
-			var ue *userError
-			msg := "sekisho: session refused"
-			if errors.As(err, &ue) {
-				msg = "sekisho: " + ue.msg
-			}
-			pc.fail(msg)
-		}
-		c.refuse(ctx, chans, start, err)
-		return
+	err := c.connect(ctx, start)
+	if err == nil {
+		return true
 	}
+	if pc != nil {
+		var ue *userError
+		msg := "sekisho: session refused"
+		if errors.As(err, &ue) {
+			msg = "sekisho: " + ue.msg
+		}
+		pc.fail(msg)
+	}
+	c.refuse(ctx, chans, start, err)
+	return false
+}
+
+// goLive makes the session live: listed for revalidation, its limits'
+// clocks and the target's keepalives started. From then on, the target's
+// connection ending ends the technician's (serveTarget) and the other way
+// round (globalRequests). It returns what undoes it, in reverse order.
+func (c *conn) goLive(ctx context.Context) (stop func()) {
 	c.srv.log.Info("session started", c.logArgs()...)
 	c.srv.setLive(c, true)
-	defer c.srv.setLive(c, false)
+	var maxTimer *time.Timer
 	if max := c.id.decision.Limits.MaxDuration; max > 0 {
-		t := time.AfterFunc(max, func() {
+		maxTimer = time.AfterFunc(max, func() {
 			c.terminate(fmt.Sprintf("the session reached the %s limit of rule %q", max, c.id.decision.Rule))
 		})
-		defer t.Stop()
 	}
+	stopGrant := func() {}
 	if g := c.id.decision.Grant; g != nil {
 		if a := c.srv.cfg.Access; a != nil {
 			a.GrantUsed(ctx, g, c.sessionID)
 		}
-		defer c.grantTimers(g)()
+		stopGrant = c.grantTimers(g)
 	}
 	// A lock or rule change between the decision and now is not missed;
 	// nothing new starts once it is found.
@@ -226,22 +275,26 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		c.ending.Store(true)
 		go c.terminate(why)
 	}
-
-	defer keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
+	stopKeepalive := keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)
 		c.srv.log.Warn("target unresponsive: ending the session", append(c.logArgs(), "why", why)...)
 		c.tellAndClose("session ended: " + c.id.target.Name + " stopped answering")
-	})()
-	// From here on, the target's connection ending ends the
-	// technician's (serveTarget) and the other way round
-	// (globalRequests).
+	})
 	c.decide(true)
-	if pc != nil {
-		c.openPending(pc)
+	return func() {
+		stopKeepalive()
+		stopGrant()
+		if maxTimer != nil {
+			maxTimer.Stop()
+		}
+		c.srv.setLive(c, false)
 	}
-	for nch := range chans {
-		c.openChannel(ctx, nch)
-	}
+}
+
+// end ends a live session once the technician's connection closed: the
+// end reason, the target's connection, the channels' relays, then the
+// register and the recording's seal.
+func (c *conn) end(ctx context.Context) {
 	// x/crypto closes chans before Wait has the error that ended it.
 	if err := c.sc.Wait(); broken(err) {
 		c.setEnd(EndTechnicianFailed + err.Error())

@@ -623,7 +623,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// handle serves one connection until it ends. Authentication runs in a
+// function of its own, so that its large frame is gone from the stack
+// the connection then idles on for hours (see conn.run).
 func (s *Server) handle(nc net.Conn) {
+	sc, chans, reqs, id := s.authenticate(nc)
+	if sc == nil {
+		return
+	}
+	if id.command {
+		s.runCommands(sc, id, nc.RemoteAddr().String(), chans, reqs)
+		return
+	}
+	c := &conn{srv: s, sc: sc, id: id, source: nc.RemoteAddr().String()}
+	c.run(chans, reqs)
+}
+
+// authenticate admits nc, speaks SSH on it and authenticates the
+// technician. It returns a nil connection when that failed or was
+// refused (logged and audited here), and closes nc then.
+func (s *Server) authenticate(nc net.Conn) (*ssh.ServerConn, <-chan ssh.NewChannel, <-chan *ssh.Request, *identity) {
 	source := nc.RemoteAddr().String()
 	host := sourceHost(source)
 	place, evicted, why := s.preauth.admit(host, nc)
@@ -634,7 +653,7 @@ func (s *Server) handle(nc net.Conn) {
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
 				Detail: fmt.Sprintf("connection refused before the handshake: %s; %d refused from %s in this window (audited at most once per %s per source)", why, n, host, auditEvery)})
 		}
-		return
+		return nil, nil, nil, nil
 	}
 	if evicted != nil {
 		// Its handshake fails and ends quietly; the eviction is audited
@@ -668,36 +687,31 @@ func (s *Server) handle(nc net.Conn) {
 			s.log.Info("authentication failed", "user", o.user, "source", source, "method", method, "key", o.fingerprint, "err", err)
 			s.authAudit.failed(o.user, source, method, o.fingerprint, time.Now())
 			s.preauth.failed(host)
-			return
+			return nil, nil, nil, nil
 		}
 		if errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, proxyproto.ErrInvalidUpstream) {
 			s.log.Warn("connection from a trusted balancer without a usable PROXY header refused", "source", source, "err", err)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
 				Detail: "connection from a proxy_protocol.trusted peer without a usable PROXY header"})
-			return
+			return nil, nil, nil, nil
 		}
 		if errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) {
 			s.log.Warn("PROXY protocol header from an untrusted peer: connection refused", "source", source)
 			s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Source: source,
 				Detail: "PROXY protocol header from a peer not in proxy_protocol.trusted"})
-			return
+			return nil, nil, nil, nil
 		}
 		s.log.Debug("handshake ended", "source", source, "err", err)
-		return
+		return nil, nil, nil, nil
 	}
 	nc.SetDeadline(time.Time{})
 	id, ok := sc.Permissions.ExtraData[extraKey{}].(*identity)
 	if !ok {
 		// Cannot happen: every successful authentication sets it.
 		sc.Close()
-		return
+		return nil, nil, nil, nil
 	}
-	if id.command {
-		s.runCommands(sc, id, source, chans, reqs)
-		return
-	}
-	c := &conn{srv: s, sc: sc, id: id, source: source}
-	c.run(chans, reqs)
+	return sc, chans, reqs, id
 }
 
 // advance notes that the connection from source, still authenticating,
