@@ -218,3 +218,29 @@ func TestRecoverChainsTheDataFile(t *testing.T) {
 	c.closed = true
 	c.mu.Unlock()
 }
+
+// A sync pass that cannot chain an idle channel's bytes (the chain's file
+// fails, as on a dead disk) fails the session: no write is waiting to be
+// told, so OnFailure is, and the next write returns the error.
+func TestSyncPassFailureFailsTheSession(t *testing.T) {
+	_, _, s := newSession(t)
+	failed := make(chan error, 1)
+	s.OnFailure(func(err error) { failed <- err })
+	c := newChannel(t, s, ChannelInfo{PTY: true, Kind: "shell"})
+	s.chainMu.Lock()
+	s.chain.f.Close() // the pass's chain write fails
+	s.chainMu.Unlock()
+	must(t, c.Stdout([]byte("typed while the disk died")))
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), "recording chain") {
+			t.Errorf("failure %q, want a recording chain error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sync pass did not fail the session")
+	}
+	if err := c.Stdout([]byte("more")); err == nil || !strings.Contains(err.Error(), "recording chain") {
+		t.Errorf("a write after the failure: %v, want the failure", err)
+	}
+	c.Close()
+}

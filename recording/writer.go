@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -81,6 +82,7 @@ type Session struct {
 	failMu    sync.Mutex
 	failed    error       // the first recording failure of any channel
 	onFailure func(error) // told of it once, in its own goroutine
+	hasFailed atomic.Bool // failed is set: every channel's next write returns it
 }
 
 // OnFailure registers f, called once (in its own goroutine) when any
@@ -100,6 +102,7 @@ func (s *Session) fail(err error) {
 		return
 	}
 	s.failed = err
+	s.hasFailed.Store(true)
 	if f := s.onFailure; f != nil {
 		go f(err)
 	}
@@ -514,6 +517,12 @@ var errClosed = errors.New("recording closed")
 // split character are not accepted without being recorded.
 func (c *Channel) failed() error {
 	if c.err != nil {
+		return c.err
+	}
+	if c.sess.hasFailed.Load() {
+		// Another chunk, or another channel, could not be recorded (a
+		// sync in the background): the session relays nothing more.
+		c.err = c.sess.failure()
 		return c.err
 	}
 	if c.closed {
