@@ -201,3 +201,31 @@ func TestStrippedSealIsNotResealed(t *testing.T) {
 	}
 	hardening.Report(t, "25", "the seal of an ended session's recording deleted, then sekisho restarted: it is not sealed again, the log says it was removed rather than lost in a crash, verify names the removed seal")
 }
+
+// A recording made before exact bytes got a file of their own (format 1,
+// kept in recording/testdata) still verifies offline with `sekisho
+// verify`, and a byte changed in it is still named.
+func TestFormat1RecordingVerifiesOffline(t *testing.T) {
+	t.Parallel()
+	const id = "0d3c7f5e-8a41-4c36-9f0b-6f2a1e5d4c01"
+	fixture := filepath.Join("..", "recording", "testdata", "format1")
+	dir := filepath.Join(t.TempDir(), id)
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixture, id))); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(fixture, "recording_key.pub")
+	verify := func() result {
+		cmd := exec.CommandContext(ctxT(t), env.sekisho, "verify", "--key", key, dir)
+		cmd.Env = append(os.Environ(), "SEKISHO_CONFIG=/nonexistent")
+		return run(t, cmd, nil)
+	}
+	if r := verify(); r.code != 0 || !strings.Contains(r.stdout, id+": OK, complete") {
+		t.Fatalf("verify of the format-1 recording: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+	cast := filepath.Join(dir, "2.cast")
+	b, _ := os.ReadFile(cast)
+	os.WriteFile(cast, []byte(strings.Replace(string(b), "H4sI", "H4sJ", 1)), 0o600)
+	if r := verify(); r.code != 1 || !strings.Contains(r.stdout, "2.cast: chunk") {
+		t.Errorf("verify of a changed format-1 recording: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+}

@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // testdata/format1 holds a recording made by the recorder before exact
 // bytes got a file of their own (format 1: base64 in the event stream),
-// sealed with a key of which only the public half is kept. Recordings of
+// sealed with a key of which only the public half is kept (as
+// `sekisho recording-key` prints it). Recordings of
 // that format stay readable and verifiable.
 const format1Root, format1ID = "testdata/format1", "0d3c7f5e-8a41-4c36-9f0b-6f2a1e5d4c01"
 
@@ -24,11 +27,11 @@ func format1Key(t *testing.T) ed25519.PublicKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	pk, _, _, _, err := ssh.ParseAuthorizedKey(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pub
+	return pk.(ssh.CryptoPublicKey).CryptoPublicKey().(ed25519.PublicKey)
 }
 
 // format1Copy copies the fixture to a temporary root, as a reviewer's
