@@ -88,11 +88,17 @@ func TestKilledNodeSessionsEndedByASurvivor(t *testing.T) {
 	marker := "seen-before-the-kill-" + randHex(t)
 	lost := startLiveRunning(t, a, "aiko", "aiko+db-jp-01", "echo started; echo "+marker+"; seq 1 200000; sleep 300")
 	var id string
-	waitUntil(t, 30*time.Second, "node-a's session's chunks and chain records in the store", func() bool {
+	// The marker is in the store once the shipped chain holds a chunk of
+	// the exact bytes (1.raw) and one of the events after the header
+	// (1.cast) that refer to them.
+	waitUntil(t, 30*time.Second, "node-a's session's output and its events in the store", func() bool {
 		for _, s := range registerOf(t, a) {
-			if s.EndedAt == "" && len(m.objects(t, bucket, s.ID+"/live/chain/")) > 0 && len(m.objects(t, bucket, s.ID+"/chunks/")) > 0 {
-				id = s.ID
-				return true
+			if s.EndedAt == "" {
+				files := m.liveChainFiles(t, bucket, s.ID)
+				if files["1.raw"] >= 1 && files["1.cast"] >= 2 {
+					id = s.ID
+					return true
+				}
 			}
 		}
 		return false
@@ -132,7 +138,7 @@ func TestKilledNodeSessionsEndedByASurvivor(t *testing.T) {
 		t.Errorf("verify on node-b:\n%s", verified)
 	}
 	if r, _ := b.cli(t, "replay", "--instant", id); !strings.Contains(r, marker) {
-		t.Errorf("the replay from the store lacks what the technician saw before the kill")
+		t.Errorf("the replay from the store lacks what the technician saw before the kill:\n%s", tail(r, 15))
 	}
 	if out, _ := b.cli(t, "audit", "--kind", "session.node_lost", "--limit", "10"); strings.Count(out, "session.node_lost") != 1 || !strings.Contains(out, "node-a") {
 		t.Errorf("audit of the lost session, want one event naming node-a:\n%s", out)

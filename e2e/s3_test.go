@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +92,31 @@ func (m *minioServer) objects(t *testing.T, bucket, prefix string) []string {
 		keys = append(keys, o.Key)
 	}
 	return keys
+}
+
+// liveChainFiles counts, per file, the chunks of live recording id whose
+// chain records were shipped to bucket.
+func (m *minioServer) liveChainFiles(t *testing.T, bucket, id string) map[string]int {
+	t.Helper()
+	files := map[string]int{}
+	for _, key := range m.objects(t, bucket, id+"/live/chain/") {
+		o, err := m.client.GetObject(context.Background(), bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(o)
+		o.Close()
+		if err != nil {
+			continue // replaced meanwhile
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r struct{ File string }
+			if json.Unmarshal([]byte(line), &r) == nil && r.File != "" {
+				files[r.File]++
+			}
+		}
+	}
+	return files
 }
 
 // shipped reports whether recording id is in bucket whole: its seal, chain

@@ -255,7 +255,9 @@ func (s *S3Store) SealShipped(ctx context.Context, meta Meta, work string, key e
 		}
 	}
 	for _, r := range good {
-		if !slices.Contains(chans, r.File) {
+		// The channels are their event streams; a data file (.raw) is
+		// named by its channel's header.
+		if filepath.Ext(r.File) == ".cast" && !slices.Contains(chans, r.File) {
 			chans = append(chans, r.File)
 		}
 	}

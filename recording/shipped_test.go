@@ -62,17 +62,30 @@ func TestSealShippedFromWhatReachedTheStore(t *testing.T) {
 	if err := u.Start(ctx, id, "SG", nil); err != nil {
 		t.Fatal(err)
 	}
+	// An exec channel first: its exact bytes go to 1.raw, chained with
+	// its events when it closes (chunks 1-3: the header, 1.raw, events).
+	ex, err := rec.Channel(recording.ChannelInfo{Kind: "exec", Command: "hostname"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Stdout([]byte("exact-bytes-before-the-loss\x00")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Close(); err != nil {
+		t.Fatal(err)
+	}
 	ch, err := rec.Channel(recording.ChannelInfo{PTY: true, Term: "xterm", Cols: 80, Rows: 24, Kind: "shell"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Past 1 MiB a chunk is made at once: two and a half make two.
+	// Past 1 MiB a chunk is made at once: two and a half make two
+	// (chunks 5 and 6, after the header, 4).
 	out := bytes.Repeat([]byte("sekisho records before it forwards\r\n"), 75000)
 	if err := ch.Stdout(out); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "two chunks and their chain records in the store", func() bool {
-		return len(m.Objects(t, "rec-sg", id+"/chunks/")) >= 2 && m.LiveChainCovers(t, "rec-sg", id) >= 2
+	waitFor(t, 30*time.Second, "five chunks and their chain records in the store", func() bool {
+		return len(m.Objects(t, "rec-sg", id+"/chunks/")) >= 5 && m.LiveChainCovers(t, "rec-sg", id) >= 5
 	})
 	u.Close() // the node dies: nothing more is shipped
 	shipped := len(m.Objects(t, "rec-sg", id+"/chunks/"))
@@ -85,8 +98,8 @@ func TestSealShippedFromWhatReachedTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seal.Complete || seal.Chunks < 2 || seal.Chunks > shipped {
-		t.Fatalf("seal: complete %v, %d chunks; want incomplete, 2..%d chunks", seal.Complete, seal.Chunks, shipped)
+	if seal.Complete || seal.Chunks < 5 || seal.Chunks > shipped {
+		t.Fatalf("seal: complete %v, %d chunks; want incomplete, 5..%d chunks", seal.Complete, seal.Chunks, shipped)
 	}
 	fetched := t.TempDir()
 	dir, err := st.Fetch(ctx, id, fetched)
@@ -103,6 +116,15 @@ func TestSealShippedFromWhatReachedTheStore(t *testing.T) {
 	}
 	if want := "verified up to chunk"; !strings.Contains(v.Reason, want) || !strings.Contains(v.Reason, "node lost") {
 		t.Errorf("reason %q: want it to say node lost and %q", v.Reason, want)
+	}
+	// The survivor's metadata lists the channels (their event streams),
+	// and the exact bytes read back through them.
+	var export bytes.Buffer
+	if err := recording.ExportJSON(&export, fetched, id, 1); err != nil {
+		t.Fatalf("export of the survivor's seal: %v", err)
+	}
+	if !strings.Contains(export.String(), `"code":"x-stdout","text":"exact-bytes-before-the-loss\u0000"`) {
+		t.Errorf("the exec channel's exact bytes are not in the export:\n%s", export.String())
 	}
 	if live := m.Objects(t, "rec-sg", id+"/live/"); len(live) != 0 {
 		t.Errorf("live objects left after sealing: %v", live)
