@@ -21,9 +21,14 @@ import (
 
 // relayBufSize is the size of the first read buffer in each copy
 // direction. Interactive channels (keystrokes, their echo) never fill it,
-// and a thousand sessions hold three each, so it is small; a bulk
-// transfer doubles it with every full read.
-const relayBufSize = 4 << 10
+// a terminal's stderr gets nothing at all, and a thousand sessions hold
+// three each, so it is small; a bulk transfer doubles it with every full
+// read.
+const relayBufSize = 1 << 10
+
+// relayIdleReads is how many reads in a row of at most relayBufSize make
+// a bulk copy interactive again: it gives back its two large buffers.
+const relayIdleReads = 64
 
 // relayBufMax is the size a copy's buffer grows to while reads fill it (a
 // bulk transfer): fewer, larger recorder writes. Idle interactive
@@ -469,8 +474,14 @@ func copyRecorded(src io.Reader, dst io.Writer, record func([]byte) error, n cou
 			if k == len(buf) {
 				if len(buf) == relayBufMax {
 					// A bulk transfer: from now on, writing one buffer
-					// and recording the next overlap.
-					return copyOverlapped(src, dst, record, n, buf)
+					// and recording the next overlap, until it turns
+					// interactive again.
+					var done bool
+					if eof, recErr, done = copyOverlapped(src, dst, record, n, buf); done {
+						return eof, recErr
+					}
+					buf = make([]byte, relayBufSize)
+					continue
 				}
 				buf = make([]byte, 2*len(buf))
 			}
@@ -485,8 +496,11 @@ func copyRecorded(src io.Reader, dst io.Writer, record func([]byte) error, n cou
 // being written to dst (encrypted and sent), the next is read and
 // recorded, on two goroutines. Every buffer is recorded before it is
 // handed to the writer, and everything recorded is written, in order,
-// before it returns.
-func copyOverlapped(src io.Reader, dst io.Writer, record func([]byte) error, n counter, buf []byte) (eof bool, recErr error) {
+// before it returns. It returns done false, having written everything,
+// once relayIdleReads reads in a row were small: the copy goes on with a
+// small buffer, and an interactive session that once printed a large
+// file does not keep half a megabyte for the rest of its life.
+func copyOverlapped(src io.Reader, dst io.Writer, record func([]byte) error, n counter, buf []byte) (eof bool, recErr error, done bool) {
 	free := make(chan []byte, 2)
 	free <- buf
 	free <- make([]byte, len(buf))
@@ -516,22 +530,29 @@ func copyOverlapped(src io.Reader, dst io.Writer, record func([]byte) error, n c
 			<-written
 		}
 	}()
+	small := 0
 	for {
 		b := <-free
 		if writeFailed.Load() {
-			return false, nil
+			return false, nil, true
 		}
 		k, err := src.Read(b)
 		if k > 0 {
 			if rerr := record(b[:k]); rerr != nil {
-				return false, rerr
+				return false, rerr, true
 			}
 			full <- b[:k]
 		} else {
 			free <- b
 		}
 		if err != nil {
-			return errors.Is(err, io.EOF), nil
+			return errors.Is(err, io.EOF), nil, true
+		}
+		if small = small + 1; k > relayBufSize {
+			small = 0
+		}
+		if small >= relayIdleReads {
+			return false, nil, false // the deferred function waits for the writer
 		}
 	}
 }

@@ -240,3 +240,69 @@ func TestCopyRecordedReportsRecordingFailureWhileTheOtherSideIsStuck(t *testing.
 		t.Fatal("a recording failure was not reported while the other side was stuck")
 	}
 }
+
+// phasedReader serves a bulk phase (reads fill the buffer), then small
+// reads, then bulk again, and notes the buffer size of each read.
+type phasedReader struct {
+	data  []byte
+	small int // reads of 10 bytes after the first bulk phase
+	bulk  int // bytes of the first bulk phase
+	sizes []int
+	reads int
+}
+
+func (r *phasedReader) Read(p []byte) (int, error) {
+	r.sizes = append(r.sizes, len(p))
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if r.reads >= r.bulk && r.small > 0 {
+		n = 10
+		r.small--
+	}
+	n = copy(p, r.data[:min(n, len(r.data))])
+	r.data = r.data[n:]
+	r.reads += n
+	return n, nil
+}
+
+// A bulk copy that turns interactive gives its large buffers back (its
+// reads get a small buffer again), and grows them again for the next bulk
+// transfer; every byte arrives in order, recorded first.
+func TestCopyRecordedShrinksAfterBulk(t *testing.T) {
+	data := testData(12 << 20)
+	src := &phasedReader{data: data, bulk: 4 << 20, small: 2 * relayIdleReads}
+	dst := &sink{}
+	var recorded bytes.Buffer
+	record := func(p []byte) error {
+		if got := dst.len(); got > recorded.Len() {
+			t.Errorf("%d bytes relayed but only %d recorded", got, recorded.Len())
+		}
+		recorded.Write(p)
+		return nil
+	}
+	var n atomic.Int64
+	if eof, err := copyRecorded(src, dst, record, &n); !eof || err != nil {
+		t.Fatalf("copyRecorded = eof %v, err %v", eof, err)
+	}
+	if !bytes.Equal(dst.bytes(), data) || !bytes.Equal(recorded.Bytes(), data) {
+		t.Fatal("relayed or recorded bytes differ from what was sent")
+	}
+	// The reads: growing to relayBufMax, large during the first bulk
+	// phase, small again within relayIdleReads+1 small reads, large again.
+	sawMax, shrunk, grewAgain := false, false, false
+	for _, s := range src.sizes {
+		switch {
+		case s == relayBufMax && !shrunk:
+			sawMax = true
+		case s == relayBufSize && sawMax:
+			shrunk = true
+		case s == relayBufMax && shrunk:
+			grewAgain = true
+		}
+	}
+	if !sawMax || !shrunk || !grewAgain {
+		t.Errorf("buffer sizes: reached the maximum %v, small again %v, large again %v", sawMax, shrunk, grewAgain)
+	}
+}
