@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sekisho/sekisho/internal/hardening"
 )
 
 // Format 2: a channel without a terminal keeps its exact bytes in
@@ -243,4 +246,32 @@ func TestSyncPassFailureFailsTheSession(t *testing.T) {
 		t.Errorf("a write after the failure: %v, want the failure", err)
 	}
 	c.Close()
+}
+
+// A channel header naming any data file but its own (a path outside the
+// session, another channel's bytes) is refused by every reader, before
+// anything is opened.
+func TestDataFileNameChecked(t *testing.T) {
+	_, _, s := newSession(t)
+	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "cat"})
+	must(t, c.Stdout([]byte("mine")))
+	must(t, c.Close())
+	cast := filepath.Join(s.Dir(), "1.cast")
+	orig, err := os.ReadFile(cast)
+	must(t, err)
+	names := []string{"../1.raw", "2.raw", "/etc/passwd", "1.raw/../../x", "1.cast", "1.cast.idx", "../../recording_key", ""}
+	for _, name := range names {
+		b := bytes.Replace(orig, []byte(`"x_data":"1.raw"`), []byte(`"x_data":`+strconv.Quote(name)), 1)
+		if name == "" {
+			b = bytes.Replace(orig, []byte(`"x_data":"1.raw"`), []byte(`"x_data":"1.raw","x_data":"../x"`), 1)
+		}
+		must(t, os.WriteFile(cast, b, 0o600))
+		if cr, err := OpenChannel(ChannelFile{Name: "1.cast", Path: cast}); err == nil {
+			cr.Close()
+			t.Errorf("x_data %q: opened", name)
+		} else if !strings.Contains(err.Error(), "names data file") {
+			t.Errorf("x_data %q: %v", name, err)
+		}
+	}
+	hardening.Report(t, "26", "%d channel headers naming a data file other than their own (../1.raw, another channel's, /etc/passwd, 1.raw/../../x, the event stream, its index, the recording key, a duplicate key): all refused by the reader before any file is opened", len(names))
 }
