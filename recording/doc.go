@@ -74,7 +74,15 @@
 // (interactive ones) are chained by the node's sync pass: one goroutine
 // that, once a second, makes a chunk of every such channel, syncs them
 // all with one syncfs of their file system, writes their chain records
-// and syncs those with one more (syncpass.go).
+// and syncs those with one more (syncpass.go). A chunk of a data file is
+// chained before the chunk of events that refers to it. Where syncfs
+// does not report writeback errors (Linux before 5.8), or once it has
+// reported one for a recording directory, the pass fsyncs file by file.
+//
+// So the chain vouches for a chunk as it was in the file when read back,
+// within about a second of being written, not as it was in memory: a
+// process that could change the file in that second runs as sekisho or
+// as root, and can read the recording key that signs the seal anyway.
 //
 // # Guarantees
 //

@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bytes"
+	"errors"
 	"crypto/ed25519"
 	"crypto/rand"
 	"os"
@@ -142,10 +143,23 @@ func TestReferencePastTheDataFile(t *testing.T) {
 	cr, err := OpenChannel(ChannelFile{Name: "1.cast", Path: filepath.Join(s.Dir(), "1.cast")})
 	must(t, err)
 	defer cr.Close()
-	e, err := cr.Next()
-	must(t, err)
-	if _, err := e.Bytes(); err == nil || !strings.Contains(err.Error(), "ends before bytes 0-10") {
-		t.Errorf("Bytes = %v", err)
+	if _, err := cr.Next(); !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "refers to bytes 0-10 of 1.raw, which holds 4") {
+		t.Errorf("Next = %v, want a truncation naming the bytes", err)
+	}
+}
+
+// A channel that relayed nothing has no chunk of its data file, so a copy
+// rebuilt from the chunks (an object store's) has no data file at all:
+// it reads as empty.
+func TestMissingDataFileIsEmpty(t *testing.T) {
+	_, _, s := newSession(t)
+	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "true"})
+	must(t, c.Event("x-exit-status", "0"))
+	must(t, c.Close())
+	must(t, os.Remove(filepath.Join(s.Dir(), "1.raw")))
+	_, evs := readCast(t, filepath.Join(s.Dir(), "1.cast"))
+	if len(evs) != 1 || evs[0] != (ev{"x-exit-status", "0"}) {
+		t.Errorf("events %q", evs)
 	}
 }
 
@@ -154,38 +168,49 @@ func TestReferencePastTheDataFile(t *testing.T) {
 // channels of many sessions.
 func TestSyncPassChainsIdleChannels(t *testing.T) {
 	var chans []*Channel
-	var dirs []string
+	var sessions []*Session
 	root := t.TempDir()
-	for range 5 {
-		s, err := Create(root, Meta{ID: uuid.NewString(), Start: time.Now()})
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	for i := range 6 {
+		s, err := CreateSigned(root, Meta{ID: uuid.NewString(), Start: time.Now()}, priv)
 		must(t, err)
-		c := newChannel(t, s, ChannelInfo{PTY: true, Kind: "shell"})
+		info := ChannelInfo{PTY: true, Kind: "shell"}
+		if i%2 == 1 {
+			info = ChannelInfo{Kind: "exec", Command: "cat"} // with a data file
+		}
+		c := newChannel(t, s, info)
 		must(t, c.Stdin([]byte("l")))
 		must(t, c.Stdout([]byte("l")))
-		chans, dirs = append(chans, c), append(dirs, s.Dir())
-		t.Cleanup(func() { c.Close() })
+		chans, sessions = append(chans, c), append(sessions, s)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for i, dir := range dirs {
+	for i, s := range sessions {
 		for {
-			recs, _, err := readChain(dir)
+			recs, _, err := readChain(s.Dir())
 			must(t, err)
-			var covered int64
+			covered := map[string]int64{}
 			for _, r := range recs {
-				if r.File == "1.cast" {
-					covered = r.Off + r.Len
-				}
+				covered[r.File] = r.Off + r.Len
 			}
-			chans[i].mu.Lock()
-			written := chans[i].ev.off
-			chans[i].mu.Unlock()
-			if covered == written {
+			c := chans[i]
+			c.mu.Lock()
+			all := covered[c.ev.name] == c.ev.off && (c.data == nil || covered[c.data.name] == c.data.off)
+			c.mu.Unlock()
+			if all {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("session %d: chained up to byte %d of %d written", i, covered, written)
+				t.Fatalf("session %d: chained %v", i, covered)
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+		// What the pass chained verifies.
+		must(t, chans[i].Close())
+		must(t, s.End(time.Now(), "client closed", 1, 1))
+		v, err := Verify(s.Dir(), pub)
+		must(t, err)
+		if v.CheckOffline(); !v.OK || !v.Complete {
+			t.Errorf("session %d: %s", i, problems(v))
 		}
 	}
 }
@@ -202,7 +227,10 @@ func TestRecoverChainsTheDataFile(t *testing.T) {
 	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "cat"})
 	must(t, c.Stdout([]byte("before the crash")))
 	// The process dies: nothing is closed, nothing synced or chained
-	// by the writer any more.
+	// by the writer (or the sync pass) any more.
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	seals, errs := Recover(root, priv, "crash or kill", nil)
 	if len(errs) != 0 || len(seals) != 1 {
 		t.Fatalf("Recover: %v, %d seals", errs, len(seals))
@@ -212,13 +240,21 @@ func TestRecoverChainsTheDataFile(t *testing.T) {
 	if v.CheckOffline(); !v.OK || v.Complete || v.Recovered == 0 {
 		t.Fatalf("verify: %+v (%s)", v, problems(v))
 	}
+	recs, _, err := readChain(s.Dir())
+	must(t, err)
+	recoveredRaw := false
+	for _, r := range recs {
+		recoveredRaw = recoveredRaw || (r.Recovered && r.File == "1.raw" && r.Len == int64(len("before the crash")))
+	}
+	if !recoveredRaw {
+		t.Errorf("no recovered chunk of 1.raw in %+v", recs)
+	}
 	_, evs := readCast(t, filepath.Join(s.Dir(), "1.cast"))
 	if len(evs) != 1 || evs[0] != (ev{"x-stdout", "before the crash"}) {
 		t.Errorf("events after recovery: %q", evs)
 	}
 	c.mu.Lock() // let the test's clean-up close the files
 	c.closeFiles()
-	c.closed = true
 	c.mu.Unlock()
 }
 

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // maxLine bounds one recorded line when reading; the writer never produces
@@ -80,8 +82,9 @@ var ErrTruncated = errors.New("the recording ends with a truncated event")
 // of any size are read in bounded memory.
 type CastReader struct {
 	src    io.Reader
-	data   io.ReaderAt // the channel's data file (format 2); nil when it has none
-	closer []io.Closer
+	data     io.ReaderAt // the channel's data file (format 2); nil when it has none
+	dataSize int64       // its size when opened
+	closer   []io.Closer
 	br     *bufio.Reader
 	header header
 	line   int   // lines read, counted from base
@@ -175,20 +178,45 @@ func OpenChannel(ch ChannelFile) (*CastReader, error) {
 	}
 	cr.closer = append(cr.closer, f)
 	if d := cr.header.Data; d != "" {
-		df, err := os.Open(filepath.Join(filepath.Dir(ch.Path), d))
+		df, size, err := openDataFile(filepath.Join(filepath.Dir(ch.Path), d))
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s: its data file: %w", ch.Name, err)
 		}
-		cr.data = df
-		cr.closer = append(cr.closer, df)
+		cr.data, cr.dataSize = df, size
+		if df != nil {
+			cr.closer = append(cr.closer, df)
+		}
 	}
 	return cr, nil
 }
 
-// SetData gives a reader made by NewCastReader the channel's data file,
-// for a channel whose header names one.
-func (cr *CastReader) SetData(r io.ReaderAt) { cr.data = r }
+// openDataFile opens a channel's data file, not through a symbolic link,
+// and returns its size. A data file that is not there is empty: a
+// channel that relayed nothing has no chunk of it, so a copy rebuilt
+// from its chunks (an object store's) has none either.
+func openDataFile(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
+// SetData gives a reader made by NewCastReader the channel's data file
+// (size bytes long), for a channel whose header names one.
+func (cr *CastReader) SetData(r io.ReaderAt, size int64) { cr.data, cr.dataSize = r, size }
 
 // Close closes the files OpenChannel opened.
 func (cr *CastReader) Close() error {
@@ -225,12 +253,17 @@ func (cr *CastReader) Next() (Event, error) {
 			return Event{}, fmt.Errorf("%s: not an event [time, code, data]", cr.where(cr.line))
 		}
 		if cr.header.Data != "" && isDataCode(e.Code) {
-			if cr.data == nil {
-				return Event{}, fmt.Errorf("%s: the channel's data file %s was not opened", cr.name, cr.header.Data)
-			}
 			off, n, ok := parseRef(e.Data)
 			if !ok {
 				return Event{}, fmt.Errorf("%s: %s: bad reference %q to %s", cr.where(cr.line), e.Code, e.Data, cr.header.Data)
+			}
+			if off+n > cr.dataSize {
+				// The bytes are written before the event that refers
+				// to them: an event beyond the data file is one whose
+				// bytes were lost with the rest (a copy rebuilt from
+				// the chunks that reached an object store, a file cut
+				// short). What comes before it is intact.
+				return Event{}, fmt.Errorf("%s: %s refers to bytes %d-%d of %s, which holds %d: %w", cr.where(cr.line), e.Code, off, off+n, cr.header.Data, cr.dataSize, ErrTruncated)
 			}
 			e.ref = &dataRef{data: cr.data, off: off, n: n}
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 )
 
-// syncFS is syncfs(2) where the system has it; elsewhere the sync pass
-// syncs file by file.
-func syncFS(*os.File) error { return errors.ErrUnsupported }
+// syncfs(2) is Linux's; elsewhere the sync pass syncs file by file.
+const syncfsReportsErrors = false
+
+var syncFS = func(*os.File) error { return errors.ErrUnsupported }

@@ -27,6 +27,13 @@ type syncPass struct {
 	mu      sync.Mutex
 	dirty   []*Channel
 	running bool // the pass's goroutine runs; it stops when nothing is dirty
+
+	// perFile lists the recording directories where a syncfs reported a
+	// writeback error: syncfs reports an error once per open file, so
+	// the file that fails may not be the one it was asked through. From
+	// then on every file there is fsynced itself (the pass's goroutine
+	// alone uses it).
+	perFile map[string]bool
 }
 
 // add has c's bytes chained by the next pass. The caller holds c.mu and
@@ -73,7 +80,12 @@ type passChunk struct {
 func (p *syncPass) run(batch []*Channel) {
 	var cks []*passChunk
 	for _, c := range batch {
-		cks = c.passChunks(cks)
+		var busy bool
+		if cks, busy = c.passChunks(cks); busy {
+			// Its lock is held (a channel waiting for its own chunk's
+			// sync, or closing): the others do not wait for it.
+			p.add(c)
+		}
 	}
 	if len(cks) == 0 {
 		return
@@ -82,7 +94,7 @@ func (p *syncPass) run(batch []*Channel) {
 		pc.sum, pc.err = hashChunk(pc.f, pc.ck)
 	}
 	// The bytes are durable before the records that name them.
-	syncAll(cks, func(pc *passChunk) *os.File { return pc.f })
+	p.syncAll(cks, func(pc *passChunk) *os.File { return pc.f })
 	chains := make([]*passChunk, 0, len(cks))
 	seen := map[*Session]bool{}
 	for _, pc := range cks {
@@ -102,11 +114,13 @@ func (p *syncPass) run(batch []*Channel) {
 			chains = append(chains, pc)
 		}
 	}
-	syncAll(chains, func(pc *passChunk) *os.File {
+	p.syncAll(chains, func(pc *passChunk) *os.File {
 		pc.c.sess.chainMu.Lock()
 		defer pc.c.sess.chainMu.Unlock()
 		if pc.c.sess.chain.f == nil {
-			return nil // sealed meanwhile: End synced it
+			// Sealed: cannot happen while a chunk of the session is in
+			// flight (Close waits for it, End for every Close).
+			return nil
 		}
 		return pc.c.sess.chain.f
 	})
@@ -139,25 +153,30 @@ func (p *syncPass) run(batch []*Channel) {
 
 // passChunks appends to cks a chunk of each of c's files that has bytes
 // written since its last chunk and none in flight; a file with a chunk
-// in flight waits for the next pass.
-func (c *Channel) passChunks(cks []*passChunk) []*passChunk {
-	c.mu.Lock()
+// in flight waits for the next pass, and so do the events when the bytes
+// they refer to do. busy says c's lock was held: nothing was taken.
+func (c *Channel) passChunks(cks []*passChunk) (_ []*passChunk, busy bool) {
+	if !c.mu.TryLock() {
+		return cks, true
+	}
 	defer c.mu.Unlock()
 	c.dirty = false
 	if c.closed || c.err != nil {
-		return cks // Close chains what is left; a failed channel takes no more
+		return cks, false // Close chains what is left; a failed channel takes no more
 	}
 	again := false
 	for _, fl := range c.files() {
 		if fl.off == fl.chunkOff {
 			continue
 		}
-		if fl.busy() {
+		if again || fl.busy() {
+			// The data file first (files()): its events never go into
+			// the chain before the bytes they refer to.
 			again = true
 			continue
 		}
 		if err := c.waitSyncLocked(fl); err != nil {
-			return cks
+			return cks, false
 		}
 		pc := &passChunk{c: c, fl: fl, f: fl.f, ck: chunk{off: fl.chunkOff, n: fl.off - fl.chunkOff}, done: make(chan struct{})}
 		fl.chunkOff = fl.off
@@ -168,14 +187,14 @@ func (c *Channel) passChunks(cks []*passChunk) []*passChunk {
 		c.dirty = true
 		passes.add(c)
 	}
-	return cks
+	return cks, false
 }
 
 // syncAll makes the files of cks durable: one sync of each file system
 // they are on where the system can (all of a recording directory's
 // sessions share one), else, or when that fails, an fsync of each file,
 // which also tells which failed. A failure is set on its chunks.
-func syncAll(cks []*passChunk, fileOf func(*passChunk) *os.File) {
+func (p *syncPass) syncAll(cks []*passChunk, fileOf func(*passChunk) *os.File) {
 	byRoot := map[string][]*passChunk{}
 	var roots []string
 	for _, pc := range cks {
@@ -197,8 +216,14 @@ func syncAll(cks []*passChunk, fileOf func(*passChunk) *os.File) {
 		if any == nil {
 			continue
 		}
-		if len(group) > 1 && syncFS(any) == nil {
-			continue
+		if len(group) > 1 && syncfsReportsErrors && !p.perFile[root] {
+			if syncFS(any) == nil {
+				continue
+			}
+			if p.perFile == nil {
+				p.perFile = map[string]bool{}
+			}
+			p.perFile[root] = true
 		}
 		for _, pc := range group {
 			if f := fileOf(pc); f != nil {

@@ -333,14 +333,20 @@ func (wt *watcher) handle(c *followed, line []byte) error {
 		// The writer writes the bytes before the event that refers to
 		// them: they are in the file.
 		if c.data == nil {
-			f, err := os.Open(filepath.Join(wt.dir, c.hdr.Data))
+			f, _, err := openDataFile(filepath.Join(wt.dir, c.hdr.Data))
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			c.data = f
 		}
 		off, n, ok := parseRef(e.Data)
-		if !ok {
+		var size int64
+		if c.data != nil {
+			if fi, err := c.data.Stat(); err == nil {
+				size = fi.Size()
+			}
+		}
+		if !ok || off+n > size {
 			return wt.note(c, "an unreadable "+e.Code+" event was skipped")
 		}
 		e.ref = &dataRef{data: c.data, off: off, n: n}
