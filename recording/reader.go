@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -81,16 +81,16 @@ var ErrTruncated = errors.New("the recording ends with a truncated event")
 // CastReader reads a channel recording event by event, so that recordings
 // of any size are read in bounded memory.
 type CastReader struct {
-	src    io.Reader
+	src      io.Reader
 	data     io.ReaderAt // the channel's data file (format 2); nil when it has none
 	dataSize int64       // its size when opened
 	closer   []io.Closer
-	br     *bufio.Reader
-	header header
-	line   int   // lines read, counted from base
-	base   int64 // the byte offset reading started at after a seek; 0 otherwise
-	off    int64 // the byte offset of the next line
-	name   string
+	br       *bufio.Reader
+	header   header
+	line     int   // lines read, counted from base
+	base     int64 // the byte offset reading started at after a seek; 0 otherwise
+	off      int64 // the byte offset of the next line
+	name     string
 }
 
 // where names the line being read in errors: by its number, or after a
