@@ -57,40 +57,18 @@ func BenchmarkInteractiveSessionMemory(b *testing.B) {
 	if *sessionHeapProfile != "" {
 		runtime.MemProfileRate = 4096
 	}
-	hostSeed, targetSeed, techSeed := newSeed(), newSeed(), newSeed()
-	hostKey, targetKey, techKey := seedSigner(hostSeed), seedSigner(targetSeed), seedSigner(techSeed)
-	load := startInteractiveLoad(b, targetSeed, techSeed, hostKey.PublicKey())
-	fb := &fakeBroker{
-		tech: &broker.Technician{Name: "li", Keys: []ssh.PublicKey{techKey.PublicKey()}},
-		tg: &broker.Target{Name: "db", Address: load.target, Login: "ops",
-			HostKeys: []ssh.PublicKey{targetKey.PublicKey()}},
-		ca: newSigner(),
-	}
-	srv, err := NewServer(Config{HostKey: hostKey, Broker: fb, RecordingDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
+	load, srv, addr := startInteractiveBench(b)
 
 	// What the first sessions of a process allocate once (the
 	// recorder's, x/crypto's) is not a session's.
-	load.do(b, fmt.Sprintf("open %s %d", ln.Addr(), 10))
+	load.do(b, fmt.Sprintf("open %s %d", addr, 10))
 	load.do(b, "close")
 	awaitSessionsEnded(b, srv)
 
 	var bytes, live, stacks, goroutines float64
 	for range b.N {
 		before := sampleMemory()
-		load.do(b, fmt.Sprintf("open %s %d", ln.Addr(), memorySessions))
+		load.do(b, fmt.Sprintf("open %s %d", addr, memorySessions))
 		after := sampleMemory()
 		if *sessionHeapProfile != "" {
 			writeHeapProfile(b, *sessionHeapProfile)
@@ -115,6 +93,37 @@ func BenchmarkInteractiveSessionMemory(b *testing.B) {
 // memorySessions is how many interactive sessions the benchmark holds
 // open at once.
 const memorySessions = 200
+
+// startInteractiveBench starts the child process of the technicians and
+// the target, and a Server in this process that relays to that target
+// and records into a temporary directory; it returns the child, the
+// Server and the Server's address. Both end with the benchmark.
+func startInteractiveBench(b *testing.B) (*interactiveLoad, *Server, string) {
+	hostSeed, targetSeed, techSeed := newSeed(), newSeed(), newSeed()
+	hostKey, targetKey, techKey := seedSigner(hostSeed), seedSigner(targetSeed), seedSigner(techSeed)
+	load := startInteractiveLoad(b, targetSeed, techSeed, hostKey.PublicKey())
+	fb := &fakeBroker{
+		tech: &broker.Technician{Name: "li", Keys: []ssh.PublicKey{techKey.PublicKey()}},
+		tg: &broker.Target{Name: "db", Address: load.target, Login: "ops",
+			HostKeys: []ssh.PublicKey{targetKey.PublicKey()}},
+		ca: newSigner(),
+	}
+	srv, err := NewServer(Config{HostKey: hostKey, Broker: fb, RecordingDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return load, srv, ln.Addr().String()
+}
 
 var listSessionGoroutines = flag.Bool("session-goroutines", false,
 	"BenchmarkInteractiveSessionMemory: log the goroutines the sessions added, grouped by where they wait and who started them")
@@ -409,7 +418,7 @@ func openTypists(addr string, key ssh.Signer, bastion ssh.PublicKey, n int) ([]*
 	errs := make(chan error, n)
 	var typed sync.WaitGroup
 	for i := range typists {
-		ty, err := openTypist(addr, key, bastion)
+		ty, err := openTypist(addr, "li+db", key, bastion)
 		if err != nil {
 			for _, ty := range typists[:i] {
 				ty.leave()
@@ -432,9 +441,12 @@ func openTypists(addr string, key ssh.Signer, bastion ssh.PublicKey, n int) ([]*
 	}
 }
 
-func openTypist(addr string, key ssh.Signer, bastion ssh.PublicKey) (*typist, error) {
-	cfg := &ssh.ClientConfig{User: "li+db", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
-		HostKeyCallback: ssh.FixedHostKey(bastion), Timeout: 10 * time.Second,
+// openTypist logs in at addr as user (li+db through the bastion, any
+// login on the target itself), checking that the server's host key is
+// hostKey, and opens a terminal running a shell.
+func openTypist(addr, user string, key ssh.Signer, hostKey ssh.PublicKey) (*typist, error) {
+	cfg := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second,
 		Config: ssh.Config{Ciphers: []string{"chacha20-poly1305@openssh.com"}}} // OpenSSH's first choice
 	c, err := ssh.Dial("tcp", addr, cfg)
 	if err != nil {
