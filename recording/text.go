@@ -201,6 +201,12 @@ func (c *channelText) event(e Event) {
 		if c.kind == "subsystem" || c.kind == "forward" {
 			return // sftp packets and tunnelled bytes: not typed or shown
 		}
+		if e.Code != "x-stdin" && c.x.shown.full() {
+			// The output of a channel without a terminal serves only the
+			// shown text (input is hidden after a prompt on terminals
+			// alone): once that is full, a gigabyte of output is not read.
+			return
+		}
 		b, err := e.Bytes()
 		if err != nil {
 			return
@@ -496,6 +502,9 @@ type textBuffer struct {
 	b   strings.Builder
 	max int
 }
+
+// full reports whether nothing more can be written.
+func (t *textBuffer) full() bool { return t.max >= 0 && t.b.Len() >= t.max }
 
 func (t *textBuffer) write(s string) {
 	if t.max >= 0 {

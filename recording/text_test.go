@@ -1,6 +1,7 @@
 package recording
 
 import (
+	"bytes"
 	"encoding/base64"
 	"math"
 	"os"
@@ -351,5 +352,26 @@ func TestSessionTextErrors(t *testing.T) {
 	}
 	if _, err := Timeline(t.TempDir(), id); err == nil {
 		t.Error("Timeline of a missing recording: no error")
+	}
+}
+
+// Once the shown text is full, the output of an exec channel is no longer
+// read; what was shown before, what is typed after, and the commands are
+// kept.
+func TestSessionTextStopsReadingOutputOnceFull(t *testing.T) {
+	root, id, s := newSession(t)
+	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "tar cf - /srv"})
+	must(t, c.Event("x-exec", "tar cf - /srv"))
+	must(t, c.Stdout([]byte("first line shown\n")))
+	must(t, c.Stdout(bytes.Repeat([]byte("0123456789abcdef\n"), 1<<16))) // 1.1 MB
+	must(t, c.Stdin([]byte("typed after\n")))
+	must(t, c.Close())
+	txt, err := SessionText(root, id, 64)
+	must(t, err)
+	if !strings.HasPrefix(txt.Shown, "first line shown\n") || len(txt.Shown) > 64 {
+		t.Errorf("shown %q", txt.Shown)
+	}
+	if !strings.Contains(txt.Typed, "tar cf - /srv") || !strings.Contains(txt.Typed, "typed after") || txt.Commands != 1 {
+		t.Errorf("typed %q, %d commands", txt.Typed, txt.Commands)
 	}
 }
