@@ -132,6 +132,10 @@ func (r *results) echoTarget() target {
 		return t
 	}
 	t.Got = fmt.Sprintf("%+.2f ms", row.AddedP99MS)
+	if why := row.saturated(); why != "" {
+		t.Note = "not judged: " + why
+		return t
+	}
 	if row.Sessions != 1000 {
 		t.Got += fmt.Sprintf(" at %d sessions", row.Sessions)
 		t.Value, t.Note = row.AddedP99MS, "not judged: measured at fewer sessions than 1,000"

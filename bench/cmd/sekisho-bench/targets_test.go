@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,6 +69,19 @@ func TestComputeTargets(t *testing.T) {
 		if g.Judged || g.FloorMet || g.Note == "" {
 			t.Errorf("%s at 100 sessions: judged %v, floor met %v, note %q; want not judged, with a note", g.What, g.Judged, g.FloorMet, g.Note)
 		}
+	}
+
+	// A direct reference that waited for a CPU (p99 1.7 s): B − D is
+	// negative and says nothing of sekisho; not judged, nor the bar.
+	sat := echo(1000, -1134, 0)
+	sat.Paths[pathD].LatencyMS.P99 = 1708
+	r.EchoPinned = &pinnedEcho{Rows: []*echoRow{sat}}
+	r.computeTargets()
+	if g := r.Targets[3]; g.Judged || g.FloorMet || !strings.Contains(g.Note, "saturated") {
+		t.Errorf("saturated reference: judged %v, floor met %v, note %q", g.Judged, g.FloorMet, g.Note)
+	}
+	if b := echoBar("pinned", sat); b.Met || !b.NotJudged {
+		t.Errorf("saturated reference: bar met %v, not judged %v", b.Met, b.NotJudged)
 	}
 
 	// One CPU: the pinned run is skipped and says so.
