@@ -99,7 +99,7 @@ bench: build bench-go
 
 bench-go:
 	$(GO) test -run=NONE -bench=Recorder -benchmem $(BENCH_GO_FLAGS) ./recording/
-	$(GO) test -run=NONE -bench='Relay|CopyRecorded|InteractiveSessionMemory' -benchmem $(BENCH_GO_FLAGS) ./session/
+	$(GO) test -run=NONE -bench='Relay|CopyRecorded|InteractiveSessionMemory|InteractiveEcho' -benchmem $(BENCH_GO_FLAGS) ./session/
 
 lint: $(STATICCHECK)
 	@fmt=$$(gofmt -l cmd internal broker session recording notify web e2e bench tools); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi

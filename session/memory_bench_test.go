@@ -285,13 +285,13 @@ func startInteractiveLoad(b *testing.B, targetSeed, techSeed []byte, bastion ssh
 	return l
 }
 
-// do sends the child a command and waits for its answer.
-func (l *interactiveLoad) do(b *testing.B, command string) {
+// do sends the child a command and returns its answer.
+func (l *interactiveLoad) do(b *testing.B, command string) string {
 	if _, err := fmt.Fprintln(l.in, command); err != nil {
 		b.Fatal(err)
 	}
 	verb, _, _ := strings.Cut(command, " ")
-	l.answer(b, verb)
+	return l.answer(b, verb)
 }
 
 // answer returns what follows word on the child's next line of its own
@@ -312,13 +312,20 @@ func (l *interactiveLoad) answer(b *testing.B, word string) string {
 }
 
 // TestInteractiveLoadProcess is not a test: it is the child process of
-// BenchmarkInteractiveSessionMemory, holding the target (an x/crypto
-// server whose shells echo what they read, as a pty running cat does)
-// and the technicians' clients. It reads commands on its input:
+// BenchmarkInteractiveSessionMemory and BenchmarkInteractiveEcho, holding
+// the target (an x/crypto server whose shells echo what they read, as a
+// pty running cat does) and the technicians' clients. It reads commands
+// on its input:
 //
 //	open ADDRESS N   N technicians log in through the bastion at ADDRESS,
 //	                 each opens a terminal and types a key every 100 ms;
 //	                 answered once each has typed ten and read their echo
+//	echo ADDRESS N WINDOW FILE
+//	                 N technicians open a terminal at ADDRESS, the
+//	                 bastion's or the target's own (then directly), and
+//	                 type a key every 100 ms; the echo latencies of the
+//	                 keys typed in WINDOW go to FILE (see measureEcho)
+//	pin CPUS         every thread of this process runs on CPUS only
 //	close            the technicians stop typing and leave
 func TestInteractiveLoadProcess(t *testing.T) {
 	env := os.Getenv(interactiveLoadEnv)
@@ -335,7 +342,8 @@ func TestInteractiveLoadProcess(t *testing.T) {
 		return
 	}
 	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
-	cfg.AddHostKey(seedSigner(targetSeed))
+	targetKey := seedSigner(targetSeed)
+	cfg.AddHostKey(targetKey)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		say("error: %v", err)
@@ -359,6 +367,24 @@ func TestInteractiveLoadProcess(t *testing.T) {
 				continue
 			}
 			say("open")
+		case len(f) == 5 && f[0] == "echo":
+			user, hostKey := "li+db", bastion
+			if f[1] == ln.Addr().String() {
+				user, hostKey = "ops", targetKey.PublicKey()
+			}
+			n, _ := strconv.Atoi(f[2])
+			window, _ := time.ParseDuration(f[3])
+			var err error
+			if typists, err = measureEcho(say, f[1], user, tech, hostKey, n, window, f[4]); err != nil {
+				say("error: %v", err)
+			}
+		case len(f) == 2 && f[0] == "pin":
+			procs, err := pinSelf(f[1])
+			if err != nil {
+				say("error: %v", err)
+				continue
+			}
+			say("pin %d", procs)
 		case len(f) == 1 && f[0] == "close":
 			for _, ty := range typists {
 				ty.leave()
