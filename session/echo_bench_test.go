@@ -66,9 +66,12 @@ import (
 // echo had not come echoDrain after it; sekisho-cpu-%, this process's
 // CPU time over B's window in per cent of one CPU, and sekisho-runq-%
 // the time its threads waited for a CPU (on a run queue) over that
-// window: more than a little, and something else had sekisho's CPU
-// (another process on the machine, when pinned). load-B-runq-% and
-// load-D-runq-% are the child's.
+// window (its own threads count too: with GOMAXPROCS 1, one coming
+// back from a system call waits for the one running). load-B-runq-% and
+// load-D-runq-% are the child's. others-on-sekisho-cpu-% (pinned only)
+// is the CPU time other processes had on sekisho's CPU in B's window:
+// more than a few per cent, and the machine was not quiet enough to
+// judge sekisho (see cpuBusy).
 //
 // Other work on the machine counts too: read /proc/loadavg with the
 // numbers.
@@ -99,16 +102,17 @@ const (
 
 func benchmarkEcho(b *testing.B, pinned bool) {
 	load, srv, addr := startInteractiveBench(b)
+	ownCPU := -1 // shared: no CPU is sekisho's
 	if pinned {
-		pinApart(b, load)
+		ownCPU = pinApart(b, load)
 	}
 	n, window := *echoSessions, *echoWindow
 	var viaBastion, direct echoWindowResult
 	for i := range b.N {
-		viaBastion.add(measureEchoWindow(b, load, addr, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("B%d", i))))
+		viaBastion.add(measureEchoWindow(b, load, addr, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("B%d", i)), ownCPU))
 		load.do(b, "close")
 		awaitSessionsEnded(b, srv)
-		direct.add(measureEchoWindow(b, load, load.target, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("D%d", i))))
+		direct.add(measureEchoWindow(b, load, load.target, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("D%d", i)), ownCPU))
 		load.do(b, "close")
 	}
 	slices.Sort(viaBastion.latencies)
@@ -130,6 +134,9 @@ func benchmarkEcho(b *testing.B, pinned bool) {
 	b.ReportMetric(float64(viaBastion.lost+direct.lost), "lost")
 	b.ReportMetric(viaBastion.own.percent(viaBastion.own.used), "sekisho-cpu-%")
 	b.ReportMetric(viaBastion.own.percent(viaBastion.own.waited), "sekisho-runq-%")
+	if pinned {
+		b.ReportMetric(viaBastion.own.percent(viaBastion.others), "others-on-sekisho-cpu-%")
+	}
 	b.ReportMetric(viaBastion.load.percent(viaBastion.load.used), "load-B-cpu-%")
 	b.ReportMetric(viaBastion.load.percent(viaBastion.load.waited), "load-B-runq-%")
 	b.ReportMetric(direct.load.percent(direct.load.used), "load-D-cpu-%")
@@ -143,11 +150,15 @@ type echoWindowResult struct {
 	lost      int
 	// own is this process's CPU in the windows, load the child's.
 	own, load cpuShare
+	// others is the CPU time other processes had on this process's CPU
+	// in the windows, when pinned (see othersOn).
+	others time.Duration
 }
 
 func (r *echoWindowResult) add(o echoWindowResult) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.lost += o.lost
+	r.others += o.others
 	r.own.add(o.own)
 	r.load.add(o.load)
 }
@@ -200,6 +211,42 @@ func sampleCPU() (cpuShare, error) {
 	return c, nil
 }
 
+// cpuBusy is the time the kernel counted CPU cpu not idle (user, nice,
+// system, irq, softirq and steal in /proc/stat: all but idle and
+// iowait), in its ticks of 10 ms (USER_HZ is 100 wherever Go runs on
+// Linux). On a pinned process's CPU, the busy time less the process's
+// own CPU time is what others had of it, give or take a few ticks: other
+// processes, kernel threads, the hypervisor (steal). A tick that finds
+// the process in an interrupt or softirq (its loopback packets) counts
+// as busy and as the process's system time, so it is not counted twice.
+func cpuBusy(cpu int) (time.Duration, error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	prefix := fmt.Sprintf("cpu%d ", cpu)
+	for line := range strings.Lines(string(stat)) {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 8 {
+			break
+		}
+		var ticks int64
+		for i, v := range f[:8] { // user nice system idle iowait irq softirq steal
+			if i == 3 || i == 4 {
+				continue
+			}
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+		return time.Duration(ticks) * 10 * time.Millisecond, nil
+	}
+	return 0, fmt.Errorf("/proc/stat has no line for CPU %d", cpu)
+}
+
 // since is what the process had of the CPUs from sample s0, at wall0,
 // to now.
 func since(s0 cpuShare, wall0 time.Time) (cpuShare, error) {
@@ -208,9 +255,10 @@ func since(s0 cpuShare, wall0 time.Time) (cpuShare, error) {
 }
 
 // measureEchoWindow has the child open n terminals at addr and measure
-// a window of their keystrokes, and returns what it measured and the CPU
-// time this process used in the window.
-func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, window time.Duration, file string) echoWindowResult {
+// a window of their keystrokes, and returns what it measured and what
+// each process had of the CPUs in the window; ownCPU is the one this
+// process is pinned to, or -1.
+func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, window time.Duration, file string, ownCPU int) echoWindowResult {
 	if _, err := fmt.Fprintf(load.in, "echo %s %d %s %s\n", addr, n, window, file); err != nil {
 		b.Fatal(err)
 	}
@@ -220,10 +268,23 @@ func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, 
 	if err != nil {
 		b.Fatal(err)
 	}
+	var busy0 time.Duration
+	if ownCPU >= 0 {
+		if busy0, err = cpuBusy(ownCPU); err != nil {
+			b.Fatal(err)
+		}
+	}
 	load.answer(b, "ended")
 	var r echoWindowResult
 	if r.own, err = since(cpu0, wall0); err != nil {
 		b.Fatal(err)
+	}
+	if ownCPU >= 0 {
+		busy, err := cpuBusy(ownCPU)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.others = max(busy-busy0-r.own.used, 0)
 	}
 	f := strings.Fields(load.answer(b, "echo"))
 	if len(f) != 5 {
@@ -274,12 +335,13 @@ func readLatencies(name string) ([]time.Duration, error) {
 // pinApart puts every thread of this process on the first CPU it may use
 // and the child's on the others, sets each Go runtime's GOMAXPROCS to
 // its CPUs, and undoes both for this process when b ends (the child ends
-// with b). It skips b with one CPU to use.
+// with b); it returns this process's CPU. It skips b with one CPU to
+// use.
 //
 // The testing package has set GOMAXPROCS, which stops the runtime from
 // following its affinity by itself (about once a second, since go 1.25):
 // runtime.SetDefaultGOMAXPROCS starts it again, and applies it at once.
-func pinApart(b *testing.B, load *interactiveLoad) {
+func pinApart(b *testing.B, load *interactiveLoad) (ownCPU int) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		b.Fatal(err)
@@ -304,6 +366,7 @@ func pinApart(b *testing.B, load *interactiveLoad) {
 	runtime.SetDefaultGOMAXPROCS()
 	b.Logf("sekisho (this process) on CPU %d, GOMAXPROCS %d; technicians and target (child) on CPU %s, GOMAXPROCS %s",
 		cpus[0], runtime.GOMAXPROCS(0), cpuNames(cpus[1:]), loadProcs)
+	return cpus[0]
 }
 
 // pinSelf is the child's side of pinApart: it runs on the CPUs listed
