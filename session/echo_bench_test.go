@@ -71,7 +71,10 @@ import (
 // load-D-runq-% are the child's. others-on-sekisho-cpu-% (pinned only)
 // is the CPU time other processes had on sekisho's CPU in B's window:
 // more than a few per cent, and the machine was not quiet enough to
-// judge sekisho (see cpuBusy).
+// judge sekisho (see cpuBusy). others-on-load-B-cpu-% and
+// others-on-load-D-cpu-% are the same for the child's CPUs in each
+// window: the kernel's writeback of the recordings, for one, runs
+// there too.
 //
 // Other work on the machine counts too: read /proc/loadavg with the
 // numbers.
@@ -102,17 +105,17 @@ const (
 
 func benchmarkEcho(b *testing.B, pinned bool) {
 	load, srv, addr := startInteractiveBench(b)
-	ownCPU := -1 // shared: no CPU is sekisho's
+	var pin *placement // shared: nil
 	if pinned {
-		ownCPU = pinApart(b, load)
+		pin = pinApart(b, load)
 	}
 	n, window := *echoSessions, *echoWindow
 	var viaBastion, direct echoWindowResult
 	for i := range b.N {
-		viaBastion.add(measureEchoWindow(b, load, addr, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("B%d", i)), ownCPU))
+		viaBastion.add(measureEchoWindow(b, load, addr, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("B%d", i)), pin))
 		load.do(b, "close")
 		awaitSessionsEnded(b, srv)
-		direct.add(measureEchoWindow(b, load, load.target, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("D%d", i)), ownCPU))
+		direct.add(measureEchoWindow(b, load, load.target, n, window, filepath.Join(b.TempDir(), fmt.Sprintf("D%d", i)), pin))
 		load.do(b, "close")
 	}
 	slices.Sort(viaBastion.latencies)
@@ -136,6 +139,8 @@ func benchmarkEcho(b *testing.B, pinned bool) {
 	b.ReportMetric(viaBastion.own.percent(viaBastion.own.waited), "sekisho-runq-%")
 	if pinned {
 		b.ReportMetric(viaBastion.own.percent(viaBastion.others), "others-on-sekisho-cpu-%")
+		b.ReportMetric(viaBastion.load.percent(viaBastion.loadOthers), "others-on-load-B-cpu-%")
+		b.ReportMetric(direct.load.percent(direct.loadOthers), "others-on-load-D-cpu-%")
 	}
 	b.ReportMetric(viaBastion.load.percent(viaBastion.load.used), "load-B-cpu-%")
 	b.ReportMetric(viaBastion.load.percent(viaBastion.load.waited), "load-B-runq-%")
@@ -150,15 +155,16 @@ type echoWindowResult struct {
 	lost      int
 	// own is this process's CPU in the windows, load the child's.
 	own, load cpuShare
-	// others is the CPU time other processes had on this process's CPU
-	// in the windows, when pinned (see othersOn).
-	others time.Duration
+	// others is the CPU time others had on this process's CPU in the
+	// windows, loadOthers on the child's, when pinned (see cpuBusy).
+	others, loadOthers time.Duration
 }
 
 func (r *echoWindowResult) add(o echoWindowResult) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.lost += o.lost
 	r.others += o.others
+	r.loadOthers += o.loadOthers
 	r.own.add(o.own)
 	r.load.add(o.load)
 }
@@ -211,7 +217,7 @@ func sampleCPU() (cpuShare, error) {
 	return c, nil
 }
 
-// cpuBusy is the time the kernel counted CPU cpu not idle (user, nice,
+// cpuBusy is the time the kernel counted the CPUs not idle (user, nice,
 // system, irq, softirq and steal in /proc/stat: all but idle and
 // iowait), in its ticks of 10 ms (USER_HZ is 100 wherever Go runs on
 // Linux). On a pinned process's CPU, the busy time less the process's
@@ -219,22 +225,23 @@ func sampleCPU() (cpuShare, error) {
 // processes, kernel threads, the hypervisor (steal). A tick that finds
 // the process in an interrupt or softirq (its loopback packets) counts
 // as busy and as the process's system time, so it is not counted twice.
-func cpuBusy(cpu int) (time.Duration, error) {
+func cpuBusy(cpus []int) (time.Duration, error) {
 	stat, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, err
 	}
-	prefix := fmt.Sprintf("cpu%d ", cpu)
+	var ticks int64
+	found := 0
 	for line := range strings.Lines(string(stat)) {
-		rest, ok := strings.CutPrefix(line, prefix)
-		if !ok {
+		name, rest, _ := strings.Cut(line, " ")
+		cpu, err := strconv.Atoi(strings.TrimPrefix(name, "cpu"))
+		if err != nil || !strings.HasPrefix(name, "cpu") || !slices.Contains(cpus, cpu) {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) < 8 {
-			break
+			return 0, fmt.Errorf("/proc/stat: %q", line)
 		}
-		var ticks int64
 		for i, v := range f[:8] { // user nice system idle iowait irq softirq steal
 			if i == 3 || i == 4 {
 				continue
@@ -242,9 +249,12 @@ func cpuBusy(cpu int) (time.Duration, error) {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			ticks += n
 		}
-		return time.Duration(ticks) * 10 * time.Millisecond, nil
+		found++
 	}
-	return 0, fmt.Errorf("/proc/stat has no line for CPU %d", cpu)
+	if found != len(cpus) {
+		return 0, fmt.Errorf("/proc/stat has lines for %d of CPUs %s", found, cpuNames(cpus))
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // since is what the process had of the CPUs from sample s0, at wall0,
@@ -256,9 +266,9 @@ func since(s0 cpuShare, wall0 time.Time) (cpuShare, error) {
 
 // measureEchoWindow has the child open n terminals at addr and measure
 // a window of their keystrokes, and returns what it measured and what
-// each process had of the CPUs in the window; ownCPU is the one this
-// process is pinned to, or -1.
-func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, window time.Duration, file string, ownCPU int) echoWindowResult {
+// each process had of the CPUs in the window; pin is where each is
+// pinned, nil when they are not.
+func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, window time.Duration, file string, pin *placement) echoWindowResult {
 	if _, err := fmt.Fprintf(load.in, "echo %s %d %s %s\n", addr, n, window, file); err != nil {
 		b.Fatal(err)
 	}
@@ -268,22 +278,18 @@ func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	var busy0 time.Duration
-	if ownCPU >= 0 {
-		if busy0, err = cpuBusy(ownCPU); err != nil {
-			b.Fatal(err)
-		}
+	var busy0, loadBusy0 time.Duration
+	if pin != nil {
+		busy0, loadBusy0 = pin.busy(b)
 	}
 	load.answer(b, "ended")
 	var r echoWindowResult
 	if r.own, err = since(cpu0, wall0); err != nil {
 		b.Fatal(err)
 	}
-	if ownCPU >= 0 {
-		busy, err := cpuBusy(ownCPU)
-		if err != nil {
-			b.Fatal(err)
-		}
+	var busy, loadBusy time.Duration
+	if pin != nil {
+		busy, loadBusy = pin.busy(b)
 		r.others = max(busy-busy0-r.own.used, 0)
 	}
 	f := strings.Fields(load.answer(b, "echo"))
@@ -294,6 +300,9 @@ func measureEchoWindow(b *testing.B, load *interactiveLoad, addr string, n int, 
 	r.load.used, _ = time.ParseDuration(f[2])
 	r.load.waited, _ = time.ParseDuration(f[3])
 	r.load.wall, _ = time.ParseDuration(f[4])
+	if pin != nil {
+		r.loadOthers = max(loadBusy-loadBusy0-r.load.used, 0)
+	}
 	if r.latencies, err = readLatencies(file); err != nil {
 		b.Fatal(err)
 	}
@@ -335,13 +344,12 @@ func readLatencies(name string) ([]time.Duration, error) {
 // pinApart puts every thread of this process on the first CPU it may use
 // and the child's on the others, sets each Go runtime's GOMAXPROCS to
 // its CPUs, and undoes both for this process when b ends (the child ends
-// with b); it returns this process's CPU. It skips b with one CPU to
-// use.
+// with b); it returns where each runs. It skips b with one CPU to use.
 //
 // The testing package has set GOMAXPROCS, which stops the runtime from
 // following its affinity by itself (about once a second, since go 1.25):
 // runtime.SetDefaultGOMAXPROCS starts it again, and applies it at once.
-func pinApart(b *testing.B, load *interactiveLoad) (ownCPU int) {
+func pinApart(b *testing.B, load *interactiveLoad) *placement {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		b.Fatal(err)
@@ -366,7 +374,23 @@ func pinApart(b *testing.B, load *interactiveLoad) (ownCPU int) {
 	runtime.SetDefaultGOMAXPROCS()
 	b.Logf("sekisho (this process) on CPU %d, GOMAXPROCS %d; technicians and target (child) on CPU %s, GOMAXPROCS %s",
 		cpus[0], runtime.GOMAXPROCS(0), cpuNames(cpus[1:]), loadProcs)
-	return cpus[0]
+	return &placement{own: cpus[:1], load: cpus[1:]}
+}
+
+// placement is where the two processes run when pinned apart.
+type placement struct{ own, load []int }
+
+// busy reads how long the kernel counted this process's CPU and the
+// child's busy so far.
+func (p *placement) busy(b *testing.B) (own, load time.Duration) {
+	own, err := cpuBusy(p.own)
+	if err == nil {
+		load, err = cpuBusy(p.load)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return own, load
 }
 
 // pinSelf is the child's side of pinApart: it runs on the CPUs listed
