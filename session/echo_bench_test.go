@@ -73,8 +73,8 @@ import (
 // more than a few per cent, and the machine was not quiet enough to
 // judge sekisho (see cpuBusy). others-on-load-B-cpu-% and
 // others-on-load-D-cpu-% are the same for the child's CPUs in each
-// window: the kernel's writeback of the recordings, for one, runs
-// there too.
+// window (kernel threads count: the writeback of the recordings may
+// run there).
 //
 // Other work on the machine counts too: read /proc/loadavg with the
 // numbers.
