@@ -9,31 +9,24 @@ import (
 )
 
 // The sync pass. A channel that writes less than a chunk a second (an
-// interactive one) has its bytes chained by the node's sync pass: one
-// goroutine makes a chunk of what each such channel wrote since its last
-// one, chunkInterval after its first unchained byte, hashes it, makes all
-// the chunks of the pass durable with one sync of their file system
-// (syncfs, where the system has it), writes their chain records, and
-// makes those durable with one more. The pass runs every passStep, taking
-// the channels whose time has come, so that the work of a thousand idle
-// shells is spread over the second rather than done in one burst that
-// every echo would wait behind; they cost twenty syncs a second at most,
-// not a timer and two fsyncs each. A channel that fills a chunk makes it
-// itself, at once, in the background (chainInBackgroundLocked); the pass
-// leaves a file whose chunk is in flight to the next pass, so that each
-// file's chunks are chained in order.
-
-// passStep is how often the sync pass runs.
-const passStep = chunkInterval / 10
+// interactive one) has its bytes chained by the node's sync pass: once
+// every chunkInterval one goroutine makes a chunk of what each such
+// channel wrote since its last one, hashes it, makes all of them durable
+// with one sync of their file system (syncfs, where the system has it),
+// writes their chain records, and makes those durable with one more. A
+// thousand idle shells so cost two syncs a second, not a timer and two
+// fsyncs each. A channel that fills a chunk makes it itself, at once, in
+// the background (chainInBackgroundLocked); the pass leaves a file whose
+// chunk is in flight to the next pass, so that each file's chunks are
+// chained in order.
 
 // passes is the node's sync pass.
 var passes syncPass
 
 type syncPass struct {
 	mu      sync.Mutex
-	dirty   []dirtyChannel // in the order they became dirty
-	again   []*Channel     // for the next step at once: skipped while busy
-	running bool           // the pass's goroutine runs; it stops when nothing is dirty
+	dirty   []*Channel
+	running bool // the pass's goroutine runs; it stops when nothing is dirty
 
 	// perFile lists the recording directories where a syncfs reported a
 	// writeback error: syncfs reports an error once per open file, so
@@ -43,30 +36,12 @@ type syncPass struct {
 	perFile map[string]bool
 }
 
-// dirtyChannel is a channel with bytes not yet chained since at.
-type dirtyChannel struct {
-	c  *Channel
-	at time.Time
-}
-
-// add has c's bytes chained chunkInterval from now. The caller holds c.mu
-// and has set c.dirty.
+// add has c's bytes chained by the next pass. The caller holds c.mu and
+// has set c.dirty.
 func (p *syncPass) add(c *Channel) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.dirty = append(p.dirty, dirtyChannel{c: c, at: time.Now()})
-	p.startLocked()
-}
-
-// retry has c looked at by the next step: it was skipped, busy.
-func (p *syncPass) retry(c *Channel) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.again = append(p.again, c)
-	p.startLocked()
-}
-
-func (p *syncPass) startLocked() {
+	p.dirty = append(p.dirty, c)
 	if !p.running {
 		p.running = true
 		go p.loop()
@@ -74,28 +49,19 @@ func (p *syncPass) startLocked() {
 }
 
 func (p *syncPass) loop() {
-	t := time.NewTicker(passStep)
+	t := time.NewTicker(chunkInterval)
 	defer t.Stop()
-	for now := range t.C {
+	for range t.C {
 		p.mu.Lock()
-		batch := p.again
-		p.again = nil
-		due := now.Add(passStep / 2).Add(-chunkInterval)
-		n := 0
-		for n < len(p.dirty) && !p.dirty[n].at.After(due) {
-			batch = append(batch, p.dirty[n].c)
-			n++
-		}
-		p.dirty = append(p.dirty[:0], p.dirty[n:]...)
-		if len(batch) == 0 && len(p.dirty) == 0 {
+		batch := p.dirty
+		p.dirty = nil
+		if len(batch) == 0 {
 			p.running = false
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Unlock()
-		if len(batch) > 0 {
-			p.run(batch)
-		}
+		p.run(batch)
 	}
 }
 
@@ -118,7 +84,7 @@ func (p *syncPass) run(batch []*Channel) {
 		if cks, busy = c.passChunks(cks); busy {
 			// Its lock is held (a channel waiting for its own chunk's
 			// sync, or closing): the others do not wait for it.
-			p.retry(c)
+			p.add(c)
 		}
 	}
 	if len(cks) == 0 {
@@ -219,7 +185,7 @@ func (c *Channel) passChunks(cks []*passChunk) (_ []*passChunk, busy bool) {
 	}
 	if again {
 		c.dirty = true
-		passes.retry(c)
+		passes.add(c)
 	}
 	return cks, false
 }
