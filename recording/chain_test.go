@@ -209,7 +209,13 @@ func TestRecoverSealsACrashedRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, c.Stdout(bytes.Repeat([]byte("x"), chunkBytes+10))) // a chunk
-	must(t, c.Stdout([]byte("after the last chunk\r\n")))       // written, not chained
+	// The process dies right after writing more: nothing of the channel
+	// is chained after that (closed, the sync pass leaves it alone).
+	c.mu.Lock()
+	c.closed = true
+	must(t, c.writeLocked("o", "after the last chunk\r\n")) // written, not chained
+	c.mu.Unlock()
+	t.Cleanup(func() { c.closeFiles() })
 	// A cut line at the end of the chain, as a crash mid-append leaves.
 	f, _ := os.OpenFile(filepath.Join(s.Dir(), chainFile), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"seq":99,"fi`)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -225,11 +226,13 @@ func TestRecoverChainsTheDataFile(t *testing.T) {
 	s, err := CreateSigned(root, Meta{ID: id, Start: time.Now()}, priv)
 	must(t, err)
 	c := newChannel(t, s, ChannelInfo{Kind: "exec", Command: "cat"})
-	must(t, c.Stdout([]byte("before the crash")))
-	// The process dies: nothing is closed, nothing synced or chained
-	// by the writer (or the sync pass) any more.
+	// The process dies right after writing: nothing is closed, nothing
+	// synced or chained by the writer (or the sync pass) any more.
 	c.mu.Lock()
 	c.closed = true
+	off := c.data.off
+	must(t, c.appendLocked(c.data, []byte("before the crash")))
+	must(t, c.writeEncodedLocked("x-stdout", []byte(fmt.Sprintf("%q", fmt.Sprintf("%d+%d", off, len("before the crash"))))))
 	c.mu.Unlock()
 	seals, errs := Recover(root, priv, "crash or kill", nil)
 	if len(errs) != 0 || len(seals) != 1 {
