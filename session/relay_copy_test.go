@@ -64,6 +64,20 @@ func (s *sink) len() int {
 	return s.buf.Len()
 }
 
+// recordBefore returns a record function that keeps what it is given and
+// fails the test if dst ever holds more than was recorded: nothing is
+// relayed before it is recorded.
+func recordBefore(t *testing.T, dst *sink) (func([]byte) error, *bytes.Buffer) {
+	var recorded bytes.Buffer
+	return func(p []byte) error {
+		if got := dst.len(); got > recorded.Len() {
+			t.Errorf("%d bytes relayed but only %d recorded", got, recorded.Len())
+		}
+		recorded.Write(p)
+		return nil
+	}, &recorded
+}
+
 func testData(n int) []byte {
 	b := make([]byte, n)
 	rnd := rand.New(rand.NewPCG(1, 2))
@@ -92,14 +106,7 @@ func TestCopyRecordedBulkAndInteractive(t *testing.T) {
 			data := testData(tc.n)
 			src := &chunkedReader{data: data, rnd: rand.New(rand.NewPCG(3, 4)), max: tc.max}
 			dst := &sink{}
-			var recorded bytes.Buffer
-			record := func(p []byte) error {
-				if got := dst.len(); got > recorded.Len() {
-					t.Errorf("%d bytes relayed but only %d recorded", got, recorded.Len())
-				}
-				recorded.Write(p)
-				return nil
-			}
+			record, recorded := recordBefore(t, dst)
 			var n atomic.Int64
 			eof, err := copyRecorded(src, dst, record, &n)
 			if !eof || err != nil {
@@ -274,14 +281,7 @@ func TestCopyRecordedShrinksAfterBulk(t *testing.T) {
 	data := testData(12 << 20)
 	src := &phasedReader{data: data, bulk: 4 << 20, small: 2 * relayIdleReads}
 	dst := &sink{}
-	var recorded bytes.Buffer
-	record := func(p []byte) error {
-		if got := dst.len(); got > recorded.Len() {
-			t.Errorf("%d bytes relayed but only %d recorded", got, recorded.Len())
-		}
-		recorded.Write(p)
-		return nil
-	}
+	record, recorded := recordBefore(t, dst)
 	var n atomic.Int64
 	if eof, err := copyRecorded(src, dst, record, &n); !eof || err != nil {
 		t.Fatalf("copyRecorded = eof %v, err %v", eof, err)
