@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,8 +72,12 @@ type Broker struct {
 type ruleSet struct {
 	technicians map[string]*Technician
 	targets     map[string]*Target
-	policy      *Policy
-	geo         *Geo
+	// jumps maps what a technician's direct-tcpip channel names,
+	// "host port", to the target sekisho answers as (JumpTarget); nil
+	// for an address two targets share.
+	jumps  map[string]*Target
+	policy *Policy
+	geo    *Geo
 }
 
 // Config holds what a Broker is made of.
@@ -129,7 +134,7 @@ func New(c Config) *Broker {
 // grants in force are held to them by ReviseRequests, which the caller
 // runs next.
 func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy, geo *Geo) {
-	rs := &ruleSet{technicians: map[string]*Technician{}, targets: map[string]*Target{}, policy: policy, geo: geo}
+	rs := &ruleSet{technicians: map[string]*Technician{}, targets: map[string]*Target{}, jumps: map[string]*Target{}, policy: policy, geo: geo}
 	if rs.policy == nil {
 		rs.policy = &Policy{}
 	}
@@ -138,8 +143,57 @@ func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy,
 	}
 	for _, t := range targets {
 		rs.targets[t.Name] = t
+		for _, k := range jumpKeys(t) {
+			if other, ok := rs.jumps[k]; ok && other != t {
+				rs.jumps[k] = nil // two targets at one address: neither
+				continue
+			}
+			rs.jumps[k] = t
+		}
 	}
 	b.rules.Store(rs)
+}
+
+// jumpKeys are the destinations of a direct-tcpip channel that name t:
+// its name and host names on port 22 and on its address's port, and its
+// address.
+func jumpKeys(t *Target) []string {
+	host, port, err := net.SplitHostPort(t.Address)
+	if err != nil {
+		port = "22"
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().String()
+	}
+	var keys []string
+	for _, n := range append([]string{t.Name}, t.Hostnames...) {
+		keys = append(keys, n+" 22", n+" "+port)
+	}
+	if host != "" {
+		keys = append(keys, strings.ToLower(host)+" "+port)
+	}
+	return keys
+}
+
+// JumpTarget returns the target a technician's direct-tcpip channel to
+// host:port names (ssh -J, ProxyJump): one of its names on port 22 or on
+// its sshd's port, or its address.
+func (b *Broker) JumpTarget(host string, port uint32) (*Target, bool) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		host = a.Unmap().String()
+	}
+	t := b.rules.Load().jumps[host+" "+strconv.FormatUint(uint64(port), 10)]
+	return t, t != nil
+}
+
+// HostSigner returns what answers as t through ProxyJump: this node's
+// host key with a certificate for t's names from Vault's host CA.
+func (b *Broker) HostSigner(ctx context.Context, t *Target) (ssh.Signer, error) {
+	if b.issuer == nil {
+		return nil, errors.New("no Vault issuer")
+	}
+	return b.issuer.HostSigner(ctx, t)
 }
 
 // Technician returns the technician called name.

@@ -43,6 +43,13 @@ type VaultConfig struct {
 	// certificate is useless from anywhere else. Empty means the local
 	// address of each session's own connection to its target.
 	SourceAddresses []netip.Prefix
+	// HostMount is the SSH secrets engine mount of the host CA that signs
+	// the certificates sekisho presents as a target through ProxyJump
+	// (default ssh-host), HostRole its signing role (default
+	// sekisho-host), HostTTL their lifetime (default 1h).
+	HostMount string
+	HostRole  string
+	HostTTL   time.Duration
 }
 
 // DefaultVaultTimeout is VaultConfig.Timeout when none is configured.
@@ -129,6 +136,8 @@ type Issuer struct {
 	mu       sync.Mutex
 	tokenExp time.Time
 	ca       ssh.PublicKey
+
+	hosts *hostCerts
 }
 
 // NewIssuer returns an issuer for cfg. It does not contact Vault; call
@@ -152,23 +161,46 @@ func NewIssuer(cfg VaultConfig) (*Issuer, error) {
 	if cfg.TOTPKey == "" {
 		cfg.TOTPKey = DefaultTOTPKey
 	}
+	if cfg.HostMount == "" {
+		cfg.HostMount = DefaultHostMount
+	}
+	if cfg.HostRole == "" {
+		cfg.HostRole = DefaultHostRole
+	}
+	if cfg.HostTTL == 0 {
+		cfg.HostTTL = DefaultHostCertTTL
+	}
+	client, err := newVaultClient(cfg.Address, cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := newHostCerts()
+	if err != nil {
+		return nil, err
+	}
+	return &Issuer{cfg: cfg, client: client, now: time.Now, hosts: hosts}, nil
+}
+
+// newVaultClient returns a client of the Vault at address without a
+// token: it never picks up VAULT_TOKEN, sekisho uses its AppRole only.
+func newVaultClient(address string, timeout time.Duration) (*vault.Client, error) {
 	vc := vault.DefaultConfig()
 	if vc.Error != nil {
 		return nil, vc.Error
 	}
-	vc.Address = cfg.Address
-	vc.Timeout = cfg.Timeout
+	vc.Address = address
+	vc.Timeout = timeout
 	vc.MaxRetries = 1
 	client, err := vault.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
-	client.ClearToken() // never pick up VAULT_TOKEN: sekisho uses its AppRole only
-	return &Issuer{cfg: cfg, client: client, now: time.Now}, nil
+	client.ClearToken()
+	return client, nil
 }
 
 // OnCall has f told of every call the issuer makes to Vault: op is
-// "login", "ca", "sign", "encrypt" or "decrypt" (metrics).
+// "login", "ca", "sign", "sign_host", "encrypt" or "decrypt" (metrics).
 func (is *Issuer) OnCall(f func(op string, took time.Duration, err error)) {
 	is.onCall.Store(&f)
 }

@@ -52,6 +52,10 @@ func (t *Technician) HasKey(key ssh.PublicKey) bool {
 // Target is a server behind sekisho.
 type Target struct {
 	Name string
+	// Hostnames are further names the target answers to through
+	// ProxyJump (ssh -J): the names technicians' tools know it by, such
+	// as db-jp-01.db.example.
+	Hostnames []string
 	// Address is host:port of the target's sshd.
 	Address string
 	// Login is the account on the target; it becomes the certificate's only

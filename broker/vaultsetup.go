@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,10 @@ type VaultSetup struct {
 	// Principals are the target logins sekisho may put in a certificate;
 	// the signing role allows nothing else.
 	Principals []string
+	// HostNames are the names sekisho may answer to as a target through
+	// ProxyJump (every target's JumpNames); the host signing role allows
+	// nothing else.
+	HostNames []string
 	// Policy is the name of the Vault policy for sekisho, default "sekisho".
 	Policy string
 	// AppRole is the AppRole role name, default "sekisho".
@@ -32,12 +37,15 @@ type VaultSetup struct {
 type SetupReport struct {
 	Changes []string
 	CA      string // user CA public key, authorized_keys format
+	HostCA  string // host CA public key, authorized_keys format
 }
 
-// PolicyHCL is sekisho's least-privilege Vault policy: it can sign with its
-// one role, read the CA's public key, and encrypt and decrypt with its one
-// transit key, nothing else. (Renewing and looking up its own token come
-// with Vault's default policy.)
+// PolicyHCL is sekisho's least-privilege Vault policy: it can sign user
+// certificates with its one role, host certificates with its one host
+// role, read the user CA's public key, and encrypt and decrypt with its
+// one transit key, nothing else. (Renewing and looking up its own token
+// come with Vault's default policy; the host CA's public key needs no
+// token.)
 func PolicyHCL(v VaultConfig) string {
 	return fmt.Sprintf(`# sekisho: sign user certificates with one role, read the CA public key.
 path "%[1]s/sign/%[2]s" {
@@ -53,7 +61,12 @@ path "%[3]s/encrypt/%[4]s" {
 path "%[3]s/decrypt/%[4]s" {
   capabilities = ["update"]
 }
-`, v.Mount, v.Role, v.TransitMount, v.TOTPKey)
+# sekisho: sign the host certificates it presents as a target through
+# ProxyJump, with one role of the host CA's mount.
+path "%[5]s/sign/%[6]s" {
+  capabilities = ["update"]
+}
+`, v.Mount, v.Role, v.TransitMount, v.TOTPKey, v.HostMount, v.HostRole)
 }
 
 // Setup configures Vault for sekisho with an admin client: the SSH
@@ -75,6 +88,18 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 	}
 	if v.TOTPKey == "" {
 		v.TOTPKey = DefaultTOTPKey
+	}
+	if v.HostMount == "" {
+		v.HostMount = DefaultHostMount
+	}
+	if v.HostRole == "" {
+		v.HostRole = DefaultHostRole
+	}
+	if v.HostTTL == 0 {
+		v.HostTTL = DefaultHostCertTTL
+	}
+	if v.HostMount == v.Mount {
+		return nil, fmt.Errorf("vault.host_mount and vault.mount are both %q: host and user certificates must not share a CA", v.Mount)
 	}
 	if s.Policy == "" {
 		s.Policy = "sekisho"
@@ -192,6 +217,10 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 	}
 	rep.Changes = append(rep.Changes, fmt.Sprintf("wrote signing role %s (principals %s)", v.Role, strings.Join(principals, ",")))
 
+	if err := setupHostCA(ctx, client, v, s.HostNames, mounts, rep); err != nil {
+		return nil, err
+	}
+
 	if err := sys.PutPolicyWithContext(ctx, s.Policy, PolicyHCL(v)); err != nil {
 		return nil, fmt.Errorf("write policy %s: %w", s.Policy, err)
 	}
@@ -231,6 +260,67 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		}
 	}
 	return rep, nil
+}
+
+// setupHostCA enables the host CA's mount, generates its key once and
+// writes the host signing role: host certificates only, for names and
+// nothing else, no user key IDs beyond sekisho's own, no options.
+func setupHostCA(ctx context.Context, client *vault.Client, v VaultConfig, names []string, mounts map[string]*vault.MountOutput, rep *SetupReport) error {
+	sys, logical := client.Sys(), client.Logical()
+	if m, ok := mounts[v.HostMount+"/"]; !ok {
+		if err := sys.MountWithContext(ctx, v.HostMount, &vault.MountInput{Type: "ssh", Description: "sekisho host certificates (ProxyJump)"}); err != nil {
+			return fmt.Errorf("enable ssh secrets engine at %s: %w", v.HostMount, err)
+		}
+		rep.Changes = append(rep.Changes, "enabled ssh secrets engine at "+v.HostMount+" for host certificates")
+	} else if m.Type != "ssh" {
+		return fmt.Errorf("mount %s exists with type %q, want ssh", v.HostMount, m.Type)
+	}
+	ca, err := logical.ReadWithContext(ctx, v.HostMount+"/config/ca")
+	if err != nil && !isStatus(err, 400, 404) {
+		return fmt.Errorf("read host CA: %w", err)
+	}
+	if ca == nil || ca.Data["public_key"] == nil {
+		ca, err = logical.WriteWithContext(ctx, v.HostMount+"/config/ca", map[string]any{
+			"generate_signing_key": true,
+			"key_type":             "ed25519",
+		})
+		if err != nil {
+			return fmt.Errorf("generate host CA: %w", err)
+		}
+		rep.Changes = append(rep.Changes, "generated ed25519 host CA")
+	}
+	rep.HostCA, _ = ca.Data["public_key"].(string)
+	if rep.HostCA == "" {
+		return errors.New("vault returned no host CA public key")
+	}
+	if len(names) == 0 {
+		return errors.New("no target names to allow in host certificates: configure at least one target")
+	}
+	names = slices.Clone(names)
+	sort.Strings(names)
+	names = slices.Compact(names)
+	if _, err := logical.WriteWithContext(ctx, v.HostMount+"/roles/"+v.HostRole, map[string]any{
+		"key_type":                 "ca",
+		"algorithm_signer":         "default",
+		"allow_user_certificates":  false,
+		"allow_host_certificates":  true,
+		"allowed_domains":          strings.Join(names, ","),
+		"allow_bare_domains":       true,
+		"allow_subdomains":         false,
+		"allow_user_key_ids":       true,
+		"allowed_extensions":       "",
+		"default_extensions":       map[string]string{},
+		"allowed_critical_options": "",
+		"default_critical_options": map[string]string{},
+		"ttl":                      v.HostTTL.String(),
+		"max_ttl":                  v.HostTTL.String(),
+		"allow_empty_principals":   false,
+		"allowed_user_key_lengths": map[string][]int{"ed25519": {0}},
+	}); err != nil {
+		return fmt.Errorf("write host signing role %s: %w", v.HostRole, err)
+	}
+	rep.Changes = append(rep.Changes, fmt.Sprintf("wrote host signing role %s (names %s)", v.HostRole, strings.Join(names, ",")))
+	return nil
 }
 
 // checkTransitKey refuses a transit key that could let a secret out of

@@ -22,27 +22,30 @@ import (
 
 // Meta is the metadata of a recorded session, stored as session.json.
 type Meta struct {
-	ID               string    `json:"id"`
-	Technician       string    `json:"technician"`
-	Affiliate        string    `json:"affiliate"`
-	AffiliateCountry string    `json:"affiliate_country"`
-	Source           string    `json:"source"`
-	SourceCountry    string    `json:"source_country"`
-	Target           string    `json:"target"`
-	TargetAddress    string    `json:"target_address"`
-	Residency        string    `json:"residency"`
-	Login            string    `json:"login"`
-	CrossBorder      bool      `json:"cross_border"`
-	Rule             string    `json:"rule"`
-	Trace            any       `json:"trace,omitempty"`
-	CertSerial       uint64    `json:"cert_serial"`
-	CertKeyID        string    `json:"cert_key_id"`
-	Start            time.Time `json:"start"`
-	End              time.Time `json:"end,omitzero"`
-	EndReason        string    `json:"end_reason,omitempty"`
-	BytesIn          int64     `json:"bytes_in"`
-	BytesOut         int64     `json:"bytes_out"`
-	Channels         []string  `json:"channels"` // file names of the channel recordings
+	ID               string `json:"id"`
+	Technician       string `json:"technician"`
+	Affiliate        string `json:"affiliate"`
+	AffiliateCountry string `json:"affiliate_country"`
+	Source           string `json:"source"`
+	SourceCountry    string `json:"source_country"`
+	Target           string `json:"target"`
+	TargetAddress    string `json:"target_address"`
+	Residency        string `json:"residency"`
+	Login            string `json:"login"`
+	CrossBorder      bool   `json:"cross_border"`
+	// Via says how the technician reached the target when not by a
+	// TECHNICIAN+TARGET login: "proxyjump HOST:PORT" for ssh -J.
+	Via        string    `json:"via,omitempty"`
+	Rule       string    `json:"rule"`
+	Trace      any       `json:"trace,omitempty"`
+	CertSerial uint64    `json:"cert_serial"`
+	CertKeyID  string    `json:"cert_key_id"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end,omitzero"`
+	EndReason  string    `json:"end_reason,omitempty"`
+	BytesIn    int64     `json:"bytes_in"`
+	BytesOut   int64     `json:"bytes_out"`
+	Channels   []string  `json:"channels"` // file names of the channel recordings
 	// Format is the recording format (see doc.go): 2 when channels without
 	// a terminal keep their exact bytes in <n>.raw; absent (0) in
 	// recordings of format 1, which keep them in base64 in the events.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -87,7 +88,15 @@ func (s *Server) runCommands(sc *ssh.ServerConn, id *identity, source string, ch
 		delete(s.commands, sc)
 		s.mu.Unlock()
 	}()
+	var jumpPending, refused atomic.Int32
 	for nch := range chans {
+		if nch.ChannelType() == "direct-tcpip" && s.openJump(id, source, nch, &jumpPending) {
+			continue
+		}
+		if nch.ChannelType() == "direct-tcpip" {
+			s.refuseForward(id, source, nch, refused.Add(1) <= refusedAudited)
+			continue
+		}
 		if nch.ChannelType() != "session" {
 			nch.Reject(ssh.Prohibited, "sekisho: a login without a target runs sekisho's commands only; log in as "+id.tech.Name+"+TARGET to reach a target")
 			continue

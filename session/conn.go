@@ -32,6 +32,12 @@ type conn struct {
 	sc     *ssh.ServerConn
 	id     *identity
 	source string
+	// via says how the technician reached the target when not by a
+	// TECHNICIAN+TARGET login: "proxyjump HOST:PORT" for ssh -J.
+	via string
+	// jumpPending counts this connection's ProxyJump connections still
+	// logging in.
+	jumpPending atomic.Int32
 
 	sessionID string
 	started   time.Time
@@ -162,7 +168,9 @@ func (c *conn) logArgs() []any {
 // kept small (each step in a function of its own), so that once idle its
 // stack shrinks back to 4 KiB.
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
-	c.sessionID = uuid.NewString()
+	if c.sessionID == "" {
+		c.sessionID = uuid.NewString()
+	}
 	c.upEnded = make(chan struct{})
 	c.techGone = make(chan struct{})
 	c.settled = make(chan struct{})
@@ -364,7 +372,7 @@ func (c *conn) connect(ctx context.Context, start time.Time) error {
 	meta := recording.Meta{
 		ID: r.ID, Technician: r.Technician, Affiliate: r.Affiliate, AffiliateCountry: r.AffiliateCountry,
 		Source: r.Source, SourceCountry: r.SourceCountry, Target: r.Target, TargetAddress: r.TargetAddress, Residency: r.Residency,
-		Login: r.Login, CrossBorder: r.CrossBorder, Rule: r.Rule, Trace: json.RawMessage(r.Trace), Start: start.UTC(),
+		Login: r.Login, CrossBorder: r.CrossBorder, Via: c.via, Rule: r.Rule, Trace: json.RawMessage(r.Trace), Start: start.UTC(),
 	}
 	rec, err := recording.CreateSigned(c.srv.cfg.RecordingDir, meta, c.srv.cfg.RecordingKey)
 	if err != nil {
@@ -596,6 +604,9 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 	switch nch.ChannelType() {
 	case "session":
 	case "direct-tcpip":
+		if c.srv.openJump(c.id, c.source, nch, &c.jumpPending) {
+			return
+		}
 		c.openForward(ctx, nch)
 		return
 	case "forwarded-tcpip", "direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com":

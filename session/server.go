@@ -172,6 +172,10 @@ type Config struct {
 	// Console issues the one-time links that `login` prints; nil when the
 	// web console is off.
 	Console Console
+	// Jump serves ProxyJump (ssh -J): a technician's direct-tcpip
+	// channel to a target's name on port 22 is answered by sekisho as
+	// that target (see jump.go). Nil leaves ProxyJump off.
+	Jump Jump
 }
 
 // Server accepts technicians' SSH connections and relays them to targets.
@@ -379,27 +383,47 @@ func (s *Server) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		powers := s.cfg.Access.PowersNeedingMFA(tech.Name)
 		id := &identity{tech: tech, key: key, command: true, powers: powers,
 			decision: broker.Decision{RequireMFA: tech.RequireMFA || len(powers) > 0}}
-		return s.withSecondFactor(conn, id)
+		return s.withSecondFactor(conn, id, s.banner(conn))
 	}
-	d, target, err := s.cfg.Broker.Authorize(ctx, tech.Name, login.Target, source)
+	id, err := s.decideTarget(ctx, tech, login.Target, source, key)
+	if err != nil {
+		return nil, err
+	}
+	return s.withSecondFactor(conn, id, s.banner(conn))
+}
+
+// decideTarget decides whether tech, whose key is proven, may reach
+// target from source: the identity of a session allowed or awaiting an
+// approval, else the refusal the technician reads.
+func (s *Server) decideTarget(ctx context.Context, tech *broker.Technician, target, source string, key ssh.PublicKey) (*identity, error) {
+	d, tg, err := s.cfg.Broker.Authorize(ctx, tech.Name, target, source)
 	pending := err == nil && d.Effect == broker.Approval && s.cfg.Access != nil
 	if err != nil || (!d.Allowed() && !pending) {
 		if d.Reason == "" {
 			// Not a decision the technician can read (the technician
 			// vanished from the config meanwhile, say).
-			s.log.Error("access not decided", "technician", tech.Name, "target", login.Target, "source", source, "err", err)
-			d.Reason = fmt.Sprintf("access to %s could not be decided now; try again in a minute, or tell the sekisho operator", login.Target)
+			s.log.Error("access not decided", "technician", tech.Name, "target", target, "source", source, "err", err)
+			d.Reason = fmt.Sprintf("access to %s could not be decided now; try again in a minute, or tell the sekisho operator", target)
 		}
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
-	return s.withSecondFactor(conn, &identity{tech: tech, target: target, decision: d, key: key})
+	return &identity{tech: tech, target: tg, decision: d, key: key}, nil
+}
+
+// banner returns what sends a banner to conn, still authenticating.
+func (s *Server) banner(conn ssh.ConnMetadata) func(string) {
+	return func(msg string) {
+		if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
+			pc.(ssh.ServerPreAuthConn).SendAuthBanner(msg)
+		}
+	}
 }
 
 // withSecondFactor returns the permissions for id, asking for a TOTP code
 // first when the decision requires one. Why a code is asked goes out as
 // a banner, so that a client that cannot answer (ssh -o BatchMode=yes)
 // still tells its user.
-func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Permissions, error) {
+func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity, banner func(string)) (*ssh.Permissions, error) {
 	d := id.decision
 	perms := &ssh.Permissions{ExtraData: map[any]any{extraKey{}: id}}
 	if !d.RequireMFA {
@@ -430,9 +454,7 @@ func (s *Server) withSecondFactor(conn ssh.ConnMetadata, id *identity) (*ssh.Per
 	if id.target != nil {
 		what = fmt.Sprintf("sekisho: a second factor is required for %s (rule %s)", id.target.Name, id.decision.Rule)
 	}
-	if pc, ok := s.authing.Load(conn.RemoteAddr().String()); ok {
-		pc.(ssh.ServerPreAuthConn).SendAuthBanner(what + "\n")
-	}
+	banner(what + "\n")
 	// The key is proven; the session needs a TOTP code as well.
 	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
 		KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {

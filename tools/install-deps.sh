@@ -28,12 +28,13 @@ ha=(
 # The end-to-end tests drive terminals through tmux, record with
 # asciinema, limit descriptors with prlimit, and test the web console in
 # Chromium through ChromeDriver; zsh and fish are among the login shells
-# whose reading of a command sekisho's must match.
+# whose reading of a command sekisho's must match; Ansible (ansible-core)
+# is a real SSH client of ProxyJump through sekisho.
 test=(
 	"${demo[@]}" make:/usr/bin/make tmux:/usr/bin/tmux asciinema:/usr/bin/asciinema
 	procps:/usr/bin/pgrep util-linux:/usr/bin/prlimit bsdutils:/usr/bin/script
 	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
-	zsh:/usr/bin/zsh fish:/usr/bin/fish
+	zsh:/usr/bin/zsh fish:/usr/bin/fish ansible-core:/usr/bin/ansible
 	postgresql:/usr/lib/postgresql/15/bin/initdb haproxy:/usr/sbin/haproxy
 )
 case $set in

@@ -368,6 +368,8 @@ func cmdVaultSetup(ctx context.Context, args []string) error {
 	}
 	fmt.Println("user CA public key (put it in sshd's TrustedUserCAKeys on each target):")
 	fmt.Println(strings.TrimSpace(rep.CA))
+	fmt.Println("host CA public key (technicians trust it for ProxyJump; `sekisho known-hosts` prints their known_hosts line):")
+	fmt.Println(strings.TrimSpace(rep.HostCA))
 	return nil
 }
 
@@ -394,5 +396,5 @@ func vaultSetup(ctx context.Context, cfg *node.Config, token, caOut string) (*br
 			principals = append(principals, r.Login)
 		}
 	}
-	return broker.Setup(ctx, client, broker.VaultSetup{Vault: cfg.VaultConfig(), Principals: principals, CAPublicKeyFile: caOut})
+	return broker.Setup(ctx, client, broker.VaultSetup{Vault: cfg.VaultConfig(), Principals: principals, HostNames: cfg.JumpNames(), CAPublicKeyFile: caOut})
 }

@@ -341,7 +341,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 			return fmt.Errorf("enroll the demo's second factor: %w", err)
 		}
 	}
-	hostKeyLine, err := bastionKnownHosts(cfg, n.Addr().String(), d.path("known_hosts"))
+	hostKeyLine, err := demoKnownHosts(ctx, cfg, n.Addr().String(), d)
 	if err != nil {
 		n.Stop()
 		return err
@@ -663,7 +663,12 @@ func ensureKey(path, comment string) (string, error) {
 	return line, nil
 }
 
-func bastionKnownHosts(cfg *node.Config, addr, path string) (string, error) {
+// demoKnownHosts writes the demo's known_hosts (the bastion's host key at
+// addr, and the host CA for the targets' names, which ssh -J checks) and
+// an ssh_config that reaches every target with ProxyJump through the
+// bastion as aiko, with strict host key checking. It returns the
+// bastion's line.
+func demoKnownHosts(ctx context.Context, cfg *node.Config, addr string, d *demo) (string, error) {
 	b, err := os.ReadFile(cfg.Path(cfg.HostKey))
 	if err != nil {
 		return "", err
@@ -674,7 +679,38 @@ func bastionKnownHosts(cfg *node.Config, addr, path string) (string, error) {
 	}
 	host, port, _ := net.SplitHostPort(addr)
 	line := fmt.Sprintf("[%s]:%s %s", host, port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
-	return line, os.WriteFile(path, []byte(line+"\n"), 0o644)
+	caLine, err := knownHostsLine(ctx, cfg, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(d.path("known_hosts"), []byte(line+"\n"+caLine+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	dir, err := filepath.Abs(d.dir)
+	if err != nil {
+		return "", err
+	}
+	var targets []string
+	for _, t := range cfg.Targets {
+		targets = append(targets, t.Name)
+	}
+	conf := fmt.Sprintf(`# Written by sekisho demo. With it, plain OpenSSH reaches the targets by
+# their own names through sekisho (ProxyJump), host keys checked:
+#   ssh -F %[1]s/ssh_config db-jp-01
+#   scp -F %[1]s/ssh_config README.md db-jp-01:/tmp/
+Host sekisho-demo
+  HostName %[2]s
+  Port %[3]s
+Host %[4]s
+  ProxyJump sekisho-demo
+Host *
+  User aiko
+  IdentityFile %[1]s/keys/aiko
+  IdentitiesOnly yes
+  UserKnownHostsFile %[1]s/known_hosts
+  StrictHostKeyChecking yes
+`, dir, host, port, strings.Join(targets, " "))
+	return line, os.WriteFile(d.path("ssh_config"), []byte(conf), 0o644)
 }
 
 const demoConfigTmpl = `# sekisho demo configuration, written by ` + "`sekisho demo`" + `; paths are relative to this file.

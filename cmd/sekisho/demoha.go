@@ -179,7 +179,7 @@ func (d *demo) runCluster(ctx context.Context, listen string, cl *demoCluster) e
 	if err := d.startHAProxy(ctx, cl.haproxy, listen, d.web, nodes); err != nil {
 		return err
 	}
-	hostKeyLine, err := bastionKnownHosts(cfg, listen, d.path("known_hosts"))
+	hostKeyLine, err := demoKnownHosts(ctx, cfg, listen, d)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@
 //	sekisho report cross-border [--config FILE] who from foreign affiliates reached what, approved by whom
 //	sekisho verify       [--config FILE] ID    check a recording's chunks, chain and signed seal
 //	sekisho recording-key                      print the public key that signs recordings
+//	sekisho known-hosts  [--config FILE]       the known_hosts line technicians need for ssh -J
 //	sekisho policy test  [--config FILE]       explain the decision for a technician, target, source and time
 //	sekisho policy check [--config FILE]       lint the rules
 //	sekisho lock / unlock / locks              stop an affiliate, technician or target at once
@@ -54,6 +55,7 @@ usage:
   sekisho report cross-border [--config FILE] [--since 2026-11-01|30d] [--until DATE] [--residency JP,SG] [--format table|csv|json]
   sekisho verify       [--config FILE] [--key FILE] [--json] SESSION-ID|DIRECTORY   check a recording's integrity
   sekisho recording-key [--config FILE]                the public key that signs recordings (for offline verify)
+  sekisho known-hosts  [--config FILE] [--pattern '*.db.example']   the known_hosts line for ssh -J through sekisho
   sekisho fetch        [--config FILE] [--out DIR] SESSION-ID   copy a recording out of its store
   sekisho hold         [--config FILE] --reason TEXT SESSION-ID   keep a recording past its retention (legal hold)
   sekisho release      [--config FILE] SESSION-ID       lift a legal hold
@@ -171,6 +173,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdHolds(ctx, rest)
 	case "recording-key":
 		return cmdRecordingKey(ctx, rest)
+	case "known-hosts":
+		return cmdKnownHosts(ctx, rest)
 	case "policy":
 		sub, rest := subcommand(rest)
 		return cmdPolicy(append([]string{sub}, rest...))

@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -249,6 +250,13 @@ type VaultSection struct {
 	Timeout      Duration `yaml:"timeout"`
 	TransitMount string   `yaml:"transit_mount"`
 	TOTPKey      string   `yaml:"totp_key"`
+	// HostMount is the SSH secrets engine mount of the host CA that signs
+	// the certificates sekisho presents as a target through ProxyJump
+	// (default ssh-host); HostRole its signing role (default
+	// sekisho-host); HostCertTTL their lifetime (default 1h).
+	HostMount   string   `yaml:"host_mount"`
+	HostRole    string   `yaml:"host_role"`
+	HostCertTTL Duration `yaml:"host_cert_ttl"`
 	// SourceAddresses are the addresses (or CIDR prefixes) sekisho
 	// reaches targets from, written into every certificate's
 	// source-address option; default: the local address of each
@@ -300,7 +308,10 @@ type Technician struct {
 
 // TargetEntry is a target entry.
 type TargetEntry struct {
-	Name      string            `yaml:"name"`
+	Name string `yaml:"name"`
+	// Hostnames are further names the target answers to through
+	// ProxyJump, such as db-jp-01.db.example.
+	Hostnames []string          `yaml:"hostnames"`
 	Address   string            `yaml:"address"`
 	Login     string            `yaml:"login"`
 	HostKeys  []string          `yaml:"host_keys"`
@@ -600,6 +611,8 @@ var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "
 var (
 	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	countryRe = regexp.MustCompile(`^[A-Z]{2}$`)
+	// hostnameRe is a lower-case DNS name of one label or more.
+	hostnameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 )
 
 func (c *Config) errf(line int, format string, args ...any) error {
@@ -677,6 +690,15 @@ func (c *Config) validate() (err error) {
 	}
 	if time.Duration(v.CertTTL) < time.Minute || time.Duration(v.CertTTL) > time.Hour {
 		return c.errf(0, "vault.cert_ttl %s: certificates must live between 1m and 1h", time.Duration(v.CertTTL))
+	}
+	if v.HostCertTTL == 0 {
+		v.HostCertTTL = Duration(broker.DefaultHostCertTTL)
+	}
+	if time.Duration(v.HostCertTTL) < 5*time.Minute || time.Duration(v.HostCertTTL) > 24*time.Hour {
+		return c.errf(0, "vault.host_cert_ttl %s: host certificates must live between 5m and 24h", time.Duration(v.HostCertTTL))
+	}
+	if v.HostMount != "" && v.HostMount == v.Mount {
+		return c.errf(0, "vault.host_mount %q is vault.mount too: host and user certificates must not share a CA", v.HostMount)
 	}
 	v.sourcePrefixes = nil
 	for _, p := range v.SourceAddresses {
@@ -786,6 +808,7 @@ func (c *Config) validate() (err error) {
 		}
 	}
 	targets := map[string]bool{}
+	jumpNames := map[string]string{} // name or hostname: its target
 	for i := range c.Targets {
 		t := &c.Targets[i]
 		if !nameRe.MatchString(t.Name) {
@@ -795,6 +818,19 @@ func (c *Config) validate() (err error) {
 			return c.errf(t.line, "target %q is declared twice", t.Name)
 		}
 		targets[t.Name] = true
+		for _, h := range t.Hostnames {
+			if !hostnameRe.MatchString(h) {
+				return c.errf(t.line, "target %s: hostname %q is not a lower-case DNS name such as db-jp-01.db.example", t.Name, h)
+			}
+			if jumpNames[h] != "" {
+				return c.errf(t.line, "target %s: hostname %q is already a name of target %s", t.Name, h, jumpNames[h])
+			}
+			jumpNames[h] = t.Name
+		}
+		if other := jumpNames[t.Name]; other != "" && other != t.Name {
+			return c.errf(t.line, "target %s: its name is already a hostname of target %s", t.Name, other)
+		}
+		jumpNames[t.Name] = t.Name
 		if t.Address == "" {
 			return c.errf(t.line, "target %s: address (host:port) is required", t.Name)
 		}
@@ -1191,7 +1227,7 @@ func (c *Config) Domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	}
 	var targets []*broker.Target
 	for _, t := range c.Targets {
-		bt := &broker.Target{Name: t.Name, Address: t.Address, Login: t.Login, Residency: t.Residency, Zone: t.Zone,
+		bt := &broker.Target{Name: t.Name, Hostnames: t.Hostnames, Address: t.Address, Login: t.Login, Residency: t.Residency, Zone: t.Zone,
 			Data: t.Data, Labels: t.Labels}
 		for _, k := range t.HostKeys {
 			key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(k))
@@ -1206,6 +1242,20 @@ func (c *Config) Domain() ([]*broker.Technician, []*broker.Target, *broker.Polic
 	return techs, targets, c.policy
 }
 
+// JumpNames lists every name a target answers to through ProxyJump, in
+// the order of the targets: each target's broker.Target.JumpNames.
+func (c *Config) JumpNames() []string {
+	var names []string
+	for _, t := range c.Targets {
+		for _, n := range (&broker.Target{Name: t.Name, Hostnames: t.Hostnames, Address: t.Address}).JumpNames() {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
 // VaultConfig returns the issuer's view of the vault section.
 func (c *Config) VaultConfig() broker.VaultConfig {
 	return broker.VaultConfig{
@@ -1213,6 +1263,7 @@ func (c *Config) VaultConfig() broker.VaultConfig {
 		AppRoleMount: c.Vault.AppRoleMount, Mount: c.Vault.Mount, Role: c.Vault.Role,
 		TransitMount: c.Vault.TransitMount, TOTPKey: c.Vault.TOTPKey,
 		TTL: time.Duration(c.Vault.CertTTL), Timeout: time.Duration(c.Vault.Timeout),
+		HostMount: c.Vault.HostMount, HostRole: c.Vault.HostRole, HostTTL: time.Duration(c.Vault.HostCertTTL),
 		SourceAddresses: c.Vault.sourcePrefixes,
 	}
 }

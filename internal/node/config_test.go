@@ -58,7 +58,7 @@ func TestParseValidConfig(t *testing.T) {
 	}
 	vc := c.VaultConfig()
 	want := broker.VaultConfig{Address: "http://127.0.0.1:8200", RoleIDFile: filepath.Join(dir, "vault", "role-id"),
-		SecretIDFile: "/etc/sekisho/secret-id", Mount: "ssh", Role: "sekisho", TTL: 5 * time.Minute, Timeout: 10 * time.Second}
+		SecretIDFile: "/etc/sekisho/secret-id", Mount: "ssh", Role: "sekisho", TTL: 5 * time.Minute, Timeout: 10 * time.Second, HostTTL: time.Hour}
 	if !reflect.DeepEqual(vc, want) {
 		t.Errorf("vaultConfig() = %+v, want %+v", vc, want)
 	}
@@ -377,6 +377,24 @@ func TestParseBrokenConfigs(t *testing.T) {
 			text:  replace("  - name: web-sg-01\n", "  - name: db-jp-01 # again\n"),
 			at:    "db-jp-01 # again",
 			words: []string{`target "db-jp-01" is declared twice`},
+		},
+		{
+			name:  "hostname that is not a DNS name",
+			text:  replace("    login: www\n", "    login: www\n    hostnames: [Web_SG.example]\n"),
+			at:    "- name: web-sg-01",
+			words: []string{`target web-sg-01: hostname "Web_SG.example" is not a lower-case DNS name`},
+		},
+		{
+			name:  "hostname of two targets",
+			text:  replace("    login: www\n", "    login: www\n    hostnames: [db-jp-01]\n"),
+			at:    "- name: web-sg-01",
+			words: []string{`target web-sg-01: hostname "db-jp-01" is already a name of target db-jp-01`},
+		},
+		{
+			name:  "host CA sharing the user CA's mount",
+			text:  replace("  cert_ttl: 5m\n", "  cert_ttl: 5m\n  host_mount: ssh\n"),
+			at:    "",
+			words: []string{`vault.host_mount "ssh" is vault.mount too`},
 		},
 		{
 			name:  "bad effect",

@@ -150,6 +150,13 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		store.Close()
 		return nil, fmt.Errorf("vault at %s: %w", cfg.Vault.Address, err)
 	}
+	// ProxyJump needs the host CA; the rest of sekisho does not, so a
+	// Vault set up before it existed only turns ProxyJump away.
+	checkCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	if _, err := issuer.HostCA(checkCtx); err != nil {
+		logger.Warn("ProxyJump (ssh -J) refused until the host CA exists: run `sekisho vault setup` again", "err", err)
+	}
+	cancel()
 	techs, targets, policy := cfg.Domain()
 	notifier, err := notify.New(cfg.webhooks(), notify.Options{Logger: logger, Registerer: reg})
 	if err != nil {
@@ -272,7 +279,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		consoleIface = console
 	}
 	srv, err = session.NewServer(session.Config{
-		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface,
+		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface, Jump: brk,
 		Register: store, Peers: sessionPeers(peers),
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),

@@ -72,6 +72,7 @@ var rows = []struct{ id, class string }{
 	{"target-killed", "fault: the target killed mid-session"},
 	{"kill", "fault: sekisho killed with SIGKILL mid-session"},
 	{"proxy", "PROXY protocol input"},
+	{"jump", "ProxyJump (ssh -J): the inner connection unrecorded or not held to the rules"},
 }
 
 type event struct {
