@@ -54,6 +54,9 @@ const (
 	hostJump    = "bench-jump"    // the OpenSSH jump host of path A
 	hostTarget  = "bench-target"  // the target, for paths A and D
 	hostSekisho = "bench-sekisho" // sekisho, logging in as aiko+db-jp-01 (path B)
+	// hostSekishoJump is sekisho as the jump host of path J, logging in
+	// as aiko; db-jp-01 is then reached by its own name.
+	hostSekishoJump = "bench-sekisho-jump"
 )
 
 // env is everything the three paths need: the running demo (dev Vault,
@@ -374,6 +377,15 @@ Host ` + hostSekisho + `
     HostName %[10]s
     Port %[11]s
     User ` + technician + `+` + targetName + `
+
+Host ` + hostSekishoJump + `
+    HostName %[10]s
+    Port %[11]s
+    User ` + technician + `
+
+Host ` + targetName + `
+    ProxyJump ` + hostSekishoJump + `
+    User ` + technician + `
 `
 
 func (e *env) writeClientFiles(cert, jumpKey string, variants []string) error {
@@ -391,9 +403,24 @@ func (e *env) writeClientFiles(cert, jumpKey string, variants []string) error {
 		}
 	}
 	kh := filepath.Join(e.dir, "known_hosts")
+	// The demo's known_hosts holds the host CA line that path J's
+	// client checks sekisho's answer as db-jp-01 against.
+	demoKH, err := os.ReadFile(filepath.Join(e.demoDir, "known_hosts"))
+	if err != nil {
+		return err
+	}
+	var caLine string
+	for _, l := range strings.Split(string(demoKH), "\n") {
+		if strings.HasPrefix(l, "@cert-authority ") {
+			caLine = l
+		}
+	}
+	if caLine == "" {
+		return fmt.Errorf("%s has no @cert-authority line for ProxyJump", filepath.Join(e.demoDir, "known_hosts"))
+	}
 	lines := e.state.BastionHostKey + "\n" +
 		fmt.Sprintf("[%s]:%s %s\n", th, tp, targetKey) +
-		fmt.Sprintf("[%s]:%s %s\n", jh, jp, jumpKey)
+		fmt.Sprintf("[%s]:%s %s\n", jh, jp, jumpKey) + caLine + "\n"
 	if err := os.WriteFile(kh, []byte(lines), 0o644); err != nil {
 		return err
 	}

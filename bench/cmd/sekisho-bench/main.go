@@ -201,23 +201,26 @@ func (e *env) comparison(ctx context.Context, res *results, load loadOptions) er
 		return err
 	}
 
-	// One untimed connection per path: caches, the Vault token, and a
-	// check that every path works before anything is timed.
-	for _, p := range paths {
+	// One untimed connection per path: caches, the Vault token, the
+	// host certificate, and a check that every path works before
+	// anything is timed.
+	for _, p := range setupPaths {
 		if _, err := e.setupOnce(ctx, p, ""); err != nil {
 			logf("warm-up: %v", err)
 		}
 	}
 
-	logf("connection setup: %d × 3 paths, interleaved, OpenSSH's default key exchange", st.SetupRuns)
+	logf("connection setup: %d × %d paths, interleaved, OpenSSH's default key exchange", st.SetupRuns, len(setupPaths))
 	res.Setup, err = e.setupSeries(ctx, st.SetupRuns, "")
 	if err != nil {
 		return err
 	}
 	res.SetupRatioBA = ratio(res.Setup[pathB].Summary.Median, res.Setup[pathA].Summary.Median)
 	res.SetupRatioBD = ratio(res.Setup[pathB].Summary.Median, res.Setup[pathD].Summary.Median)
+	res.SetupRatioJA = ratio(res.Setup[pathJ].Summary.Median, res.Setup[pathA].Summary.Median)
+	res.SetupRatioJB = ratio(res.Setup[pathJ].Summary.Median, res.Setup[pathB].Summary.Median)
 	if st.SameKex != "" {
-		logf("connection setup: %d × 3 paths, interleaved, every leg with %s", st.SetupRuns, st.SameKex)
+		logf("connection setup: %d × %d paths, interleaved, every leg with %s", st.SetupRuns, len(setupPaths), st.SameKex)
 		res.SetupSameKex, err = e.setupSeries(ctx, st.SetupRuns, "kex:"+st.SameKex)
 		if err != nil {
 			return err
@@ -301,11 +304,11 @@ func (e *env) comparison(ctx context.Context, res *results, load loadOptions) er
 // variant, interleaved.
 func (e *env) setupSeries(ctx context.Context, runs int, variant string) (map[path]*setupResult, error) {
 	res := map[path]*setupResult{}
-	for _, p := range paths {
+	for _, p := range setupPaths {
 		res[p] = &setupResult{}
 	}
 	for i := range runs {
-		for _, p := range rotation(i) {
+		for _, p := range rotationOf(setupPaths, i) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -313,7 +316,7 @@ func (e *env) setupSeries(ctx context.Context, runs int, variant string) (map[pa
 			res[p].add(d, err)
 		}
 	}
-	for _, p := range paths {
+	for _, p := range setupPaths {
 		s := res[p]
 		s.Summary = summarize(s.SamplesMS)
 		logf("  %s: median %.1f ms, %d failed %s", p, s.Summary.Median, s.Failures, s.FirstError)

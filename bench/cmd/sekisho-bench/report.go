@@ -23,6 +23,10 @@ type results struct {
 	Setup        map[path]*setupResult `json:"setup_ms"`
 	SetupRatioBA float64               `json:"setup_median_ratio_b_a"`
 	SetupRatioBD float64               `json:"setup_median_ratio_b_d"`
+	// SetupRatioJA and SetupRatioJB compare ssh -J through sekisho with
+	// ssh -J through OpenSSH and with TECHNICIAN+TARGET through sekisho.
+	SetupRatioJA float64 `json:"setup_median_ratio_j_a,omitempty"`
+	SetupRatioJB float64 `json:"setup_median_ratio_j_b,omitempty"`
 	// SetupSameKex is the same with settings.same_kex on every leg.
 	SetupSameKex   map[path]*setupResult `json:"setup_same_kex_ms,omitempty"`
 	SameKexRatioBA float64               `json:"setup_same_kex_median_ratio_b_a,omitempty"`
@@ -292,7 +296,8 @@ func (r *results) printTables(w io.Writer) {
 func (r *results) printComparison(w io.Writer) {
 	fmt.Fprintf(w, "Connection setup: `ssh HOST true`, a fresh connection each time, OpenSSH's defaults, ms\n\n")
 	printSetup(w, r.Setup)
-	fmt.Fprintf(w, "\nB/A = %s, B/D = %s (medians)\n\n", fmtRatio(r.SetupRatioBA), fmtRatio(r.SetupRatioBD))
+	fmt.Fprintf(w, "\nB/A = %s, B/D = %s, J/A = %s, J/B = %s (medians)\n\n", fmtRatio(r.SetupRatioBA), fmtRatio(r.SetupRatioBD),
+		fmtRatio(r.SetupRatioJA), fmtRatio(r.SetupRatioJB))
 	if r.SetupSameKex != nil {
 		fmt.Fprintf(w, "Connection setup with KexAlgorithms %s on every leg, ms\n\n", r.Settings.SameKex)
 		printSetup(w, r.SetupSameKex)
@@ -346,8 +351,11 @@ func (r *results) printComparison(w io.Writer) {
 
 func printSetup(w io.Writer, m map[path]*setupResult) {
 	fmt.Fprintf(w, "| path | runs | median (p50) | p99 | min | max | failed |\n|---|--:|--:|--:|--:|--:|--:|\n")
-	for _, p := range paths {
+	for _, p := range setupPaths {
 		s := m[p]
+		if s == nil {
+			continue // a result of a run before path J existed
+		}
 		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %d |\n", p, s.Summary.N, s.Summary.Median, s.Summary.P99, s.Summary.Min, s.Summary.Max, s.Failures)
 	}
 }

@@ -23,9 +23,18 @@ const (
 	pathA path = "A" // ssh -J through an OpenSSH sshd jump host
 	pathB path = "B" // through sekisho: recording on, a Vault certificate per connection
 	pathD path = "D" // directly to the target (reference)
+	// pathJ is ssh -J through sekisho: sekisho answers the inner
+	// connection as the target (ProxyJump), then as B. Timed for
+	// connection setup only; its bytes take B's way.
+	pathJ path = "J"
 )
 
-var paths = []path{pathA, pathB, pathD}
+// paths are the paths of every part; setupPaths those of the connection
+// setup.
+var (
+	paths      = []path{pathA, pathB, pathD}
+	setupPaths = []path{pathA, pathB, pathJ, pathD}
+)
 
 func (p path) String() string {
 	switch p {
@@ -33,6 +42,8 @@ func (p path) String() string {
 		return "A: ssh -J (OpenSSH jump host)"
 	case pathB:
 		return "B: sekisho (recording, Vault cert)"
+	case pathJ:
+		return "J: ssh -J through sekisho (ProxyJump answered as the target, then as B)"
 	default:
 		return "D: direct (reference)"
 	}
@@ -40,9 +51,12 @@ func (p path) String() string {
 
 // rotation returns the order of the paths in round i: each path goes
 // first, second and third equally often, so that drift and noise hit all.
-func rotation(i int) []path {
-	k := i % len(paths)
-	return append(append([]path{}, paths[k:]...), paths[:k]...)
+func rotation(i int) []path { return rotationOf(paths, i) }
+
+// rotationOf is rotation over ps.
+func rotationOf(ps []path, i int) []path {
+	k := i % len(ps)
+	return append(append([]path{}, ps[k:]...), ps[:k]...)
 }
 
 // sshArgs are the arguments of ssh (or scp) for path p with a client
@@ -61,8 +75,11 @@ func (e *env) sshArgs(p path, variant string) []string {
 }
 
 func host(p path) string {
-	if p == pathB {
+	switch p {
+	case pathB:
 		return hostSekisho
+	case pathJ:
+		return targetName // by its own name, with ProxyJump through sekisho
 	}
 	return hostTarget
 }
