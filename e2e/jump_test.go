@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/internal/hardening"
@@ -343,7 +345,7 @@ func TestProxyJumpAnsible(t *testing.T) {
 		t.Helper()
 		cmd := exec.CommandContext(ctxT(t), "ansible", append([]string{"all", "-i", inv}, args...)...)
 		cmd.Env = append(os.Environ(), "ANSIBLE_CONFIG="+ansCfg, "ANSIBLE_HOME="+filepath.Join(dir, "home"),
-			"ANSIBLE_SSH_ARGS=-F "+cfg+" -o ControlMaster=auto -o ControlPersist=30s", "ANSIBLE_SSH_CONTROL_PATH_DIR="+cpDir,
+			"ANSIBLE_SSH_ARGS=-F "+cfg+" -o ControlMaster=auto -o ControlPersist=2s", "ANSIBLE_SSH_CONTROL_PATH_DIR="+cpDir,
 			"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "tmp"), "ANSIBLE_NOCOLOR=1")
 		return run(t, cmd, nil)
 	}
@@ -362,8 +364,65 @@ func TestProxyJumpAnsible(t *testing.T) {
 	}
 	// Ansible's commands were recorded, in sessions that verify.
 	_, events := jumpSession(t, "aiko", "db-jp-01", "cat "+dst)
-	if !strings.Contains(streams(t, events, "x-stdout"), strings.TrimSpace(content)) {
-		t.Errorf("the recording lacks the command's output:\n%s", tail(events, 20))
+	// Ansible runs its modules with a terminal (-tt): the output is in
+	// the terminal's events.
+	if !strings.Contains(streams(t, events, "o")+streams(t, events, "x-stdout"), strings.TrimSpace(content)) {
+		t.Errorf("the recording lacks the command's output:\n%s", tail(events, 40))
 	}
 	hardening.Report(t, "jump", "Ansible (ping, copy, command) through ProxyJump with host key checking: the file arrives, the command's output is recorded in a session that verifies")
+}
+
+// The second factor is asked on the inner connection, as for
+// TECHNICIAN+TARGET: a client that cannot answer is told why, a wrong
+// code is refused, the right one lets the session through.
+func TestProxyJumpSecondFactor(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "    targets: [web-sg-01]\n", "    targets: [web-sg-01]\n    require_mfa: true\n", 1)
+	})
+	secret := enrollSecret(t, v, "aiko")
+	cfg := jumpConfig(t, "aiko", v.port, variantKnownHosts(t, v))
+	withCode := func(code, remote string) result {
+		t.Helper()
+		askpass := filepath.Join(t.TempDir(), "askpass")
+		os.WriteFile(askpass, []byte("#!/bin/sh\necho '"+code+"'\n"), 0o700)
+		cmd := exec.CommandContext(ctxT(t), "ssh", "-F", cfg, "-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1", "web-sg-01", remote)
+		cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+		return run(t, cmd, nil)
+	}
+	r := run(t, exec.CommandContext(ctxT(t), "ssh", "-F", cfg, "web-sg-01", "echo no"), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "sekisho: a second factor is required for web-sg-01 (rule any-affiliate-to-web)\n") {
+		t.Errorf("BatchMode through -J: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := withCode("000000", "echo wrong"); r.code != 255 || !strings.Contains(r.stderr, "wrong verification code") {
+		t.Errorf("wrong code through -J: exit %d, stderr %q", r.code, r.stderr)
+	}
+	code, _ := totp.GenerateCode(secret, time.Now())
+	if r := withCode(code, "echo jump-second-factor-ok"); r.code != 0 || r.stdout != "jump-second-factor-ok\n" {
+		t.Fatalf("right code through -J: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	hardening.Report(t, "6", "through ssh -J: the second factor asked on the inner connection; a client that cannot answer told why, a wrong code refused, the right code lets the session through")
+}
+
+// A lock ends a live session that came through -J, with the reason, and
+// refuses the next one.
+func TestProxyJumpLockEndsTheSession(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, nil)
+	cfg := jumpConfig(t, "aiko", v.port, variantKnownHosts(t, v))
+	live := startLiveCommand(t, "db-jp-01 through -J", func(ctx context.Context) *exec.Cmd {
+		return exec.CommandContext(ctx, "ssh", "-F", cfg, "db-jp-01", "echo started; sleep 300")
+	})
+	if out, err := v.cli(t, "lock", "--technician", "aiko", "--reason", "INC-43 key leaked"); err != nil {
+		t.Fatalf("sekisho lock: %v\n%s", err, out)
+	}
+	stderr := live.endsWithin(t, 10*time.Second, "after the lock")
+	if !strings.Contains(stderr, "sekisho: session ended: ") || !strings.Contains(stderr, "INC-43 key leaked") {
+		t.Errorf("the technician was not told why: %q", stderr)
+	}
+	r := run(t, exec.CommandContext(ctxT(t), "ssh", "-F", cfg, "db-jp-01", "echo should-not-run"), nil)
+	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "INC-43 key leaked") {
+		t.Errorf("after the lock: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	hardening.Report(t, "11", "a technician locked while a session through ssh -J runs: the session ends with the lock's reason, the next ssh -J refused")
 }

@@ -52,8 +52,15 @@ func startLive(t *testing.T, v *variant, tech, login string) *liveSSH {
 // v as login and returns once it has.
 func startLiveRunning(t *testing.T, v *variant, tech, login, remote string) *liveSSH {
 	t.Helper()
+	return startLiveCommand(t, login, func(ctx context.Context) *exec.Cmd { return v.ssh(ctx, tech, login, remote) })
+}
+
+// startLiveCommand runs the client command made by mk, whose remote
+// command must print "started" first, and returns once it has.
+func startLiveCommand(t *testing.T, login string, mk func(ctx context.Context) *exec.Cmd) *liveSSH {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &liveSSH{cmd: v.ssh(ctx, tech, login, remote), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	l := &liveSSH{cmd: mk(ctx), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	stdout, err := l.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

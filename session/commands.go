@@ -90,7 +90,7 @@ func (s *Server) runCommands(sc *ssh.ServerConn, id *identity, source string, ch
 	}()
 	var jumpPending, refused atomic.Int32
 	for nch := range chans {
-		if nch.ChannelType() == "direct-tcpip" && s.openJump(id, source, nch, &jumpPending) {
+		if nch.ChannelType() == "direct-tcpip" && s.openJump(sc, id, source, nch, &jumpPending) {
 			continue
 		}
 		if nch.ChannelType() == "direct-tcpip" {

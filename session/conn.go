@@ -122,6 +122,9 @@ func (c *conn) revoke(why string) {
 // side would close theirs at once), but a technician who does not read is
 // waited on for a second at most.
 func (c *conn) tellAndClose(msg string) {
+	// Sessions that came through this connection by ProxyJump are told
+	// first: closing it cuts them off.
+	c.srv.endInner(c.sc, strings.TrimPrefix(msg, "session ended: "))
 	c.mu.Lock()
 	relays := make([]*relay, 0, len(c.relays))
 	for r := range c.relays {
@@ -604,7 +607,7 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 	switch nch.ChannelType() {
 	case "session":
 	case "direct-tcpip":
-		if c.srv.openJump(c.id, c.source, nch, &c.jumpPending) {
+		if c.srv.openJump(c.sc, c.id, c.source, nch, &c.jumpPending) {
 			return
 		}
 		c.openForward(ctx, nch)

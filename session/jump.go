@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,11 +49,11 @@ const maxJumpHandshakes = 10
 const EventJump = "jump.open"
 
 // openJump serves nch, a direct-tcpip channel of an authenticated
-// technician's connection (outer, from source), when it names a
+// technician's connection (outerSC of outer, from source), when it names a
 // configured target: it reports false, having done nothing, when it does
 // not (or ProxyJump is off), so that the caller handles it as a port
 // forward. pending counts the outer connection's inner handshakes.
-func (s *Server) openJump(outer *identity, source string, nch ssh.NewChannel, pending *atomic.Int32) bool {
+func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source string, nch ssh.NewChannel, pending *atomic.Int32) bool {
 	if s.cfg.Jump == nil {
 		return false
 	}
@@ -103,7 +104,7 @@ func (s *Server) openJump(outer *identity, source string, nch ssh.NewChannel, pe
 	}
 	go func() {
 		defer s.wg.Done()
-		s.serveJump(outer, source, t, signer, ch, dest, pending)
+		s.serveJump(outerSC, outer, source, t, signer, ch, dest, pending)
 	}()
 	return true
 }
@@ -131,7 +132,7 @@ func (s *Server) refuseForward(id *identity, source string, nch ssh.NewChannel, 
 
 // serveJump serves SSH as target t on ch until the inner connection
 // ends.
-func (s *Server) serveJump(outer *identity, source string, t *broker.Target, hostKey ssh.Signer, ch ssh.Channel, dest string, pending *atomic.Int32) {
+func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source string, t *broker.Target, hostKey ssh.Signer, ch ssh.Channel, dest string, pending *atomic.Int32) {
 	defer ch.Close()
 	j := &jumpAuth{s: s, outer: outer.tech.Name, source: source, target: t}
 	cfg := &ssh.ServerConfig{
@@ -162,7 +163,61 @@ func (s *Server) serveJump(outer *identity, source string, t *broker.Target, hos
 	c := &conn{srv: s, sc: sc, id: id, source: source, via: "proxyjump " + dest, sessionID: uuid.NewString()}
 	s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: EventJump, Technician: id.tech.Name, Target: t.Name, Source: source, Session: c.sessionID,
 		Detail: fmt.Sprintf("ProxyJump to %s answered as target %s; inner login %q", dest, t.Name, sc.User())})
+	s.setInner(outerSC, c, true)
+	defer s.setInner(outerSC, c, false)
 	c.run(chans, reqs)
+}
+
+func (s *Server) setInner(outer *ssh.ServerConn, c *conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.inner[outer]
+	if !add {
+		delete(m, c)
+		if len(m) == 0 {
+			delete(s.inner, outer)
+		}
+		return
+	}
+	if m == nil {
+		m = map[*conn]struct{}{}
+		s.inner[outer] = m
+	}
+	m[c] = struct{}{}
+}
+
+// endInner ends, with a word to the technician, every session that came
+// through the technician connection outer by ProxyJump, before outer is
+// closed under them: each with its own reason when the rules no longer
+// allow it, else because outer ended for why.
+func (s *Server) endInner(outer *ssh.ServerConn, why string) {
+	s.mu.Lock()
+	var inner []*conn
+	for c := range s.inner[outer] {
+		inner = append(inner, c)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range inner {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.ending.Store(true)
+			reason := "the connection it came through (ProxyJump) was ended: " + why
+			if ok, own := c.stillAllowed(); !ok {
+				reason = own
+			}
+			c.terminate(reason)
+		}()
+	}
+	wg.Wait()
+}
+
+// closeWithInner closes a technician connection once the sessions that
+// came through it are ended and told why.
+func (s *Server) closeWithInner(sc *ssh.ServerConn, why string) {
+	s.endInner(sc, why)
+	sc.Close()
 }
 
 // jumpAuth authenticates the inner connection of a ProxyJump: a key of

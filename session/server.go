@@ -207,9 +207,13 @@ type Server struct {
 	// pre-auth refusals held back.
 	flushing bool
 
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	live     map[*conn]struct{}            // sessions relaying to a target
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	live  map[*conn]struct{} // sessions relaying to a target
+	// inner holds, per technician connection, the sessions that came
+	// through it by ProxyJump (serveJump), so that they are ended with
+	// a word before the connection they run in is closed (endInner).
+	inner    map[*ssh.ServerConn]map[*conn]struct{}
 	commands map[*ssh.ServerConn]*identity // command connections
 	closing  bool
 	wg       sync.WaitGroup
@@ -296,6 +300,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.PollEvery = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, live: map[*conn]struct{}{}, commands: map[*ssh.ServerConn]*identity{},
+		inner:   map[*ssh.ServerConn]map[*conn]struct{}{},
 		preauth: newPreauth(cfg.MaxUnauthenticatedPerSource, cfg.MaxUnauthenticated, cfg.MaxAuthFailuresPerSource)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.authAudit = newAuthAuditor(cfg.Broker.Audit)
@@ -588,11 +593,12 @@ func (s *Server) revalidate(grantsOnly bool) int {
 		for sc, id := range s.commands {
 			if ok, why := a.CommandAllowed(id.tech.Name, id.key); !ok {
 				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", why)
-				sc.Close()
+				go s.closeWithInner(sc, why)
 			} else if !id.decision.RequireMFA && len(a.PowersNeedingMFA(id.tech.Name)) > 0 {
 				// Given a power since it logged in without a code.
-				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", "powers that need a second factor, logged in without one")
-				sc.Close()
+				why := "powers that need a second factor, logged in without one"
+				s.log.Warn("command connection ended", "technician", id.tech.Name, "why", why)
+				go s.closeWithInner(sc, why)
 			}
 		}
 		s.mu.Unlock()
