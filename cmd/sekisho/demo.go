@@ -962,6 +962,7 @@ Try (the bastion's host key is in %s/known_hosts; add -o UserKnownHostsFile=%s/k
   scp -P %s -i %s/keys/aiko README.md aiko+db-jp-01@%s:/tmp/
   sftp -P %s -i %s/keys/aiko aiko+db-jp-01@%s
   rsync -av -e 'ssh -p %s -i %s/keys/aiko' README.md aiko+web-sg-01@%s:/tmp/
+  ssh -F %s/ssh_config db-jp-01 hostname                 # ProxyJump: the target by its own name, host keys checked
   ssh -p %s -i %s/keys/li li+web-sg-01@%s              # allowed, with a second factor (cross-border)
   ssh -p %s -i %s/keys/li li+db-jp-01@%s               # JP personal data from CN: asks a reason, waits for approval
 
@@ -984,7 +985,7 @@ Then:
 
 Ctrl-C stops everything.
 `, st.Bastion, st.Vault, rel, st.Targets[0].Address, st.Targets[1].Address, rel, rel,
-		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host,
+		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host, rel,
 		port, rel, host, port, rel, host, port, rel, host, port, rel, host,
 		st.Web, port, rel, host, port, rel, host, rel, rel)
 }
