@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -44,11 +45,8 @@ const (
 func (t *Target) JumpNames() []string {
 	names := []string{t.Name}
 	names = append(names, t.Hostnames...)
-	if h, _, err := net.SplitHostPort(t.Address); err == nil {
-		if a, err := netip.ParseAddr(h); err == nil {
-			h = a.Unmap().String()
-		}
-		names = append(names, strings.ToLower(h))
+	if h := addressHost(t); h != "" {
+		names = append(names, h)
 	}
 	out := names[:0]
 	for _, n := range names {
@@ -59,17 +57,66 @@ func (t *Target) JumpNames() []string {
 	return out
 }
 
-// hostCert is a host certificate in use for one target.
+// KnownHostsPatterns are the known_hosts host patterns under which a
+// client looks t up when it jumps to it: its names on port 22, and, when
+// its sshd listens on another port, its names and address on that port
+// (OpenSSH looks a host on another port up as [host]:port).
+func (t *Target) KnownHostsPatterns() []string {
+	var pats []string
+	_, port, err := net.SplitHostPort(t.Address)
+	other := err == nil && port != "22"
+	names := t.JumpNames()
+	for _, n := range names {
+		if n == addressHost(t) {
+			if !other {
+				pats = append(pats, n)
+			}
+			continue
+		}
+		pats = append(pats, n)
+	}
+	if other {
+		for _, n := range names {
+			pats = append(pats, "["+n+"]:"+port)
+		}
+	}
+	return pats
+}
+
+// addressHost is the host of t's address, as JumpNames has it.
+func addressHost(t *Target) string {
+	h, _, err := net.SplitHostPort(t.Address)
+	if err != nil {
+		return ""
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap().String()
+	}
+	return strings.ToLower(h)
+}
+
+// hostCert is the host certificate in use for one target.
 type hostCert struct {
+	target     *Target
 	principals string // comma-joined, as asked for
-	signer     ssh.Signer
+	cert       *ssh.Certificate
 	renewAt    time.Time // half its life gone
 	expires    time.Time
+	// failedAt and err are the last failure to sign, which is not
+	// tried again for hostSignBackoff: a technician opening jumps in a
+	// loop must not have Vault asked each time.
+	failedAt time.Time
+	err      error
+	renewing bool // a renewal runs in the background
 }
+
+// hostSignBackoff is how long a failure to sign a host certificate is
+// answered from memory.
+const hostSignBackoff = 10 * time.Second
 
 // hostCerts is the issuer's cache of host certificates.
 type hostCerts struct {
-	key ssh.Signer // this node's host key, in memory only
+	key ssh.MultiAlgorithmSigner // this node's host key, in memory only
 
 	mu    sync.Mutex // held while signing: a certificate is asked for once
 	ca    ssh.PublicKey
@@ -81,9 +128,13 @@ func newHostCerts() (*hostCerts, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := ssh.NewSignerFromKey(priv)
+	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
 		return nil, err
+	}
+	key, ok := signer.(ssh.MultiAlgorithmSigner)
+	if !ok {
+		return nil, errors.New("ed25519 signer without algorithms")
 	}
 	return &hostCerts{key: key, certs: map[string]*hostCert{}}, nil
 }
@@ -127,13 +178,13 @@ func FetchHostCA(ctx context.Context, address, mount string, timeout time.Durati
 		defer resp.Body.Close()
 	}
 	if err != nil || resp == nil {
-		if resp != nil && (resp.StatusCode == 400 || resp.StatusCode == 404) {
+		if resp != nil && (resp.StatusCode == 400 || resp.StatusCode == 403 || resp.StatusCode == 404) {
 			return nil, fmt.Errorf("vault has no host CA at %s (run `sekisho vault setup`, which creates it)", mount)
 		}
 		return nil, fmt.Errorf("vault read %s/public_key: %w", mount, err)
 	}
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(resp.Body); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, 64<<10)); err != nil {
 		return nil, fmt.Errorf("vault read %s/public_key: %w", mount, err)
 	}
 	ca, _, _, _, err := ssh.ParseAuthorizedKey(buf.Bytes())
@@ -146,7 +197,12 @@ func FetchHostCA(ctx context.Context, address, mount string, timeout time.Durati
 // HostSigner returns a signer presenting a host certificate for t's
 // names, signed by Vault's host CA: the one in use while it has more
 // than half its life left, else a new one. When Vault cannot sign, a
-// certificate still valid for a minute more is used meanwhile.
+// certificate still valid for a minute more is used meanwhile, and the
+// failure is answered from memory for hostSignBackoff.
+//
+// The signer presents the target's current certificate whenever it is
+// asked: a long inner connection shows a fresh one at each key
+// exchange, where the client checks it again.
 func (is *Issuer) HostSigner(ctx context.Context, t *Target) (ssh.Signer, error) {
 	names := t.JumpNames()
 	principals := strings.Join(names, ",")
@@ -155,27 +211,97 @@ func (is *Issuer) HostSigner(ctx context.Context, t *Target) (ssh.Signer, error)
 	defer hc.mu.Unlock()
 	now := is.now()
 	cur := hc.certs[t.Name]
-	if cur != nil && cur.principals == principals && now.Before(cur.renewAt) {
-		return cur.signer, nil
+	usable := cur != nil && cur.cert != nil && now.Add(time.Minute).Before(cur.expires)
+	switch {
+	case usable && cur.principals == principals && now.Before(cur.renewAt):
+		return &hostSigner{is: is, name: t.Name, cert: hc.certs[t.Name].cert}, nil
+	case cur != nil && now.Sub(cur.failedAt) < hostSignBackoff:
+		if usable {
+			return &hostSigner{is: is, name: t.Name, cert: hc.certs[t.Name].cert}, nil
+		}
+		return nil, cur.err
 	}
-	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
-	defer cancel()
-	cert, err := is.signHost(ctx, names, "sekisho node host key for target "+t.Name)
-	if err != nil {
-		if cur != nil && cur.principals == principals && now.Add(time.Minute).Before(cur.expires) {
-			return cur.signer, nil
+	if err := is.renewHostLocked(ctx, t, names, principals); err != nil {
+		if usable {
+			return &hostSigner{is: is, name: t.Name, cert: hc.certs[t.Name].cert}, nil
 		}
 		return nil, err
 	}
-	signer, err := ssh.NewCertSigner(cert, hc.key)
+	return &hostSigner{is: is, name: t.Name, cert: hc.certs[t.Name].cert}, nil
+}
+
+// renewHostLocked signs a host certificate for t and puts it in use;
+// hc.mu is held. A failure is remembered for the backoff.
+func (is *Issuer) renewHostLocked(ctx context.Context, t *Target, names []string, principals string) error {
+	hc := is.hosts
+	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+	defer cancel()
+	cert, err := is.signHost(ctx, names, "sekisho node host key for target "+t.Name)
+	cur := hc.certs[t.Name]
+	if cur == nil {
+		cur = &hostCert{}
+		hc.certs[t.Name] = cur
+	}
 	if err != nil {
-		return nil, err
+		cur.failedAt, cur.err = is.now(), err
+		hc.ca = nil // fetched again next time: the CA may have been rotated
+		return err
 	}
 	after, before := time.Unix(int64(cert.ValidAfter), 0), time.Unix(int64(cert.ValidBefore), 0)
-	hc.certs[t.Name] = &hostCert{principals: principals, signer: signer,
-		renewAt: after.Add(before.Sub(after) / 2), expires: before}
-	return signer, nil
+	*cur = hostCert{target: t, principals: principals, cert: cert, renewAt: after.Add(before.Sub(after) / 2), expires: before}
+	return nil
 }
+
+// currentHostCert is the certificate in use for the target called name;
+// past half its life, a renewal starts in the background.
+func (is *Issuer) currentHostCert(name string) *ssh.Certificate {
+	hc := is.hosts
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	cur := hc.certs[name]
+	if cur == nil {
+		return nil
+	}
+	if cur.target != nil && !cur.renewing && is.now().After(cur.renewAt) && is.now().Sub(cur.failedAt) >= hostSignBackoff {
+		cur.renewing = true
+		t := cur.target
+		go func() {
+			hc.mu.Lock()
+			defer hc.mu.Unlock()
+			names := t.JumpNames()
+			is.renewHostLocked(context.Background(), t, names, strings.Join(names, ","))
+			if c := hc.certs[t.Name]; c != nil {
+				c.renewing = false
+			}
+		}()
+	}
+	return cur.cert
+}
+
+// hostSigner answers as one target with the node's host key and the
+// target's current certificate.
+type hostSigner struct {
+	is   *Issuer
+	name string
+	cert *ssh.Certificate // the certificate in use when it was made
+}
+
+func (h *hostSigner) PublicKey() ssh.PublicKey {
+	if c := h.is.currentHostCert(h.name); c != nil {
+		return c
+	}
+	return h.cert
+}
+
+func (h *hostSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	return h.is.hosts.key.Sign(rand, data)
+}
+
+func (h *hostSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	return h.is.hosts.key.SignWithAlgorithm(rand, data, algorithm)
+}
+
+func (h *hostSigner) Algorithms() []string { return h.is.hosts.key.Algorithms() }
 
 // signHost has Vault sign the node's host key for names; hc.mu is held.
 func (is *Issuer) signHost(ctx context.Context, names []string, keyID string) (*ssh.Certificate, error) {

@@ -426,3 +426,24 @@ func TestProxyJumpLockEndsTheSession(t *testing.T) {
 	}
 	hardening.Report(t, "11", "a technician locked while a session through ssh -J runs: the session ends with the lock's reason, the next ssh -J refused")
 }
+
+// A Vault set up before the host CA existed: sekisho starts, says in its
+// log what to run, and refuses jumps with a short message; logins with
+// TECHNICIAN+TARGET go on.
+func TestProxyJumpWithoutHostCA(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, func(cfg string) string {
+		return strings.Replace(cfg, "\n  mount: ssh\n", "\n  mount: ssh\n  host_mount: ssh-host-absent\n", 1)
+	})
+	if !strings.Contains(v.out.String(), "ProxyJump (ssh -J) refused until the host CA exists: run `sekisho vault setup` again") {
+		t.Errorf("the log does not say what to run:\n%s", tail(v.out.String(), 10))
+	}
+	cfg := jumpConfig(t, "aiko", v.port, variantKnownHosts(t, v))
+	r := run(t, exec.CommandContext(ctxT(t), "ssh", "-F", cfg, "db-jp-01", "echo should-not-run"), nil)
+	if r.code != 255 || !strings.Contains(r.stderr, "sekisho: cannot answer as db-jp-01 now (its host certificate could not be obtained); tell the sekisho operator") {
+		t.Errorf("jump without a host CA: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "echo still-fine"), nil); r.code != 0 || r.stdout != "still-fine\n" {
+		t.Errorf("aiko+db-jp-01 without a host CA: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	}
+}

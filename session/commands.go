@@ -88,9 +88,10 @@ func (s *Server) runCommands(sc *ssh.ServerConn, id *identity, source string, ch
 		delete(s.commands, sc)
 		s.mu.Unlock()
 	}()
-	var jumpPending, refused atomic.Int32
+	var jumpPending atomic.Int32
+	var refused atomic.Int64
 	for nch := range chans {
-		if nch.ChannelType() == "direct-tcpip" && s.openJump(sc, id, source, nch, &jumpPending) {
+		if nch.ChannelType() == "direct-tcpip" && s.openJump(sc, id, source, nch, &jumpPending, &refused) {
 			continue
 		}
 		if nch.ChannelType() == "direct-tcpip" {

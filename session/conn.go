@@ -607,7 +607,7 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 	switch nch.ChannelType() {
 	case "session":
 	case "direct-tcpip":
-		if c.srv.openJump(c.sc, c.id, c.source, nch, &c.jumpPending) {
+		if c.srv.openJump(c.sc, c.id, c.source, nch, &c.jumpPending, &c.refused) {
 			return
 		}
 		c.openForward(ctx, nch)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -49,11 +50,15 @@ const maxJumpHandshakes = 10
 const EventJump = "jump.open"
 
 // openJump serves nch, a direct-tcpip channel of an authenticated
-// technician's connection (outerSC of outer, from source), when it names a
-// configured target: it reports false, having done nothing, when it does
-// not (or ProxyJump is off), so that the caller handles it as a port
-// forward. pending counts the outer connection's inner handshakes.
-func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source string, nch ssh.NewChannel, pending *atomic.Int32) bool {
+// technician's connection (outerSC of outer, from source), when it names
+// a configured target: it reports false, having done nothing, when it
+// does not (or ProxyJump is off), so that the caller handles it as a
+// port forward. pending counts the outer connection's inner connections
+// still logging in; refused its refused channels, of which the first
+// refusedAudited are audited one by one. The host certificate is
+// obtained, and the channel accepted or rejected, in a goroutine of its
+// own: a slow Vault does not hold up the connection's other channels.
+func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source string, nch ssh.NewChannel, pending *atomic.Int32, refused *atomic.Int64) bool {
 	if s.cfg.Jump == nil {
 		return false
 	}
@@ -65,9 +70,12 @@ func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source strin
 	if !ok {
 		return false
 	}
-	dest := net.JoinHostPort(req.Host, fmt.Sprint(req.Port))
+	dest := net.JoinHostPort(truncate(req.Host, 253), fmt.Sprint(req.Port))
 	refuse := func(reason ssh.RejectionReason, msg, detail string) {
 		nch.Reject(reason, "sekisho: "+msg)
+		if refused.Add(1) > refusedAudited {
+			return
+		}
 		s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: outer.tech.Name, Target: t.Name,
 			Source: source, Detail: "ProxyJump to " + dest + " refused: " + detail})
 	}
@@ -77,20 +85,6 @@ func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source strin
 		refuse(ssh.ResourceShortage, msg, msg)
 		return true
 	}
-	signer, err := s.cfg.Jump.HostSigner(s.ctx, t)
-	if err != nil {
-		pending.Add(-1)
-		s.log.Error("no host certificate for ProxyJump", "technician", outer.tech.Name, "target", t.Name, "source", source, "err", err)
-		refuse(ssh.ConnectionFailed, fmt.Sprintf("cannot answer as %s now (its host certificate could not be obtained); tell the sekisho operator", t.Name),
-			"no host certificate: "+err.Error())
-		return true
-	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		pending.Add(-1)
-		return true
-	}
-	go ssh.DiscardRequests(reqs)
 	s.mu.Lock()
 	closing := s.closing
 	if !closing {
@@ -99,11 +93,25 @@ func (s *Server) openJump(outerSC *ssh.ServerConn, outer *identity, source strin
 	s.mu.Unlock()
 	if closing {
 		pending.Add(-1)
-		ch.Close()
+		nch.Reject(ssh.ConnectionFailed, "sekisho: the server is shutting down")
 		return true
 	}
 	go func() {
 		defer s.wg.Done()
+		signer, err := s.cfg.Jump.HostSigner(s.ctx, t)
+		if err != nil {
+			pending.Add(-1)
+			s.log.Error("no host certificate for ProxyJump", "technician", outer.tech.Name, "target", t.Name, "source", source, "err", err)
+			refuse(ssh.ConnectionFailed, fmt.Sprintf("cannot answer as %s now (its host certificate could not be obtained); tell the sekisho operator", t.Name),
+				"no host certificate: "+err.Error())
+			return
+		}
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			pending.Add(-1)
+			return
+		}
+		go ssh.DiscardRequests(reqs)
 		s.serveJump(outerSC, outer, source, t, signer, ch, dest, pending)
 	}()
 	return true
@@ -133,7 +141,6 @@ func (s *Server) refuseForward(id *identity, source string, nch ssh.NewChannel, 
 // serveJump serves SSH as target t on ch until the inner connection
 // ends.
 func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source string, t *broker.Target, hostKey ssh.Signer, ch ssh.Channel, dest string, pending *atomic.Int32) {
-	defer ch.Close()
 	j := &jumpAuth{s: s, outer: outer.tech.Name, source: source, target: t}
 	cfg := &ssh.ServerConfig{
 		MaxAuthTries:              s.cfg.MaxAuthTries,
@@ -144,10 +151,11 @@ func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source stri
 		ServerVersion:             "SSH-2.0-sekisho",
 	}
 	cfg.AddHostKey(hostKey)
-	nc := &channelConn{Channel: ch, local: addrOf(dest), remote: addrOf(source)}
+	nc := newChannelConn(ch, addrOf(dest), addrOf(source))
+	defer nc.Close()
 	// The channel has no deadline to set: a handshake that takes too
 	// long ends with it.
-	timer := time.AfterFunc(s.cfg.AuthTimeout, func() { ch.Close() })
+	timer := time.AfterFunc(s.cfg.AuthTimeout, func() { nc.Close() })
 	sc, chans, reqs, err := ssh.NewServerConn(nc, cfg)
 	timer.Stop()
 	pending.Add(-1)
@@ -162,7 +170,7 @@ func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source stri
 	}
 	c := &conn{srv: s, sc: sc, id: id, source: source, via: "proxyjump " + dest, sessionID: uuid.NewString()}
 	s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: EventJump, Technician: id.tech.Name, Target: t.Name, Source: source, Session: c.sessionID,
-		Detail: fmt.Sprintf("ProxyJump to %s answered as target %s; inner login %q", dest, t.Name, sc.User())})
+		Detail: fmt.Sprintf("ProxyJump to %s answered as target %s; inner login %q", dest, t.Name, truncate(sc.User(), maxNameLen))})
 	s.setInner(outerSC, c, true)
 	defer s.setInner(outerSC, c, false)
 	c.run(chans, reqs)
@@ -186,36 +194,75 @@ func (s *Server) setInner(outer *ssh.ServerConn, c *conn, add bool) {
 	m[c] = struct{}{}
 }
 
-// endInner ends, with a word to the technician, every session that came
-// through the technician connection outer by ProxyJump, before outer is
-// closed under them: each with its own reason when the rules no longer
-// allow it, else because outer ended for why.
+// EndCarrierEnded prefixes the end reason of a session that came through
+// a ProxyJump connection which ended (a lock on it, its own session
+// revoked or lost).
+const EndCarrierEnded = "the ProxyJump connection it came through ended: "
+
+// endInnerWait bounds how long the end of a connection waits for the
+// sessions that came through it to be told.
+const endInnerWait = 2 * time.Second
+
+// endInner ends every session that came through the technician
+// connection outer by ProxyJump, before outer is closed under them. A
+// live one is told why: its own reason when the rules no longer allow
+// it, else that outer ended for why. One still being set up (waiting
+// for approval, say) is closed. It waits endInnerWait at most.
 func (s *Server) endInner(outer *ssh.ServerConn, why string) {
 	s.mu.Lock()
 	var inner []*conn
+	var live []bool
 	for c := range s.inner[outer] {
-		inner = append(inner, c)
+		_, l := s.live[c]
+		inner, live = append(inner, c), append(live, l)
 	}
 	s.mu.Unlock()
+	if len(inner) == 0 {
+		return
+	}
 	var wg sync.WaitGroup
-	for _, c := range inner {
+	for i, c := range inner {
+		c.ending.Store(true)
+		if !live[i] {
+			c.sc.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.ending.Store(true)
-			reason := "the connection it came through (ProxyJump) was ended: " + why
 			if ok, own := c.stillAllowed(); !ok {
-				reason = own
+				c.terminate(own)
+				return
 			}
-			c.terminate(reason)
+			c.carrierEnded(why)
 		}()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(endInnerWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// carrierEnded ends a live session because the ProxyJump connection it
+// came through ended, telling the technician why.
+func (c *conn) carrierEnded(why string) {
+	c.revoked.Do(func() {
+		c.setEnd(EndCarrierEnded + why)
+		c.srv.log.Warn("the ProxyJump connection of a session ended: ending the session", append(c.logArgs(), "why", why)...)
+		c.tellAndClose("session ended: the connection it came through (ssh -J) ended: " + why)
+	})
 }
 
 // closeWithInner closes a technician connection once the sessions that
 // came through it are ended and told why.
 func (s *Server) closeWithInner(sc *ssh.ServerConn, why string) {
+	if _, dup := s.closingConns.LoadOrStore(sc, true); dup {
+		return // a revalidation before this one is closing it
+	}
 	s.endInner(sc, why)
 	sc.Close()
 }
@@ -292,10 +339,39 @@ func (j *jumpAuth) authLog(conn ssh.ConnMetadata, method string, err error) {
 }
 
 // channelConn is an SSH channel as the net.Conn the inner connection of
-// a ProxyJump runs on.
+// a ProxyJump runs on. Its Close is local: a read waiting on it returns
+// at once, whether or not the technician's client ever answers the
+// channel's close (which it is sent meanwhile).
 type channelConn struct {
-	ssh.Channel
+	ch            ssh.Channel
+	r             *io.PipeReader
 	local, remote net.Addr
+	once          sync.Once
+}
+
+func newChannelConn(ch ssh.Channel, local, remote net.Addr) *channelConn {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(pw, ch)
+		if err == nil {
+			err = io.EOF
+		}
+		pw.CloseWithError(err)
+	}()
+	return &channelConn{ch: ch, r: pr, local: local, remote: remote}
+}
+
+func (c *channelConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *channelConn) Write(p []byte) (int, error) { return c.ch.Write(p) }
+
+func (c *channelConn) Close() error {
+	c.once.Do(func() {
+		c.r.CloseWithError(net.ErrClosed)
+		// The close goes out over the technician's connection, which
+		// may not be taking anything now.
+		go c.ch.Close()
+	})
+	return nil
 }
 
 func (c *channelConn) LocalAddr() net.Addr              { return c.local }

@@ -80,7 +80,7 @@ func TestJumpAnswersAsTheTarget(t *testing.T) {
 	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, address string) bool {
 		return string(auth.Marshal()) == string(j.ca.PublicKey().Marshal())
 	}}
-	nc := &channelConn{Channel: ch, local: jumpAddr("client"), remote: jumpAddr("db:22")}
+	nc := newChannelConn(ch, jumpAddr("client"), jumpAddr("db:22"))
 	conn, chans, reqs, err := ssh.NewClientConn(nc, "db:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key)},
 		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second})
 	if err != nil {
@@ -101,7 +101,7 @@ func TestJumpAnswersAsTheTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc2 := &channelConn{Channel: ch2, local: jumpAddr("client"), remote: jumpAddr("db:22")}
+	nc2 := newChannelConn(ch2, jumpAddr("client"), jumpAddr("db:22"))
 	if _, _, _, err := ssh.NewClientConn(nc2, "other:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key)},
 		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second}); err == nil || !strings.Contains(err.Error(), "principal") {
 		t.Errorf("a client expecting another host accepted the certificate: %v", err)
@@ -120,7 +120,7 @@ func TestJumpRefusesAnotherTechniciansKey(t *testing.T) {
 	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
 		return string(auth.Marshal()) == string(j.ca.PublicKey().Marshal())
 	}}
-	nc := &channelConn{Channel: ch, local: jumpAddr("client"), remote: jumpAddr("db:22")}
+	nc := newChannelConn(ch, jumpAddr("client"), jumpAddr("db:22"))
 	_, _, _, err = ssh.NewClientConn(nc, "db:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(newSigner())},
 		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {

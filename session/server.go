@@ -213,11 +213,14 @@ type Server struct {
 	// inner holds, per technician connection, the sessions that came
 	// through it by ProxyJump (serveJump), so that they are ended with
 	// a word before the connection they run in is closed (endInner).
-	inner    map[*ssh.ServerConn]map[*conn]struct{}
-	commands map[*ssh.ServerConn]*identity // command connections
-	closing  bool
-	wg       sync.WaitGroup
-	listener net.Listener
+	inner map[*ssh.ServerConn]map[*conn]struct{}
+	// closingConns holds the command connections a revalidation is
+	// closing (closeWithInner), so that the next one does not again.
+	closingConns sync.Map
+	commands     map[*ssh.ServerConn]*identity // command connections
+	closing      bool
+	wg           sync.WaitGroup
+	listener     net.Listener
 }
 
 // extraKey keys the authenticated identity in ssh.Permissions.ExtraData.

@@ -15,8 +15,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -273,6 +273,9 @@ type SSHSection struct {
 	MaxAuthTries int      `yaml:"max_auth_tries"`
 	DialTimeout  Duration `yaml:"dial_timeout"`
 	EnvAllow     []string `yaml:"env_allow"`
+	// ProxyJump, on unless set to false, answers a technician's ssh -J
+	// to a target as the target (see the README's ProxyJump section).
+	ProxyJump *bool `yaml:"proxy_jump"`
 	// Each leg of a session answers a keepalive every interval (default
 	// 30s) or the session ends after count_max (default 3) unanswered.
 	KeepaliveInterval Duration `yaml:"keepalive_interval"`
@@ -1254,6 +1257,20 @@ func (c *Config) JumpNames() []string {
 		}
 	}
 	return names
+}
+
+// KnownHostsPatterns lists the known_hosts patterns of every target as
+// ProxyJump clients look them up (broker.Target.KnownHostsPatterns).
+func (c *Config) KnownHostsPatterns() []string {
+	var pats []string
+	for _, t := range c.Targets {
+		for _, p := range (&broker.Target{Name: t.Name, Hostnames: t.Hostnames, Address: t.Address}).KnownHostsPatterns() {
+			if !slices.Contains(pats, p) {
+				pats = append(pats, p)
+			}
+		}
+	}
+	return pats
 }
 
 // VaultConfig returns the issuer's view of the vault section.

@@ -153,7 +153,9 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	// ProxyJump needs the host CA; the rest of sekisho does not, so a
 	// Vault set up before it existed only turns ProxyJump away.
 	checkCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
-	if _, err := issuer.HostCA(checkCtx); err != nil {
+	if cfg.SSH.ProxyJump != nil && !*cfg.SSH.ProxyJump {
+		// Off: nothing to check.
+	} else if _, err := issuer.HostCA(checkCtx); err != nil {
 		logger.Warn("ProxyJump (ssh -J) refused until the host CA exists: run `sekisho vault setup` again", "err", err)
 	}
 	cancel()
@@ -278,8 +280,12 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 		consoleIface = console
 	}
+	var jump session.Jump = brk
+	if cfg.SSH.ProxyJump != nil && !*cfg.SSH.ProxyJump {
+		jump = nil
+	}
 	srv, err = session.NewServer(session.Config{
-		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface, Jump: brk,
+		NodeName: cfg.NodeName, Access: brk, RecordingKey: recKey, Uploader: uploader, Console: consoleIface, Jump: jump,
 		Register: store, Peers: sessionPeers(peers),
 		HostKey: hostKey, Broker: brk, RecordingDir: recDir, Logger: logger, ForwardBlocked: vaultAddrs(ctx, cfg.Vault.Address),
 		Resolver:    forwardResolver(cfg.ForwardResolver),
