@@ -301,7 +301,8 @@ func (r *results) printComparison(w io.Writer) {
 	if r.SetupSameKex != nil {
 		fmt.Fprintf(w, "Connection setup with KexAlgorithms %s on every leg, ms\n\n", r.Settings.SameKex)
 		printSetup(w, r.SetupSameKex)
-		fmt.Fprintf(w, "\nB/A = %s, B/D = %s (medians)\n\n", fmtRatio(r.SameKexRatioBA), fmtRatio(r.SameKexRatioBD))
+		fmt.Fprintf(w, "\nB/A = %s, B/D = %s, J/A = %s, J/B = %s (medians)\n\n", fmtRatio(r.SameKexRatioBA), fmtRatio(r.SameKexRatioBD),
+			fmtRatio(setupRatio(r.SetupSameKex, pathJ, pathA)), fmtRatio(setupRatio(r.SetupSameKex, pathJ, pathB)))
 	}
 
 	fmt.Fprintf(w, "Throughput: %s per run, MiB/s, median [min–max] of %d runs\n\n", sizeString(r.Settings.Bytes), r.Settings.Reps)
@@ -358,6 +359,15 @@ func printSetup(w io.Writer, m map[path]*setupResult) {
 		}
 		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %d |\n", p, s.Summary.N, s.Summary.Median, s.Summary.P99, s.Summary.Min, s.Summary.Max, s.Failures)
 	}
+}
+
+// setupRatio is the ratio of p's median setup over q's in m; 0 when
+// either is missing.
+func setupRatio(m map[path]*setupResult, p, q path) float64 {
+	if m[p] == nil || m[q] == nil {
+		return 0
+	}
+	return ratio(m[p].Summary.Median, m[q].Summary.Median)
 }
 
 func fmtRatio(x float64) string {
