@@ -48,7 +48,7 @@ func knownHostsLine(ctx context.Context, cfg *node.Config, patterns []string) (s
 	}
 	for _, p := range patterns {
 		if p == "" || strings.ContainsAny(p, " \t,#") {
-			return "", usageError{msg: fmt.Sprintf("--pattern %q: a known_hosts host pattern has no spaces, commas or '#'", p)}
+			return "", fmt.Errorf("--pattern %q: a known_hosts host pattern has no spaces, commas or '#'; give one pattern per --pattern", p)
 		}
 	}
 	return broker.KnownHostsLine(ca, patterns), nil
