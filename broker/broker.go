@@ -155,29 +155,18 @@ func (b *Broker) Replace(techs []*Technician, targets []*Target, policy *Policy,
 }
 
 // jumpKeys are the destinations of a direct-tcpip channel that name t:
-// its name and host names on port 22 and on its address's port, and its
-// address.
+// its name, its host names and the host of its address, on port 22.
 func jumpKeys(t *Target) []string {
-	host, port, err := net.SplitHostPort(t.Address)
-	if err != nil {
-		port = "22"
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		host = a.Unmap().String()
-	}
 	var keys []string
-	for _, n := range append([]string{t.Name}, t.Hostnames...) {
-		keys = append(keys, n+" 22", n+" "+port)
-	}
-	if host != "" {
-		keys = append(keys, strings.ToLower(host)+" "+port)
+	for _, n := range t.JumpNames() {
+		keys = append(keys, n+" 22")
 	}
 	return keys
 }
 
 // JumpTarget returns the target a technician's direct-tcpip channel to
-// host:port names (ssh -J, ProxyJump): one of its names on port 22 or on
-// its sshd's port, or its address.
+// host:port names (ssh -J, ProxyJump): one of its names, or its address's
+// host, on port 22. Any other port is a port forward, whatever the host.
 func (b *Broker) JumpTarget(host string, port uint32) (*Target, bool) {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {

@@ -57,32 +57,6 @@ func (t *Target) JumpNames() []string {
 	return out
 }
 
-// KnownHostsPatterns are the known_hosts host patterns under which a
-// client looks t up when it jumps to it: its names on port 22, and, when
-// its sshd listens on another port, its names and address on that port
-// (OpenSSH looks a host on another port up as [host]:port).
-func (t *Target) KnownHostsPatterns() []string {
-	var pats []string
-	_, port, err := net.SplitHostPort(t.Address)
-	other := err == nil && port != "22"
-	names := t.JumpNames()
-	for _, n := range names {
-		if n == addressHost(t) {
-			if !other {
-				pats = append(pats, n)
-			}
-			continue
-		}
-		pats = append(pats, n)
-	}
-	if other {
-		for _, n := range names {
-			pats = append(pats, "["+n+"]:"+port)
-		}
-	}
-	return pats
-}
-
 // addressHost is the host of t's address, as JumpNames has it.
 func addressHost(t *Target) string {
 	h, _, err := net.SplitHostPort(t.Address)

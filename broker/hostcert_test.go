@@ -82,23 +82,9 @@ func TestJumpNames(t *testing.T) {
 	}
 }
 
-func TestKnownHostsPatterns(t *testing.T) {
-	for _, tc := range []struct {
-		t    Target
-		want []string
-	}{
-		{Target{Name: "db-jp-01", Hostnames: []string{"db-jp-01.db.example"}, Address: "10.0.0.1:22"}, []string{"db-jp-01", "db-jp-01.db.example", "10.0.0.1"}},
-		{Target{Name: "web-sg-01", Address: "10.0.1.1:2222"}, []string{"web-sg-01", "[web-sg-01]:2222", "[10.0.1.1]:2222"}},
-	} {
-		if got := tc.t.KnownHostsPatterns(); !slices.Equal(got, tc.want) {
-			t.Errorf("%+v: KnownHostsPatterns() = %q, want %q", tc.t, got, tc.want)
-		}
-	}
-}
-
-// JumpTarget maps a direct-tcpip destination to a target by its names
-// on port 22 or its sshd's port, or by its address; nothing else, and
-// never an address two targets share.
+// JumpTarget maps a direct-tcpip destination to a target by its names or
+// its address's host, on port 22; nothing else, and never an address two
+// targets share.
 func TestJumpTarget(t *testing.T) {
 	db := &Target{Name: "db-jp-01", Hostnames: []string{"db-jp-01.db.example"}, Address: "10.0.0.1:22"}
 	web := &Target{Name: "web-sg-01", Address: "10.0.1.1:2222"}
@@ -119,9 +105,9 @@ func TestJumpTarget(t *testing.T) {
 		{"db-jp-01", 5432, nil},
 		{"10.0.0.1", 2222, nil},
 		{"web-sg-01", 22, web},
-		{"web-sg-01", 2222, web},
-		{"10.0.1.1", 2222, web},
-		{"10.0.1.1", 22, nil},
+		{"web-sg-01", 2222, nil}, // its sshd's port: a port forward
+		{"10.0.1.1", 2222, nil},
+		{"10.0.1.1", 22, web},
 		{"10.0.2.1", 22, nil}, // a and b: neither
 		{"a", 22, a},
 		{"db-jp-01.db.example.evil", 22, nil},

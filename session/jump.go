@@ -126,10 +126,10 @@ func (s *Server) refuseForward(id *identity, source string, nch ssh.NewChannel, 
 	if ssh.Unmarshal(nch.ExtraData(), &req) == nil {
 		dest = net.JoinHostPort(req.Host, fmt.Sprint(req.Port))
 	}
-	msg := fmt.Sprintf("%s is not a target: ProxyJump (ssh -J %s@BASTION TARGET) reaches the targets by name on port 22; port forwarding needs a login as %s+TARGET and a rule that allows it",
+	msg := fmt.Sprintf("%s is not a target; a login without a target runs sekisho's commands only, and ProxyJump to a target by its name on port 22 (ssh -J %s@BASTION TARGET); port forwarding needs a login as %s+TARGET and a rule that allows it",
 		dest, id.tech.Name, id.tech.Name)
 	if s.cfg.Jump == nil {
-		msg = "ProxyJump is not enabled on this bastion; log in as " + id.tech.Name + "+TARGET"
+		msg = "a login without a target runs sekisho's commands only (ProxyJump is off on this bastion); log in as " + id.tech.Name + "+TARGET to reach a target"
 	}
 	nch.Reject(ssh.Prohibited, "sekisho: "+msg)
 	if audit {

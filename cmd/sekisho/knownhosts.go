@@ -32,7 +32,7 @@ func cmdKnownHosts(ctx context.Context, args []string) error {
 }
 
 // knownHostsLine is the @cert-authority line for patterns, or for every
-// target as clients look it up when there are none.
+// target's names when there are none.
 func knownHostsLine(ctx context.Context, cfg *node.Config, patterns []string) (string, error) {
 	vc := cfg.VaultConfig()
 	mount := vc.HostMount
@@ -44,7 +44,7 @@ func knownHostsLine(ctx context.Context, cfg *node.Config, patterns []string) (s
 		return "", err
 	}
 	if len(patterns) == 0 {
-		patterns = cfg.KnownHostsPatterns()
+		patterns = cfg.JumpNames()
 	}
 	for _, p := range patterns {
 		if p == "" || strings.ContainsAny(p, " \t,#") {

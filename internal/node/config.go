@@ -1259,20 +1259,6 @@ func (c *Config) JumpNames() []string {
 	return names
 }
 
-// KnownHostsPatterns lists the known_hosts patterns of every target as
-// ProxyJump clients look them up (broker.Target.KnownHostsPatterns).
-func (c *Config) KnownHostsPatterns() []string {
-	var pats []string
-	for _, t := range c.Targets {
-		for _, p := range (&broker.Target{Name: t.Name, Hostnames: t.Hostnames, Address: t.Address}).KnownHostsPatterns() {
-			if !slices.Contains(pats, p) {
-				pats = append(pats, p)
-			}
-		}
-	}
-	return pats
-}
-
 // VaultConfig returns the issuer's view of the vault section.
 func (c *Config) VaultConfig() broker.VaultConfig {
 	return broker.VaultConfig{
