@@ -286,26 +286,15 @@ func (is *Issuer) signHost(ctx context.Context, names []string, keyID string) (*
 	pub := is.hosts.key.PublicKey()
 	var signed string
 	err = is.withToken(ctx, func(ctx context.Context) error {
-		began := time.Now()
-		sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.HostMount+"/sign/"+is.cfg.HostRole, map[string]any{
+		var serr error
+		signed, serr = is.signAt(ctx, "sign_host", "vault sign host certificate", is.cfg.HostMount+"/sign/"+is.cfg.HostRole, map[string]any{
 			"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
 			"cert_type":        "host",
 			"valid_principals": strings.Join(names, ","),
 			"key_id":           keyID,
 			"ttl":              is.cfg.HostTTL.String(),
 		})
-		is.observe("sign_host", began, err)
-		if err != nil {
-			return fmt.Errorf("vault sign host certificate: %w", err)
-		}
-		if sec == nil || sec.Data == nil {
-			return errors.New("vault sign host certificate: empty response")
-		}
-		signed, _ = sec.Data["signed_key"].(string)
-		if signed == "" {
-			return errors.New("vault sign host certificate: response has no signed_key")
-		}
-		return nil
+		return serr
 	})
 	if err != nil {
 		return nil, err

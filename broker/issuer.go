@@ -416,8 +416,7 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 	for k, v := range req.criticalOptions() {
 		opts[k] = v
 	}
-	began := time.Now()
-	sec, err := is.client.Logical().WriteWithContext(ctx, is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
+	return is.signAt(ctx, "sign", "vault sign", is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
 		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
 		"cert_type":        "user",
 		"valid_principals": req.Principal,
@@ -426,16 +425,23 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 		"extensions":       exts,
 		"critical_options": opts,
 	})
-	is.observe("sign", began, err)
+}
+
+// signAt writes a signing request to path and returns the signed key
+// Vault answers with; op names the call for OnCall, what for errors.
+func (is *Issuer) signAt(ctx context.Context, op, what, path string, data map[string]any) (string, error) {
+	began := time.Now()
+	sec, err := is.client.Logical().WriteWithContext(ctx, path, data)
+	is.observe(op, began, err)
 	if err != nil {
-		return "", fmt.Errorf("vault sign: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	if sec == nil || sec.Data == nil {
-		return "", errors.New("vault sign: empty response")
+		return "", fmt.Errorf("%s: empty response", what)
 	}
 	s, _ := sec.Data["signed_key"].(string)
 	if s == "" {
-		return "", errors.New("vault sign: response has no signed_key")
+		return "", fmt.Errorf("%s: response has no signed_key", what)
 	}
 	return s, nil
 }

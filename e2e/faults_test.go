@@ -183,6 +183,9 @@ func freePort(t testing.TB) string {
 	return ""
 }
 
+// A target presenting another host key than the pinned one is refused
+// before any certificate is sent, by TECHNICIAN+TARGET and through ssh -J
+// alike.
 func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {
 	t.Parallel()
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
@@ -191,28 +194,40 @@ func TestTargetHostKeyMismatchRefusedBeforeCertificateIsSent(t *testing.T) {
 	pinned := targetNamed(t, "db-jp-01").HostKey
 	v := startVariant(t, func(cfg string) string { return strings.Replace(cfg, pinned, otherLine, 1) })
 	marker := "/tmp/sekisho-e2e-hostkey-" + randHex(t)
-	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "touch "+marker), nil)
-	if r.code != 255 || !strings.Contains(r.stderr, "host key of db-jp-01 does not match the pinned key") {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	jump := jumpConfig(t, "aiko", v.port, variantKnownHosts(t, v))
+	for _, c := range []struct {
+		what string
+		cmd  *exec.Cmd
+	}{
+		{"aiko+db-jp-01", v.ssh(ctxT(t), "aiko", "aiko+db-jp-01", "touch "+marker)},
+		{"ssh -J", exec.CommandContext(ctxT(t), "ssh", "-F", jump, "db-jp-01", "touch "+marker)},
+	} {
+		r := run(t, c.cmd, nil)
+		if r.code != 255 || !strings.Contains(r.stderr, "host key of db-jp-01 does not match the pinned key") {
+			t.Fatalf("%s: exit %d, stderr %q", c.what, r.code, r.stderr)
+		}
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the command ran on a target whose host key did not match")
 	}
-	var session string
+	var refused []string
 	for _, e := range v.audit(t) {
 		if e["kind"] == "target.hostkey_mismatch" && e["target"] == "db-jp-01" {
-			session = e["session"]
+			refused = append(refused, e["session"])
 		}
 	}
-	if session == "" {
-		t.Fatal("no target.hostkey_mismatch audit event")
+	if len(refused) != 2 {
+		t.Fatalf("%d target.hostkey_mismatch audit events, want one per attempt (2)", len(refused))
 	}
 	// The certificate was never offered to the target: its sshd log has
-	// no line naming the session.
-	if strings.Contains(targetLog(t, "db-jp-01"), "session="+session) {
-		t.Error("the target's sshd saw the certificate of the refused session")
+	// no line naming either session.
+	log := targetLog(t, "db-jp-01")
+	for _, id := range refused {
+		if strings.Contains(log, "session="+id) {
+			t.Errorf("the target's sshd saw the certificate of the refused session %s", id)
+		}
 	}
-	hardening.Report(t, "17", "a target presenting a host key other than the pinned one: refused (ssh exit %d) before the certificate is sent, the command never runs, the target's sshd never sees the session, audited as target.hostkey_mismatch", r.code)
+	hardening.Report(t, "17", "a target presenting a host key other than the pinned one, reached as aiko+db-jp-01 and through ssh -J: both refused (ssh exit 255) before the certificate is sent, the command never runs, the target's sshd never sees either session, each audited as target.hostkey_mismatch")
 }
 
 func TestRecordingUnavailableRefusesSession(t *testing.T) {

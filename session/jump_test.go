@@ -66,6 +66,27 @@ func openJumpChannel(c *ssh.Client, host string, port uint32) (ssh.Channel, erro
 	return ch, nil
 }
 
+// dialInner opens a jump to "db" on outer and speaks SSH on it as a
+// client expecting host, trusting the fake host CA only, with key.
+func dialInner(t *testing.T, outer *ssh.Client, j *fakeJump, host string, key ssh.Signer) (*ssh.Client, error) {
+	t.Helper()
+	ch, err := openJumpChannel(outer, "db", 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
+		return string(auth.Marshal()) == string(j.ca.PublicKey().Marshal())
+	}}
+	nc := newChannelConn(ch, jumpAddr("client"), jumpAddr("db:22"))
+	conn, chans, reqs, err := ssh.NewClientConn(nc, host+":22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return ssh.NewClient(conn, chans, reqs), nil
+}
+
 // The inner connection presents a host certificate of the host CA for
 // the target's name, authenticates the same technician's key, and runs
 // a session to the target.
@@ -73,20 +94,10 @@ func TestJumpAnswersAsTheTarget(t *testing.T) {
 	h, j := jumpHarness(t, nil)
 	outer := h.dial(t)
 	defer outer.Close()
-	ch, err := openJumpChannel(outer, "db", 22)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, address string) bool {
-		return string(auth.Marshal()) == string(j.ca.PublicKey().Marshal())
-	}}
-	nc := newChannelConn(ch, jumpAddr("client"), jumpAddr("db:22"))
-	conn, chans, reqs, err := ssh.NewClientConn(nc, "db:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key)},
-		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second})
+	inner, err := dialInner(t, outer, j, "db", h.key)
 	if err != nil {
 		t.Fatalf("inner handshake: %v", err)
 	}
-	inner := ssh.NewClient(conn, chans, reqs)
 	defer inner.Close()
 	s, err := inner.NewSession()
 	if err != nil {
@@ -97,13 +108,7 @@ func TestJumpAnswersAsTheTarget(t *testing.T) {
 		t.Fatalf("exec through the jump: %q, %v", out, err)
 	}
 	// Another name than the certificate's: the client refuses it.
-	ch2, err := openJumpChannel(outer, "db", 22)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc2 := newChannelConn(ch2, jumpAddr("client"), jumpAddr("db:22"))
-	if _, _, _, err := ssh.NewClientConn(nc2, "other:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(h.key)},
-		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second}); err == nil || !strings.Contains(err.Error(), "principal") {
+	if _, err := dialInner(t, outer, j, "other", h.key); err == nil || !strings.Contains(err.Error(), "principal") {
 		t.Errorf("a client expecting another host accepted the certificate: %v", err)
 	}
 }
@@ -113,17 +118,7 @@ func TestJumpRefusesAnotherTechniciansKey(t *testing.T) {
 	h, j := jumpHarness(t, nil)
 	outer := h.dial(t)
 	defer outer.Close()
-	ch, err := openJumpChannel(outer, "db", 22)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
-		return string(auth.Marshal()) == string(j.ca.PublicKey().Marshal())
-	}}
-	nc := newChannelConn(ch, jumpAddr("client"), jumpAddr("db:22"))
-	_, _, _, err = ssh.NewClientConn(nc, "db:22", &ssh.ClientConfig{User: "li", Auth: []ssh.AuthMethod{ssh.PublicKeys(newSigner())},
-		HostKeyCallback: checker.CheckHostKey, Timeout: 10 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+	if _, err := dialInner(t, outer, j, "db", newSigner()); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Errorf("another key: %v", err)
 	}
 }
