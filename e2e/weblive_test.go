@@ -39,10 +39,13 @@ func TestWebWatchLiveAndEnd(t *testing.T) {
 		t.Errorf("the player shows %d columns; the technician's terminal has 120", cols)
 	}
 	// The technician widens the terminal: the player follows.
+	// The command that prints the width is typed once the resize went
+	// through sekisho (the player shows it): typed before, on a loaded
+	// machine, it could run at the old width.
 	tm.run("resize-window", "-t", tm.name, "-x", "150", "-y", "35")
+	webdriver.Wait(t, "the player to show 150 columns", func() bool { return playerCols(b) == 150 })
 	tm.send("echo cols-"+m+"-$(tput cols)", "Enter")
 	waitPlayerText(t, b, "cols-"+m+"-150")
-	webdriver.Wait(t, "the player to show 150 columns", func() bool { return playerCols(b) == 150 })
 	noSevere(t, b, "live")
 
 	reason := "INC-9 watched and stopped " + m
