@@ -124,7 +124,7 @@ func (s *Server) refuseForward(id *identity, source string, nch ssh.NewChannel, 
 	var req directTCPIP
 	dest := "a malformed destination"
 	if ssh.Unmarshal(nch.ExtraData(), &req) == nil {
-		dest = net.JoinHostPort(req.Host, fmt.Sprint(req.Port))
+		dest = net.JoinHostPort(truncate(req.Host, 253), fmt.Sprint(req.Port))
 	}
 	msg := fmt.Sprintf("%s is not a target; a login without a target runs sekisho's commands only, and ProxyJump to a target by its name on port 22 (ssh -J %s@BASTION TARGET); port forwarding needs a login as %s+TARGET and a rule that allows it",
 		dest, id.tech.Name, id.tech.Name)
