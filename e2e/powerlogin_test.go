@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/pquerna/otp/totp"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Holders of powers (approvers, admins, reviewers) give a verification

@@ -22,7 +22,7 @@ import (
 
 	"github.com/oschwald/maxminddb-golang/v2"
 	"golang.org/x/crypto/ssh"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/notify"
