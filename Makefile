@@ -15,8 +15,11 @@ all: build
 
 build: bin/sekisho bin/devvault
 
+# -buildvcs=auto: the binary knows its version and commit (sekisho
+# version, the sekisho_build_info metric) when built in a git checkout,
+# whatever GOFLAGS says; outside one it builds without them.
 bin/sekisho: $(SRC) $(VENDOR)
-	$(GO) build -o $@ ./cmd/sekisho
+	$(GO) build -buildvcs=auto -o $@ ./cmd/sekisho
 
 web-vendor: $(VENDOR)
 

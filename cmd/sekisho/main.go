@@ -38,6 +38,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/sekisho/sekisho/internal/buildinfo"
 )
 
 const usage = `sekisho: SSH access broker for outsourced administrators
@@ -89,8 +91,6 @@ connection flags go anywhere: [--config FILE] [--server HOST:PORT] [--as NAME] [
 
 Without --config, sekisho reads $SEKISHO_CONFIG, then ./sekisho.yaml, then /etc/sekisho/sekisho.yaml.
 `
-
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -199,7 +199,7 @@ func run(ctx context.Context, args []string) error {
 	case "demo":
 		return cmdDemo(ctx, rest)
 	case "version", "--version":
-		fmt.Println("sekisho", version)
+		fmt.Println(buildinfo.Get())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Print(usage)

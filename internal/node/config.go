@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/oschwald/maxminddb-golang/v2"
-	"golang.org/x/crypto/ssh"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/notify"

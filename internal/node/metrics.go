@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sekisho/sekisho/internal/buildinfo"
+
 	"github.com/sekisho/sekisho/broker"
 )
 
@@ -38,6 +40,12 @@ type bastionMetrics struct {
 var sessionLabels = []string{"affiliate", "residency", "cross_border"}
 
 func newBastionMetrics(reg prometheus.Registerer) *bastionMetrics {
+	bi := buildinfo.Get()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "sekisho_build_info",
+		Help:        "Always 1; the labels say which sekisho runs: the module version, the commit it was built from and the Go version.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.ShortCommit(), "goversion": bi.Go},
+	}, func() float64 { return 1 }))
 	m := &bastionMetrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sekisho_audit_events_total",
