@@ -135,6 +135,16 @@ func run(ctx context.Context, args []string) error {
 		return usageError{msg: "no command given"}
 	}
 	cmd, rest := args[0], args[1:]
+	if groupCommands[cmd] {
+		if sub, subArgs := subcommand(rest); sub == "" && wantsHelp(subArgs) {
+			printHelp(os.Stdout, cmd, false)
+			return nil
+		}
+	}
+	if (remoteCommands[cmd] || cmd == "sessions" && liveRequested(rest)) && wantsHelp(rest) {
+		printHelp(os.Stdout, cmd, true)
+		return nil
+	}
 	switch cmd {
 	case "serve":
 		return cmdServe(ctx, rest)
