@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -387,18 +391,34 @@ func TestWebhookDeliveredWithRetry(t *testing.T) {
 		mu     sync.Mutex
 		bodies []map[string]any
 		hits   int
+		ids    []string // webhook-id of each request
+		badSig []string
 	)
+	// Signed by the Standard Webhooks scheme: checked here as a receiver
+	// would, independently of sekisho's code.
+	key := make([]byte, 32)
+	rand.Read(key)
+	secretFile := filepath.Join(t.TempDir(), "webhook.secret")
+	os.WriteFile(secretFile, []byte("whsec_"+base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
 	got := make(chan struct{}, 10)
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		hits++
+		raw, _ := io.ReadAll(r.Body)
+		id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(id + "." + ts + "." + string(raw)))
+		if sent, want := r.Header.Get("webhook-signature"), "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)); id == "" || sent != want {
+			badSig = append(badSig, fmt.Sprintf("request %d: id %q, signature %q, want %q", hits, id, sent, want))
+		}
+		ids = append(ids, id)
 		if hits == 1 {
 			http.Error(w, "receiver down", http.StatusInternalServerError)
 			return
 		}
 		var body map[string]any
-		json.NewDecoder(r.Body).Decode(&body)
+		json.Unmarshal(raw, &body)
 		bodies = append(bodies, body)
 		got <- struct{}{}
 	}))
@@ -413,8 +433,9 @@ notifications:
     - name: security-team
       url: %s/hook
       backoff: 50ms
+      secret_file: %s
 rules:
-`, metrics, recv.URL), 1)
+`, metrics, recv.URL, secretFile), 1)
 	})
 	id := fileRequest(t, v, "li", "db-jp-01")
 	if r := v.command(t, "kenji", "approve", id, "--comment", "ok"); r.code != 0 {
@@ -430,6 +451,12 @@ rules:
 	mu.Lock()
 	if hits != 3 || len(bodies) != 2 {
 		t.Errorf("hits %d, bodies %d; want 3 hits (one failure, retried) and 2 deliveries", hits, len(bodies))
+	}
+	if len(badSig) > 0 {
+		t.Errorf("requests not signed as the Standard Webhooks scheme says: %q", badSig)
+	}
+	if len(ids) == 3 && (ids[0] != ids[1] || ids[1] == ids[2]) {
+		t.Errorf("webhook-ids %q: want the retry to keep its event's id, and the next event another", ids)
 	}
 	first, second := bodies[0], bodies[1]
 	mu.Unlock()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/sekisho/sekisho/broker"
 )
 
@@ -71,8 +73,9 @@ func (w *worker) deliver(ctx context.Context, e broker.Event) bool {
 		return true
 	}
 	log := w.log.With(about(e)...)
+	id := "msg_" + uuid.NewString() // the same on every attempt, so that receivers can drop repeats
 	for attempt := 1; ; attempt++ {
-		err := w.post(ctx, body)
+		err := w.post(ctx, id, body)
 		if err == nil {
 			w.metrics.attempts.WithLabelValues(w.hook.Name, outcomeOK).Inc()
 			w.metrics.deliveries.WithLabelValues(w.hook.Name, resultDelivered).Inc()
@@ -127,8 +130,9 @@ type failure struct {
 func (f *failure) Error() string { return f.err.Error() }
 func (f *failure) Unwrap() error { return f.err }
 
-// post makes one attempt. Errors are *failure and never contain the URL.
-func (w *worker) post(ctx context.Context, body []byte) error {
+// post makes one attempt at sending body as message id. Errors are
+// *failure and never contain the URL.
+func (w *worker) post(ctx context.Context, id string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, w.hook.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.hook.URL, bytes.NewReader(body))
@@ -140,6 +144,12 @@ func (w *worker) post(ctx context.Context, body []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "sekisho")
+	if w.hook.Secret != nil {
+		now := time.Now()
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", Signature(w.hook.Secret, id, now, body))
+	}
 	resp, err := w.client.Do(req)
 	if err != nil {
 		// *url.Error quotes the whole URL, query string and all.

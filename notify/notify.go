@@ -68,6 +68,10 @@ type Webhook struct {
 	// DefaultBackoff. It doubles with each retry up to a minute, with ±20%
 	// jitter so that retries of many events do not arrive together.
 	Backoff time.Duration
+	// Secret, when set, is the HMAC key (see ParseSecret) that signs
+	// every request by the Standard Webhooks scheme: webhook-id,
+	// webhook-timestamp and webhook-signature headers.
+	Secret []byte
 }
 
 // Options are the settings shared by all webhooks.

@@ -156,7 +156,11 @@ type WebhookEntry struct {
 	// operator says the network between is trusted with what webhooks
 	// carry (names, reasons, request numbers).
 	PlainHTTPOffLoopback bool `yaml:"plain_http_off_loopback"`
-	line                 int
+	// SecretFile holds the secret (whsec_ and base64, the Standard
+	// Webhooks format) that signs every request; none: unsigned.
+	SecretFile string `yaml:"secret_file"`
+	line       int
+	secret     []byte // read from SecretFile by validate
 }
 
 func (w *WebhookEntry) UnmarshalYAML(n *yaml.Node) error {
@@ -1081,6 +1085,18 @@ func (c *Config) validateNotifications() error {
 		if w.Timeout < 0 || w.Backoff < 0 || w.Attempts < 0 {
 			return c.errf(w.line, "webhook %s: timeout, attempts and backoff cannot be negative", w.Name)
 		}
+		c.Notifications.Webhooks[i].secret = nil
+		if w.SecretFile != "" {
+			b, err := os.ReadFile(c.Path(w.SecretFile))
+			if err != nil {
+				return c.errf(w.line, "webhook %s: secret_file: %v", w.Name, err)
+			}
+			key, err := notify.ParseSecret(string(b))
+			if err != nil {
+				return c.errf(w.line, "webhook %s: secret_file %s: %v", w.Name, w.SecretFile, err)
+			}
+			c.Notifications.Webhooks[i].secret = key
+		}
 	}
 	n, err := notify.New(c.webhooks(), notify.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -1206,7 +1222,7 @@ func (c *Config) webhooks() []notify.Webhook {
 	var out []notify.Webhook
 	for _, w := range c.Notifications.Webhooks {
 		out = append(out, notify.Webhook{Name: w.Name, URL: w.URL, Format: notify.Format(w.Format), Events: w.Events,
-			Headers: w.Headers, Timeout: time.Duration(w.Timeout), MaxAttempts: w.Attempts, Backoff: time.Duration(w.Backoff)})
+			Headers: w.Headers, Timeout: time.Duration(w.Timeout), MaxAttempts: w.Attempts, Backoff: time.Duration(w.Backoff), Secret: w.secret})
 	}
 	return out
 }
