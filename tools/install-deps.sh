@@ -30,13 +30,14 @@ ha=(
 # Chromium through ChromeDriver; zsh and fish are among the login shells
 # whose reading of a command sekisho's must match; Ansible (ansible-core)
 # is a real SSH client of ProxyJump through sekisho; gcc is cgo's
-# compiler, which the race detector (go test -race) needs.
+# compiler, which the race detector (go test -race) needs;
+# systemd-analyze checks the shipped unit.
 test=(
 	"${demo[@]}" make:/usr/bin/make tmux:/usr/bin/tmux asciinema:/usr/bin/asciinema
 	procps:/usr/bin/pgrep util-linux:/usr/bin/prlimit bsdutils:/usr/bin/script
 	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 	zsh:/usr/bin/zsh fish:/usr/bin/fish ansible-core:/usr/bin/ansible
-	gcc:/usr/bin/gcc
+	gcc:/usr/bin/gcc systemd:/usr/bin/systemd-analyze
 	postgresql:/usr/lib/postgresql/15/bin/initdb haproxy:/usr/sbin/haproxy
 )
 case $set in

@@ -14,7 +14,8 @@ import (
 )
 
 // cmdServe runs a node from the config until SIGINT or SIGTERM, and
-// reloads its config on SIGHUP.
+// reloads its config on SIGHUP; under systemd (Type=notify), it says
+// when it is ready, reloading and stopping.
 func cmdServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	configPath := fs.String("config", "", "config file")
@@ -38,12 +39,21 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	notify := func(state string) {
+		if err := sdNotify(state); err != nil {
+			logger.Warn("service manager not told", "state", state, "err", err)
+		}
+	}
+	notify("READY=1\nSTATUS=serving SSH on " + n.Addr().String())
 	for {
 		select {
 		case <-ctx.Done():
+			notify("STOPPING=1")
 			return n.Stop()
 		case <-hup:
+			notify("RELOADING=1")
 			n.Reload(path)
+			notify("READY=1\nSTATUS=serving SSH on " + n.Addr().String())
 		case <-n.Done():
 			// The listener failed: stop rather than run without serving.
 			if serr := n.Stop(); serr != nil {
