@@ -618,8 +618,11 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 // connections take theirs: a port from ":0" could be taken by one before
 // the server meant for it binds it.
 func freePort() (int, error) {
+	// 20000-25999: below the kernel's ephemeral ports (which outgoing
+	// connections take), and apart from the end-to-end tests' own
+	// 26000-31999, which pick ports the same way while demos start.
 	for range 100 {
-		p := 20000 + mrand.IntN(12000)
+		p := 20000 + mrand.IntN(6000)
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			continue
@@ -627,7 +630,7 @@ func freePort() (int, error) {
 		ln.Close()
 		return p, nil
 	}
-	return 0, errors.New("no free port in 20000-31999 after 100 tries")
+	return 0, errors.New("no free port in 20000-25999 after 100 tries")
 }
 
 // ensureKey returns the public key line of the ed25519 key at path,
