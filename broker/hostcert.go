@@ -284,22 +284,13 @@ func (is *Issuer) signHost(ctx context.Context, names []string, keyID string) (*
 		return nil, err
 	}
 	pub := is.hosts.key.PublicKey()
-	var signed string
-	err = is.withToken(ctx, func(ctx context.Context) error {
-		var serr error
-		signed, serr = is.signAt(ctx, "sign_host", "vault sign host certificate", is.cfg.HostMount+"/sign/"+is.cfg.HostRole, map[string]any{
-			"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
-			"cert_type":        "host",
-			"valid_principals": strings.Join(names, ","),
-			"key_id":           keyID,
-			"ttl":              is.cfg.HostTTL.String(),
-		})
-		return serr
+	cert, err := is.signCert(ctx, "sign_host", "vault sign host certificate", is.cfg.HostMount+"/sign/"+is.cfg.HostRole, map[string]any{
+		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
+		"cert_type":        "host",
+		"valid_principals": strings.Join(names, ","),
+		"key_id":           keyID,
+		"ttl":              is.cfg.HostTTL.String(),
 	})
-	if err != nil {
-		return nil, err
-	}
-	cert, err := parseCertificate(signed)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,40 @@ type VaultConfig struct {
 	HostTTL   time.Duration
 }
 
+// WithDefaults is v with the default of every field left empty: the
+// mounts ssh, approle, transit and ssh-host, the TOTP key, the host
+// role, the lifetimes and the timeout.
+func (v VaultConfig) WithDefaults() VaultConfig {
+	if v.Mount == "" {
+		v.Mount = "ssh"
+	}
+	if v.AppRoleMount == "" {
+		v.AppRoleMount = "approle"
+	}
+	if v.TTL == 0 {
+		v.TTL = 5 * time.Minute
+	}
+	if v.Timeout == 0 {
+		v.Timeout = DefaultVaultTimeout
+	}
+	if v.TransitMount == "" {
+		v.TransitMount = DefaultTransitMount
+	}
+	if v.TOTPKey == "" {
+		v.TOTPKey = DefaultTOTPKey
+	}
+	if v.HostMount == "" {
+		v.HostMount = DefaultHostMount
+	}
+	if v.HostRole == "" {
+		v.HostRole = DefaultHostRole
+	}
+	if v.HostTTL == 0 {
+		v.HostTTL = DefaultHostCertTTL
+	}
+	return v
+}
+
 // DefaultVaultTimeout is VaultConfig.Timeout when none is configured.
 // A new session is refused within about this long when Vault does not
 // answer; signing normally takes milliseconds.
@@ -143,33 +177,7 @@ type Issuer struct {
 // NewIssuer returns an issuer for cfg. It does not contact Vault; call
 // Check to log in and load the CA key.
 func NewIssuer(cfg VaultConfig) (*Issuer, error) {
-	if cfg.Mount == "" {
-		cfg.Mount = "ssh"
-	}
-	if cfg.AppRoleMount == "" {
-		cfg.AppRoleMount = "approle"
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = 5 * time.Minute
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultVaultTimeout
-	}
-	if cfg.TransitMount == "" {
-		cfg.TransitMount = DefaultTransitMount
-	}
-	if cfg.TOTPKey == "" {
-		cfg.TOTPKey = DefaultTOTPKey
-	}
-	if cfg.HostMount == "" {
-		cfg.HostMount = DefaultHostMount
-	}
-	if cfg.HostRole == "" {
-		cfg.HostRole = DefaultHostRole
-	}
-	if cfg.HostTTL == 0 {
-		cfg.HostTTL = DefaultHostCertTTL
-	}
+	cfg = cfg.WithDefaults()
 	client, err := newVaultClient(cfg.Address, cfg.Timeout)
 	if err != nil {
 		return nil, err
@@ -355,16 +363,7 @@ func (is *Issuer) issue(ctx context.Context, req CertRequest) (*Credential, erro
 		return nil, err
 	}
 
-	var signed string
-	err = is.withToken(ctx, func(ctx context.Context) error {
-		var serr error
-		signed, serr = is.sign(ctx, sshPub, req)
-		return serr
-	})
-	if err != nil {
-		return nil, err
-	}
-	cert, err := parseCertificate(signed)
+	cert, err := is.signCert(ctx, "sign", "vault sign", is.cfg.Mount+"/sign/"+is.cfg.Role, userCertRequest(sshPub, req, is.cfg.TTL))
 	if err != nil {
 		return nil, err
 	}
@@ -405,9 +404,9 @@ func (is *Issuer) withToken(ctx context.Context, call func(context.Context) erro
 	return call(ctx)
 }
 
-func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
-	defer cancel()
+// userCertRequest is the body of Vault's sign request for a user
+// certificate of pub, as req asks, living ttl.
+func userCertRequest(pub ssh.PublicKey, req CertRequest, ttl time.Duration) map[string]any {
 	exts := map[string]any{}
 	for _, e := range req.extensions() {
 		exts[e] = ""
@@ -416,15 +415,33 @@ func (is *Issuer) sign(ctx context.Context, pub ssh.PublicKey, req CertRequest) 
 	for k, v := range req.criticalOptions() {
 		opts[k] = v
 	}
-	return is.signAt(ctx, "sign", "vault sign", is.cfg.Mount+"/sign/"+is.cfg.Role, map[string]any{
+	return map[string]any{
 		"public_key":       string(ssh.MarshalAuthorizedKey(pub)),
 		"cert_type":        "user",
 		"valid_principals": req.Principal,
 		"key_id":           req.KeyID,
-		"ttl":              is.cfg.TTL.String(),
+		"ttl":              ttl.String(),
 		"extensions":       exts,
 		"critical_options": opts,
+	}
+}
+
+// signCert has Vault sign at path, with a logged-in client and within
+// the timeout, and parses the certificate it returns (unchecked: the
+// caller checks it is what was asked for).
+func (is *Issuer) signCert(ctx context.Context, op, what, path string, data map[string]any) (*ssh.Certificate, error) {
+	var signed string
+	err := is.withToken(ctx, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, is.cfg.Timeout)
+		defer cancel()
+		var serr error
+		signed, serr = is.signAt(ctx, op, what, path, data)
+		return serr
 	})
+	if err != nil {
+		return nil, err
+	}
+	return parseCertificate(signed)
 }
 
 // signAt writes a signing request to path and returns the signed key

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -76,28 +75,7 @@ path "%[5]s/sign/%[6]s" {
 // ID file are kept, the role and policy are rewritten to their intended
 // state.
 func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupReport, error) {
-	v := s.Vault
-	if v.Mount == "" {
-		v.Mount = "ssh"
-	}
-	if v.AppRoleMount == "" {
-		v.AppRoleMount = "approle"
-	}
-	if v.TransitMount == "" {
-		v.TransitMount = DefaultTransitMount
-	}
-	if v.TOTPKey == "" {
-		v.TOTPKey = DefaultTOTPKey
-	}
-	if v.HostMount == "" {
-		v.HostMount = DefaultHostMount
-	}
-	if v.HostRole == "" {
-		v.HostRole = DefaultHostRole
-	}
-	if v.HostTTL == 0 {
-		v.HostTTL = DefaultHostCertTTL
-	}
+	v := s.Vault.WithDefaults()
 	if v.HostMount == v.Mount {
 		return nil, fmt.Errorf("vault.host_mount and vault.mount are both %q: host and user certificates must not share a CA", v.Mount)
 	}
@@ -191,10 +169,6 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 
 	principals := append([]string(nil), s.Principals...)
 	sort.Strings(principals)
-	ttl := v.TTL
-	if ttl == 0 {
-		ttl = 5 * time.Minute
-	}
 	if _, err := logical.WriteWithContext(ctx, v.Mount+"/roles/"+v.Role, map[string]any{
 		"key_type":                "ca",
 		"algorithm_signer":        "default",
@@ -208,8 +182,8 @@ func Setup(ctx context.Context, client *vault.Client, s VaultSetup) (*SetupRepor
 		"default_extensions":       map[string]string{},
 		"allowed_critical_options": strings.Join(allowedCriticalOptions, ","),
 		"default_critical_options": map[string]string{},
-		"ttl":                      ttl.String(),
-		"max_ttl":                  (3 * ttl).String(),
+		"ttl":                      v.TTL.String(),
+		"max_ttl":                  (3 * v.TTL).String(),
 		"allow_empty_principals":   false,
 		"allowed_user_key_lengths": map[string][]int{"ed25519": {0}},
 	}); err != nil {

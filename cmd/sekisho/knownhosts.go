@@ -34,12 +34,8 @@ func cmdKnownHosts(ctx context.Context, args []string) error {
 // knownHostsLine is the @cert-authority line for patterns, or for every
 // target's names when there are none.
 func knownHostsLine(ctx context.Context, cfg *node.Config, patterns []string) (string, error) {
-	vc := cfg.VaultConfig()
-	mount := vc.HostMount
-	if mount == "" {
-		mount = broker.DefaultHostMount
-	}
-	ca, err := broker.FetchHostCA(ctx, vc.Address, mount, vc.Timeout)
+	vc := cfg.VaultConfig().WithDefaults()
+	ca, err := broker.FetchHostCA(ctx, vc.Address, vc.HostMount, vc.Timeout)
 	if err != nil {
 		return "", err
 	}
