@@ -2,7 +2,6 @@ package session
 
 import (
 	"bufio"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -108,21 +107,8 @@ func startInteractiveBench(b *testing.B) (*interactiveLoad, *Server, string) {
 			HostKeys: []ssh.PublicKey{targetKey.PublicKey()}},
 		ca: newSigner(),
 	}
-	srv, err := NewServer(Config{HostKey: hostKey, Broker: fb, RecordingDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return load, srv, ln.Addr().String()
+	srv, addr := serveOnLoopback(b, Config{HostKey: hostKey, Broker: fb, RecordingDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	return load, srv, addr
 }
 
 var listSessionGoroutines = flag.Bool("session-goroutines", false,

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -100,25 +99,12 @@ func relayClient(b *testing.B, cipher string) *ssh.Client {
 			HostKeys: []ssh.PublicKey{hostKey.PublicKey()}},
 		ca: newSigner(),
 	}
-	srv, err := NewServer(Config{HostKey: newSigner(), Broker: fb, RecordingDir: b.TempDir(),
+	srv, addr := serveOnLoopback(b, Config{HostKey: newSigner(), Broker: fb, RecordingDir: b.TempDir(),
 		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
 	cfg := &ssh.ClientConfig{User: "li+db", Auth: []ssh.AuthMethod{ssh.PublicKeys(techKey)},
 		HostKeyCallback: ssh.FixedHostKey(srv.cfg.HostKey.PublicKey()), Timeout: 10 * time.Second}
 	cfg.Ciphers = []string{cipher}
-	c, err := ssh.Dial("tcp", ln.Addr().String(), cfg)
+	c, err := ssh.Dial("tcp", addr, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

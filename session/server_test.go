@@ -177,22 +177,29 @@ func newHarnessWith(t *testing.T, d *broker.Decision, edit func(*Config), onReq 
 	if edit != nil {
 		edit(&cfg)
 	}
+	h.srv, h.addr = serveOnLoopback(t, cfg)
+	return h
+}
+
+// serveOnLoopback runs a Server for cfg on a loopback port until the test
+// ends, and returns it with its address.
+func serveOnLoopback(tb testing.TB, cfg Config) (*Server, string) {
+	tb.Helper()
 	srv, err := NewServer(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	h.srv, h.addr = srv, ln.Addr().String()
-	return h
+	return srv, ln.Addr().String()
 }
 
 func (h *harness) dial(t *testing.T) *ssh.Client {
