@@ -307,7 +307,7 @@ func (j *jumpAuth) verifiedKey(conn ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.
 		return nil, err
 	}
 	if user := conn.User(); !innerLoginOK(user, tech.Name, id.target.Name, id.decision.Login) {
-		detail := fmt.Sprintf("ProxyJump to %s: inner login %q is neither the technician nor the login the rule grants (%s)", id.target.Name, user, id.decision.Login)
+		detail := fmt.Sprintf("ProxyJump to %s: inner login %q is neither the technician nor the login the rule grants (%s)", id.target.Name, truncate(user, maxNameLen), id.decision.Login)
 		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: id.target.Name, Source: j.source, Detail: detail})
 		return nil, &ssh.BannerError{Err: errAuth, Message: fmt.Sprintf(
 			"sekisho: log in to %s as %s (your technician name) or %s (the login your rule grants), not as %q: ssh -J %s@BASTION %s@%s\n",
