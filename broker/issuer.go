@@ -208,7 +208,8 @@ func newVaultClient(address string, timeout time.Duration) (*vault.Client, error
 }
 
 // OnCall has f told of every call the issuer makes to Vault: op is
-// "login", "ca", "sign", "sign_host", "encrypt" or "decrypt" (metrics).
+// "login", "ca", "sign", "sign_host", "encrypt", "decrypt" or "health"
+// (metrics).
 func (is *Issuer) OnCall(f func(op string, took time.Duration, err error)) {
 	is.onCall.Store(&f)
 }
@@ -243,6 +244,27 @@ func (is *Issuer) Check(ctx context.Context) error {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return is.ensureLocked(ctx)
+}
+
+// ErrVaultSealed is Reachable's error for a Vault that answers but
+// cannot sign: sealed, or not initialised.
+var ErrVaultSealed = errors.New("vault is sealed or not initialised")
+
+// Reachable asks Vault's health endpoint, without a token, whether Vault
+// answers and is unsealed: what a readiness check needs to know before a
+// balancer sends connections that will want certificates. A standby
+// answers for its active node.
+func (is *Issuer) Reachable(ctx context.Context) error {
+	began := time.Now()
+	h, err := is.client.Sys().HealthWithContext(ctx)
+	is.observe("health", began, err)
+	if err != nil {
+		return err
+	}
+	if !h.Initialized || h.Sealed {
+		return ErrVaultSealed
+	}
+	return nil
 }
 
 // CA returns the user CA key that signs certificates, once Check succeeded.

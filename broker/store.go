@@ -278,4 +278,9 @@ type Store interface {
 	// or (every > 0) ran it less than every ago; it reports whether fn
 	// ran, and returns its error. A store of one node always runs it.
 	RunJob(ctx context.Context, name string, every time.Duration, fn func(context.Context) error) (bool, error)
+
+	// ProbeWrite writes and commits node's row of a table only readiness
+	// checks use: it fails when the store takes no writes (a full disk,
+	// a read-only replica, a lost database), as sessions would.
+	ProbeWrite(ctx context.Context, node string) error
 }

@@ -123,3 +123,14 @@ func (s *Store) RunJob(ctx context.Context, name string, every time.Duration, fn
 	}
 	return true, fn(ctx)
 }
+
+// ProbeWrite writes the node's health row, by the database's clock: a
+// read-only replica or a database out of space refuses it.
+func (s *Store) ProbeWrite(ctx context.Context, node string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO health (node, checked_at) VALUES ($1, now())
+		ON CONFLICT (node) DO UPDATE SET checked_at = now()`, args(node)...)
+	if err != nil {
+		return fmt.Errorf("write to the state store: %w", err)
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
@@ -27,4 +28,15 @@ func (s *Store) ClaimLostSessions(ctx context.Context, lostAfter time.Duration, 
 // RunJob runs fn: the node's own ticker spaces the runs.
 func (s *Store) RunJob(ctx context.Context, name string, every time.Duration, fn func(context.Context) error) (bool, error) {
 	return true, fn(ctx)
+}
+
+// ProbeWrite writes the node's health row: on a full disk the write
+// fails as a session's row would.
+func (s *Store) ProbeWrite(ctx context.Context, node string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO health (node, checked_at) VALUES (?, ?)
+		ON CONFLICT (node) DO UPDATE SET checked_at = excluded.checked_at`, node, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("write to the state store: %w", err)
+	}
+	return nil
 }

@@ -96,6 +96,10 @@ CREATE TABLE IF NOT EXISTS audit (
 	session    TEXT NOT NULL,
 	detail     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS health (
+	node       TEXT PRIMARY KEY,
+	checked_at TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS audit_technician ON audit(technician);
 CREATE INDEX IF NOT EXISTS audit_session ON audit(session);
 `

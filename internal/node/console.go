@@ -34,7 +34,7 @@ func (n *Node) startConsole(ctx context.Context, cfg *Config, console *web.Serve
 	// Bounded like the SSH side's pre-authentication: connections in all,
 	// and the time to send a request (a live view lifts it for itself).
 	ln = netutil.LimitListener(ln, maxWebConns)
-	n.web = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	n.web = &http.Server{Handler: n.health.wrap(console), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 	if cfg.Web.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Web.TLSCert), cfg.Path(cfg.Web.TLSKey))

@@ -58,6 +58,7 @@ type Node struct {
 	name      string
 	started   time.Time
 	fence     *fenceListener
+	health    *health // answers /healthz and /readyz
 	lost      lostNodeJob
 	jobs      sync.WaitGroup     // the heartbeat, the lost-node watch, the write spool, the listener for changes
 	stopBeats context.CancelFunc // ends the heartbeat, after the sessions
@@ -326,6 +327,8 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	})
 	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader,
 		name: cfg.NodeName, started: started, fence: fence}
+	n.health = &health{node: cfg.NodeName, vault: issuer.Reachable, recDir: func() error { return checkWritableDir(recDir) },
+		store: func(ctx context.Context) error { return store.ProbeWrite(ctx, cfg.NodeName) }, standing: fence.closed.Load, log: logger}
 	if err := n.startPeer(cfg, hostKey, recDir); err != nil {
 		store.Close()
 		return nil, err
@@ -338,7 +341,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		n.metrics = &http.Server{Handler: n.health.wrap(mux), ReadHeaderTimeout: 10 * time.Second}
 		go n.metrics.Serve(mln)
 		logger.Info("metrics listening", "addr", mln.Addr().String())
 	}
@@ -404,6 +407,7 @@ func sessionPeers(p *Peers) session.Peers {
 func (n *Node) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	n.health.stopping.Store(true) // balancers' checks fail from now on
 	n.cancel()
 	<-n.watcher
 	err := n.srv.Shutdown(ctx)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -343,10 +345,23 @@ func TestNodeWithoutDatabaseStandsBack(t *testing.T) {
 		t.Fatal("a node standing back kept a connection open")
 	}
 	c.Close()
+	// Balancers' checks say why.
+	h := &health{node: "node-b", vault: func(context.Context) error { return nil }, recDir: func() error { return nil },
+		store: func(ctx context.Context) error { return s.ProbeWrite(ctx, "node-b") }, standing: fence.closed.Load, log: log}
+	readyz := func() (int, string) {
+		w := httptest.NewRecorder()
+		h.serve(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return w.Code, w.Body.String()
+	}
+	if code, body := readyz(); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, `"store":"not writable"`) || !strings.Contains(body, `"node":"standing back`) {
+		t.Errorf("/readyz of a node standing back without its database: %d %s", code, body)
+	}
 	if err := srv.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the node to take sessions again", func() bool { return !fence.closed.Load() })
+	waitFor(t, 30*time.Second, "/readyz to say ready", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	if ended.Load() != 1 {
 		t.Errorf("live sessions ended %d times, want once", ended.Load())
 	}
