@@ -314,9 +314,10 @@ func (d *demo) startMinIO(ctx context.Context, bin string) (string, error) {
 	return addr, nil
 }
 
-// The balancer: SSH with the PROXY protocol v2 (its health checks send a
-// LOCAL header, which sekisho ends quietly), the console as plain TCP.
-// A node is out after two failed checks a second apart; before that, a
+// The balancer: SSH with the PROXY protocol v2, the console as plain
+// TCP. Both check each node's /readyz on its console port (Vault, state
+// store and recording directory writable, node not standing back): a node
+// is out after two failed checks a second apart; before that, a
 // connection refused by a dead node is redispatched to another at once.
 const haproxyConfigTmpl = `# HAProxy for the sekisho cluster demo, written by ` + "`sekisho demo --ha`" + `.
 global
@@ -332,6 +333,8 @@ defaults
 	retries 2
 	option redispatch 1
 	default-server check inter 1s fall 2 rise 1
+	option httpchk GET /readyz
+	http-check expect status 200
 
 frontend ssh
 	bind {{.Listen}}
@@ -340,7 +343,7 @@ frontend ssh
 backend sekisho-ssh
 	balance roundrobin
 {{- range .Nodes}}
-	server {{.Name}} {{.SSH}} send-proxy-v2
+	server {{.Name}} {{.SSH}} send-proxy-v2 check port {{port .Web}}
 {{- end}}
 
 frontend console
@@ -360,7 +363,7 @@ func (d *demo) startHAProxy(ctx context.Context, bin, listen, web string, nodes 
 	if err != nil {
 		return err
 	}
-	err = template.Must(template.New("haproxy").Parse(haproxyConfigTmpl)).Execute(f, map[string]any{"Listen": listen, "Web": web, "Nodes": nodes})
+	err = template.Must(template.New("haproxy").Funcs(template.FuncMap{"port": portOf}).Parse(haproxyConfigTmpl)).Execute(f, map[string]any{"Listen": listen, "Web": web, "Nodes": nodes})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -452,4 +455,10 @@ func logTail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// portOf is the port of a host:port address.
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }
