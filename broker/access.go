@@ -489,7 +489,7 @@ func (b *Broker) RequestAccess(ctx context.Context, technician, target, source, 
 
 // transition audits a request's change, wakes those waiting on it and
 // notifies the webhooks.
-func (b *Broker) transition(ctx context.Context, kind string, r AccessRequest, by, note string) {
+func (b *Broker) transition(ctx context.Context, kind EventKind, r AccessRequest, by, note string) {
 	approvers := b.Approvers(&r)
 	detail, _ := json.Marshal(map[string]any{
 		"request": r.ID, "state": r.State, "by": by, "note": note, "rule": r.Rule, "reason": r.Reason,

@@ -67,8 +67,8 @@ func (r *recorder) Events() []broker.Event {
 }
 
 // kinds lists the kinds of the events about request id, in order.
-func (r *recorder) kinds(id int64) []string {
-	var out []string
+func (r *recorder) kinds(id int64) []broker.EventKind {
+	var out []broker.EventKind
 	for _, e := range r.Events() {
 		if e.Request != nil && e.Request.ID == id {
 			out = append(out, e.Kind)
@@ -316,7 +316,7 @@ func TestRequestAccess(t *testing.T) {
 	if !slices.Equal(approvers, []string{"aiko", "kenji"}) || !slices.Equal(webhooks, []string{webhook}) {
 		t.Errorf("Notified = %v, %v; want [aiko kenji], [%s]", approvers, webhooks, webhook)
 	}
-	if got := s.notes.kinds(r.ID); !slices.Equal(got, []string{broker.EventRequestCreated}) {
+	if got := s.notes.kinds(r.ID); !slices.Equal(got, []broker.EventKind{broker.EventRequestCreated}) {
 		t.Errorf("notified %v for request %d, want [%s]", got, r.ID, broker.EventRequestCreated)
 	}
 	hardening.Report(t, "29", "%d bad access requests (NUL, newline, ESC and invalid UTF-8 in the reason, a 501-byte reason, durations out of range, an unknown target): all refused, none stored, none notified; a good reason is stored trimmed", len(refusals))
@@ -354,7 +354,7 @@ func TestApproveRefusals(t *testing.T) {
 	if got.State != broker.RequestPending || len(got.Approvals) != 0 {
 		t.Errorf("after refused approvals, request = {%s approvals %+v}, want pending with none", got.State, got.Approvals)
 	}
-	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []string{broker.EventRequestCreated}) {
+	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []broker.EventKind{broker.EventRequestCreated}) {
 		t.Errorf("notified %v, want only %s", kinds, broker.EventRequestCreated)
 	}
 	hardening.Report(t, "29", "%d refused approvals (ESC and a bidi override in the comment, own request, same affiliate, not an approver, unknown request or approver): all refused, the request still pending with no approval and nothing notified", len(tests))
@@ -418,7 +418,7 @@ func TestApproveGrantsAccess(t *testing.T) {
 	s.b.GrantUsed(ctx, d.Grant, "sess-1")
 
 	events := s.notes.Events()
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestUsed}
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestUsed}
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, want) {
 		t.Fatalf("notified %v, want %v", got, want)
 	}
@@ -443,10 +443,10 @@ func TestApproveGrantsAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range list {
-		audited[e.Kind] = true
+		audited[string(e.Kind)] = true
 	}
 	for _, k := range want {
-		if !audited[k] {
+		if !audited[string(k)] {
 			t.Errorf("no %s audit event", k)
 		}
 	}
@@ -491,7 +491,7 @@ func TestApproveNeedsTwoApprovers(t *testing.T) {
 	if err != nil || !d.Allowed() || d.Grant == nil || d.Grant.RequestID != r.ID || !slices.Equal(d.Grant.ApprovedBy, []string{"aiko", "wei"}) {
 		t.Errorf("Authorize after two approvals = {%s grant %+v}, %v; want allow under request %d approved by [aiko wei]", d.Effect, d.Grant, err, r.ID)
 	}
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved}
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved}
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, want) {
 		t.Errorf("notified %v, want %v", got, want)
 	}
@@ -525,7 +525,7 @@ func TestDeny(t *testing.T) {
 	if got := s.stored(t, r.ID); got.State != broker.RequestDenied {
 		t.Errorf("stored state = %s, want denied", got.State)
 	}
-	if got := s.notes.kinds(r.ID); !slices.Equal(got, []string{broker.EventRequestCreated, broker.EventRequestDenied}) {
+	if got := s.notes.kinds(r.ID); !slices.Equal(got, []broker.EventKind{broker.EventRequestCreated, broker.EventRequestDenied}) {
 		t.Errorf("notified %v, want [%s %s]", got, broker.EventRequestCreated, broker.EventRequestDenied)
 	}
 
@@ -573,7 +573,7 @@ func TestCancel(t *testing.T) {
 	if err != nil || r.State != broker.RequestCancelled || r.DecidedBy != "li" || r.Note != "done without it" {
 		t.Fatalf("Cancel(li) = {%s by %q note %q}, %v; want cancelled by li", r.State, r.DecidedBy, r.Note, err)
 	}
-	if got := s.notes.kinds(r.ID); !slices.Equal(got, []string{broker.EventRequestCreated, broker.EventRequestCancelled}) {
+	if got := s.notes.kinds(r.ID); !slices.Equal(got, []broker.EventKind{broker.EventRequestCreated, broker.EventRequestCancelled}) {
 		t.Errorf("notified %v, want [%s %s]", got, broker.EventRequestCreated, broker.EventRequestCancelled)
 	}
 	_, err = s.b.Cancel(ctx, "li", r.ID, "")
@@ -633,7 +633,7 @@ func TestRevoke(t *testing.T) {
 	if d, _, _ := s.b.Authorize(ctx, "li", dbJP, source); d.Effect != broker.Approval || d.Grant != nil {
 		t.Errorf("Authorize after revocation = {%s grant %+v}, want %s without grant", d.Effect, d.Grant, broker.Approval)
 	}
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestRevoked}
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestRevoked}
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, want) {
 		t.Errorf("notified %v, want %v", got, want)
 	}
@@ -711,7 +711,7 @@ func TestExpireRequests(t *testing.T) {
 		t.Errorf("ExpireRequests again = %d, %v; want 0", n, err)
 	}
 	events := s.notes.Events()
-	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []string{broker.EventRequestCreated, broker.EventRequestExpired}) {
+	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []broker.EventKind{broker.EventRequestCreated, broker.EventRequestExpired}) {
 		t.Fatalf("notified %v, want [%s %s]", kinds, broker.EventRequestCreated, broker.EventRequestExpired)
 	}
 	if e := events[len(events)-1]; e.By != "sekisho" {
@@ -747,7 +747,7 @@ func TestApproveExpiredRequest(t *testing.T) {
 	if got.State != broker.RequestExpired || got.DecidedBy != "sekisho" || len(got.Approvals) != 0 {
 		t.Errorf("request = {%s by %q approvals %d}, want expired by sekisho without approvals", got.State, got.DecidedBy, len(got.Approvals))
 	}
-	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []string{broker.EventRequestCreated, broker.EventRequestExpired}) {
+	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, []broker.EventKind{broker.EventRequestCreated, broker.EventRequestExpired}) {
 		t.Errorf("notified %v, want [%s %s]", kinds, broker.EventRequestCreated, broker.EventRequestExpired)
 	}
 	if n, err := s.b.ExpireRequests(ctx); n != 0 || err != nil {
@@ -867,7 +867,7 @@ func TestConcurrentApprovals(t *testing.T) {
 		t.Errorf("after 3 concurrent approvals of a request needing 2: %d refused, request = {%s approvals %+v}; want 1 refused, approved with 2",
 			refused, got.State, got.Approvals)
 	}
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved}
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved}
 	if kinds := s.notes.kinds(r.ID); !slices.Equal(kinds, want) {
 		t.Errorf("notified %v, want %v", kinds, want)
 	}
@@ -996,7 +996,7 @@ func TestCrossBorderSessionsNotified(t *testing.T) {
 	var got []string
 	for _, e := range s.notes.Events() {
 		if e.Session != nil {
-			got = append(got, e.Kind+" "+e.Session.ID+" "+e.Session.EndReason)
+			got = append(got, string(e.Kind)+" "+e.Session.ID+" "+e.Session.EndReason)
 		}
 	}
 	want := []string{"session.cross_border cb ", "session.cross_border_ended cb client closed"}

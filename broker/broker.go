@@ -22,18 +22,6 @@ import (
 	"github.com/sekisho/sekisho/recording"
 )
 
-// Audit event kinds.
-const (
-	EventDecision     = "decision"
-	EventAuthFailed   = "auth.failed"
-	EventCertIssued   = "cert.issued"
-	EventCertFailed   = "cert.failed"
-	EventSessionStart = "session.start"
-	EventSessionEnd   = "session.end"
-	EventHostKey      = "target.hostkey_mismatch"
-	EventRefused      = "refused"
-)
-
 // ErrUnknownTarget is returned when a technician names a target that is not
 // configured. The message to the technician does not reveal which targets
 // exist.
@@ -502,7 +490,7 @@ type RecordingSeal struct {
 // audit log, so that a seal.json replaced or re-made later is found out.
 func (b *Broker) RecordingSealed(ctx context.Context, s RecordingSeal) error {
 	detail, _ := json.Marshal(s)
-	b.Audit(ctx, AuditEvent{Kind: "recording.sealed", Session: s.Session, Technician: s.Technician, Target: s.Target, Detail: string(detail)})
+	b.Audit(ctx, AuditEvent{Kind: EventRecordingSealed, Session: s.Session, Technician: s.Technician, Target: s.Target, Detail: string(detail)})
 	return b.store.SetRecordingSeal(ctx, s.Session, recording.RegisterHead(s.Head), s.Chunks, s.Complete)
 }
 

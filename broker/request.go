@@ -22,22 +22,6 @@ const (
 	RequestRevoked   RequestState = "revoked"
 )
 
-// Audit event kinds of access requests: every transition, with who and why.
-const (
-	EventRequestCreated   = "request.created"
-	EventRequestApproval  = "request.approval" // one approval, more needed
-	EventRequestApproved  = "request.approved" // the last approval: a grant
-	EventRequestDenied    = "request.denied"
-	EventRequestExpired   = "request.expired"
-	EventRequestCancelled = "request.cancelled"
-	EventRequestRevoked   = "request.revoked"
-	EventRequestUsed      = "request.used" // a session started under the grant
-	// EventRequestRevised: the rules in force changed a pending request
-	// or a grant (a reload, an approval that no longer counts).
-	EventRequestRevised = "request.revised"
-	EventRequestRefused = "request.refused"
-)
-
 // RequestApproval is one approver's yes.
 type RequestApproval struct {
 	By        string    `json:"by"`
@@ -218,7 +202,7 @@ type RequestFilter struct {
 // access request (Request set), or a cross-border session starting or
 // ending (Session set).
 type Event struct {
-	Kind    string         `json:"event"` // an EventRequest* or EventSessionCrossBorder* kind
+	Kind    EventKind      `json:"event"` // an EventRequest* or EventSessionCrossBorder* kind
 	At      time.Time      `json:"at"`
 	Request *AccessRequest `json:"request,omitempty"`
 	Session *SessionNotice `json:"session,omitempty"`
@@ -229,13 +213,6 @@ type Event struct {
 	// Approvers are the technicians who may decide the request.
 	Approvers []string `json:"approvers,omitempty"`
 }
-
-// Notification kinds of cross-border sessions: security hears of each
-// one as it starts and as it ends.
-const (
-	EventSessionCrossBorder      = "session.cross_border"
-	EventSessionCrossBorderEnded = "session.cross_border_ended"
-)
 
 // SessionNotice is what a notification tells of a session.
 type SessionNotice struct {

@@ -45,7 +45,7 @@ func (b *Broker) ReviseRequests(ctx context.Context) (int, error) {
 		if kind, _ := b.revise(&p, b.now()); kind == "" {
 			continue // a copy: nothing to change, as the store holds it
 		}
-		var kind string
+		var kind EventKind
 		r, err := b.store.UpdateRequest(ctx, p.ID, func(r *AccessRequest) error {
 			if kind, _ = b.revise(r, b.now()); kind == "" {
 				return errUnchanged
@@ -79,7 +79,7 @@ func (b *Broker) ReviseRequests(ctx context.Context) (int, error) {
 // returns the event kind of what it changed, or "" when it changed
 // nothing or r is neither pending nor a grant in force. For a pending
 // request left pending, changes lists what changed.
-func (b *Broker) revise(r *AccessRequest, now time.Time) (kind string, changes []string) {
+func (b *Broker) revise(r *AccessRequest, now time.Time) (kind EventKind, changes []string) {
 	pending := r.State == RequestPending && now.Before(r.Expires)
 	if !pending && !r.ActiveGrant(now) {
 		return "", nil
@@ -199,7 +199,7 @@ func (b *Broker) approvalLapsed(a RequestApproval, r *AccessRequest) string {
 
 // endUnder ends r, which its rule no longer decides, for why: a pending
 // request denied, a grant revoked, by sekisho. It returns the event kind.
-func endUnder(r *AccessRequest, now time.Time, why string) string {
+func endUnder(r *AccessRequest, now time.Time, why string) EventKind {
 	r.DecidedBy, r.DecidedAt, r.Note = "sekisho", now, why
 	if r.State == RequestPending {
 		r.State = RequestDenied

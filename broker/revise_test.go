@@ -111,7 +111,7 @@ func TestReloadRaisesTheCountOfAPendingRequest(t *testing.T) {
 	}
 	s.approve(t, "kenji", r.ID, broker.RequestPending, "aiko", "kenji")
 	s.approve(t, "wei", r.ID, broker.RequestApproved, "aiko", "kenji", "wei")
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestRevised,
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestRevised,
 		broker.EventRequestApproval, broker.EventRequestApproved}
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, want) {
 		t.Errorf("notified %v, want %v", got, want)
@@ -222,7 +222,7 @@ func TestReloadCutsIssuedGrants(t *testing.T) {
 	if ok || !strings.Contains(why, "was cut to end at") || !strings.Contains(why, "now grants at most 1ns") {
 		t.Errorf("StillAllowed after the grant was cut to now = %v, %q; want false, told why", ok, why)
 	}
-	want := []string{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
+	want := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestRevised, broker.EventRequestRevised}
 	if got := s.notes.kinds(r.ID); !slices.Equal(got, want) {
 		t.Errorf("notified %v, want %v", got, want)

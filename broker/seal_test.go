@@ -201,7 +201,7 @@ func TestEnrollWithoutSealerRefused(t *testing.T) {
 	}
 }
 
-func audited(t *testing.T, store *sqlitestore.Store, kind, tech string) bool {
+func audited(t *testing.T, store *sqlitestore.Store, kind broker.EventKind, tech string) bool {
 	t.Helper()
 	events, err := store.AuditEvents(t.Context(), 100)
 	if err != nil {

@@ -117,7 +117,7 @@ type SessionText struct {
 // start or end, a certificate issued, a host key mismatch.
 type AuditEvent struct {
 	At         time.Time `json:"at"`
-	Kind       string    `json:"kind"`
+	Kind       EventKind `json:"kind"`
 	Technician string    `json:"technician,omitempty"`
 	Target     string    `json:"target,omitempty"`
 	Source     string    `json:"source,omitempty"`

@@ -13,16 +13,6 @@ import (
 	"github.com/pquerna/otp/totp"
 )
 
-// Audit kinds of second-factor checks: a code refused (wrong, used, not
-// enrolled, or not checkable), a technician or address throttled, and a
-// sealed secret that no longer opens (the operator must enroll the
-// technician again; no code of theirs can be checked until then).
-const (
-	EventMFAFailed     = "mfa.failed"
-	EventMFAThrottled  = "mfa.throttled"
-	EventMFAUnopenable = "mfa.unopenable"
-)
-
 // TOTP errors. The technician sees a short message for each; the audit log
 // gets the details.
 var (
@@ -88,7 +78,7 @@ func (b *Broker) EnrollTOTP(ctx context.Context, technician string) (string, err
 	if err := b.store.SetTOTP(ctx, technician, sealed); err != nil {
 		return "", err
 	}
-	b.Audit(ctx, AuditEvent{Kind: "mfa.enrolled", Technician: technician})
+	b.Audit(ctx, AuditEvent{Kind: EventMFAEnrolled, Technician: technician})
 	return key.URL(), nil
 }
 
@@ -205,7 +195,7 @@ func (b *Broker) TOTPEnrolled(ctx context.Context, technician string) (bool, err
 func (b *Broker) openTOTP(ctx context.Context, technician, stored string) (string, error) {
 	if !IsSealed(stored) {
 		if !b.unsealedAtStart(technician, stored) {
-			b.Audit(ctx, AuditEvent{Kind: "mfa.tampered", Technician: technician,
+			b.Audit(ctx, AuditEvent{Kind: EventMFATampered, Technician: technician,
 				Detail: "a TOTP secret in the clear that was not there at start was refused"})
 			return "", ErrUnsealedSecret
 		}
@@ -296,7 +286,7 @@ func (b *Broker) SealTOTPSecrets(ctx context.Context) (int, error) {
 		}
 		if ok { // otherwise re-enrolled meanwhile, sealed
 			n++
-			b.Audit(ctx, AuditEvent{Kind: "mfa.sealed", Technician: tech})
+			b.Audit(ctx, AuditEvent{Kind: EventMFASealed, Technician: tech})
 		}
 	}
 	if len(errs) > 0 {

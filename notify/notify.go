@@ -149,7 +149,7 @@ func (n *Notifier) Notify(e broker.Event) {
 		return
 	}
 	for _, w := range n.workers {
-		if !w.wants(e.Kind) {
+		if !w.wants(string(e.Kind)) {
 			continue
 		}
 		select {
@@ -203,7 +203,7 @@ func (n *Notifier) Close(ctx context.Context) error {
 
 // knownEvent reports whether kind is an access-request event kind.
 func knownEvent(kind string) bool {
-	switch kind {
+	switch broker.EventKind(kind) {
 	case broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestDenied, broker.EventRequestExpired, broker.EventRequestCancelled,
 		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused, broker.EventRequestRevised,

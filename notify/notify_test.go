@@ -130,7 +130,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name, webhook, label, value 
 	return 0
 }
 
-func event(kind string, id int64) broker.Event {
+func event(kind broker.EventKind, id int64) broker.Event {
 	return broker.Event{
 		Kind: kind,
 		At:   time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC),
@@ -176,7 +176,7 @@ func TestJSONBody(t *testing.T) {
 		t.Fatalf("body %s: %v", h.body, err)
 	}
 	e := event(broker.EventRequestCreated, 42)
-	if got.Event != e.Kind || !got.At.Equal(e.At) || got.Request.ID != 42 || got.Request.Technician != "li" ||
+	if got.Event != string(e.Kind) || !got.At.Equal(e.At) || got.Request.ID != 42 || got.Request.Technician != "li" ||
 		got.Request.Duration != time.Hour || got.By != "li" || got.Note != "please" || !slices.Equal(got.Approvers, []string{"kenji"}) {
 		t.Errorf("body = %s", h.body)
 	}
@@ -346,18 +346,18 @@ func TestEventsFilter(t *testing.T) {
 	some := newReceiver(t, always(http.StatusOK))
 	all := newReceiver(t, always(http.StatusOK))
 	n, _ := start(t, []Webhook{
-		{Name: "decisions", URL: some.URL, Events: []string{broker.EventRequestApproved, broker.EventRequestDenied}},
+		{Name: "decisions", URL: some.URL, Events: []string{string(broker.EventRequestApproved), string(broker.EventRequestDenied)}},
 		{Name: "all", URL: all.URL},
 	}, Options{})
-	kinds := []string{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestUsed, broker.EventRequestDenied}
+	kinds := []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproved, broker.EventRequestUsed, broker.EventRequestDenied}
 	for i, k := range kinds {
 		n.Notify(event(k, int64(i+1)))
 	}
 	closeNow(t, n)
 
-	got := func(r *receiver) []string {
+	got := func(r *receiver) []broker.EventKind {
 		close(r.hits)
-		var kinds []string
+		var kinds []broker.EventKind
 		for h := range r.hits {
 			var e broker.Event
 			if err := json.Unmarshal(h.body, &e); err != nil {
@@ -367,7 +367,7 @@ func TestEventsFilter(t *testing.T) {
 		}
 		return kinds
 	}
-	if g, want := got(some), []string{broker.EventRequestApproved, broker.EventRequestDenied}; !slices.Equal(g, want) {
+	if g, want := got(some), []broker.EventKind{broker.EventRequestApproved, broker.EventRequestDenied}; !slices.Equal(g, want) {
 		t.Errorf("filtered webhook got %v, want %v", g, want)
 	}
 	if g := got(all); !slices.Equal(g, kinds) {
@@ -489,7 +489,7 @@ func TestNewValidation(t *testing.T) {
 			}
 		})
 	}
-	n, err := New(with(func(h *Webhook) { h.Events = []string{broker.EventRequestRefused} }), Options{})
+	n, err := New(with(func(h *Webhook) { h.Events = []string{string(broker.EventRequestRefused)} }), Options{})
 	if err != nil {
 		t.Fatalf("New of a good config: %v", err)
 	}

@@ -35,7 +35,7 @@ func summary(e broker.Event) string {
 		return sessionSummary(e)
 	}
 	if e.Request == nil {
-		return "sekisho: " + e.Kind
+		return "sekisho: " + string(e.Kind)
 	}
 	r := *e.Request
 	about := fmt.Sprintf("request %d (%s → %s)", r.ID, r.Technician, r.Target)
@@ -68,7 +68,7 @@ func summary(e broker.Event) string {
 			b.WriteString(", granted until " + r.GrantEnd.UTC().Format(time.RFC3339))
 		}
 	default: // denied, cancelled, revoked, refused and kinds added later
-		b.WriteString(about + " " + strings.TrimPrefix(e.Kind, "request."))
+		b.WriteString(about + " " + strings.TrimPrefix(string(e.Kind), "request."))
 		writeBy(&b, e)
 		label := "note"
 		if e.Kind == broker.EventRequestDenied || e.Kind == broker.EventRequestRevoked {

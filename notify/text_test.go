@@ -16,9 +16,10 @@ func TestSummary(t *testing.T) {
 	t.Parallel()
 	grantEnd := time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
-		kind, by, note string
-		edit           func(*broker.AccessRequest)
-		want           string
+		kind     broker.EventKind
+		by, note string
+		edit     func(*broker.AccessRequest)
+		want     string
 	}{
 		{broker.EventRequestCreated, "li", "", nil,
 			"sekisho: li (affiliate-cn, CN) requests db-jp-01 for 1h0m0s — request 42, 0 of 1 approvals; approvers: kenji. approve with: approve 42. li's reason: \"INC-4711 disk full\""},
@@ -41,7 +42,7 @@ func TestSummary(t *testing.T) {
 		{broker.EventRequestRefused, "", "", nil,
 			"sekisho: request 42 (li → db-jp-01) refused"},
 	} {
-		t.Run(c.kind, func(t *testing.T) {
+		t.Run(string(c.kind), func(t *testing.T) {
 			e := event(c.kind, 42)
 			e.By, e.Note = c.by, c.note
 			if c.edit != nil {

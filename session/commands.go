@@ -531,7 +531,7 @@ func (c *command) kill(_ context.Context, f *flags) int {
 		c.errorf("sekisho: no live session %s on this node (see sessions --live)\n", f.args[0])
 		return exitRefused
 	}
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.killed", Technician: c.tech.Name,
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionKilled, Technician: c.tech.Name,
 		Source: c.source, Session: f.args[0], Detail: why})
 	c.printf("session %s ended\n", f.args[0])
 	return exitOK
@@ -578,7 +578,7 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 		}
 		return exitRefused
 	}
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.watched", Technician: c.tech.Name,
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionWatched, Technician: c.tech.Name,
 		Source: c.source, Session: id})
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -619,7 +619,7 @@ func (c *command) watchElsewhere(ctx context.Context, f *flags, r broker.Session
 		c.errorf("sekisho: watch: no session %s on this node (see sessions --live)\n", r.ID)
 		return exitRefused
 	}
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.watched", Technician: c.tech.Name,
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionWatched, Technician: c.tech.Name,
 		Source: c.source, Session: r.ID, Target: r.Target, Detail: "served by node " + r.Node})
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

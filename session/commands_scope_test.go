@@ -80,7 +80,7 @@ func (sc *scopeCommands) run(t *testing.T, tech, source, line string) (int, stri
 	return code, out.String(), errOut.String()
 }
 
-func (sc *scopeCommands) audited(t *testing.T, kind, technician, substr string) bool {
+func (sc *scopeCommands) audited(t *testing.T, kind broker.EventKind, technician, substr string) bool {
 	t.Helper()
 	events, err := sc.store.AuditEvents(t.Context(), 1000)
 	if err != nil {

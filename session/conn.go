@@ -112,7 +112,7 @@ func (c *conn) revoke(why string) {
 	c.ending.Store(true)
 	c.setEnd(EndRevoked + why)
 	c.srv.log.Warn("session revoked", append(c.logArgs(), "why", why)...)
-	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "session.revoked", Technician: c.id.tech.Name,
+	c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventSessionRevoked, Technician: c.id.tech.Name,
 		Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: why})
 	c.tellAndClose("session ended: " + why)
 }
@@ -585,7 +585,7 @@ func (c *conn) finish() {
 		// verifiable up to its last chunk, instead of treating a missing
 		// seal as one removed.
 		c.srv.log.Error("recording not sealed", append(c.logArgs(), "err", err)...)
-		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "recording.seal_failed", Technician: c.id.tech.Name, Target: c.id.target.Name,
+		c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRecordingSealFailed, Technician: c.id.tech.Name, Target: c.id.target.Name,
 			Source: c.source, Session: c.sessionID, Detail: broker.JSONDetail(struct {
 				Reason string `json:"session_end_reason"`
 				Error  string `json:"error"`

@@ -81,7 +81,7 @@ func (f *failingBroker) audited() string {
 	defer f.mu.Unlock()
 	var b strings.Builder
 	for _, e := range f.audits {
-		b.WriteString(e.Kind + " " + e.Detail + "\n")
+		b.WriteString(string(e.Kind) + " " + e.Detail + "\n")
 	}
 	return b.String()
 }

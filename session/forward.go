@@ -234,7 +234,7 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
-	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "forward.open", Technician: c.id.tech.Name, Target: c.id.target.Name,
+	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventForwardOpen, Technician: c.id.tech.Name, Target: c.id.target.Name,
 		Source: c.source, Session: c.sessionID, Detail: desc})
 	c.channels.Add(1)
 	go func() {
@@ -273,7 +273,7 @@ func (c *conn) openForward(ctx context.Context, nch ssh.NewChannel) {
 		counts := fmt.Sprintf(`{"destination":%q,"bytes_in":%d,"bytes_out":%d}`, desc, in.Load(), out.Load())
 		rec.Event("x-close", counts)
 		rec.Close()
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: "forward.close", Technician: c.id.tech.Name,
+		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventForwardClose, Technician: c.id.tech.Name,
 			Target: c.id.target.Name, Source: c.source, Session: c.sessionID, Detail: counts})
 		if failed != nil {
 			c.srv.log.Error("recording failed: ending session", append(c.logArgs(), "err", failed)...)

@@ -104,7 +104,7 @@ func (c *conn) followGrant() {
 		why = "it ends earlier than when the session started"
 	}
 	c.srv.log.Warn("grant cut short: the session ends earlier", append(c.logArgs(), "request", r.ID, "until", r.GrantEnd, "why", why)...)
-	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: "session.grant_cut", Technician: c.id.tech.Name, Target: c.id.target.Name,
+	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventSessionGrantCut, Technician: c.id.tech.Name, Target: c.id.target.Name,
 		Source: c.source, Session: c.sessionID, Detail: broker.JSONDetail(struct {
 			Request int64     `json:"request"`
 			Until   time.Time `json:"until"`

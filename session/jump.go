@@ -45,10 +45,6 @@ type Jump interface {
 // connection that are still in their handshake or authentication.
 const maxJumpHandshakes = 10
 
-// EventJump is the audit event of a ProxyJump channel sekisho answers as
-// a target.
-const EventJump = "jump.open"
-
 // openJump serves nch, a direct-tcpip channel of an authenticated
 // technician's connection (outerSC of outer, from source), when it names
 // a configured target: it reports false, having done nothing, when it
@@ -169,7 +165,7 @@ func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source stri
 		return
 	}
 	c := &conn{srv: s, sc: sc, id: id, source: source, via: "proxyjump " + dest, sessionID: uuid.NewString()}
-	s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: EventJump, Technician: id.tech.Name, Target: t.Name, Source: source, Session: c.sessionID,
+	s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventJump, Technician: id.tech.Name, Target: t.Name, Source: source, Session: c.sessionID,
 		Detail: fmt.Sprintf("ProxyJump to %s answered as target %s; inner login %q", dest, t.Name, truncate(sc.User(), maxNameLen))})
 	s.setInner(outerSC, c, true)
 	defer s.setInner(outerSC, c, false)

@@ -18,13 +18,13 @@ import (
 	"github.com/sekisho/sekisho/broker"
 )
 
-// Audit event kinds of the console.
+// Audit event kinds of the console (see broker/events.go).
 const (
-	EventLinkIssued   = "web.link_issued"
-	EventSignIn       = "web.sign_in"
-	EventSignInFailed = "web.sign_in_refused"
-	EventSignOut      = "web.sign_out"
-	EventRefused      = "web.refused"
+	EventLinkIssued   = broker.EventWebLinkIssued
+	EventSignIn       = broker.EventWebSignIn
+	EventSignInFailed = broker.EventWebSignInRefused
+	EventSignOut      = broker.EventWebSignOut
+	EventRefused      = broker.EventWebRefused
 )
 
 // ErrNoConsoleRole is returned for a sign-in link asked for by a
@@ -297,7 +297,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, p *person, api b
 	s.render(w, r, "error.html", p, map[string]any{"Code": code, "Message": msg})
 }
 
-func (s *Server) audit(ctx context.Context, kind, technician, session, detail string) {
+func (s *Server) audit(ctx context.Context, kind broker.EventKind, technician, session, detail string) {
 	s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: kind, Technician: technician, Session: session, Detail: detail})
 }
 

@@ -103,7 +103,7 @@ func (s *Server) addLock(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "lock.added", Technician: r.p.Name, Source: "web", Detail: broker.JSONDetail(l)})
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventLockAdded, Technician: r.p.Name, Source: "web", Detail: broker.JSONDetail(l)})
 	if wantsJSON(r) {
 		return l, nil
 	}
@@ -144,7 +144,7 @@ func (s *Server) removeLock(w http.ResponseWriter, r *request) (any, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "lock.removed", Technician: r.p.Name, Source: "web",
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventLockRemoved, Technician: r.p.Name, Source: "web",
 		Detail: broker.JSONDetail(map[string]any{"id": id, "reason": reason})})
 	if wantsJSON(r) {
 		return map[string]any{"id": id, "removed": true}, nil

@@ -172,7 +172,7 @@ func (s *Server) cast(w http.ResponseWriter, r *request) {
 		return
 	}
 	n, _ := strconv.Atoi(r.URL.Query().Get("channel"))
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "web.replay", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID,
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventWebReplay, Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID,
 		Detail: broker.JSONDetail(map[string]int{"channel": n})})
 	pr, pw := io.Pipe()
 	go func() {

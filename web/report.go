@@ -74,7 +74,7 @@ func (s *Server) crossBorderCSV(w http.ResponseWriter, r *request) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="sekisho-cross-border-`+ra.FromDay+`-to-`+ra.ToDay+`.csv"`)
 	w.Header().Set("Cache-Control", "no-store")
-	s.audit(r.Context(), "web.report", r.p.Name, "", broker.JSONDetail(map[string]any{"report": "cross-border", "from": ra.FromDay, "to": ra.ToDay, "rows": len(ra.Rows)}))
+	s.audit(r.Context(), broker.EventWebReport, r.p.Name, "", broker.JSONDetail(map[string]any{"report": "cross-border", "from": ra.FromDay, "to": ra.ToDay, "rows": len(ra.Rows)}))
 	if err := ra.WriteCSV(w); err != nil {
 		s.log.Warn("web: report download failed", "err", err)
 	}

@@ -184,7 +184,7 @@ func (s *Server) sessionList(w http.ResponseWriter, r *request) (any, error) {
 	if f.Text != "" {
 		// What reviewers search recordings for is audited like what
 		// they replay.
-		s.audit(r.Context(), "web.search", r.p.Name, "", broker.JSONDetail(map[string]any{"query": f.Text, "sessions": len(a.Sessions), "scope": r.p.Scope()}))
+		s.audit(r.Context(), broker.EventWebSearch, r.p.Name, "", broker.JSONDetail(map[string]any{"query": f.Text, "sessions": len(a.Sessions), "scope": r.p.Scope()}))
 	}
 	return a, nil
 }
@@ -236,7 +236,7 @@ func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "web.view", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventWebView, Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
 	a := sessionAnswer{Session: rec, CanKill: r.p.Admin && !rec.Ended(), Channels: []channelInfo{}, Timeline: []recording.TimelineEvent{}}
 	if tg, ok := s.cfg.Broker.Target(rec.Target); ok {
 		a.Data = tg.Data
@@ -306,7 +306,7 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 		return
 	}
 	watch, cols, rows, detail := s.liveSource(rec, r.p.Name)
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.watched", Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID, Detail: detail})
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventSessionWatched, Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID, Detail: detail})
 	s.serveLive(w, r.Request, rec.ID, watch, cols, rows, func() bool {
 		bs, ok, err := s.inForce(r.Context(), r.key)
 		if err != nil {
@@ -350,7 +350,7 @@ func (s *Server) kill(w http.ResponseWriter, r *request) (any, error) {
 	if s.cfg.Live == nil || !s.cfg.Live.Kill(rec.ID, msg) {
 		return nil, errorf(http.StatusConflict, "session %s is not live on this node (ended, or on another node)", rec.ID)
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: "session.killed", Technician: r.p.Name, Target: rec.Target,
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventSessionKilled, Technician: r.p.Name, Target: rec.Target,
 		Source: "web", Session: rec.ID, Detail: msg})
 	ended := s.waitEnded(r.Context(), rec.ID, 3*time.Second)
 	if wantsJSON(r) {

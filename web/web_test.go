@@ -204,7 +204,7 @@ func (f *fixture) signIn(t *testing.T, name string) *browser {
 	return b
 }
 
-func audited(t *testing.T, store *sqlitestore.Store, kind, substr string) bool {
+func audited(t *testing.T, store *sqlitestore.Store, kind broker.EventKind, substr string) bool {
 	t.Helper()
 	events, err := store.AuditEvents(context.Background(), 1000)
 	if err != nil {

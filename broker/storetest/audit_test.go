@@ -22,7 +22,7 @@ func TestAuditEvents(t *testing.T) {
 		for i := range 150 {
 			ev := broker.AuditEvent{
 				At:   e.base.Add(time.Duration(i)*time.Second + time.Duration(i)*e.tick),
-				Kind: []string{"decision", "session_start", "session_end"}[i%3], Technician: "aiko", Target: "db-jp-01",
+				Kind: []broker.EventKind{"decision", "session_start", "session_end"}[i%3], Technician: "aiko", Target: "db-jp-01",
 				Source: "192.0.2.7:50022", Session: fmt.Sprintf("s%d", i), Detail: fmt.Sprintf(`{"n":%d}`, i),
 			}
 			if err := s.Audit(ctx, ev); err != nil {
@@ -92,7 +92,7 @@ func TestSearchAudit(t *testing.T) {
 			}
 			var k []string
 			for _, ev := range got {
-				k = append(k, ev.Kind)
+				k = append(k, string(ev.Kind))
 			}
 			return strings.Join(k, " ")
 		}

@@ -48,7 +48,7 @@ func cmdHold(ctx context.Context, args []string) error {
 		return err
 	}
 	detail, _ := json.Marshal(h)
-	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "recording.hold", Session: id, Detail: string(detail)}); err != nil {
+	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: broker.EventRecordingHold, Session: id, Detail: string(detail)}); err != nil {
 		return err
 	}
 	fmt.Printf("recording %s held: %s\n", id, reason)
@@ -75,7 +75,7 @@ func cmdRelease(ctx context.Context, args []string) error {
 	} else if err != nil {
 		return err
 	}
-	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "recording.release", Session: id,
+	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: broker.EventRecordingRelease, Session: id,
 		Detail: broker.JSONDetail(struct {
 			By string `json:"by"`
 		}{operator()})}); err != nil {

@@ -70,7 +70,7 @@ func cmdLock(ctx context.Context, args []string) error {
 		return err
 	}
 	detail, _ := json.Marshal(l)
-	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "lock.added", Detail: string(detail)}); err != nil {
+	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: broker.EventLockAdded, Detail: string(detail)}); err != nil {
 		return err
 	}
 	until := "until unlocked"
@@ -128,7 +128,7 @@ func cmdUnlock(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "lock.removed",
+	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: broker.EventLockRemoved,
 		Detail: broker.JSONDetail(struct {
 			ID int64  `json:"id"`
 			By string `json:"by"`

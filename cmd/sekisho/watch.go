@@ -78,7 +78,7 @@ func watchElsewhere(ctx context.Context, cfg *node.Config, id string, opt record
 		Through  string `json:"through"`
 		ServedBy string `json:"served_by"`
 	}{operator(), cfg.NodeName, rec.Node})
-	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: "session.watched", Target: rec.Target, Source: "cli",
+	if err := store.Audit(ctx, broker.AuditEvent{At: time.Now().UTC(), Kind: broker.EventSessionWatched, Target: rec.Target, Source: "cli",
 		Session: id, Detail: detail}); err != nil {
 		return fmt.Errorf("audit: %w (nothing is watched unaudited)", err)
 	}

@@ -78,7 +78,7 @@ func (n *Node) expireRecordings(ctx context.Context, stores bool) {
 		n.log.Error("retention: recording not deleted", "err", err)
 	}
 	for _, m := range deleted {
-		n.brk.Audit(ctx, broker.AuditEvent{Kind: "recording.deleted", Technician: m.Technician, Target: m.Target, Session: m.ID,
+		n.brk.Audit(ctx, broker.AuditEvent{Kind: broker.EventRecordingDeleted, Technician: m.Technician, Target: m.Target, Session: m.ID,
 			Detail: broker.JSONDetail(struct {
 				Residency string `json:"residency"`
 				Ended     string `json:"ended"`

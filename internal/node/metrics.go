@@ -108,7 +108,7 @@ func (m *bastionMetrics) registerState(reg prometheus.Registerer, brk *broker.Br
 
 // observe counts one audit event.
 func (m *bastionMetrics) observe(e broker.AuditEvent) {
-	m.events.WithLabelValues(e.Kind).Inc()
+	m.events.WithLabelValues(string(e.Kind)).Inc()
 	switch e.Kind {
 	case broker.EventMFAUnopenable:
 		m.unopenable.Inc()

@@ -21,7 +21,7 @@ func TestMetricsUnopenableSecret(t *testing.T) {
 	if n := testutil.ToFloat64(m.unopenable); n != 2 {
 		t.Errorf("sekisho_mfa_unopenable_total %v, want 2", n)
 	}
-	if n := testutil.ToFloat64(m.events.WithLabelValues(broker.EventMFAUnopenable)); n != 2 {
+	if n := testutil.ToFloat64(m.events.WithLabelValues(string(broker.EventMFAUnopenable))); n != 2 {
 		t.Errorf("audit events of kind mfa.unopenable %v, want 2", n)
 	}
 	families, err := reg.Gather()

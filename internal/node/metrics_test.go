@@ -34,7 +34,7 @@ func TestMetricsObserveOddEvents(t *testing.T) {
 	if n := testutil.ToFloat64(m.bytes.WithLabelValues("in")); n != 5 {
 		t.Errorf("bytes in %v, want 5 (a negative count adds nothing)", n)
 	}
-	if n := testutil.ToFloat64(m.events.WithLabelValues(broker.EventSessionStart)); n != 3 {
+	if n := testutil.ToFloat64(m.events.WithLabelValues(string(broker.EventSessionStart))); n != 3 {
 		t.Errorf("session.start events %v, want 3", n)
 	}
 }

@@ -236,7 +236,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	for _, err := range errs {
 		logger.Error("recording not recovered", "err", err)
 		if errors.Is(err, recording.ErrNotRecoverable) {
-			brk.Audit(ctx, broker.AuditEvent{Kind: "recording.seal_missing", Detail: err.Error()})
+			brk.Audit(ctx, broker.AuditEvent{Kind: broker.EventRecordingSealMissing, Detail: err.Error()})
 		}
 	}
 	recoverSessions(ctx, brk, store, sealed, logger)

@@ -96,7 +96,7 @@ func (n *Node) recoverLostNodes(ctx context.Context) error {
 		if j.routes.For(r.Residency).S3 == nil {
 			where = "its recording never left that node's spool: it is sealed when that node starts again"
 		}
-		n.brk.Audit(ctx, broker.AuditEvent{Kind: "session.node_lost", Technician: r.Technician, Target: r.Target, Source: r.Source, Session: r.ID,
+		n.brk.Audit(ctx, broker.AuditEvent{Kind: broker.EventSessionNodeLost, Technician: r.Technician, Target: r.Target, Source: r.Source, Session: r.ID,
 			Detail: broker.JSONDetail(struct {
 				Node      string `json:"node"`
 				LostAfter string `json:"lost_after"`
@@ -196,7 +196,7 @@ func (n *Node) sealEnded(ctx context.Context, st *recording.S3Store, r broker.Se
 			return err
 		}
 	case recording.RegisterHead(seal.Head) != r.RecordingHead || seal.Chunks != r.RecordingChunks || seal.Complete != r.RecordingComplete:
-		n.brk.Audit(ctx, broker.AuditEvent{Kind: "recording.unshipped", Technician: r.Technician, Target: r.Target, Session: r.ID,
+		n.brk.Audit(ctx, broker.AuditEvent{Kind: broker.EventRecordingUnshipped, Technician: r.Technician, Target: r.Target, Session: r.ID,
 			Detail: broker.JSONDetail(struct {
 				Node             string `json:"node"`
 				By               string `json:"by"`

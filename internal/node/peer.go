@@ -18,11 +18,6 @@ import (
 	"github.com/sekisho/sekisho/recording"
 )
 
-// EventClusterRefused is the audit kind of a connection to the
-// node-to-node listener that was refused: a key other than the
-// cluster's host key, another method, a stalled handshake, a flood.
-const EventClusterRefused = "cluster.refused"
-
 // peerListener is the node's node-to-node listener, when cluster.listen
 // is set.
 type peerListener struct {
@@ -47,7 +42,7 @@ func (n *Node) startPeer(cfg *Config, hostKey ssh.Signer, recDir string) error {
 	}}
 	srv, err := peer.NewServer(peer.Config{HostKey: hostKey, Watch: live.stream, Logger: n.log,
 		Refused: func(source, detail string) {
-			n.brk.Audit(context.Background(), broker.AuditEvent{Kind: EventClusterRefused, Source: source, Detail: detail})
+			n.brk.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventClusterRefused, Source: source, Detail: detail})
 		}})
 	if err != nil {
 		return err

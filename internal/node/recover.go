@@ -22,7 +22,7 @@ func recoverSessions(ctx context.Context, brk *broker.Broker, store broker.Store
 				logger.Error("crashed session not ended in the register", "session", id, "err", err)
 			}
 		}
-		brk.Audit(ctx, broker.AuditEvent{Kind: "recording.recovered", Session: id, Detail: reason})
+		brk.Audit(ctx, broker.AuditEvent{Kind: broker.EventRecordingRecovered, Session: id, Detail: reason})
 		err = brk.RecordingSealed(ctx, broker.RecordingSeal{Session: id, Complete: false, Reason: seal.Reason, Chunks: seal.Chunks,
 			Head: seal.Head, MetaSHA256: seal.MetaSHA256, Key: seal.Key, Signature: seal.Signature})
 		if err != nil && !errors.Is(err, broker.ErrNotFound) {

@@ -67,7 +67,7 @@ func TestWriteSpoolKeepsWritesThroughAnOutage(t *testing.T) {
 	}
 	w.Audit(ctx, broker.AuditEvent{At: at, Kind: "before"})
 	f.down.Store(true)
-	for _, k := range []string{"during-1", "during-2"} {
+	for _, k := range []broker.EventKind{"during-1", "during-2"} {
 		if err := w.Audit(ctx, broker.AuditEvent{At: at, Kind: k}); err != nil {
 			t.Fatalf("an audit event during the outage: %v", err)
 		}
@@ -86,7 +86,7 @@ func TestWriteSpoolKeepsWritesThroughAnOutage(t *testing.T) {
 	events, _ := st.AuditEvents(ctx, 10)
 	var kinds []string
 	for _, e := range events {
-		kinds = append(kinds, e.Kind)
+		kinds = append(kinds, string(e.Kind))
 	}
 	if got := strings.Join(kinds, " "); got != "before during-1 during-2 after" {
 		t.Errorf("audit log %q, want the outage's events in order", got)

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/sekisho/sekisho/broker"
 )
 
 // Part 4 of the benchmark: certificate issuance. sekisho gets a Vault
@@ -195,9 +197,9 @@ func (e *env) certEvents(ctx context.Context) ([]certEvent, error) {
 	dec := json.NewDecoder(out)
 	for {
 		var ev struct {
-			At     time.Time `json:"at"`
-			Kind   string    `json:"kind"`
-			Detail string    `json:"detail"`
+			At     time.Time        `json:"at"`
+			Kind   broker.EventKind `json:"kind"`
+			Detail string           `json:"detail"`
 		}
 		if err := dec.Decode(&ev); err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -207,7 +209,7 @@ func (e *env) certEvents(ctx context.Context) ([]certEvent, error) {
 			}
 			break
 		}
-		if ev.Kind != "cert.issued" {
+		if ev.Kind != broker.EventCertIssued {
 			continue
 		}
 		var d struct {
