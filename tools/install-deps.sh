@@ -31,13 +31,14 @@ ha=(
 # whose reading of a command sekisho's must match; Ansible (ansible-core)
 # is a real SSH client of ProxyJump through sekisho; gcc is cgo's
 # compiler, which the race detector (go test -race) needs;
-# systemd-analyze checks the shipped unit.
+# systemd-analyze checks the shipped unit; rsyslog is a real collector of
+# the audit log's syslog copy.
 test=(
 	"${demo[@]}" make:/usr/bin/make tmux:/usr/bin/tmux asciinema:/usr/bin/asciinema
 	procps:/usr/bin/pgrep util-linux:/usr/bin/prlimit bsdutils:/usr/bin/script
 	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 	zsh:/usr/bin/zsh fish:/usr/bin/fish ansible-core:/usr/bin/ansible
-	gcc:/usr/bin/gcc systemd:/usr/bin/systemd-analyze
+	gcc:/usr/bin/gcc systemd:/usr/bin/systemd-analyze rsyslog:/usr/sbin/rsyslogd
 	postgresql:/usr/lib/postgresql/15/bin/initdb haproxy:/usr/sbin/haproxy
 )
 case $set in

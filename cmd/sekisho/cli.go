@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/sekisho/sekisho/broker"
 	"github.com/sekisho/sekisho/internal/node"
+	"github.com/sekisho/sekisho/internal/syslog"
 	"github.com/sekisho/sekisho/recording"
 )
 
@@ -101,7 +103,45 @@ func openStore(ctx context.Context, cfg *node.Config) (node.Store, error) {
 			return nil, fmt.Errorf("state store %s: %w (has `sekisho serve` run with this config?)", path, err)
 		}
 	}
-	return node.OpenStore(ctx, cfg)
+	store, err := node.OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if sc := cfg.SyslogConfig(); sc != nil {
+		sender, err := syslog.New(*sc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		return auditCopied{Store: store, copy: sender}, nil
+	}
+	return store, nil
+}
+
+// auditCopied is a store whose audit events, those a command writes
+// (locks, holds, watching), go to audit.syslog too, as the server's do.
+type auditCopied struct {
+	node.Store
+	copy *syslog.Sender
+}
+
+func (s auditCopied) Audit(ctx context.Context, e broker.AuditEvent) error {
+	if err := s.Store.Audit(ctx, e); err != nil {
+		return err
+	}
+	s.copy.Send(e)
+	return nil
+}
+
+// Close sends what is queued to syslog, for 10 s at most, and closes the
+// store.
+func (s auditCopied) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.copy.Close(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "sekisho: the audit event is stored, but not sent to syslog:", err)
+	}
+	return s.Store.Close()
 }
 
 func cmdSessions(ctx context.Context, args []string) error {

@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/syslog"
 	"github.com/sekisho/sekisho/notify"
 )
 
@@ -75,6 +78,9 @@ type Config struct {
 	Web            WebSection     `yaml:"web"`
 	Notifications  Notifications  `yaml:"notifications"`
 	Metrics        MetricsSection `yaml:"metrics"`
+	// Audit sends a copy of the audit log elsewhere (the store keeps it
+	// all the same).
+	Audit AuditSection `yaml:"audit"`
 	// RecordingStores say where recordings of each residency zone are
 	// kept: an S3-compatible store in that zone, or the local spool.
 	RecordingStores []RecordingStoreEntry `yaml:"recording_stores"`
@@ -134,6 +140,83 @@ type WebSection struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	SessionTTL  Duration `yaml:"session_ttl"`
 }
+
+// AuditSection configures copies of the audit log.
+type AuditSection struct {
+	Syslog *SyslogSection `yaml:"syslog"`
+}
+
+// SyslogSection sends every audit event to a syslog collector as an RFC
+// 5424 message (docs/AUDIT.md).
+type SyslogSection struct {
+	// Address is udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or
+	// unix:///dev/log.
+	Address string `yaml:"address"`
+	// Facility is a syslog facility's name; default authpriv.
+	Facility string `yaml:"facility"`
+	// StructuredDataID names the structured data element; default
+	// sekisho@32473 (the documentation enterprise number).
+	StructuredDataID string `yaml:"structured_data_id"`
+	// TLSCA is a PEM file of the CAs that may sign a tls:// collector's
+	// certificate; default the system's. TLSServerName is the name its
+	// certificate must carry; default the address's host.
+	TLSCA         string `yaml:"tls_ca"`
+	TLSServerName string `yaml:"tls_server_name"`
+
+	facility int
+	roots    *x509.CertPool
+}
+
+// SyslogConfig is the sender's configuration of the audit.syslog
+// section; nil without one.
+func (c *Config) SyslogConfig() *syslog.Config {
+	s := c.Audit.Syslog
+	if s == nil {
+		return nil
+	}
+	out := &syslog.Config{Address: s.Address, Facility: s.facility, Hostname: c.NodeName, SDID: s.StructuredDataID}
+	if strings.HasPrefix(s.Address, "tls://") {
+		out.TLS = &tls.Config{RootCAs: s.roots, ServerName: s.TLSServerName, MinVersion: tls.VersionTLS12}
+	}
+	return out
+}
+
+func (c *Config) validateAudit() error {
+	s := c.Audit.Syslog
+	if s == nil {
+		return nil
+	}
+	if _, _, err := syslog.ParseAddress(s.Address); err != nil {
+		return c.errf(0, "audit.syslog.address: %v", err)
+	}
+	if s.Facility == "" {
+		s.Facility = "authpriv"
+	}
+	f, ok := syslog.Facilities[s.Facility]
+	if !ok {
+		return c.errf(0, "audit.syslog.facility: %q is not a syslog facility (authpriv, auth, security, local0 … local7, …)", s.Facility)
+	}
+	s.facility = f
+	if s.StructuredDataID != "" && !sdIDRe.MatchString(s.StructuredDataID) {
+		return c.errf(0, "audit.syslog.structured_data_id: %q: write NAME@ENTERPRISE-NUMBER, e.g. sekisho@32473", s.StructuredDataID)
+	}
+	if s.TLSCA != "" {
+		if !strings.HasPrefix(s.Address, "tls://") {
+			return c.errf(0, "audit.syslog.tls_ca is for a tls:// address")
+		}
+		b, err := os.ReadFile(c.Path(s.TLSCA))
+		if err != nil {
+			return c.errf(0, "audit.syslog.tls_ca: %v", err)
+		}
+		s.roots = x509.NewCertPool()
+		if !s.roots.AppendCertsFromPEM(b) {
+			return c.errf(0, "audit.syslog.tls_ca %s: no PEM certificate in it", s.TLSCA)
+		}
+	}
+	return nil
+}
+
+var sdIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,20}@[0-9]+(\.[0-9]+)*$`)
 
 // Notifications configures who is told of access requests.
 type Notifications struct {
@@ -876,6 +959,9 @@ func (c *Config) validate() (err error) {
 		}
 	}
 	if err := c.validateNotifications(); err != nil {
+		return err
+	}
+	if err := c.validateAudit(); err != nil {
 		return err
 	}
 	if err := c.validateStores(); err != nil {

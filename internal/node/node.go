@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/internal/syslog"
 	"github.com/sekisho/sekisho/notify"
 	"github.com/sekisho/sekisho/recording"
 	"github.com/sekisho/sekisho/session"
@@ -58,7 +59,8 @@ type Node struct {
 	name      string
 	started   time.Time
 	fence     *fenceListener
-	health    *health // answers /healthz and /readyz
+	health    *health        // answers /healthz and /readyz
+	auditCopy *syslog.Sender // nil without audit.syslog
 	lost      lostNodeJob
 	jobs      sync.WaitGroup     // the heartbeat, the lost-node watch, the write spool, the listener for changes
 	stopBeats context.CancelFunc // ends the heartbeat, after the sessions
@@ -89,7 +91,7 @@ func (n *Node) Reload(path string) error {
 		n.log.Error("pending requests and grants not all held to the new rules; each is when next decided", "err", err)
 	}
 	ended := n.srv.Revalidate()
-	n.log.Info("config reloaded (listen, host key, vault, state, recordings, webhooks and metrics need a restart)",
+	n.log.Info("config reloaded (listen, host key, vault, state, recordings, webhooks, audit.syslog and metrics need a restart)",
 		"technicians", len(techs), "targets", len(targets), "rules", len(policy.Rules), "sessions_ended", ended)
 	return nil
 }
@@ -169,9 +171,21 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 	// The broker's writes that cannot wait go to a local spool while the
 	// store does not take them.
 	spool := newWriteSpool(store, filepath.Join(filepath.Dir(recDir), "register-spool.jsonl"), logger)
+	onAudit := counts.observe
+	var auditCopy *syslog.Sender
+	if sc := cfg.SyslogConfig(); sc != nil {
+		if auditCopy, err = syslog.New(*sc, logger); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("audit.syslog: %w", err)
+		}
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sekisho_audit_syslog_dropped_total",
+			Help: "Audit events not sent to syslog because its queue was full (the store has them)."},
+			func() float64 { return float64(auditCopy.Dropped()) }))
+		onAudit = func(e broker.AuditEvent) { counts.observe(e); auditCopy.Send(e) }
+	}
 	brk := broker.New(broker.Config{Technicians: techs, Targets: targets, Policy: policy, Geo: cfg.geo, Issuer: issuer, Store: spool,
 		Logger: logger, Notifier: notifier, AdminGroups: cfg.AdminGroups, ReviewerGroups: cfg.ReviewerGroups,
-		PowersWithoutMFA: cfg.PowersWithoutMFA, OnAudit: counts.observe})
+		PowersWithoutMFA: cfg.PowersWithoutMFA, OnAudit: onAudit})
 	counts.registerState(reg, brk, store)
 	// A node of a cluster beats before it recovers anything, and goes on
 	// beating meanwhile: a survivor that took it for lost has claimed its
@@ -326,7 +340,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		}
 	})
 	n := &Node{srv: srv, brk: brk, store: store, ln: ln, served: make(chan struct{}), log: logger, watcher: make(chan struct{}), lockKick: make(chan struct{}, 1), notifier: notifier, uploader: uploader,
-		name: cfg.NodeName, started: started, fence: fence}
+		name: cfg.NodeName, started: started, fence: fence, auditCopy: auditCopy}
 	n.health = &health{node: cfg.NodeName, vault: issuer.Reachable, recDir: func() error { return checkWritableDir(recDir) },
 		store: func(ctx context.Context) error { return store.ProbeWrite(ctx, cfg.NodeName) }, standing: fence.closed.Load, log: logger}
 	if err := n.startPeer(cfg, hostKey, recDir); err != nil {
@@ -434,6 +448,11 @@ func (n *Node) Stop() error {
 	defer ncancel()
 	if nerr := n.notifier.Close(nctx); nerr != nil {
 		n.log.Warn("webhook notifications not all delivered before stopping", "err", nerr)
+	}
+	if n.auditCopy != nil {
+		if serr := n.auditCopy.Close(nctx); serr != nil {
+			n.log.Warn("audit events not all sent to syslog before stopping (the store has them)", "err", serr)
+		}
 	}
 	if cerr := n.store.Close(); err == nil {
 		err = cerr

@@ -73,6 +73,8 @@ var rows = []struct{ id, class string }{
 	{"kill", "fault: sekisho killed with SIGKILL mid-session"},
 	{"proxy", "PROXY protocol input"},
 	{"jump", "ProxyJump (ssh -J): the inner connection unrecorded or not held to the rules"},
+	{"health", "fault: a balancer sending sessions to a node that cannot serve them"},
+	{"audit", "audit events lost on their way to the SIEM"},
 }
 
 type event struct {
