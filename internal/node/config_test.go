@@ -669,6 +669,34 @@ func TestWebSection(t *testing.T) {
 	}
 }
 
+func TestAuditSyslogSection(t *testing.T) {
+	valid, _ := nodetest.Config(t)
+	for _, tc := range []struct {
+		syslog, err string
+		facility    int
+	}{
+		{syslog: "  syslog:\n    address: udp://127.0.0.1:514\n", facility: 10},
+		{syslog: "  syslog:\n    address: tcp://siem.example:601\n    facility: local3\n", facility: 19},
+		{syslog: "  syslog:\n    address: unix:///dev/log\n    structured_data_id: bastion@12345\n", facility: 10},
+		{syslog: "  syslog:\n    address: siem.example:514\n", err: "audit.syslog.address"},
+		{syslog: "  syslog:\n    address: tcp://siem.example\n", err: "tcp://HOST:PORT"},
+		{syslog: "  syslog:\n    address: udp://127.0.0.1:514\n    facility: local9\n", err: `"local9" is not a syslog facility`},
+		{syslog: "  syslog:\n    address: udp://127.0.0.1:514\n    structured_data_id: bastion\n", err: "NAME@ENTERPRISE-NUMBER"},
+		{syslog: "  syslog:\n    address: tcp://siem.example:601\n    tls_ca: ca.pem\n", err: "tls_ca is for a tls:// address"},
+		{syslog: "  syslog:\n    address: tls://siem.example:6514\n    tls_ca: no-such-ca.pem\n", err: "audit.syslog.tls_ca"},
+	} {
+		cfg, err := ParseConfig(strings.NewReader(valid+"\naudit:\n"+tc.syslog), "sekisho.yaml")
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: %v; want an error saying %q", tc.syslog, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.syslog, err)
+		case tc.err == "" && cfg.SyslogConfig().Facility != tc.facility:
+			t.Errorf("%q: facility %d, want %d", tc.syslog, cfg.SyslogConfig().Facility, tc.facility)
+		}
+	}
+}
+
 func TestTransferLimitsAndSourceAddressesParse(t *testing.T) {
 	valid, _ := nodetest.Config(t)
 	text := strings.Replace(valid, "    login: deploy\n",
