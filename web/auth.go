@@ -446,7 +446,10 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *request) {
 		s.audit(r.Context(), EventSignOut, r.p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
 			"issuer": r.bs.Issuer, "subject": r.bs.Subject, "at_provider": end != ""}))
 		if end != "" {
-			http.Redirect(w, r.Request, end, http.StatusSeeOther)
+			// A page that moves on, not a redirect: the console's CSP
+			// (form-action 'self') stops a form whose answer redirects to
+			// another site.
+			s.render(w, r.Request, "leaving.html", nil, map[string]any{"URL": end})
 			return
 		}
 		w.WriteHeader(http.StatusOK)

@@ -33,12 +33,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -95,7 +97,7 @@ func run() error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	router := exampleop.SetupServer(issuer, st, logger, false)
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: st.otherAudience(router), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -242,19 +244,73 @@ func (s *providerStorage) addClaims(info *oidc.UserInfo, subject string, scopes 
 	}
 }
 
-// AuthRequestByCode gives the token endpoint the request, for another
-// audience when -audience says so.
-func (s *providerStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
-	r, err := s.Storage.AuthRequestByCode(ctx, code)
-	if err != nil || s.audience == "" {
-		return r, err
+// otherAudience is the -audience fault: it signs the ID token of every
+// token response again, with the provider's own key, for audience
+// instead of the client. op always puts the client into the audience,
+// as a provider must; a token meant for another client is what sekisho
+// has to refuse.
+func (s *providerStorage) otherAudience(next http.Handler) http.Handler {
+	if s.audience == "" {
+		return next
 	}
-	return otherAudience{AuthRequest: r, audience: s.audience}, nil
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/oauth/token" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		var resp map[string]any
+		if rec.Code == http.StatusOK && json.Unmarshal(body, &resp) == nil {
+			if raw, ok := resp["id_token"].(string); ok {
+				tok, err := s.resign(r.Context(), raw)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				resp["id_token"] = tok
+				body, _ = json.Marshal(resp)
+			}
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	})
 }
 
-type otherAudience struct {
-	op.AuthRequest
-	audience string
+// resign returns the ID token raw for s.audience, signed as op signs.
+func (s *providerStorage) resign(ctx context.Context, raw string) (string, error) {
+	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		return "", err
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims); err != nil {
+		return "", err
+	}
+	claims["aud"] = []string{s.audience}
+	claims["azp"] = s.audience
+	claims["client_id"] = s.audience
+	key, err := s.SigningKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: key.SignatureAlgorithm(), Key: &jose.JSONWebKey{Key: key.Key(), KeyID: key.ID()}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
 }
-
-func (o otherAudience) GetAudience() []string { return []string{o.audience} }
