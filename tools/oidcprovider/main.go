@@ -284,7 +284,7 @@ func (s *providerStorage) otherAudience(next http.Handler) http.Handler {
 
 // resign returns the ID token raw for s.audience, signed as op signs.
 func (s *providerStorage) resign(ctx context.Context, raw string) (string, error) {
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return "", err
 	}
