@@ -13,7 +13,7 @@ VENDOR      := $(addprefix web/assets/vendor/,asciinema-player.min.js asciinema-
 
 all: build
 
-build: bin/sekisho bin/devvault
+build: bin/sekisho bin/devvault bin/oidcprovider
 
 # -buildvcs=auto: the binary knows its version and commit (sekisho
 # version, the sekisho_build_info metric) when built in a git checkout,
@@ -36,6 +36,11 @@ $(VENDOR) &: web/package.json web/package-lock.json
 # does not inherit Vault's dependency graph. The first build takes minutes.
 bin/devvault: tools/devvault/main.go tools/devvault/go.mod tools/devvault/go.sum
 	cd tools/devvault && $(GO) build -o ../../bin/devvault .
+
+# A real OpenID provider for the console's single sign-on tests: zitadel/oidc's
+# op package with test users, in its own Go module (tools/oidcprovider).
+bin/oidcprovider: tools/oidcprovider/main.go tools/oidcprovider/go.mod tools/oidcprovider/go.sum
+	cd tools/oidcprovider && $(GO) build -o ../../bin/oidcprovider .
 
 # A real MinIO server for the S3 recording store tests, built from the
 # module proxy (pinned: the project has no tags). The first build takes minutes.

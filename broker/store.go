@@ -262,6 +262,13 @@ type Store interface {
 	// DeleteConsoleSession signs a browser out on every node; a session
 	// that is gone is no error.
 	DeleteConsoleSession(ctx context.Context, tokenHash string) error
+	// PutOIDCLogin stores a single sign-on that has left for the identity
+	// provider, and drops those expired at now.
+	PutOIDCLogin(ctx context.Context, l OIDCLogin, now time.Time) error
+	// TakeOIDCLogin deletes and returns the sign-on whose state hashes to
+	// stateHash; ErrNotFound if there is none valid at now. Of takes of
+	// one at once, on any nodes, one gets it.
+	TakeOIDCLogin(ctx context.Context, stateHash string, now time.Time) (OIDCLogin, error)
 
 	// Heartbeat records that node, serving at address since started,
 	// is alive now, by the store's clock.

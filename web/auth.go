@@ -129,13 +129,14 @@ func (s *Server) cookieName() string {
 	return "sekisho"
 }
 
-// startSession signs the link's technician in on this browser, ending
-// the technician's oldest browser session if they have too many.
-func (s *Server) startSession(ctx context.Context, w http.ResponseWriter, l broker.ConsoleLink) error {
+// startSession signs bs's technician in on this browser (bs says how:
+// the link's key, or the single sign-on's account and roles), ending the
+// technician's oldest browser session if they have too many.
+func (s *Server) startSession(ctx context.Context, w http.ResponseWriter, bs broker.ConsoleSession) error {
 	tok := newToken()
 	now := s.now()
-	bs := broker.ConsoleSession{TokenHash: tokenKey(tok), Technician: l.Technician, KeyFingerprint: l.KeyFingerprint,
-		CSRF: newToken(), Created: now, Seen: now, IdleTimeout: s.cfg.IdleTimeout, Expires: now.Add(s.cfg.SessionTTL)}
+	bs.TokenHash, bs.CSRF = tokenKey(tok), newToken()
+	bs.Created, bs.Seen, bs.IdleTimeout, bs.Expires = now, now, s.cfg.IdleTimeout, now.Add(s.cfg.SessionTTL)
 	if err := s.cfg.Store.PutConsoleSession(ctx, bs, maxSessionsPerTechnician, now); err != nil {
 		return err
 	}
@@ -212,6 +213,7 @@ type request struct {
 	p    *person
 	csrf string
 	key  string
+	bs   broker.ConsoleSession
 }
 
 // authed wraps a handler that needs a signed-in person. A state-changing
@@ -229,7 +231,7 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 			s.unauthorized(w, r, api)
 			return
 		}
-		p, why, ok := s.check(bs.Technician, bs.KeyFingerprint)
+		p, why, ok := s.checkSession(bs)
 		if !ok {
 			if err := s.endSession(r.Context(), w, key); err != nil {
 				s.log.Error("console sign-out", "technician", bs.Technician, "err", err)
@@ -252,8 +254,19 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 				return
 			}
 		}
-		h(w, &request{Request: r, p: p, csrf: bs.CSRF, key: key})
+		h(w, &request{Request: r, p: p, csrf: bs.CSRF, key: key, bs: bs})
 	}
+}
+
+// checkSession returns the person browser session bs belongs to now, if
+// it still counts: one started by a link while the key that asked for
+// it is registered, one started by single sign-on within the roles it
+// granted; neither when locked or without a console role left.
+func (s *Server) checkSession(bs broker.ConsoleSession) (*person, string, bool) {
+	if bs.Via == broker.ViaOIDC {
+		return s.checkOIDC(bs)
+	}
+	return s.check(bs.Technician, bs.KeyFingerprint)
 }
 
 // sameHostOrigin accepts an Origin naming the host the request was sent
@@ -325,6 +338,12 @@ type refusedWindow struct {
 // next row says how many more there were: probing cannot flood the audit
 // log or the register it shares with sessions.
 func (s *Server) signInRefused(r *http.Request, technician, why string) {
+	s.signInRefusedDetail(r, technician, map[string]any{"why": why})
+}
+
+// signInRefusedDetail is signInRefused with more than why in the audit
+// row's detail.
+func (s *Server) signInRefusedDetail(r *http.Request, technician string, detail map[string]any) {
 	src := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(src); err == nil {
 		src = host
@@ -347,7 +366,6 @@ func (s *Server) signInRefused(r *http.Request, technician, why string) {
 	}
 	t.m[src] = &refusedWindow{start: now}
 	t.mu.Unlock()
-	detail := map[string]any{"why": why}
 	if more > 0 {
 		detail["refused_since_last_row"] = more
 	}
@@ -405,7 +423,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.startSession(r.Context(), w, l); err != nil {
+	if err := s.startSession(r.Context(), w, broker.ConsoleSession{Technician: l.Technician, KeyFingerprint: l.KeyFingerprint}); err != nil {
 		s.storeFailed(w, r, false, err)
 		return
 	}
@@ -413,10 +431,27 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// handleSignOut ends the browser session.
+// handleSignOut ends the browser session, on every node. A session
+// started by single sign-on goes on to sign out at the provider too
+// (RP-initiated logout), when the provider offers it.
 func (s *Server) handleSignOut(w http.ResponseWriter, r *request) {
 	if err := s.endSession(r.Context(), w, r.key); err != nil {
 		s.storeFailed(w, r.Request, false, err)
+		return
+	}
+	if r.bs.Via == broker.ViaOIDC {
+		end := s.sso.endSessionURL(r.Context(), r.bs.IDToken)
+		s.audit(r.Context(), EventSignOut, r.p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
+			"issuer": r.bs.Issuer, "subject": r.bs.Subject, "at_provider": end != ""}))
+		if end != "" {
+			// A page that moves on, not a redirect: the console's CSP
+			// (form-action 'self') stops a form whose answer redirects to
+			// another site.
+			s.render(w, r.Request, "leaving.html", nil, map[string]any{"URL": end})
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		s.render(w, r.Request, "signin.html", nil, map[string]any{"SignedOut": true})
 		return
 	}
 	s.audit(r.Context(), EventSignOut, r.p.Name, "", "")

@@ -15,6 +15,16 @@
 // checks every second), and a technician with none of those roles gets
 // no link.
 //
+// With single sign-on configured (OIDCConfig), a person may sign in
+// through an OpenID provider instead: the authorization code flow with
+// PKCE, state and nonce. The provider names the technician; their roles
+// are those sekisho's config gives them that the provider's groups also
+// give, so the provider can take a role away but never add one. The
+// state is kept in the store and taken once, by whichever node the
+// provider sends the browser back to, and only for the browser whose
+// cookie started it; the session records the roles granted, and every
+// request gets those the config still gives.
+//
 // Links and browser sessions are kept in the state store, under the
 // hashes of their tokens: a link printed by one node signs in through
 // any, a browser stays signed in whichever node the load balancer sends

@@ -70,7 +70,7 @@ func (s *Server) overviewOf(w http.ResponseWriter, r *request, withChart bool) (
 // me answers who is signed in, with which roles and scope.
 func (s *Server) me(w http.ResponseWriter, r *request) (any, error) {
 	return map[string]any{"technician": r.p.Name, "admin": r.p.Admin, "approver": r.p.Approver, "reviewer": r.p.Reviewer,
-		"residencies": r.p.Residencies, "csrf_token": r.csrf}, nil
+		"residencies": r.p.Residencies, "csrf_token": r.csrf, "via": r.p.via()}, nil
 }
 
 // chart is a stacked bar chart of cross-border sessions per day, one

@@ -79,6 +79,8 @@ type pageData struct {
 	Path  string
 	Title string
 	Data  any
+	// SSO names the identity provider the sign-in page offers, or is "".
+	SSO string
 }
 
 // render writes page name; p is nil on the sign-in pages.
@@ -99,7 +101,7 @@ func (s *Server) renderPart(w http.ResponseWriter, r *http.Request, name, part s
 		panic("web: no page " + name)
 	}
 	var buf bytes.Buffer
-	if err := pt.t.ExecuteTemplate(&buf, part, pageData{Me: p, CSRF: csrf, Path: r.URL.Path, Data: data}); err != nil {
+	if err := pt.t.ExecuteTemplate(&buf, part, pageData{Me: p, CSRF: csrf, Path: r.URL.Path, Data: data, SSO: s.ssoName()}); err != nil {
 		s.log.Error("web: page failed", "page", name, "err", err)
 		http.Error(w, "the page could not be made; the error is in the server log", http.StatusInternalServerError)
 		return
@@ -210,4 +212,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// ssoName is the identity provider's name for the sign-in page, or "".
+func (s *Server) ssoName() string {
+	if s.sso == nil {
+		return ""
+	}
+	return s.sso.cfg.Name
 }

@@ -28,6 +28,10 @@ type requestRow struct {
 	Status    string   `json:"status"`
 	Approvers []string `json:"approvers,omitempty"`
 	MayDecide bool     `json:"may_decide"`
+	// MayApprove is MayDecide less those whose approver role the
+	// identity provider's groups withheld at sign-in: they may still
+	// deny as admins.
+	MayApprove bool `json:"may_approve"`
 }
 
 // requestsAnswer lists pending and recent requests.
@@ -51,6 +55,7 @@ func (s *Server) requestList(w http.ResponseWriter, r *request) (any, error) {
 		if req.State == broker.RequestPending && now.Before(req.Expires) {
 			row.Approvers = s.cfg.Broker.Approvers(&req)
 			row.MayDecide = req.Technician != r.p.Name && (r.p.Admin || containsName(row.Approvers, r.p.Name)) && !req.ApprovedBy(r.p.Name)
+			row.MayApprove = row.MayDecide && !s.approverWithheld(r.p)
 			a.Pending = append(a.Pending, row)
 			continue
 		}
@@ -72,6 +77,13 @@ func (s *Server) requestVisible(p *person, req *broker.AccessRequest) bool {
 		return true
 	}
 	return req.State == broker.RequestPending && containsName(s.cfg.Broker.Approvers(req), p.Name)
+}
+
+// approverWithheld reports whether p is an approver by the config but
+// not in this browser session, whose sign-in the identity provider's
+// groups did not give that role.
+func (s *Server) approverWithheld(p *person) bool {
+	return !p.Approver && s.cfg.Broker.IsApprover(p.Name)
 }
 
 func containsName(list []string, name string) bool {
@@ -99,6 +111,9 @@ func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
 	var req broker.AccessRequest
 	switch r.PathValue("verb") {
 	case "approve":
+		if s.approverWithheld(r.p) {
+			return nil, errorf(http.StatusForbidden, "your identity provider's groups did not make you an approver in this console when you signed in; ask to be added to an approver group and sign in again")
+		}
 		if comment != "" {
 			if err := checkText("comment", comment); err != nil {
 				return nil, err

@@ -14,6 +14,11 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /login/{token}", s.handleLinkPage)
 	m.HandleFunc("POST /login", s.handleSignIn)
 	m.HandleFunc("POST /logout", s.authed(false, s.handleSignOut))
+	m.HandleFunc("GET /signed-out", s.handleSignedOut)
+	if s.sso != nil {
+		m.HandleFunc("GET /oidc/login", s.handleOIDCLogin)
+		m.HandleFunc("GET /oidc/callback", s.handleOIDCCallback)
+	}
 
 	m.HandleFunc("GET /{$}", s.page("overview.html", s.overview))
 	m.HandleFunc("GET /overview/live", s.pagePart("overview.html", "overview-live", s.overviewLive))

@@ -92,6 +92,9 @@ type Config struct {
 	Logger      *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// OIDC, if set, offers single sign-on through an OpenID provider
+	// beside the links `ssh … login` prints.
+	OIDC *OIDCConfig
 }
 
 // Server is the console: an http.Handler, and the issuer of sign-in links
@@ -107,6 +110,7 @@ type Server struct {
 	origin string // scheme://host[:port] of cfg.URL
 
 	throttle signInThrottle
+	sso      *sso // nil without single sign-on
 
 	factsMu sync.Mutex
 	facts   map[string]recordingFacts // of ended sessions, by session ID
@@ -138,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if cfg.OIDC != nil {
+		s.sso = newSSO(*cfg.OIDC)
 	}
 	s.assets, _ = fs.Sub(files, "assets")
 	if s.pages, err = parsePages(); err != nil {
@@ -186,6 +193,9 @@ type person struct {
 	// Residencies limit what the person sees of sessions and recordings;
 	// nil means every residency.
 	Residencies []string
+	// viaOIDC is set when the browser session was started by single
+	// sign-on: its roles are then those the sign-in granted, at most.
+	viaOIDC bool
 }
 
 // mayReview reports whether p may see sessions and recordings.

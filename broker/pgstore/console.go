@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -160,9 +161,11 @@ func (s *Store) PutConsoleSession(ctx context.Context, bs broker.ConsoleSession,
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO console_sessions
-			(token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+			(token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires, via, issuer, subject, roles, id_token)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)`,
 			args(bs.TokenHash, bs.Technician, bs.KeyFingerprint, bs.CSRF, bs.Created.UTC(), bs.Seen.UTC(),
-				bs.Seen.Add(bs.IdleTimeout).UTC(), bs.Expires.UTC())...); err != nil {
+				bs.Seen.Add(bs.IdleTimeout).UTC(), bs.Expires.UTC(), bs.Via, bs.Issuer, bs.Subject,
+				strings.Join(bs.Roles, ","), bs.IDToken)...); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM console_sessions WHERE technician=$1 AND n NOT IN
@@ -179,9 +182,11 @@ func (s *Store) PutConsoleSession(ctx context.Context, bs broker.ConsoleSession,
 func (s *Store) ConsoleSession(ctx context.Context, tokenHash string) (broker.ConsoleSession, error) {
 	var bs broker.ConsoleSession
 	var idleUntil time.Time
-	err := s.pool.QueryRow(ctx, `SELECT token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires
+	var roles string
+	err := s.pool.QueryRow(ctx, `SELECT token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires,
+		via, issuer, subject, roles, id_token
 		FROM console_sessions WHERE token_hash=$1`, text(tokenHash)).Scan(&bs.TokenHash, &bs.Technician, &bs.KeyFingerprint, &bs.CSRF,
-		&bs.Created, &bs.Seen, &idleUntil, &bs.Expires)
+		&bs.Created, &bs.Seen, &idleUntil, &bs.Expires, &bs.Via, &bs.Issuer, &bs.Subject, &roles, &bs.IDToken)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return bs, fmt.Errorf("browser session: %w", broker.ErrNotFound)
 	}
@@ -190,6 +195,7 @@ func (s *Store) ConsoleSession(ctx context.Context, tokenHash string) (broker.Co
 	}
 	bs.Created, bs.Seen, bs.Expires = bs.Created.UTC(), bs.Seen.UTC(), bs.Expires.UTC()
 	bs.IdleTimeout = idleUntil.Sub(bs.Seen)
+	bs.Roles = broker.SplitRoles(roles)
 	return bs, nil
 }
 
@@ -208,4 +214,37 @@ func (s *Store) DeleteConsoleSession(ctx context.Context, tokenHash string) erro
 		return fmt.Errorf("delete a browser session: %w", err)
 	}
 	return nil
+}
+
+// PutOIDCLogin stores a sign-on under way and drops the expired ones.
+func (s *Store) PutOIDCLogin(ctx context.Context, l broker.OIDCLogin, now time.Time) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM oidc_logins WHERE expires < $1`, now.UTC()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO oidc_logins (state_hash, browser_hash, nonce, verifier, next, created, expires)
+			VALUES ($1,$2,$3,$4,$5,$6,$7)`, args(l.StateHash, l.BrowserHash, l.Nonce, l.Verifier, l.Next, l.Created.UTC(), l.Expires.UTC())...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store a single sign-on: %w", err)
+	}
+	return nil
+}
+
+// TakeOIDCLogin deletes a sign-on and returns it if it was valid: of
+// deletes of one row on any nodes, one returns it.
+func (s *Store) TakeOIDCLogin(ctx context.Context, stateHash string, now time.Time) (broker.OIDCLogin, error) {
+	var l broker.OIDCLogin
+	err := s.pool.QueryRow(ctx, `DELETE FROM oidc_logins WHERE state_hash=$1
+		RETURNING state_hash, browser_hash, nonce, verifier, next, created, expires`, text(stateHash)).Scan(
+		&l.StateHash, &l.BrowserHash, &l.Nonce, &l.Verifier, &l.Next, &l.Created, &l.Expires)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && now.After(l.Expires) {
+		return broker.OIDCLogin{}, fmt.Errorf("single sign-on: %w", broker.ErrNotFound)
+	}
+	if err != nil {
+		return broker.OIDCLogin{}, fmt.Errorf("single sign-on: %w", err)
+	}
+	l.Created, l.Expires = l.Created.UTC(), l.Expires.UTC()
+	return l, nil
 }

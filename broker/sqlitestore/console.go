@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sekisho/sekisho/broker"
@@ -36,9 +37,24 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 	created         INTEGER NOT NULL,
 	seen            INTEGER NOT NULL,
 	idle_until      INTEGER NOT NULL,
-	expires         INTEGER NOT NULL
+	expires         INTEGER NOT NULL,
+	via             TEXT NOT NULL DEFAULT '',
+	issuer          TEXT NOT NULL DEFAULT '',
+	subject         TEXT NOT NULL DEFAULT '',
+	roles           TEXT NOT NULL DEFAULT '',
+	id_token        TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS console_sessions_technician ON console_sessions(technician);
+CREATE TABLE IF NOT EXISTS oidc_logins (
+	state_hash   TEXT PRIMARY KEY,
+	browser_hash TEXT NOT NULL,
+	nonce        TEXT NOT NULL,
+	verifier     TEXT NOT NULL,
+	next         TEXT NOT NULL,
+	created      INTEGER NOT NULL,
+	expires      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS oidc_logins_expires ON oidc_logins(expires);
 CREATE TABLE IF NOT EXISTS failed_attempts (
 	n       INTEGER PRIMARY KEY AUTOINCREMENT,
 	subject TEXT NOT NULL,
@@ -47,6 +63,19 @@ CREATE TABLE IF NOT EXISTS failed_attempts (
 CREATE INDEX IF NOT EXISTS failed_attempts_subject ON failed_attempts(subject, at);
 CREATE INDEX IF NOT EXISTS failed_attempts_at ON failed_attempts(at);
 `
+
+// consoleColumnsAdded are console columns added after the table was
+// first released; migrate adds them to an older file once consoleSchema
+// has made the tables.
+var consoleColumnsAdded = []addedColumn{
+	// How a browser session was started; an older one was started by a
+	// link.
+	{"console_sessions", "via", "TEXT NOT NULL DEFAULT ''"},
+	{"console_sessions", "issuer", "TEXT NOT NULL DEFAULT ''"},
+	{"console_sessions", "subject", "TEXT NOT NULL DEFAULT ''"},
+	{"console_sessions", "roles", "TEXT NOT NULL DEFAULT ''"},
+	{"console_sessions", "id_token", "TEXT NOT NULL DEFAULT ''"},
+}
 
 func nanos(t time.Time) int64 { return t.UnixNano() }
 
@@ -193,9 +222,11 @@ func (s *Store) PutConsoleSession(ctx context.Context, bs broker.ConsoleSession,
 			return err
 		}
 		if _, err := conn.ExecContext(ctx, `INSERT INTO console_sessions
-			(token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires) VALUES (?,?,?,?,?,?,?,?)`,
+			(token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires, via, issuer, subject, roles, id_token)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			bs.TokenHash, bs.Technician, bs.KeyFingerprint, bs.CSRF, nanos(bs.Created), nanos(bs.Seen),
-			nanos(bs.Seen.Add(bs.IdleTimeout)), nanos(bs.Expires)); err != nil {
+			nanos(bs.Seen.Add(bs.IdleTimeout)), nanos(bs.Expires), bs.Via, bs.Issuer, bs.Subject,
+			strings.Join(bs.Roles, ","), bs.IDToken); err != nil {
 			return err
 		}
 		_, err := conn.ExecContext(ctx, `DELETE FROM console_sessions WHERE technician=? AND n NOT IN
@@ -212,9 +243,11 @@ func (s *Store) PutConsoleSession(ctx context.Context, bs broker.ConsoleSession,
 func (s *Store) ConsoleSession(ctx context.Context, tokenHash string) (broker.ConsoleSession, error) {
 	var bs broker.ConsoleSession
 	var created, seen, idleUntil, expires int64
-	err := s.db.QueryRowContext(ctx, `SELECT token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires
+	var roles string
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, technician, key_fingerprint, csrf, created, seen, idle_until, expires,
+		via, issuer, subject, roles, id_token
 		FROM console_sessions WHERE token_hash=?`, tokenHash).Scan(&bs.TokenHash, &bs.Technician, &bs.KeyFingerprint, &bs.CSRF,
-		&created, &seen, &idleUntil, &expires)
+		&created, &seen, &idleUntil, &expires, &bs.Via, &bs.Issuer, &bs.Subject, &roles, &bs.IDToken)
 	if errors.Is(err, sql.ErrNoRows) {
 		return bs, fmt.Errorf("browser session: %w", broker.ErrNotFound)
 	}
@@ -223,6 +256,7 @@ func (s *Store) ConsoleSession(ctx context.Context, tokenHash string) (broker.Co
 	}
 	bs.Created, bs.Seen, bs.Expires = fromNanos(created), fromNanos(seen), fromNanos(expires)
 	bs.IdleTimeout = time.Duration(idleUntil - seen)
+	bs.Roles = broker.SplitRoles(roles)
 	return bs, nil
 }
 
@@ -241,4 +275,38 @@ func (s *Store) DeleteConsoleSession(ctx context.Context, tokenHash string) erro
 		return fmt.Errorf("delete a browser session: %w", err)
 	}
 	return nil
+}
+
+// PutOIDCLogin stores a sign-on under way and drops the expired ones.
+func (s *Store) PutOIDCLogin(ctx context.Context, l broker.OIDCLogin, now time.Time) error {
+	err := s.immediate(ctx, func(conn *sql.Conn) error {
+		if _, err := conn.ExecContext(ctx, `DELETE FROM oidc_logins WHERE expires < ?`, nanos(now)); err != nil {
+			return err
+		}
+		_, err := conn.ExecContext(ctx, `INSERT INTO oidc_logins (state_hash, browser_hash, nonce, verifier, next, created, expires)
+			VALUES (?,?,?,?,?,?,?)`, l.StateHash, l.BrowserHash, l.Nonce, l.Verifier, l.Next, nanos(l.Created), nanos(l.Expires))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store a single sign-on: %w", err)
+	}
+	return nil
+}
+
+// TakeOIDCLogin deletes a sign-on and returns it if it was valid: of two
+// deletes of one row, one returns it.
+func (s *Store) TakeOIDCLogin(ctx context.Context, stateHash string, now time.Time) (broker.OIDCLogin, error) {
+	var l broker.OIDCLogin
+	var created, expires int64
+	err := s.db.QueryRowContext(ctx, `DELETE FROM oidc_logins WHERE state_hash=?
+		RETURNING state_hash, browser_hash, nonce, verifier, next, created, expires`, stateHash).Scan(
+		&l.StateHash, &l.BrowserHash, &l.Nonce, &l.Verifier, &l.Next, &created, &expires)
+	l.Created, l.Expires = fromNanos(created), fromNanos(expires)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && now.After(l.Expires) {
+		return broker.OIDCLogin{}, fmt.Errorf("single sign-on: %w", broker.ErrNotFound)
+	}
+	if err != nil {
+		return broker.OIDCLogin{}, fmt.Errorf("single sign-on: %w", err)
+	}
+	return l, nil
 }

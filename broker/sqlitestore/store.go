@@ -106,7 +106,7 @@ CREATE INDEX IF NOT EXISTS audit_session ON audit(session);
 
 // columnsAdded are columns added after the first release of the schema;
 // migrate adds them to an older file.
-var columnsAdded = []struct{ table, column, decl string }{
+var columnsAdded = []addedColumn{
 	{"sessions", "source_country", "TEXT NOT NULL DEFAULT ''"},
 	{"sessions", "source_network", "TEXT NOT NULL DEFAULT ''"},
 	{"sessions", "recording_head", "TEXT NOT NULL DEFAULT ''"},
@@ -124,8 +124,12 @@ var columnsAdded = []struct{ table, column, decl string }{
 	{"requests", "revised", "TEXT NOT NULL DEFAULT ''"},
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	for _, c := range columnsAdded {
+// addedColumn is a column added to table after its first release.
+type addedColumn struct{ table, column, decl string }
+
+// migrate adds the columns of added that the file lacks.
+func migrate(ctx context.Context, db *sql.DB, added []addedColumn) error {
+	for _, c := range added {
 		var n int
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name=?`, c.table, c.column).Scan(&n); err != nil {
 			return fmt.Errorf("migrate: %w", err)
@@ -174,7 +178,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: create schema: %w", path, err)
 	}
-	if err := migrate(ctx, db); err != nil {
+	if err := migrate(ctx, db, columnsAdded); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: %w", path, err)
 	}
@@ -185,6 +189,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, consoleSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state store %s: create console and throttle tables: %w", path, err)
+	}
+	if err := migrate(ctx, db, consoleColumnsAdded); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state store %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,5 +230,6 @@ func TestConsoleSessionAcrossNodes(t *testing.T) {
 func sameSession(a, b broker.ConsoleSession) bool {
 	return a.TokenHash == b.TokenHash && a.Technician == b.Technician && a.KeyFingerprint == b.KeyFingerprint &&
 		a.CSRF == b.CSRF && a.Created.Equal(b.Created) && a.Seen.Equal(b.Seen) && a.IdleTimeout == b.IdleTimeout &&
-		a.Expires.Equal(b.Expires)
+		a.Expires.Equal(b.Expires) && a.Via == b.Via && a.Issuer == b.Issuer && a.Subject == b.Subject &&
+		slices.Equal(a.Roles, b.Roles) && a.IDToken == b.IDToken
 }

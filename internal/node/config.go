@@ -139,6 +139,53 @@ type WebSection struct {
 	// IdleTimeout and SessionTTL end browser sessions (default 30m, 8h).
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	SessionTTL  Duration `yaml:"session_ttl"`
+	// OIDC offers single sign-on through an OpenID provider beside the
+	// links `ssh … login` prints; absent: links only.
+	OIDC *OIDCSection `yaml:"oidc"`
+}
+
+// OIDCSection configures the console's single sign-on. The provider
+// names the technician (TechnicianClaim) and lets them use at most the
+// console roles its groups are mapped to (Roles); sekisho's own config
+// says which roles they have.
+type OIDCSection struct {
+	// Name is shown on the sign-in button; default: the issuer's host.
+	Name   string `yaml:"name"`
+	Issuer string `yaml:"issuer"`
+	// ClientID and ClientSecretFile are the console's registration with
+	// the provider; the secret is read from the file, never written in
+	// the config.
+	ClientID         string `yaml:"client_id"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// RedirectURL is the callback registered with the provider; default
+	// <web.url>/oidc/callback. PostLogoutRedirectURL is where the
+	// provider sends the browser after signing out there; default
+	// <web.url>/signed-out.
+	RedirectURL           string `yaml:"redirect_url"`
+	PostLogoutRedirectURL string `yaml:"post_logout_redirect_url"`
+	// Scopes asked for; default [openid, profile, email, groups].
+	Scopes []string `yaml:"scopes"`
+	// TechnicianClaim is the ID token claim naming the sekisho
+	// technician (required); GroupsClaim the claim listing the person's
+	// groups (default groups).
+	TechnicianClaim string `yaml:"technician_claim"`
+	GroupsClaim     string `yaml:"groups_claim"`
+	// Roles maps admin, approver and reviewer to the provider's groups
+	// that let a person use that role.
+	Roles map[string][]string `yaml:"roles"`
+
+	secret string // read from ClientSecretFile by validate
+	line   int
+}
+
+// UnmarshalYAML keeps the section's line for error messages.
+func (o *OIDCSection) UnmarshalYAML(n *yaml.Node) error {
+	type plain OIDCSection
+	if err := n.Decode((*plain)(o)); err != nil {
+		return err
+	}
+	o.line = n.Line
+	return nil
 }
 
 // AuditSection configures copies of the audit log.
@@ -1201,7 +1248,7 @@ func (c *Config) validateNotifications() error {
 func (c *Config) validateWeb() error {
 	w := &c.Web
 	if w.Listen == "" {
-		if w.URL != "" || w.TLSCert != "" || w.TLSKey != "" {
+		if w.URL != "" || w.TLSCert != "" || w.TLSKey != "" || w.OIDC != nil {
 			return c.errf(0, "web: listen is required to run the console (host:port, e.g. 127.0.0.1:8443)")
 		}
 		return nil
@@ -1237,6 +1284,9 @@ func (c *Config) validateWeb() error {
 	}
 	if w.IdleTimeout < 0 || w.SessionTTL < 0 {
 		return c.errf(0, "web: idle_timeout and session_ttl cannot be negative")
+	}
+	if w.OIDC != nil {
+		return c.validateOIDC(w.OIDC, u)
 	}
 	return nil
 }

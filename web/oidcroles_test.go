@@ -1,0 +1,78 @@
+package web
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// A person's console roles are those sekisho's config gives them that the
+// provider's groups also give: the provider can take roles away, never
+// add one.
+func TestSignOnRolesAreAnIntersection(t *testing.T) {
+	mapping := map[string][]string{RoleAdmin: {"sec-admins"}, RoleApprover: {"jp-approvers", "sg-approvers"}, RoleReviewer: {"sec-review"}}
+	for _, tc := range []struct {
+		name   string
+		config []string // roles the config gives
+		groups []string // at the provider
+		want   []string
+	}{
+		{"all groups, all roles", []string{"admin", "approver", "reviewer"}, []string{"sec-admins", "jp-approvers", "sec-review"}, []string{"admin", "approver", "reviewer"}},
+		{"removed from the approver group", []string{"admin", "approver"}, []string{"sec-admins"}, []string{"admin"}},
+		{"any mapped group will do", []string{"approver"}, []string{"staff", "sg-approvers"}, []string{"approver"}},
+		{"a group cannot add a role the config does not give", []string{"reviewer"}, []string{"sec-admins", "sec-review"}, []string{"reviewer"}},
+		{"no group at all", []string{"admin"}, nil, nil},
+		{"groups of no role", []string{"admin"}, []string{"staff"}, nil},
+		{"no role in the config", nil, []string{"sec-admins"}, nil},
+	} {
+		got := intersectRoles(tc.config, rolesOfGroups(mapping, tc.groups))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: config %v, groups %v: roles %v, want %v", tc.name, tc.config, tc.groups, got, tc.want)
+		}
+	}
+
+	p := &person{Admin: true, Approver: true, Reviewer: true}
+	p.limitTo([]string{RoleApprover})
+	if p.Admin || !p.Approver || p.Reviewer {
+		t.Errorf("limitTo(approver): %+v", p)
+	}
+	p = &person{Reviewer: true}
+	p.limitTo([]string{RoleAdmin, RoleReviewer})
+	if p.Admin || p.Reviewer != true {
+		t.Errorf("limitTo never adds a role: %+v", p)
+	}
+}
+
+// A person left with no role is told which groups would give one.
+func TestNoRoleMessageNamesTheGroups(t *testing.T) {
+	mapping := map[string][]string{RoleAdmin: {"sec-admins"}, RoleApprover: {"jp-approvers"}, RoleReviewer: {"sec-review"}}
+	got := noRoleMessage([]string{"admin", "approver"}, mapping, []string{"staff"})
+	for _, want := range []string{"(staff)", "admin, approver", "sec-admins (admin) or jp-approvers (approver)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "sec-review") {
+		t.Errorf("%q names a group of a role the person does not have", got)
+	}
+	if got := noRoleMessage([]string{"reviewer"}, map[string][]string{RoleAdmin: {"a"}}, nil); !strings.Contains(got, "no group is mapped") {
+		t.Errorf("no group mapped: %q", got)
+	}
+}
+
+func TestStringsClaim(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want []string
+	}{
+		{[]any{"a", "b", 3, ""}, []string{"a", "b"}},
+		{"only", []string{"only"}},
+		{"", nil},
+		{nil, nil},
+		{map[string]any{"a": 1}, nil},
+	} {
+		if got := stringsClaim(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("stringsClaim(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
