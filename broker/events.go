@@ -260,15 +260,21 @@ const (
 	// technician. Detail (JSON): roles, key, expires.
 	EventWebLinkIssued EventKind = "web.link_issued"
 
-	// A browser signed in. Fields: technician. Detail (JSON): roles,
-	// scope, from.
+	// A browser signed in, with a link printed over SSH or through
+	// single sign-on. Fields: technician. Detail (JSON): roles, scope,
+	// from; through single sign-on also via ("oidc"), issuer, subject
+	// (the provider's), groups (as the ID token listed them).
 	EventWebSignIn EventKind = "web.sign_in"
 
-	// A sign-in refused (an unknown, used or expired link, a post from
-	// another site, a person no longer allowed). One row per source per
-	// 10 s; the next says how many more there were. Fields: technician
-	// where known, source. Detail: JSON {why, refused_since_last_row},
-	// or text.
+	// A sign-in refused: an unknown, used or expired link, a post from
+	// another site, a person no longer allowed; through single sign-on
+	// also an unknown, used or replayed state, a callback in another
+	// browser, an ID token that does not verify (signature, issuer,
+	// audience, expiry, nonce), a technician claim naming nobody, groups
+	// that leave no console role. One row per source per 10 s; the next
+	// says how many more there were. Fields: technician where known,
+	// source. Detail: JSON {why, refused_since_last_row}, with via
+	// ("oidc"), issuer and subject for single sign-on; or text.
 	EventWebSignInRefused EventKind = "web.sign_in_refused"
 
 	// A browser signed out. Fields: technician.

@@ -18,15 +18,6 @@ import (
 	"github.com/sekisho/sekisho/broker"
 )
 
-// Audit event kinds of the console (see broker/events.go).
-const (
-	EventLinkIssued   = broker.EventWebLinkIssued
-	EventSignIn       = broker.EventWebSignIn
-	EventSignInFailed = broker.EventWebSignInRefused
-	EventSignOut      = broker.EventWebSignOut
-	EventRefused      = broker.EventWebRefused
-)
-
 // ErrNoConsoleRole is returned for a sign-in link asked for by a
 // technician who is neither admin, approver nor reviewer.
 var ErrNoConsoleRole = errors.New("the console is for admins, approvers and reviewers; you are none of them")
@@ -72,7 +63,7 @@ func tokenKey(token string) string {
 func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Time, error) {
 	p, why, ok := s.check(technician, keyFingerprint)
 	if !ok {
-		s.audit(context.Background(), EventSignInFailed, technician, "", why)
+		s.audit(context.Background(), broker.EventWebSignInRefused, technician, "", why)
 		if why == ErrNoConsoleRole.Error() {
 			return "", time.Time{}, ErrNoConsoleRole
 		}
@@ -88,7 +79,7 @@ func (s *Server) SignInLink(technician, keyFingerprint string) (string, time.Tim
 		s.log.Error("console sign-in link", "technician", p.Name, "err", err)
 		return "", time.Time{}, errLinkNotStored
 	}
-	s.audit(ctx, EventLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
+	s.audit(ctx, broker.EventWebLinkIssued, p.Name, "", broker.JSONDetail(map[string]any{"roles": p.Roles(), "key": keyFingerprint, "expires": exp.UTC()}))
 	return s.origin + "/login/" + tok, exp, nil
 }
 
@@ -236,7 +227,7 @@ func (s *Server) authed(api bool, h func(http.ResponseWriter, *request)) http.Ha
 			if err := s.endSession(r.Context(), w, key); err != nil {
 				s.log.Error("console sign-out", "technician", bs.Technician, "err", err)
 			}
-			s.audit(r.Context(), EventRefused, bs.Technician, "", "signed out: "+why)
+			s.audit(r.Context(), broker.EventWebRefused, bs.Technician, "", "signed out: "+why)
 			s.unauthorized(w, r, api)
 			return
 		}
@@ -301,7 +292,7 @@ func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, api bool, e
 
 // refuse answers a request the person may not make, and audits it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, p *person, api bool, code int, msg string) {
-	s.audit(r.Context(), EventRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": msg}))
+	s.audit(r.Context(), broker.EventWebRefused, p.Name, "", broker.JSONDetail(map[string]string{"method": r.Method, "path": r.URL.Path, "why": msg}))
 	if api {
 		writeJSONError(w, code, msg)
 		return
@@ -369,7 +360,7 @@ func (s *Server) signInRefusedDetail(r *http.Request, technician string, detail 
 	if more > 0 {
 		detail["refused_since_last_row"] = more
 	}
-	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: EventSignInFailed, Technician: technician, Source: src, Detail: broker.JSONDetail(detail)})
+	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventWebSignInRefused, Technician: technician, Source: src, Detail: broker.JSONDetail(detail)})
 }
 
 // handleLinkPage shows who a sign-in link is for, with a button that uses
@@ -427,7 +418,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, r, false, err)
 		return
 	}
-	s.audit(r.Context(), EventSignIn, p.Name, "", broker.JSONDetail(map[string]string{"roles": p.Roles(), "scope": p.Scope(), "from": r.RemoteAddr}))
+	s.audit(r.Context(), broker.EventWebSignIn, p.Name, "", broker.JSONDetail(map[string]string{"roles": p.Roles(), "scope": p.Scope(), "from": r.RemoteAddr}))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -441,7 +432,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *request) {
 	}
 	if r.bs.Via == broker.ViaOIDC {
 		end := s.sso.endSessionURL(r.Context(), r.bs.IDToken)
-		s.audit(r.Context(), EventSignOut, r.p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
+		s.audit(r.Context(), broker.EventWebSignOut, r.p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
 			"issuer": r.bs.Issuer, "subject": r.bs.Subject, "at_provider": end != ""}))
 		if end != "" {
 			// A page that moves on, not a redirect: the console's CSP
@@ -454,7 +445,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *request) {
 		s.render(w, r.Request, "signin.html", nil, map[string]any{"SignedOut": true})
 		return
 	}
-	s.audit(r.Context(), EventSignOut, r.p.Name, "", "")
+	s.audit(r.Context(), broker.EventWebSignOut, r.p.Name, "", "")
 	w.WriteHeader(http.StatusOK)
 	s.render(w, r.Request, "signin.html", nil, map[string]any{"SignedOut": true})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -178,6 +179,15 @@ var nextPath = regexp.MustCompile(`^[A-Za-z0-9_.-][A-Za-z0-9/_.-]*$`)
 // in the shared store (so that the callback works on any node, once) and
 // a cookie binding it to this browser.
 func (s *Server) handleOIDCLogin(w http.ResponseWriter, r *http.Request) {
+	if !s.oidcStarts.allow(r, s.now()) {
+		// Each start stores a row for oidcLoginTTL: a source gets a
+		// person's worth of them, not a database's.
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+		s.render(w, r, "error.html", nil, map[string]any{"Code": http.StatusTooManyRequests,
+			"Message": "Too many sign-ins started from your address; wait a minute and try again."})
+		return
+	}
 	p, err := s.sso.discover(r.Context())
 	if err != nil {
 		s.providerUnreachable(w, r, err)
@@ -276,7 +286,7 @@ func (s *Server) handleOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, r, false, err)
 		return
 	}
-	s.audit(r.Context(), EventSignIn, p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
+	s.audit(r.Context(), broker.EventWebSignIn, p.Name, "", broker.JSONDetail(map[string]any{"via": broker.ViaOIDC,
 		"issuer": s.sso.cfg.Issuer, "subject": id.subject, "roles": p.Roles(), "groups": id.groups,
 		"scope": p.Scope(), "from": r.RemoteAddr}))
 	// A page, not a redirect: the browser came here from the provider's
@@ -321,6 +331,14 @@ func (s *Server) oidcIdentity(r *http.Request, l broker.OIDCLogin, code string) 
 	idt, err := p.Verifier(&oidc.Config{ClientID: s.sso.cfg.ClientID, Now: s.now}).Verify(ctx, raw)
 	if err != nil {
 		return oidcIdentity{}, unverified("ID token refused: " + err.Error())
+	}
+	var azp struct {
+		AZP string `json:"azp"`
+	}
+	if err := idt.Claims(&azp); err != nil || len(idt.Audience) > 1 && azp.AZP != s.sso.cfg.ClientID {
+		// OpenID Connect Core 3.1.3.7: a token for several audiences
+		// must name this client as the party it was issued to.
+		return oidcIdentity{}, unverified("ID token refused: issued to several audiences, and not to " + s.sso.cfg.ClientID + " as its authorized party")
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
 		return oidcIdentity{}, unverified("ID token refused: its nonce is not the one this sign-in sent")
@@ -513,4 +531,37 @@ func (s *Server) providerUnreachable(w http.ResponseWriter, r *http.Request, err
 // signing out there.
 func (s *Server) handleSignedOut(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, "signin.html", nil, map[string]any{"SignedOut": true})
+}
+
+// startLimit bounds the single sign-ons a source may start per minute on
+// a node: enough for a person, and a few for an office behind one
+// address, not enough to fill the store with rows of states.
+const startLimit = 30
+
+// startCounter counts sign-ons started per source (an IPv6 source by its
+// /64) in the current minute, in each node's memory.
+type startCounter struct {
+	mu     sync.Mutex
+	minute time.Time
+	n      map[string]int
+}
+
+func (c *startCounter) allow(r *http.Request, now time.Time) bool {
+	src := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(src); err == nil {
+		a := ap.Addr().Unmap()
+		src = a.String()
+		if a.Is6() {
+			p, _ := a.Prefix(64)
+			src = p.String()
+		}
+	}
+	m := now.Truncate(time.Minute)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !m.Equal(c.minute) || c.n == nil || len(c.n) > 100000 {
+		c.minute, c.n = m, map[string]int{}
+	}
+	c.n[src]++
+	return c.n[src] <= startLimit
 }

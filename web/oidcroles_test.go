@@ -1,9 +1,13 @@
 package web
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A person's console roles are those sekisho's config gives them that the
@@ -74,5 +78,38 @@ func TestStringsClaim(t *testing.T) {
 		if got := stringsClaim(tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("stringsClaim(%v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A source starts at most startLimit single sign-ons a minute; another
+// source, or the next minute, starts afresh; an IPv6 source counts by
+// its /64.
+func TestOIDCStartsLimitedPerSource(t *testing.T) {
+	var c startCounter
+	now := time.Date(2026, 12, 7, 10, 0, 5, 0, time.UTC)
+	req := func(addr string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/oidc/login", nil)
+		r.RemoteAddr = addr
+		return r
+	}
+	for i := range startLimit {
+		if !c.allow(req("192.0.2.7:4000"), now) {
+			t.Fatalf("start %d refused, want %d allowed", i+1, startLimit)
+		}
+	}
+	if c.allow(req("192.0.2.7:4001"), now) {
+		t.Errorf("start %d from one address allowed in a minute", startLimit+1)
+	}
+	if !c.allow(req("192.0.2.8:4000"), now) {
+		t.Error("another address refused")
+	}
+	for i := range startLimit {
+		c.allow(req(fmt.Sprintf("[2001:db8::%x]:4000", i+1)), now)
+	}
+	if c.allow(req("[2001:db8::ffff]:4000"), now) {
+		t.Error("an IPv6 /64 started more than the limit by changing its address")
+	}
+	if !c.allow(req("192.0.2.7:4000"), now.Add(time.Minute)) {
+		t.Error("refused again in the next minute")
 	}
 }

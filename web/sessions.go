@@ -322,7 +322,7 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 			if why == "" {
 				why = "no longer a reviewer of " + rec.Residency
 			}
-			s.audit(context.Background(), EventRefused, bs.Technician, rec.ID, "live view ended: "+why)
+			s.audit(context.Background(), broker.EventWebRefused, bs.Technician, rec.ID, "live view ended: "+why)
 			return false
 		}
 		return true

@@ -110,7 +110,9 @@ type Server struct {
 	origin string // scheme://host[:port] of cfg.URL
 
 	throttle signInThrottle
-	sso      *sso // nil without single sign-on
+	// oidcStarts bounds the single sign-ons a source starts.
+	oidcStarts startCounter
+	sso        *sso // nil without single sign-on
 
 	factsMu sync.Mutex
 	facts   map[string]recordingFacts // of ended sessions, by session ID

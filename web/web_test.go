@@ -224,7 +224,7 @@ func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
 	if resp, body := b.do("GET", "/", nil, nil); resp.StatusCode != 200 || !strings.Contains(body, `<span id="me-name">kenji</span>`) {
 		t.Fatalf("overview after sign-in: %d", resp.StatusCode)
 	}
-	if !audited(t, f.store, web.EventSignIn, "kenji") || !audited(t, f.store, web.EventLinkIssued, "kenji") {
+	if !audited(t, f.store, broker.EventWebSignIn, "kenji") || !audited(t, f.store, broker.EventWebLinkIssued, "kenji") {
 		t.Error("sign-in or link not audited")
 	}
 
@@ -249,7 +249,7 @@ func TestSignInLinkWorksOnceAndExpires(t *testing.T) {
 	if resp, _ := f.browser(t).do("POST", "/login", url.Values{"token": {tok}}, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("expired link: %d, want 401", resp.StatusCode)
 	}
-	if !audited(t, f.store, web.EventSignInFailed, "expired") {
+	if !audited(t, f.store, broker.EventWebSignInRefused, "expired") {
 		t.Error("refused sign-in not audited")
 	}
 	// A made-up link.
@@ -268,7 +268,7 @@ func TestNoLinkWithoutConsoleRole(t *testing.T) {
 			t.Errorf("SignInLink(%s) = %v, want ErrNoConsoleRole", name, err)
 		}
 	}
-	if !audited(t, f.store, web.EventSignInFailed, "aiko") {
+	if !audited(t, f.store, broker.EventWebSignInRefused, "aiko") {
 		t.Error("refused link not audited")
 	}
 }
@@ -386,7 +386,7 @@ func TestStateChangesNeedCSRFTokenAndSameOrigin(t *testing.T) {
 	if locks, _ := f.store.Locks(t.Context(), time.Now()); len(locks) != 0 {
 		t.Fatalf("a refused request locked: %+v", locks)
 	}
-	if !audited(t, f.store, web.EventRefused, "CSRF") {
+	if !audited(t, f.store, broker.EventWebRefused, "CSRF") {
 		t.Error("CSRF refusal not audited")
 	}
 	if resp, _ := b.do("POST", "/locks", form, map[string]string{"Origin": f.ts.URL}); resp.StatusCode != http.StatusSeeOther {
@@ -505,7 +505,7 @@ func TestLockedPeopleAreSignedOut(t *testing.T) {
 	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("locked rin's browser: %d, want 401", resp.StatusCode)
 	}
-	if !audited(t, f.store, web.EventRefused, "INC-3 audit") {
+	if !audited(t, f.store, broker.EventWebRefused, "INC-3 audit") {
 		t.Error("signing out a locked person not audited with the lock")
 	}
 	if _, err := f.link("kenji"); err == nil || !strings.Contains(err.Error(), "locked") {
@@ -535,7 +535,7 @@ func TestRemovingTheKeyEndsBrowserSessions(t *testing.T) {
 	if resp, _ := b.do("GET", "/api/me", nil, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("kenji's browser after his key was replaced: %d, want 401", resp.StatusCode)
 	}
-	if !audited(t, f.store, web.EventRefused, "is not registered for kenji") {
+	if !audited(t, f.store, broker.EventWebRefused, "is not registered for kenji") {
 		t.Error("signing out for a removed key not audited")
 	}
 	if resp, _ := other.do("GET", "/api/me", nil, nil); resp.StatusCode != 200 {
@@ -591,7 +591,7 @@ func TestRefusedSignInsAreAuditedOncePerWindow(t *testing.T) {
 	events, _ := f.store.AuditEvents(t.Context(), 10000)
 	var rows []broker.AuditEvent
 	for _, e := range events {
-		if e.Kind == web.EventSignInFailed {
+		if e.Kind == broker.EventWebSignInRefused {
 			rows = append(rows, e)
 		}
 	}
