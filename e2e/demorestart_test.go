@@ -30,10 +30,10 @@ type ownDemo struct {
 // startOwnDemo starts bin/sekisho demo on dir (random loopback ports) and
 // waits until it is ready: demo.json written by this process, not one left
 // by an earlier demo on dir. The demo is stopped when the test ends.
-func startOwnDemo(t *testing.T, dir string) *ownDemo {
+func startOwnDemo(t *testing.T, dir string, flags ...string) *ownDemo {
 	t.Helper()
 	d := &ownDemo{dir: dir, out: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(env.sekisho, "demo", "--dir", dir, "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0")
+	d.cmd = exec.Command(env.sekisho, append([]string{"demo", "--dir", dir, "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"}, flags...)...)
 	d.cmd.Dir = env.root
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

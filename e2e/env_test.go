@@ -34,6 +34,7 @@ var env struct {
 
 type demoState struct {
 	Bastion        string            `json:"bastion"`
+	Web            string            `json:"web"` // the console's URL
 	BastionHostKey string            `json:"bastion_host_key"`
 	Vault          string            `json:"vault"`
 	VaultTokenFile string            `json:"vault_token_file"`

@@ -88,6 +88,8 @@ func cmdDemo(ctx context.Context, args []string) error {
 	sshd := fs.String("sshd", "/usr/sbin/sshd", "OpenSSH sshd binary for the targets")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at this host:port (metrics.listen; default: none)")
 	webListen := fs.String("web", "127.0.0.1:8080", "serve the web console at this host:port (web.listen, with --ha HAProxy's; port 0 picks a free one)")
+	sso := fs.Bool("sso", false, "single sign-on for the console through a real OpenID provider on loopback (bin/oidcprovider)")
+	ssoBin := fs.String("oidcprovider", "", "with --sso: the OpenID provider binary (default: oidcprovider next to this binary, then bin/oidcprovider)")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
@@ -108,6 +110,15 @@ func cmdDemo(ctx context.Context, args []string) error {
 	if _, err := os.Stat(*sshd); err != nil {
 		return fmt.Errorf("OpenSSH server not found at %s: install it (Debian: apt-get install openssh-server) or pass --sshd", *sshd)
 	}
+	var providerBin string
+	if *sso {
+		if *ha {
+			return usageError{msg: "demo: --sso is for the single node demo"}
+		}
+		if providerBin, err = findBuilt("oidcprovider", "OpenID provider", "make build", *ssoBin); err != nil {
+			return err
+		}
+	}
 	var cl *demoCluster
 	if *ha && *metrics != "" {
 		return usageError{msg: "demo: --metrics is for the single node; with --ha each node is its own sekisho serve"}
@@ -122,7 +133,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer lock.Close()
-	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, web: *webListen, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	d := &demo{dir: abs, sshd: *sshd, vaultBin: vaultBin, metrics: *metrics, web: *webListen, providerBin: providerBin, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	defer d.stopAll()
 	if cl != nil {
 		return d.runCluster(ctx, *listen, cl)
@@ -203,7 +214,9 @@ type demo struct {
 	vaultBin string
 	metrics  string // metrics.listen, empty for none
 	web      string // web.listen
-	log      *slog.Logger
+	// providerBin is the OpenID provider of --sso; empty without.
+	providerBin string
+	log         *slog.Logger
 	// stops end what the demo started, last first: HAProxy before the
 	// nodes, the nodes before PostgreSQL and Vault.
 	stops []func()
@@ -310,8 +323,14 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if d.web, err = pickPort(d.web); err != nil {
 		return err
 	}
+	var sso *demoSSO
+	if d.providerBin != "" {
+		if sso, err = d.startSSO(ctx, d.providerBin, "http://"+d.web); err != nil {
+			return err
+		}
+	}
 	cfgPath := d.path("sekisho.yaml")
-	if err := writeDemoConfig(cfgPath, demoConfig{Listen: listen, Metrics: d.metrics, Web: d.web, Vault: vaultAddr, Keys: keys, Targets: targets}); err != nil {
+	if err := writeDemoConfig(cfgPath, demoConfig{Listen: listen, Metrics: d.metrics, Web: d.web, Vault: vaultAddr, Keys: keys, Targets: targets, SSO: sso}); err != nil {
 		return err
 	}
 	cfg, err := node.LoadConfig(cfgPath)
@@ -362,6 +381,9 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		return err
 	}
 	printDemoReady(os.Stdout, st, d.dir)
+	if sso != nil {
+		printDemoSSO(os.Stdout, sso, st.Web)
+	}
 
 	for {
 		select {
@@ -748,6 +770,20 @@ web:
 {{- if .WebURL}}
   url: {{.WebURL}}
 {{- end}}
+{{- with .SSO}}
+  # Single sign-on (demo --sso): the provider's groups map to console
+  # roles; a person gets those sekisho gives the technician too.
+  oidc:
+    name: Demo IdP
+    issuer: {{.Issuer}}
+    client_id: sekisho
+    client_secret_file: {{.SecretFile}}
+    technician_claim: sekisho_technician
+    roles:
+      admin: [sec-admins]
+      approver: [jp-approvers]
+      reviewer: [sec-review]
+{{- end}}
 
 vault:
   address: {{.Vault}}
@@ -925,6 +961,7 @@ type demoConfig struct {
 	Shared       string // what the nodes share (Vault's credentials) is here, relative to the config
 	ProxyTrusted string // proxy_protocol.trusted
 	Stores       []demoStore
+	SSO          *demoSSO // web.oidc of demo --sso
 }
 
 // demoStore is a recording store of the cluster demo: a MinIO bucket.
