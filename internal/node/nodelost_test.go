@@ -220,7 +220,9 @@ func TestRunJobOnOneNodeAtATime(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	a, b := openPG(t, dsn), openPG(t, dsn)
-	inside := make(chan struct{})
+	// inside has room for the job's signal: a job that starts before the
+	// test waits for it must not drop it.
+	inside := make(chan struct{}, 1)
 	release := make(chan struct{})
 	var running, most atomic.Int32
 	job := func(ctx context.Context) error {
