@@ -17,8 +17,11 @@ build: bin/sekisho bin/devvault bin/oidcprovider
 
 # -buildvcs=auto: the binary knows its version and commit (sekisho
 # version, the sekisho_build_info metric) when built in a git checkout,
-# whatever GOFLAGS says; outside one it builds without them.
-bin/sekisho: $(SRC) $(VENDOR)
+# whatever GOFLAGS says; outside one it builds without them. Git's log of
+# HEAD changes at every commit and checkout, so that the binary is built
+# again and names the commit it was built from.
+GIT_HEAD_LOG := $(wildcard $(shell git rev-parse --git-path logs/HEAD 2>/dev/null))
+bin/sekisho: $(SRC) $(VENDOR) $(GIT_HEAD_LOG)
 	$(GO) build -buildvcs=auto -o $@ ./cmd/sekisho
 
 web-vendor: $(VENDOR)
