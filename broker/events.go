@@ -187,8 +187,8 @@ const (
 	EventRequestRefused EventKind = "request.refused"
 )
 
-// Cross-border sessions: webhook notifications only (the audit log has
-// session.start and session.end with cross_border in their detail).
+// Cross-border sessions. Webhook notifications only: the audit log has
+// session.start and session.end with cross_border in their detail.
 const (
 	// A session from an affiliate outside the target's residency
 	// started. Webhook body: session (id, technician, affiliate,
@@ -277,7 +277,9 @@ const (
 	// ("oidc"), issuer and subject for single sign-on; or text.
 	EventWebSignInRefused EventKind = "web.sign_in_refused"
 
-	// A browser signed out. Fields: technician.
+	// A browser signed out. Fields: technician. Detail, for a session of
+	// single sign-on (JSON): via ("oidc"), issuer, subject, at_provider
+	// (whether the browser went on to sign out at the provider).
 	EventWebSignOut EventKind = "web.sign_out"
 
 	// A console request refused (no role for it, a CSRF token missing,

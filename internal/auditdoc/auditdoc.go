@@ -47,8 +47,9 @@ func Parse(src []byte) ([]Section, error) {
 		if !ok || g.Tok != token.CONST {
 			continue
 		}
-		title, rest, _ := strings.Cut(strings.TrimSpace(g.Doc.Text()), "\n")
-		sec := Section{Title: strings.TrimSuffix(title, "."), Doc: unwrap(rest)}
+		// The group's first sentence is its title, the rest its text.
+		title, rest, _ := strings.Cut(unwrap(g.Doc.Text()), ". ")
+		sec := Section{Title: strings.TrimSuffix(title, "."), Doc: rest}
 		for _, s := range g.Specs {
 			vs := s.(*ast.ValueSpec)
 			if len(vs.Names) != 1 || len(vs.Values) != 1 {
