@@ -320,7 +320,8 @@ func (b *Broker) StillAllowed(technician, target, source string, key ssh.PublicK
 	if !d.Allowed() {
 		return false, "the rules no longer allow it: " + d.Reason
 	}
-	if d.Rule != prev.Rule || d.Login != prev.Login || (d.RequireMFA && !prev.RequireMFA) || !reflect.DeepEqual(d.Limits, prev.Limits) {
+	if d.Rule != prev.Rule || d.Login != prev.Login || (d.RequireMFA && !prev.RequireMFA) || !reflect.DeepEqual(d.Limits, prev.Limits) ||
+		!reflect.DeepEqual(d.Moderation, prev.Moderation) {
 		return false, fmt.Sprintf("the rules for this session changed (now rule %q); connect again", d.Rule)
 	}
 	return true, ""

@@ -44,6 +44,10 @@ type Rule struct {
 	RequireMFA bool
 	// Approval says who must approve, for an approval rule.
 	Approval ApprovalSpec
+	// Moderation says who must watch the sessions the rule lets through
+	// (an allow rule, or an approval rule once approved); none if its
+	// From is empty.
+	Moderation ModerationSpec
 
 	cond cel.Program
 }
@@ -264,6 +268,9 @@ type Decision struct {
 	// Approval is the deciding rule's approval settings, when it is an
 	// approval rule.
 	Approval *ApprovalSpec `json:",omitempty"`
+	// Moderation is who must watch the session while it runs, when the
+	// deciding rule asks for moderators.
+	Moderation *ModerationSpec `json:",omitempty"`
 	// Grant is the approved access request that lets the session through
 	// under an approval rule.
 	Grant *Grant `json:",omitempty"`
@@ -351,6 +358,7 @@ func (p *Policy) Decide(req Request) Decision {
 		d.RequireMFA = req.Technician.RequireMFA || firstAccept.RequireMFA
 		spec := firstAccept.Approval.withDefaults()
 		d.Approval = &spec
+		d.Moderation = firstAccept.moderation()
 		d.Reason = fmt.Sprintf("access to %s requires approval under rule %q (%s)", req.Target.Name, firstAccept.Name, facts)
 		if firstAccept.Message != "" {
 			d.Reason += ": " + firstAccept.Message
@@ -363,6 +371,7 @@ func (p *Policy) Decide(req Request) Decision {
 			d.Login = firstAccept.Login
 		}
 		d.Limits = firstAccept.Limits
+		d.Moderation = firstAccept.moderation()
 		d.RequireMFA = req.Technician.RequireMFA || firstAccept.RequireMFA
 		d.Reason = fmt.Sprintf("allowed by rule %q", firstAccept.Name)
 	default:
@@ -464,4 +473,14 @@ func matchAny(patterns []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// moderation returns the rule's moderation settings, or nil if it asks
+// for none.
+func (r *Rule) moderation() *ModerationSpec {
+	if !r.Moderation.Required() {
+		return nil
+	}
+	spec := r.Moderation.withDefaults()
+	return &spec
 }

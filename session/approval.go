@@ -560,6 +560,12 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 		w.end("request %d was approved, but %s", req.ID, d.Reason)
 		return nil, false
 	}
+	if d.Moderation != nil {
+		// The rules changed while waiting: the session would need
+		// moderators, which this sekisho cannot seat yet.
+		w.end("request %d was approved, but rule %q now needs moderators watching, which this sekisho cannot seat yet: tell the sekisho operator", req.ID, d.Rule)
+		return nil, false
+	}
 	if d.RequireMFA && !c.id.decision.RequireMFA {
 		// The rules changed while waiting: the login lacked a factor
 		// they now require.

@@ -415,6 +415,14 @@ func (s *Server) decideTarget(ctx context.Context, tech *broker.Technician, targ
 		}
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
 	}
+	if m := d.Moderation; m != nil {
+		// Closed until moderators can be seated: a session its rule wants
+		// watched never runs unwatched.
+		why := fmt.Sprintf("access to %s under rule %q needs %d moderator(s) watching (from %s), and this sekisho cannot seat moderators yet: ask the sekisho operator",
+			tg.Name, d.Rule, m.Moderators, strings.Join(m.From, ", "))
+		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: source, Detail: why})
+		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + why + "\n"}
+	}
 	return &identity{tech: tech, target: tg, decision: d, key: key}, nil
 }
 

@@ -150,6 +150,17 @@ func printDecision(w io.Writer, d broker.Decision) {
 		fmt.Fprintf(w, "approval  %d from %s%s; pending for %s; grant at most %s\n",
 			a.Approvals, strings.Join(a.From, ","), other, a.PendingFor, a.MaxGrant)
 	}
+	if m := d.Moderation; m != nil {
+		where := ""
+		if len(m.Affiliates) > 0 {
+			where += " of " + strings.Join(m.Affiliates, ",")
+		}
+		if m.DataCountry {
+			where += " in " + in.Target.Residency
+		}
+		fmt.Fprintf(w, "moderation %d watching, from %s%s, never of %s; grace %s (not served yet: such sessions are refused)\n",
+			m.Moderators, strings.Join(m.From, ","), where, in.Technician.Affiliate, m.Grace)
+	}
 	fmt.Fprintf(w, "\ninputs\n")
 	fmt.Fprintf(w, "  technician    %s (affiliate %s, country %s, groups %s)\n", in.Technician.Name, in.Technician.Affiliate, in.Technician.Country, list(in.Technician.Groups))
 	fmt.Fprintf(w, "  source        %s (country %s, network %s)\n", in.Source.Address, dash(in.Source.Country), dash(in.Source.Network))

@@ -352,6 +352,20 @@ type ApprovalEntry struct {
 	MaxGrant       Duration `yaml:"max_grant"`
 }
 
+// ModerationEntry is a rule's moderation block: its sessions run only
+// while enough moderators watch.
+type ModerationEntry struct {
+	// From are the groups whose members may moderate.
+	From []string `yaml:"from"`
+	// Affiliates, if set, are the only affiliates moderators may be of.
+	Affiliates []string `yaml:"affiliates"`
+	// DataCountry: only moderators of an affiliate in the target's
+	// residency.
+	DataCountry bool     `yaml:"data_country"`
+	Moderators  int      `yaml:"moderators"`
+	Grace       Duration `yaml:"grace"`
+}
+
 // ProxySection lists the load balancers allowed to send PROXY headers.
 type ProxySection struct {
 	Trusted []string `yaml:"trusted"` // addresses or CIDR prefixes
@@ -484,6 +498,7 @@ type RuleEntry struct {
 	UploadTo    []string          `yaml:"upload_to"`
 	Legacy      []string          `yaml:"legacy_transfers"`
 	Approval    *ApprovalEntry    `yaml:"approval"`
+	Moderation  *ModerationEntry  `yaml:"moderation"`
 	line        int
 	whenLine    int
 }
@@ -1105,6 +1120,9 @@ func (c *Config) validate() (err error) {
 		if err := c.validateApproval(r, groups); err != nil {
 			return err
 		}
+		if err := c.validateModeration(r, groups); err != nil {
+			return err
+		}
 		if broker.Effect(r.Effect) == broker.Deny && (len(r.Channels) > 0 || r.Files != "" || r.MaxDuration != 0 || r.Login != "" ||
 			len(r.ForwardTo) > 0 || len(r.UploadTo) > 0 || len(r.Legacy) > 0) {
 			return c.errf(r.line, "rule %s: a deny rule cannot set login, channels, files, forward_to, upload_to, legacy_transfers or max_duration", r.Name)
@@ -1126,6 +1144,7 @@ func (c *Config) validate() (err error) {
 				ForwardTo: r.ForwardTo, UploadTo: cleanDirs(r.UploadTo), Legacy: r.Legacy},
 			RequireMFA: r.RequireMFA,
 			Approval:   r.approvalSpec(),
+			Moderation: r.moderationSpec(),
 			Match: broker.Match{Technicians: r.Technicians, Affiliates: r.Affiliates, Targets: r.Targets,
 				Residency: r.Residency, Data: r.Data, Labels: r.Labels, CrossBorder: r.CrossBorder, Hours: hours, Days: days},
 		}
@@ -1169,6 +1188,51 @@ func (c *Config) validateApproval(r RuleEntry, groups map[string]bool) error {
 		return c.errf(r.line, "rule %s: approval.max_grant %s: use 1m to 720h", r.Name, time.Duration(a.MaxGrant))
 	}
 	return nil
+}
+
+// validateModeration checks a rule's moderation block against the
+// groups and affiliates the config has.
+func (c *Config) validateModeration(r RuleEntry, groups map[string]bool) error {
+	m := r.Moderation
+	if m == nil {
+		return nil
+	}
+	if broker.Effect(r.Effect) == broker.Deny {
+		return c.errf(r.line, "rule %s: a deny rule lets no session through, so it has no moderation block", r.Name)
+	}
+	if len(m.From) == 0 {
+		return c.errf(r.line, "rule %s: moderation.from: name the groups whose members may moderate (e.g. from: [approvers])", r.Name)
+	}
+	for _, g := range m.From {
+		if !groups[g] {
+			return c.errf(r.line, "rule %s: moderation.from: no technician is in group %q; add it to a moderator's groups", r.Name, g)
+		}
+	}
+	affiliates := map[string]bool{}
+	for _, a := range c.Affiliates {
+		affiliates[a.Name] = true
+	}
+	for _, a := range m.Affiliates {
+		if !affiliates[a] {
+			return c.errf(r.line, "rule %s: moderation.affiliates: %q is not an affiliate of this config", r.Name, a)
+		}
+	}
+	if m.Moderators < 0 || m.Moderators > 5 {
+		return c.errf(r.line, "rule %s: moderation.moderators %d: use 1 to 5", r.Name, m.Moderators)
+	}
+	if g := time.Duration(m.Grace); g != 0 && (g < time.Second || g > 10*time.Minute) {
+		return c.errf(r.line, "rule %s: moderation.grace %s: use 1s to 10m", r.Name, g)
+	}
+	return nil
+}
+
+func (r RuleEntry) moderationSpec() broker.ModerationSpec {
+	if r.Moderation == nil {
+		return broker.ModerationSpec{}
+	}
+	m := r.Moderation
+	return broker.ModerationSpec{From: m.From, Affiliates: m.Affiliates, DataCountry: m.DataCountry,
+		Moderators: m.Moderators, Grace: time.Duration(m.Grace)}
 }
 
 func (r RuleEntry) approvalSpec() broker.ApprovalSpec {

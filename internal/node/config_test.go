@@ -697,6 +697,44 @@ func TestAuditSyslogSection(t *testing.T) {
 	}
 }
 
+func TestModerationBlock(t *testing.T) {
+	valid, _ := nodetest.Config(t)
+	rule := "    login: deploy\n"
+	for _, tc := range []struct {
+		block, err string
+		want       broker.ModerationSpec
+	}{
+		{block: "    moderation:\n      from: [dba]\n", want: broker.ModerationSpec{From: []string{"dba"}}},
+		{block: "    moderation:\n      from: [dba]\n      affiliates: [ops-jp]\n      data_country: true\n      moderators: 2\n      grace: 45s\n",
+			want: broker.ModerationSpec{From: []string{"dba"}, Affiliates: []string{"ops-jp"}, DataCountry: true, Moderators: 2, Grace: 45 * time.Second}},
+		{block: "    moderation:\n      affiliates: [ops-jp]\n", err: "moderation.from: name the groups"},
+		{block: "    moderation:\n      from: [moderators]\n", err: `no technician is in group "moderators"`},
+		{block: "    moderation:\n      from: [dba]\n      affiliates: [ops-xx]\n", err: `"ops-xx" is not an affiliate`},
+		{block: "    moderation:\n      from: [dba]\n      moderators: 9\n", err: "use 1 to 5"},
+		{block: "    moderation:\n      from: [dba]\n      grace: 1h\n", err: "use 1s to 10m"},
+		{block: "    moderation:\n      from: [dba]\n      watchers: 2\n", err: "watchers"},
+	} {
+		text := strings.Replace(valid, rule, rule+tc.block, 1)
+		cfg, err := ParseConfig(strings.NewReader(text), "sekisho.yaml")
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: %v; want an error saying %q", tc.block, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.block, err)
+		case tc.err == "":
+			_, _, policy := cfg.Domain()
+			got := policy.Rules[len(policy.Rules)-1].Moderation
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%q: moderation %+v, want %+v", tc.block, got, tc.want)
+			}
+		}
+	}
+	deny := strings.Replace(valid, "    message: personal data stays", "    moderation:\n      from: [dba]\n    message: personal data stays", 1)
+	if _, err := ParseConfig(strings.NewReader(deny), "sekisho.yaml"); err == nil || !strings.Contains(err.Error(), "a deny rule lets no session through") {
+		t.Errorf("moderation on a deny rule: %v", err)
+	}
+}
+
 func TestTransferLimitsAndSourceAddressesParse(t *testing.T) {
 	valid, _ := nodetest.Config(t)
 	text := strings.Replace(valid, "    login: deploy\n",

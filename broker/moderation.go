@@ -1,0 +1,85 @@
+package broker
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ModerationSpec is a rule's moderation block: the sessions it lets
+// through run only while enough people of the data's side watch them,
+// able to hold the technician's input and end the session.
+type ModerationSpec struct {
+	// From lists the groups whose members may moderate.
+	From []string `json:"from"`
+	// Affiliates, if set, are the only affiliates moderators may be of.
+	Affiliates []string `json:"affiliates,omitempty"`
+	// DataCountry requires a moderator of an affiliate in the target's
+	// residency: a person on the data's side of the border.
+	DataCountry bool `json:"data_country,omitempty"`
+	// Moderators is how many must watch at once; at least 1.
+	Moderators int `json:"moderators"`
+	// Grace is how long a session whose last moderator left waits, its
+	// input held, for one to join again before it ends.
+	Grace time.Duration `json:"grace"`
+}
+
+// DefaultModerationGrace is the grace period a rule that names none gets.
+const DefaultModerationGrace = 30 * time.Second
+
+func (s ModerationSpec) withDefaults() ModerationSpec {
+	if s.Moderators < 1 {
+		s.Moderators = 1
+	}
+	if s.Grace <= 0 {
+		s.Grace = DefaultModerationGrace
+	}
+	return s
+}
+
+// Required reports whether the spec asks for moderation at all.
+func (s ModerationSpec) Required() bool { return len(s.From) > 0 }
+
+// MayModerate reports whether moderator may moderate technician's session
+// on target under spec, and if not, why: never the technician, nobody of
+// the technician's affiliate, only members of spec.From, of
+// spec.Affiliates when it is set, of the target's residency when
+// spec.DataCountry, and nobody locked.
+func (b *Broker) MayModerate(moderator, technician string, target *Target, spec ModerationSpec) (bool, string) {
+	m, ok := b.Technician(moderator)
+	if !ok {
+		return false, moderator + " is not a sekisho technician"
+	}
+	t, ok := b.Technician(technician)
+	switch {
+	case moderator == technician:
+		return false, "a technician cannot moderate their own session"
+	case ok && m.Affiliate.Name == t.Affiliate.Name:
+		return false, fmt.Sprintf("%s is of %s, the technician's own affiliate: a moderator is of another", moderator, m.Affiliate.Name)
+	case !inAnyGroup(m, spec.From):
+		return false, fmt.Sprintf("%s is in none of the groups that moderate this session (%s)", moderator, strings.Join(spec.From, ", "))
+	case len(spec.Affiliates) > 0 && !slices.Contains(spec.Affiliates, m.Affiliate.Name):
+		return false, fmt.Sprintf("%s is of %s; this session's moderators are of %s", moderator, m.Affiliate.Name, strings.Join(spec.Affiliates, ", "))
+	case spec.DataCountry && target != nil && m.Affiliate.Country != target.Residency:
+		return false, fmt.Sprintf("%s's affiliate %s is in %s; this session's moderators are in %s, where its data lives",
+			moderator, m.Affiliate.Name, m.Affiliate.Country, target.Residency)
+	}
+	if why, locked := b.Locked(moderator); locked {
+		return false, why
+	}
+	return true, ""
+}
+
+// Moderators lists who may moderate technician's session on target under
+// spec now: whom a waiting technician is told of.
+func (b *Broker) Moderators(technician string, target *Target, spec ModerationSpec) []string {
+	var out []string
+	for name := range b.rules.Load().technicians {
+		if ok, _ := b.MayModerate(name, technician, target, spec); ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
