@@ -124,6 +124,15 @@ func (s *Server) decide(w http.ResponseWriter, r *request) (any, error) {
 		if err := checkText("a reason for the denial", comment); err != nil {
 			return nil, err
 		}
+		if !r.p.Admin && s.cfg.Broker.IsAdmin(r.p.Name) {
+			// The broker lets an admin deny any request; one whose admin
+			// role the identity provider withheld is an approver here,
+			// and denies only what the rule lets them decide.
+			pending, perr := s.cfg.Store.Request(r.Context(), id)
+			if perr == nil && !containsName(s.cfg.Broker.Approvers(&pending), r.p.Name) {
+				return nil, errorf(http.StatusForbidden, "your identity provider's groups did not make you an admin in this console when you signed in, and this request's rule does not let you decide it")
+			}
+		}
 		req, err = s.cfg.Broker.Deny(r.Context(), r.p.Name, id, comment)
 	default:
 		return nil, errorf(http.StatusNotFound, "no action %q: approve or deny", r.PathValue("verb"))

@@ -317,7 +317,7 @@ func (s *Server) live(w http.ResponseWriter, r *request) {
 		if !ok {
 			return false
 		}
-		p, why, ok := s.check(bs.Technician, bs.KeyFingerprint)
+		p, why, ok := s.checkSession(bs)
 		if !ok || !p.mayReview() || !p.sees(rec.Residency) {
 			if why == "" {
 				why = "no longer a reviewer of " + rec.Residency
