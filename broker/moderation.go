@@ -55,13 +55,17 @@ func (b *Broker) MayModerate(moderator, technician string, target *Target, spec 
 	switch {
 	case moderator == technician:
 		return false, "a technician cannot moderate their own session"
-	case ok && m.Affiliate.Name == t.Affiliate.Name:
+	case !ok:
+		return false, "the session's technician " + technician + " is no longer registered"
+	case m.Affiliate.Name == t.Affiliate.Name:
 		return false, fmt.Sprintf("%s is of %s, the technician's own affiliate: a moderator is of another", moderator, m.Affiliate.Name)
 	case !inAnyGroup(m, spec.From):
 		return false, fmt.Sprintf("%s is in none of the groups that moderate this session (%s)", moderator, strings.Join(spec.From, ", "))
 	case len(spec.Affiliates) > 0 && !slices.Contains(spec.Affiliates, m.Affiliate.Name):
 		return false, fmt.Sprintf("%s is of %s; this session's moderators are of %s", moderator, m.Affiliate.Name, strings.Join(spec.Affiliates, ", "))
-	case spec.DataCountry && target != nil && m.Affiliate.Country != target.Residency:
+	case spec.DataCountry && target == nil:
+		return false, "the session's target is not known, so neither is the country of its data"
+	case spec.DataCountry && !strings.EqualFold(m.Affiliate.Country, target.Residency):
 		return false, fmt.Sprintf("%s's affiliate %s is in %s; this session's moderators are in %s, where its data lives",
 			moderator, m.Affiliate.Name, m.Affiliate.Country, target.Residency)
 	}

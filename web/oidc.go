@@ -79,7 +79,10 @@ type sso struct {
 
 	mu         sync.Mutex
 	provider   *oidc.Provider
-	endSession string // the provider's end_session_endpoint, if any
+	endSession string        // the provider's end_session_endpoint, if any
+	reading    chan struct{} // closed when the discovery under way ends
+	failed     error         // the last discovery's error, at failedAt
+	failedAt   time.Time
 }
 
 func newSSO(cfg OIDCConfig) *sso {
@@ -107,28 +110,69 @@ func newSSO(cfg OIDCConfig) *sso {
 var errProviderUnreachable = errors.New("the identity provider cannot be reached; try again in a moment, " +
 	"or sign in with the link `ssh … login` prints")
 
+// discoveryRetry is how long a failed discovery is answered from memory:
+// a provider that is away costs one attempt per interval, not one per
+// request.
+const discoveryRetry = 5 * time.Second
+
 // discover returns the provider, reading its discovery document if it
-// has not been read yet.
+// has not been read yet. One reading runs at a time, outside the lock;
+// the others wait for it, or for their own request's end.
 func (c *sso) discover(ctx context.Context) (*oidc.Provider, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.provider != nil {
-		return c.provider, nil
+	for {
+		c.mu.Lock()
+		if c.provider != nil {
+			p := c.provider
+			c.mu.Unlock()
+			return p, nil
+		}
+		if c.failed != nil && time.Since(c.failedAt) < discoveryRetry {
+			err := c.failed
+			c.mu.Unlock()
+			return nil, err
+		}
+		if wait := c.reading; wait != nil {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("discovery of %s: %w", c.cfg.Issuer, ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		c.reading = done
+		c.mu.Unlock()
+
+		p, end, err := c.read(ctx)
+		c.mu.Lock()
+		c.reading = nil
+		if err == nil {
+			c.provider, c.endSession, c.failed = p, end, nil
+		} else {
+			c.failed, c.failedAt = err, time.Now()
+		}
+		c.mu.Unlock()
+		close(done)
+		return p, err
 	}
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, c.http), providerTimeout)
+}
+
+// read reads the discovery document once, within providerTimeout.
+func (c *sso) read(ctx context.Context) (*oidc.Provider, string, error) {
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), c.http), providerTimeout)
 	defer cancel()
 	p, err := oidc.NewProvider(ctx, c.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("discovery of %s: %w", c.cfg.Issuer, err)
+		return nil, "", fmt.Errorf("discovery of %s: %w", c.cfg.Issuer, err)
 	}
 	var extra struct {
 		EndSession string `json:"end_session_endpoint"`
 	}
 	if err := p.Claims(&extra); err != nil {
-		return nil, fmt.Errorf("discovery of %s: %w", c.cfg.Issuer, err)
+		return nil, "", fmt.Errorf("discovery of %s: %w", c.cfg.Issuer, err)
 	}
-	c.provider, c.endSession = p, extra.EndSession
-	return p, nil
+	return p, extra.EndSession, nil
 }
 
 func (c *sso) oauth2(p *oidc.Provider) *oauth2.Config {

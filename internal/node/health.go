@@ -53,6 +53,7 @@ type health struct {
 	recDir   func() error
 	standing func() bool // the node stands back: its door is closed
 	stopping atomic.Bool
+	recBusy  atomic.Bool // a write probe of the recording directory runs
 	log      *slog.Logger
 
 	mu      sync.Mutex // held for a round of checks
@@ -99,10 +100,18 @@ func (h *health) check(ctx context.Context) readiness {
 		err := h.store(ctx)
 		results <- result{checkStore, okOr(err, "not writable"), err}
 	}()
-	go func() {
-		err := h.recDir()
-		results <- result{checkRecordings, okOr(err, "not writable"), err}
-	}()
+	// A write to a disk that hangs (a stalled network mount) cannot be
+	// cancelled: one probe at a time waits for it, and the rounds meanwhile
+	// say the directory does not answer.
+	if h.recBusy.CompareAndSwap(false, true) {
+		go func() {
+			defer h.recBusy.Store(false)
+			err := h.recDir()
+			results <- result{checkRecordings, okOr(err, "not writable"), err}
+		}()
+	} else {
+		results <- result{checkRecordings, "no answer from the last probe yet", errors.New("the last write probe has not returned")}
+	}
 
 	r := readiness{Checks: map[string]string{checkNode: "ok"}}
 	failed := map[string]string{}

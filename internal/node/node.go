@@ -451,7 +451,9 @@ func (n *Node) Stop() error {
 		n.log.Warn("webhook notifications not all delivered before stopping", "err", nerr)
 	}
 	if n.auditCopy != nil {
-		if serr := n.auditCopy.Close(nctx); serr != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if serr := n.auditCopy.Close(sctx); serr != nil {
 			n.log.Warn("audit events not all sent to syslog before stopping (the store has them)", "err", serr)
 		}
 	}

@@ -104,6 +104,13 @@ type Sender struct {
 	closed bool
 	stop   chan struct{} // closed by Close: send what is queued, then end
 	abort  chan struct{} // closed when Close's context ends: end now
+
+	started   sync.Once // the sender goroutine, at the first event
+	abortOnce sync.Once
+	aborted   context.Context // ends with abort: dials give up
+	cancel    context.CancelFunc
+	connMu    sync.Mutex
+	conn      net.Conn // the connection being written to, if any
 }
 
 // New starts a sender; it connects when the first event comes.
@@ -126,7 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Sender, error) {
 	}
 	s := &Sender{cfg: cfg, network: network, where: where, log: log, pid: strconv.Itoa(os.Getpid()),
 		queue: make(chan []byte, cfg.Queue), done: make(chan struct{}), stop: make(chan struct{}), abort: make(chan struct{})}
-	go s.run()
+	s.aborted, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -138,6 +145,7 @@ func (s *Sender) Send(e broker.AuditEvent) {
 	if s.closed {
 		return
 	}
+	s.started.Do(func() { go s.run() })
 	select {
 	case s.queue <- msg:
 	default:
@@ -154,19 +162,29 @@ func (s *Sender) Dropped() uint64 { return s.dropped.Load() }
 // Sent is how many events were written to the collector.
 func (s *Sender) Sent() uint64 { return s.sent.Load() }
 
-// Close sends what is queued, until ctx ends, and stops.
+// Close sends what is queued, until ctx ends, and stops; a dial or a
+// write under way when ctx ends is cut short.
 func (s *Sender) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
 		close(s.stop)
 	}
+	s.started.Do(func() { close(s.done) }) // nothing was ever sent
 	s.mu.Unlock()
 	select {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		close(s.abort)
+		s.abortOnce.Do(func() {
+			close(s.abort)
+			s.cancel()
+			s.connMu.Lock()
+			if s.conn != nil {
+				s.conn.SetDeadline(time.Now())
+			}
+			s.connMu.Unlock()
+		})
 		<-s.done
 		if n := len(s.queue); n > 0 {
 			return fmt.Errorf("syslog %s: %d audit events not sent: %w", s.cfg.Address, n, ctx.Err())
@@ -175,15 +193,27 @@ func (s *Sender) Close(ctx context.Context) error {
 	}
 }
 
+// maxRefused is how many times a message is written on a connection
+// that was just made, and refused, before it is dropped: a message the
+// collector will never take (a datagram too large) must not hold up the
+// ones after it.
+const maxRefused = 3
+
 // run sends the queue in order, reconnecting with a backoff.
 func (s *Sender) run() {
 	defer close(s.done)
 	var (
 		conn    net.Conn
 		pending []byte // the message being sent, kept across reconnects
+		refused int    // writes of pending refused on a fresh connection
 		backoff = 500 * time.Millisecond
 		failing bool
 	)
+	setConn := func(c net.Conn) {
+		s.connMu.Lock()
+		conn, s.conn = c, c
+		s.connMu.Unlock()
+	}
 	defer func() {
 		if conn != nil {
 			conn.Close()
@@ -205,20 +235,35 @@ func (s *Sender) run() {
 		}
 		if conn != nil && s.stream() && peerClosed(conn) {
 			conn.Close()
-			conn = nil
+			setConn(nil)
 		}
 		var err error
-		if conn == nil {
-			conn, err = s.dial()
+		fresh := conn == nil
+		if fresh {
+			var c net.Conn
+			if c, err = s.dial(); err == nil {
+				setConn(c)
+			}
 		}
 		if err == nil {
 			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			_, err = conn.Write(s.frame(pending))
+			if _, err = conn.Write(s.frame(pending)); err != nil && fresh {
+				refused++
+			}
+		}
+		if err != nil && refused >= maxRefused {
+			s.dropped.Add(1)
+			s.log.Error("an audit event was not sent to syslog: the collector refused it on new connections (the state store has it)",
+				"address", s.cfg.Address, "bytes", len(pending), "err", err)
+			pending, refused = nil, 0
+			conn.Close()
+			setConn(nil)
+			continue
 		}
 		if err != nil {
 			if conn != nil {
 				conn.Close()
-				conn = nil
+				setConn(nil)
 			}
 			if !failing {
 				s.log.Warn("syslog collector unreachable; audit events wait in the queue", "address", s.cfg.Address, "err", err)
@@ -237,7 +282,7 @@ func (s *Sender) run() {
 			failing = false
 		}
 		backoff = 500 * time.Millisecond
-		pending = nil
+		pending, refused = nil, 0
 		s.sent.Add(1)
 	}
 }
@@ -248,13 +293,10 @@ func (s *Sender) dial() (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	switch s.network {
 	case "tls":
-		cfg := s.cfg.TLS
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
-		return tls.DialWithDialer(&d, "tcp", s.where, cfg)
+		td := tls.Dialer{NetDialer: &d, Config: s.cfg.TLS}
+		return td.DialContext(s.aborted, "tcp", s.where)
 	default:
-		return d.Dial(s.network, s.where)
+		return d.DialContext(s.aborted, s.network, s.where)
 	}
 }
 

@@ -127,9 +127,10 @@ func (c *collector) next(t *testing.T) string {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// A collector that drops the connection loses nothing: the sender finds
-// the connection closed before writing and sends again on a new one, in
-// order.
+// A collector that drops the connection between two events loses none:
+// the sender finds the connection closed before writing and sends again
+// on a new one, in order. (One that dies in the middle of a write may
+// lose that message: the store stays the record.)
 func TestSenderReconnectsInOrder(t *testing.T) {
 	c := newCollector(t, true)
 	s, err := New(Config{Address: "tcp://" + c.ln.Addr().String(), Facility: 10, Hostname: "node-a"}, quiet())
@@ -185,5 +186,63 @@ func TestSenderDropsWhenFullAndCloseGivesUp(t *testing.T) {
 	defer cancel()
 	if err := s.Close(ctx); err == nil || !strings.Contains(err.Error(), "not sent") {
 		t.Errorf("Close with the collector away: %v, want an error saying events were not sent", err)
+	}
+}
+
+// A message the collector can never take (a datagram too large for UDP)
+// is dropped, counted, after a few tries on fresh connections: the events
+// after it still go.
+func TestSenderDropsWhatTheCollectorRefuses(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	s, err := New(Config{Address: "udp://" + pc.LocalAddr().String()}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(broker.AuditEvent{At: at, Kind: broker.EventRefused, Detail: strings.Repeat("x", 70000)})
+	s.Send(broker.AuditEvent{At: at, Kind: broker.EventRefused, Detail: "after"})
+	pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 70000)
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("nothing reached the collector: %v", err)
+	}
+	if !strings.Contains(string(buf[:n]), `"detail":"after"`) {
+		t.Errorf("the collector got %q first, want the event after the refused one", buf[:min(n, 200)])
+	}
+	if s.Dropped() != 1 {
+		t.Errorf("dropped %d, want 1", s.Dropped())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+// Close twice, both past their deadline, and Close of a sender that never
+// sent: no panic, no wait.
+func TestSenderCloseTwice(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s, _ := New(Config{Address: "tcp://" + addr}, quiet())
+	s.Send(broker.AuditEvent{At: at, Kind: broker.EventRefused})
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		s.Close(ctx)
+		cancel()
+	}
+	idle, _ := New(Config{Address: "tcp://" + addr}, quiet())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := idle.Close(ctx); err != nil {
+		t.Errorf("Close of a sender that never sent: %v", err)
 	}
 }
