@@ -8,8 +8,9 @@ package broker
 //
 // The audit log is a public interface: security teams search it, SIEMs
 // parse it. Every kind sekisho writes is a constant in this file and
-// nowhere else (TestEveryAuditKindIsAConstant fails on a kind written as
-// a string elsewhere), and docs/AUDIT.md is generated from the comments
+// nowhere else (TestEveryAuditKindIsAConstant fails on a kind spelled as a
+// string elsewhere, given as a string to an AuditEvent or an audit
+// helper, or converted to EventKind), and docs/AUDIT.md is generated from the comments
 // below (TestAuditDoc fails when it is stale; `go generate ./broker`
 // rewrites it). A kind, once released, keeps its name and the meaning of
 // its fields; fields may be added.

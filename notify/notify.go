@@ -203,12 +203,13 @@ func (n *Notifier) Close(ctx context.Context) error {
 
 // knownEvent reports whether kind is an access-request event kind.
 func knownEvent(kind string) bool {
-	switch broker.EventKind(kind) {
-	case broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
+	for _, k := range []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestDenied, broker.EventRequestExpired, broker.EventRequestCancelled,
 		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused, broker.EventRequestRevised,
-		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded:
-		return true
+		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded} {
+		if string(k) == kind {
+			return true
+		}
 	}
 	return false
 }

@@ -16,6 +16,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite docs/AUDIT.md from broker/events.go")
 
+// auditHelpers are the functions that take an event kind as their second
+// argument (after the context).
+var auditHelpers = map[string]bool{"audit": true, "transition": true}
+
 const (
 	eventsFile = "../../broker/events.go"
 	docFile    = "../../docs/AUDIT.md"
@@ -86,8 +90,12 @@ func sources(t *testing.T, fn func(path string, fset *token.FileSet, f *ast.File
 }
 
 // Every kind written is a constant of broker/events.go: no AuditEvent
-// takes a kind written as a string, and no string anywhere else spells
-// a kind; and every constant there is written somewhere.
+// literal takes a kind written as a string, no audit helper is passed
+// one, nothing outside events.go converts to EventKind, and no string
+// anywhere else spells a kind; and every constant there is written
+// somewhere. (Without type checking, a string given to another function
+// that takes an EventKind would pass: keep kinds going through
+// AuditEvent literals and the helpers below.)
 func TestEveryAuditKindIsAConstant(t *testing.T) {
 	byName := map[string]string{} // kind → constant
 	for _, s := range kinds(t) {
@@ -108,6 +116,22 @@ func TestEveryAuditKindIsAConstant(t *testing.T) {
 				v, _ := strconv.Unquote(n.Value)
 				if c, ok := byName[v]; ok && strings.Contains(v, ".") {
 					t.Errorf("%s: the kind %q is spelled out; use broker.%s", fset.Position(n.Pos()), v, c)
+				}
+			case *ast.CallExpr:
+				name := ""
+				switch fn := n.Fun.(type) {
+				case *ast.Ident:
+					name = fn.Name
+				case *ast.SelectorExpr:
+					name = fn.Sel.Name
+				}
+				if name == "EventKind" {
+					t.Errorf("%s: a conversion to EventKind; add a constant to broker/events.go", fset.Position(n.Pos()))
+				}
+				if auditHelpers[name] && len(n.Args) > 1 {
+					if lit, ok := n.Args[1].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						t.Errorf("%s: %s is given the kind %s as a string; add a constant to broker/events.go", fset.Position(lit.Pos()), name, lit.Value)
+					}
 				}
 			case *ast.CompositeLit:
 				typ, _ := n.Type.(*ast.SelectorExpr)
