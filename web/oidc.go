@@ -223,7 +223,7 @@ var nextPath = regexp.MustCompile(`^[A-Za-z0-9_.-][A-Za-z0-9/_.-]*$`)
 // in the shared store (so that the callback works on any node, once) and
 // a cookie binding it to this browser.
 func (s *Server) handleOIDCLogin(w http.ResponseWriter, r *http.Request) {
-	if !s.oidcStarts.allow(r, s.now()) {
+	if !s.oidcStarts.allow(r, s.cfg.Balancers, s.now()) {
 		// Each start stores a row for oidcLoginTTL: a source gets a
 		// person's worth of them, not a database's.
 		w.Header().Set("Retry-After", "60")
@@ -579,33 +579,55 @@ func (s *Server) handleSignedOut(w http.ResponseWriter, r *http.Request) {
 
 // startLimit bounds the single sign-ons a source may start per minute on
 // a node: enough for a person, and a few for an office behind one
-// address, not enough to fill the store with rows of states.
-const startLimit = 30
+// address. nodeStartLimit bounds them all on a node, whatever their
+// source: each stores a row for oidcLoginTTL, so a node never holds more
+// than ten minutes of them (6000), and a prober spread over many
+// addresses, or behind a balancer, blocks single sign-on at worst, never
+// the store. The link ssh prints still signs in then.
+const (
+	startLimit     = 30
+	nodeStartLimit = 600
+)
 
-// startCounter counts sign-ons started per source (an IPv6 source by its
-// /64) in the current minute, in each node's memory.
+// startCounter counts sign-ons started in the current minute, per source
+// (an IPv6 source by its /48) and in all, in each node's memory.
 type startCounter struct {
 	mu     sync.Mutex
 	minute time.Time
+	all    int
 	n      map[string]int
 }
 
-func (c *startCounter) allow(r *http.Request, now time.Time) bool {
-	src := r.RemoteAddr
+// allow counts a start from r and reports whether it is within the
+// bounds; a balancer's address is counted in all only.
+func (c *startCounter) allow(r *http.Request, balancers []netip.Prefix, now time.Time) bool {
+	src, balancer := r.RemoteAddr, false
 	if ap, err := netip.ParseAddrPort(src); err == nil {
 		a := ap.Addr().Unmap()
 		src = a.String()
 		if a.Is6() {
-			p, _ := a.Prefix(64)
+			p, _ := a.Prefix(48)
 			src = p.String()
+		}
+		for _, b := range balancers {
+			balancer = balancer || b.Contains(a)
 		}
 	}
 	m := now.Truncate(time.Minute)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !m.Equal(c.minute) || c.n == nil || len(c.n) > 100000 {
-		c.minute, c.n = m, map[string]int{}
+	if !m.Equal(c.minute) || c.n == nil {
+		c.minute, c.all, c.n = m, 0, map[string]int{}
 	}
-	c.n[src]++
-	return c.n[src] <= startLimit
+	if c.all >= nodeStartLimit {
+		return false
+	}
+	if !balancer {
+		if c.n[src] >= startLimit {
+			return false
+		}
+		c.n[src]++
+	}
+	c.all++
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -83,33 +84,47 @@ func TestStringsClaim(t *testing.T) {
 
 // A source starts at most startLimit single sign-ons a minute; another
 // source, or the next minute, starts afresh; an IPv6 source counts by
-// its /64.
-func TestOIDCStartsLimitedPerSource(t *testing.T) {
+// its /48; a balancer's address counts only towards the node's bound,
+// which holds for all sources together.
+func TestOIDCStartsLimitedPerSourceAndNode(t *testing.T) {
 	var c startCounter
 	now := time.Date(2026, 12, 7, 10, 0, 5, 0, time.UTC)
+	balancers := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
 	req := func(addr string) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/oidc/login", nil)
 		r.RemoteAddr = addr
 		return r
 	}
+	allow := func(addr string, at time.Time) bool { return c.allow(req(addr), balancers, at) }
 	for i := range startLimit {
-		if !c.allow(req("192.0.2.7:4000"), now) {
+		if !allow("192.0.2.7:4000", now) {
 			t.Fatalf("start %d refused, want %d allowed", i+1, startLimit)
 		}
 	}
-	if c.allow(req("192.0.2.7:4001"), now) {
+	if allow("192.0.2.7:4001", now) {
 		t.Errorf("start %d from one address allowed in a minute", startLimit+1)
 	}
-	if !c.allow(req("192.0.2.8:4000"), now) {
+	if !allow("192.0.2.8:4000", now) {
 		t.Error("another address refused")
 	}
 	for i := range startLimit {
-		c.allow(req(fmt.Sprintf("[2001:db8::%x]:4000", i+1)), now)
+		allow(fmt.Sprintf("[2001:db8:0:%x::1]:4000", i+1), now)
 	}
-	if c.allow(req("[2001:db8::ffff]:4000"), now) {
-		t.Error("an IPv6 /64 started more than the limit by changing its address")
+	if allow("[2001:db8:0:ffff::1]:4000", now) {
+		t.Error("an IPv6 /48 started more than the limit by changing its address")
 	}
-	if !c.allow(req("192.0.2.7:4000"), now.Add(time.Minute)) {
+	// Behind the balancer: up to the node's bound, then nobody.
+	n := 0
+	for allow("10.0.0.5:4000", now) {
+		n++
+	}
+	if total := startLimit + 1 + startLimit + n; total != nodeStartLimit {
+		t.Errorf("the node allowed %d starts in a minute, want %d", total, nodeStartLimit)
+	}
+	if allow("198.51.100.1:4000", now) {
+		t.Error("a new address allowed past the node's bound")
+	}
+	if !allow("192.0.2.7:4000", now.Add(time.Minute)) || !allow("10.0.0.5:4000", now.Add(time.Minute)) {
 		t.Error("refused again in the next minute")
 	}
 }

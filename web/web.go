@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -95,6 +96,11 @@ type Config struct {
 	// OIDC, if set, offers single sign-on through an OpenID provider
 	// beside the links `ssh … login` prints.
 	OIDC *OIDCConfig
+	// Balancers are the load balancers' addresses (proxy_protocol.trusted):
+	// behind one the console sees its address for every browser, so the
+	// per-source bound on single sign-ons does not apply to it, only the
+	// node's own.
+	Balancers []netip.Prefix
 }
 
 // Server is the console: an http.Handler, and the issuer of sign-in links
