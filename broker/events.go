@@ -120,6 +120,23 @@ const (
 	EventClusterRefused EventKind = "cluster.refused"
 )
 
+// Moderated sessions.
+const (
+	// A session whose rule asks for moderators waits for them; nothing
+	// reaches the target yet. Fields: technician, target, source,
+	// session. Detail (JSON): rule, moderators (how many must watch).
+	EventModerationWaiting EventKind = "moderation.waiting"
+
+	// A moderator sat down to watch a session (`moderate`). Fields:
+	// technician (the moderator), target, source, session. Detail
+	// (JSON): technician (whose session it is).
+	EventModerationJoined EventKind = "moderation.joined"
+
+	// A moderator left a session. Fields and detail as
+	// moderation.joined.
+	EventModerationLeft EventKind = "moderation.left"
+)
+
 // Second factor (TOTP).
 const (
 	// A technician enrolled a second factor. Fields: technician.

@@ -1,34 +1,85 @@
 package e2e
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
-// A rule that wants its sessions watched by a moderator: until moderators
-// can be seated, its sessions are refused, with why, and audited; none
-// runs unwatched.
-func TestModeratedRuleRefusesUnwatchedSessions(t *testing.T) {
-	t.Parallel()
-	v := startVariant(t, func(cfg string) string {
+// moderatedWeb makes the rule to web-sg-01 ask for a moderator from the
+// approvers, with the grace period given.
+func moderatedWeb(grace string) func(string) string {
+	return func(cfg string) string {
 		return strings.Replace(cfg, "  - name: any-affiliate-to-web\n    effect: allow\n",
-			"  - name: any-affiliate-to-web\n    effect: allow\n    moderation:\n      from: [approvers]\n      grace: 30s\n", 1)
-	})
-	r := run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo served"), nil)
-	if r.code == 0 || strings.Contains(r.stdout, "served") {
-		t.Fatalf("a session its rule wants moderated ran unwatched: exit %d, stdout %q", r.code, r.stdout)
+			"  - name: any-affiliate-to-web\n    effect: allow\n    moderation:\n      from: [approvers]\n      grace: "+grace+"\n", 1)
 	}
-	const want = `access to web-sg-01 under rule "any-affiliate-to-web" needs 1 moderator(s) watching (from approvers)`
-	if !strings.Contains(r.stderr, want) {
-		t.Errorf("the technician was told %q; want it to say %q", r.stderr, want)
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// shellLine is cmd's arguments as one shell command line.
+func shellLine(args []string) string {
+	var out []string
+	for _, a := range args {
+		out = append(out, shellQuote(a))
 	}
-	found := false
-	for _, e := range v.audit(t) {
-		if e["kind"] == "refused" && e["technician"] == "aiko" && strings.Contains(e["detail"], "needs 1 moderator(s)") {
-			found = true
+	return strings.Join(out, " ")
+}
+
+// A session whose rule asks for a moderator waits in plain ssh, nothing
+// reaching the target, until one watches; the technician cannot moderate
+// their own; once kenji watches (over SSH, in a terminal) the shell
+// starts and he sees what is typed; when he leaves the technician's
+// input is held at once and, after the grace period, the session ends.
+func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, moderatedWeb("3s"))
+	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
+	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
+	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm.waitScreen("this session needs 1 moderator(s) watching")
+	m := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
+	if m == nil {
+		t.Fatalf("the waiting technician is not told the session ID:\n%s", tm.screen())
+	}
+	id := m[1]
+
+	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko", "moderate", id), nil); r.code != 1 || !strings.Contains(r.stderr, "cannot moderate their own session") {
+		t.Errorf("aiko moderating her own session: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	mod := v.logins(t).mustCmd(t, "kenji", "moderate", id)
+	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
+	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	mt.waitScreen("moderating session " + id)
+	tm.waitScreen("watched by kenji; connecting to web-sg-01")
+	tm.send("echo mod-marker-$((6*7))", "Enter")
+	tm.waitScreen("mod-marker-42")
+	mt.waitScreen("mod-marker-42")
+
+	mt.send("C-c")
+	mt.waitScreen("moderate-exited-0")
+	tm.waitScreen("the moderators left: your input is held")
+	tm.send("echo held-$((40+2))", "Enter")
+	tm.waitScreen("no moderator watched for 3s")
+	tm.waitScreen("ssh-exited-")
+	if strings.Contains(tm.screen(), "held-42") {
+		t.Errorf("input typed while held reached the target:\n%s", tm.screen())
+	}
+	kinds := map[string]bool{}
+	waitUntil(t, 10*time.Second, "the session's end to be audited", func() bool {
+		for _, e := range v.audit(t) {
+			if e["session"] == id {
+				kinds[e["kind"]] = true
+			}
 		}
-	}
-	if !found {
-		t.Error("the refusal was not audited")
+		return kinds["session.revoked"]
+	})
+	for _, k := range []string{"moderation.waiting", "moderation.joined", "moderation.left", "session.revoked"} {
+		if !kinds[k] {
+			t.Errorf("no %s audited for the session (got %v)", k, kinds)
+		}
 	}
 }

@@ -560,12 +560,6 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 		w.end("request %d was approved, but %s", req.ID, d.Reason)
 		return nil, false
 	}
-	if d.Moderation != nil {
-		// The rules changed while waiting: the session would need
-		// moderators, which this sekisho cannot seat yet.
-		w.end("request %d was approved, but rule %q now needs moderators watching, which this sekisho cannot seat yet: tell the sekisho operator", req.ID, d.Rule)
-		return nil, false
-	}
 	if d.RequireMFA && !c.id.decision.RequireMFA {
 		// The rules changed while waiting: the login lacked a factor
 		// they now require.
@@ -581,9 +575,21 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 		}
 		by = append(by, s)
 	}
+	if d.Moderation != nil {
+		w.say("request %d approved by %s, granted until %s", req.ID, strings.Join(by, ", "), req.GrantEnd.UTC().Format("15:04:05 UTC"))
+		if !w.awaitModerators(ctx) {
+			return nil, false
+		}
+		return w.handoff(), true
+	}
 	w.say("request %d approved by %s; connecting to %s, granted until %s",
 		req.ID, strings.Join(by, ", "), c.id.target.Name, req.GrantEnd.UTC().Format("15:04:05 UTC"))
+	return w.handoff(), true
+}
 
+// handoff hands the waiting channel over for relaying, with what it asked
+// for while it waited; a moderated session's input goes through its seat.
+func (w *waiter) handoff() *pendingChannel {
 	pc := &pendingChannel{ch: w.ch, reqs: w.reqs, stop: sync.OnceFunc(func() { close(w.stopped) })}
 	if w.pty != nil {
 		pc.prelude = append(pc.prelude, &ssh.Request{Type: "pty-req", Payload: ssh.Marshal(w.pty)})
@@ -593,7 +599,10 @@ func (w *waiter) approved(ctx context.Context, req broker.AccessRequest) (*pendi
 		pc.prelude = append(pc.prelude, &ssh.Request{Type: "env", Payload: ssh.Marshal(&e)})
 	}
 	pc.prelude = append(pc.prelude, &ssh.Request{Type: w.start.Type, Payload: w.start.Payload})
-	return pc, true
+	if st := w.c.seat; st != nil {
+		pc.ch = &heldChannel{Channel: pc.ch, seat: st, pty: w.pty != nil}
+	}
+	return pc
 }
 
 func listOrNone(s []string) string {

@@ -246,6 +246,8 @@ func (c *command) run(ctx context.Context, line string) int {
 		fn = c.kill
 	case "watch":
 		fn = c.watch
+	case "moderate":
+		fn = c.moderate
 	case "login":
 		fn = c.login
 	default:

@@ -32,6 +32,9 @@ type conn struct {
 	sc     *ssh.ServerConn
 	id     *identity
 	source string
+	// seat is where the session's moderators sit, when its rule asks for
+	// them; set before the session connects.
+	seat *seat
 	// via says how the technician reached the target when not by a
 	// TECHNICIAN+TARGET login: "proxyjump HOST:PORT" for ssh -J.
 	via string
@@ -177,6 +180,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.upEnded = make(chan struct{})
 	c.techGone = make(chan struct{})
 	c.settled = make(chan struct{})
+	defer c.unseat()
 	defer c.decide(false) // refused, or left while waiting
 	defer c.auditRefusedBeyond(context.Background())
 	ctx := c.srv.ctx // cancelled by Shutdown
@@ -220,6 +224,9 @@ func (c *conn) keepTechnicianAlive() (stop func()) {
 // ended unapproved (the technician was told why).
 func (c *conn) approve(ctx context.Context, chans <-chan ssh.NewChannel) (*pendingChannel, bool) {
 	if !c.id.pending() {
+		if c.id.decision.Moderation != nil {
+			return c.awaitModeration(ctx, chans)
+		}
 		return nil, true
 	}
 	// Nothing reaches the target, and no recording or certificate
@@ -602,6 +609,11 @@ func (c *conn) finish() {
 func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 	if c.ending.Load() {
 		nch.Reject(ssh.Prohibited, "sekisho: the session is ending")
+		return
+	}
+	if c.seat != nil {
+		// Only the first channel is held when its moderators leave.
+		c.refuseChannel(ctx, nch, ssh.Prohibited, "a moderated session has one channel: connect again for another")
 		return
 	}
 	switch nch.ChannelType() {

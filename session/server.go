@@ -73,6 +73,11 @@ type Access interface {
 	// says now; CheckScope refuses, and audits, an action outside it.
 	ScopeOf(technician string) broker.Scope
 	CheckScope(ctx context.Context, actor, action, source string, c broker.Concern) error
+	// MayModerate reports whether moderator may moderate technician's
+	// session on target under spec, and if not, why; Moderators lists
+	// who may.
+	MayModerate(moderator, technician string, target *broker.Target, spec broker.ModerationSpec) (bool, string)
+	Moderators(technician string, target *broker.Target, spec broker.ModerationSpec) []string
 	// PowersNeedingMFA lists the powers (approver, admin, reviewer)
 	// technician holds, as the config says now, that need a
 	// verification code to log in to sekisho's commands.
@@ -183,6 +188,10 @@ type Server struct {
 	cfg    Config
 	sshCfg *ssh.ServerConfig
 	log    *slog.Logger
+
+	// seats are the moderated sessions of this node, by session ID:
+	// where their moderators sit.
+	seats sync.Map
 
 	// ctx is cancelled by Shutdown; sessions use it for their outbound
 	// calls and to tell a shutdown from a technician leaving.
@@ -414,14 +423,6 @@ func (s *Server) decideTarget(ctx context.Context, tech *broker.Technician, targ
 			d.Reason = fmt.Sprintf("access to %s could not be decided now; try again in a minute, or tell the sekisho operator", target)
 		}
 		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + d.Reason + "\n"}
-	}
-	if m := d.Moderation; m != nil {
-		// Closed until moderators can be seated: a session its rule wants
-		// watched never runs unwatched.
-		why := fmt.Sprintf("access to %s under rule %q needs %d moderator(s) watching (from %s), and this sekisho cannot seat moderators yet: ask the sekisho operator",
-			tg.Name, d.Rule, m.Moderators, strings.Join(m.From, ", "))
-		s.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventRefused, Technician: tech.Name, Target: tg.Name, Source: source, Detail: why})
-		return nil, &ssh.BannerError{Err: errAuth, Message: "sekisho: " + why + "\n"}
 	}
 	return &identity{tech: tech, target: tg, decision: d, key: key}, nil
 }

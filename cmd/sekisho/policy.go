@@ -158,7 +158,7 @@ func printDecision(w io.Writer, d broker.Decision) {
 		if m.DataCountry {
 			where += " in " + in.Target.Residency
 		}
-		fmt.Fprintf(w, "moderation %d watching, from %s%s, never of %s; grace %s (not served yet: such sessions are refused)\n",
+		fmt.Fprintf(w, "moderation %d watching, from %s%s, never of %s; grace %s\n",
 			m.Moderators, strings.Join(m.From, ","), where, in.Technician.Affiliate, m.Grace)
 	}
 	fmt.Fprintf(w, "\ninputs\n")
