@@ -104,15 +104,18 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		}
 		markers[fmt.Sprintf("n%d", i+1)] = marker
 	}
-	var ids = map[string]string{} // node: session
-	for _, s := range clusterSessions(t, c.nodes[2]) {
-		if s.Technician == "aiko" && s.Ended != "" {
-			ids[s.Node] = s.ID
+	// ssh is back once the client has its exit status; the node that
+	// served the session registers its end a moment later.
+	var ids map[string]string // node: session
+	waitUntil(t, 30*time.Second, "node 3 to list aiko's ended sessions of n1, n2 and n3", func() bool {
+		ids = map[string]string{}
+		for _, s := range clusterSessions(t, c.nodes[2]) {
+			if s.Technician == "aiko" && s.Ended != "" {
+				ids[s.Node] = s.ID
+			}
 		}
-	}
-	if len(ids) != 3 {
-		t.Fatalf("node 3 lists aiko's sessions on nodes %v, want n1, n2 and n3", ids)
-	}
+		return len(ids) == 3
+	})
 	// Replayed and verified through a node other than the one that served it.
 	for node, id := range ids {
 		other := c.nodes[(int(node[1]-'0'))%3]
