@@ -509,6 +509,11 @@ func TestLockedApproverCannotDecide(t *testing.T) {
 	t.Parallel()
 	v := approvalVariant(t, "15m", nil)
 	id := fileRequest(t, v, "li", "db-jp-01")
+	// kenji is logged in for commands before the lock (his code given),
+	// as an approver at work would be: the lock ends that connection too.
+	if r := v.command(t, "kenji", "grants"); r.code != 0 {
+		t.Fatalf("kenji's command before the lock: exit %d, %q", r.code, r.stderr)
+	}
 	if out, err := v.cli(t, "lock", "--technician", "kenji", "--reason", "INC-77 approver key leaked"); err != nil {
 		t.Fatalf("lock: %v %s", err, out)
 	}

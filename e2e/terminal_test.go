@@ -83,10 +83,12 @@ func TestInteractiveShell(t *testing.T) {
 	tm.send("clear; stty size", "Enter")
 	tm.waitScreen("30 100")
 
-	// Ctrl-C interrupts the remote command, not the connection.
-	tm.send("sleep 300", "Enter")
+	// Ctrl-C interrupts the remote command, not the connection. The
+	// sleep's length is this test's own: other tests' sleeps of 300 s
+	// would pass for it, and Ctrl-C would come before it runs.
+	tm.send("sleep 299.4242", "Enter")
 	waitUntil(t, 30*time.Second, "sleep to run on the target", func() bool {
-		out, _ := exec.Command("pgrep", "-f", "^sleep 300$").Output()
+		out, _ := exec.Command("pgrep", "-f", `^sleep 299\.4242$`).Output()
 		return len(out) > 0
 	})
 	tm.send("C-c")
@@ -107,8 +109,8 @@ func TestInteractiveShell(t *testing.T) {
 	if want := "echo typed-" + marker + "-$((6*7)); stty size\r"; !strings.Contains(typed, want) {
 		t.Errorf("recorded input lacks %q", want)
 	}
-	if !strings.Contains(typed, "sleep 300\r\x03") {
-		t.Errorf("recorded input lacks the Ctrl-C after sleep 300")
+	if !strings.Contains(typed, "sleep 299.4242\r\x03") {
+		t.Errorf("recorded input lacks the Ctrl-C after the sleep")
 	}
 	if want := "typed-" + marker + "-42\r\n"; !strings.Contains(shown, want) {
 		t.Errorf("recorded output lacks %q", want)
