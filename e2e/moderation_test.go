@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -29,13 +30,17 @@ func shellLine(args []string) string {
 }
 
 // A session whose rule asks for a moderator waits in plain ssh, nothing
-// reaching the target, until one watches; the technician cannot moderate
-// their own; once kenji watches (over SSH, in a terminal) the shell
+// reaching the target, until one watches; the technician, someone of
+// their affiliate and a locked moderator cannot moderate; once kenji
+// watches (over SSH, in a terminal) the shell
 // starts and he sees what is typed; when he leaves the technician's
 // input is held at once and, after the grace period, the session ends.
 func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 	t.Parallel()
-	v := startVariant(t, moderatedWeb("3s"))
+	v := startVariant(t, func(cfg string) string {
+		// wei moves to aiko's affiliate, in the moderators' group.
+		return strings.Replace(moderatedWeb("3s")(cfg), "  - name: wei\n    affiliate: ops-cn\n", "  - name: wei\n    affiliate: ops-jp\n    groups: [approvers]\n", 1)
+	})
 	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
 	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
 	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
@@ -49,8 +54,31 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 	if r := run(t, v.ssh(ctxT(t), "aiko", "aiko", "moderate", id), nil); r.code != 1 || !strings.Contains(r.stderr, "cannot moderate their own session") {
 		t.Errorf("aiko moderating her own session: exit %d, stderr %q", r.code, r.stderr)
 	}
+	if r := v.command(t, "wei", "moderate", id); r.code != 1 || !strings.Contains(r.stderr, "the technician's own affiliate") {
+		t.Errorf("wei, of aiko's affiliate, moderating: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// A locked moderator cannot moderate; unlocked, he can.
+	if out, err := v.cli(t, "lock", "--technician", "kenji", "--reason", "INC-9 moderator away"); err != nil {
+		t.Fatalf("lock: %v %s", err, out)
+	}
+	waitUntil(t, 90*time.Second, "kenji's moderation to be refused while he is locked", func() bool {
+		r := v.command(t, "kenji", "moderate", id)
+		return r.code != 0 && strings.Contains(r.stderr, "INC-9 moderator away")
+	})
+	if out, err := v.cli(t, "unlock", "1"); err != nil || !strings.Contains(out, "lock 1 removed") {
+		t.Fatalf("unlock: %v %s", err, out)
+	}
+	screen := tm.screen()
+	if strings.Contains(screen, "watched by") {
+		t.Fatalf("the session started with no moderator watching:\n%s", screen)
+	}
 
-	mod := v.logins(t).mustCmd(t, "kenji", "moderate", id)
+	var mod *exec.Cmd
+	waitUntil(t, 90*time.Second, "kenji's command login to be let in again after the unlock (a fresh code step may take 30 s)", func() bool {
+		c, refused := v.logins(t).cmd(t, "kenji", "moderate", id)
+		mod = c
+		return refused == nil
+	})
 	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
 	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
 	mt.waitScreen("moderating session " + id)
