@@ -39,7 +39,7 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 	t.Parallel()
 	v := startVariant(t, func(cfg string) string {
 		// wei moves to aiko's affiliate, in the moderators' group.
-		return strings.Replace(moderatedWeb("3s")(cfg), "  - name: wei\n    affiliate: ops-cn\n", "  - name: wei\n    affiliate: ops-jp\n    groups: [approvers]\n", 1)
+		return strings.Replace(moderatedWeb("8s")(cfg), "  - name: wei\n    affiliate: ops-cn\n", "  - name: wei\n    affiliate: ops-jp\n    groups: [approvers]\n", 1)
 	})
 	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
 	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
@@ -80,18 +80,48 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 		return refused == nil
 	})
 	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
-	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	moderator := "sh -c " + shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600")
+	// He first moderates over a connection of its own (not the command
+	// connection above), which the test can cut.
+	own := v.logins(t).withCode(t, "kenji", v.ssh(ctxT(t), "kenji", "kenji", "moderate", id))
+	own.Args = append(own.Args[:1], append([]string{"-tt"}, own.Args[1:]...)...)
+	envs := ""
+	for _, e := range own.Env {
+		if strings.HasPrefix(e, "SSH_ASKPASS") || strings.HasPrefix(e, "DISPLAY=") {
+			envs += shellQuote(e) + " "
+		}
+	}
+	mt := newTmux(t, 160, 40, "env "+envs+shellLine(own.Args))
 	mt.waitScreen("moderating session " + id)
 	tm.waitScreen("watched by kenji; connecting to web-sg-01")
 	tm.send("echo mod-marker-$((6*7))", "Enter")
 	tm.waitScreen("mod-marker-42")
 	mt.waitScreen("mod-marker-42")
 
-	mt.send("C-c")
-	mt.waitScreen("moderate-exited-0")
+	// The moderator's client dies (no Ctrl-C, no goodbye): his seat is
+	// empty at once, while the technician's shell sits idle.
+	if err := exec.Command("pkill", "-KILL", "-f", "^ssh .*moderate "+id+"$").Run(); err != nil {
+		t.Fatalf("kill the moderator's ssh: %v", err)
+	}
 	tm.waitScreen("the moderators left: your input is held")
 	tm.send("echo held-$((40+2))", "Enter")
-	tm.waitScreen("no moderator watched for 3s")
+	// He comes back within the grace period: the input goes through again.
+	mt2 := newTmux(t, 160, 40, moderator)
+	mt2.waitScreen("moderating session " + id)
+	tm.waitScreen("watched again by kenji: your input goes through")
+	tm.send("echo again-$((40+3))", "Enter")
+	tm.waitScreen("again-43")
+	mt2.waitScreen("again-43")
+	if strings.Contains(tm.screen(), "held-42") {
+		t.Errorf("input typed while held reached the target:\n%s", tm.screen())
+	}
+
+	// He leaves with Ctrl-C; nobody comes: the session ends after the grace.
+	mt2.send("C-c")
+	mt2.waitScreen("moderate-exited-0")
+	tm.waitScreen("your input is held; the session ends in 8s")
+	tm.send("echo held-$((40+2))", "Enter")
+	tm.waitScreen("no moderator watched for 8s")
 	tm.waitScreen("ssh-exited-")
 	if strings.Contains(tm.screen(), "held-42") {
 		t.Errorf("input typed while held reached the target:\n%s", tm.screen())

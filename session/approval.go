@@ -55,6 +55,8 @@ type waiter struct {
 	inErr   error
 	inMu    sync.Mutex
 	stopped chan struct{} // closed when the wait is over without handoff
+	// moderators: the wait is for moderators (an approval, if any, came).
+	moderators bool
 }
 
 // awaitApproval holds the session until its access request is approved,
@@ -89,7 +91,7 @@ func (w *waiter) firstChannel(ctx context.Context) bool {
 				return false
 			}
 			if nch.ChannelType() != "session" {
-				c.refuseChannel(ctx, nch, ssh.Prohibited, fmt.Sprintf("access to %s awaits approval: nothing is forwarded before it is approved", c.id.target.Name))
+				c.refuseChannel(ctx, nch, ssh.Prohibited, fmt.Sprintf("access to %s awaits %s: nothing is forwarded before", c.id.target.Name, w.awaits()))
 				continue
 			}
 			ch, reqs, err := nch.Accept()
@@ -157,7 +159,15 @@ func (w *waiter) request(req *ssh.Request) {
 }
 
 func (w *waiter) refuseChannel(ctx context.Context, nch ssh.NewChannel) {
-	w.c.refuseChannel(ctx, nch, ssh.Prohibited, fmt.Sprintf("access to %s awaits approval: no other channel opens before it is approved", w.c.id.target.Name))
+	w.c.refuseChannel(ctx, nch, ssh.Prohibited, fmt.Sprintf("access to %s awaits %s: no other channel opens before", w.c.id.target.Name, w.awaits()))
+}
+
+// awaits names what the session waits for.
+func (w *waiter) awaits() string {
+	if w.moderators {
+		return "a moderator"
+	}
+	return "approval"
 }
 
 // say writes a line for the technician: on the terminal, or on stderr.

@@ -585,16 +585,22 @@ func (c *command) watch(ctx context.Context, f *flags) int {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go c.dropInput(stop)
-	err = recording.Watch(ctx, c.raw, root, id, recording.WatchOptions{FromStart: f.has("from-start")})
+	return c.watched("watch", "watching", id, recording.Watch(ctx, c.raw, root, id, recording.WatchOptions{FromStart: f.has("from-start")}))
+}
+
+// watched is how a live view of session id ended, for the command name
+// (doing it: "watching"): with the session, stopped by the viewer, or
+// unreadable.
+func (c *command) watched(name, doing, id string, err error) int {
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, context.Canceled):
-		io.WriteString(c.raw, "\r\n[sekisho: stopped watching]\r\n")
+		io.WriteString(c.raw, "\r\n[sekisho: stopped "+doing+"]\r\n")
 		return exitOK
 	}
-	c.srv.log.Error("watch failed", "technician", c.tech.Name, "session", id, "err", err)
-	c.errorf("sekisho: watch: the recording of session %s cannot be read; tell the sekisho operator\n", id)
+	c.srv.log.Error(name+" failed", "technician", c.tech.Name, "session", id, "err", err)
+	c.errorf("sekisho: %s: the recording of session %s cannot be read; tell the sekisho operator\n", name, id)
 	return exitRefused
 }
 

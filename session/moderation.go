@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -109,6 +108,7 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 		w.end("rule %q needs moderators watching, and this sekisho has no access requests to seat them with", d.Rule)
 		return false
 	}
+	w.moderators = true
 	st := c.srv.seatOf(c)
 	c.seat = st
 	if w.pty != nil && w.input == nil {
@@ -230,7 +230,7 @@ func (h *heldChannel) Read(p []byte) (int, error) {
 // through without approval until enough moderators watch, and returns
 // it for relaying.
 func (c *conn) awaitModeration(ctx context.Context, chans <-chan ssh.NewChannel) (*pendingChannel, bool) {
-	w := &waiter{c: c, chans: chans, gone: c.techGone, stopped: make(chan struct{})}
+	w := &waiter{c: c, chans: chans, gone: c.techGone, stopped: make(chan struct{}), moderators: true}
 	if !w.firstChannel(ctx) || !w.startRequest(ctx) || !w.awaitModerators(ctx) {
 		close(w.stopped)
 		return nil, false
@@ -292,15 +292,5 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 			return exitOK
 		}
 	}
-	err := recording.Watch(ctx, c.raw, c.srv.cfg.RecordingDir, id, recording.WatchOptions{FromStart: true})
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, context.Canceled):
-		io.WriteString(c.raw, "\r\n[sekisho: stopped moderating]\r\n")
-		return exitOK
-	}
-	c.srv.log.Error("moderate failed", "technician", c.tech.Name, "session", id, "err", err)
-	c.errorf("sekisho: moderate: the recording of session %s cannot be read; tell the sekisho operator\n", id)
-	return exitRefused
+	return c.watched("moderate", "moderating", id, recording.Watch(ctx, c.raw, c.srv.cfg.RecordingDir, id, recording.WatchOptions{FromStart: true}))
 }
