@@ -183,12 +183,14 @@ func (c *conn) followModerators(st *seat, grace time.Duration) {
 	}
 }
 
-// tellAll writes a line to the technician's open channels.
+// tellAll writes a line to the technician's open channels. The writes do
+// not hold up the caller: a technician who reads nothing (a full window)
+// must not keep the grace period from running out.
 func (c *conn) tellAll(msg string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for r := range c.relays {
-		io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
+		go io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
 	}
 }
 
