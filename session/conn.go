@@ -146,7 +146,8 @@ func (c *conn) tellAndClose(msg string) {
 	go func() {
 		told.Wait()
 		for _, r := range relays {
-			r.replying.Wait() // a reply on its way goes out before the close
+			r.replying <- struct{}{} // a reply on its way goes out before the close
+			<-r.replying
 		}
 		close(done)
 	}()
@@ -649,7 +650,7 @@ func (c *conn) openChannel(ctx context.Context, nch ssh.NewChannel) {
 		upCh.Close()
 		return
 	}
-	c.startRelay(&relay{conn: c, down: ch, up: upCh}, reqs, upReqs)
+	c.startRelay(&relay{conn: c, down: ch, up: upCh, replying: make(chan struct{}, 1)}, reqs, upReqs)
 }
 
 // openPending relays the channel that waited for the approval, replaying
@@ -668,7 +669,7 @@ func (c *conn) openPending(pc *pendingChannel) {
 		pc.fail(fmt.Sprintf("sekisho: the connection to %s was lost, so the session is ended (session %s)", c.id.target.Name, c.sessionID))
 		return
 	}
-	c.startRelay(&relay{conn: c, down: pc.ch, up: upCh, prelude: pc.prelude}, pc.reqs, upReqs)
+	c.startRelay(&relay{conn: c, down: pc.ch, up: upCh, prelude: pc.prelude, replying: make(chan struct{}, 1)}, pc.reqs, upReqs)
 }
 
 // startRelay runs r until its channel closes.

@@ -53,12 +53,12 @@ type relay struct {
 	// prelude are requests the technician made, and had answered, while
 	// the session waited for approval; they go to the target first.
 	prelude []*ssh.Request
-	// replying counts the technician's requests being handled, until
-	// their reply is sent: a connection ended meanwhile would leave the
-	// technician's client without it (an exec the target answered
-	// just before it went reads as a lost connection, not as the
-	// session ending with a word).
-	replying sync.WaitGroup
+	// replying is held while a technician's request is handled, until
+	// its reply is sent: a channel or connection closed meanwhile would
+	// leave the technician's client without it (an exec the target
+	// answered and ended at once reads as a lost channel, not as the
+	// command's exit).
+	replying chan struct{}
 
 	// mu guards rec and started. start holds it until the target answered
 	// and the pumps run, so that the target-side loop never sees a
@@ -169,12 +169,12 @@ func (r *relay) fromTechnician(reqs <-chan *ssh.Request) {
 		r.endRefused()
 	}
 	for req := range reqs {
-		r.replying.Add(1)
+		r.replying <- struct{}{}
 		ok := r.handleRequest(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
 		}
-		r.replying.Done()
+		<-r.replying
 		if r.refusal != "" {
 			r.endRefused()
 		}
@@ -646,7 +646,20 @@ func (r *relay) fromTarget(reqs <-chan *ssh.Request) {
 		rec.Event("x-close", "")
 	}
 	r.awaitTargetWord()
-	r.down.Close()
+	r.afterReply(2*time.Second, func() { r.down.Close() })
+}
+
+// afterReply calls f once no technician's request is being handled, or
+// after wait at most.
+func (r *relay) afterReply(wait time.Duration, f func()) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r.replying <- struct{}{}:
+		defer func() { <-r.replying }()
+	case <-t.C:
+	}
+	f()
 }
 
 // awaitTargetWord is called once the target ended the channel. Without
