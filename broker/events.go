@@ -123,18 +123,38 @@ const (
 // Moderated sessions.
 const (
 	// A session whose rule asks for moderators waits for them; nothing
-	// reaches the target yet. Fields: technician, target, source,
-	// session. Detail (JSON): rule, moderators (how many must watch).
+	// reaches the target yet. Also a webhook notification. Fields:
+	// technician, target, source, session. Detail (JSON): rule,
+	// moderators (how many must watch), may_moderate (who may).
 	EventModerationWaiting EventKind = "moderation.waiting"
 
-	// A moderator sat down to watch a session (`moderate`). Fields:
-	// technician (the moderator), target, source, session. Detail
-	// (JSON): technician (whose session it is).
+	// A moderator sat down to watch a session (`moderate` over SSH, or
+	// "Join as moderator" in the console). Fields: technician (the
+	// moderator), target, source ("web" for the console), session.
+	// Detail (JSON): technician (whose session it is).
 	EventModerationJoined EventKind = "moderation.joined"
 
 	// A moderator left a session. Fields and detail as
 	// moderation.joined.
 	EventModerationLeft EventKind = "moderation.left"
+
+	// A moderator sent the technician a line. Fields as
+	// moderation.joined. Detail (JSON): technician, text.
+	EventModerationMessage EventKind = "moderation.message"
+
+	// A moderator held the technician's input: what they type is
+	// dropped until a moderator releases it. Fields as
+	// moderation.joined. Detail (JSON): technician.
+	EventModerationHold EventKind = "moderation.hold"
+
+	// A moderator released the technician's input. Fields and detail as
+	// moderation.hold.
+	EventModerationRelease EventKind = "moderation.release"
+
+	// A moderator ended the session (session.revoked follows once a
+	// started session has ended). Fields as moderation.joined. Detail
+	// (JSON): technician, reason.
+	EventModerationEnd EventKind = "moderation.end"
 )
 
 // Second factor (TOTP).
@@ -330,6 +350,7 @@ const (
 var warnings = map[EventKind]bool{
 	EventAuthFailed: true, EventRefused: true, EventCertFailed: true, EventHostKey: true,
 	EventSessionRevoked: true, EventSessionGrantCut: true, EventSessionKilled: true, EventSessionNodeLost: true,
+	EventModerationEnd:  true,
 	EventClusterRefused: true,
 	EventMFAFailed:      true, EventMFAThrottled: true, EventMFAUnopenable: true, EventMFATampered: true,
 	EventRequestRefused:      true,

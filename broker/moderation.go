@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -86,4 +87,37 @@ func (b *Broker) Moderators(technician string, target *Target, spec ModerationSp
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ModerationNotice is a session waiting for moderators, as the audit log
+// and the webhooks are told of it.
+type ModerationNotice struct {
+	Session    string         `json:"id"`
+	Technician string         `json:"technician"`
+	Affiliate  string         `json:"affiliate"`
+	Target     string         `json:"target"`
+	Source     string         `json:"source"`
+	Rule       string         `json:"rule"`
+	Spec       ModerationSpec `json:"-"`
+	// Moderators is how many must watch.
+	Moderators int `json:"moderators"`
+}
+
+// ModerationWaiting audits that a session waits for moderators and
+// tells the webhooks, naming who may moderate it. It returns them, and
+// the webhooks told.
+func (b *Broker) ModerationWaiting(ctx context.Context, n ModerationNotice) (moderators, webhooks []string) {
+	var t *Target
+	if tg, ok := b.Target(n.Target); ok {
+		t = tg
+	}
+	moderators = b.Moderators(n.Technician, t, n.Spec)
+	n.Moderators = n.Spec.withDefaults().Moderators
+	b.Audit(ctx, AuditEvent{Kind: EventModerationWaiting, Technician: n.Technician, Target: n.Target, Source: n.Source, Session: n.Session,
+		Detail: JSONDetail(map[string]any{"rule": n.Rule, "moderators": n.Moderators, "may_moderate": moderators})})
+	if b.notifier != nil {
+		b.notifier.Notify(Event{Kind: EventModerationWaiting, At: b.now().UTC(), Moderation: &n, Moderators: moderators})
+		webhooks = b.notifier.Names()
+	}
+	return moderators, webhooks
 }

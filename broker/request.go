@@ -199,8 +199,9 @@ type RequestFilter struct {
 }
 
 // Event is what notifications (webhooks) are told: a transition of an
-// access request (Request set), or a cross-border session starting or
-// ending (Session set).
+// access request (Request set), a cross-border session starting or
+// ending (Session set), or a session waiting for moderators (Moderation
+// set).
 type Event struct {
 	Kind    EventKind      `json:"event"` // an EventRequest* or EventSessionCrossBorder* kind
 	At      time.Time      `json:"at"`
@@ -212,6 +213,10 @@ type Event struct {
 	Note string `json:"note,omitempty"`
 	// Approvers are the technicians who may decide the request.
 	Approvers []string `json:"approvers,omitempty"`
+	// Moderation is a session waiting for moderators (kind
+	// moderation.waiting); Moderators are who may moderate it.
+	Moderation *ModerationNotice `json:"moderation,omitempty"`
+	Moderators []string          `json:"moderators,omitempty"`
 }
 
 // SessionNotice is what a notification tells of a session.

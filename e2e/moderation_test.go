@@ -141,3 +141,116 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 		}
 	}
 }
+
+// A moderator, watching over SSH, sends the technician a line, holds and
+// releases their input, and ends the session with a reason, from the
+// command line Ctrl-] opens; each lands on the replay's timeline and in
+// the audit log. A command (no terminal) under the moderated rule waits
+// for a moderator the same way.
+func TestModeratorSaysHoldsAndEnds(t *testing.T) {
+	t.Parallel()
+	v := startVariant(t, moderatedWeb("30s"))
+
+	// A command waits too, told why on stderr, and runs once watched.
+	execDone := make(chan result, 1)
+	go func() { execDone <- run(t, v.ssh(ctxT(t), "aiko", "aiko+web-sg-01", "echo", "exec-ran-$((6*7))"), nil) }()
+	var execID string
+	waitUntil(t, 30*time.Second, "the command's session to wait for a moderator", func() bool {
+		for _, e := range v.audit(t) {
+			if e["kind"] == "moderation.waiting" {
+				execID = e["session"]
+			}
+		}
+		return execID != ""
+	})
+	var mod *exec.Cmd
+	waitUntil(t, 90*time.Second, "kenji's command login (a fresh code step may take 30 s)", func() bool {
+		c, refused := v.logins(t).cmd(t, "kenji", "moderate", execID)
+		mod = c
+		return refused == nil
+	})
+	tmuxOf := func(c *exec.Cmd) *tmux {
+		c.Args = append(c.Args[:1], append([]string{"-tt"}, c.Args[1:]...)...)
+		return newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(c.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	}
+	mt := tmuxOf(mod)
+	mt.waitScreen("moderating session " + execID)
+	r := <-execDone
+	if r.code != 0 || !strings.Contains(r.stdout, "exec-ran-42") || !strings.Contains(r.stderr, "needs 1 moderator(s) watching") {
+		t.Fatalf("the moderated command: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	mt.waitScreen("moderate-exited-0")
+
+	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
+	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
+	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm.waitScreen("this session needs 1 moderator(s) watching")
+	m := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
+	if m == nil {
+		t.Fatalf("the waiting technician is not told the session ID:\n%s", tm.screen())
+	}
+	id := m[1]
+	mod, _ = v.logins(t).cmd(t, "kenji", "moderate", id)
+	mt = tmuxOf(mod)
+	mt.waitScreen("moderating session " + id)
+	tm.waitScreen("watched by kenji; connecting to web-sg-01")
+	tm.send("echo ready-$((1+1))", "Enter")
+	tm.waitScreen("ready-2")
+
+	command := func(line string) {
+		t.Helper()
+		mt.send("C-]")
+		mt.waitScreen("moderate>")
+		mt.send(line, "Enter")
+	}
+	command("say check the backup first")
+	mt.waitScreen("[sekisho: sent to aiko]")
+	tm.waitScreen("moderator kenji says: check the backup first")
+
+	command("hold")
+	mt.waitScreen("aiko's input is held")
+	tm.waitScreen("moderator kenji holds your input")
+	tm.send("echo held-$((40+2))", "Enter")
+	command("release")
+	mt.waitScreen("aiko's input goes through")
+	tm.waitScreen("moderator kenji released your input")
+	tm.send("echo released-$((40+3))", "Enter")
+	tm.waitScreen("released-43")
+	mt.waitScreen("released-43")
+	if strings.Contains(tm.screen(), "held-42") {
+		t.Errorf("input typed while held reached the target:\n%s", tm.screen())
+	}
+	command("hold")
+	command("hold")
+	mt.waitScreen("the input is already held by kenji")
+	command("end ") // not "end": tmux would send the End key
+	mt.waitScreen("give a reason")
+	command("end wrong table")
+	tm.waitScreen("session ended: ended by moderator kenji: wrong table")
+	tm.waitScreen("ssh-exited-")
+	mt.waitScreen("moderate-exited-0")
+
+	kinds := map[string]bool{}
+	waitUntil(t, 10*time.Second, "the session's end to be audited", func() bool {
+		for _, e := range v.audit(t) {
+			if e["session"] == id {
+				kinds[e["kind"]] = true
+			}
+		}
+		return kinds["session.end"]
+	})
+	for _, k := range []string{"moderation.message", "moderation.hold", "moderation.release", "moderation.end", "session.revoked"} {
+		if !kinds[k] {
+			t.Errorf("no %s audited for the session (got %v)", k, kinds)
+		}
+	}
+	ev, err := v.cli(t, "replay", "--events", id)
+	if err != nil {
+		t.Fatalf("replay --events: %v %s", err, ev)
+	}
+	for _, want := range []string{"watched by kenji", "kenji said: check the backup first", "kenji held the input", "kenji released the input", "kenji ended the session: wrong table"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("the recording's events lack %q:\n%s", want, ev)
+		}
+	}
+}

@@ -2,14 +2,18 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -30,17 +34,25 @@ type seat struct {
 	id         string
 	technician string
 	target     *broker.Target
+	rule       string
 	spec       broker.ModerationSpec
+	conn       *conn
 
 	mu      sync.Mutex
 	present map[string]int // moderator: connections watching
 	changed chan struct{}  // closed and replaced at every change
-	held    atomic.Bool    // the technician's input is held
+	absent  bool           // fewer moderators watch than the rule asks (once started)
+	holder  string         // the moderator who holds the technician's input, or ""
+	endWhy  string         // a moderator ended the session before it started
+	started bool           // the session reached its target
+	waiting func(string)   // tells the technician while they wait
+	held    atomic.Bool    // the technician's input is held: absent or holder
 	done    chan struct{}  // closed when the session ends
 }
 
-func newSeat(id, technician string, target *broker.Target, spec broker.ModerationSpec) *seat {
-	return &seat{id: id, technician: technician, target: target, spec: spec, present: map[string]int{}, changed: make(chan struct{}), done: make(chan struct{})}
+func newSeat(c *conn) *seat {
+	return &seat{id: c.sessionID, technician: c.id.tech.Name, target: c.id.target, rule: c.id.decision.Rule,
+		spec: *c.id.decision.Moderation, conn: c, present: map[string]int{}, changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // join seats name and returns what unseats them.
@@ -60,6 +72,7 @@ func (s *seat) join(name string) (leave func()) {
 }
 
 func (s *seat) notifyLocked() {
+	s.held.Store(s.absent || s.holder != "")
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -68,6 +81,10 @@ func (s *seat) notifyLocked() {
 func (s *seat) moderators() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.moderatorsLocked()
+}
+
+func (s *seat) moderatorsLocked() []string {
 	out := make([]string, 0, len(s.present))
 	for name := range s.present {
 		out = append(out, name)
@@ -84,9 +101,19 @@ func (s *seat) enough() (bool, <-chan struct{}) {
 	return len(s.present) >= s.spec.Moderators, s.changed
 }
 
+// setAbsent records whether too few moderators watch.
+func (s *seat) setAbsent(absent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.absent != absent {
+		s.absent = absent
+		s.notifyLocked()
+	}
+}
+
 // seatOf registers c's seat; unseat removes it when the session ends.
 func (s *Server) seatOf(c *conn) *seat {
-	st := newSeat(c.sessionID, c.id.tech.Name, c.id.target, *c.id.decision.Moderation)
+	st := newSeat(c)
 	s.seats.Store(c.sessionID, st)
 	return st
 }
@@ -100,6 +127,292 @@ func (c *conn) unseat() {
 	}
 }
 
+// moderationEvent records text on the session's channels' recordings
+// ("x-moderator"), for the replay's timeline.
+func (c *conn) moderationEvent(text string) {
+	c.mu.Lock()
+	relays := make([]*relay, 0, len(c.relays))
+	for r := range c.relays {
+		relays = append(relays, r)
+	}
+	c.mu.Unlock()
+	for _, r := range relays {
+		r.mu.Lock()
+		var err error
+		if r.rec != nil && !r.recClosed {
+			err = r.rec.Event("x-moderator", text)
+		}
+		r.mu.Unlock()
+		r.record(err)
+	}
+}
+
+// ModeratedSession is a session of this node that waits for moderators
+// or is moderated, as the console lists it.
+type ModeratedSession struct {
+	ID         string
+	Technician string
+	Target     string
+	Rule       string
+	Needed     int      // how many moderators must watch
+	Moderators []string // who watches now
+	Started    bool     // it reached its target
+	HeldBy     string   // the moderator holding the technician's input
+	Held       bool     // the input is held (by a moderator, or none watches)
+}
+
+func (s *seat) info() ModeratedSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ModeratedSession{ID: s.id, Technician: s.technician, Target: s.target.Name, Rule: s.rule, Needed: s.spec.Moderators,
+		Moderators: s.moderatorsLocked(), Started: s.started, HeldBy: s.holder, Held: s.absent || s.holder != ""}
+}
+
+// tell writes a line to the technician: on their waiting channel before
+// the session starts, on its channels after.
+func (s *seat) tell(msg string) {
+	s.mu.Lock()
+	waiting := s.waiting
+	s.mu.Unlock()
+	if waiting != nil {
+		go waiting(msg)
+		return
+	}
+	s.conn.tellAll(msg)
+}
+
+// Moderated lists the sessions of this node that name may moderate,
+// waiting ones first, then by ID.
+func (s *Server) Moderated(name string) []ModeratedSession {
+	var out []ModeratedSession
+	s.seats.Range(func(_, v any) bool {
+		st := v.(*seat)
+		if ok, _ := s.cfg.Access.MayModerate(name, st.technician, st.target, st.spec); ok {
+			out = append(out, st.info())
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b ModeratedSession) int {
+		if a.Started != b.Started {
+			if !a.Started {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// ModerationRefused is why someone may not moderate a session.
+type ModerationRefused struct{ Why string }
+
+func (e *ModerationRefused) Error() string { return e.Why }
+
+// seatFor returns session id's seat if name may moderate it.
+func (s *Server) seatFor(id, name string) (*seat, error) {
+	v, ok := s.seats.Load(id)
+	if !ok {
+		return nil, &ModerationRefused{fmt.Sprintf("no session %s waiting for moderators or moderated on this node", id)}
+	}
+	st := v.(*seat)
+	if ok, why := s.cfg.Access.MayModerate(name, st.technician, st.target, st.spec); !ok {
+		return nil, &ModerationRefused{why}
+	}
+	return st, nil
+}
+
+// refuseModeration audits a refused moderation.
+func (s *Server) refuseModeration(name, source, id, how string, err error) {
+	s.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: name,
+		Source: source, Session: id, Detail: how + " refused: " + err.Error()})
+}
+
+// Moderator is one moderator's place at a session: joined by Moderate,
+// left by Leave.
+type Moderator struct {
+	srv    *Server
+	st     *seat
+	name   string
+	source string
+	leave  func()
+}
+
+// Moderate seats name, from source ("web" for the console), as a
+// moderator of session id of this node. A refusal is a
+// *ModerationRefused, audited.
+func (s *Server) Moderate(id, name, source string) (*Moderator, error) {
+	if s.cfg.Access == nil {
+		return nil, &ModerationRefused{"this sekisho has no moderated sessions"}
+	}
+	st, err := s.seatFor(id, name)
+	if err != nil {
+		s.refuseModeration(name, source, id, "moderate", err)
+		return nil, err
+	}
+	return s.seat(st, name, source), nil
+}
+
+func (s *Server) seat(st *seat, name, source string) *Moderator {
+	m := &Moderator{srv: s, st: st, name: name, source: source}
+	leave := st.join(name)
+	m.audit(broker.EventModerationJoined, nil)
+	st.conn.moderationEvent(name + " joined")
+	m.leave = sync.OnceFunc(func() {
+		leave()
+		m.audit(broker.EventModerationLeft, nil)
+		st.conn.moderationEvent(name + " left")
+	})
+	return m
+}
+
+// Seated returns name's place at session id while they watch it (for
+// the console's controls, which come on requests of their own).
+func (s *Server) Seated(id, name, source string) (*Moderator, error) {
+	v, ok := s.seats.Load(id)
+	if !ok {
+		return nil, &ModerationRefused{fmt.Sprintf("session %s is not moderated on this node (it ended, or another node serves it)", id)}
+	}
+	st := v.(*seat)
+	st.mu.Lock()
+	seated := st.present[name] > 0
+	st.mu.Unlock()
+	if !seated {
+		return nil, &ModerationRefused{"you are not watching session " + id + " as a moderator: join it first"}
+	}
+	if _, err := s.seatFor(id, name); err != nil { // a lock or a rule change since
+		return nil, err
+	}
+	return &Moderator{srv: s, st: st, name: name, source: source, leave: func() {}}, nil
+}
+
+// Leave unseats the moderator; the technician's input is held if too few
+// watch then.
+func (m *Moderator) Leave() { m.leave() }
+
+// Done is closed when the session ends.
+func (m *Moderator) Done() <-chan struct{} { return m.st.done }
+
+// Session says what the moderated session is now.
+func (m *Moderator) Session() ModeratedSession { return m.st.info() }
+
+func (m *Moderator) audit(kind broker.EventKind, extra map[string]string) {
+	d := map[string]string{"technician": m.st.technician}
+	maps.Copy(d, extra)
+	m.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: kind, Technician: m.name, Target: m.st.target.Name,
+		Source: m.source, Session: m.st.id, Detail: broker.JSONDetail(d)})
+}
+
+// maxModeratorText bounds a line or a reason a moderator sends.
+const maxModeratorText = 500
+
+// moderatorText checks a line a moderator sends the technician.
+func moderatorText(what, text string) (string, error) {
+	text = strings.TrimSpace(text)
+	switch {
+	case text == "":
+		return "", &ModerationRefused{"give " + what}
+	case len(text) > maxModeratorText:
+		return "", &ModerationRefused{fmt.Sprintf("%s is too long: at most %d bytes", what, maxModeratorText)}
+	case !utf8.ValidString(text) || strings.IndexFunc(text, unicode.IsControl) >= 0:
+		return "", &ModerationRefused{what + " must be one line of text, without control characters"}
+	}
+	return text, nil
+}
+
+// Say sends the technician a line, on their terminal.
+func (m *Moderator) Say(text string) error {
+	text, err := moderatorText("a line to send", text)
+	if err != nil {
+		return err
+	}
+	m.st.tell(fmt.Sprintf("moderator %s says: %s", m.name, text))
+	m.st.conn.moderationEvent(m.name + " said: " + text)
+	m.audit(broker.EventModerationMessage, map[string]string{"text": text})
+	return nil
+}
+
+// Hold holds the technician's input (hold true: what they type is
+// dropped, a transfer waits) or releases it.
+func (m *Moderator) Hold(hold bool) error {
+	st := m.st
+	st.mu.Lock()
+	switch {
+	case hold && st.holder != "":
+		st.mu.Unlock()
+		return &ModerationRefused{"the input is already held by " + st.holder}
+	case !hold && st.holder == "":
+		st.mu.Unlock()
+		return &ModerationRefused{"the input is not held by a moderator"}
+	}
+	if hold {
+		st.holder = m.name
+	} else {
+		st.holder = ""
+	}
+	st.notifyLocked()
+	st.mu.Unlock()
+	if hold {
+		st.tell(fmt.Sprintf("moderator %s holds your input: what you type is dropped until it is released", m.name))
+		st.conn.moderationEvent(m.name + " held the input")
+		m.audit(broker.EventModerationHold, nil)
+	} else {
+		st.tell(fmt.Sprintf("moderator %s released your input", m.name))
+		st.conn.moderationEvent(m.name + " released the input")
+		m.audit(broker.EventModerationRelease, nil)
+	}
+	return nil
+}
+
+// End ends the session, telling the technician why; one waiting for
+// moderators never starts.
+func (m *Moderator) End(reason string) error {
+	reason, err := moderatorText("a reason (the technician reads it)", reason)
+	if err != nil {
+		return err
+	}
+	m.audit(broker.EventModerationEnd, map[string]string{"reason": reason})
+	why := fmt.Sprintf("ended by moderator %s: %s", m.name, reason)
+	st := m.st
+	st.mu.Lock()
+	started := st.started
+	if !started {
+		st.endWhy = why
+		st.notifyLocked()
+	}
+	st.mu.Unlock()
+	if started {
+		st.conn.moderationEvent(m.name + " ended the session: " + reason)
+		st.conn.terminate(why)
+	}
+	return nil
+}
+
+// Watch shows the session's terminal on w, from its start, once it has
+// reached its target, until it ends or ctx is done.
+func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := recording.ReadMeta(m.srv.cfg.RecordingDir, m.st.id); err == nil {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-m.st.done:
+			return ErrEndedUnstarted
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	opt.FromStart = true
+	return recording.Watch(ctx, w, m.srv.cfg.RecordingDir, m.st.id, opt)
+}
+
+// ErrEndedUnstarted is Watch's answer for a session that ended before it
+// reached its target.
+var ErrEndedUnstarted = errors.New("the session ended before it started")
+
 // awaitModerators holds the waiting channel until enough moderators watch.
 func (w *waiter) awaitModerators(ctx context.Context) bool {
 	c := w.c
@@ -111,6 +424,9 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 	w.moderators = true
 	st := c.srv.seatOf(c)
 	c.seat = st
+	st.mu.Lock()
+	st.waiting = func(msg string) { w.say("%s", msg) }
+	st.mu.Unlock()
 	if w.pty != nil && w.input == nil {
 		w.readKeys()
 	}
@@ -119,16 +435,29 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 	if h, p, err := net.SplitHostPort(c.sc.LocalAddr().String()); err == nil {
 		host = h + " -p " + p
 	}
-	w.say("this session needs %d moderator(s) watching (rule %q); who may moderate: %s",
-		spec.Moderators, d.Rule, listOrNone(c.srv.cfg.Access.Moderators(c.id.tech.Name, c.id.target, spec)))
-	w.say("session %s: a moderator joins with  ssh -t NAME@%s moderate %s", c.sessionID, host, c.sessionID)
+	may, hooks := c.srv.cfg.Access.ModerationWaiting(ctx, broker.ModerationNotice{Session: c.sessionID, Technician: c.id.tech.Name,
+		Affiliate: c.id.tech.Affiliate.Name, Target: c.id.target.Name, Source: c.source, Rule: d.Rule, Spec: spec})
+	notified := "who may moderate: " + listOrNone(may)
+	if len(hooks) > 0 {
+		notified += "; webhooks " + strings.Join(hooks, ", ")
+	}
+	w.say("this session needs %d moderator(s) watching (rule %q); %s", spec.Moderators, d.Rule, notified)
+	w.say("session %s: a moderator joins in the console, or with  ssh -t NAME@%s moderate %s", c.sessionID, host, c.sessionID)
 	if w.pty != nil {
 		w.say("the session starts when they watch; Ctrl-C leaves")
 	}
-	c.srv.cfg.Broker.Audit(ctx, broker.AuditEvent{Kind: broker.EventModerationWaiting, Technician: c.id.tech.Name, Target: c.id.target.Name,
-		Source: c.source, Session: c.sessionID, Detail: broker.JSONDetail(map[string]any{"rule": d.Rule, "moderators": spec.Moderators})})
 	for {
 		ok, changed := st.enough()
+		st.mu.Lock()
+		why := st.endWhy
+		if ok && why == "" {
+			st.started, st.waiting = true, nil
+		}
+		st.mu.Unlock()
+		if why != "" {
+			w.end("%s", why)
+			return false
+		}
 		if ok {
 			break
 		}
@@ -156,29 +485,47 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 func (c *conn) followModerators(st *seat, grace time.Duration) {
 	for {
 		ok, changed := st.enough()
-		if !ok {
-			st.held.Store(true)
-			c.tellAll(fmt.Sprintf("the moderators left: your input is held; the session ends in %s unless one watches again", grace))
+		if ok {
 			select {
-			case <-time.After(grace):
-				if ok, _ := st.enough(); !ok {
-					c.terminate(fmt.Sprintf("no moderator watched for %s (rule %q)", grace, c.id.decision.Rule))
-					return
-				}
 			case <-changed:
+				continue
 			case <-st.done:
 				return
 			}
-			if ok, _ := st.enough(); ok {
-				st.held.Store(false)
-				c.tellAll("watched again by " + strings.Join(st.moderators(), ", ") + ": your input goes through")
+		}
+		st.setAbsent(true)
+		c.moderationEvent("no moderator watches: input held")
+		c.tellAll(fmt.Sprintf("the moderators left: your input is held; the session ends in %s unless one watches again", grace))
+		if !st.awaitEnough(grace) {
+			select {
+			case <-st.done:
+			default:
+				c.terminate(fmt.Sprintf("no moderator watched for %s (rule %q)", grace, c.id.decision.Rule))
 			}
-			continue
+			return
+		}
+		st.setAbsent(false)
+		c.tellAll("watched again by " + strings.Join(st.moderators(), ", ") + ": your input goes through")
+	}
+}
+
+// awaitEnough waits up to grace for enough moderators to watch, and
+// reports whether they do.
+func (s *seat) awaitEnough(grace time.Duration) bool {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for {
+		ok, changed := s.enough()
+		if ok {
+			return true
 		}
 		select {
+		case <-t.C:
+			ok, _ := s.enough()
+			return ok
 		case <-changed:
-		case <-st.done:
-			return
+		case <-s.done:
+			return false
 		}
 	}
 }
@@ -240,59 +587,3 @@ func (c *conn) awaitModeration(ctx context.Context, chans <-chan ssh.NewChannel)
 	return w.handoff(), true
 }
 
-// moderate seats the technician as a moderator of a session of this node
-// and shows it live until they leave (Ctrl-C) or it ends.
-func (c *command) moderate(ctx context.Context, f *flags) int {
-	if err := f.allow(); err != nil || len(f.args) != 1 {
-		c.errorf("sekisho: usage: moderate SESSION (with a terminal: ssh -t)\n")
-		return exitUsage
-	}
-	id := f.args[0]
-	refuse := func(why string) int {
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventRefused, Technician: c.tech.Name,
-			Source: c.source, Session: id, Detail: "command \"moderate\" refused: " + why})
-		c.errorf("sekisho: moderate: %s\n", why)
-		return exitRefused
-	}
-	v, ok := c.srv.seats.Load(id)
-	if !ok {
-		return refuse(fmt.Sprintf("no session %s waiting for moderators or moderated on this node", id))
-	}
-	st := v.(*seat)
-	if ok, why := c.srv.cfg.Access.MayModerate(c.tech.Name, st.technician, st.target, st.spec); !ok {
-		return refuse(why)
-	}
-	if !c.pty {
-		return refuse("a moderator watches on a terminal: ssh -t")
-	}
-	leave := st.join(c.tech.Name)
-	audit := func(kind broker.EventKind) {
-		c.srv.cfg.Broker.Audit(context.Background(), broker.AuditEvent{Kind: kind, Technician: c.tech.Name, Target: st.target.Name,
-			Source: c.source, Session: id, Detail: broker.JSONDetail(map[string]string{"technician": st.technician})})
-	}
-	audit(broker.EventModerationJoined)
-	defer audit(broker.EventModerationLeft)
-	defer leave()
-	fmt.Fprintf(c.raw, "[sekisho: moderating session %s of %s on %s; your leaving holds their input; Ctrl-C leaves]\r\n", id, st.technician, st.target.Name)
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go c.dropInput(stop)
-	// The session connects, and its recording begins, once enough watch.
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := recording.ReadMeta(c.srv.cfg.RecordingDir, id); err == nil {
-			break
-		}
-		select {
-		case <-tick.C:
-		case <-st.done:
-			io.WriteString(c.raw, "[sekisho: the session ended before it started]\r\n")
-			return exitOK
-		case <-ctx.Done():
-			io.WriteString(c.raw, "\r\n[sekisho: stopped moderating]\r\n")
-			return exitOK
-		}
-	}
-	return c.watched("moderate", "moderating", id, recording.Watch(ctx, c.raw, c.srv.cfg.RecordingDir, id, recording.WatchOptions{FromStart: true}))
-}

@@ -67,6 +67,7 @@ type relay struct {
 	rec        *recording.Channel
 	started    bool
 	startTried bool         // one shell, exec or subsystem attempt per channel
+	recClosed  bool         // rec is closed: nothing more is recorded on it
 	pty        *ptyRequest  // request loop only
 	env        []envRequest // request loop only: env received before start
 	transfer   bool         // request loop only: the channel is a file transfer
@@ -143,6 +144,9 @@ func (r *relay) run(downReqs, upReqs <-chan *ssh.Request) {
 	if r.watch != nil {
 		r.record(r.watch.end())
 	}
+	r.mu.Lock()
+	r.recClosed = true
+	r.mu.Unlock()
 	if r.rec != nil {
 		if err := r.rec.Close(); err != nil {
 			r.conn.srv.log.Error("recording channel not closed cleanly", append(r.conn.logArgs(), "err", err)...)
@@ -339,6 +343,9 @@ func (r *relay) start(req *ssh.Request) bool {
 		return false
 	}
 	r.rec = rec
+	if st := r.conn.seat; st != nil && !r.record(rec.Event("x-moderator", "watched by "+strings.Join(st.moderators(), ", "))) {
+		return false
+	}
 	if len(withheld) > 0 && !r.record(rec.Event("x-withheld", strings.Join(withheld, ", ")+": not given to a file transfer")) {
 		return false
 	}

@@ -78,6 +78,10 @@ type Access interface {
 	// who may.
 	MayModerate(moderator, technician string, target *broker.Target, spec broker.ModerationSpec) (bool, string)
 	Moderators(technician string, target *broker.Target, spec broker.ModerationSpec) []string
+	// ModerationWaiting audits that a session waits for moderators and
+	// notifies the webhooks; it returns who may moderate and the
+	// webhooks told.
+	ModerationWaiting(ctx context.Context, n broker.ModerationNotice) (moderators, webhooks []string)
 	// PowersNeedingMFA lists the powers (approver, admin, reviewer)
 	// technician holds, as the config says now, that need a
 	// verification code to log in to sekisho's commands.
