@@ -586,4 +586,3 @@ func (c *conn) awaitModeration(ctx context.Context, chans <-chan ssh.NewChannel)
 	}
 	return w.handoff(), true
 }
-
