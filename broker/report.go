@@ -46,6 +46,9 @@ type CrossBorderRow struct {
 	// it was sealed complete.
 	Recording         string `json:"recording"`
 	RecordingComplete bool   `json:"recording_complete"`
+	// Moderated says the session's rule asked for moderators, who had to
+	// watch while it ran (see SessionRecord.Moderated).
+	Moderated bool `json:"moderated"`
 }
 
 // CrossBorderReport lists the cross-border sessions that started in
@@ -64,6 +67,10 @@ type CrossBorderReport struct {
 	// Unapproved counts the rows whose session ran without an access
 	// request: a rule allowed it outright.
 	Unapproved int `json:"unapproved"`
+	// Moderated counts the rows whose rule asked for moderators and
+	// Unmoderated the others: together, every row.
+	Moderated   int `json:"moderated"`
+	Unmoderated int `json:"unmoderated"`
 }
 
 // BuildCrossBorderReport reads the cross-border sessions that started in
@@ -116,6 +123,7 @@ func BuildCrossBorderReport(ctx context.Context, s Store, targets func(name stri
 			Source: rec.Source, SourceCountry: rec.SourceCountry, Target: rec.Target, Residency: rec.Residency,
 			Rule: rec.Rule, Request: rec.Request, Started: rec.StartedAt.UTC(), EndReason: rec.EndReason,
 			BytesIn: rec.BytesIn, BytesOut: rec.BytesOut, Recording: rec.Recording, RecordingComplete: rec.RecordingComplete,
+			Moderated: rec.Moderated,
 		}
 		if rec.Ended() {
 			row.Ended = rec.EndedAt.UTC()
@@ -138,6 +146,11 @@ func BuildCrossBorderReport(ctx context.Context, s Store, targets func(name stri
 			}
 		} else {
 			r.Unapproved++
+		}
+		if row.Moderated {
+			r.Moderated++
+		} else {
+			r.Unmoderated++
 		}
 		r.ByAffiliate[row.Affiliate]++
 		r.ByResidency[row.Residency]++
@@ -194,17 +207,20 @@ func (r CrossBorderReport) Daily() []DailyCount {
 	return out
 }
 
-// crossBorderColumns is the CSV header.
+// crossBorderColumns is the CSV header. Spreadsheets and scripts read
+// the columns by place: a new one goes at the end.
 var crossBorderColumns = []string{
 	"session", "technician", "affiliate", "affiliate_country", "source", "source_country",
 	"target", "residency", "data", "rule", "request", "reason", "approved_by",
 	"started", "ended", "end_reason", "bytes_in", "bytes_out", "recording", "recording_complete",
+	"moderated",
 }
 
 // WriteCSV writes the report as CSV (RFC 4180): a header row, then one row
 // per session in the report's order. Times are RFC 3339 in UTC, an empty
 // cell for a session still live; lists (data classes, approvers) are
-// joined with ";"; request is empty for a session that ran without one.
+// joined with ";"; request is empty for a session that ran without one;
+// recording_complete and moderated are true or false.
 //
 // The cells carry untrusted text (the technician's reason, names, end
 // reasons), and spreadsheets run a cell that looks like a formula. So, as
@@ -226,6 +242,7 @@ func (r CrossBorderReport) WriteCSV(w io.Writer) error {
 			row.Target, row.Residency, strings.Join(row.Data, ";"), row.Rule, request, row.Reason, strings.Join(row.ApprovedBy, ";"),
 			csvTime(row.Started), csvTime(row.Ended), row.EndReason,
 			strconv.FormatInt(row.BytesIn, 10), strconv.FormatInt(row.BytesOut, 10), row.Recording, strconv.FormatBool(row.RecordingComplete),
+			strconv.FormatBool(row.Moderated),
 		})
 	}
 	if err := b.Flush(); err != nil {

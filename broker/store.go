@@ -45,6 +45,12 @@ type SessionRecord struct {
 	Request int64 `json:"request,omitempty"`
 	// Node is the sekisho node that served the session (its node_name).
 	Node string `json:"node,omitempty"`
+	// Moderated says the rule the session ran under asked for moderators
+	// (Decision.Moderation), so that a reviewer can tell the sessions
+	// someone had to watch from those nobody had to. It is the rule's
+	// demand, not a record of who watched: a session refused or ended
+	// while it waited for moderators is moderated too.
+	Moderated bool `json:"moderated,omitempty"`
 }
 
 // Ended reports whether the session has finished.

@@ -45,8 +45,12 @@
 // complete the picture. File transfers parsed from sftp and scp are
 // "x-file" events (a JSON object: protocol, direction, path, size,
 // sha256), sftp metadata operations "x-file-op", and a stream that could
-// not be parsed "x-file-parse-error". Players ignore codes they do not
-// know.
+// not be parsed "x-file-parse-error". In a moderated session, "x-moderator"
+// events say what the moderators did, one plain line of text each ("kenji
+// joined", "kenji left; input held", "kenji held the input", "kenji
+// released the input", "kenji said: …", "kenji ended the session: …"):
+// the timeline shows them as kind "moderator", replay always as markers.
+// Players ignore codes they do not know.
 //
 // # Format 1 (recordings made before; no "format" in session.json)
 //

@@ -35,7 +35,8 @@ type ReplayOptions struct {
 	From time.Duration
 	// EventsInline shows, besides output, the technician's input and
 	// every recorded event as marker lines. Without it, markers show only
-	// file transfers and operations, refusals and exit statuses.
+	// file transfers and operations, refusals, exit statuses and what
+	// moderators did.
 	EventsInline bool
 }
 
@@ -433,9 +434,10 @@ func fileMarker(code, data string) (string, bool) {
 }
 
 // markerFor returns the marker text of an event that is neither output
-// nor input, and whether it is shown: file events, refusals and exit
-// statuses always, the others when all is set. Duplicates of other
-// events (the exact bytes of a text event) are never shown.
+// nor input, and whether it is shown: file events, refusals, exit
+// statuses and moderators' events always, the others when all is set.
+// Duplicates of other events (the exact bytes of a text event) are never
+// shown.
 func markerFor(e Event, all bool) (string, bool) {
 	switch e.Code {
 	case "x-exit-status":
@@ -451,6 +453,10 @@ func markerFor(e Event, all bool) (string, bool) {
 		return "sftp request refused: " + quoted(e.Data), true
 	case "x-start-refused":
 		return "refused to start: " + quoted(e.Data), true
+	case "x-moderator":
+		// A reviewer must see who watched and what they did as the
+		// session went on: a hold explains why input stops.
+		return "moderator: " + escaped(e.Data), true
 	case "x-o-bytes", "x-i-bytes":
 		return "", false
 	}

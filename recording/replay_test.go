@@ -392,3 +392,27 @@ func TestQuoted(t *testing.T) {
 		t.Errorf("word = %q", got)
 	}
 }
+
+// What moderators did shows in replay as markers, whether or not the
+// other events do, their text escaped as any recorded text is.
+func TestReplayShowsModerators(t *testing.T) {
+	root, id, s := newSession(t)
+	c := newChannel(t, s, ChannelInfo{PTY: true, Kind: "shell"})
+	must(t, c.Event("x-moderator", "kenji joined"))
+	must(t, c.Stdout([]byte("db$ ")))
+	must(t, c.Event("x-moderator", "kenji said: check the backup first\x1b]52;c;aGk=\x07\u202e"))
+	must(t, c.Event("x-moderator", "kenji held the input"))
+	must(t, c.Event("x-moderator", "kenji ended the session: wrong table"))
+	must(t, c.Close())
+
+	banner := "\r\n\x1b[7m sekisho replay: channel 1, shell 80x24 \x1b[0m\r\n"
+	want := banner + marker("moderator: kenji joined") + "db$ " +
+		marker(`moderator: kenji said: check the backup first\x1b]52;c;aGk=\a\u202e`) +
+		marker("moderator: kenji held the input") +
+		marker("moderator: kenji ended the session: wrong table")
+	for _, inline := range []bool{false, true} {
+		if got := replayString(t, root, id, ReplayOptions{Instant: true, EventsInline: inline}); got != want {
+			t.Errorf("replay, events inline %v:\n got %q\nwant %q", inline, got, want)
+		}
+	}
+}

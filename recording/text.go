@@ -47,8 +47,12 @@ type TimelineEvent struct {
 	Channel int       `json:"channel"` // 1-based, as Channels numbers them
 	Time    float64   `json:"time"`    // seconds from the start of its channel (what a player of that channel seeks to)
 	At      time.Time `json:"at"`      // wall clock
-	Kind    string    `json:"kind"`    // "command" (a typed line or exec), "file", "file-op", "signal", "exit", "forward", "end", "subsystem", "parse-error"
-	Text    string    `json:"text"`    // one line, untrusted: control characters replaced, cut at 200 bytes
+	// Kind is "command" (a typed line or exec), "file", "file-op",
+	// "signal", "exit", "forward", "end", "subsystem", "parse-error", or
+	// "moderator": a moderator of the session joined or left, held or
+	// released the technician's input, said something or ended it.
+	Kind string `json:"kind"`
+	Text string `json:"text"` // one line, untrusted: control characters replaced, cut at 200 bytes
 }
 
 // MaxTimelineEvents bounds a timeline, so that a session of a million
@@ -85,8 +89,8 @@ func SessionText(root, id string, max int) (Text, error) {
 // command lines entered on terminals (at the moment Enter was pressed,
 // as typed with backspace applied; hidden input as SessionText describes
 // left out), exec commands, subsystems, file transfers and operations,
-// signals, exit statuses, port forwards and channel ends, ordered by
-// wall clock. At is only as exact as a channel's start, which the
+// signals, exit statuses, port forwards, channel ends and what the
+// moderators of a moderated session did, ordered by wall clock. At is only as exact as a channel's start, which the
 // recording keeps to the second; Time is exact within its channel. At
 // most MaxTimelineEvents events are returned.
 func Timeline(root, id string) ([]TimelineEvent, error) {
@@ -258,6 +262,8 @@ func (c *channelText) event(e Event) {
 		c.add(t, "forward", "failed: "+e.Data)
 	case "x-close":
 		c.add(t, "end", closeText(c.kind, e.Data))
+	case "x-moderator":
+		c.add(t, "moderator", e.Data)
 	default:
 		if req, ok := strings.CutPrefix(e.Code, "x-malformed-"); ok {
 			c.add(t, "parse-error", "malformed "+word(req)+" request: "+e.Data)

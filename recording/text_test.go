@@ -375,3 +375,49 @@ func TestSessionTextStopsReadingOutputOnceFull(t *testing.T) {
 		t.Errorf("typed %q, %d commands", txt.Typed, txt.Commands)
 	}
 }
+
+// What the moderators of a moderated session did is on its timeline, in
+// the order it happened among the technician's commands, the text as
+// recorded but made one safe line and cut like any other.
+func TestTimelineShowsModerators(t *testing.T) {
+	root, id, s := newSession(t)
+	sh := newChannel(t, s, ChannelInfo{PTY: true, Term: "xterm", Kind: "shell", Cols: 80, Rows: 24})
+	must(t, sh.Event("x-moderator", "kenji joined"))
+	advance(sh, time.Second)
+	must(t, sh.Stdout([]byte("db$ ")))
+	must(t, sh.Stdin([]byte("psql orders\r")))
+	advance(sh, time.Second)
+	must(t, sh.Event("x-moderator", "kenji said: check the backup first\x1b[2J\u202e"))
+	must(t, sh.Event("x-moderator", "kenji held the input"))
+	advance(sh, time.Second)
+	must(t, sh.Event("x-moderator", "kenji released the input"))
+	must(t, sh.Event("x-moderator", "kenji left; input held"))
+	advance(sh, time.Second)
+	must(t, sh.Event("x-moderator", "kenji ended the session: "+strings.Repeat("wrong table ", 30)))
+	must(t, sh.Close())
+
+	got, err := Timeline(root, id)
+	must(t, err)
+	type ev struct {
+		Second float64
+		Kind   string
+		Text   string
+	}
+	var gotEv []ev
+	for _, e := range got {
+		gotEv = append(gotEv, ev{math.Floor(e.Time), e.Kind, e.Text})
+	}
+	long := "kenji ended the session: " + strings.Repeat("wrong table ", 30)
+	want := []ev{
+		{0, "moderator", "kenji joined"},
+		{1, "command", "psql orders"},
+		{2, "moderator", "kenji said: check the backup first\uFFFD[2J\uFFFD"},
+		{2, "moderator", "kenji held the input"},
+		{3, "moderator", "kenji released the input"},
+		{3, "moderator", "kenji left; input held"},
+		{4, "moderator", long[:maxTimelineText-len("…")] + "…"},
+	}
+	if !reflect.DeepEqual(gotEv, want) {
+		t.Errorf("Timeline:\n got %+v\nwant %+v", gotEv, want)
+	}
+}

@@ -506,7 +506,7 @@ func (c *conn) register(start time.Time) *broker.SessionRecord {
 		Source: c.source, SourceCountry: d.Inputs.Source.Country, SourceNetwork: d.Inputs.Source.Network,
 		Target: tg.Name, TargetAddress: tg.Address, Residency: tg.Residency, Login: d.Login,
 		CrossBorder: d.CrossBorder(), Rule: d.Rule, Trace: string(trace), StartedAt: start, Recording: c.sessionID,
-		Node: c.srv.cfg.NodeName,
+		Node: c.srv.cfg.NodeName, Moderated: d.Moderation != nil,
 	}
 	if d.Grant != nil {
 		r.Request = d.Grant.RequestID

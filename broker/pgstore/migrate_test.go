@@ -210,3 +210,39 @@ func TestManualMigrationsWithoutCreatePrivilege(t *testing.T) {
 		t.Errorf("Open as a role without CREATE of a fresh database: %v; want ErrSchemaBehind and what to run", err)
 	}
 }
+
+// A database of the schema before sessions said whether they were
+// moderated (migration 0007) gets the column on open; its sessions read
+// as unmoderated, and new ones keep what they were.
+func TestMigrationAddsModeratedToOlderSessions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	// A database at version 6, with a session: the current schema taken
+	// back to it.
+	before := open(t, dsn)
+	if _, err := before.Pool().Exec(ctx, `ALTER TABLE sessions DROP COLUMN moderated;
+		DELETE FROM schema_migrations WHERE version = 7;
+		INSERT INTO sessions (id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+			cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording)
+		VALUES ('old', 'li', 'ops-cn', 'CN', '203.0.113.5:4000', 'db-jp-01', '10.0.0.1:22', 'JP', 'ops',
+			true, 'r', '[]', '1', 'k', '2026-12-01T09:00:00Z', 'old')`); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, dsn)
+	if got, want := appliedVersions(t, dsn), allVersions(); !slices.Equal(got, want) {
+		t.Errorf("schema_migrations = %v, want %v", got, want)
+	}
+	old, err := s.Session(ctx, "old")
+	if err != nil || old.Moderated || old.Technician != "li" || !old.CrossBorder {
+		t.Errorf("the older session: %+v, %v; want it read, unmoderated", old, err)
+	}
+	r := &broker.SessionRecord{ID: "new", Technician: "li", CrossBorder: true, Moderated: true, StartedAt: time.Now()}
+	if err := s.StartSession(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Session(ctx, "new"); err != nil || !got.Moderated {
+		t.Errorf("a moderated session after the migration: %+v, %v", got, err)
+	}
+}

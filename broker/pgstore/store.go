@@ -198,10 +198,10 @@ func (s *Store) notify(ctx context.Context, what string) {
 func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO sessions
 		(id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
-		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording, request, node)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)`,
+		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording, request, node, moderated)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
 		args(r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.SourceCountry, r.SourceNetwork, r.Target, r.TargetAddress, r.Residency, r.Login,
-			r.CrossBorder, r.Rule, r.Trace, strconv.FormatUint(r.CertSerial, 10), r.CertKeyID, r.StartedAt.UTC(), r.Recording, r.Request, r.Node)...)
+			r.CrossBorder, r.Rule, r.Trace, strconv.FormatUint(r.CertSerial, 10), r.CertKeyID, r.StartedAt.UTC(), r.Recording, r.Request, r.Node, r.Moderated)...)
 	if err != nil {
 		return fmt.Errorf("store session %s: %w", r.ID, err)
 	}
@@ -255,7 +255,7 @@ func (s *Store) SetRecordingSeal(ctx context.Context, id, head string, chunks in
 
 const sessionColumns = `id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
 	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording,
-	recording_head, recording_chunks, recording_complete, request, node`
+	recording_head, recording_chunks, recording_complete, request, node, moderated`
 
 func scanSession(row pgx.CollectableRow) (broker.SessionRecord, error) {
 	var (
@@ -266,7 +266,8 @@ func scanSession(row pgx.CollectableRow) (broker.SessionRecord, error) {
 	)
 	err := row.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.SourceCountry, &r.SourceNetwork, &r.Target, &r.TargetAddress,
 		&r.Residency, &r.Login, &r.CrossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
-		&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete, &r.Request, &r.Node)
+		&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete, &r.Request, &r.Node,
+		&r.Moderated)
 	r.CertSerial, _ = strconv.ParseUint(serial, 10, 64)
 	r.StartedAt = started.UTC()
 	r.EndedAt = fromNull(ended)

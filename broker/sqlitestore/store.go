@@ -116,6 +116,9 @@ var columnsAdded = []addedColumn{
 	// The node that served a session; a session of an older file was
 	// served by the one node there was.
 	{"sessions", "node", "TEXT NOT NULL DEFAULT ''"},
+	// Whether the session's rule asked for moderators; no rule did
+	// before moderation came.
+	{"sessions", "moderated", "INTEGER NOT NULL DEFAULT 0"},
 	// A request filed before its source country was kept has none: its
 	// grant is then used from the address it was filed from only.
 	{"requests", "source_country", "TEXT NOT NULL DEFAULT ''"},
@@ -230,10 +233,10 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) StartSession(ctx context.Context, r *broker.SessionRecord) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
 		(id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
-		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording, request, node)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		 cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording, request, node, moderated)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.Technician, r.Affiliate, r.AffiliateCountry, r.Source, r.SourceCountry, r.SourceNetwork, r.Target, r.TargetAddress, r.Residency, r.Login,
-		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording, r.Request, r.Node)
+		r.CrossBorder, r.Rule, r.Trace, fmt.Sprint(r.CertSerial), r.CertKeyID, r.StartedAt.UTC().Format(timeFormat), r.Recording, r.Request, r.Node, r.Moderated)
 	if err != nil {
 		return fmt.Errorf("store session %s: %w", r.ID, err)
 	}
@@ -268,7 +271,7 @@ func (s *Store) SetRecordingSeal(ctx context.Context, id, head string, chunks in
 
 const sessionColumns = `id, technician, affiliate, affiliate_country, source, source_country, source_network, target, target_address, residency, login,
 	cross_border, rule, trace, cert_serial, cert_key_id, started_at, ended_at, bytes_in, bytes_out, end_reason, recording,
-	recording_head, recording_chunks, recording_complete, request, node`
+	recording_head, recording_chunks, recording_complete, request, node, moderated`
 
 // Session returns one session by ID.
 func (s *Store) Session(ctx context.Context, id string) (broker.SessionRecord, error) {
@@ -383,7 +386,8 @@ func scanSessions(rows *sql.Rows) ([]broker.SessionRecord, error) {
 		)
 		if err := rows.Scan(&r.ID, &r.Technician, &r.Affiliate, &r.AffiliateCountry, &r.Source, &r.SourceCountry, &r.SourceNetwork, &r.Target, &r.TargetAddress,
 			&r.Residency, &r.Login, &crossBorder, &r.Rule, &r.Trace, &serial, &r.CertKeyID, &started, &ended,
-			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete, &r.Request, &r.Node); err != nil {
+			&r.BytesIn, &r.BytesOut, &r.EndReason, &r.Recording, &r.RecordingHead, &r.RecordingChunks, &r.RecordingComplete, &r.Request, &r.Node,
+			&r.Moderated); err != nil {
 			return nil, err
 		}
 		r.CrossBorder = crossBorder

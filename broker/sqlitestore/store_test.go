@@ -50,7 +50,11 @@ func TestOpenMigratesAnOlderFile(t *testing.T) {
 		residency TEXT NOT NULL, login TEXT NOT NULL, cross_border INTEGER NOT NULL, rule TEXT NOT NULL, trace TEXT NOT NULL,
 		cert_serial TEXT NOT NULL, cert_key_id TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
 		bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0, end_reason TEXT NOT NULL DEFAULT '',
-		recording TEXT NOT NULL)`); err != nil {
+		recording TEXT NOT NULL);
+		INSERT INTO sessions (id, technician, affiliate, affiliate_country, source, target, target_address, residency, login,
+		cross_border, rule, trace, cert_serial, cert_key_id, started_at, recording)
+		VALUES ('old', 'li', 'ops-cn', 'CN', '203.0.113.5:4000', 'db-jp-01', '10.0.0.1:22', 'JP', 'ops',
+		1, 'r', '[]', '1', 'k', '2025-03-01T09:00:00.000000000Z', 'old')`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -62,16 +66,20 @@ func TestOpenMigratesAnOlderFile(t *testing.T) {
 	yes, no := true, false
 	for i, cb := range []bool{true, false} {
 		r := &broker.SessionRecord{ID: fmt.Sprintf("s%d", i), Technician: "li", SourceCountry: "CN", SourceNetwork: "cn-vpn",
-			CrossBorder: cb, StartedAt: time.Now()}
+			CrossBorder: cb, Moderated: cb, StartedAt: time.Now()}
 		if err := s.StartSession(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, err := s.Sessions(ctx, broker.SessionFilter{CrossBorder: &yes})
-	if err != nil || len(got) != 1 || got[0].ID != "s0" || got[0].SourceCountry != "CN" || got[0].SourceNetwork != "cn-vpn" {
+	if err != nil || len(got) != 2 || got[0].ID != "s0" || got[0].SourceCountry != "CN" || got[0].SourceNetwork != "cn-vpn" || !got[0].Moderated {
 		t.Errorf("cross-border sessions: %+v, %v", got, err)
 	}
-	if got, _ := s.Sessions(ctx, broker.SessionFilter{CrossBorder: &no}); len(got) != 1 || got[0].ID != "s1" {
+	// A session of the older file was not moderated: no rule could ask.
+	if old, err := s.Session(ctx, "old"); err != nil || old.Moderated || old.SourceCountry != "" || old.Technician != "li" {
+		t.Errorf("the older file's session: %+v, %v", old, err)
+	}
+	if got, _ := s.Sessions(ctx, broker.SessionFilter{CrossBorder: &no}); len(got) != 1 || got[0].ID != "s1" || got[0].Moderated {
 		t.Errorf("domestic sessions: %+v", got)
 	}
 }

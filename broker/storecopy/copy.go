@@ -81,7 +81,8 @@ var tables = []table{
 		cols("started_at ended_at", when),
 		cols("bytes_in bytes_out end_reason recording recording_head recording_chunks", plain),
 		cols("recording_complete", flag),
-		cols("request node", plain))},
+		cols("request node", plain),
+		cols("moderated", flag))},
 	{label: "audit events", pg: "audit", from: "audit", order: "seq", identity: "seq", columns: join(
 		cols("seq", plain), cols("at", when), cols("kind technician target source session detail", plain))},
 	{label: "access requests", pg: "requests", from: "requests", order: "id", identity: "id", columns: join(

@@ -35,6 +35,7 @@ func populate(t *testing.T, ctx context.Context, s *sqlitestore.Store, base time
 			Source: "203.0.113.7:5000", SourceCountry: "CN", SourceNetwork: "office", Target: "db-jp-01", TargetAddress: "10.0.0.5:22",
 			Residency: "jp", Login: "root", CrossBorder: i%2 == 0, Rule: "r", Trace: `[{"rule":"r"}]`,
 			CertSerial: 1<<63 + uint64(i), CertKeyID: "sekisho:aiko", StartedAt: at, Recording: fmt.Sprintf("jp/s%02d", i), Request: int64(i % 4),
+			Moderated: i%3 == 1,
 		}
 		must(s.StartSession(ctx, r))
 		must(s.Audit(ctx, broker.AuditEvent{At: at, Kind: "session.start", Technician: r.Technician, Target: r.Target, Session: r.ID, Detail: fmt.Sprintf("event %d", i)}))

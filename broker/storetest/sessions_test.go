@@ -92,6 +92,7 @@ func TestSessionRoundTrip(t *testing.T) {
 		want := record("0195d3f4-7c1e-7000-8000-000000000001", "li", "db-jp-01", e.base)
 		want.CertSerial = 1<<63 + 12345 // larger than int64
 		want.SourceCountry, want.SourceNetwork, want.Request = "CN", "cn-vpn", 1<<62+3
+		want.Moderated = true
 		if err := s.StartSession(ctx, want); err != nil {
 			t.Fatal(err)
 		}

@@ -111,7 +111,8 @@ func cmdReportCrossBorder(ctx context.Context, w io.Writer, args []string, now t
 }
 
 // writeCrossBorderTable prints the report for a terminal: a title, one line
-// per session, and the counts.
+// per session, and the counts. MODERATED is yes for a session whose rule
+// asked for moderators.
 func writeCrossBorderTable(w io.Writer, r broker.CrossBorderReport) error {
 	scope := "all residencies"
 	if r.Residencies != nil {
@@ -121,7 +122,7 @@ func writeCrossBorderTable(w io.Writer, r broker.CrossBorderReport) error {
 		r.From.Format(time.RFC3339), r.To.Format(time.RFC3339), scope, len(r.Rows))
 	if len(r.Rows) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "STARTED\tSESSION\tTECHNICIAN\tAFFILIATE\tFROM\tTARGET\tRESIDENCY\tDATA\tREQUEST\tAPPROVED BY\tENDED\tREASON")
+		fmt.Fprintln(tw, "STARTED\tSESSION\tTECHNICIAN\tAFFILIATE\tFROM\tTARGET\tRESIDENCY\tDATA\tREQUEST\tAPPROVED BY\tENDED\tMODERATED\tREASON")
 		for _, row := range r.Rows {
 			from := row.SourceCountry
 			if from == "" {
@@ -140,8 +141,12 @@ func writeCrossBorderTable(w io.Writer, r broker.CrossBorderReport) error {
 			if data == "" {
 				data = "-"
 			}
+			moderated := "no"
+			if row.Moderated {
+				moderated = "yes"
+			}
 			cells := []string{row.Started.Format(time.RFC3339), row.Session, row.Technician, row.Affiliate + " (" + row.AffiliateCountry + ")",
-				from, row.Target, row.Residency, data, request, approvers, ended, row.Reason}
+				from, row.Target, row.Residency, data, request, approvers, ended, moderated, row.Reason}
 			for i, c := range cells {
 				cells[i] = terminalCell(c)
 			}
@@ -154,7 +159,8 @@ func writeCrossBorderTable(w io.Writer, r broker.CrossBorderReport) error {
 	}
 	fmt.Fprintf(w, "by affiliate: %s\n", counts(r.ByAffiliate))
 	fmt.Fprintf(w, "by residency: %s\n", counts(r.ByResidency))
-	_, err := fmt.Fprintf(w, "without an access request: %d\n", r.Unapproved)
+	fmt.Fprintf(w, "without an access request: %d\n", r.Unapproved)
+	_, err := fmt.Fprintf(w, "moderated: %d, unmoderated: %d\n", r.Moderated, r.Unmoderated)
 	return err
 }
 

@@ -62,7 +62,8 @@ func TestReportPeriod(t *testing.T) {
 
 // reportConfig writes the test config and a state store beside it with one
 // approved request and three sessions: li's cross-border one under the
-// request, li's to a target since removed, and aiko's domestic one.
+// request, which moderators had to watch, li's to a target since removed,
+// and aiko's domestic one.
 func reportConfig(t *testing.T) string {
 	t.Helper()
 	path := nodetest.WriteConfig(t, nil)
@@ -86,7 +87,7 @@ func reportConfig(t *testing.T) string {
 	for _, r := range []broker.SessionRecord{
 		{ID: "s1", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Source: "203.0.113.5:4000", SourceCountry: "CN",
 			Target: "db-jp-01", Residency: "JP", CrossBorder: true, Rule: "pii-abroad", Trace: "[]", StartedAt: at(20, 9), Request: req.ID,
-			Recording: "2026/11/20/s1"},
+			Recording: "2026/11/20/s1", Moderated: true},
 		{ID: "s2", Technician: "li", Affiliate: "ops-cn", AffiliateCountry: "CN", Source: "203.0.113.5:4001",
 			Target: "old-sg-01", Residency: "SG", CrossBorder: true, Rule: "any-affiliate-to-web", Trace: "[]", StartedAt: at(21, 3),
 			Recording: "2026/11/21/s2"},
@@ -116,22 +117,22 @@ func TestReportCrossBorderCommand(t *testing.T) {
 			name: "table",
 			args: nil,
 			want: "cross-border sessions from 2026-10-27T12:00:00Z to 2026-11-26T12:00:00Z (UTC, all residencies): 2\n\n" +
-				"STARTED               SESSION  TECHNICIAN  AFFILIATE    FROM  TARGET     RESIDENCY  DATA          REQUEST  APPROVED BY  ENDED                 REASON\n" +
-				`2026-11-20T09:00:00Z  s1       li          ops-cn (CN)  CN    db-jp-01   JP         pii,messages  1        aiko,sato    2026-11-20T10:00:00Z  "fix replication \x1b]0;owned\a"` + "\n" +
-				"2026-11-21T03:00:00Z  s2       li          ops-cn (CN)  ?     old-sg-01  SG         -             -        -            live                  \n\n" +
-				"by affiliate: ops-cn 2\nby residency: JP 1, SG 1\nwithout an access request: 1\n",
+				"STARTED               SESSION  TECHNICIAN  AFFILIATE    FROM  TARGET     RESIDENCY  DATA          REQUEST  APPROVED BY  ENDED                 MODERATED  REASON\n" +
+				`2026-11-20T09:00:00Z  s1       li          ops-cn (CN)  CN    db-jp-01   JP         pii,messages  1        aiko,sato    2026-11-20T10:00:00Z  yes        "fix replication \x1b]0;owned\a"` + "\n" +
+				"2026-11-21T03:00:00Z  s2       li          ops-cn (CN)  ?     old-sg-01  SG         -             -        -            live                  no         \n\n" +
+				"by affiliate: ops-cn 2\nby residency: JP 1, SG 1\nwithout an access request: 1\nmoderated: 1, unmoderated: 1\n",
 		},
 		{
 			name: "csv of SG",
 			args: []string{"--format", "csv", "--residency", "sg", "--since", "2026-11-01", "--until", "2026-11-25"},
-			want: `"session","technician","affiliate","affiliate_country","source","source_country","target","residency","data","rule","request","reason","approved_by","started","ended","end_reason","bytes_in","bytes_out","recording","recording_complete"` + "\n" +
-				`"s2","li","ops-cn","CN","203.0.113.5:4001","","old-sg-01","SG","","any-affiliate-to-web","","","","2026-11-21T03:00:00Z","","","0","0","2026/11/21/s2","false"` + "\n",
+			want: `"session","technician","affiliate","affiliate_country","source","source_country","target","residency","data","rule","request","reason","approved_by","started","ended","end_reason","bytes_in","bytes_out","recording","recording_complete","moderated"` + "\n" +
+				`"s2","li","ops-cn","CN","203.0.113.5:4001","","old-sg-01","SG","","any-affiliate-to-web","","","","2026-11-21T03:00:00Z","","","0","0","2026/11/21/s2","false","false"` + "\n",
 		},
 		{
 			name: "empty period",
 			args: []string{"--since", "2026-11-22", "--until", "2026-11-23"},
 			want: "cross-border sessions from 2026-11-22T00:00:00Z to 2026-11-24T00:00:00Z (UTC, all residencies): 0\n\n" +
-				"by affiliate: -\nby residency: -\nwithout an access request: 0\n",
+				"by affiliate: -\nby residency: -\nwithout an access request: 0\nmoderated: 0, unmoderated: 0\n",
 		},
 	}
 	for _, tt := range tests {
@@ -159,14 +160,20 @@ func TestReportCrossBorderJSON(t *testing.T) {
 		Residencies []string
 		Rows        []broker.CrossBorderRow
 		ByAffiliate map[string]int `json:"by_affiliate"`
+		Moderated   int
+		Unmoderated int
 		Daily       []broker.DailyCount
 	}
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatalf("%v in\n%s", err, out.String())
 	}
 	if len(got.Rows) != 1 || got.Rows[0].Session != "s1" || got.Rows[0].Request != 1 || !reflect.DeepEqual(got.Rows[0].ApprovedBy, []string{"aiko", "sato"}) ||
-		!reflect.DeepEqual(got.Rows[0].Data, []string{"pii", "messages"}) || got.Rows[0].Reason != "fix replication \x1b]0;owned\a" {
+		!reflect.DeepEqual(got.Rows[0].Data, []string{"pii", "messages"}) || got.Rows[0].Reason != "fix replication \x1b]0;owned\a" ||
+		!got.Rows[0].Moderated {
 		t.Errorf("rows %+v", got.Rows)
+	}
+	if got.Moderated != 1 || got.Unmoderated != 0 || !strings.Contains(out.String(), `"moderated": 1,`) || !strings.Contains(out.String(), `"unmoderated": 0`) {
+		t.Errorf("moderated %d, unmoderated %d; want 1 and 0, as \"moderated\" and \"unmoderated\" in\n%s", got.Moderated, got.Unmoderated, out.String())
 	}
 	if strings.Contains(out.String(), "\x1b") {
 		t.Error("the JSON holds a raw escape character")
