@@ -40,12 +40,7 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 	defer stop()
 	out := &pausable{w: c.raw, ctx: ctx}
 	go c.moderatorKeys(m, out, stop)
-	err = m.Watch(ctx, out, recording.WatchOptions{})
-	if errors.Is(err, ErrEndedUnstarted) {
-		io.WriteString(c.raw, "[sekisho: the session ended before it started]\r\n")
-		return exitOK
-	}
-	return c.watched("moderate", "moderating", id, err)
+	return c.watched("moderate", "moderating", id, m.Watch(ctx, out, recording.WatchOptions{}))
 }
 
 // moderatorKeys reads the moderator's keys until their input ends:

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -147,24 +146,10 @@ func (c *conn) moderationEvent(text string) {
 	}
 }
 
-// ModeratedSession is a session of this node that waits for moderators
-// or is moderated, as the console lists it.
-type ModeratedSession struct {
-	ID         string
-	Technician string
-	Target     string
-	Rule       string
-	Needed     int      // how many moderators must watch
-	Moderators []string // who watches now
-	Started    bool     // it reached its target
-	HeldBy     string   // the moderator holding the technician's input
-	Held       bool     // the input is held (by a moderator, or none watches)
-}
-
-func (s *seat) info() ModeratedSession {
+func (s *seat) info() broker.ModeratedSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ModeratedSession{ID: s.id, Technician: s.technician, Target: s.target.Name, Rule: s.rule, Needed: s.spec.Moderators,
+	return broker.ModeratedSession{ID: s.id, Technician: s.technician, Target: s.target.Name, Rule: s.rule, Needed: s.spec.Moderators,
 		Moderators: s.moderatorsLocked(), Started: s.started, HeldBy: s.holder, Held: s.absent || s.holder != ""}
 }
 
@@ -183,8 +168,8 @@ func (s *seat) tell(msg string) {
 
 // Moderated lists the sessions of this node that name may moderate,
 // waiting ones first, then by ID.
-func (s *Server) Moderated(name string) []ModeratedSession {
-	var out []ModeratedSession
+func (s *Server) Moderated(name string) []broker.ModeratedSession {
+	var out []broker.ModeratedSession
 	s.seats.Range(func(_, v any) bool {
 		st := v.(*seat)
 		if ok, _ := s.cfg.Access.MayModerate(name, st.technician, st.target, st.spec); ok {
@@ -192,7 +177,7 @@ func (s *Server) Moderated(name string) []ModeratedSession {
 		}
 		return true
 	})
-	slices.SortFunc(out, func(a, b ModeratedSession) int {
+	slices.SortFunc(out, func(a, b broker.ModeratedSession) int {
 		if a.Started != b.Started {
 			if !a.Started {
 				return -1
@@ -294,7 +279,7 @@ func (m *Moderator) Leave() { m.leave() }
 func (m *Moderator) Done() <-chan struct{} { return m.st.done }
 
 // Session says what the moderated session is now.
-func (m *Moderator) Session() ModeratedSession { return m.st.info() }
+func (m *Moderator) Session() broker.ModeratedSession { return m.st.info() }
 
 func (m *Moderator) audit(kind broker.EventKind, extra map[string]string) {
 	d := map[string]string{"technician": m.st.technician}
@@ -389,7 +374,8 @@ func (m *Moderator) End(reason string) error {
 }
 
 // Watch shows the session's terminal on w, from its start, once it has
-// reached its target, until it ends or ctx is done.
+// reached its target, until it ends or ctx is done; a session that ends
+// before it started says so.
 func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -400,7 +386,8 @@ func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchO
 		select {
 		case <-tick.C:
 		case <-m.st.done:
-			return ErrEndedUnstarted
+			_, err := io.WriteString(w, "[sekisho: the session ended before it started]\r\n")
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -409,9 +396,6 @@ func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchO
 	return recording.Watch(ctx, w, m.srv.cfg.RecordingDir, m.st.id, opt)
 }
 
-// ErrEndedUnstarted is Watch's answer for a session that ended before it
-// reached its target.
-var ErrEndedUnstarted = errors.New("the session ended before it started")
 
 // awaitModerators holds the waiting channel until enough moderators watch.
 func (w *waiter) awaitModerators(ctx context.Context) bool {

@@ -18,6 +18,8 @@ type overviewAnswer struct {
 	Daily   []broker.DailyCount    `json:"cross_border_daily"`
 	Chart   *chart                 `json:"-"`
 	Scope   string                 `json:"scope"`
+	// Moderation are the sessions of this node the person may moderate.
+	Moderation []broker.ModeratedSession `json:"moderation"`
 }
 
 // chartDays is how far back the overview's chart goes.
@@ -34,7 +36,13 @@ func (s *Server) overviewLive(w http.ResponseWriter, r *request) (any, error) {
 }
 
 func (s *Server) overviewOf(w http.ResponseWriter, r *request, withChart bool) (any, error) {
-	a := overviewAnswer{Live: []broker.SessionRecord{}, Pending: []requestRow{}, Daily: []broker.DailyCount{}, Scope: r.p.Scope()}
+	a := overviewAnswer{Live: []broker.SessionRecord{}, Pending: []requestRow{}, Daily: []broker.DailyCount{}, Scope: r.p.Scope(),
+		Moderation: []broker.ModeratedSession{}}
+	if s.cfg.Moderation != nil {
+		if m := s.cfg.Moderation.Moderated(r.p.Name); m != nil {
+			a.Moderation = m
+		}
+	}
 	if r.p.Approver || r.p.Admin || r.p.Reviewer {
 		rl, err := s.requestList(w, r)
 		if err != nil {

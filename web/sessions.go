@@ -208,6 +208,8 @@ type sessionAnswer struct {
 	Channel   int                       `json:"-"`
 	Timeline  []recording.TimelineEvent `json:"timeline"`
 	CanKill   bool                      `json:"can_kill"`
+	// CanModerate: the person may moderate the session, live on this node.
+	CanModerate bool `json:"can_moderate"`
 }
 
 // Selected returns the channel shown in the player.
@@ -238,6 +240,10 @@ func (s *Server) sessionDetail(w http.ResponseWriter, r *request) (any, error) {
 	}
 	s.cfg.Broker.Audit(r.Context(), broker.AuditEvent{Kind: broker.EventWebView, Technician: r.p.Name, Target: rec.Target, Source: "web", Session: rec.ID})
 	a := sessionAnswer{Session: rec, CanKill: r.p.Admin && !rec.Ended(), Channels: []channelInfo{}, Timeline: []recording.TimelineEvent{}}
+	if !rec.Ended() {
+		_, err := s.moderatedSession(r, rec.ID)
+		a.CanModerate = err == nil
+	}
 	if tg, ok := s.cfg.Broker.Target(rec.Target); ok {
 		a.Data = tg.Data
 	}

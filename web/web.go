@@ -70,6 +70,9 @@ type Config struct {
 	Broker Broker
 	Store  Store
 	Live   LiveSessions
+	// Moderation, if set, lets those a rule names moderate its sessions
+	// on this node from the console.
+	Moderation Moderation
 	// NodeName is this node's name in a cluster; Peers, if set, relays
 	// the live view of a session another node serves (the register
 	// names the node), over the node-to-node link.

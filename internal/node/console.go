@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/sekisho/sekisho/broker"
+	"github.com/sekisho/sekisho/session"
 	"github.com/sekisho/sekisho/web"
 )
 
@@ -53,4 +55,28 @@ func (n *Node) startConsole(ctx context.Context, cfg *Config, console *web.Serve
 	}()
 	n.log.Info("web console listening", "addr", ln.Addr().String(), "url", cfg.Web.URL)
 	return nil
+}
+
+// consoleModeration seats the console's moderators at the sessions of
+// this node (srv, set once the SSH side exists).
+type consoleModeration struct{ srv **session.Server }
+
+func (m consoleModeration) Moderated(name string) []broker.ModeratedSession {
+	return (*m.srv).Moderated(name)
+}
+
+func (m consoleModeration) Moderate(id, name string) (web.ModeratorSeat, error) {
+	seat, err := (*m.srv).Moderate(id, name, "web")
+	if err != nil {
+		return nil, err
+	}
+	return seat, nil
+}
+
+func (m consoleModeration) Seated(id, name string) (web.ModeratorSeat, error) {
+	seat, err := (*m.srv).Seated(id, name, "web")
+	if err != nil {
+		return nil, err
+	}
+	return seat, nil
 }

@@ -289,7 +289,7 @@ func Start(ctx context.Context, cfg *Config, logger *slog.Logger, ln net.Listene
 		console, err = web.New(web.Config{Broker: brk, Store: store, RecordingDir: recDir, RecordingKey: recKey.Public().(ed25519.PublicKey),
 			Live: killFunc(func(id, why string) bool { return srv.Kill(id, why) }), NodeName: cfg.NodeName, Peers: webPeers, URL: cfg.Web.URL,
 			IdleTimeout: time.Duration(cfg.Web.IdleTimeout), SessionTTL: time.Duration(cfg.Web.SessionTTL), Logger: logger,
-			OIDC: cfg.consoleOIDC(), Balancers: cfg.proxies})
+			OIDC: cfg.consoleOIDC(), Balancers: cfg.proxies, Moderation: consoleModeration{&srv}})
 		if err != nil {
 			store.Close()
 			return nil, err
