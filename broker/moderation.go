@@ -121,3 +121,17 @@ func (b *Broker) ModerationWaiting(ctx context.Context, n ModerationNotice) (mod
 	}
 	return moderators, webhooks
 }
+
+// ModeratedSession is a live session that waits for moderators or is
+// moderated, as those who may moderate it see it.
+type ModeratedSession struct {
+	ID         string   `json:"id"`
+	Technician string   `json:"technician"`
+	Target     string   `json:"target"`
+	Rule       string   `json:"rule"`
+	Needed     int      `json:"needed"`     // how many moderators must watch
+	Moderators []string `json:"moderators"` // who watches now
+	Started    bool     `json:"started"`    // it reached its target
+	HeldBy     string   `json:"held_by,omitempty"`
+	Held       bool     `json:"held"` // the input is held (by a moderator, or none watches)
+}

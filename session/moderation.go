@@ -396,7 +396,6 @@ func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchO
 	return recording.Watch(ctx, w, m.srv.cfg.RecordingDir, m.st.id, opt)
 }
 
-
 // awaitModerators holds the waiting channel until enough moderators watch.
 func (w *waiter) awaitModerators(ctx context.Context) bool {
 	c := w.c
