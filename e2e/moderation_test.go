@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -253,4 +254,91 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 			t.Errorf("the recording's events lack %q:\n%s", want, ev)
 		}
 	}
+}
+
+// The demo's shape: li's approved session on db-jp-01 also needs a
+// moderator. Approved, she is told she now waits for one; kenji
+// moderates and her shell starts. (The rule is approvalRules' with the
+// demo's block; TestDemoModeratesLisApprovedShell runs the demo itself.)
+func TestApprovedSessionWaitsForModerator(t *testing.T) {
+	t.Parallel()
+	v := approvalVariant(t, "15m", func(cfg string) string {
+		return strings.Replace(cfg, "      max_grant: 2h\n", "      max_grant: 2h\n    moderation:\n      from: [approvers]\n      grace: 30s\n", 1)
+	})
+	tm := waitingTerminal(t, v, "li", "li+db-jp-01")
+	tm.waitScreen("Reason (ticket and what you will do):")
+	tm.send("INC-77 vacuum", "Enter")
+	tm.waitScreen("Duration (at most 2h0m0s)")
+	tm.send("30m", "Enter")
+	tm.waitScreen("is waiting for 1 approval(s)")
+	req := regexp.MustCompile(`request (\d+) is waiting`).FindStringSubmatch(tm.screen())[1]
+	if r := v.command(t, "kenji", "approve", req); r.code != 0 {
+		t.Fatalf("approve: exit %d, stderr %q", r.code, r.stderr)
+	}
+	tm.waitScreen("this session needs 1 moderator(s) watching")
+	m := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
+	if m == nil {
+		t.Fatalf("li is not told the session ID:\n%s", tm.screen())
+	}
+	if out, err := v.cli(t, "sessions", "--json"); err != nil || strings.Contains(out, `"technician": "li"`) {
+		t.Fatalf("the approved session started before a moderator watched: %v %s", err, out)
+	}
+	mod, _ := v.logins(t).cmd(t, "kenji", "moderate", m[1])
+	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
+	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; sleep 3600"))
+	mt.waitScreen("moderating session " + m[1])
+	tm.waitScreen("watched by kenji; connecting to db-jp-01")
+	tm.send("echo approved-and-watched-$((6*7))", "Enter")
+	tm.waitScreen("approved-and-watched-42")
+	mt.waitScreen("approved-and-watched-42")
+}
+
+// The demo's walk-through, on the demo itself: li asks for db-jp-01,
+// kenji approves; her shell then waits for a moderator until kenji
+// moderates it; he leaves and her input is held.
+func TestDemoModeratesLisApprovedShell(t *testing.T) {
+	t.Parallel()
+	d := startOwnDemo(t, t.TempDir())
+	li := d.ssh(t, "li", "li+db-jp-01", d.code(t, "li"), "")
+	li.Args = append(li.Args[:len(li.Args)-1], "-tt") // a shell, on a terminal
+	envs := ""
+	for _, e := range li.Env {
+		if strings.HasPrefix(e, "SSH_ASKPASS") || strings.HasPrefix(e, "DISPLAY=") {
+			envs += shellQuote(e) + " "
+		}
+	}
+	tm := newTmux(t, 160, 40, "env "+envs+shellLine(li.Args)+"; echo ssh-exited-$?; sleep 3600")
+	tm.waitScreen("Reason (ticket and what you will do):")
+	tm.send("INC-88 slow query on the messages table", "Enter")
+	tm.waitScreen("Duration (at most")
+	tm.send("30m", "Enter")
+	tm.waitScreen("is waiting for 1 approval(s)")
+	req := regexp.MustCompile(`request (\d+) is waiting`).FindStringSubmatch(tm.screen())[1]
+
+	// kenji logs in once (one code) and both approves and moderates over
+	// that connection.
+	master := []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + filepath.Join(t.TempDir(), "kenji.sock"), "-o", "ControlPersist=120"}
+	approve := d.ssh(t, "kenji", "kenji", d.code(t, "kenji"), "approve "+req)
+	approve.Args = append(approve.Args[:1], append(master, approve.Args[1:]...)...)
+	if r := run(t, approve, nil); r.code != 0 || !strings.Contains(r.stdout, "granted until") {
+		t.Fatalf("kenji approve %s: exit %d, stdout %q, stderr %q", req, r.code, r.stdout, r.stderr)
+	}
+	tm.waitScreen("this session needs 1 moderator(s) watching")
+	if !strings.Contains(tm.screen(), "who may moderate: kenji") {
+		t.Errorf("li is not told that kenji may moderate:\n%s", tm.screen())
+	}
+	id := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
+	if id == nil {
+		t.Fatalf("li is not told the session ID:\n%s", tm.screen())
+	}
+	mod := d.ssh(t, "kenji", "kenji", "", "moderate "+id[1])
+	mod.Args = append(mod.Args[:1], append(append(master, "-tt"), mod.Args[1:]...)...)
+	mt := newTmux(t, 160, 40, shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600")
+	mt.waitScreen("moderating session " + id[1])
+	tm.waitScreen("watched by kenji; connecting to db-jp-01")
+	tm.send("echo demo-moderated-$((6*7))", "Enter")
+	mt.waitScreen("demo-moderated-42")
+	mt.send("C-c")
+	mt.waitScreen("moderate-exited-0")
+	tm.waitScreen("your input is held; the session ends in 30s unless one watches again")
 }

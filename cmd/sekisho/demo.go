@@ -915,6 +915,14 @@ rules:
       other_affiliate: true
       pending_for: 15m
       max_grant: 1h
+    # Once approved, the session runs only while someone on the data's
+    # side watches: an approver of another affiliate than the
+    # technician's (kenji) moderates it, over SSH (ssh -t kenji@bastion
+    # moderate SESSION-ID) or in the console. When he leaves, the
+    # technician's input is held; 30 s later the session ends.
+    moderation:
+      from: [approvers]
+      grace: 30s
     message: personal data may only be reached across borders with an admin's approval
   # Anyone else from abroad: with approval, files only, uploads only (no
   # personal data leaves the country), a second factor, 1 h.
@@ -1009,6 +1017,10 @@ Try (the bastion's host key is in %s/known_hosts; add -o UserKnownHostsFile=%s/k
 While li waits, approve from a second terminal as the admin kenji:
   ssh -p %s -i %s/keys/kenji kenji@%s requests
   ssh -p %s -i %s/keys/kenji kenji@%s approve 1 --comment ok
+li's shell then waits for a moderator on JP's side of the border (rule
+pii-cross-border-dba-needs-approval asks for one); kenji moderates it with
+the session ID her terminal shows, or with "Join as moderator" in the console:
+  ssh -t -p %s -i %s/keys/kenji kenji@%s moderate SESSION-ID     # Ctrl-] to send a line, hold her input or end it
 
 The web console (%s): sign in with a one-time link, then approve requests,
 watch live sessions, replay recordings and read the cross-border report:
@@ -1026,7 +1038,7 @@ Then:
 Ctrl-C stops everything.
 `, st.Bastion, st.Vault, rel, st.Targets[0].Address, st.Targets[1].Address, rel, rel,
 		ssh, host, ssh, host, port, rel, host, port, rel, host, port, rel, host, rel,
-		port, rel, host, port, rel, host, port, rel, host, port, rel, host,
+		port, rel, host, port, rel, host, port, rel, host, port, rel, host, port, rel, host,
 		st.Web, port, rel, host, port, rel, host, rel, rel)
 }
 
