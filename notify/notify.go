@@ -201,12 +201,12 @@ func (n *Notifier) Close(ctx context.Context) error {
 	}
 }
 
-// knownEvent reports whether kind is an access-request event kind.
+// knownEvent reports whether kind is a kind webhooks are told of.
 func knownEvent(kind string) bool {
 	for _, k := range []broker.EventKind{broker.EventRequestCreated, broker.EventRequestApproval, broker.EventRequestApproved,
 		broker.EventRequestDenied, broker.EventRequestExpired, broker.EventRequestCancelled,
 		broker.EventRequestRevoked, broker.EventRequestUsed, broker.EventRequestRefused, broker.EventRequestRevised,
-		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded} {
+		broker.EventSessionCrossBorder, broker.EventSessionCrossBorderEnded, broker.EventModerationWaiting} {
 		if string(k) == kind {
 			return true
 		}
@@ -305,6 +305,9 @@ func about(e broker.Event) []any {
 	}
 	if e.Session != nil {
 		attrs = append(attrs, "session", e.Session.ID)
+	}
+	if e.Moderation != nil {
+		attrs = append(attrs, "session", e.Moderation.Session)
 	}
 	return attrs
 }

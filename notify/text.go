@@ -34,6 +34,14 @@ func summary(e broker.Event) string {
 	if e.Session != nil {
 		return sessionSummary(e)
 	}
+	if n := e.Moderation; n != nil {
+		who := "nobody may"
+		if len(e.Moderators) > 0 {
+			who = "who may: " + strings.Join(e.Moderators, ", ")
+		}
+		return fmt.Sprintf("sekisho: %s (%s) waits on %s for %d moderator(s) under rule %s; %s — session %s",
+			n.Technician, n.Affiliate, n.Target, n.Moderators, n.Rule, who, n.Session)
+	}
 	if e.Request == nil {
 		return "sekisho: " + string(e.Kind)
 	}

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -190,4 +191,38 @@ func TestTypedTextSetApart(t *testing.T) {
 		t.Errorf("denied:\n%s\nwant\n%s", got, want)
 	}
 	hardening.Report(t, "29", "webhook texts (JSON and Slack) give a reason or comment last, as the technician's or approver's, quoted with quotes, bidi and zero-width characters escaped: a reason written as sekisho's own approve hint (approve 41) reads as quoted text after the real one (approve 42)")
+}
+
+// A session waiting for moderators is told in one line naming who may
+// moderate it; the JSON body carries it under "moderation", and a
+// webhook may ask for the kind alone.
+func TestModerationSummary(t *testing.T) {
+	t.Parallel()
+	n := &broker.ModerationNotice{Session: "9d1e", Technician: "li", Affiliate: "ops-cn", Target: "db-jp-01",
+		Source: "203.0.113.5:50000", Rule: "pii-cross-border-dba-needs-approval", Moderators: 1}
+	e := broker.Event{Kind: broker.EventModerationWaiting, Moderation: n, Moderators: []string{"kenji", "yui"}}
+	want := "sekisho: li (ops-cn) waits on db-jp-01 for 1 moderator(s) under rule pii-cross-border-dba-needs-approval; who may: kenji, yui — session 9d1e"
+	if got := summary(e); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	body, err := encode(FormatJSON, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded struct {
+		Event      string   `json:"event"`
+		Moderators []string `json:"moderators"`
+		Moderation struct {
+			ID, Technician, Target string
+		} `json:"moderation"`
+	}
+	if err := json.Unmarshal(body, &decoded); err != nil || decoded.Event != "moderation.waiting" || decoded.Moderation.ID != "9d1e" ||
+		decoded.Moderation.Target != "db-jp-01" || len(decoded.Moderators) != 2 {
+		t.Errorf("JSON body %s (%v)", body, err)
+	}
+	hooks, err := New([]Webhook{{Name: "mods", URL: "https://example.com/hook", Events: []string{"moderation.waiting"}}}, Options{})
+	if err != nil {
+		t.Fatalf("a webhook for moderation.waiting alone: %v", err)
+	}
+	hooks.Close(context.Background())
 }

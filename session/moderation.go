@@ -244,9 +244,9 @@ func (s *Server) seat(st *seat, name, source string) *Moderator {
 	m.audit(broker.EventModerationJoined, nil)
 	st.conn.moderationEvent(name + " joined")
 	m.leave = sync.OnceFunc(func() {
+		st.conn.moderationEvent(name + " left") // before what leaving causes
 		leave()
 		m.audit(broker.EventModerationLeft, nil)
-		st.conn.moderationEvent(name + " left")
 	})
 	return m
 }
