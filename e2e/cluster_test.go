@@ -31,6 +31,13 @@ type cluster struct {
 // after the other (the first makes the shared keys and the schema).
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with edit applied to each node's
+// config.
+func startClusterWith(t *testing.T, n int, edit func(string) string) *cluster {
+	t.Helper()
 	c := &cluster{dsn: pgtest.NewDatabase(t), minio: startMinIO(t, "", "")}
 	if err := c.minio.client.MakeBucket(context.Background(), "sekisho-cluster", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func startCluster(t *testing.T, n int) *cluster {
 				"database:\n  url: "+c.dsn+"\nnode_name: "+name)
 			cfg = regexp.MustCompile(`(?m)^host_key: .*$`).ReplaceAllString(cfg, "host_key: "+filepath.Join(keys, "host_key"))
 			cfg = withClusterListen(cfg, freePort(t))
-			return strings.Replace(cfg, "\nrules:\n", fmt.Sprintf(`
+			cfg = strings.Replace(cfg, "\nrules:\n", fmt.Sprintf(`
 recording_stores:
   - name: cluster-store
     residency: [JP, SG]
@@ -60,6 +67,10 @@ recording_stores:
       stall_timeout: 2s
 rules:
 `, c.minio.addr, keys, keys), 1)
+			if edit != nil {
+				cfg = edit(cfg)
+			}
+			return cfg
 		}))
 		c.nodes = append(c.nodes, v)
 	}

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -341,4 +342,70 @@ func TestDemoModeratesLisApprovedShell(t *testing.T) {
 	mt.send("C-c")
 	mt.waitScreen("moderate-exited-0")
 	tm.waitScreen("your input is held; the session ends in 30s unless one watches again")
+}
+
+// In a cluster, a moderator reaches a session through any node: aiko's
+// session waits on node 1; kenji moderates it over SSH through node 2
+// (seated on node 1 over the node-to-node link), talks to her and
+// leaves, which holds her input; node 2's console lists it for him, and
+// there he joins again and ends it.
+func TestClusterModeratorOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	c := startClusterWith(t, 2, func(cfg string) string {
+		return strings.Replace(cfg, "  - name: aiko-anywhere\n    effect: allow\n",
+			"  - name: aiko-anywhere\n    effect: allow\n    moderation:\n      from: [approvers]\n      grace: 30s\n", 1)
+	})
+	one, two := c.nodes[0], c.nodes[1]
+	tech := one.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
+	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
+	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm.waitScreen("a moderator joins in the console")
+	id := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())[1]
+
+	b := startBrowser(t)
+	console := variantConsole(two, c.web[1])
+	console.signIn(t, b, "kenji")
+	b.Go(console.url + "/")
+	b.WaitText(`#moderated-sessions tr[data-session="`+id+`"]`, "aiko")
+
+	mod := two.logins(t).mustCmd(t, "kenji", "moderate", id)
+	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
+	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	mt.waitScreen("moderating session " + id + " of aiko on web-sg-01")
+	tm.waitScreen("watched by kenji; connecting to web-sg-01")
+	tm.send("echo across-$((6*7))", "Enter")
+	mt.waitScreen("across-42")
+	mt.send("C-]")
+	mt.waitScreen("moderate>")
+	mt.send("say hello from node two", "Enter")
+	mt.waitScreen("[sekisho: sent to aiko]")
+	tm.waitScreen("moderator kenji says: hello from node two")
+	mt.send("C-c")
+	mt.waitScreen("moderate-exited-0")
+	tm.waitScreen("the moderators left: your input is held")
+
+	// He comes back in node 2's console, and ends the session there.
+	b.Go(console.url + "/sessions/" + id + "/moderate")
+	tm.waitScreen("watched again by kenji: your input goes through")
+	waitPlayerText(t, b, "across-42")
+	b.Find(`#end-form input[name="reason"]`).Type("done from node two")
+	b.Find("#end").Click()
+	tm.waitScreen("session ended: ended by moderator kenji: done from node two")
+	noSevere(t, b, "moderate across nodes")
+
+	var sources []string
+	waitUntil(t, 10*time.Second, "the moderation to be audited", func() bool {
+		sources = nil
+		for _, e := range one.audit(t) {
+			if e["session"] == id && strings.HasPrefix(e["kind"], "moderation.") {
+				sources = append(sources, e["kind"]+" "+e["source"])
+			}
+		}
+		return slices.Contains(sources, "moderation.left node n2")
+	})
+	for _, want := range []string{"moderation.joined node n2", "moderation.message node n2", "moderation.end node n2"} {
+		if !slices.Contains(sources, want) {
+			t.Errorf("audit lacks %q: %v", want, sources)
+		}
+	}
 }

@@ -25,29 +25,41 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 		c.errorf("sekisho: moderate: %s\n", err)
 		return exitRefused
 	}
+	var seat Seat
 	st, err := c.srv.seatFor(id, c.tech.Name)
-	if err != nil {
+	var rf *ModerationRefused
+	switch {
+	case err == nil:
+	case errors.As(err, &rf) && rf.NotHere && c.srv.cfg.Peers != nil:
+		// Another node may serve it: seated there, through the cluster's link.
+		if seat, err = c.srv.cfg.Peers.Moderate(ctx, id, c.tech.Name); err != nil {
+			return refuse(err)
+		}
+	default:
 		return refuse(err)
 	}
 	if !c.pty {
 		return refuse(errors.New("a moderator watches on a terminal: ssh -t"))
 	}
-	m := c.srv.seat(st, c.tech.Name, c.source)
-	defer m.Leave()
+	if seat == nil {
+		seat = c.srv.seat(st, c.tech.Name, c.source)
+	}
+	defer seat.Leave()
+	ms := seat.Session()
 	fmt.Fprintf(c.raw, "[sekisho: moderating session %s of %s on %s; your leaving holds their input]\r\n"+
-		"[sekisho: Ctrl-C leaves; Ctrl-] then: say TEXT, hold, release, end REASON]\r\n", id, st.technician, st.target.Name)
+		"[sekisho: Ctrl-C leaves; Ctrl-] then: say TEXT, hold, release, end REASON]\r\n", id, ms.Technician, ms.Target)
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	out := &pausable{w: c.raw, ctx: ctx}
-	go c.moderatorKeys(m, out, stop)
-	return c.watched("moderate", "moderating", id, m.Watch(ctx, out, recording.WatchOptions{}))
+	go c.moderatorKeys(seat, ms.Technician, out, stop)
+	return c.watched("moderate", "moderating", id, seat.Watch(ctx, out, recording.WatchOptions{}))
 }
 
 // moderatorKeys reads the moderator's keys until their input ends:
 // Ctrl-C leaves; Ctrl-] opens a command line, on which Enter runs the
 // command and Esc or Ctrl-C closes it. The live view waits while the line
 // is open.
-func (c *command) moderatorKeys(m *Moderator, out *pausable, leave func()) {
+func (c *command) moderatorKeys(m Seat, technician string, out *pausable, leave func()) {
 	buf := make([]byte, 256)
 	var line []byte
 	open := false
@@ -69,7 +81,7 @@ func (c *command) moderatorKeys(m *Moderator, out *pausable, leave func()) {
 				// The moderator's keys do not reach the session.
 			case b == '\r' || b == '\n':
 				io.WriteString(c.raw, "\r\n")
-				io.WriteString(c.raw, "[sekisho: "+c.moderatorCommand(m, string(line))+"]\r\n")
+				io.WriteString(c.raw, "[sekisho: "+c.moderatorCommand(m, technician, string(line))+"]\r\n")
 				closeLine()
 			case b == 0x1b || b == 0x03:
 				io.WriteString(c.raw, "\r\n[sekisho: closed]\r\n")
@@ -95,17 +107,17 @@ func (c *command) moderatorKeys(m *Moderator, out *pausable, leave func()) {
 
 // moderatorCommand runs one command line of a moderator and says how it
 // went.
-func (c *command) moderatorCommand(m *Moderator, line string) string {
+func (c *command) moderatorCommand(m Seat, technician, line string) string {
 	verb, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	var err error
 	var done string
 	switch verb {
 	case "say":
-		err, done = m.Say(rest), "sent to "+m.st.technician
+		err, done = m.Say(rest), "sent to "+technician
 	case "hold":
-		err, done = m.Hold(true), m.st.technician+"'s input is held; release lets it through"
+		err, done = m.Hold(true), technician+"'s input is held; release lets it through"
 	case "release":
-		err, done = m.Hold(false), m.st.technician+"'s input goes through"
+		err, done = m.Hold(false), technician+"'s input goes through"
 	case "end":
 		err, done = m.End(rest), "the session is ended"
 	case "":

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -189,8 +190,12 @@ func (s *Server) Moderated(name string) []broker.ModeratedSession {
 	return out
 }
 
-// ModerationRefused is why someone may not moderate a session.
-type ModerationRefused struct{ Why string }
+// ModerationRefused is why someone may not moderate a session. NotHere:
+// no session of that ID waits for moderators or is moderated here.
+type ModerationRefused struct {
+	Why     string
+	NotHere bool
+}
 
 func (e *ModerationRefused) Error() string { return e.Why }
 
@@ -198,11 +203,11 @@ func (e *ModerationRefused) Error() string { return e.Why }
 func (s *Server) seatFor(id, name string) (*seat, error) {
 	v, ok := s.seats.Load(id)
 	if !ok {
-		return nil, &ModerationRefused{fmt.Sprintf("no session %s waiting for moderators or moderated on this node", id)}
+		return nil, &ModerationRefused{Why: fmt.Sprintf("no session %s waiting for moderators or moderated on this node", id), NotHere: true}
 	}
 	st := v.(*seat)
 	if ok, why := s.cfg.Access.MayModerate(name, st.technician, st.target, st.spec); !ok {
-		return nil, &ModerationRefused{why}
+		return nil, &ModerationRefused{Why: why}
 	}
 	return st, nil
 }
@@ -228,7 +233,7 @@ type Moderator struct {
 // *ModerationRefused, audited.
 func (s *Server) Moderate(id, name, source string) (*Moderator, error) {
 	if s.cfg.Access == nil {
-		return nil, &ModerationRefused{"this sekisho has no moderated sessions"}
+		return nil, &ModerationRefused{Why: "this sekisho has no moderated sessions", NotHere: true}
 	}
 	st, err := s.seatFor(id, name)
 	if err != nil {
@@ -256,14 +261,14 @@ func (s *Server) seat(st *seat, name, source string) *Moderator {
 func (s *Server) Seated(id, name, source string) (*Moderator, error) {
 	v, ok := s.seats.Load(id)
 	if !ok {
-		return nil, &ModerationRefused{fmt.Sprintf("session %s is not moderated on this node (it ended, or another node serves it)", id)}
+		return nil, &ModerationRefused{Why: fmt.Sprintf("session %s is not moderated on this node (it ended, or another node serves it)", id), NotHere: true}
 	}
 	st := v.(*seat)
 	st.mu.Lock()
 	seated := st.present[name] > 0
 	st.mu.Unlock()
 	if !seated {
-		return nil, &ModerationRefused{"you are not watching session " + id + " as a moderator: join it first"}
+		return nil, &ModerationRefused{Why: "you are not watching session " + id + " as a moderator: join it first"}
 	}
 	if _, err := s.seatFor(id, name); err != nil { // a lock or a rule change since
 		return nil, err
@@ -296,11 +301,11 @@ func moderatorText(what, text string) (string, error) {
 	text = strings.TrimSpace(text)
 	switch {
 	case text == "":
-		return "", &ModerationRefused{"give " + what}
+		return "", &ModerationRefused{Why: "give " + what}
 	case len(text) > maxModeratorText:
-		return "", &ModerationRefused{fmt.Sprintf("%s is too long: at most %d bytes", what, maxModeratorText)}
+		return "", &ModerationRefused{Why: fmt.Sprintf("%s is too long: at most %d bytes", what, maxModeratorText)}
 	case !utf8.ValidString(text) || strings.IndexFunc(text, unicode.IsControl) >= 0:
-		return "", &ModerationRefused{what + " must be one line of text, without control characters"}
+		return "", &ModerationRefused{Why: what + " must be one line of text, without control characters"}
 	}
 	return text, nil
 }
@@ -325,10 +330,10 @@ func (m *Moderator) Hold(hold bool) error {
 	switch {
 	case hold && st.holder != "":
 		st.mu.Unlock()
-		return &ModerationRefused{"the input is already held by " + st.holder}
+		return &ModerationRefused{Why: "the input is already held by " + st.holder}
 	case !hold && st.holder == "":
 		st.mu.Unlock()
-		return &ModerationRefused{"the input is not held by a moderator"}
+		return &ModerationRefused{Why: "the input is not held by a moderator"}
 	}
 	if hold {
 		st.holder = m.name
@@ -568,4 +573,64 @@ func (c *conn) awaitModeration(ctx context.Context, chans <-chan ssh.NewChannel)
 		return nil, false
 	}
 	return w.handoff(), true
+}
+
+// Seat is a moderator's place at a session: a *Moderator on this node, or
+// one on the node that serves the session (Peers), where it is taken
+// while Watch streams and every action is checked.
+type Seat interface {
+	Session() broker.ModeratedSession
+	Say(text string) error
+	Hold(hold bool) error
+	End(reason string) error
+	Watch(ctx context.Context, w io.Writer, opt recording.WatchOptions) error
+	Leave()
+}
+
+// MayModerate returns session id of this node if name may moderate it.
+func (s *Server) MayModerate(id, name string) (broker.ModeratedSession, error) {
+	if s.cfg.Access == nil {
+		return broker.ModeratedSession{}, &ModerationRefused{Why: "this sekisho has no moderated sessions", NotHere: true}
+	}
+	st, err := s.seatFor(id, name)
+	if err != nil {
+		return broker.ModeratedSession{}, err
+	}
+	return st.info(), nil
+}
+
+// ModerateAnywhere seats name at session id, on this node or, through
+// Peers, on the node that serves it; audited there.
+func (s *Server) ModerateAnywhere(ctx context.Context, id, name, source string) (Seat, error) {
+	m, err := s.Moderate(id, name, source)
+	if err == nil {
+		return m, nil
+	}
+	if rf := (*ModerationRefused)(nil); !errors.As(err, &rf) || !rf.NotHere || s.cfg.Peers == nil {
+		return nil, err
+	}
+	return s.cfg.Peers.Moderate(ctx, id, name)
+}
+
+// SeatedAnywhere is name's place at session id while they watch it,
+// here or on the node that serves it.
+func (s *Server) SeatedAnywhere(ctx context.Context, id, name, source string) (Seat, error) {
+	m, err := s.Seated(id, name, source)
+	if err == nil {
+		return m, nil
+	}
+	if rf := (*ModerationRefused)(nil); !errors.As(err, &rf) || !rf.NotHere || s.cfg.Peers == nil {
+		return nil, err
+	}
+	return s.cfg.Peers.Seated(ctx, id, name)
+}
+
+// ModeratedAnywhere lists the sessions name may moderate, of this node
+// and, through Peers, of the others.
+func (s *Server) ModeratedAnywhere(ctx context.Context, name string) []broker.ModeratedSession {
+	out := s.Moderated(name)
+	if s.cfg.Peers != nil {
+		out = append(out, s.cfg.Peers.Moderated(ctx, name)...)
+	}
+	return out
 }

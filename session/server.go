@@ -98,6 +98,16 @@ type Register interface {
 // serves, as recording.Watch would show it there.
 type Peers interface {
 	Watch(ctx context.Context, node, id, watcher string, w io.Writer, opt recording.WatchOptions) error
+	// Moderate finds the node that has session id waiting for moderators
+	// or moderated, checks there that watcher may moderate it, and
+	// returns the seat, taken while its Watch streams; Seated returns it
+	// for actions, which that node checks. A refusal, or no node having
+	// the session, is a *ModerationRefused.
+	Moderate(ctx context.Context, id, watcher string) (Seat, error)
+	Seated(ctx context.Context, id, watcher string) (Seat, error)
+	// Moderated lists the sessions of the other nodes watcher may
+	// moderate.
+	Moderated(ctx context.Context, watcher string) []broker.ModeratedSession
 }
 
 // Console is the web console, as far as SSH needs it: sign-in links

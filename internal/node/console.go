@@ -62,11 +62,13 @@ func (n *Node) startConsole(ctx context.Context, cfg *Config, console *web.Serve
 type consoleModeration struct{ srv **session.Server }
 
 func (m consoleModeration) Moderated(name string) []broker.ModeratedSession {
-	return (*m.srv).Moderated(name)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return (*m.srv).ModeratedAnywhere(ctx, name)
 }
 
 func (m consoleModeration) Moderate(id, name string) (web.ModeratorSeat, error) {
-	seat, err := (*m.srv).Moderate(id, name, "web")
+	seat, err := (*m.srv).ModerateAnywhere(context.Background(), id, name, "web")
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +76,7 @@ func (m consoleModeration) Moderate(id, name string) (web.ModeratorSeat, error) 
 }
 
 func (m consoleModeration) Seated(id, name string) (web.ModeratorSeat, error) {
-	seat, err := (*m.srv).Seated(id, name, "web")
+	seat, err := (*m.srv).SeatedAnywhere(context.Background(), id, name, "web")
 	if err != nil {
 		return nil, err
 	}

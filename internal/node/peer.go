@@ -40,7 +40,7 @@ func (n *Node) startPeer(cfg *Config, hostKey ssh.Signer, recDir string) error {
 		}
 		return false
 	}}
-	srv, err := peer.NewServer(peer.Config{HostKey: hostKey, Watch: live.stream, Logger: n.log,
+	srv, err := peer.NewServer(peer.Config{HostKey: hostKey, Watch: live.stream, Moderate: n.moderateStream, Control: n.moderationControl, Logger: n.log,
 		Refused: func(source, detail string) {
 			n.brk.Audit(context.Background(), broker.AuditEvent{Kind: broker.EventClusterRefused, Source: source, Detail: detail})
 		}})
@@ -118,6 +118,7 @@ type Peers struct {
 	key       ssh.Signer
 	self      string
 	lostAfter time.Duration
+	mod       moderationCache
 }
 
 // NewPeers reads the cluster's host key, which proves this machine to

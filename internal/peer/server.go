@@ -29,7 +29,31 @@ type WatchRequest struct {
 	// Node and Watcher name the node that asks and the person watching
 	// through it; the serving node logs them. Node is the SSH user name.
 	Node, Watcher string
+	// Moderate: the watcher watches as a moderator, seated for as long
+	// as the stream lasts (Config.Moderate serves it).
+	Moderate bool
 }
+
+// ControlRequest is a one-shot request of a moderator's, seated through
+// another node: Verb is "may" (whether Watcher may moderate Session),
+// "state", "say", "hold", "release" or "end"; Text is the line or the
+// reason.
+type ControlRequest struct {
+	Session, Verb, Text string
+	Node, Watcher       string
+}
+
+// ErrRefused is what a refused moderation request is (errors.Is); its
+// text, from Refusal, is for the person refused.
+var ErrRefused = errors.New("refused")
+
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string        { return r.msg }
+func (r *refusal) Is(target error) bool { return target == ErrRefused }
+
+// Refusal is a refusal worded for the person refused.
+func Refusal(msg string) error { return &refusal{msg} }
 
 // Config configures a Server.
 type Config struct {
@@ -40,6 +64,12 @@ type Config struct {
 	// ends (nil) or ctx is done; ErrNotServed for a session this node
 	// does not serve now.
 	Watch func(ctx context.Context, req WatchRequest, out *Stream) error
+	// Moderate is Watch for a moderator (req.Moderate), who is seated
+	// while it streams; Control carries out a moderator's one-shot
+	// request and returns the answer. Refusals wrap ErrRefused. Both
+	// nil: the link serves watches only.
+	Moderate func(ctx context.Context, req WatchRequest, out *Stream) error
+	Control  func(ctx context.Context, req ControlRequest) (string, error)
 	// Refused is told of refused attempts, at most once per source per
 	// refusalWindow with the count of those held back; it audits them.
 	Refused func(source, detail string)
@@ -266,6 +296,7 @@ const (
 	exitEnded     = 0 // the session ended; the stream is whole
 	exitFailed    = 1 // the request or the watch failed: see the message
 	exitNotServed = 2 // not a live session of this node
+	exitRefused   = 3 // a moderation request refused: see the message
 )
 
 // serveChannel runs the one request of a session channel: env requests
@@ -274,16 +305,19 @@ const (
 func (s *Server) serveChannel(sc *ssh.ServerConn, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	req := WatchRequest{Node: sc.User()}
+	var text string
 	for r := range reqs {
 		switch r.Type {
 		case "env":
 			var kv struct{ Name, Value string }
-			ok := ssh.Unmarshal(r.Payload, &kv) == nil && len(kv.Value) <= 500
+			ok := ssh.Unmarshal(r.Payload, &kv) == nil && len(kv.Value) <= 1000
 			switch {
 			case ok && kv.Name == "SEKISHO_STOP_HINT":
 				req.StopHint = kv.Value
 			case ok && kv.Name == "SEKISHO_WATCHER":
 				req.Watcher = kv.Value
+			case ok && kv.Name == "SEKISHO_TEXT":
+				text = kv.Value
 			default:
 				ok = false
 			}
@@ -300,7 +334,7 @@ func (s *Server) serveChannel(sc *ssh.ServerConn, ch ssh.Channel, reqs <-chan *s
 					r.Reply(false, nil)
 				}
 			}()
-			s.exec(ch, req, cmd.Command)
+			s.exec(ch, req, text, cmd.Command)
 			return
 		default:
 			r.Reply(false, nil)
@@ -309,7 +343,7 @@ func (s *Server) serveChannel(sc *ssh.ServerConn, ch ssh.Channel, reqs <-chan *s
 }
 
 // exec runs command on ch and ends the channel with an exit status.
-func (s *Server) exec(ch ssh.Channel, req WatchRequest, command string) {
+func (s *Server) exec(ch ssh.Channel, req WatchRequest, text, command string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// The client sends nothing: its input ending (the channel closing)
@@ -320,7 +354,7 @@ func (s *Server) exec(ch ssh.Channel, req WatchRequest, command string) {
 		io.Copy(io.Discard, ch)
 		cancel()
 	}()
-	code, msg := s.run(ctx, ch, req, command)
+	code, msg := s.run(ctx, ch, req, text, command)
 	if msg != "" {
 		io.WriteString(ch.Stderr(), msg+"\n")
 	}
@@ -332,21 +366,34 @@ func (s *Server) exec(ch ssh.Channel, req WatchRequest, command string) {
 
 // run runs command and returns its exit status and what to tell the
 // asking node.
-func (s *Server) run(ctx context.Context, ch ssh.Channel, req WatchRequest, command string) (code int, msg string) {
+func (s *Server) run(ctx context.Context, ch ssh.Channel, req WatchRequest, text, command string) (code int, msg string) {
 	f := strings.Fields(command)
-	if len(f) < 2 || len(f) > 3 || f[0] != "watch" || (len(f) == 3 && f[2] != "from-start") {
+	moderation := s.cfg.Moderate != nil && s.cfg.Control != nil
+	switch {
+	case moderation && len(f) == 2 && f[0] == "moderate":
+		req.Session, req.Moderate = f[1], true
+	case moderation && len(f) == 3 && f[0] == "moderation":
+		return s.control(ctx, ch, ControlRequest{Session: f[1], Verb: f[2], Text: text, Node: req.Node, Watcher: req.Watcher})
+	case len(f) < 2 || len(f) > 3 || f[0] != "watch" || (len(f) == 3 && f[2] != "from-start"):
 		return exitFailed, fmt.Sprintf("sekisho: this link serves \"watch SESSION-ID [from-start]\", not %q", command)
+	default:
+		req.Session, req.FromStart = f[1], len(f) == 3
 	}
-	req.Session, req.FromStart = f[1], len(f) == 3
-	log := s.cfg.Logger.With("session", req.Session, "node", req.Node, "watcher", req.Watcher)
+	log := s.cfg.Logger.With("session", req.Session, "node", req.Node, "watcher", req.Watcher, "moderate", req.Moderate)
 	log.Info("streaming a live session to another node")
-	err := s.cfg.Watch(ctx, req, &Stream{w: ch})
+	watch := s.cfg.Watch
+	if req.Moderate {
+		watch = s.cfg.Moderate
+	}
+	err := watch(ctx, req, &Stream{w: ch})
 	switch {
 	case err == nil:
 		log.Info("stream ended with the session")
 		return exitEnded, ""
 	case errors.Is(err, ErrNotServed):
 		return exitNotServed, "sekisho: " + err.Error()
+	case errors.Is(err, ErrRefused):
+		return exitRefused, "sekisho: " + err.Error()
 	case s.ctx.Err() != nil:
 		return exitFailed, "sekisho: the serving node is stopping"
 	case ctx.Err() != nil:
@@ -355,4 +402,20 @@ func (s *Server) run(ctx context.Context, ch ssh.Channel, req WatchRequest, comm
 	}
 	log.Error("stream failed", "err", err)
 	return exitFailed, fmt.Sprintf("sekisho: the watch failed on the serving node: %v", err)
+}
+
+// control answers a moderator's one-shot request on the channel's output.
+func (s *Server) control(ctx context.Context, ch ssh.Channel, req ControlRequest) (code int, msg string) {
+	answer, err := s.cfg.Control(ctx, req)
+	switch {
+	case err == nil:
+		io.WriteString(ch, answer)
+		return exitEnded, ""
+	case errors.Is(err, ErrNotServed):
+		return exitNotServed, "sekisho: " + err.Error()
+	case errors.Is(err, ErrRefused):
+		return exitRefused, "sekisho: " + err.Error()
+	}
+	s.cfg.Logger.Error("moderation request failed", "session", req.Session, "node", req.Node, "watcher", req.Watcher, "err", err)
+	return exitFailed, "sekisho: the moderation request failed on the serving node"
 }
