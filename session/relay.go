@@ -249,7 +249,7 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 		return r.start(req)
 	case "signal":
 		var s stringRequest
-		if !r.started || ssh.Unmarshal(req.Payload, &s) != nil {
+		if !r.started || r.inputHeld() || ssh.Unmarshal(req.Payload, &s) != nil {
 			return false
 		}
 		if !r.record(r.rec.Event("x-signal", s.Value)) {
@@ -257,7 +257,7 @@ func (r *relay) handleRequest(req *ssh.Request) bool {
 		}
 		return r.forward(req)
 	case "break":
-		if !r.started || !r.record(r.rec.Event("x-break", "")) {
+		if !r.started || r.inputHeld() || !r.record(r.rec.Event("x-break", "")) {
 			return false
 		}
 		return r.forward(req)
@@ -433,6 +433,13 @@ func (r *relay) start(req *ssh.Request) bool {
 		r.pump(r.up.Stderr(), r.down.Stderr(), r.rec.Stderr, &r.conn.bytesOut, nil)
 	}()
 	return true
+}
+
+// inputHeld reports whether the technician's input is held by the
+// session's moderation: signals and breaks are input too.
+func (r *relay) inputHeld() bool {
+	st := r.conn.seat
+	return st != nil && st.held.Load()
 }
 
 // outputEnded is called once the target's output (stdout and stderr) is
