@@ -213,6 +213,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 	mt.waitScreen("aiko's input is held")
 	tm.waitScreen("moderator kenji holds your input")
 	tm.send("echo held-$((40+2))", "Enter")
+	tm.send("~B") // OpenSSH's escape: a break request, input too
 	command("release")
 	mt.waitScreen("aiko's input goes through")
 	tm.waitScreen("moderator kenji released your input")
@@ -254,6 +255,9 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 		if !strings.Contains(ev, want) {
 			t.Errorf("the recording's events lack %q:\n%s", want, ev)
 		}
+	}
+	if strings.Contains(ev, "x-break") {
+		t.Errorf("a break request reached the target while the input was held:\n%s", ev)
 	}
 }
 
