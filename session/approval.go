@@ -610,7 +610,7 @@ func (w *waiter) handoff() *pendingChannel {
 	}
 	pc.prelude = append(pc.prelude, &ssh.Request{Type: w.start.Type, Payload: w.start.Payload})
 	if st := w.c.seat; st != nil {
-		pc.ch = &heldChannel{Channel: pc.ch, seat: st, pty: w.pty != nil}
+		pc.ch = newHeldChannel(pc.ch, st, w.pty != nil)
 	}
 	return pc
 }

@@ -79,6 +79,9 @@ func (s *Server) runCommands(sc *ssh.ServerConn, id *identity, source string, ch
 	go ssh.DiscardRequests(reqs)
 	stop := context.AfterFunc(s.ctx, func() { sc.Close() })
 	defer stop()
+	// A client gone without a word (a laptop off the network) is noticed:
+	// a moderator's seat, a watch, an approval's wait end with it.
+	defer keepAlive(sc, s.cfg.KeepaliveInterval, s.cfg.KeepaliveCountMax, func(string) { sc.Close() })()
 	// Locks and key removals end command connections too (Revalidate).
 	s.mu.Lock()
 	s.commands[sc] = id

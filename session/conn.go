@@ -63,8 +63,13 @@ type conn struct {
 	// upEnded is closed once the target's connection has ended and the
 	// technician was told (when it was the target that went).
 	upEnded chan struct{}
-	// techGone is closed once the technician's connection has ended.
-	techGone chan struct{}
+	// techGone is closed once the technician's connection has ended;
+	// closing once sekisho began to end the session (tellAndClose).
+	techGone    chan struct{}
+	closing     chan struct{}
+	closingOnce sync.Once
+	tells       chan string // lines to tell the technician (moderation), in order
+	live        atomic.Bool // goLive began: terminate may end it
 	// settled is closed once run decided whether the session relays
 	// (relaying, set before): from then on, either connection ending
 	// ends the other (serveTarget, globalRequests).
@@ -125,6 +130,9 @@ func (c *conn) revoke(why string) {
 // side would close theirs at once), but a technician who does not read is
 // waited on for a second at most.
 func (c *conn) tellAndClose(msg string) {
+	if c.closing != nil {
+		c.closingOnce.Do(func() { close(c.closing) })
+	}
 	// Sessions that came through this connection by ProxyJump are told
 	// first: closing it cuts them off.
 	c.srv.endInner(c.sc, strings.TrimPrefix(msg, "session ended: "))
@@ -290,9 +298,15 @@ func (c *conn) goLive(ctx context.Context) (stop func()) {
 	}
 	// A lock or rule change between the decision and now is not missed;
 	// nothing new starts once it is found.
+	c.live.Store(true)
 	if ok, why := c.stillAllowed(); !ok {
 		c.ending.Store(true)
 		go c.terminate(why)
+	} else if c.seat != nil {
+		if why := c.seat.endedByModerator(); why != "" {
+			c.ending.Store(true)
+			go c.terminate(why)
+		}
 	}
 	stopKeepalive := keepAlive(c.up, c.srv.cfg.KeepaliveInterval, c.srv.cfg.KeepaliveCountMax, func(why string) {
 		c.setEnd(EndTargetUnresponsive + why)

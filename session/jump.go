@@ -164,7 +164,7 @@ func (s *Server) serveJump(outerSC *ssh.ServerConn, outer *identity, source stri
 		sc.Close() // cannot happen: every successful authentication sets it
 		return
 	}
-	c := &conn{srv: s, sc: sc, id: id, source: source, via: "proxyjump " + dest, sessionID: uuid.NewString()}
+	c := &conn{srv: s, sc: sc, id: id, source: source, via: "proxyjump " + dest, sessionID: uuid.NewString(), closing: make(chan struct{})}
 	s.cfg.Broker.Audit(s.ctx, broker.AuditEvent{Kind: broker.EventJump, Technician: id.tech.Name, Target: t.Name, Source: source, Session: c.sessionID,
 		Detail: fmt.Sprintf("ProxyJump to %s answered as target %s; inner login %q", dest, t.Name, truncate(sc.User(), maxNameLen))})
 	s.setInner(outerSC, c, true)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -46,6 +47,9 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 	}
 	defer seat.Leave()
 	ms := seat.Session()
+	if ms.Technician == "" { // another node's, which did not answer
+		ms.Technician, ms.Target = "the technician", "the target"
+	}
 	fmt.Fprintf(c.raw, "[sekisho: moderating session %s of %s on %s; your leaving holds their input]\r\n"+
 		"[sekisho: Ctrl-C leaves; Ctrl-] then: say TEXT, hold, release, end REASON]\r\n", id, ms.Technician, ms.Target)
 	ctx, stop := context.WithCancel(ctx)
@@ -126,6 +130,7 @@ func (c *command) moderatorCommand(m Seat, technician, line string) string {
 		return fmt.Sprintf("%q is not a moderator command: say TEXT, hold, release, end REASON", verb)
 	}
 	if err != nil {
+		c.srv.refuseModeration(c.tech.Name, c.source, m.Session().ID, "moderator's "+strconv.Quote(verb), err)
 		return err.Error()
 	}
 	return done

@@ -55,16 +55,24 @@ func newSeat(c *conn) *seat {
 		spec: *c.id.decision.Moderation, conn: c, present: map[string]int{}, changed: make(chan struct{}), done: make(chan struct{})}
 }
 
-// join seats name and returns what unseats them.
+// join seats name and returns what unseats them. Once the session has
+// started, too few moderators hold the input at once, and enough release
+// it at once.
 func (s *seat) join(name string) (leave func()) {
 	s.mu.Lock()
 	s.present[name]++
+	if s.started && len(s.present) >= s.spec.Moderators {
+		s.absent = false
+	}
 	s.notifyLocked()
 	s.mu.Unlock()
 	return sync.OnceFunc(func() {
 		s.mu.Lock()
 		if s.present[name]--; s.present[name] <= 0 {
 			delete(s.present, name)
+		}
+		if s.started && len(s.present) < s.spec.Moderators {
+			s.absent = true
 		}
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -228,16 +236,15 @@ type Moderator struct {
 	leave  func()
 }
 
-// Moderate seats name, from source ("web" for the console), as a
-// moderator of session id of this node. A refusal is a
-// *ModerationRefused, audited.
-func (s *Server) Moderate(id, name, source string) (*Moderator, error) {
+// ModerateHere seats name, from source ("web" for the console, "node
+// NAME" through another node), as a moderator of session id of this
+// node. A refusal is a *ModerationRefused, which the caller audits.
+func (s *Server) ModerateHere(id, name, source string) (*Moderator, error) {
 	if s.cfg.Access == nil {
 		return nil, &ModerationRefused{Why: "this sekisho has no moderated sessions", NotHere: true}
 	}
 	st, err := s.seatFor(id, name)
 	if err != nil {
-		s.refuseModeration(name, source, id, "moderate", err)
 		return nil, err
 	}
 	return s.seat(st, name, source), nil
@@ -312,6 +319,9 @@ func moderatorText(what, text string) (string, error) {
 
 // Say sends the technician a line, on their terminal.
 func (m *Moderator) Say(text string) error {
+	if err := m.mayStill(); err != nil {
+		return err
+	}
 	text, err := moderatorText("a line to send", text)
 	if err != nil {
 		return err
@@ -325,6 +335,9 @@ func (m *Moderator) Say(text string) error {
 // Hold holds the technician's input (hold true: what they type is
 // dropped, a transfer waits) or releases it.
 func (m *Moderator) Hold(hold bool) error {
+	if err := m.mayStill(); err != nil {
+		return err
+	}
 	st := m.st
 	st.mu.Lock()
 	switch {
@@ -343,7 +356,7 @@ func (m *Moderator) Hold(hold bool) error {
 	st.notifyLocked()
 	st.mu.Unlock()
 	if hold {
-		st.tell(fmt.Sprintf("moderator %s holds your input: what you type is dropped until it is released", m.name))
+		st.tell(fmt.Sprintf("moderator %s holds your input until it is released", m.name))
 		st.conn.moderationEvent(m.name + " held the input")
 		m.audit(broker.EventModerationHold, nil)
 	} else {
@@ -357,6 +370,9 @@ func (m *Moderator) Hold(hold bool) error {
 // End ends the session, telling the technician why; one waiting for
 // moderators never starts.
 func (m *Moderator) End(reason string) error {
+	if err := m.mayStill(); err != nil {
+		return err
+	}
 	reason, err := moderatorText("a reason (the technician reads it)", reason)
 	if err != nil {
 		return err
@@ -365,23 +381,62 @@ func (m *Moderator) End(reason string) error {
 	why := fmt.Sprintf("ended by moderator %s: %s", m.name, reason)
 	st := m.st
 	st.mu.Lock()
-	started := st.started
-	if !started {
-		st.endWhy = why
-		st.notifyLocked()
-	}
+	st.endWhy = why // a session not yet live ends as it goes live (goLive)
+	st.notifyLocked()
 	st.mu.Unlock()
-	if started {
+	if st.conn.live.Load() {
 		st.conn.moderationEvent(m.name + " ended the session: " + reason)
 		st.conn.terminate(why)
 	}
 	return nil
 }
 
+// mayStill refuses an action of a moderator who may no longer moderate
+// (a lock, a reload of the rules).
+func (m *Moderator) mayStill() error {
+	_, err := m.srv.seatFor(m.st.id, m.name)
+	return err
+}
+
+// moderatorRecheck is how often a watching moderator is checked: a lock
+// or a rule change unseats them within it.
+const moderatorRecheck = time.Second
+
 // Watch shows the session's terminal on w, from its start, once it has
 // reached its target, until it ends or ctx is done; a session that ends
-// before it started says so.
+// before it started says so. A moderator who may no longer moderate is
+// told why and their watch ends (the caller unseats them).
 func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var revoked atomic.Pointer[string]
+	go func() {
+		t := time.NewTicker(moderatorRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := m.mayStill(); err != nil {
+				why := err.Error()
+				revoked.Store(&why)
+				m.srv.refuseModeration(m.name, m.source, m.st.id, "moderation ended", err)
+				cancel()
+				return
+			}
+		}
+	}()
+	err := m.watch(ctx, w, opt)
+	if why := revoked.Load(); why != nil {
+		_, err := io.WriteString(w, "\r\n[sekisho: you may no longer moderate this session: "+*why+"]\r\n")
+		return err
+	}
+	return err
+}
+
+func (m *Moderator) watch(ctx context.Context, w io.Writer, opt recording.WatchOptions) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -482,8 +537,14 @@ func (c *conn) followModerators(st *seat, grace time.Duration) {
 			}
 		}
 		st.setAbsent(true)
-		c.moderationEvent("no moderator watches: input held")
-		c.tellAll(fmt.Sprintf("the moderators left: your input is held; the session ends in %s unless one watches again", grace))
+		if n := len(st.moderators()); n == 0 {
+			c.moderationEvent("no moderator watches: input held")
+			c.tellAll(fmt.Sprintf("the moderators left: your input is held; the session ends in %s unless one watches again", grace))
+		} else {
+			c.moderationEvent(fmt.Sprintf("%d of %d moderators watch: input held", n, st.spec.Moderators))
+			c.tellAll(fmt.Sprintf("only %d of the %d moderators this session needs watch: your input is held; the session ends in %s unless enough watch again",
+				n, st.spec.Moderators, grace))
+		}
 		if !st.awaitEnough(grace) {
 			select {
 			case <-st.done:
@@ -493,7 +554,11 @@ func (c *conn) followModerators(st *seat, grace time.Duration) {
 			return
 		}
 		st.setAbsent(false)
-		c.tellAll("watched again by " + strings.Join(st.moderators(), ", ") + ": your input goes through")
+		if info := st.info(); info.HeldBy != "" {
+			c.tellAll("watched again by " + strings.Join(info.Moderators, ", ") + "; your input stays held by moderator " + info.HeldBy)
+		} else {
+			c.tellAll("watched again by " + strings.Join(info.Moderators, ", ") + ": your input goes through")
+		}
 	}
 }
 
@@ -518,49 +583,112 @@ func (s *seat) awaitEnough(grace time.Duration) bool {
 	}
 }
 
-// tellAll writes a line to the technician's open channels. The writes do
-// not hold up the caller: a technician who reads nothing (a full window)
-// must not keep the grace period from running out.
+// tellAll writes a line to the technician's open channels, in the order
+// told. The writes do not hold up the caller: a technician who reads
+// nothing (a full window) must not keep the grace period from running
+// out; lines beyond tellQueue waiting are dropped (the recording and the
+// audit log have what they said).
 func (c *conn) tellAll(msg string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for r := range c.relays {
-		go io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
+	if c.tells == nil {
+		c.tells = make(chan string, tellQueue)
+		go c.teller(c.tells)
+	}
+	select {
+	case c.tells <- msg:
+	default:
+	}
+}
+
+// tellQueue bounds the lines waiting for a technician who reads nothing.
+const tellQueue = 16
+
+// teller writes the lines told, one after another, until the session
+// ends.
+func (c *conn) teller(tells <-chan string) {
+	for {
+		select {
+		case msg := <-tells:
+			c.mu.Lock()
+			relays := make([]*relay, 0, len(c.relays))
+			for r := range c.relays {
+				relays = append(relays, r)
+			}
+			c.mu.Unlock()
+			for _, r := range relays {
+				io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
+			}
+		case <-c.seat.done:
+			return
+		}
 	}
 }
 
 // heldChannel is a moderated session's channel: while its input is held,
 // what the technician types is dropped (with a terminal) or waits (a
-// transfer or a command's input).
+// transfer or a command's input), and so does the end of their input.
 type heldChannel struct {
 	ssh.Channel
-	seat *seat
-	pty  bool
+	seat      *seat
+	pty       bool
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
+
+func newHeldChannel(ch ssh.Channel, st *seat, pty bool) *heldChannel {
+	return &heldChannel{Channel: ch, seat: st, pty: pty, closed: make(chan struct{})}
+}
+
+// errHeldEnded ends a read that waited for a hold to be released, when
+// the session or the channel ended first: nothing of it was sent.
+var errHeldEnded = errors.New("the session ended while its input was held")
 
 func (h *heldChannel) Read(p []byte) (int, error) {
 	for {
 		n, err := h.Channel.Read(p)
-		if !h.seat.held.Load() || n == 0 {
+		if !h.seat.held.Load() {
 			return n, err
 		}
-		if h.pty {
+		if h.pty && n > 0 {
 			h.Channel.Write([]byte("\a")) // held: a bell, nothing sent
-			if err != nil {
-				return 0, err
+			if err == nil {
+				continue
 			}
-			continue
+			n = 0
 		}
-		for h.seat.held.Load() {
-			_, changed := h.seat.enough()
-			select {
-			case <-changed:
-			case <-h.seat.done:
-				return 0, io.EOF
-			}
+		// A transfer's bytes, or the end of the input, wait for the
+		// release.
+		if !h.awaitRelease() {
+			return 0, errHeldEnded
 		}
 		return n, err
 	}
+}
+
+// awaitRelease waits while the input is held, and reports false when the
+// session or the channel ended first.
+func (h *heldChannel) awaitRelease() bool {
+	for h.seat.held.Load() {
+		_, changed := h.seat.enough()
+		select {
+		case <-changed:
+		case <-h.seat.done:
+			return false
+		case <-h.seat.conn.closing:
+			return false
+		case <-h.seat.conn.techGone:
+			return false
+		case <-h.closed:
+			return false
+		}
+	}
+	return true
+}
+
+func (h *heldChannel) Close() error {
+	h.closeOnce.Do(func() { close(h.closed) })
+	return h.Channel.Close()
 }
 
 // awaitModeration holds the first channel of a session its rule lets
@@ -602,14 +730,18 @@ func (s *Server) MayModerate(id, name string) (broker.ModeratedSession, error) {
 // ModerateAnywhere seats name at session id, on this node or, through
 // Peers, on the node that serves it; audited there.
 func (s *Server) ModerateAnywhere(ctx context.Context, id, name, source string) (Seat, error) {
-	m, err := s.Moderate(id, name, source)
+	m, err := s.ModerateHere(id, name, source)
 	if err == nil {
 		return m, nil
 	}
-	if rf := (*ModerationRefused)(nil); !errors.As(err, &rf) || !rf.NotHere || s.cfg.Peers == nil {
-		return nil, err
+	if rf := (*ModerationRefused)(nil); errors.As(err, &rf) && rf.NotHere && s.cfg.Peers != nil {
+		var seat Seat
+		if seat, err = s.cfg.Peers.Moderate(ctx, id, name); err == nil {
+			return seat, nil
+		}
 	}
-	return s.cfg.Peers.Moderate(ctx, id, name)
+	s.refuseModeration(name, source, id, "moderate", err)
+	return nil, err
 }
 
 // SeatedAnywhere is name's place at session id while they watch it,
@@ -633,4 +765,11 @@ func (s *Server) ModeratedAnywhere(ctx context.Context, name string) []broker.Mo
 		out = append(out, s.cfg.Peers.Moderated(ctx, name)...)
 	}
 	return out
+}
+
+// endedByModerator is why a moderator ended the session, or "".
+func (s *seat) endedByModerator() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endWhy
 }

@@ -343,8 +343,15 @@ func (r *relay) start(req *ssh.Request) bool {
 		return false
 	}
 	r.rec = rec
-	if st := r.conn.seat; st != nil && !r.record(rec.Event("x-moderator", "watched by "+strings.Join(st.moderators(), ", "))) {
-		return false
+	if st := r.conn.seat; st != nil {
+		info := st.info()
+		text := "watched by " + strings.Join(info.Moderators, ", ")
+		if info.HeldBy != "" {
+			text += "; input held by " + info.HeldBy
+		}
+		if !r.record(rec.Event("x-moderator", text)) {
+			return false
+		}
 	}
 	if len(withheld) > 0 && !r.record(rec.Event("x-withheld", strings.Join(withheld, ", ")+": not given to a file transfer")) {
 		return false

@@ -689,7 +689,7 @@ func (s *Server) handle(nc net.Conn) {
 		s.runCommands(sc, id, nc.RemoteAddr().String(), chans, reqs)
 		return
 	}
-	c := &conn{srv: s, sc: sc, id: id, source: nc.RemoteAddr().String()}
+	c := &conn{srv: s, sc: sc, id: id, source: nc.RemoteAddr().String(), closing: make(chan struct{})}
 	c.run(chans, reqs)
 }
 

@@ -70,6 +70,12 @@ func (s *Server) moderation(w http.ResponseWriter, r *request) (any, error) {
 // longer moderate (a lock, a rule change, signed out).
 func (s *Server) moderateLive(w http.ResponseWriter, r *request) {
 	id := r.PathValue("id")
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		// Taking a seat starts the session: only the console's own page
+		// may, not a link or a page of another site.
+		s.fail(w, r, true, errorf(http.StatusForbidden, "a moderator's seat is taken from the console's moderation page"))
+		return
+	}
 	if s.cfg.Moderation == nil {
 		s.fail(w, r, true, errorf(http.StatusNotFound, "this node has no moderated sessions"))
 		return
@@ -142,7 +148,7 @@ func (s *Server) moderate(w http.ResponseWriter, r *request) (any, error) {
 		if errors.As(err, &he) {
 			return nil, err
 		}
-		return nil, errorf(http.StatusBadRequest, "%s", strings.TrimSpace(err.Error()))
+		return nil, errorf(http.StatusConflict, "%s", strings.TrimSpace(err.Error())) // refused, and audited
 	}
 	if wantsJSON(r) {
 		return map[string]any{"done": done, "session": seat.Session()}, nil

@@ -25,7 +25,7 @@ import (
 // moderateStream serves another node's moderator: seated while the
 // stream lasts.
 func (n *Node) moderateStream(ctx context.Context, req peer.WatchRequest, out *peer.Stream) error {
-	m, err := n.srv.Moderate(req.Session, req.Watcher, "node "+req.Node)
+	m, err := n.srv.ModerateHere(req.Session, req.Watcher, "node "+req.Node)
 	if err != nil {
 		return peerRefusal(err)
 	}
