@@ -130,8 +130,9 @@ const (
 
 	// A moderator sat down to watch a session (`moderate` over SSH, or
 	// "Join as moderator" in the console). Fields: technician (the
-	// moderator), target, source ("web" for the console), session.
-	// Detail (JSON): technician (whose session it is).
+	// moderator), target, source (their address; "web" for the console;
+	// "node NAME" when seated through another node of the cluster),
+	// session. Detail (JSON): technician (whose session it is).
 	EventModerationJoined EventKind = "moderation.joined"
 
 	// A moderator left a session. Fields and detail as

@@ -68,7 +68,9 @@ func (m consoleModeration) Moderated(name string) []broker.ModeratedSession {
 }
 
 func (m consoleModeration) Moderate(id, name string) (web.ModeratorSeat, error) {
-	seat, err := (*m.srv).ModerateAnywhere(context.Background(), id, name, "web")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // finding its node
+	defer cancel()
+	seat, err := (*m.srv).ModerateAnywhere(ctx, id, name, "web")
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +78,9 @@ func (m consoleModeration) Moderate(id, name string) (web.ModeratorSeat, error) 
 }
 
 func (m consoleModeration) Seated(id, name string) (web.ModeratorSeat, error) {
-	seat, err := (*m.srv).SeatedAnywhere(context.Background(), id, name, "web")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seat, err := (*m.srv).SeatedAnywhere(ctx, id, name, "web")
 	if err != nil {
 		return nil, err
 	}

@@ -199,7 +199,11 @@ func (p *Peers) Moderated(ctx context.Context, watcher string) []broker.Moderate
 		p.mod.mu.Unlock()
 		if !ok || time.Since(c.at) > moderationListTTL {
 			c = cachedList{at: time.Now()}
-			answer, err := p.control(ctx, addr, peer.ControlRequest{Session: "-", Verb: "list", Watcher: watcher})
+			// A node that does not answer soon is left out of this round
+			// rather than stall the console's pages.
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			answer, err := p.control(lctx, addr, peer.ControlRequest{Session: "-", Verb: "list", Watcher: watcher})
+			cancel()
 			if err == nil {
 				json.Unmarshal([]byte(answer), &c.sessions)
 			}
