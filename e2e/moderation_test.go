@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -180,6 +181,40 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 	r := <-execDone
 	if r.code != 0 || !strings.Contains(r.stdout, "exec-ran-42") || !strings.Contains(r.stderr, "needs 1 moderator(s) watching") {
 		t.Fatalf("the moderated command: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	mt.waitScreen("moderate-exited-0")
+
+	// A file transfer waits the same way: the file arrives once watched.
+	src := filepath.Join(t.TempDir(), "upload")
+	content := "moderated upload " + randHex(t) + "\n"
+	if err := os.WriteFile(src, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst := "/tmp/sekisho-moderated-" + randHex(t)
+	t.Cleanup(func() { os.Remove(dst) })
+	scpDone := make(chan result, 1)
+	go func() {
+		scpDone <- run(t, exec.CommandContext(ctxT(t), "scp", append(scpOpts(t, v, "aiko"), src, "aiko+web-sg-01@127.0.0.1:"+dst)...), nil)
+	}()
+	var scpID string
+	waitUntil(t, 30*time.Second, "the transfer's session to wait for a moderator", func() bool {
+		for _, e := range v.audit(t) {
+			if e["kind"] == "moderation.waiting" && e["session"] != execID {
+				scpID = e["session"]
+			}
+		}
+		return scpID != ""
+	})
+	if _, err := os.Stat(dst); err == nil {
+		t.Fatal("the file arrived before a moderator watched")
+	}
+	mod, _ = v.logins(t).cmd(t, "kenji", "moderate", scpID)
+	mt = tmuxOf(mod)
+	if r := <-scpDone; r.code != 0 {
+		t.Fatalf("the moderated scp: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got, err := os.ReadFile(dst); err != nil || string(got) != content {
+		t.Fatalf("the moderated upload arrived as %q (%v)", got, err)
 	}
 	mt.waitScreen("moderate-exited-0")
 
