@@ -55,7 +55,7 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	out := &pausable{w: c.raw, ctx: ctx}
-	go c.moderatorKeys(seat, ms.Technician, out, stop)
+	go c.moderatorKeys(seat, id, ms.Technician, out, stop)
 	return c.watched("moderate", "moderating", id, seat.Watch(ctx, out, recording.WatchOptions{}))
 }
 
@@ -63,7 +63,7 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 // Ctrl-C leaves; Ctrl-] opens a command line, on which Enter runs the
 // command and Esc or Ctrl-C closes it. The live view waits while the line
 // is open.
-func (c *command) moderatorKeys(m Seat, technician string, out *pausable, leave func()) {
+func (c *command) moderatorKeys(m Seat, id, technician string, out *pausable, leave func()) {
 	buf := make([]byte, 256)
 	var line []byte
 	open := false
@@ -85,7 +85,7 @@ func (c *command) moderatorKeys(m Seat, technician string, out *pausable, leave 
 				// The moderator's keys do not reach the session.
 			case b == '\r' || b == '\n':
 				io.WriteString(c.raw, "\r\n")
-				io.WriteString(c.raw, "[sekisho: "+c.moderatorCommand(m, technician, string(line))+"]\r\n")
+				io.WriteString(c.raw, "[sekisho: "+c.moderatorCommand(m, id, technician, string(line))+"]\r\n")
 				closeLine()
 			case b == 0x1b || b == 0x03:
 				io.WriteString(c.raw, "\r\n[sekisho: closed]\r\n")
@@ -111,7 +111,7 @@ func (c *command) moderatorKeys(m Seat, technician string, out *pausable, leave 
 
 // moderatorCommand runs one command line of a moderator and says how it
 // went.
-func (c *command) moderatorCommand(m Seat, technician, line string) string {
+func (c *command) moderatorCommand(m Seat, id, technician, line string) string {
 	verb, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	var err error
 	var done string
@@ -130,7 +130,7 @@ func (c *command) moderatorCommand(m Seat, technician, line string) string {
 		return fmt.Sprintf("%q is not a moderator command: say TEXT, hold, release, end REASON", verb)
 	}
 	if err != nil {
-		c.srv.refuseModeration(c.tech.Name, c.source, m.Session().ID, "moderator's "+strconv.Quote(verb), err)
+		c.srv.refuseModeration(c.tech.Name, c.source, id, "moderator's "+strconv.Quote(verb), err)
 		return err.Error()
 	}
 	return done

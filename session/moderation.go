@@ -61,9 +61,6 @@ func newSeat(c *conn) *seat {
 func (s *seat) join(name string) (leave func()) {
 	s.mu.Lock()
 	s.present[name]++
-	if s.started && len(s.present) >= s.spec.Moderators {
-		s.absent = false
-	}
 	s.notifyLocked()
 	s.mu.Unlock()
 	return sync.OnceFunc(func() {
@@ -71,15 +68,15 @@ func (s *seat) join(name string) (leave func()) {
 		if s.present[name]--; s.present[name] <= 0 {
 			delete(s.present, name)
 		}
-		if s.started && len(s.present) < s.spec.Moderators {
-			s.absent = true
-		}
 		s.notifyLocked()
 		s.mu.Unlock()
 	})
 }
 
+// notifyLocked follows a change: whether the input is held (too few
+// moderators once started, or a moderator's hold), and who waits on it.
 func (s *seat) notifyLocked() {
+	s.absent = s.started && len(s.present) < s.spec.Moderators
 	s.held.Store(s.absent || s.holder != "")
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -107,23 +104,6 @@ func (s *seat) enough() (bool, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.present) >= s.spec.Moderators, s.changed
-}
-
-// setAbsent records whether too few moderators watch.
-func (s *seat) setAbsent(absent bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.absent != absent {
-		s.absent = absent
-		s.notifyLocked()
-	}
-}
-
-// seatOf registers c's seat; unseat removes it when the session ends.
-func (s *Server) seatOf(c *conn) *seat {
-	st := newSeat(c)
-	s.seats.Store(c.sessionID, st)
-	return st
 }
 
 // unseat removes c's seat, if it has one: its moderators' views end with
@@ -378,16 +358,8 @@ func (m *Moderator) End(reason string) error {
 		return err
 	}
 	m.audit(broker.EventModerationEnd, map[string]string{"reason": reason})
-	why := fmt.Sprintf("ended by moderator %s: %s", m.name, reason)
-	st := m.st
-	st.mu.Lock()
-	st.endWhy = why // a session not yet live ends as it goes live (goLive)
-	st.notifyLocked()
-	st.mu.Unlock()
-	if st.conn.live.Load() {
-		st.conn.moderationEvent(m.name + " ended the session: " + reason)
-		st.conn.terminate(why)
-	}
+	m.st.conn.moderationEvent(m.name + " ended the session: " + reason)
+	m.st.conn.endModerated(fmt.Sprintf("ended by moderator %s: %s", m.name, reason))
 	return nil
 }
 
@@ -417,9 +389,15 @@ func (m *Moderator) Watch(ctx context.Context, w io.Writer, opt recording.WatchO
 			select {
 			case <-ctx.Done():
 				return
+			case <-m.st.done:
+				return
 			case <-t.C:
 			}
-			if err := m.mayStill(); err != nil {
+			err := m.mayStill()
+			if rf := (*ModerationRefused)(nil); errors.As(err, &rf) && rf.NotHere {
+				return // the session ended: the watch ends with it
+			}
+			if err != nil {
 				why := err.Error()
 				revoked.Store(&why)
 				m.srv.refuseModeration(m.name, m.source, m.st.id, "moderation ended", err)
@@ -465,11 +443,10 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 		return false
 	}
 	w.moderators = true
-	st := c.srv.seatOf(c)
-	c.seat = st
-	st.mu.Lock()
+	st := newSeat(c)
 	st.waiting = func(msg string) { w.say("%s", msg) }
-	st.mu.Unlock()
+	c.seat = st
+	c.srv.seats.Store(c.sessionID, st) // published whole
 	if w.pty != nil && w.input == nil {
 		w.readKeys()
 	}
@@ -490,11 +467,11 @@ func (w *waiter) awaitModerators(ctx context.Context) bool {
 		w.say("the session starts when they watch; Ctrl-C leaves")
 	}
 	for {
-		ok, changed := st.enough()
 		st.mu.Lock()
-		why := st.endWhy
+		ok, changed, why := len(st.present) >= st.spec.Moderators, st.changed, st.endWhy
 		if ok && why == "" {
 			st.started, st.waiting = true, nil
+			st.notifyLocked()
 		}
 		st.mu.Unlock()
 		if why != "" {
@@ -536,7 +513,6 @@ func (c *conn) followModerators(st *seat, grace time.Duration) {
 				return
 			}
 		}
-		st.setAbsent(true)
 		if n := len(st.moderators()); n == 0 {
 			c.moderationEvent("no moderator watches: input held")
 			c.tellAll(fmt.Sprintf("the moderators left: your input is held; the session ends in %s unless one watches again", grace))
@@ -549,11 +525,10 @@ func (c *conn) followModerators(st *seat, grace time.Duration) {
 			select {
 			case <-st.done:
 			default:
-				c.terminate(fmt.Sprintf("no moderator watched for %s (rule %q)", grace, c.id.decision.Rule))
+				c.endModerated(fmt.Sprintf("no moderator watched for %s (rule %q)", grace, c.id.decision.Rule))
 			}
 			return
 		}
-		st.setAbsent(false)
 		if info := st.info(); info.HeldBy != "" {
 			c.tellAll("watched again by " + strings.Join(info.Moderators, ", ") + "; your input stays held by moderator " + info.HeldBy)
 		} else {
@@ -593,7 +568,7 @@ func (c *conn) tellAll(msg string) {
 	defer c.mu.Unlock()
 	if c.tells == nil {
 		c.tells = make(chan string, tellQueue)
-		go c.teller(c.tells)
+		go c.teller(c.tells, c.seat.done)
 	}
 	select {
 	case c.tells <- msg:
@@ -606,7 +581,7 @@ const tellQueue = 16
 
 // teller writes the lines told, one after another, until the session
 // ends.
-func (c *conn) teller(tells <-chan string) {
+func (c *conn) teller(tells <-chan string, done <-chan struct{}) {
 	for {
 		select {
 		case msg := <-tells:
@@ -619,7 +594,7 @@ func (c *conn) teller(tells <-chan string) {
 			for _, r := range relays {
 				io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
 			}
-		case <-c.seat.done:
+		case <-done:
 			return
 		}
 	}
@@ -772,4 +747,19 @@ func (s *seat) endedByModerator() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.endWhy
+}
+
+// endModerated ends a moderated session with why: at once when it is
+// live, else as it goes live (goLive), or before it starts.
+func (c *conn) endModerated(why string) {
+	st := c.seat
+	st.mu.Lock()
+	if st.endWhy == "" {
+		st.endWhy = why
+	}
+	st.notifyLocked()
+	st.mu.Unlock()
+	if c.live.Load() {
+		c.terminate(why)
+	}
 }
