@@ -334,3 +334,93 @@ func TestLimits(t *testing.T) {
 		t.Errorf("a refusal after a flush: %q", r)
 	}
 }
+
+// freezer relays TCP connections to addr until frozen: then it forwards
+// nothing more, yet keeps them open, as a crashed or cut-off host would.
+type freezer struct {
+	ln     net.Listener
+	frozen chan struct{}
+}
+
+func newFreezer(t *testing.T, addr string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, frozen: make(chan struct{})}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			go f.pipe(up, c)
+			go f.pipe(c, up)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-f.frozen:
+			<-make(chan struct{}) // holds the connection open, forwarding nothing
+		default:
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+		dst.Write(buf[:n])
+	}
+}
+
+// A node that stops answering (crashed, cut off) loses its streams within
+// the keepalives, not when TCP gives up minutes later: a moderator seated
+// through it stops counting.
+func TestSilentNodeLosesItsStream(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	started, ended := make(chan struct{}), make(chan struct{})
+	srv, err := NewServer(Config{HostKey: key, Refused: func(string, string) {}, KeepaliveInterval: 100 * time.Millisecond, KeepaliveCountMax: 3,
+		Watch: func(ctx context.Context, _ WatchRequest, out *Stream) error {
+			fmt.Fprint(out, "first")
+			close(started)
+			<-ctx.Done()
+			close(ended)
+			return ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	f := newFreezer(t, ln.Addr().String())
+	go Watch(ctxT(t), f.ln.Addr().String(), key, WatchRequest{Session: "s-1"}, &recorder{}, nil)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not start")
+	}
+	close(f.frozen)
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the serving node's stream went on 10 s after the other node fell silent")
+	}
+}

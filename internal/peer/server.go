@@ -79,7 +79,12 @@ type Config struct {
 	// and MaxHandshakes (default 64) bound those under way;
 	// MaxFailuresPerSource (default 10) failed attempts in a minute have
 	// a source refused before its handshake for the rest of the minute.
-	HandshakeTimeout       time.Duration
+	HandshakeTimeout time.Duration
+	// KeepaliveInterval (default 5s) and KeepaliveCountMax (default 3):
+	// a connection whose other node answers none of that many keepalives
+	// in a row is closed.
+	KeepaliveInterval      time.Duration
+	KeepaliveCountMax      int
 	MaxHandshakesPerSource int
 	MaxHandshakes          int
 	MaxFailuresPerSource   int
@@ -110,6 +115,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.KeepaliveInterval <= 0 {
+		cfg.KeepaliveInterval = 5 * time.Second
+	}
+	if cfg.KeepaliveCountMax <= 0 {
+		cfg.KeepaliveCountMax = 3
 	}
 	if cfg.MaxHandshakesPerSource <= 0 {
 		cfg.MaxHandshakesPerSource = 4
@@ -276,6 +287,11 @@ func (s *Server) handle(nc net.Conn, host string) {
 	nc.SetDeadline(time.Time{})
 	defer sc.Close()
 	go ssh.DiscardRequests(reqs)
+	// A node that crashed or was cut off stops answering: its streams
+	// end, and a moderator seated through it leaves, within seconds
+	// rather than when TCP gives up.
+	stop := keepAlive(sc, s.cfg.KeepaliveInterval, s.cfg.KeepaliveCountMax)
+	defer stop()
 	var wg sync.WaitGroup
 	for nch := range chans {
 		if nch.ChannelType() != "session" {
@@ -418,4 +434,43 @@ func (s *Server) control(ctx context.Context, ch ssh.Channel, req ControlRequest
 	}
 	s.cfg.Logger.Error("moderation request failed", "session", req.Session, "node", req.Node, "watcher", req.Watcher, "err", err)
 	return exitFailed, "sekisho: the moderation request failed on the serving node"
+}
+
+// keepAlive asks the other node for a reply every interval and closes
+// conn once countMax in a row went unanswered (any reply counts, a
+// refusal too). It returns what stops it.
+func keepAlive(conn ssh.Conn, interval time.Duration, countMax int) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		missed := 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			replied := make(chan struct{})
+			go func() {
+				conn.SendRequest("keepalive@openssh.com", true, nil) // returns at the reply, or when conn closes
+				close(replied)
+			}()
+			wait := time.NewTimer(interval)
+			select {
+			case <-replied:
+				missed = 0
+			case <-wait.C:
+				if missed++; missed >= countMax {
+					conn.Close()
+					return
+				}
+			case <-done:
+				wait.Stop()
+				return
+			}
+			wait.Stop()
+		}
+	}()
+	return sync.OnceFunc(func() { close(done) })
 }
