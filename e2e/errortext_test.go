@@ -45,6 +45,22 @@ func TestVaultFaultsTellTechniciansNoInternals(t *testing.T) {
 		}
 		return v.out.String()[from:]
 	}
+	// logged is sekisho's log since from once it has wants, or after 10
+	// s: the technician can be told before the log line is written.
+	logged := func(from int, wants ...string) string {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l := v.out.String()[from:]
+			all := true
+			for _, w := range wants {
+				all = all && strings.Contains(l, w)
+			}
+			if all || time.Now().After(deadline) {
+				return l
+			}
+			time.Sleep(20 * time.Millisecond) // polling the log, with a deadline
+		}
+	}
 	faults := []struct {
 		name   string
 		start  func()
@@ -74,16 +90,21 @@ func TestVaultFaultsTellTechniciansNoInternals(t *testing.T) {
 		if r.code != 255 {
 			t.Fatalf("%s: a session ran: exit %d, stderr %q", f.name, r.code, r.stderr)
 		}
-		logged := told(f.name, "a session", r.stderr, "sekisho: could not obtain a certificate for db-jp-01; tell the sekisho operator (session ", from)
+		told(f.name, "a session", r.stderr, "sekisho: could not obtain a certificate for db-jp-01; tell the sekisho operator (session ", from)
 		id := refusedSession(t, r.stderr)
+		wants := []string{f.detail, id}
+		if f.name != "slow" {
+			wants = append(wants, proxy.addr())
+		}
+		log := logged(from, wants...)
 		failed := auditOf(t, v, id, "cert.failed")
 		if len(failed) != 1 || failed[0]["detail"] == "" || !strings.Contains(failed[0]["detail"], f.detail) {
 			t.Errorf("%s: cert.failed audit rows of session %s: %v; want one with %q", f.name, id, failed, f.detail)
 		}
 		// A Vault that did not answer in time gave no error of its own
 		// to log: the deadline is the detail.
-		if !strings.Contains(logged, f.detail) || !strings.Contains(logged, id) || f.name != "slow" && !strings.Contains(logged, proxy.addr()) {
-			t.Errorf("%s: sekisho's log lacks the detail %q, the session or Vault's address:\n%s", f.name, f.detail, tail(logged, 10))
+		if !strings.Contains(log, f.detail) || !strings.Contains(log, id) || f.name != "slow" && !strings.Contains(log, proxy.addr()) {
+			t.Errorf("%s: sekisho's log lacks the detail %q, the session or Vault's address:\n%s", f.name, f.detail, tail(log, 10))
 		}
 
 		// A second factor: the sealed secret cannot be opened.
@@ -94,7 +115,12 @@ func TestVaultFaultsTellTechniciansNoInternals(t *testing.T) {
 		if r.code != 255 {
 			t.Fatalf("%s: a second factor was accepted: exit %d, stderr %q", f.name, r.code, r.stderr)
 		}
-		logged = told(f.name, "a verification code", r.stderr, "sekisho: your verification code could not be checked now; try again in a minute", from)
+		told(f.name, "a verification code", r.stderr, "sekisho: your verification code could not be checked now; try again in a minute", from)
+		wants = []string{f.detail}
+		if f.name != "slow" {
+			wants = append(wants, proxy.addr())
+		}
+		log = logged(from, wants...)
 		var mfa []map[string]string
 		for _, e := range v.audit(t) {
 			at, _ := time.Parse(time.RFC3339Nano, e["at"])
@@ -105,8 +131,8 @@ func TestVaultFaultsTellTechniciansNoInternals(t *testing.T) {
 		if len(mfa) == 0 {
 			t.Errorf("%s: no mfa.failed audit row with %q", f.name, f.detail)
 		}
-		if !strings.Contains(logged, f.detail) || f.name != "slow" && !strings.Contains(logged, proxy.addr()) {
-			t.Errorf("%s: sekisho's log lacks the detail %q of the second factor's failure or Vault's address:\n%s", f.name, f.detail, tail(logged, 10))
+		if !strings.Contains(log, f.detail) || f.name != "slow" && !strings.Contains(log, proxy.addr()) {
+			t.Errorf("%s: sekisho's log lacks the detail %q of the second factor's failure or Vault's address:\n%s", f.name, f.detail, tail(log, 10))
 		}
 	}
 	hardening.Report(t, "vault", "slow, sealed, credentials revoked, stopped: a session told %q and a verification code %q, never Vault's address, a URL or its error; sekisho's log and the audit log (cert.failed, mfa.failed) have them",
