@@ -47,9 +47,10 @@ type SessionRecord struct {
 	Node string `json:"node,omitempty"`
 	// Moderated says the rule the session ran under asked for moderators
 	// (Decision.Moderation), so that a reviewer can tell the sessions
-	// someone had to watch from those nobody had to. It is the rule's
-	// demand, not a record of who watched: a session refused or ended
-	// while it waited for moderators is moderated too.
+	// someone had to watch from those nobody had to. A session is
+	// registered once it reaches its target, which a moderated one does
+	// only once enough moderators watch; one that ended while it waited
+	// is in the audit log (moderation.waiting), not in the register.
 	Moderated bool `json:"moderated,omitempty"`
 }
 

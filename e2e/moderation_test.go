@@ -208,7 +208,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 	if _, err := os.Stat(dst); err == nil {
 		t.Fatal("the file arrived before a moderator watched")
 	}
-	mod, _ = v.logins(t).cmd(t, "kenji", "moderate", scpID)
+	mod = v.logins(t).mustCmd(t, "kenji", "moderate", scpID)
 	mt = tmuxOf(mod)
 	if r := <-scpDone; r.code != 0 {
 		t.Fatalf("the moderated scp: exit %d, stderr %q", r.code, r.stderr)
@@ -227,7 +227,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 		t.Fatalf("the waiting technician is not told the session ID:\n%s", tm.screen())
 	}
 	id := m[1]
-	mod, _ = v.logins(t).cmd(t, "kenji", "moderate", id)
+	mod = v.logins(t).mustCmd(t, "kenji", "moderate", id)
 	mt = tmuxOf(mod)
 	mt.waitScreen("moderating session " + id)
 	tm.waitScreen("watched by kenji; connecting to web-sg-01")
@@ -323,7 +323,7 @@ func TestApprovedSessionWaitsForModerator(t *testing.T) {
 	if out, err := v.cli(t, "sessions", "--json"); err != nil || strings.Contains(out, `"technician": "li"`) {
 		t.Fatalf("the approved session started before a moderator watched: %v %s", err, out)
 	}
-	mod, _ := v.logins(t).cmd(t, "kenji", "moderate", m[1])
+	mod := v.logins(t).mustCmd(t, "kenji", "moderate", m[1])
 	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
 	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; sleep 3600"))
 	mt.waitScreen("moderating session " + m[1])

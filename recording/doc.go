@@ -46,8 +46,9 @@
 // "x-file" events (a JSON object: protocol, direction, path, size,
 // sha256), sftp metadata operations "x-file-op", and a stream that could
 // not be parsed "x-file-parse-error". In a moderated session, "x-moderator"
-// events say what the moderators did, one plain line of text each ("kenji
-// joined", "kenji left; input held", "kenji held the input", "kenji
+// events say what the moderators did, one plain line of text each
+// ("watched by kenji" at a channel's start, "kenji joined", "kenji left",
+// "no moderator watches: input held", "kenji held the input", "kenji
 // released the input", "kenji said: …", "kenji ended the session: …"):
 // the timeline shows them as kind "moderator", replay always as markers.
 // Players ignore codes they do not know.

@@ -56,7 +56,17 @@ func (c *command) moderate(ctx context.Context, f *flags) int {
 	defer stop()
 	out := &pausable{w: c.raw, ctx: ctx}
 	go c.moderatorKeys(seat, id, ms.Technician, out, stop)
-	return c.watched("moderate", "moderating", id, seat.Watch(ctx, out, recording.WatchOptions{}))
+	err = seat.Watch(ctx, out, recording.WatchOptions{})
+	if _, here := seat.(*Moderator); !here && err != nil && !errors.Is(err, context.Canceled) {
+		// Seated through another node: a refusal there, or the link.
+		c.srv.log.Warn("moderation through another node ended", "technician", c.tech.Name, "session", id, "err", err)
+		if errors.As(err, &rf) {
+			return refuse(err)
+		}
+		fmt.Fprintf(c.raw, "\r\n[sekisho: the link to the node that serves session %s failed; moderate again]\r\n", id)
+		return exitRefused
+	}
+	return c.watched("moderate", "moderating", id, err)
 }
 
 // moderatorKeys reads the moderator's keys until their input ends:

@@ -267,9 +267,6 @@ func (s *Server) Seated(id, name, source string) (*Moderator, error) {
 // watch then.
 func (m *Moderator) Leave() { m.leave() }
 
-// Done is closed when the session ends.
-func (m *Moderator) Done() <-chan struct{} { return m.st.done }
-
 // Session says what the moderated session is now.
 func (m *Moderator) Session() broker.ModeratedSession { return m.st.info() }
 

@@ -111,10 +111,8 @@ func (s *Server) moderateLive(w http.ResponseWriter, r *request) {
 			s.audit(context.Background(), broker.EventWebRefused, bs.Technician, id, "moderation ended: "+why)
 			return false
 		}
-		if _, err := s.cfg.Moderation.Seated(id, r.p.Name); err != nil {
-			s.audit(context.Background(), broker.EventWebRefused, bs.Technician, id, "moderation ended: "+err.Error())
-			return false
-		}
+		// Whether they may still moderate is checked where the seat is,
+		// every second, by the seat's own watch.
 		return true
 	})
 }
@@ -161,6 +159,11 @@ func (s *Server) moderate(w http.ResponseWriter, r *request) (any, error) {
 // follow.
 func (s *Server) moderationState(w http.ResponseWriter, r *request) (any, error) {
 	m, err := s.moderatedSession(r, r.PathValue("id"))
+	var he *httpError
+	if errors.As(err, &he) && r.Header.Get("X-Sekisho-Poll") != "" {
+		// The page following a session that ended: not a refusal.
+		he.audited = true
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -130,9 +130,17 @@ func (p *Peers) locate(ctx context.Context, id, watcher string) (string, broker.
 	if known != "" {
 		addrs = append([]string{known}, addrs...)
 	}
+	var failed error
 	for _, addr := range addrs {
 		ms, err := p.state(ctx, addr, id, watcher, "may")
-		if errors.Is(err, peer.ErrNotServed) {
+		var rf *session.ModerationRefused
+		switch {
+		case errors.Is(err, peer.ErrNotServed):
+			continue
+		case err != nil && !errors.As(err, &rf):
+			// A node stopping, upgrading or out of reach: the session
+			// may be on another.
+			failed = err
 			continue
 		}
 		if err == nil {
@@ -148,8 +156,11 @@ func (p *Peers) locate(ctx context.Context, id, watcher string) (string, broker.
 		}
 		return addr, ms, err
 	}
-	return "", broker.ModeratedSession{}, &session.ModerationRefused{
-		Why: fmt.Sprintf("no session %s waiting for moderators or moderated on any node", id), NotHere: true}
+	why := fmt.Sprintf("no session %s waiting for moderators or moderated on any node", id)
+	if failed != nil {
+		why += fmt.Sprintf(" that answered (%v)", failed)
+	}
+	return "", broker.ModeratedSession{}, &session.ModerationRefused{Why: why, NotHere: true}
 }
 
 // state asks the node at addr for session id as watcher may moderate it.

@@ -267,12 +267,15 @@ func TestRunJobOnOneNodeAtATime(t *testing.T) {
 		t.Fatalf("hourly job on another node within the hour: ran %v, err %v; want it skipped", ran, err)
 	}
 	// A node whose connection dies while it holds a lock releases it.
+	// (Only this test's database: the server is shared, and another
+	// test's migration holds an advisory lock too.)
 	c := openPG(t, dsn)
 	held, gone := make(chan struct{}), make(chan struct{})
 	defer close(gone)
 	go c.RunJob(ctx, "request-expiry", 0, func(context.Context) error { close(held); <-gone; return nil })
 	<-held
-	if _, err := a.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()`); err != nil {
+	if _, err := a.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the dead node's job lock to be released", func() bool {
