@@ -70,6 +70,13 @@ func (c *clock) add(d time.Duration) {
 
 func newFixture(t *testing.T, consoleURL string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, consoleURL, nil)
+}
+
+// newFixtureWith is newFixture with edit applied to the console's
+// config.
+func newFixtureWith(t *testing.T, consoleURL string, edit func(*web.Config)) *fixture {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
 	store, err := sqlitestore.Open(t.Context(), path)
 	if err != nil {
@@ -113,8 +120,12 @@ func newFixture(t *testing.T, consoleURL string) *fixture {
 	if consoleURL == "" {
 		consoleURL = "http://" + ts.Listener.Addr().String()
 	}
-	srv, err := web.New(web.Config{Broker: brk, Store: store, RecordingDir: t.TempDir(), URL: consoleURL,
-		Logger: slog.New(slog.DiscardHandler), Now: c.now})
+	cfg := web.Config{Broker: brk, Store: store, RecordingDir: t.TempDir(), URL: consoleURL,
+		Logger: slog.New(slog.DiscardHandler), Now: c.now}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := web.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
