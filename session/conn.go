@@ -136,12 +136,7 @@ func (c *conn) tellAndClose(msg string) {
 	// Sessions that came through this connection by ProxyJump are told
 	// first: closing it cuts them off.
 	c.srv.endInner(c.sc, strings.TrimPrefix(msg, "session ended: "))
-	c.mu.Lock()
-	relays := make([]*relay, 0, len(c.relays))
-	for r := range c.relays {
-		relays = append(relays, r)
-	}
-	c.mu.Unlock()
+	relays := c.openRelays()
 	var told sync.WaitGroup
 	for _, r := range relays {
 		told.Add(1)
@@ -169,6 +164,17 @@ func (c *conn) tellAndClose(msg string) {
 		c.up.Close()
 	}
 	c.sc.Close()
+}
+
+// openRelays returns the session's channels being relayed now.
+func (c *conn) openRelays() []*relay {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	relays := make([]*relay, 0, len(c.relays))
+	for r := range c.relays {
+		relays = append(relays, r)
+	}
+	return relays
 }
 
 func (c *conn) logArgs() []any {
