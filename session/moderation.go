@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -118,13 +116,7 @@ func (c *conn) unseat() {
 // moderationEvent records text on the session's channels' recordings
 // ("x-moderator"), for the replay's timeline.
 func (c *conn) moderationEvent(text string) {
-	c.mu.Lock()
-	relays := make([]*relay, 0, len(c.relays))
-	for r := range c.relays {
-		relays = append(relays, r)
-	}
-	c.mu.Unlock()
-	for _, r := range relays {
+	for _, r := range c.openRelays() {
 		r.mu.Lock()
 		var err error
 		if r.rec != nil && !r.recClosed {
@@ -277,21 +269,22 @@ func (m *Moderator) audit(kind broker.EventKind, extra map[string]string) {
 		Source: m.source, Session: m.st.id, Detail: broker.JSONDetail(d)})
 }
 
-// maxModeratorText bounds a line or a reason a moderator sends.
+// maxModeratorText bounds the command line a moderator types over SSH
+// (a line or a reason is at most 500 bytes: broker.CheckText).
 const maxModeratorText = 500
 
-// moderatorText checks a line a moderator sends the technician.
+// moderatorText checks a line or reason a moderator sends the technician
+// as every typed text is checked (broker.CheckText): nothing hidden or
+// reordered may reach the technician's terminal.
 func moderatorText(what, text string) (string, error) {
-	text = strings.TrimSpace(text)
-	switch {
-	case text == "":
+	if strings.TrimSpace(text) == "" {
 		return "", &ModerationRefused{Why: "give " + what}
-	case len(text) > maxModeratorText:
-		return "", &ModerationRefused{Why: fmt.Sprintf("%s is too long: at most %d bytes", what, maxModeratorText)}
-	case !utf8.ValidString(text) || strings.IndexFunc(text, unicode.IsControl) >= 0:
-		return "", &ModerationRefused{Why: what + " must be one line of text, without control characters"}
 	}
-	return text, nil
+	text, err := broker.CheckText(what, text)
+	if rf := (*broker.Refusal)(nil); errors.As(err, &rf) {
+		return "", &ModerationRefused{Why: rf.Msg}
+	}
+	return text, err
 }
 
 // Say sends the technician a line, on their terminal.
@@ -582,13 +575,7 @@ func (c *conn) teller(tells <-chan string, done <-chan struct{}) {
 	for {
 		select {
 		case msg := <-tells:
-			c.mu.Lock()
-			relays := make([]*relay, 0, len(c.relays))
-			for r := range c.relays {
-				relays = append(relays, r)
-			}
-			c.mu.Unlock()
-			for _, r := range relays {
+			for _, r := range c.openRelays() {
 				io.WriteString(r.down.Stderr(), "\r\nsekisho: "+msg+"\r\n")
 			}
 		case <-done:

@@ -165,3 +165,22 @@ func TestActionsRecheckTheModerator(t *testing.T) {
 		t.Errorf("say by someone who may not moderate: %v", err)
 	}
 }
+
+// What a moderator sends the technician is checked as every typed text
+// is: nothing invisible that reorders or hides what the technician reads.
+func TestModeratorTextIsChecked(t *testing.T) {
+	h, _ := moderatedHarness(t, time.Minute)
+	_, m, _ := startModerated(t, h, "cat")
+	for text, want := range map[string]string{
+		"   ":                          "give a line to send",
+		"run \u202erm -rf /\u202c now": "U+202E",
+		strings.Repeat("x", 501):       "too long",
+	} {
+		if err := m.Say(text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("say %q: %v, want a refusal saying %q", text, err, want)
+		}
+	}
+	if err := m.Say("check the backup first"); err != nil {
+		t.Errorf("a plain line: %v", err)
+	}
+}
