@@ -39,8 +39,7 @@ func TestReportCountsModeratedSessions(t *testing.T) {
 	id := waitingFor.FindStringSubmatch(stderr.String())[1]
 
 	mod := v.logins(t).mustCmd(t, "kenji", "moderate", id)
-	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
-	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	mt := terminal(t, mod, "moderate")
 	mt.waitScreen("moderating session " + id)
 	select {
 	case err := <-done:

@@ -32,6 +32,14 @@ func shellLine(args []string) string {
 	return strings.Join(out, " ")
 }
 
+// terminal runs cmd as ssh -tt in tmux; the pane stays after ssh
+// exits, showing "NAME-exited-STATUS".
+func terminal(t *testing.T, cmd *exec.Cmd, name string) *tmux {
+	t.Helper()
+	args := append([]string{cmd.Args[0], "-tt"}, cmd.Args[1:]...)
+	return newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(args)+"; echo "+name+"-exited-$?; sleep 3600"))
+}
+
 // A session whose rule asks for a moderator waits in plain ssh, nothing
 // reaching the target, until one watches; the technician, someone of
 // their affiliate and a locked moderator cannot moderate; once kenji
@@ -45,8 +53,7 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 		return strings.Replace(moderatedWeb("8s")(cfg), "  - name: wei\n    affiliate: ops-cn\n", "  - name: wei\n    affiliate: ops-jp\n    groups: [approvers]\n", 1)
 	})
 	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
-	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
-	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm := terminal(t, tech, "ssh")
 	tm.waitScreen("this session needs 1 moderator(s) watching")
 	m := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
 	if m == nil {
@@ -82,8 +89,6 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 		mod = c
 		return refused == nil
 	})
-	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
-	moderator := "sh -c " + shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600")
 	// He first moderates over a connection of its own (not the command
 	// connection above), which the test can cut.
 	own := v.logins(t).withCode(t, "kenji", v.ssh(ctxT(t), "kenji", "kenji", "moderate", id))
@@ -109,7 +114,7 @@ func TestModeratedSessionWaitsHoldsAndEnds(t *testing.T) {
 	tm.waitScreen("the moderators left: your input is held")
 	tm.send("echo held-$((40+2))", "Enter")
 	// He comes back within the grace period: the input goes through again.
-	mt2 := newTmux(t, 160, 40, moderator)
+	mt2 := terminal(t, mod, "moderate")
 	mt2.waitScreen("moderating session " + id)
 	tm.waitScreen("watched again by kenji: your input goes through")
 	tm.send("echo again-$((40+3))", "Enter")
@@ -172,11 +177,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 		mod = c
 		return refused == nil
 	})
-	tmuxOf := func(c *exec.Cmd) *tmux {
-		c.Args = append(c.Args[:1], append([]string{"-tt"}, c.Args[1:]...)...)
-		return newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(c.Args)+"; echo moderate-exited-$?; sleep 3600"))
-	}
-	mt := tmuxOf(mod)
+	mt := terminal(t, mod, "moderate")
 	mt.waitScreen("moderating session " + execID)
 	r := <-execDone
 	if r.code != 0 || !strings.Contains(r.stdout, "exec-ran-42") || !strings.Contains(r.stderr, "needs 1 moderator(s) watching") {
@@ -209,7 +210,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 		t.Fatal("the file arrived before a moderator watched")
 	}
 	mod = v.logins(t).mustCmd(t, "kenji", "moderate", scpID)
-	mt = tmuxOf(mod)
+	mt = terminal(t, mod, "moderate")
 	if r := <-scpDone; r.code != 0 {
 		t.Fatalf("the moderated scp: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -219,8 +220,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 	mt.waitScreen("moderate-exited-0")
 
 	tech := v.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
-	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
-	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm := terminal(t, tech, "ssh")
 	tm.waitScreen("this session needs 1 moderator(s) watching")
 	m := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())
 	if m == nil {
@@ -228,7 +228,7 @@ func TestModeratorSaysHoldsAndEnds(t *testing.T) {
 	}
 	id := m[1]
 	mod = v.logins(t).mustCmd(t, "kenji", "moderate", id)
-	mt = tmuxOf(mod)
+	mt = terminal(t, mod, "moderate")
 	mt.waitScreen("moderating session " + id)
 	tm.waitScreen("watched by kenji; connecting to web-sg-01")
 	tm.send("echo ready-$((1+1))", "Enter")
@@ -324,8 +324,7 @@ func TestApprovedSessionWaitsForModerator(t *testing.T) {
 		t.Fatalf("the approved session started before a moderator watched: %v %s", err, out)
 	}
 	mod := v.logins(t).mustCmd(t, "kenji", "moderate", m[1])
-	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
-	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; sleep 3600"))
+	mt := terminal(t, mod, "moderate")
 	mt.waitScreen("moderating session " + m[1])
 	tm.waitScreen("watched by kenji; connecting to db-jp-01")
 	tm.send("echo approved-and-watched-$((6*7))", "Enter")
@@ -396,8 +395,7 @@ func TestClusterModeratorOnAnotherNode(t *testing.T) {
 	})
 	one, two := c.nodes[0], c.nodes[1]
 	tech := one.ssh(ctxT(t), "aiko", "aiko+web-sg-01")
-	tech.Args = append(tech.Args[:1], append([]string{"-tt"}, tech.Args[1:]...)...)
-	tm := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(tech.Args)+"; echo ssh-exited-$?; sleep 3600"))
+	tm := terminal(t, tech, "ssh")
 	tm.waitScreen("a moderator joins in the console")
 	id := regexp.MustCompile(`session ([0-9a-f-]{36}): a moderator joins`).FindStringSubmatch(tm.screen())[1]
 
@@ -408,8 +406,7 @@ func TestClusterModeratorOnAnotherNode(t *testing.T) {
 	b.WaitText(`#moderated-sessions tr[data-session="`+id+`"]`, "aiko")
 
 	mod := two.logins(t).mustCmd(t, "kenji", "moderate", id)
-	mod.Args = append(mod.Args[:1], append([]string{"-tt"}, mod.Args[1:]...)...)
-	mt := newTmux(t, 160, 40, "sh -c "+shellQuote(shellLine(mod.Args)+"; echo moderate-exited-$?; sleep 3600"))
+	mt := terminal(t, mod, "moderate")
 	mt.waitScreen("moderating session " + id + " of aiko on web-sg-01")
 	tm.waitScreen("watched by kenji; connecting to web-sg-01")
 	tm.send("echo across-$((6*7))", "Enter")
